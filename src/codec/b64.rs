@@ -1,0 +1,143 @@
+//! Base64 (standard alphabet), behind one decode and one encode function so a SIMD crate
+//! can replace the `base64` crate in one place.
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Standard alphabet; padding optional on decode; non-zero trailing bits tolerated (as
+/// most real-world decoders do).
+const ENGINE: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes `input`, which holds only alphabet characters and optional trailing `=`, and
+/// appends the bytes to `out`. Fails on any other character, on a dangling single
+/// character, or on padding in the wrong place.
+pub fn decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+    ENGINE.decode_vec(input, out)
+}
+
+/// Appends the padded encoding of `input` to `out`.
+pub fn encode_into(input: &[u8], out: &mut String) {
+    ENGINE.encode_string(input, out)
+}
+
+/// Length of the padded encoding of `n` bytes: `4 * ceil(n / 3)`.
+pub const fn encoded_len(n: u64) -> u64 {
+    n.div_ceil(3) * 4
+}
+
+/// The standard alphabet's 64 characters plus `=`: what [`decode_into`] accepts.
+pub const fn is_alphabet(b: u8) -> bool {
+    matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' | b'=')
+}
+
+/// Streams base64 encoding: bytes in any chunking, the same output as encoding the whole
+/// at once. Holds at most two bytes between calls.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    carry: [u8; 2],
+    carried: usize,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Encodes as much of `data` (after what was carried) as makes whole 3-byte groups.
+    pub fn push(&mut self, mut data: &[u8]) -> Bytes {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4 + 4);
+        if self.carried > 0 {
+            let need = 3 - self.carried;
+            if data.len() < need {
+                self.carry[self.carried..self.carried + data.len()].copy_from_slice(data);
+                self.carried += data.len();
+                return Bytes::new();
+            }
+            let mut group = [0u8; 3];
+            group[..self.carried].copy_from_slice(&self.carry[..self.carried]);
+            group[self.carried..].copy_from_slice(&data[..need]);
+            encode_into(&group, &mut out);
+            data = &data[need..];
+            self.carried = 0;
+        }
+        let whole = data.len() / 3 * 3;
+        encode_into(&data[..whole], &mut out);
+        let rest = &data[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carried = rest.len();
+        Bytes::from(out)
+    }
+
+    /// Encodes what is left, with padding.
+    pub fn finish(&mut self) -> Bytes {
+        let mut out = String::new();
+        encode_into(&self.carry[..self.carried], &mut out);
+        self.carried = 0;
+        Bytes::from(out)
+    }
+}
+
+/// Decodes a whole base64 text, skipping ASCII whitespace: for small bodies (emulators,
+/// tests). Streaming input goes through [`crate::codec::json_scan`] instead.
+pub fn decode_lenient_whitespace(text: &[u8]) -> Result<Bytes, base64::DecodeError> {
+    let clean: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
+    decode_into(&clean, &mut out)?;
+    let mut b = BytesMut::with_capacity(out.len());
+    b.put_slice(&out);
+    Ok(b.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_encoder_matches_one_shot_for_every_split() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(100).collect();
+        let mut whole = String::new();
+        encode_into(&data, &mut whole);
+        for a in 0..data.len() {
+            for b in a..data.len() {
+                let mut e = Encoder::new();
+                let mut got = Vec::new();
+                got.extend_from_slice(&e.push(&data[..a]));
+                got.extend_from_slice(&e.push(&data[a..b]));
+                got.extend_from_slice(&e.push(&data[b..]));
+                got.extend_from_slice(&e.finish());
+                assert_eq!(got, whole.as_bytes(), "split at {a},{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_padded_length() {
+        for n in 0..20u64 {
+            let mut s = String::new();
+            encode_into(&vec![0u8; n as usize], &mut s);
+            assert_eq!(encoded_len(n), s.len() as u64);
+        }
+    }
+
+    #[test]
+    fn decode_accepts_padded_and_unpadded() {
+        let mut out = Vec::new();
+        decode_into(b"aGk=", &mut out).unwrap();
+        decode_into(b"aGk", &mut out).unwrap();
+        assert_eq!(out, b"hihi");
+        assert!(decode_into(b"a", &mut Vec::new()).is_err());
+        assert!(decode_into(b"a*==", &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The file name in a multipart part's `Content-Disposition` header, both ways.
+//!
+//! Reading accepts what real clients send: `filename="..."` with raw UTF-8 (browsers,
+//! `requests`, kibana-py), backslash-escaped quotes, unquoted tokens, and the RFC 5987 /
+//! RFC 6266 `filename*=UTF-8''...` form, which wins when both are present.
+//! Writing follows the WHATWG form-data rules every major server parses: raw UTF-8 inside
+//! quotes, with `"`, CR and LF percent-encoded, so a name can never end the header early.
+
+/// The parameters of a `Content-Disposition` value that casegate cares about.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Disposition {
+    /// `name`: the form field's name.
+    pub name: Option<String>,
+    /// `filename*` if present and decodable, else `filename`.
+    pub filename: Option<String>,
+}
+
+/// Why a disposition header was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DispositionError {
+    #[error("the Content-Disposition header is not valid UTF-8")]
+    NotUtf8,
+    #[error("the Content-Disposition filename* parameter cannot be decoded")]
+    BadExtValue,
+}
+
+/// Parses a `Content-Disposition` header value.
+pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
+    let text = std::str::from_utf8(raw).map_err(|_| DispositionError::NotUtf8)?;
+    let mut out = Disposition::default();
+    let mut ext_filename = None;
+    let mut rest = text;
+    // Skip the disposition type (`form-data`).
+    match rest.find(';') {
+        Some(i) => rest = &rest[i + 1..],
+        None => return Ok(out),
+    }
+    while !rest.trim_start().is_empty() {
+        rest = rest.trim_start();
+        let eq = match rest.find(['=', ';']) {
+            Some(i) if rest.as_bytes()[i] == b'=' => i,
+            Some(i) => {
+                rest = &rest[i + 1..];
+                continue;
+            }
+            None => break,
+        };
+        let key = rest[..eq].trim().to_ascii_lowercase();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            let mut closed = false;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        closed = true;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            value = v;
+            rest = &quoted[end..];
+            if !closed {
+                rest = "";
+            }
+            rest = match rest.find(';') {
+                Some(i) => &rest[i + 1..],
+                None => "",
+            };
+        } else {
+            let end = rest.find(';').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = if end < rest.len() {
+                &rest[end + 1..]
+            } else {
+                ""
+            };
+        }
+        match key.as_str() {
+            "name" if out.name.is_none() => out.name = Some(value),
+            "filename" if out.filename.is_none() => out.filename = Some(value),
+            "filename*" if ext_filename.is_none() => {
+                ext_filename = Some(decode_ext_value(&value)?);
+            }
+            _ => {}
+        }
+    }
+    if ext_filename.is_some() {
+        out.filename = ext_filename;
+    }
+    Ok(out)
+}
+
+/// Decodes an RFC 8187 `ext-value`: `charset'lang'percent-encoded`.
+fn decode_ext_value(v: &str) -> Result<String, DispositionError> {
+    let mut parts = v.splitn(3, '\'');
+    let charset = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let _lang = parts.next().ok_or(DispositionError::BadExtValue)?;
+    let encoded = parts.next().ok_or(DispositionError::BadExtValue)?;
+    let bytes = percent_decode(encoded.as_bytes()).ok_or(DispositionError::BadExtValue)?;
+    match charset.as_str() {
+        "utf-8" => String::from_utf8(bytes).map_err(|_| DispositionError::BadExtValue),
+        "iso-8859-1" => Ok(bytes.iter().map(|&b| b as char).collect()),
+        _ => Err(DispositionError::BadExtValue),
+    }
+}
+
+fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Appends `value` as the inside of a quoted `Content-Disposition` parameter (WHATWG
+/// form-data encoding): `"` becomes `%22`, CR `%0D`, LF `%0A`; everything else verbatim.
+pub fn push_quoted(out: &mut Vec<u8>, value: &str) {
+    for b in value.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"%22"),
+            b'\r' => out.extend_from_slice(b"%0D"),
+            b'\n' => out.extend_from_slice(b"%0A"),
+            b => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Disposition {
+        parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn plain_quoted_and_unquoted() {
+        let d = p(r#"form-data; name="file"; filename="a b.txt""#);
+        assert_eq!(d.name.as_deref(), Some("file"));
+        assert_eq!(d.filename.as_deref(), Some("a b.txt"));
+        let d = p("form-data; name=file; filename=x.pdf");
+        assert_eq!(d.name.as_deref(), Some("file"));
+        assert_eq!(d.filename.as_deref(), Some("x.pdf"));
+    }
+
+    #[test]
+    fn raw_utf8_and_escapes_and_semicolons() {
+        let d = p("form-data; name=\"file\"; filename=\"Prüfbericht ü 2026.pdf\"");
+        assert_eq!(d.filename.as_deref(), Some("Prüfbericht ü 2026.pdf"));
+        let d = p(r#"form-data; name="file"; filename="a\"b;c.txt""#);
+        assert_eq!(d.filename.as_deref(), Some("a\"b;c.txt"));
+    }
+
+    #[test]
+    fn ext_value_wins() {
+        let d = p("form-data; name=\"file\"; filename=\"fallback.txt\"; filename*=UTF-8''%E2%82%AC%20rates.txt");
+        assert_eq!(d.filename.as_deref(), Some("€ rates.txt"));
+        let d = p("form-data; filename*=iso-8859-1'en'%A3.txt; name=file");
+        assert_eq!(d.filename.as_deref(), Some("£.txt"));
+        assert_eq!(d.name.as_deref(), Some("file"));
+        assert!(parse(b"form-data; filename*=UTF-8''%ZZ").is_err());
+        assert!(parse(b"form-data; filename*=UTF-8''%FF").is_err());
+    }
+
+    #[test]
+    fn name_is_not_found_inside_filename() {
+        let d = p(r#"form-data; filename="x.txt""#);
+        assert_eq!(d.name, None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert_eq!(
+            parse(b"form-data; name=\"file\"; filename=\"\xff.txt\""),
+            Err(DispositionError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn quoting_cannot_break_out() {
+        let mut out = Vec::new();
+        push_quoted(&mut out, "a\"\r\nContent-Type: x");
+        assert_eq!(out, b"a%22%0D%0AContent-Type: x");
+    }
+}

@@ -1,0 +1,22 @@
+//! casegate: a reverse proxy that translates "attach a file to a case" uploads between
+//! Thalamus v4, Tines v2, Case IQ and Kibana Cases (see `../shared/SPEC.md`).
+//!
+//! The crate is a library with a thin binary (`main.rs`) on top, so integration tests,
+//! benchmarks and fuzz targets drive the same code the binary runs.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(clippy::all)]
+
+pub mod codec;
+pub mod config;
+pub mod dialect;
+pub mod emulator;
+pub mod error;
+pub mod forward;
+pub mod inbound;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod tls;
+pub mod upload;
+pub mod upstream;
