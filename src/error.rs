@@ -1,0 +1,331 @@
+//! The one error type, and the one place it becomes an HTTP answer.
+//!
+//! Every failure (a client's mistake, an upstream's refusal or silence, casegate's own
+//! trouble) is an [`Error`]: a [`Code`] for operators (sent as `Casegate-Error`), the HTTP
+//! status SPEC section 4 assigns, a message safe to show the client, and which side was at
+//! fault. [`respond`] renders it in the front dialect's own error form; nothing else turns
+//! an error into a response.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::dialect::Dialect;
+
+/// The body type of every response casegate sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+/// The error type of bodies and services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A full in-memory response body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// What went wrong, as operators see it in the `Casegate-Error` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadRequest,
+    Unauthorized,
+    TooLarge,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamRejected,
+    UpstreamFailed,
+    Overloaded,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::Unauthorized => "unauthorized",
+            Code::TooLarge => "too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::UpstreamUnreachable => "upstream_unreachable",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::UpstreamRejected => "upstream_rejected",
+            Code::UpstreamFailed => "upstream_failed",
+            Code::Overloaded => "overloaded",
+            Code::Internal => "internal",
+        }
+    }
+}
+
+/// Whose fault a failure was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong (or too much, or too often).
+    Client,
+    /// The upstream refused, failed, or could not be reached.
+    Upstream,
+    /// casegate itself (spool disk, a bug).
+    Internal,
+}
+
+/// A failure on its way to the client. `message` is safe to show: it never holds a
+/// secret, a Rust error string or an upstream's raw foreign body.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub code: Code,
+    pub status: StatusCode,
+    pub message: String,
+    pub side: Side,
+}
+
+impl Error {
+    fn new(code: Code, status: StatusCode, side: Side, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            status,
+            message: message.into(),
+            side,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::BadRequest,
+            StatusCode::BAD_REQUEST,
+            Side::Client,
+            message,
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::Unauthorized,
+            StatusCode::UNAUTHORIZED,
+            Side::Client,
+            message,
+        )
+    }
+
+    /// The upload is larger than `max_upload_bytes` (decoded bytes).
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            Code::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Side::Client,
+            format!("The file is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    /// The raw body is larger than any upload within the limit could be.
+    pub fn too_large_body() -> Self {
+        Self::new(
+            Code::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Side::Client,
+            "The request body is larger than an upload of the largest allowed file can be.",
+        )
+    }
+
+    /// The client stopped sending its body.
+    pub fn client_timeout() -> Self {
+        Self::new(
+            Code::BadRequest,
+            StatusCode::REQUEST_TIMEOUT,
+            Side::Client,
+            "The request body stopped arriving.",
+        )
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::UnsupportedMediaType,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Side::Client,
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Code::NotFound, StatusCode::NOT_FOUND, Side::Client, message)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            Code::MethodNotAllowed,
+            StatusCode::METHOD_NOT_ALLOWED,
+            Side::Client,
+            "Method Not Allowed",
+        )
+    }
+
+    /// A `strict` route refuses a field its upstream cannot carry.
+    pub fn strict(fields: &[&str]) -> Self {
+        Self::new(
+            Code::BadRequest,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Side::Client,
+            format!(
+                "The upstream of this route cannot store these fields: {}.",
+                fields.join(", ")
+            ),
+        )
+    }
+
+    pub fn overloaded() -> Self {
+        Self::new(
+            Code::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Side::Client,
+            "casegate is serving as many uploads as it is allowed to; retry later.",
+        )
+    }
+
+    pub fn upstream_unreachable() -> Self {
+        Self::new(
+            Code::UpstreamUnreachable,
+            StatusCode::BAD_GATEWAY,
+            Side::Upstream,
+            "The case system could not be reached.",
+        )
+    }
+
+    pub fn upstream_timeout() -> Self {
+        Self::new(
+            Code::UpstreamTimeout,
+            StatusCode::GATEWAY_TIMEOUT,
+            Side::Upstream,
+            "The case system did not answer in time.",
+        )
+    }
+
+    /// The upstream answered 4xx. Its refusals of the request itself (400, 404, 409, 413,
+    /// 415, 422, 429) keep their status and message; anything else, notably 401/403 to
+    /// casegate's own credentials, is a 502.
+    pub fn upstream_rejected(upstream_status: StatusCode, message: Option<String>) -> Self {
+        let carried = matches!(
+            upstream_status.as_u16(),
+            400 | 404 | 409 | 413 | 415 | 422 | 429
+        );
+        let (status, message) = if carried {
+            let m = message.unwrap_or_else(|| reason(upstream_status).to_string());
+            (upstream_status, m)
+        } else {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "The case system refused casegate's request ({}).",
+                    upstream_status.as_u16()
+                ),
+            )
+        };
+        Self::new(Code::UpstreamRejected, status, Side::Upstream, message)
+    }
+
+    /// The upstream answered 5xx, or Thalamus answered `FAILED`.
+    pub fn upstream_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::UpstreamFailed,
+            StatusCode::BAD_GATEWAY,
+            Side::Upstream,
+            message,
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Side::Internal,
+            message,
+        )
+    }
+
+    /// The standard reason phrase of this error's status.
+    pub fn reason(&self) -> &'static str {
+        reason(self.status)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status.as_u16(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The standard reason phrase of a status.
+pub fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+/// Renders `err` in the front dialect's error form, with `Casegate-Error`.
+pub fn respond(front: &dyn Dialect, err: &Error) -> Response<Body> {
+    let mut resp = front.render_error(err);
+    resp.headers_mut().insert(
+        "casegate-error",
+        HeaderValue::from_static(err.code.as_str()),
+    );
+    if err.status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    resp
+}
+
+/// A response with a JSON body.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// A response with a plain-text body.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_status_mapping() {
+        for (up, down) in [
+            (400, 400),
+            (401, 502),
+            (403, 502),
+            (404, 404),
+            (405, 502),
+            (413, 413),
+            (415, 415),
+            (422, 422),
+        ] {
+            let e = Error::upstream_rejected(StatusCode::from_u16(up).unwrap(), Some("m".into()));
+            assert_eq!(e.status.as_u16(), down, "upstream {up}");
+            assert_eq!(e.code, Code::UpstreamRejected);
+        }
+        let e = Error::upstream_rejected(StatusCode::UNAUTHORIZED, Some("secret detail".into()));
+        assert!(!e.message.contains("secret detail"));
+    }
+}

@@ -1,0 +1,503 @@
+//! Reading a client's upload as a stream of canonical events.
+//!
+//! A front dialect turns its request body into an [`EventStream`]: the fields it finds
+//! ([`Event::Field`]), then the file ([`Event::FileStart`], [`Event::Data`]...,
+//! [`Event::FileEnd`]), then any fields that came after it. Two readers do the work for
+//! all dialects: [`multipart`] (over multer) and [`json`] (over the streaming scanner in
+//! [`crate::codec::json_scan`]). Both enforce the limits: decoded file bytes against
+//! `max_upload_bytes`, raw body bytes, field sizes, and a body idle timeout.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+
+use crate::codec::json_scan::{self, Event as ScanEvent, Scalar, ScanError, Scanner};
+use crate::codec::{b64, disposition};
+use crate::error::Error;
+use crate::upload::{Field, Kind, UploadMeta};
+
+/// A request body as a stream of chunks.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+/// An upload as a stream of events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
+
+/// One step of reading an upload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Field(Field),
+    /// A field given as `null`: settled, and absent.
+    Absent(Kind),
+    /// The file starts; multipart parts carry their own name and type.
+    FileStart {
+        filename: Option<String>,
+        content_type: Option<String>,
+    },
+    /// Decoded file bytes.
+    Data(Bytes),
+    FileEnd,
+}
+
+/// What a front dialect's reader returns: the fields its path carries, and the body's.
+pub struct Inbound {
+    pub meta: UploadMeta,
+    pub events: EventStream,
+}
+
+/// Bounds on what a client may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file, in decoded bytes (`max_upload_bytes`).
+    pub max_file_bytes: u64,
+    /// Largest value of any other field.
+    pub max_field_bytes: usize,
+    /// All other fields together.
+    pub max_fields_total: usize,
+    /// Longest wait for the next chunk of a request body.
+    pub body_idle: Duration,
+}
+
+impl Limits {
+    pub fn new(max_file_bytes: u64) -> Self {
+        Limits {
+            max_file_bytes,
+            max_field_bytes: 64 * 1024,
+            max_fields_total: 1024 * 1024,
+            body_idle: Duration::from_secs(60),
+        }
+    }
+
+    /// Largest multipart body that carries a file of the maximum size: the file, the
+    /// other fields, and room for part headers.
+    pub fn multipart_body(&self) -> u64 {
+        self.max_file_bytes
+            .saturating_add(self.max_fields_total as u64)
+            .saturating_add(64 * 1024)
+    }
+
+    /// Largest JSON body that carries a base64 file of the maximum size: 4/3 of it, plus
+    /// MIME line breaks (a 4-byte `\r\n` escape per 76 characters), plus the other fields.
+    pub fn base64_json_body(&self) -> u64 {
+        let enc = b64::encoded_len(self.max_file_bytes);
+        enc.saturating_add(enc / 76 * 4)
+            .saturating_add(self.max_fields_total as u64)
+            .saturating_add(4096)
+    }
+}
+
+/// Wraps an HTTP body: at most `max_raw` bytes, and no wait longer than `idle` between
+/// chunks. Trailers are ignored. Dropped before the body's end (an early error answer),
+/// it reads and discards a bounded amount more in the background, so the client, still
+/// sending, gets to read the answer instead of a connection reset.
+pub fn body_stream<B>(body: B, max_raw: u64, idle: Duration) -> BodyStream
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    Box::pin(BodyReader {
+        body: Some(body),
+        seen: 0,
+        max_raw,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+        done: false,
+    })
+}
+
+/// Drops a request body that will not be read, the way [`body_stream`] does: draining a
+/// bounded amount in the background so the client can read the answer.
+pub fn discard<B>(body: B)
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    drop(body_stream(body, 0, Duration::from_secs(1)));
+}
+
+/// What an early answer lets a client still send before the connection closes.
+const DRAIN_BYTES: u64 = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+struct BodyReader<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> {
+    body: Option<B>,
+    seen: u64,
+    max_raw: u64,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl<B> BodyReader<B>
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    fn end(&mut self, e: Error) -> std::task::Poll<Option<Result<Bytes, Error>>> {
+        self.done = true;
+        std::task::Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl<B> Stream for BodyReader<B>
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            let Some(body) = this.body.as_mut().filter(|_| !this.done) else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        return this.end(Error::client_timeout());
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.body = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.body = None;
+                    tracing::debug!(error = %e, "request body broke off");
+                    return this.end(Error::bad_request("The request body broke off."));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    this.seen = this.seen.saturating_add(data.len() as u64);
+                    if this.seen > this.max_raw {
+                        return this.end(Error::too_large_body());
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+            }
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> Drop for BodyReader<B> {
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let drain = async {
+                let mut n = 0u64;
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Some(d) = frame.data_ref() {
+                        n += d.len() as u64;
+                        if n > DRAIN_BYTES {
+                            break;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
+}
+
+/// How a dialect reads a multipart form.
+#[derive(Clone, Copy)]
+pub struct FormSpec {
+    /// The part that holds the file.
+    pub file_field: &'static str,
+    /// Refuse any part after the file (Case IQ).
+    pub file_last: bool,
+    /// Maps a text part to a canonical field; `Ok(None)` ignores it.
+    pub map: fn(name: &str, value: String) -> Result<Option<Field>, Error>,
+}
+
+/// Reads a multipart/form-data body with `boundary`.
+pub fn multipart(
+    body: BodyStream,
+    boundary: String,
+    spec: FormSpec,
+    limits: &Limits,
+) -> EventStream {
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .for_field(spec.file_field, limits.max_file_bytes)
+            .per_field(limits.max_field_bytes as u64),
+    );
+    let mp = multer::Multipart::with_constraints(body, boundary, constraints);
+    let state = FormState {
+        mp,
+        file: None,
+        seen_file: false,
+        fields_total: 0,
+        done: false,
+        spec,
+        limits: *limits,
+    };
+    Box::pin(stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        match st.step().await {
+            Ok(Some(ev)) => Some((Ok(ev), st)),
+            Ok(None) => None,
+            Err(e) => {
+                st.done = true;
+                Some((Err(e), st))
+            }
+        }
+    }))
+}
+
+struct FormState {
+    mp: multer::Multipart<'static>,
+    file: Option<multer::Field<'static>>,
+    seen_file: bool,
+    fields_total: usize,
+    done: bool,
+    spec: FormSpec,
+    limits: Limits,
+}
+
+impl FormState {
+    async fn step(&mut self) -> Result<Option<Event>, Error> {
+        if let Some(file) = self.file.as_mut() {
+            return match file.chunk().await.map_err(|e| self.form_error(e))? {
+                Some(data) => Ok(Some(Event::Data(data))),
+                None => {
+                    self.file = None;
+                    Ok(Some(Event::FileEnd))
+                }
+            };
+        }
+        loop {
+            let Some(field) = self.mp.next_field().await.map_err(|e| self.form_error(e))? else {
+                return Ok(None);
+            };
+            let disp = match field.headers().get(http::header::CONTENT_DISPOSITION) {
+                Some(v) => disposition::parse(v.as_bytes())
+                    .map_err(|e| Error::bad_request(format!("{e}.")))?,
+                None => {
+                    return Err(Error::bad_request(
+                        "A multipart part has no Content-Disposition header.",
+                    ))
+                }
+            };
+            let name = disp.name.unwrap_or_default();
+            if self.seen_file && self.spec.file_last {
+                return Err(Error::bad_request(format!(
+                    "The {} part must be the last part of the form.",
+                    self.spec.file_field
+                )));
+            }
+            if name == self.spec.file_field {
+                if self.seen_file {
+                    return Err(Error::bad_request(format!(
+                        "The form has more than one {} part.",
+                        self.spec.file_field
+                    )));
+                }
+                self.seen_file = true;
+                let content_type = field
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                self.file = Some(field);
+                return Ok(Some(Event::FileStart {
+                    filename: disp.filename,
+                    content_type,
+                }));
+            }
+            let bytes = field.bytes().await.map_err(|e| self.form_error(e))?;
+            self.fields_total = self.fields_total.saturating_add(bytes.len() + name.len());
+            if self.fields_total > self.limits.max_fields_total {
+                return Err(Error::bad_request("The form's fields are too large."));
+            }
+            let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                Error::bad_request(format!("The form field {name} is not valid UTF-8."))
+            })?;
+            if let Some(f) = (self.spec.map)(&name, value)? {
+                return Ok(Some(Event::Field(f)));
+            }
+        }
+    }
+
+    fn form_error(&self, e: multer::Error) -> Error {
+        match e {
+            multer::Error::StreamReadFailed(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => {
+                    tracing::debug!(error = %other, "multipart stream failed");
+                    Error::bad_request("The request body broke off.")
+                }
+            },
+            multer::Error::FieldSizeExceeded { field_name, .. } => {
+                if field_name.as_deref() == Some(self.spec.file_field) {
+                    Error::too_large(self.limits.max_file_bytes)
+                } else {
+                    Error::bad_request(format!(
+                        "The form field {} is too large.",
+                        field_name.unwrap_or_default()
+                    ))
+                }
+            }
+            multer::Error::StreamSizeExceeded { .. } => {
+                Error::too_large(self.limits.max_file_bytes)
+            }
+            other => {
+                tracing::debug!(error = %other, "malformed multipart body");
+                Error::bad_request("The multipart/form-data body is malformed.")
+            }
+        }
+    }
+}
+
+/// How a dialect reads a JSON body with a base64 file field.
+#[derive(Clone, Copy)]
+pub struct JsonSpec {
+    pub file_key: &'static str,
+    /// Maps a top-level field to a canonical one.
+    pub map: fn(key: &str, value: Scalar) -> Result<Mapped, Error>,
+}
+
+/// A top-level JSON field, as the dialect reads it.
+pub enum Mapped {
+    Field(Field),
+    /// `null`: the field is settled and absent.
+    Absent(Kind),
+    /// Not a field casegate knows; skipped.
+    Ignore,
+}
+
+/// Reads a JSON body, decoding the file field's base64 as it streams.
+pub fn json(body: BodyStream, spec: JsonSpec, limits: &Limits) -> EventStream {
+    let scan_limits = json_scan::Limits {
+        max_field_bytes: limits.max_field_bytes,
+        max_fields_total: limits.max_fields_total,
+        ..Default::default()
+    };
+    let state = JsonState {
+        body,
+        scanner: Scanner::new(spec.file_key, scan_limits),
+        queue: VecDeque::new(),
+        scratch: Vec::new(),
+        decoded: 0,
+        max_file: limits.max_file_bytes,
+        spec,
+        ended: false,
+        done: false,
+    };
+    Box::pin(stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        match st.step().await {
+            Ok(Some(ev)) => Some((Ok(ev), st)),
+            Ok(None) => None,
+            Err(e) => {
+                st.done = true;
+                Some((Err(e), st))
+            }
+        }
+    }))
+}
+
+struct JsonState {
+    body: BodyStream,
+    scanner: Scanner,
+    queue: VecDeque<Event>,
+    scratch: Vec<ScanEvent>,
+    decoded: u64,
+    max_file: u64,
+    spec: JsonSpec,
+    ended: bool,
+    done: bool,
+}
+
+impl JsonState {
+    async fn step(&mut self) -> Result<Option<Event>, Error> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.scanner
+                        .feed(&chunk, &mut self.scratch)
+                        .map_err(scan_error)?;
+                }
+                None => {
+                    self.scanner.finish(&mut self.scratch).map_err(scan_error)?;
+                    self.ended = true;
+                }
+            }
+            let events: Vec<ScanEvent> = self.scratch.drain(..).collect();
+            for ev in events {
+                self.translate(ev)?;
+            }
+        }
+    }
+
+    fn translate(&mut self, ev: ScanEvent) -> Result<(), Error> {
+        match ev {
+            ScanEvent::Field { key, value } => match (self.spec.map)(&key, value)? {
+                Mapped::Field(f) => self.queue.push_back(Event::Field(f)),
+                Mapped::Absent(k) => self.queue.push_back(Event::Absent(k)),
+                Mapped::Ignore => {}
+            },
+            ScanEvent::FileStart => self.queue.push_back(Event::FileStart {
+                filename: None,
+                content_type: None,
+            }),
+            ScanEvent::FileData(data) => {
+                self.decoded = self.decoded.saturating_add(data.len() as u64);
+                if self.decoded > self.max_file {
+                    return Err(Error::too_large(self.max_file));
+                }
+                self.queue.push_back(Event::Data(data));
+            }
+            ScanEvent::FileEnd { .. } => self.queue.push_back(Event::FileEnd),
+            ScanEvent::End => {}
+        }
+        Ok(())
+    }
+}
+
+fn scan_error(e: ScanError) -> Error {
+    let mut msg = e.to_string();
+    if let Some(first) = msg.get(..1) {
+        msg = first.to_uppercase() + &msg[1..];
+    }
+    msg.push('.');
+    Error::bad_request(msg)
+}

@@ -1,0 +1,456 @@
+//! The canonical upload and result (SPEC section 2): dialect-neutral types every inbound
+//! request is parsed into and every outbound request is built from.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// A canonical field of an upload, as a dialect's parser reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    CaseId(String),
+    /// The file's name: a multipart part's filename, or Tines' `filename`.
+    FileName(String),
+    /// Kibana's `filename` form field: the display name, with or without extension.
+    DisplayName(String),
+    /// Tines `value`, Case IQ `description`.
+    Comment(String),
+    AuthorEmail(String),
+    /// Tines `team_case_block_id`, kept as text (numbers as their digits).
+    BlockId(String),
+    /// One Case IQ `bulkTags[]` value.
+    Tag(String),
+    /// Case IQ `templateLocale`.
+    Locale(String),
+}
+
+impl Field {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Field::CaseId(_) => Kind::CaseId,
+            Field::FileName(_) => Kind::FileName,
+            Field::DisplayName(_) => Kind::DisplayName,
+            Field::Comment(_) => Kind::Comment,
+            Field::AuthorEmail(_) => Kind::AuthorEmail,
+            Field::BlockId(_) => Kind::BlockId,
+            Field::Tag(_) => Kind::Tags,
+            Field::Locale(_) => Kind::Locale,
+        }
+    }
+}
+
+/// The kinds of canonical fields, for sets of them ([`Kinds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    CaseId = 1,
+    FileName = 1 << 1,
+    DisplayName = 1 << 2,
+    Comment = 1 << 3,
+    AuthorEmail = 1 << 4,
+    BlockId = 1 << 5,
+    Tags = 1 << 6,
+    Locale = 1 << 7,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::CaseId,
+        Kind::FileName,
+        Kind::DisplayName,
+        Kind::Comment,
+        Kind::AuthorEmail,
+        Kind::BlockId,
+        Kind::Tags,
+        Kind::Locale,
+    ];
+
+    /// Fields an upstream may be unable to carry: SPEC section 2 drops (or, on a strict
+    /// route, refuses) them rather than failing.
+    pub const DROPPABLE: Kinds =
+        Kinds::of(&[Kind::AuthorEmail, Kind::BlockId, Kind::Tags, Kind::Locale]);
+}
+
+/// A set of [`Kind`]s.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kinds(u16);
+
+impl Kinds {
+    pub const NONE: Kinds = Kinds(0);
+
+    pub const fn of(kinds: &[Kind]) -> Kinds {
+        let mut bits = 0u16;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= kinds[i] as u16;
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    pub fn contains(self, k: Kind) -> bool {
+        self.0 & k as u16 != 0
+    }
+
+    pub fn insert(&mut self, k: Kind) {
+        self.0 |= k as u16;
+    }
+
+    pub const fn union(self, o: Kinds) -> Kinds {
+        Kinds(self.0 | o.0)
+    }
+
+    pub const fn minus(self, o: Kinds) -> Kinds {
+        Kinds(self.0 & !o.0)
+    }
+
+    pub const fn intersect(self, o: Kinds) -> Kinds {
+        Kinds(self.0 & o.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+}
+
+impl fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// Largest file name casegate passes on, in bytes (the common file-system limit).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// The metadata of an upload: everything but the file's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadMeta {
+    pub case_id: Option<String>,
+    pub file_name: Option<String>,
+    /// The file part's own Content-Type, if it had one.
+    pub part_content_type: Option<String>,
+    pub display_name: Option<String>,
+    pub comment: Option<String>,
+    pub author_email: Option<String>,
+    pub block_id: Option<String>,
+    pub tags: Vec<String>,
+    pub locale: Option<String>,
+    /// Kibana space from the client's `/s/{space}` path.
+    pub space: Option<String>,
+    /// Fields reported so far (present or not).
+    pub(crate) seen: Kinds,
+}
+
+impl UploadMeta {
+    /// The fields a request's path carries.
+    pub fn from_path(case_id: Option<String>, space: Option<String>) -> Self {
+        let mut m = UploadMeta {
+            space,
+            ..Default::default()
+        };
+        if let Some(id) = case_id {
+            m.case_id = Some(id);
+            m.seen.insert(Kind::CaseId);
+        }
+        m
+    }
+
+    /// Records a field. A field may be given once (tags: any number of times).
+    pub fn apply(&mut self, f: Field) -> Result<(), Error> {
+        let kind = f.kind();
+        if self.seen.contains(kind) && kind != Kind::Tags {
+            return Err(Error::bad_request(format!(
+                "The field {} was given twice.",
+                kind_label(kind)
+            )));
+        }
+        self.seen.insert(kind);
+        match f {
+            Field::CaseId(v) => self.case_id = Some(v),
+            Field::FileName(v) => self.file_name = Some(sanitize_file_name(&v)?),
+            Field::DisplayName(v) => self.display_name = Some(v),
+            Field::Comment(v) => self.comment = Some(v),
+            Field::AuthorEmail(v) => self.author_email = Some(v),
+            Field::BlockId(v) => self.block_id = Some(v),
+            Field::Tag(v) => self.tags.push(v),
+            Field::Locale(v) => self.locale = Some(v),
+        }
+        Ok(())
+    }
+
+    /// Marks a field as settled without a value (a JSON `null`: absent).
+    pub fn mark_seen(&mut self, k: Kind) {
+        self.seen.insert(k);
+    }
+
+    pub fn seen(&self) -> Kinds {
+        self.seen
+    }
+
+    /// The fields that hold a value.
+    pub fn present(&self) -> Kinds {
+        let mut k = Kinds::NONE;
+        let pairs = [
+            (Kind::CaseId, self.case_id.is_some()),
+            (Kind::FileName, self.file_name.is_some()),
+            (Kind::DisplayName, self.display_name.is_some()),
+            (Kind::Comment, self.comment.is_some()),
+            (Kind::AuthorEmail, self.author_email.is_some()),
+            (Kind::BlockId, self.block_id.is_some()),
+            (Kind::Tags, !self.tags.is_empty()),
+            (Kind::Locale, self.locale.is_some()),
+        ];
+        for (kind, there) in pairs {
+            if there {
+                k.insert(kind);
+            }
+        }
+        k
+    }
+
+    /// Adds what `late` learnt after the file (fields `self` does not have yet).
+    pub fn merge_late(&mut self, late: UploadMeta) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = late.$f; } )* };
+        }
+        take!(
+            case_id,
+            file_name,
+            display_name,
+            comment,
+            author_email,
+            block_id,
+            locale
+        );
+        self.tags.extend(late.tags);
+        self.seen = self.seen.union(late.seen);
+    }
+
+    /// The file's content type: the part's own when valid, else guessed from the name's
+    /// extension, else `application/octet-stream`.
+    pub fn content_type(&self) -> String {
+        if let Some(ct) = self.part_content_type.as_deref() {
+            if let Ok(m) = ct.trim().parse::<mime_guess::mime::Mime>() {
+                return m.essence_str().to_string();
+            }
+        }
+        guess_type(self.file_name.as_deref().unwrap_or(""))
+    }
+}
+
+fn kind_label(k: Kind) -> &'static str {
+    match k {
+        Kind::CaseId => "case id",
+        Kind::FileName => "file name",
+        Kind::DisplayName => "filename",
+        Kind::Comment => "comment",
+        Kind::AuthorEmail => "author email",
+        Kind::BlockId => "block id",
+        Kind::Tags => "tags",
+        Kind::Locale => "locale",
+    }
+}
+
+/// The MIME type guessed from a file name's extension.
+pub fn guess_type(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first()
+        .map(|m| m.essence_str().to_string())
+        .unwrap_or_else(|| "application/octet-stream".to_string())
+}
+
+/// Splits `name` into stem and extension (`"a.tar.gz"` -> `("a.tar", Some("gz"))`); a
+/// leading dot does not start an extension.
+pub fn split_ext(name: &str) -> (&str, Option<&str>) {
+    match name.rfind('.') {
+        Some(i) if i > 0 && i + 1 < name.len() => (&name[..i], Some(&name[i + 1..])),
+        _ => (name, None),
+    }
+}
+
+/// Makes a client-supplied file name safe to pass on: only its last path segment is kept
+/// (`../../etc/passwd` -> `passwd`, `C:\x\y.txt` -> `y.txt`); control characters, an empty
+/// result, `.`/`..` and names over [`MAX_FILE_NAME_BYTES`] are refused.
+pub fn sanitize_file_name(raw: &str) -> Result<String, Error> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw).trim();
+    if base.chars().any(|c| c.is_control()) {
+        return Err(Error::bad_request(
+            "The file name contains control characters.",
+        ));
+    }
+    if base.is_empty() || base == "." || base == ".." {
+        return Err(Error::bad_request("The file name is empty."));
+    }
+    if base.len() > MAX_FILE_NAME_BYTES {
+        return Err(Error::bad_request(format!(
+            "The file name is longer than {MAX_FILE_NAME_BYTES} bytes."
+        )));
+    }
+    Ok(base.to_string())
+}
+
+/// Renders an id as JSON: a number when it is all digits (and fits), else a string.
+pub fn id_json(id: &str) -> Value {
+    if !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'))
+    {
+        if let Ok(n) = id.parse::<u64>() {
+            return Value::from(n);
+        }
+    }
+    Value::from(id)
+}
+
+/// Reads an id from JSON: numbers as their digits, strings as they are.
+pub fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One attachment as an upstream describes it; what it does not say is `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attachment {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub size: Option<u64>,
+    pub created_at: Option<String>,
+    /// Where the upstream serves the file's bytes.
+    pub url: Option<String>,
+}
+
+/// The user an upstream says uploaded the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    pub id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub avatar_url: Option<String>,
+    pub is_service_account: Option<bool>,
+}
+
+/// What the upstream said about a stored upload, dialect-neutral.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadResult {
+    pub case_id: Option<String>,
+    /// The new attachment (for Kibana: `id` is the file id).
+    pub attachment: Attachment,
+    /// Kibana: the id of the case comment that holds the file.
+    pub comment_id: Option<String>,
+    pub uploader: Option<Person>,
+    /// Every attachment of the case, where the upstream lists them (Thalamus, Kibana).
+    pub attachments: Vec<Attachment>,
+    /// The case object, where the upstream returns one (Kibana).
+    pub case: Option<Value>,
+    /// The comment was stored with the file (Tines `FILE_ATTACHED_AND_COMMENTED`).
+    pub comment_stored: bool,
+    /// Tines `block_id` as the upstream gave it.
+    pub block_id: Option<Value>,
+    /// Case IQ `encoding`.
+    pub encoding: Option<String>,
+    /// Kibana: the case's owner.
+    pub owner: Option<String>,
+}
+
+/// Everything a front needs to render a success: the upload as finally known, what
+/// casegate counted, and what the upstream said.
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    pub meta: &'a UploadMeta,
+    /// File bytes casegate counted.
+    pub size: u64,
+    pub content_type: &'a str,
+    pub result: &'a UploadResult,
+    /// The comment is stored (with the file, or by the second call).
+    pub comment_stored: bool,
+    /// Kibana owner for synthesised objects: upstream's, route's, else `cases`.
+    pub owner: &'a str,
+    /// When casegate saw the upload complete (RFC 3339, UTC).
+    pub now: &'a str,
+}
+
+/// Current time as RFC 3339 with milliseconds (`2024-03-25T15:40:39.123Z`).
+pub fn now_rfc3339_millis() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Current time as RFC 3339 in whole seconds (`2024-03-25T15:40:39Z`).
+pub fn now_rfc3339_seconds() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_made_safe() {
+        assert_eq!(sanitize_file_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(sanitize_file_name("C:\\x\\y.txt").unwrap(), "y.txt");
+        assert_eq!(
+            sanitize_file_name("Prüfbericht ü 2026.pdf").unwrap(),
+            "Prüfbericht ü 2026.pdf"
+        );
+        assert!(sanitize_file_name("a\r\nb").is_err());
+        assert!(sanitize_file_name("a\0b").is_err());
+        assert!(sanitize_file_name("dir/").is_err());
+        assert!(sanitize_file_name("..").is_err());
+        assert!(sanitize_file_name(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn ids_render_as_numbers_only_when_all_digits() {
+        assert_eq!(id_json("42"), Value::from(42u64));
+        assert_eq!(id_json("0"), Value::from(0u64));
+        assert_eq!(id_json("042"), Value::from("042"));
+        assert_eq!(id_json("a1"), Value::from("a1"));
+        assert_eq!(
+            id_json("99999999999999999999999"),
+            Value::from("99999999999999999999999")
+        );
+    }
+
+    #[test]
+    fn ext_split() {
+        assert_eq!(split_ext("a.tar.gz"), ("a.tar", Some("gz")));
+        assert_eq!(split_ext(".bashrc"), (".bashrc", None));
+        assert_eq!(split_ext("noext"), ("noext", None));
+        assert_eq!(split_ext("trailing."), ("trailing.", None));
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused_but_tags_repeat() {
+        let mut m = UploadMeta::default();
+        m.apply(Field::Tag("a".into())).unwrap();
+        m.apply(Field::Tag("b".into())).unwrap();
+        m.apply(Field::Comment("c".into())).unwrap();
+        assert!(m.apply(Field::Comment("d".into())).is_err());
+        assert_eq!(m.tags, ["a", "b"]);
+    }
+
+    #[test]
+    fn content_type_from_part_or_extension() {
+        let mut m = UploadMeta {
+            file_name: Some("x.pdf".into()),
+            ..Default::default()
+        };
+        assert_eq!(m.content_type(), "application/pdf");
+        m.part_content_type = Some("text/plain; charset=utf-8".into());
+        assert_eq!(m.content_type(), "text/plain");
+        m.part_content_type = Some("not a type".into());
+        assert_eq!(m.content_type(), "application/pdf");
+    }
+}
