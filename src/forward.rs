@@ -1,0 +1,620 @@
+//! One upload, from client to upstream and back (SPEC sections 2, 4 and 5).
+//!
+//! The front dialect's reader yields the fields that precede the file; at the file's
+//! first byte casegate decides whether it can start the upstream request now (the back
+//! dialect has everything it needs before the file) or must spool the file to an
+//! unlinked temporary file until the fields that come after it are known. The outbound
+//! body ([`OutboundBody`]) then pulls the file through the back dialect's encoder as the
+//! upstream connection accepts it, so memory stays at a few buffers and a slow upstream
+//! slows the client. Any failure on the way in aborts the upstream request, so the
+//! upstream never stores a shortened file. Success is answered only after the upstream
+//! confirmed; the comment, when the back stores it by a second call, follows.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Response};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+
+use crate::dialect::{upstream_error, Answer, BackCtx, BodyEncoder, Dialect, Operation};
+use crate::error::{respond, Body, BoxError, Error};
+use crate::inbound::{body_stream, Event, EventStream, Limits};
+use crate::router::RouteRuntime;
+use crate::upload::{now_rfc3339_millis, Field, Kind, Kinds, Outcome, UploadMeta, UploadResult};
+use crate::upstream::{Progress, SendError};
+
+/// What every upload shares: the limits and where to spool.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    pub spool_dir: std::path::PathBuf,
+}
+
+/// How an upload ended, for the access log.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub file_bytes: u64,
+    pub spooled: bool,
+    pub dropped: Vec<&'static str>,
+}
+
+/// Serves one upload request; every outcome is a response in the front's dialect.
+pub async fn upload<B>(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    parts: Parts,
+    body: B,
+    op: Operation,
+) -> (Response<Body>, Report)
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let mut report = Report::default();
+    match run(rt, settings, parts, body, op, &mut report).await {
+        Ok(resp) => (resp, report),
+        Err(e) => (respond(rt.front, &e), report),
+    }
+}
+
+async fn run<B>(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    parts: Parts,
+    body: B,
+    op: Operation,
+    report: &mut Report,
+) -> Result<Response<Body>, Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (front, back) = (rt.front, rt.back);
+    let limits = &settings.limits;
+    let max_body = front.max_body_bytes(limits);
+    let stream = body_stream(body, max_body, limits.body_idle);
+    if declared_length(&parts).is_some_and(|n| n > max_body) {
+        return Err(Error::too_large(limits.max_file_bytes));
+    }
+    let inbound = front.read_upload(&parts, &op, stream, limits)?;
+    let mut meta = inbound.meta;
+    let mut events = inbound.events;
+
+    // The fields before the file.
+    loop {
+        match events.next().await.transpose()? {
+            Some(Event::Field(f)) => meta.apply(f)?,
+            Some(Event::Absent(k)) => meta.mark_seen(k),
+            Some(Event::FileStart {
+                filename,
+                content_type,
+            }) => {
+                if let Some(name) = filename.filter(|n| !n.is_empty()) {
+                    meta.apply(Field::FileName(name))?;
+                } else if !front.late_fields().contains(Kind::FileName)
+                    && !meta.seen().contains(Kind::FileName)
+                {
+                    let fallback = meta.display_name.clone().unwrap_or_else(|| "file".into());
+                    meta.apply(Field::FileName(fallback))?;
+                }
+                meta.part_content_type = content_type;
+                break;
+            }
+            Some(Event::Data(_)) | Some(Event::FileEnd) => {
+                return Err(Error::internal("The upload's events are out of order."))
+            }
+            None => return Err(Error::bad_request("The upload has no file.")),
+        }
+    }
+    if meta.case_id.as_deref().is_none_or(str::is_empty) {
+        let name = front.field_name(Kind::CaseId);
+        return Err(Error::bad_request(if meta.seen().contains(Kind::CaseId) {
+            format!("{name} is required.")
+        } else {
+            format!("{name} is required, before the file part.")
+        }));
+    }
+
+    // Start now, or spool until the fields after the file are known?
+    let pending = front.late_fields().minus(meta.seen());
+    let droppable = Kind::DROPPABLE.minus(back.carries());
+    let mut needed = back.needs_before_file();
+    if rt.cfg.strict {
+        needed = needed.union(droppable);
+    }
+    let spool = !pending.intersect(needed).is_empty();
+    let source = if spool {
+        report.spooled = true;
+        let (file, len) = spool_file(&mut events, &mut meta, &settings.spool_dir).await?;
+        Source::Spool { file, len }
+    } else {
+        Source::Events(events)
+    };
+    if meta.file_name.is_none() && (spool || !pending.contains(Kind::FileName)) {
+        return Err(Error::bad_request(format!(
+            "{} is required.",
+            front.field_name(Kind::FileName)
+        )));
+    }
+    if rt.cfg.strict {
+        let refused = names(front, meta.present().intersect(droppable));
+        if !refused.is_empty() {
+            return Err(Error::strict(&refused));
+        }
+    }
+
+    // The upstream request, its body pulled from the client as the upstream takes it.
+    let space = rt.cfg.upstream.space.clone().or_else(|| meta.space.clone());
+    let ctx = BackCtx {
+        base_url: rt.upstream.base_url(),
+        space: space.as_deref(),
+        owner: rt.cfg.upstream.owner.as_deref(),
+    };
+    let out = back.build_upload(&meta, &ctx)?;
+    let exact_len = match &source {
+        Source::Spool { len, .. } => Some(out.body.len(*len)),
+        Source::Events(_) => None,
+    };
+    let shared = Arc::new(Shared::default());
+    let progress = Progress::new();
+    let body = OutboundBody {
+        stage: Stage::Head,
+        enc: out.body,
+        source,
+        late: UploadMeta::default(),
+        name_required_late: meta
+            .file_name
+            .is_none()
+            .then(|| format!("{} is required.", front.field_name(Kind::FileName))),
+        shared: shared.clone(),
+        progress: progress.clone(),
+        exact_len,
+        count: 0,
+        buf: BytesMut::new(),
+    };
+    let sent = rt
+        .upstream
+        .send(
+            Method::POST,
+            &out.path,
+            out.headers,
+            body.boxed_unsync(),
+            progress,
+        )
+        .await;
+    let resp = match sent {
+        // A failure of the body itself (the client's side) was recorded before hyper saw it.
+        Err(e) => return Err(shared.error().unwrap_or_else(|| send_error(rt, e))),
+        Ok(resp) => resp,
+    };
+    let status = resp.status();
+    if status.is_success() && !shared.is_done() {
+        // Answered before the body was all sent: the rest still goes; wait for it.
+        shared.wait_done(rt.upstream.timeout()).await;
+    }
+    if let Some(e) = shared.error() {
+        tracing::warn!(route = %rt.cfg.name, status = status.as_u16(), "the upstream answered an upload whose body failed");
+        return Err(e);
+    }
+    let answer = rt.upstream.read_answer(resp).await;
+    if !status.is_success() {
+        if status == http::StatusCode::UNAUTHORIZED {
+            rt.upstream.forget_token().await;
+        }
+        return Err(upstream_error(back, status, &answer.bytes));
+    }
+    let (late, size) = shared.finished();
+    report.file_bytes = size;
+    meta.merge_late(late);
+
+    // The upstream confirmed: from here on the answer is a success.
+    let mut result = match back.read_stored(&answer.bytes, &meta, &ctx) {
+        Answer::Stored(r) => *r,
+        Answer::StoredUnreadable(why) => {
+            tracing::warn!(
+                route = %rt.cfg.name,
+                why = %why,
+                complete = answer.complete,
+                "the upstream confirmed the upload but its answer cannot be read; answering from what casegate knows"
+            );
+            UploadResult::default()
+        }
+        Answer::Failed(e) => return Err(e),
+    };
+    let mut dropped = names(front, meta.present().intersect(droppable));
+    let mut comment_stored = result.comment_stored;
+    if let Some(comment) = meta.comment.as_deref() {
+        if !back.carries().contains(Kind::Comment) {
+            dropped.push(front.field_name(Kind::Comment));
+        } else if let Some(call) = back.comment_call(comment, &meta, &result, &ctx) {
+            comment_stored = second_call(rt, call, &mut result).await;
+            if !comment_stored {
+                dropped.push(front.field_name(Kind::Comment));
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        tracing::info!(route = %rt.cfg.name, dropped = %dropped.join(", "), "fields the upstream cannot store were dropped");
+    }
+    let content_type = meta.content_type();
+    let owner = result
+        .owner
+        .clone()
+        .or_else(|| rt.cfg.upstream.owner.clone())
+        .unwrap_or_else(|| "cases".into());
+    let now = now_rfc3339_millis();
+    let outcome = Outcome {
+        meta: &meta,
+        size,
+        content_type: &content_type,
+        result: &result,
+        comment_stored,
+        owner: &owner,
+        now: &now,
+    };
+    let mut resp = front.render_success(&outcome);
+    if !dropped.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
+            resp.headers_mut().insert("casegate-dropped", v);
+        }
+    }
+    report.dropped = dropped;
+    Ok(resp)
+}
+
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The client's names for `kinds`.
+fn names(front: &dyn Dialect, kinds: Kinds) -> Vec<&'static str> {
+    kinds.iter().map(|k| front.field_name(k)).collect()
+}
+
+fn send_error(rt: &RouteRuntime, e: SendError) -> Error {
+    let err = e.into_error();
+    tracing::warn!(route = %rt.cfg.name, code = err.code.as_str(), "upstream request failed");
+    err
+}
+
+/// Sends the comment by the back's second call; true when the upstream stored it.
+async fn second_call(
+    rt: &RouteRuntime,
+    call: crate::dialect::JsonCall,
+    result: &mut UploadResult,
+) -> bool {
+    match rt
+        .upstream
+        .send_json(&call.path, call.headers, &call.body)
+        .await
+    {
+        Ok((status, answer)) if status.is_success() => {
+            let stored = rt.back.read_comment_answer(&answer.bytes, result);
+            if !stored {
+                tracing::warn!(route = %rt.cfg.name, "the upstream stored the file but refused its comment");
+            }
+            stored
+        }
+        Ok((status, _)) => {
+            tracing::warn!(route = %rt.cfg.name, status = status.as_u16(), "the upstream stored the file but refused its comment");
+            false
+        }
+        Err(e) => {
+            let err = e.into_error();
+            tracing::warn!(route = %rt.cfg.name, code = err.code.as_str(), "the upstream stored the file but the comment call failed");
+            false
+        }
+    }
+}
+
+/// Reads the rest of the upload into an unlinked temporary file: the file's bytes, and
+/// the fields after it into `meta`. The file disappears when dropped, however the
+/// request ends.
+async fn spool_file(
+    events: &mut EventStream,
+    meta: &mut UploadMeta,
+    dir: &Path,
+) -> Result<(tokio::fs::File, u64), Error> {
+    let spool_failed = |e: std::io::Error| {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot spool an upload");
+        Error::internal("casegate could not spool the upload.")
+    };
+    let std_file = tempfile::tempfile_in(dir).map_err(spool_failed)?;
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut len = 0u64;
+    let mut in_file = true;
+    while let Some(ev) = events.next().await {
+        match ev? {
+            Event::Data(d) if in_file => {
+                file.write_all(&d).await.map_err(spool_failed)?;
+                len += d.len() as u64;
+            }
+            Event::FileEnd => in_file = false,
+            Event::Field(f) => meta.apply(f)?,
+            Event::Absent(k) => meta.mark_seen(k),
+            Event::FileStart { .. } => {
+                return Err(Error::bad_request("The upload has more than one file."))
+            }
+            Event::Data(_) => return Err(Error::internal("The upload's events are out of order.")),
+        }
+    }
+    if in_file {
+        return Err(Error::bad_request("The upload ended inside the file."));
+    }
+    file.flush().await.map_err(spool_failed)?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(spool_failed)?;
+    Ok((file, len))
+}
+
+/// Where the outbound body's file bytes come from.
+enum Source {
+    Events(EventStream),
+    Spool { file: tokio::fs::File, len: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Head,
+    File,
+    Late,
+    Tail,
+    Done,
+}
+
+/// What the outbound body tells the request that owns it.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<SharedState>,
+    done: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SharedState {
+    error: Option<Error>,
+    late: Option<UploadMeta>,
+    size: u64,
+    finished: bool,
+    abandoned: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn error(&self) -> Option<Error> {
+        self.lock().error.clone()
+    }
+
+    fn is_done(&self) -> bool {
+        let s = self.lock();
+        s.finished || s.error.is_some() || s.abandoned
+    }
+
+    /// The body was dropped before its end (the request was abandoned).
+    fn abandon(&self) {
+        self.lock().abandoned = true;
+        self.done.notify_waiters();
+    }
+
+    fn finished(&self) -> (UploadMeta, u64) {
+        let mut s = self.lock();
+        (s.late.take().unwrap_or_default(), s.size)
+    }
+
+    fn fail(&self, e: Error) {
+        self.lock().error.get_or_insert(e);
+        self.done.notify_waiters();
+    }
+
+    fn finish(&self, late: UploadMeta, size: u64) {
+        {
+            let mut s = self.lock();
+            s.late = Some(late);
+            s.size = size;
+            s.finished = true;
+        }
+        self.done.notify_waiters();
+    }
+
+    /// Waits (at most `limit`) until the body finished or failed.
+    async fn wait_done(&self, limit: std::time::Duration) {
+        let wait = async {
+            loop {
+                let notified = self.done.notified();
+                if self.is_done() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+/// Size of the reads from a spool file.
+const SPOOL_CHUNK: usize = 64 * 1024;
+
+/// The upstream request's body: the back's encoder around the file's bytes, pulled from
+/// the client (or the spool file) only as fast as the upstream takes them.
+struct OutboundBody {
+    stage: Stage,
+    enc: Box<dyn BodyEncoder>,
+    source: Source,
+    late: UploadMeta,
+    /// The message to fail with when the file name never arrives.
+    name_required_late: Option<String>,
+    shared: Arc<Shared>,
+    progress: Arc<Progress>,
+    exact_len: Option<u64>,
+    count: u64,
+    buf: BytesMut,
+}
+
+impl OutboundBody {
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.stage = Stage::Done;
+        self.shared.fail(e.clone());
+        Poll::Ready(Some(Err(Box::new(e))))
+    }
+
+    fn poll_late(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let Source::Events(events) = &mut self.source else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match events.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Ok(ev))) => match ev {
+                    Event::Field(f) => self.late.apply(f)?,
+                    Event::Absent(k) => self.late.mark_seen(k),
+                    Event::FileStart { .. } => {
+                        return Poll::Ready(Err(Error::bad_request(
+                            "The upload has more than one file.",
+                        )))
+                    }
+                    Event::Data(_) | Event::FileEnd => {
+                        return Poll::Ready(Err(Error::internal(
+                            "The upload's events are out of order.",
+                        )))
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        if self.stage != Stage::Done {
+            self.shared.abandon();
+        }
+    }
+}
+
+impl http_body::Body for OutboundBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.stage {
+                Stage::Head => {
+                    this.stage = Stage::File;
+                    let head = this.enc.head();
+                    if !head.is_empty() {
+                        this.progress.touch();
+                        return Poll::Ready(Some(Ok(Frame::data(head))));
+                    }
+                }
+                Stage::File => {
+                    let chunk = match &mut this.source {
+                        Source::Events(events) => match events.as_mut().poll_next(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Some(Ok(Event::Data(d)))) => d,
+                            Poll::Ready(Some(Ok(Event::FileEnd))) => {
+                                this.stage = Stage::Late;
+                                continue;
+                            }
+                            Poll::Ready(Some(Ok(_))) => {
+                                return this
+                                    .fail(Error::internal("The upload's events are out of order."))
+                            }
+                            Poll::Ready(Some(Err(e))) => return this.fail(e),
+                            Poll::Ready(None) => {
+                                return this
+                                    .fail(Error::bad_request("The upload ended inside the file."))
+                            }
+                        },
+                        Source::Spool { file, .. } => {
+                            if this.buf.capacity() < SPOOL_CHUNK {
+                                this.buf.reserve(SPOOL_CHUNK);
+                            }
+                            this.buf.resize(SPOOL_CHUNK, 0);
+                            let mut rb = ReadBuf::new(&mut this.buf);
+                            match Pin::new(file).poll_read(cx, &mut rb) {
+                                Poll::Pending => {
+                                    this.buf.clear();
+                                    return Poll::Pending;
+                                }
+                                Poll::Ready(Err(e)) => {
+                                    tracing::error!(error = %e, "reading a spooled upload failed");
+                                    return this.fail(Error::internal(
+                                        "casegate could not read back a spooled upload.",
+                                    ));
+                                }
+                                Poll::Ready(Ok(())) => {
+                                    let n = rb.filled().len();
+                                    this.buf.truncate(n);
+                                    if n == 0 {
+                                        this.stage = Stage::Tail;
+                                        continue;
+                                    }
+                                    this.buf.split().freeze()
+                                }
+                            }
+                        }
+                    };
+                    this.count += chunk.len() as u64;
+                    this.progress.touch();
+                    let wire = this.enc.data(chunk);
+                    if !wire.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(wire))));
+                    }
+                }
+                Stage::Late => match this.poll_late(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                    Poll::Ready(Ok(())) => this.stage = Stage::Tail,
+                },
+                Stage::Tail => {
+                    if let Some(msg) = this.name_required_late.take() {
+                        if this.late.file_name.is_none() {
+                            return this.fail(Error::bad_request(msg));
+                        }
+                    }
+                    let tail = this.enc.tail(&this.late);
+                    this.stage = Stage::Done;
+                    this.progress.touch();
+                    this.shared
+                        .finish(std::mem::take(&mut this.late), this.count);
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
+                Stage::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact_len {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

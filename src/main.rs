@@ -1,0 +1,153 @@
+//! The command line: parse arguments, call the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use casegate::config;
+use casegate::dialect::DialectId;
+use casegate::emulator::{self, Fault};
+
+#[derive(Parser)]
+#[command(
+    name = "casegate",
+    version,
+    about = "Translates case-file uploads between Thalamus v4, Tines v2, Case IQ and Kibana Cases"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the routes of a routes.toml (the default command).
+    Serve {
+        /// Path of routes.toml (default: $CASEGATE_CONFIG, else ./routes.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a routes.toml and print its route table.
+    Check {
+        /// Path of routes.toml (default: $CASEGATE_CONFIG, else ./routes.toml).
+        config: Option<PathBuf>,
+    },
+    /// Run a stand-alone emulator of one dialect's API, storing files in memory.
+    Emulate {
+        /// thalamus, tines, caseiq or kibana.
+        dialect: String,
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// A credential to accept (repeatable); none: accept any request.
+        #[arg(long = "token")]
+        tokens: Vec<String>,
+        /// Misbehave: status=N, delay=SECS, failed, reset-before-answer, reset-mid-body,
+        /// headers-then-hang, html, html-error, truncated-json, empty-body, trickle,
+        /// huge-body, comment-status=N.
+        #[arg(long)]
+        fault: Option<String>,
+        /// Benchmark mode: drain uploads without parsing and answer a canned success.
+        #[arg(long)]
+        fast: bool,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Kibana: owner of the cases it creates.
+        #[arg(long, default_value = "cases")]
+        owner: String,
+    },
+}
+
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("CASEGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("routes.toml"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CASEGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { config: None });
+    if let Command::Check { config } = command {
+        let path = config_path(config);
+        return match config::load(&path) {
+            Ok(cfg) => {
+                print!("{}", cfg.table());
+                println!("{}: OK", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = rt.block_on(async move {
+        match command {
+            Command::Serve { config } => {
+                let path = config_path(config);
+                let cfg = config::load(&path).map_err(|e| e.to_string())?;
+                casegate::server::serve(&cfg).await
+            }
+            Command::Emulate {
+                dialect,
+                listen,
+                tokens,
+                fault,
+                fast,
+                tls_cert,
+                tls_key,
+                owner,
+            } => {
+                let d = DialectId::parse(&dialect)
+                    .ok_or_else(|| format!("error: unknown dialect {dialect:?} (expected thalamus, tines, caseiq or kibana)"))?;
+                let mut cfg = emulator::Config::new(d);
+                cfg.tokens = tokens;
+                cfg.fast = fast;
+                cfg.kibana_owner = owner;
+                cfg.fault = fault
+                    .map(|f| f.parse::<Fault>())
+                    .transpose()
+                    .map_err(|e| format!("error: --fault: {e}"))?;
+                if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                    cfg.tls = Some(Arc::new(casegate::tls::server_config(&cert, &key)?));
+                }
+                emulator::run(cfg, listen).await.map_err(|e| format!("error: {e}"))
+            }
+            Command::Check { .. } => Ok(()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The upstream side: one pooled hyper-util client per route over http and https (rustls
+//! with the webpki roots plus the route's `ca_file`), the route's credentials in the back
+//! dialect's way, a cached OAuth2 token where the upstream wants one, and timeouts that
+//! measure silence rather than total time, so a large upload is never cut for being
+//! large.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use serde_json::Value;
+
+use crate::codec::b64;
+use crate::config::{self, UpstreamAuth};
+use crate::error::{full, Body, Error};
+
+/// Largest upstream answer casegate reads; a longer one counts as unreadable.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads the PEM certificates of a `ca_file`.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// When the last byte of a request body went out: the upstream timeout counts silence
+/// from then (or from the start), not total time.
+#[derive(Debug)]
+pub struct Progress {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Records that bytes moved.
+    pub fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+struct CachedToken {
+    value: Secret,
+    renew_at: Instant,
+}
+
+use crate::secret::Secret;
+
+/// A route's upstream.
+pub struct Upstream {
+    client: HttpClient,
+    base: String,
+    timeout: Duration,
+    auth: UpstreamAuth,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .field("timeout", &self.timeout)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// The outcome of reading an answer's body.
+pub struct AnswerBody {
+    pub bytes: Bytes,
+    /// False when the body broke off, timed out or was longer than the cap.
+    pub complete: bool,
+}
+
+impl Upstream {
+    /// A client for `cfg` at `base` (the configured URL, or an embedded emulator's).
+    pub fn new(cfg: &config::Upstream, base: String) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &cfg.ca_file {
+            for cert in read_ca_file(ca)? {
+                roots.add(cert).map_err(|_| {
+                    format!(
+                        "{}: a certificate cannot be used as a trust root",
+                        ca.display()
+                    )
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Ok(Upstream {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            timeout: cfg.timeout,
+            auth: cfg.auth.clone(),
+            token: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The upstream's base URL (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a request with the route's credentials and waits for the answer's head.
+    /// The timeout counts from the last body progress. Nothing is retried once any of
+    /// the body was sent (the pool only re-sends a request that never left).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Body,
+        progress: Arc<Progress>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let uri = format!("{}{}", self.base, path);
+        let mut req = Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in self.auth_headers().await.map_err(SendError::Auth)? {
+            req = req.header(k, v);
+        }
+        let req = req.body(body).map_err(|_| {
+            SendError::Auth(Error::internal("The upstream request could not be built."))
+        })?;
+        progress.touch();
+        let fut = self.client.request(req);
+        tokio::pin!(fut);
+        loop {
+            let wait = self.timeout.saturating_sub(progress.idle());
+            if wait.is_zero() {
+                return Err(SendError::Timeout);
+            }
+            tokio::select! {
+                r = &mut fut => return r.map_err(SendError::Http),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends a small JSON request (the second call carrying a comment).
+    pub async fn send_json(
+        &self,
+        path: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: &Value,
+    ) -> Result<(StatusCode, AnswerBody), SendError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let resp = self
+            .send(Method::POST, path, headers, full(bytes), Progress::new())
+            .await?;
+        let status = resp.status();
+        Ok((status, self.read_answer(resp).await))
+    }
+
+    /// Reads an answer's body: at most [`MAX_ANSWER_BYTES`], within the timeout.
+    pub async fn read_answer(&self, resp: Response<Incoming>) -> AnswerBody {
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) | Ok(Some(Err(_))) => {
+                    return AnswerBody {
+                        bytes: buf.freeze(),
+                        complete: false,
+                    }
+                }
+                Ok(None) => {
+                    return AnswerBody {
+                        bytes: buf.freeze(),
+                        complete: true,
+                    }
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > MAX_ANSWER_BYTES {
+                            return AnswerBody {
+                                bytes: buf.freeze(),
+                                complete: false,
+                            };
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets a cached token (after the upstream refused it).
+    pub async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    async fn auth_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+        let header = |v: String| {
+            let mut hv = HeaderValue::from_str(&v).map_err(|_| {
+                Error::internal("An upstream credential is not a valid header value.")
+            })?;
+            hv.set_sensitive(true);
+            Ok::<_, Error>(hv)
+        };
+        Ok(match &self.auth {
+            UpstreamAuth::None => vec![],
+            UpstreamAuth::Bearer(t) => {
+                vec![(AUTHORIZATION, header(format!("Bearer {}", t.expose()))?)]
+            }
+            UpstreamAuth::ApiKey(k) => {
+                vec![(AUTHORIZATION, header(format!("ApiKey {}", k.expose()))?)]
+            }
+            UpstreamAuth::Basic { username, password } => {
+                let mut enc = String::new();
+                b64::encode_into(
+                    format!("{username}:{}", password.expose()).as_bytes(),
+                    &mut enc,
+                );
+                vec![(AUTHORIZATION, header(format!("Basic {enc}"))?)]
+            }
+            UpstreamAuth::TouchpointToken { touchpoint, token } => vec![
+                (
+                    HeaderName::from_static("thalamus-touchpoint"),
+                    header(touchpoint.clone())?,
+                ),
+                (
+                    HeaderName::from_static("thalamus-token"),
+                    header(token.expose().to_string())?,
+                ),
+            ],
+            UpstreamAuth::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
+                let token = self.client_token(client_id, client_secret).await?;
+                vec![(AUTHORIZATION, header(format!("Bearer {}", token.expose()))?)]
+            }
+        })
+    }
+
+    /// An OAuth2 client-credentials token, cached until shortly before it expires.
+    async fn client_token(&self, id: &str, secret: &Secret) -> Result<Secret, Error> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            if Instant::now() < t.renew_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": id,
+            "client_secret": secret.expose(),
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let req = Request::post(format!("{}/auth/oauth2/token", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(full(bytes))
+            .map_err(|_| Error::internal("The token request could not be built."))?;
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => return Err(Error::upstream_timeout()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "token endpoint unreachable");
+                return Err(Error::upstream_unreachable());
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let answer = self.read_answer(resp).await;
+        if !status.is_success() {
+            tracing::warn!(
+                status = status.as_u16(),
+                "the upstream refused casegate's client credentials"
+            );
+            return Err(if status.is_server_error() {
+                Error::upstream_failed(format!(
+                    "The case system's token endpoint failed ({}).",
+                    status.as_u16()
+                ))
+            } else {
+                Error::upstream_rejected(StatusCode::UNAUTHORIZED, None)
+            });
+        }
+        let v: Value = serde_json::from_slice(&answer.bytes).unwrap_or(Value::Null);
+        let Some(token) = v.get("access_token").and_then(Value::as_str) else {
+            return Err(Error::upstream_failed(
+                "The case system's token answer has no access_token.",
+            ));
+        };
+        let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(60);
+        let margin = (ttl / 10).clamp(1, 60);
+        let value = Secret::new(token);
+        *cached = Some(CachedToken {
+            value: value.clone(),
+            renew_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(margin)),
+        });
+        Ok(value)
+    }
+}
+
+/// Why an upstream request got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// No credentials (token endpoint down or refusing).
+    Auth(Error),
+    /// Connection refused or reset, TLS refused, body aborted.
+    Http(hyper_util::client::legacy::Error),
+    /// Silent for longer than the timeout.
+    Timeout,
+}
+
+impl SendError {
+    /// The error the client sees (when casegate's own inbound side did not fail first).
+    pub fn into_error(self) -> Error {
+        match self {
+            SendError::Auth(e) => e,
+            SendError::Timeout => Error::upstream_timeout(),
+            SendError::Http(e) => {
+                tracing::warn!(error = %e, detail = ?std::error::Error::source(&e), "upstream request failed");
+                Error::upstream_unreachable()
+            }
+        }
+    }
+}
