@@ -1,0 +1,254 @@
+//! Injected faults: the ways a real case system misbehaves (error statuses, slowness,
+//! dropped connections, bodies that are not what they claim), their text form for the
+//! command line, and the answers they turn a normal answer into. Which requests a fault
+//! touches is decided in `server.rs`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::StatusCode;
+use http_body_util::BodyExt as _;
+
+use super::wire::{self, Resp};
+
+/// A misbehaviour injected into upload answers (and, for [`Fault::CommentStatus`], into the
+/// second calls that carry a comment: Kibana comments and Thalamus notes).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// `status=N`: read the upload, store nothing, answer status N in the dialect's error form.
+    Status(u16),
+    /// `delay=SECS`: handle the upload normally, then wait before answering.
+    Delay(Duration),
+    /// `failed`: read the upload, store nothing, answer 200 `FAILED` (Thalamus's logical failure).
+    Failed,
+    /// `reset-before-answer`: read the upload, then close the connection without answering.
+    ResetBeforeAnswer,
+    /// `reset-mid-body`: read about half the upload, then drop the connection; nothing stored.
+    ResetMidBody,
+    /// `headers-then-hang`: store, send the answer's headers, then never send its body.
+    HeadersThenHang,
+    /// `html`: store, answer 200 with an HTML page instead of the dialect's answer.
+    Html,
+    /// `html-error`: store nothing, answer 502 with a proxy's HTML error page.
+    HtmlError,
+    /// `truncated-json`: store, answer 200 with the first half of the normal JSON answer.
+    TruncatedJson,
+    /// `empty-body`: store, answer 200 JSON with an empty body.
+    EmptyBody,
+    /// `trickle`: store, send the normal answer one byte every 200 ms.
+    Trickle,
+    /// `huge-body`: store, answer with a 64 MiB JSON body (the answer after 64 MiB of padding).
+    HugeBody,
+    /// `comment-status=N`: uploads are normal; comment and note calls answer status N.
+    CommentStatus(u16),
+}
+
+const FORMS: &str = "status=N, delay=SECS, failed, reset-before-answer, reset-mid-body, \
+headers-then-hang, html, html-error, truncated-json, empty-body, trickle, huge-body, comment-status=N";
+
+fn parse_status(text: &str, s: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|&n| StatusCode::from_u16(n).is_ok())
+        .ok_or_else(|| format!("fault \"{s}\": \"{text}\" is not an HTTP status (100-999)"))
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fault, String> {
+        let (name, arg) = match s.split_once('=') {
+            Some((name, arg)) => (name, Some(arg)),
+            None => (s, None),
+        };
+        let fault = match (name, arg) {
+            ("status", Some(n)) => Fault::Status(parse_status(n, s)?),
+            ("comment-status", Some(n)) => Fault::CommentStatus(parse_status(n, s)?),
+            ("delay", Some(secs)) => {
+                let delay = secs
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|f| Duration::try_from_secs_f64(f).ok())
+                    .or_else(|| humantime::parse_duration(secs).ok())
+                    .ok_or_else(|| {
+                        format!("fault \"{s}\": \"{secs}\" is not a number of seconds")
+                    })?;
+                Fault::Delay(delay)
+            }
+            ("failed", None) => Fault::Failed,
+            ("reset-before-answer", None) => Fault::ResetBeforeAnswer,
+            ("reset-mid-body", None) => Fault::ResetMidBody,
+            ("headers-then-hang", None) => Fault::HeadersThenHang,
+            ("html", None) => Fault::Html,
+            ("html-error", None) => Fault::HtmlError,
+            ("truncated-json", None) => Fault::TruncatedJson,
+            ("empty-body", None) => Fault::EmptyBody,
+            ("trickle", None) => Fault::Trickle,
+            ("huge-body", None) => Fault::HugeBody,
+            _ => return Err(format!("unknown fault \"{s}\"; expected one of: {FORMS}")),
+        };
+        Ok(fault)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Status(n) => write!(f, "status={n}"),
+            Fault::Delay(d) => write!(f, "delay={}", d.as_secs_f64()),
+            Fault::Failed => f.write_str("failed"),
+            Fault::ResetBeforeAnswer => f.write_str("reset-before-answer"),
+            Fault::ResetMidBody => f.write_str("reset-mid-body"),
+            Fault::HeadersThenHang => f.write_str("headers-then-hang"),
+            Fault::Html => f.write_str("html"),
+            Fault::HtmlError => f.write_str("html-error"),
+            Fault::TruncatedJson => f.write_str("truncated-json"),
+            Fault::EmptyBody => f.write_str("empty-body"),
+            Fault::Trickle => f.write_str("trickle"),
+            Fault::HugeBody => f.write_str("huge-body"),
+            Fault::CommentStatus(n) => write!(f, "comment-status={n}"),
+        }
+    }
+}
+
+/// The status of a `status=N` fault (500 if N is not a status at all).
+pub(super) fn status(n: u16) -> StatusCode {
+    StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The 200 `FAILED` answer of the `failed` fault.
+pub(super) fn failed() -> Resp {
+    wire::respond(StatusCode::OK, "text/plain", "FAILED")
+}
+
+/// The answer of the `html-error` fault: what nginx says when its upstream is gone.
+pub(super) fn nginx_502() -> Resp {
+    wire::respond(
+        StatusCode::BAD_GATEWAY,
+        "text/html",
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+         <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n\
+         </body>\r\n</html>\r\n",
+    )
+}
+
+const HUGE_BODY: usize = 64 << 20;
+const CHUNK: usize = 64 << 10;
+const TRICKLE_EVERY: Duration = Duration::from_millis(200);
+
+/// Turns the normal (successful) answer into what a fault that stores the upload sends
+/// instead: the faults `headers-then-hang`, `html`, `truncated-json`, `empty-body`,
+/// `trickle` and `huge-body`. Answers that are not 2xx pass unchanged: the upload was not
+/// stored, and the fault only spoils confirmations.
+pub(super) async fn spoil(fault: &Fault, normal: Resp) -> Resp {
+    if !normal.status().is_success() {
+        return normal;
+    }
+    let (mut head, body) = normal.into_parts();
+    let body: Bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    head.headers.remove(CONTENT_LENGTH);
+    head.status = StatusCode::OK;
+    let json = HeaderValue::from_static("application/json");
+    let body = match fault {
+        Fault::HeadersThenHang => wire::streamed(futures_util::stream::pending()),
+        Fault::Html => {
+            head.headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            wire::full(
+                "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n\
+                 <body><h1>Please sign in</h1><form method=\"post\" action=\"/login\">\
+                 </form></body></html>\n",
+            )
+        }
+        Fault::TruncatedJson => {
+            head.headers.insert(CONTENT_TYPE, json);
+            wire::full(body.slice(..body.len() / 2))
+        }
+        Fault::EmptyBody => {
+            head.headers.insert(CONTENT_TYPE, json);
+            wire::full(Bytes::new())
+        }
+        Fault::Trickle => {
+            let bytes = (0..body.len()).map(move |i| body.slice(i..i + 1));
+            wire::streamed(futures_util::stream::iter(bytes).then(|b| async move {
+                tokio::time::sleep(TRICKLE_EVERY).await;
+                b
+            }))
+        }
+        Fault::HugeBody => {
+            head.headers.insert(CONTENT_TYPE, json);
+            let padding = HUGE_BODY.saturating_sub(body.len());
+            let spaces = Bytes::from(vec![b' '; CHUNK]);
+            let mut chunks: Vec<Bytes> = vec![spaces.clone(); padding / CHUNK];
+            chunks.push(spaces.slice(..padding % CHUNK));
+            chunks.push(body);
+            wire::streamed(futures_util::stream::iter(chunks))
+        }
+        _ => wire::full(body),
+    };
+    Resp::from_parts(head, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        let all = [
+            Fault::Status(404),
+            Fault::Delay(Duration::from_millis(2500)),
+            Fault::Failed,
+            Fault::ResetBeforeAnswer,
+            Fault::ResetMidBody,
+            Fault::HeadersThenHang,
+            Fault::Html,
+            Fault::HtmlError,
+            Fault::TruncatedJson,
+            Fault::EmptyBody,
+            Fault::Trickle,
+            Fault::HugeBody,
+            Fault::CommentStatus(500),
+        ];
+        for fault in all {
+            let text = fault.to_string();
+            assert_eq!(text.parse::<Fault>(), Ok(fault), "{text}");
+        }
+        assert_eq!(
+            "delay=2.5".parse(),
+            Ok(Fault::Delay(Duration::from_millis(2500)))
+        );
+        assert_eq!(
+            "delay=250ms".parse(),
+            Ok(Fault::Delay(Duration::from_millis(250)))
+        );
+        assert_eq!(Fault::Delay(Duration::from_secs(2)).to_string(), "delay=2");
+    }
+
+    #[test]
+    fn bad_forms_are_refused() {
+        for bad in [
+            "",
+            "status",
+            "status=abc",
+            "status=42",
+            "delay=-1",
+            "delay=soon",
+            "html=1",
+            "boom",
+        ] {
+            let err = bad.parse::<Fault>().expect_err(bad);
+            assert!(err.contains(bad), "{err}");
+        }
+        let err = "boom".parse::<Fault>().expect_err("boom");
+        assert!(
+            err.contains("reset-mid-body") && err.contains("comment-status=N"),
+            "{err}"
+        );
+    }
+}

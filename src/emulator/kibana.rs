@@ -1,0 +1,942 @@
+//! Kibana Cases: `POST [/s/{space}]/api/cases/{caseId}/files` (multipart `file`, optional
+//! display `filename`), answered with the whole case, the file being one of its
+//! `externalReference` comments; user comments (`POST .../comments`), the case itself
+//! (`GET .../api/cases/{caseId}`) and file downloads (`GET .../api/files/files/
+//! {owner}FilesCases/{fileId}/blob[/{name}]`). Credentials: `Authorization: ApiKey K` or
+//! Basic; every POST needs `kbn-xsrf`. The MIME type comes from the part filename's
+//! extension and must be on Kibana's allow-list. Cases are created on first upload, per
+//! space. Errors are `{"statusCode":S,"error":<reason phrase>,"message":M}`.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::request::Parts;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::server::{Api, Kind, Refusal, Shared};
+use super::wire::{self, FormError, Object, ReqBody, Resp};
+use super::{StoredComment, StoredFile};
+
+/// The Kibana Cases API.
+pub(super) struct Kibana;
+
+/// A routed Kibana request: its space (None for the default one) and endpoint.
+pub(super) struct Call {
+    space: Option<String>,
+    op: Op,
+}
+
+enum Op {
+    Upload(String),
+    Comment(String),
+    Case(String),
+    /// File kind (`{owner}FilesCases`) and file id.
+    Blob(String, String),
+}
+
+/// The MIME types Kibana Cases accepts by default.
+const ALLOWED_MIME_TYPES: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "text/json",
+    "application/json",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/x-7z-compressed",
+    "application/x-bzip",
+    "application/x-bzip2",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+    "image/svg+xml",
+    "image/avif",
+    "image/heic",
+    "image/heif",
+];
+
+/// Largest file: 100 MiB, images 10 MiB.
+const MAX_FILE: u64 = 100 << 20;
+const MAX_IMAGE: u64 = 10 << 20;
+/// Longest display name.
+const MAX_FILENAME_CHARS: usize = 160;
+/// The version Kibana gives a fresh attachment.
+const COMMENT_VERSION: &str = "WzEsMV0=";
+
+fn error(status: StatusCode, message: &str) -> Resp {
+    wire::json(
+        status,
+        &json!({"statusCode": status.as_u16(), "error": wire::reason(status), "message": message}),
+    )
+}
+
+fn bad_request(message: &str) -> Resp {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn case_not_found(case_id: &str) -> Resp {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("Saved object [cases/{case_id}] not found"),
+    )
+}
+
+/// The file kind under which a case owner's files are served.
+fn file_kind(owner: &str) -> String {
+    format!("{owner}FilesCases")
+}
+
+fn user(profile: bool) -> Value {
+    let mut user = json!({"email": null, "username": "elastic", "full_name": null});
+    if let (true, Some(map)) = (profile, user.as_object_mut()) {
+        map.insert("profile_uid".to_owned(), json!("u_emulated"));
+    }
+    user
+}
+
+/// A case, created on its first upload.
+pub(super) struct Case {
+    id: String,
+    owner: String,
+    created_at: String,
+    updated_at: String,
+    /// Bumped on every change; rendered as Kibana's opaque `version`.
+    version: u64,
+    comments: Vec<Comment>,
+}
+
+/// One entry of a case's `comments`.
+enum Comment {
+    File {
+        id: String,
+        file_id: String,
+        name: String,
+        extension: String,
+        mime: String,
+        created_at: String,
+    },
+    User {
+        id: String,
+        text: String,
+        created_at: String,
+    },
+}
+
+impl Comment {
+    fn to_json(&self, owner: &str) -> Value {
+        match self {
+            Comment::File {
+                id,
+                file_id,
+                name,
+                extension,
+                mime,
+                created_at,
+            } => json!({
+                "id": id,
+                "type": "externalReference",
+                "owner": owner,
+                "externalReferenceAttachmentTypeId": ".files",
+                "externalReferenceId": file_id,
+                "externalReferenceStorage": {"type": "savedObject", "soType": "file"},
+                "externalReferenceMetadata": {"files": [
+                    {"name": name, "extension": extension, "mimeType": mime, "created": created_at}
+                ]},
+                "created_at": created_at,
+                "created_by": user(false),
+                "pushed_at": null,
+                "pushed_by": null,
+                "updated_at": null,
+                "updated_by": null,
+                "version": COMMENT_VERSION,
+            }),
+            Comment::User {
+                id,
+                text,
+                created_at,
+            } => json!({
+                "id": id,
+                "type": "user",
+                "owner": owner,
+                "comment": text,
+                "version": COMMENT_VERSION,
+                "created_at": created_at,
+                "created_by": user(false),
+                "pushed_at": null,
+                "pushed_by": null,
+                "updated_at": null,
+                "updated_by": null,
+            }),
+        }
+    }
+}
+
+impl Case {
+    fn new(id: &str, owner: &str, now: &str) -> Case {
+        Case {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+            version: 1,
+            comments: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, comment: Comment, now: &str) {
+        self.comments.push(comment);
+        self.version += 1;
+        self.updated_at = now.to_owned();
+    }
+
+    /// The case as Kibana answers it, with every field of its sample response.
+    fn to_json(&self) -> Value {
+        let user_comments = self
+            .comments
+            .iter()
+            .filter(|c| matches!(c, Comment::User { .. }))
+            .count();
+        let version =
+            base64::engine::general_purpose::STANDARD.encode(format!("[{},1]", self.version));
+        json!({
+            "id": self.id,
+            "tags": [],
+            "owner": self.owner,
+            "title": format!("Emulated case {}", self.id),
+            "status": "open",
+            "version": version,
+            "category": null,
+            "comments": self.comments.iter().map(|c| c.to_json(&self.owner)).collect::<Vec<_>>(),
+            "duration": null,
+            "settings": {"syncAlerts": false},
+            "severity": "low",
+            "assignees": [],
+            "closed_at": null,
+            "closed_by": null,
+            "connector": {"id": "none", "name": "none", "type": ".none", "fields": null},
+            "created_at": self.created_at,
+            "created_by": user(true),
+            "updated_at": self.updated_at,
+            "updated_by": user(true),
+            "description": "",
+            "totalAlerts": 0,
+            "customFields": [],
+            "totalComment": user_comments,
+            "external_service": null,
+        })
+    }
+}
+
+impl Api for Kibana {
+    type Call = Call;
+
+    fn route(method: &Method, path: &[&str]) -> Result<(Kind, Call), StatusCode> {
+        let (space, path) = match path {
+            ["s", space, rest @ ..] if !space.is_empty() => {
+                let space = (*space != "default").then(|| space.to_string());
+                (space, rest)
+            }
+            _ => (None, path),
+        };
+        let (allowed, kind, op) = match path {
+            ["api", "cases", case, "files"] => {
+                (Method::POST, Kind::Upload, Op::Upload(case.to_string()))
+            }
+            ["api", "cases", case, "comments"] => {
+                (Method::POST, Kind::Second, Op::Comment(case.to_string()))
+            }
+            ["api", "cases", case] => (Method::GET, Kind::Read, Op::Case(case.to_string())),
+            ["api", "files", "files", kind, file, "blob"]
+            | ["api", "files", "files", kind, file, "blob", _] => (
+                Method::GET,
+                Kind::Read,
+                Op::Blob(kind.to_string(), file.to_string()),
+            ),
+            _ => return Err(StatusCode::NOT_FOUND),
+        };
+        if method != allowed {
+            return Err(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        Ok((kind, Call { space, op }))
+    }
+
+    fn error(status: StatusCode, message: &str) -> Resp {
+        error(status, message)
+    }
+
+    fn authorize(sh: &Shared, _kind: Kind, _call: &Call, parts: &Parts) -> Result<(), Refusal> {
+        let authenticated = sh.is_open()
+            || wire::authorization(parts, "ApiKey").is_some_and(|key| sh.accepts(Some(key)))
+            || wire::basic_credentials(parts).is_some_and(|pair| sh.accepts(Some(&pair)));
+        if !authenticated {
+            return Err((StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+        if parts.method == Method::POST && !parts.headers.contains_key("kbn-xsrf") {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Request must contain a kbn-xsrf header.",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn handle(sh: Arc<Shared>, call: Call, parts: Parts, body: ReqBody) -> Resp {
+        let space = call.space;
+        match call.op {
+            Op::Upload(case) => upload(&sh, space, &case, &parts, body).await,
+            Op::Comment(case) => comment(&sh, space, &case, &parts, body).await,
+            Op::Case(case) => match sh.store().cases.get(&(space, case.clone())) {
+                Some(found) => wire::json(StatusCode::OK, &found.to_json()),
+                None => case_not_found(&case),
+            },
+            Op::Blob(kind, file_id) => {
+                let store = sh.store();
+                let file = store.files.iter().find(|f| {
+                    f.id == file_id
+                        && f.space == space
+                        && store
+                            .cases
+                            .get(&(space.clone(), f.case_id.clone()))
+                            .is_some_and(|c| file_kind(&c.owner) == kind)
+                });
+                match file {
+                    Some(file) => wire::download(file),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        &format!("File [{file_id}] of kind [{kind}] not found"),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn fast(sh: &Shared, call: &Call, _parts: &Parts, _drained: u64) -> Resp {
+        let case_id = match &call.op {
+            Op::Upload(case) => case.as_str(),
+            _ => "case",
+        };
+        let now = wire::now_millis();
+        let mut case = Case::new(case_id, &sh.cfg.kibana_owner, &now);
+        let file = Comment::File {
+            id: "00000000-0000-4000-8000-000000000002".to_owned(),
+            file_id: "00000000-0000-4000-8000-000000000001".to_owned(),
+            name: "upload".to_owned(),
+            extension: "txt".to_owned(),
+            mime: "text/plain".to_owned(),
+            created_at: now.clone(),
+        };
+        case.add(file, &now);
+        wire::json(StatusCode::OK, &case.to_json())
+    }
+}
+
+/// The part's MIME type as Kibana derives it: from the filename's extension.
+fn mime_of(part_filename: &str) -> String {
+    wire::file_type(None, part_filename)
+}
+
+/// `name` without a trailing `.ext` (ASCII case-insensitive).
+fn strip_extension<'a>(name: &'a str, ext: &str) -> &'a str {
+    let Some(cut) = name.len().checked_sub(ext.len() + 1) else {
+        return name;
+    };
+    match (name.get(..cut), name.get(cut..)) {
+        (Some(stem), Some(tail))
+            if !stem.is_empty() && tail.starts_with('.') && tail[1..].eq_ignore_ascii_case(ext) =>
+        {
+            stem
+        }
+        _ => name,
+    }
+}
+
+async fn upload(
+    sh: &Shared,
+    space: Option<String>,
+    case_id: &str,
+    parts: &Parts,
+    body: ReqBody,
+) -> Resp {
+    let limit = |name: &str, filename: Option<&str>| match (name, filename) {
+        ("file", Some(filename)) if mime_of(filename).starts_with("image/") => Some(MAX_IMAGE),
+        ("file", _) => Some(MAX_FILE),
+        _ => None,
+    };
+    let form = match wire::read_form(parts, body, limit).await {
+        Ok(form) => form,
+        Err(FormError::NotMultipart) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+        }
+        Err(FormError::Broken(e)) => {
+            return bad_request(&format!("Invalid multipart payload: {e}"))
+        }
+        Err(FormError::TooLarge { limit }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("File is too large: the maximum size is {limit} bytes"),
+            )
+        }
+    };
+    let mut file = None;
+    let mut display = None;
+    let mut fields = Vec::new();
+    for part in &form {
+        match part.name.as_str() {
+            "file" if file.is_some() => {
+                return bad_request(
+                    "[request body.file]: expected value of type [Stream] but got [Array]",
+                )
+            }
+            "file" if part.filename.is_none() => {
+                return bad_request(
+                    "[request body.file]: expected value of type [Stream] but got [string]",
+                )
+            }
+            "file" => file = Some(part),
+            "filename" if display.is_some() => {
+                return bad_request(
+                    "[request body.filename]: expected value of type [string] but got [Array]",
+                )
+            }
+            "filename" => {
+                let text = part.text();
+                fields.push((part.name.clone(), text.clone()));
+                display = Some(text);
+            }
+            other => {
+                return bad_request(&format!(
+                    "[request body.{other}]: definition for this key is missing"
+                ))
+            }
+        }
+    }
+    let Some(file) = file else {
+        return bad_request(
+            "[request body.file]: expected value of type [Stream] but got [undefined]",
+        );
+    };
+    if let Some(chars) = display.as_deref().map(|d| d.chars().count()) {
+        if chars > MAX_FILENAME_CHARS {
+            return bad_request(&format!(
+                "[request body.filename]: value has length [{chars}] but it must have a maximum length of [{MAX_FILENAME_CHARS}]."
+            ));
+        }
+    }
+    let part_filename = file.filename.clone().unwrap_or_default();
+    let mime = mime_of(&part_filename);
+    if !ALLOWED_MIME_TYPES.contains(&mime.as_str()) {
+        return bad_request(&format!("Unsupported file type: {mime} is not allowed"));
+    }
+    let extension = wire::extension(&part_filename)
+        .unwrap_or_default()
+        .to_owned();
+    let name = match display.as_deref().filter(|d| !d.is_empty()) {
+        Some(display) => strip_extension(display, &extension),
+        None => wire::without_extension(&part_filename),
+    }
+    .to_owned();
+
+    let now = wire::now_millis();
+    let file_id = uuid::Uuid::new_v4().to_string();
+    let stored = StoredFile::new(
+        case_id.to_owned(),
+        file_id.clone(),
+        format!("{name}.{extension}"),
+        mime.clone(),
+        file.data.clone(),
+    );
+    let stored = StoredFile {
+        fields,
+        part_filename,
+        space: space.clone(),
+        created_at: now.clone(),
+        ..stored
+    };
+    let mut guard = sh.store();
+    let store = &mut *guard;
+    let case = store
+        .cases
+        .entry((space, case_id.to_owned()))
+        .or_insert_with(|| Case::new(case_id, &sh.cfg.kibana_owner, &now));
+    let attachment = Comment::File {
+        id: uuid::Uuid::new_v4().to_string(),
+        file_id,
+        name,
+        extension,
+        mime,
+        created_at: now.clone(),
+    };
+    case.add(attachment, &now);
+    let answer = case.to_json();
+    store.files.push(stored);
+    wire::json(StatusCode::OK, &answer)
+}
+
+async fn comment(
+    sh: &Shared,
+    space: Option<String>,
+    case_id: &str,
+    parts: &Parts,
+    body: ReqBody,
+) -> Resp {
+    if !wire::has_content_type(parts, "application/json") {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+    }
+    let Ok(bytes) = body.collect().await else {
+        return bad_request("Invalid request payload: the body could not be read");
+    };
+    let Some(request) = Object::parse(&bytes) else {
+        return bad_request("Invalid request payload JSON format");
+    };
+    if let Some((key, _)) = request
+        .0
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), "type" | "comment" | "owner"))
+    {
+        return bad_request(&format!(
+            "[request body.{key}]: definition for this key is missing"
+        ));
+    }
+    if request.get("type").and_then(Value::as_str) != Some("user") {
+        return bad_request("[request body.type]: expected value to equal [user]");
+    }
+    let text = match request.get("comment") {
+        Some(Value::String(text)) if !text.trim().is_empty() => text.clone(),
+        Some(Value::String(_)) => {
+            return bad_request(
+                "[request body.comment]: The comment field cannot be an empty string.",
+            )
+        }
+        _ => return bad_request("[request body.comment]: expected value of type [string]"),
+    };
+    let Some(owner) = request.get("owner").and_then(Value::as_str) else {
+        return bad_request("[request body.owner]: expected value of type [string]");
+    };
+    let now = wire::now_millis();
+    let mut guard = sh.store();
+    let store = &mut *guard;
+    let Some(case) = store.cases.get_mut(&(space, case_id.to_owned())) else {
+        return case_not_found(case_id);
+    };
+    if case.owner != owner {
+        return bad_request(&format!(
+            "The owner field of the comment must match the case: expected [{}], got [{owner}]",
+            case.owner
+        ));
+    }
+    let user_comment = Comment::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        text: text.clone(),
+        created_at: now.clone(),
+    };
+    case.add(user_comment, &now);
+    let answer = case.to_json();
+    store.comments.push(StoredComment {
+        case_id: case_id.to_owned(),
+        text,
+    });
+    wire::json(StatusCode::OK, &answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::{Config, DialectId, Emulator, Fault};
+    use base64::Engine as _;
+    use reqwest::multipart::{Form, Part};
+    use serde_json::{json, Value};
+
+    fn config() -> Config {
+        Config {
+            tokens: vec!["apikey".into(), "elastic:changeme".into()],
+            ..Config::new(DialectId::Kibana)
+        }
+    }
+
+    fn post(emu: &Emulator, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .post(format!("{}{path}", emu.url()))
+            .header("authorization", "ApiKey apikey")
+            .header("kbn-xsrf", "true")
+    }
+
+    fn file(data: impl Into<std::borrow::Cow<'static, [u8]>>, name: &str) -> Form {
+        Form::new().part("file", Part::bytes(data).file_name(name.to_owned()))
+    }
+
+    fn kibana_error(status: u16, message: &str) -> Value {
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        json!({"statusCode": status, "error": reason, "message": message})
+    }
+
+    #[tokio::test]
+    async fn upload_answers_the_whole_case() {
+        let emu = start(config()).await;
+        let form = file(&b"a,b\n1,2\n"[..], "export.csv").text("filename", "Quarterly export.csv");
+        let resp = post(&emu, "/api/cases/case-1/files")
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let case: Value = resp.json().await.expect("json");
+        let stored = &emu.files()[0];
+        assert_eq!(stored.name, "Quarterly export.csv");
+        assert_eq!(stored.content_type, "text/csv");
+        assert_eq!(stored.part_filename, "export.csv");
+        assert_eq!(stored.sha256, sha256(b"a,b\n1,2\n"));
+        assert_eq!(
+            stored.fields,
+            vec![("filename".to_owned(), "Quarterly export.csv".to_owned())]
+        );
+        assert_eq!(stored.space, None);
+        let comment = &case["comments"][0];
+        let created = comment["created_at"].clone();
+        assert_eq!(
+            case,
+            json!({
+                "id": "case-1", "tags": [], "owner": "cases", "title": "Emulated case case-1", "status": "open",
+                "version": "WzIsMV0=", "category": null,
+                "comments": [{
+                    "id": comment["id"], "type": "externalReference", "owner": "cases",
+                    "externalReferenceAttachmentTypeId": ".files", "externalReferenceId": stored.id,
+                    "externalReferenceStorage": {"type": "savedObject", "soType": "file"},
+                    "externalReferenceMetadata": {"files": [
+                        {"name": "Quarterly export", "extension": "csv", "mimeType": "text/csv", "created": created}
+                    ]},
+                    "created_at": created, "created_by": {"email": null, "username": "elastic", "full_name": null},
+                    "pushed_at": null, "pushed_by": null, "updated_at": null, "updated_by": null, "version": "WzEsMV0="
+                }],
+                "duration": null, "settings": {"syncAlerts": false}, "severity": "low", "assignees": [],
+                "closed_at": null, "closed_by": null,
+                "connector": {"id": "none", "name": "none", "type": ".none", "fields": null},
+                "created_at": case["created_at"],
+                "created_by": {"email": null, "username": "elastic", "full_name": null, "profile_uid": "u_emulated"},
+                "updated_at": case["updated_at"],
+                "updated_by": {"email": null, "username": "elastic", "full_name": null, "profile_uid": "u_emulated"},
+                "description": "", "totalAlerts": 0, "customFields": [], "totalComment": 0, "external_service": null
+            })
+        );
+        assert!(comment["id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36 && id != stored.id));
+
+        // A second file without a display name joins the same case; Basic works too.
+        let resp = client()
+            .post(format!("{}/api/cases/case-1/files", emu.url()))
+            .basic_auth("elastic", Some("changeme"))
+            .header("kbn-xsrf", "x")
+            .multipart(file(&b"\x89PNG"[..], "shot.final.png"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let case: Value = resp.json().await.expect("json");
+        assert_eq!(case["comments"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            case["comments"][1]["externalReferenceMetadata"]["files"][0]["name"],
+            "shot.final"
+        );
+        assert_eq!(
+            case["comments"][1]["externalReferenceMetadata"]["files"][0]["mimeType"],
+            "image/png"
+        );
+        assert_eq!(emu.files()[1].name, "shot.final.png");
+    }
+
+    #[tokio::test]
+    async fn spaces_keep_their_own_cases_and_files() {
+        let emu = start(config()).await;
+        let resp = post(&emu, "/s/team/api/cases/c/files")
+            .multipart(file(&b"x"[..], "a.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let stored = emu.files()[0].clone();
+        assert_eq!(stored.space.as_deref(), Some("team"));
+        let get = |path: String| {
+            client()
+                .get(format!("{}{path}", emu.url()))
+                .header("authorization", "ApiKey apikey")
+                .send()
+        };
+        assert_eq!(
+            get("/s/team/api/cases/c".into())
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+        let resp = get("/api/cases/c".into()).await.expect("send");
+        assert_eq!(resp.status(), 404);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(404, "Saved object [cases/c] not found")
+        );
+        let blob = format!("/s/team/api/files/files/casesFilesCases/{}/blob", stored.id);
+        let resp = get(blob.clone()).await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-type"), "text/plain");
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"x");
+        let named = get(format!("{blob}/a.txt")).await.expect("send");
+        assert_eq!(named.status(), 200);
+        let elsewhere = get(format!(
+            "/api/files/files/casesFilesCases/{}/blob",
+            stored.id
+        ))
+        .await
+        .expect("send");
+        assert_eq!(elsewhere.status(), 404);
+        let wrong_kind = get(format!(
+            "/s/team/api/files/files/securitySolutionFilesCases/{}/blob",
+            stored.id
+        ))
+        .await
+        .expect("send");
+        assert_eq!(wrong_kind.status(), 404);
+        // "/s/default" is the default space.
+        let resp = post(&emu, "/s/default/api/cases/d/files")
+            .multipart(file(&b"y"[..], "b.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            get("/api/cases/d".into()).await.expect("send").status(),
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn comments_are_added_to_the_case() {
+        let emu = start(Config {
+            kibana_owner: "securitySolution".into(),
+            ..config()
+        })
+        .await;
+        let comment = |case: &str, body: Value| {
+            post(&emu, &format!("/api/cases/{case}/comments"))
+                .json(&body)
+                .send()
+        };
+        let resp = comment(
+            "c",
+            json!({"type": "user", "comment": "hi", "owner": "securitySolution"}),
+        )
+        .await
+        .expect("send");
+        assert_eq!(resp.status(), 404);
+        post(&emu, "/api/cases/c/files")
+            .multipart(file(&b"x"[..], "a.txt"))
+            .send()
+            .await
+            .expect("send");
+        let resp = comment(
+            "c",
+            json!({"type": "user", "comment": "hi", "owner": "securitySolution"}),
+        )
+        .await
+        .expect("send");
+        assert_eq!(resp.status(), 200);
+        let case: Value = resp.json().await.expect("json");
+        assert_eq!(case["totalComment"], 1);
+        assert_eq!(case["owner"], "securitySolution");
+        let user = &case["comments"][1];
+        assert_eq!(
+            user,
+            &json!({
+                "id": user["id"], "type": "user", "owner": "securitySolution", "comment": "hi", "version": "WzEsMV0=",
+                "created_at": user["created_at"], "created_by": {"email": null, "username": "elastic", "full_name": null},
+                "pushed_at": null, "pushed_by": null, "updated_at": null, "updated_by": null
+            })
+        );
+        assert_eq!(
+            emu.comments(),
+            vec![super::StoredComment {
+                case_id: "c".into(),
+                text: "hi".into()
+            }]
+        );
+        let bad = [
+            json!({"type": "alert", "comment": "hi", "owner": "securitySolution"}),
+            json!({"type": "user", "comment": "", "owner": "securitySolution"}),
+            json!({"type": "user", "comment": "hi", "owner": "cases"}),
+            json!({"type": "user", "comment": "hi"}),
+            json!({"type": "user", "comment": "hi", "owner": "securitySolution", "extra": 1}),
+        ];
+        for body in bad {
+            let resp = comment("c", body.clone()).await.expect("send");
+            assert_eq!(resp.status(), 400, "{body}");
+        }
+        let blob = format!(
+            "/api/files/files/securitySolutionFilesCases/{}/blob",
+            emu.files()[0].id
+        );
+        let resp = client()
+            .get(format!("{}{blob}", emu.url()))
+            .header("authorization", "ApiKey apikey")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+
+        emu.set_fault(Some(Fault::CommentStatus(503)));
+        let resp = comment(
+            "c",
+            json!({"type": "user", "comment": "again", "owner": "securitySolution"}),
+        )
+        .await
+        .expect("send");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(503, "emulated failure")
+        );
+        assert_eq!(emu.comments().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_problem() {
+        let emu = start(config()).await;
+        let url = format!("{}/api/cases/c/files", emu.url());
+        let resp = client()
+            .post(&url)
+            .header("kbn-xsrf", "t")
+            .multipart(file(&b"x"[..], "a.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(401, "Unauthorized")
+        );
+        let resp = client()
+            .post(&url)
+            .header(
+                "authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("elastic:wrong")
+                ),
+            )
+            .header("kbn-xsrf", "t")
+            .multipart(file(&b"x"[..], "a.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        let resp = client()
+            .post(&url)
+            .header("authorization", "ApiKey apikey")
+            .multipart(file(&b"x"[..], "a.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 400);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(400, "Request must contain a kbn-xsrf header.")
+        );
+
+        let long = "n".repeat(161);
+        let cases: Vec<(Form, &str)> = vec![
+            (file(&b"MZ"[..], "tool.exe"), "Unsupported file type: application/octet-stream is not allowed"),
+            (file(&b"#"[..], "notes.md"), "Unsupported file type: text/markdown is not allowed"),
+            (file(&b"x"[..], "noextension"), "Unsupported file type: application/octet-stream is not allowed"),
+            (Form::new().text("filename", "x"), "[request body.file]: expected value of type [Stream] but got [undefined]"),
+            (Form::new().text("file", "x"), "[request body.file]: expected value of type [Stream] but got [string]"),
+            (file(&b"x"[..], "a.txt").text("caseId", "x"), "[request body.caseId]: definition for this key is missing"),
+            (
+                file(&b"x"[..], "a.txt").text("filename", long.clone()),
+                "[request body.filename]: value has length [161] but it must have a maximum length of [160].",
+            ),
+        ];
+        for (form, message) in cases {
+            let resp = post(&emu, "/api/cases/c/files")
+                .multipart(form)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 400, "{message}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                kibana_error(400, message)
+            );
+        }
+        // 160 characters is fine.
+        let resp = post(&emu, "/api/cases/c/files")
+            .multipart(file(&b"x"[..], "a.txt").text("filename", "é".repeat(160)))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let resp = post(&emu, "/api/cases/c/files")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 415);
+        let resp = client()
+            .get(&url)
+            .header("authorization", "ApiKey apikey")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 405);
+        let resp = post(&emu, "/api/nothing").send().await.expect("send");
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(404, "Not Found")
+        );
+        assert_eq!(emu.files().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn images_over_ten_mebibytes_are_too_large() {
+        let emu = start(config()).await;
+        let big = vec![0u8; (10 << 20) + 1];
+        let resp = post(&emu, "/api/cases/c/files")
+            .multipart(file(big.clone(), "huge.png"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 413);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(413, "File is too large: the maximum size is 10485760 bytes")
+        );
+        // The same bytes as a PDF are within the 100 MiB limit.
+        let resp = post(&emu, "/api/cases/c/files")
+            .multipart(file(big, "huge.pdf"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(emu.files().len(), 1);
+    }
+
+    #[test]
+    fn display_names_lose_the_part_extension() {
+        assert_eq!(super::strip_extension("Report.PDF", "pdf"), "Report");
+        assert_eq!(super::strip_extension("Report", "pdf"), "Report");
+        assert_eq!(super::strip_extension(".pdf", "pdf"), ".pdf");
+        assert_eq!(super::strip_extension("a.tar.gz", "gz"), "a.tar");
+        assert_eq!(super::strip_extension("éé", "x"), "éé");
+    }
+}
