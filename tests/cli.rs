@@ -1,0 +1,204 @@
+//! The command line as users run it: `casegate check` on good and bad configs, `serve`
+//! refusing an invalid one, environment overrides, and an access log that never shows a
+//! secret (a Thalamus token may ride in the query string).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_casegate");
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_prints_the_shipped_route_table_without_secrets() {
+    let out = Command::new(BIN)
+        .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "thalamus-to-tines",
+        "tines-to-thalamus",
+        "caseiq-to-kibana",
+        "kibana-to-caseiq",
+    ] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    assert!(!stdout.contains("demo-"), "a secret was printed:\n{stdout}");
+    assert!(stdout.contains("***"));
+}
+
+#[test]
+fn check_names_route_and_key_of_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[[routes]]
+name = "soar"
+front = "tines"
+[routes.upstream]
+dialect = "kibna"
+url = "embedded"
+
+[[routes]]
+name = "ops"
+front = "thalamus"
+[routes.upstream]
+dialect = "tines"
+space = "x"
+[routes.upstream.auth]
+token = "${CASEGATE_TEST_UNSET_SECRET}"
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "route \"soar\": upstream.dialect: unknown dialect \"kibna\"",
+        "route \"ops\": upstream.url: missing",
+        "route \"ops\": upstream.space: only for a kibana upstream",
+        "route \"ops\": upstream.auth.token: environment variable CASEGATE_TEST_UNSET_SECRET is not set",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // serve refuses the same file.
+    let out = Command::new(BIN)
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Starts `casegate serve` and returns it with the address it logged.
+fn serve(
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .envs(envs.iter().copied())
+        .env("CASEGATE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(i) = line.find("addr=") {
+                let addr = line[i + 5..].split_whitespace().next().unwrap().to_string();
+                return (child, addr, rx);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("casegate did not log its address");
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn access_log_never_shows_a_query_token_and_env_overrides_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "routes.toml",
+        r#"
+listen = "127.0.0.1:1"
+[[routes]]
+name = "ops"
+front = "thalamus"
+client_tokens = ["${CASEGATE_TEST_CLIENT_TOKEN}"]
+[routes.upstream]
+dialect = "tines"
+url = "embedded"
+[routes.upstream.auth]
+token = "upstream-key-material"
+"#,
+    );
+    let secret = "query-secret-5c1e";
+    let (mut child, addr, rx) = serve(
+        &cfg,
+        &[
+            ("CASEGATE_LISTEN", "127.0.0.1:0"),
+            ("CASEGATE_TEST_CLIENT_TOKEN", secret),
+            ("CASEGATE_SOMETHING_ELSE", "is not a key"),
+        ],
+    );
+    let boundary = "b0undary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhi\r\n--{boundary}--\r\n"
+    );
+    let send = |token: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "POST /api/v4/cases/7/files?touchpoint=t&token={token} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let ok = send(secret);
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let refused = send("wrong-token-77");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = rx.try_iter().map(|l| strip_ansi(&l)).collect();
+    let log = log.join("\n");
+    assert!(
+        log.contains("/api/v4/cases/7/files"),
+        "no access log line:\n{log}"
+    );
+    for s in [secret, "wrong-token-77", "upstream-key-material", "token="] {
+        assert!(!log.contains(s), "{s:?} appears in the log:\n{log}");
+    }
+}

@@ -1,0 +1,479 @@
+//! Shared harness for the integration tests: a real casegate on 127.0.0.1:0, configured
+//! from routes.toml text, in front of real emulators on 127.0.0.1:0, driven by real HTTP
+//! clients (reqwest) speaking each front dialect as its users' clients do.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use casegate::dialect::DialectId;
+use casegate::emulator::{self, Emulator, Fault};
+use casegate::server::{self, Running};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use DialectId::{Caseiq, Kibana, Thalamus, Tines};
+
+/// The credential clients present to casegate.
+pub const CLIENT_TOKEN: &str = "client-secret-0123456789";
+/// The credential casegate presents upstream.
+pub const UPSTREAM_TOKEN: &str = "upstream-secret-9876543210";
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A case id the back dialect's emulator accepts.
+pub fn case_id_for(back: DialectId) -> &'static str {
+    match back {
+        Thalamus | Tines => "4242",
+        Caseiq => "3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b",
+        Kibana => "case-7f3a",
+    }
+}
+
+/// The `[routes.upstream.auth]` lines for a back dialect.
+pub fn upstream_auth(back: DialectId) -> String {
+    match back {
+        Thalamus => format!("touchpoint = \"casegate\"\ntoken = \"{UPSTREAM_TOKEN}\""),
+        Tines => format!("token = \"{UPSTREAM_TOKEN}\""),
+        Caseiq => format!("client_id = \"casegate\"\nclient_secret = \"{UPSTREAM_TOKEN}\""),
+        Kibana => format!("api_key = \"{UPSTREAM_TOKEN}\""),
+    }
+}
+
+/// Options for one test set-up.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub strict: bool,
+    pub max_upload_bytes: u64,
+    pub timeout_secs: u64,
+    pub client_tokens: bool,
+    pub fault: Option<Fault>,
+    pub extra_route_keys: String,
+    pub extra_upstream_keys: String,
+    pub spool_dir: Option<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            strict: false,
+            max_upload_bytes: 64 * 1024 * 1024,
+            timeout_secs: 10,
+            client_tokens: true,
+            fault: None,
+            extra_route_keys: String::new(),
+            extra_upstream_keys: String::new(),
+            spool_dir: None,
+        }
+    }
+}
+
+/// A casegate with one route per requested front, all to one upstream emulator.
+pub struct Harness {
+    pub casegate: Running,
+    pub upstream: Emulator,
+    pub back: DialectId,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.casegate.addr())
+    }
+
+    /// The path prefix of the route for `front`.
+    pub fn prefix(front: DialectId) -> String {
+        format!("/{}", front.name())
+    }
+
+    pub async fn stop(self) {
+        self.casegate.shutdown().await;
+        self.upstream.shutdown().await;
+    }
+}
+
+/// routes.toml text for `fronts` routed to an upstream at `url`.
+pub fn routes_toml(fronts: &[DialectId], back: DialectId, url: &str, o: &Opts) -> String {
+    let mut t = format!(
+        "listen = \"127.0.0.1:0\"\nmax_upload_bytes = {}\n",
+        o.max_upload_bytes
+    );
+    if let Some(d) = &o.spool_dir {
+        t.push_str(&format!("spool_dir = {d:?}\n"));
+    }
+    for f in fronts {
+        t.push_str(&format!(
+            "\n[[routes]]\nname = \"{f}-to-{back}\"\nfront = \"{f}\"\nprefix = \"/{f}\"\nstrict = {}\n",
+            o.strict
+        ));
+        if o.client_tokens {
+            t.push_str(&format!("client_tokens = [\"{CLIENT_TOKEN}\"]\n"));
+        }
+        t.push_str(&o.extra_route_keys);
+        t.push_str(&format!(
+            "\n[routes.upstream]\ndialect = \"{back}\"\nurl = \"{url}\"\ntimeout_secs = {}\n{}\n[routes.upstream.auth]\n{}\n",
+            o.timeout_secs,
+            o.extra_upstream_keys,
+            upstream_auth(back)
+        ));
+    }
+    t
+}
+
+/// Starts an emulator of `back` and a casegate serving `fronts` in front of it.
+pub async fn setup(fronts: &[DialectId], back: DialectId, o: Opts) -> Harness {
+    let mut ec = emulator::Config::new(back);
+    ec.tokens = vec![UPSTREAM_TOKEN.to_string()];
+    ec.fault = o.fault.clone();
+    let upstream = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let casegate = start_casegate(&routes_toml(fronts, back, &upstream.url(), &o)).await;
+    Harness {
+        casegate,
+        upstream,
+        back,
+        http: client(),
+    }
+}
+
+pub async fn start_casegate(toml: &str) -> Running {
+    let env = |_: &str| None;
+    let mut cfg =
+        casegate::config::parse(toml, &env, false).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    server::start(&cfg).await.unwrap()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// One upload, dialect-neutral; each front builds its own request from it.
+#[derive(Clone, Debug, Default)]
+pub struct Up {
+    pub case_id: String,
+    pub file_name: String,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+    pub comment: Option<String>,
+    pub author_email: Option<String>,
+    pub block_id: Option<i64>,
+    pub tags: Vec<String>,
+    pub locale: Option<String>,
+    /// Kibana `filename` field.
+    pub display_name: Option<String>,
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    /// `Casegate-Dropped` as a list.
+    pub fn dropped(&self) -> Vec<String> {
+        self.header("casegate-dropped")
+            .map(|h| h.split(", ").map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn reply(r: reqwest::Response) -> Reply {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Credentials a client presents: right, wrong, or none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cred {
+    Good,
+    Wrong,
+    Missing,
+}
+
+fn file_part(up: &Up) -> reqwest::multipart::Part {
+    let mut p = reqwest::multipart::Part::bytes(up.data.clone()).file_name(up.file_name.clone());
+    if let Some(ct) = &up.content_type {
+        p = p.mime_str(ct).unwrap();
+    }
+    p
+}
+
+/// A Case IQ access token from casegate's token endpoint.
+pub async fn caseiq_token(http: &reqwest::Client, base: &str, secret: &str) -> String {
+    let r = http
+        .post(format!("{base}/auth/oauth2/token"))
+        .json(&serde_json::json!({"grant_type": "client_credentials", "client_id": "me", "client_secret": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Sends `up` to casegate in the `front` dialect, under `base` (scheme, host and the
+/// route's prefix).
+pub async fn send(
+    http: &reqwest::Client,
+    front: DialectId,
+    base: &str,
+    up: &Up,
+    cred: Cred,
+) -> Reply {
+    let token = match cred {
+        Cred::Good => CLIENT_TOKEN.to_string(),
+        Cred::Wrong => "not-the-token".to_string(),
+        Cred::Missing => String::new(),
+    };
+    let req = match front {
+        Thalamus => {
+            let form = reqwest::multipart::Form::new()
+                .percent_encode_noop()
+                .part("file", file_part(up));
+            let mut url = format!("{base}/api/v4/cases/{}/files", up.case_id);
+            if cred != Cred::Missing {
+                url.push_str(&format!("?touchpoint=tests&token={token}"));
+            }
+            http.post(url).multipart(form)
+        }
+        Tines => {
+            let body = tines_body(up);
+            let mut r = http
+                .post(format!("{base}/api/v2/cases/{}/files", up.case_id))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap());
+            if cred != Cred::Missing {
+                r = r.bearer_auth(&token);
+            }
+            r
+        }
+        Caseiq => {
+            let bearer = match cred {
+                Cred::Good => Some(caseiq_token(http, base, CLIENT_TOKEN).await),
+                Cred::Wrong => Some("cgt1.99999999999.x.y".to_string()),
+                Cred::Missing => None,
+            };
+            let mut form = reqwest::multipart::Form::new()
+                .percent_encode_noop()
+                .text("caseId", up.case_id.clone());
+            if let Some(d) = &up.comment {
+                form = form.text("description", d.clone());
+            }
+            if let Some(l) = &up.locale {
+                form = form.text("templateLocale", l.clone());
+            }
+            for t in &up.tags {
+                form = form.text("bulkTags[]", t.clone());
+            }
+            form = form.part("file", file_part(up));
+            let mut r = http
+                .post(format!("{base}/api-public/1.0/save_file"))
+                .multipart(form);
+            if let Some(b) = bearer {
+                r = r.bearer_auth(b);
+            }
+            r
+        }
+        Kibana => {
+            let mut form = reqwest::multipart::Form::new().percent_encode_noop();
+            if let Some(d) = &up.display_name {
+                form = form.text("filename", d.clone());
+            }
+            form = form.part("file", file_part(up));
+            let mut r = http
+                .post(format!("{base}/api/cases/{}/files", up.case_id))
+                .header("kbn-xsrf", "true")
+                .multipart(form);
+            if cred != Cred::Missing {
+                r = r.header("authorization", format!("ApiKey {token}"));
+            }
+            r
+        }
+    };
+    reply(req.send().await.unwrap()).await
+}
+
+/// The Tines JSON body for `up`, with nulls for absent fields as real clients send.
+pub fn tines_body(up: &Up) -> Value {
+    serde_json::json!({
+        "filename": up.file_name,
+        "file_contents": base64::engine::general_purpose::STANDARD.encode(&up.data),
+        "value": up.comment,
+        "author_email": up.author_email,
+        "team_case_block_id": up.block_id,
+    })
+}
+
+/// The keys of a JSON object, sorted.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+pub fn sorted(k: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Fields of a stored file, grouped.
+pub fn fields(f: &emulator::StoredFile) -> BTreeMap<String, Vec<String>> {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &f.fields {
+        m.entry(k.clone()).or_default().push(v.clone());
+    }
+    m
+}
+
+/// The error code name Case IQ puts in `message` for a status.
+pub fn caseiq_code(status: u16) -> &'static str {
+    match status {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "UNPROCESSABLE_ENTITY",
+        502 => "BAD_GATEWAY",
+        503 => "SERVICE_UNAVAILABLE",
+        504 => "GATEWAY_TIMEOUT",
+        _ => panic!("no code for {status}"),
+    }
+}
+
+/// Asserts `r` is `front`'s error form for `status` with `Casegate-Error: code`;
+/// `upstream` marks the failures Thalamus reports as a logical failure (200 FAILED).
+/// Returns the message, where the dialect carries one.
+pub fn assert_error(
+    front: DialectId,
+    r: &Reply,
+    status: u16,
+    code: &str,
+    upstream: bool,
+) -> Option<String> {
+    let ctx = format!(
+        "{front}: {} {:?} {}",
+        r.status,
+        r.header("casegate-error"),
+        r.text()
+    );
+    assert_eq!(r.header("casegate-error").as_deref(), Some(code), "{ctx}");
+    match front {
+        Thalamus => {
+            let want = if upstream { 200 } else { status };
+            assert_eq!(r.status, want, "{ctx}");
+            assert_eq!(r.text(), "FAILED", "{ctx}");
+            None
+        }
+        Tines => {
+            assert_eq!(r.status, status, "{ctx}");
+            let v = r.json();
+            assert_eq!(keys(&v), ["errors"], "{ctx}");
+            let errs = v["errors"].as_array().unwrap();
+            assert_eq!(errs.len(), 1, "{ctx}");
+            assert_eq!(keys(&errs[0]), ["message"], "{ctx}");
+            let m = errs[0]["message"].as_str().unwrap().to_string();
+            assert!(!m.is_empty(), "{ctx}");
+            Some(m)
+        }
+        Caseiq => {
+            assert_eq!(r.status, status, "{ctx}");
+            let v = r.json();
+            assert_eq!(
+                keys(&v),
+                sorted(&["httpstatus", "message", "meta", "name"]),
+                "{ctx}"
+            );
+            assert_eq!(v["name"], "SERVICE_ACCOUNT_ERROR", "{ctx}");
+            assert_eq!(v["httpstatus"], status, "{ctx}");
+            assert_eq!(v["message"], caseiq_code(status), "{ctx}");
+            assert_eq!(keys(&v["meta"]), ["message"], "{ctx}");
+            Some(v["meta"]["message"].as_str().unwrap().to_string())
+        }
+        Kibana => {
+            assert_eq!(r.status, status, "{ctx}");
+            let v = r.json();
+            assert_eq!(
+                keys(&v),
+                sorted(&["error", "message", "statusCode"]),
+                "{ctx}"
+            );
+            assert_eq!(v["statusCode"], status, "{ctx}");
+            let reason = http::StatusCode::from_u16(status)
+                .unwrap()
+                .canonical_reason()
+                .unwrap();
+            assert_eq!(v["error"], reason, "{ctx}");
+            Some(v["message"].as_str().unwrap().to_string())
+        }
+    }
+}
+
+/// A small upload any back accepts.
+pub fn small_upload(back: DialectId) -> Up {
+    Up {
+        case_id: case_id_for(back).into(),
+        file_name: "notes.txt".into(),
+        content_type: Some("text/plain".into()),
+        data: b"hello, case".to_vec(),
+        ..Default::default()
+    }
+}
