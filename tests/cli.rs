@@ -202,3 +202,52 @@ token = "upstream-key-material"
         assert!(!log.contains(s), "{s:?} appears in the log:\n{log}");
     }
 }
+
+#[test]
+fn emulate_serves_a_strict_stand_alone_emulator() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "emulate", "tines", "--listen", &listen, "--token", "emu-key",
+        ])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let post = |auth: &str, body: &str| -> String {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match std::net::TcpStream::connect(&listen) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("emulator not listening: {e}"),
+            }
+        };
+        write!(
+            s,
+            "POST /api/v2/cases/5/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let ok = post("emu-key", r#"{"filename":"a.txt","file_contents":"aGk="}"#);
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"activity_type\":\"FILE_ATTACHED\""), "{ok}");
+    let bad = post("emu-key", r#"{"filename":"a.txt","file_contents":"a*k="}"#);
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let unauth = post("other", r#"{"filename":"a.txt","file_contents":"aGk="}"#);
+    assert!(unauth.starts_with("HTTP/1.1 401"), "{unauth}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
