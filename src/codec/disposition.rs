@@ -3,8 +3,10 @@
 //! Reading accepts what real clients send: `filename="..."` with raw UTF-8 (browsers,
 //! `requests`, kibana-py), backslash-escaped quotes, unquoted tokens, and the RFC 5987 /
 //! RFC 6266 `filename*=UTF-8''...` form, which wins when both are present.
-//! Writing follows the WHATWG form-data rules every major server parses: raw UTF-8 inside
-//! quotes, with `"`, CR and LF percent-encoded, so a name can never end the header early.
+//! Writing puts raw UTF-8 inside a quoted-string (as browsers and `requests` do) with `"`
+//! and `\` backslash-escaped, which the multipart parsers of the upstreams (Java's
+//! fileupload, hapi, multer) turn back into the original name; CR and LF, which no
+//! quoting can carry, are percent-encoded, so a name can never end the header early.
 
 /// The parameters of a `Content-Disposition` value that casegate cares about.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -132,12 +134,13 @@ fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Appends `value` as the inside of a quoted `Content-Disposition` parameter (WHATWG
-/// form-data encoding): `"` becomes `%22`, CR `%0D`, LF `%0A`; everything else verbatim.
+/// Appends `value` as the inside of a quoted `Content-Disposition` parameter: `"` and `\`
+/// backslash-escaped, CR `%0D`, LF `%0A`; everything else verbatim (UTF-8).
 pub fn push_quoted(out: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
         match b {
-            b'"' => out.extend_from_slice(b"%22"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
             b'\r' => out.extend_from_slice(b"%0D"),
             b'\n' => out.extend_from_slice(b"%0A"),
             b => out.push(b),
@@ -199,7 +202,17 @@ mod tests {
     #[test]
     fn quoting_cannot_break_out() {
         let mut out = Vec::new();
-        push_quoted(&mut out, "a\"\r\nContent-Type: x");
-        assert_eq!(out, b"a%22%0D%0AContent-Type: x");
+        push_quoted(&mut out, "a\"\r\nContent-Type: x\\");
+        assert_eq!(out, b"a\\\"%0D%0AContent-Type: x\\\\");
+        let header = [
+            b"form-data; name=\"file\"; filename=\"".as_slice(),
+            &out,
+            b"\"",
+        ]
+        .concat();
+        assert_eq!(
+            parse(&header).unwrap().filename.as_deref(),
+            Some("a\"%0D%0AContent-Type: x\\")
+        );
     }
 }

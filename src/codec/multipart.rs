@@ -123,7 +123,7 @@ mod tests {
         );
         let expected = "--XyZ\r\nContent-Disposition: form-data; name=\"caseId\"\r\n\r\nc1\r\n\
 --XyZ\r\nContent-Disposition: form-data; name=\"bulkTags[]\"\r\n\r\nt\r\n\
---XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\"b.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
 --XyZ--\r\n";
         assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
     }
