@@ -23,8 +23,14 @@ enum Expect {
 
 fn cases(back: DialectId) -> Vec<(Fault, Expect)> {
     let mut v = vec![
-        (Fault::ResetBeforeAnswer, Expect::Failed(502, "upstream_unreachable")),
-        (Fault::ResetMidBody, Expect::Failed(502, "upstream_unreachable")),
+        (
+            Fault::ResetBeforeAnswer,
+            Expect::Failed(502, "upstream_unreachable"),
+        ),
+        (
+            Fault::ResetMidBody,
+            Expect::Failed(502, "upstream_unreachable"),
+        ),
         (Fault::HtmlError, Expect::Failed(502, "upstream_failed")),
         (Fault::HeadersThenHang, Expect::Stored),
         (Fault::Html, Expect::Stored),
@@ -55,12 +61,23 @@ fn assert_success_shape(front: DialectId, r: &Reply, up: &Up) {
             assert_eq!(v["name"], up.file_name, "{v}");
             assert!(v["id"].is_string(), "{v}");
         }
-        Kibana => assert_eq!(v["comments"][0]["externalReferenceMetadata"]["files"][0]["name"], "notes", "{v}"),
+        Kibana => assert_eq!(
+            v["comments"][0]["externalReferenceMetadata"]["files"][0]["name"], "notes",
+            "{v}"
+        ),
     }
 }
 
 async fn faults_of(back: DialectId) {
-    let h = setup(&DialectId::ALL, back, Opts { timeout_secs: 1, ..Opts::default() }).await;
+    let h = setup(
+        &DialectId::ALL,
+        back,
+        Opts {
+            timeout_secs: 1,
+            ..Opts::default()
+        },
+    )
+    .await;
     for (fault, expect) in cases(back) {
         h.upstream.set_fault(Some(fault.clone()));
         for front in DialectId::ALL {
@@ -72,12 +89,21 @@ async fn faults_of(back: DialectId) {
             let stored = h.upstream.files();
             match expect {
                 Expect::Stored => {
-                    assert_eq!(stored.len(), before + 1, "{front}->{back} {fault}: {}", r.text());
+                    assert_eq!(
+                        stored.len(),
+                        before + 1,
+                        "{front}->{back} {fault}: {}",
+                        r.text()
+                    );
                     assert_eq!(stored.last().unwrap().sha256, sha256_hex(&up.data));
                     assert_success_shape(front, &r, &up);
                 }
                 Expect::Failed(status, code) => {
-                    assert_eq!(stored.len(), before, "{front}->{back} {fault}: stored, yet failed");
+                    assert_eq!(
+                        stored.len(),
+                        before,
+                        "{front}->{back} {fault}: stored, yet failed"
+                    );
                     assert_error(front, &r, status, code, true);
                 }
             }
@@ -86,7 +112,11 @@ async fn faults_of(back: DialectId) {
     // Every upstream connection casegate opened was closed or returned to its pool.
     h.upstream.set_fault(None);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(h.upstream.open_connections() <= 4, "{back}: {} connections left open", h.upstream.open_connections());
+    assert!(
+        h.upstream.open_connections() <= 4,
+        "{back}: {} connections left open",
+        h.upstream.open_connections()
+    );
     h.stop().await;
 }
 
