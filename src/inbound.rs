@@ -255,21 +255,25 @@ pub fn multipart(
         file: None,
         seen_file: false,
         fields_total: 0,
-        done: false,
         spec,
         limits: *limits,
     };
-    Box::pin(stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        match st.step().await {
-            Ok(Some(ev)) => Some((Ok(ev), st)),
+    steps(state)
+}
+
+/// A reader that yields one event per step: `Ok(None)` at the end; an error ends it too.
+trait Steps: Send + 'static {
+    fn step(&mut self) -> impl std::future::Future<Output = Result<Option<Event>, Error>> + Send;
+}
+
+/// The stream of a reader's events, ending after its end or its first error.
+fn steps<S: Steps>(reader: S) -> EventStream {
+    Box::pin(stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
+        match reader.step().await {
+            Ok(Some(ev)) => Some((Ok(ev), Some(reader))),
             Ok(None) => None,
-            Err(e) => {
-                st.done = true;
-                Some((Err(e), st))
-            }
+            Err(e) => Some((Err(e), None)),
         }
     }))
 }
@@ -279,12 +283,11 @@ struct FormState {
     file: Option<multer::Field<'static>>,
     seen_file: bool,
     fields_total: usize,
-    done: bool,
     spec: FormSpec,
     limits: Limits,
 }
 
-impl FormState {
+impl Steps for FormState {
     async fn step(&mut self) -> Result<Option<Event>, Error> {
         if let Some(file) = self.file.as_mut() {
             return match file.chunk().await.map_err(|e| self.form_error(e))? {
@@ -347,7 +350,9 @@ impl FormState {
             }
         }
     }
+}
 
+impl FormState {
     fn form_error(&self, e: multer::Error) -> Error {
         match e {
             multer::Error::StreamReadFailed(inner) => match inner.downcast::<Error>() {
@@ -411,21 +416,8 @@ pub fn json(body: BodyStream, spec: JsonSpec, limits: &Limits) -> EventStream {
         max_file: limits.max_file_bytes,
         spec,
         ended: false,
-        done: false,
     };
-    Box::pin(stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        match st.step().await {
-            Ok(Some(ev)) => Some((Ok(ev), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.done = true;
-                Some((Err(e), st))
-            }
-        }
-    }))
+    steps(state)
 }
 
 struct JsonState {
@@ -437,10 +429,9 @@ struct JsonState {
     max_file: u64,
     spec: JsonSpec,
     ended: bool,
-    done: bool,
 }
 
-impl JsonState {
+impl Steps for JsonState {
     async fn step(&mut self) -> Result<Option<Event>, Error> {
         loop {
             if let Some(ev) = self.queue.pop_front() {
@@ -467,7 +458,9 @@ impl JsonState {
             }
         }
     }
+}
 
+impl JsonState {
     fn translate(&mut self, ev: ScanEvent) -> Result<(), Error> {
         match ev {
             ScanEvent::Field { key, value } => match (self.spec.map)(&key, value)? {

@@ -77,10 +77,6 @@ impl Dialect for CaseIq {
         })
     }
 
-    fn max_body_bytes(&self, limits: &Limits) -> u64 {
-        limits.multipart_body()
-    }
-
     fn late_fields(&self) -> Kinds {
         Kinds::NONE
     }

@@ -95,10 +95,6 @@ impl Dialect for Kibana {
         })
     }
 
-    fn max_body_bytes(&self, limits: &Limits) -> u64 {
-        limits.multipart_body()
-    }
-
     fn late_fields(&self) -> Kinds {
         Kinds::of(&[Kind::DisplayName])
     }

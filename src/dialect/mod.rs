@@ -195,8 +195,11 @@ pub trait Dialect: Send + Sync + 'static {
         limits: &Limits,
     ) -> Result<Inbound, Error>;
 
-    /// The largest raw body that can carry a file of `limits.max_file_bytes`.
-    fn max_body_bytes(&self, limits: &Limits) -> u64;
+    /// The largest raw body that can carry a file of `limits.max_file_bytes` (by default
+    /// a multipart form's).
+    fn max_body_bytes(&self, limits: &Limits) -> u64 {
+        limits.multipart_body()
+    }
 
     /// Fields that may still arrive after the file starts.
     fn late_fields(&self) -> Kinds;

@@ -82,10 +82,6 @@ impl Dialect for Thalamus {
         })
     }
 
-    fn max_body_bytes(&self, limits: &Limits) -> u64 {
-        limits.multipart_body()
-    }
-
     fn late_fields(&self) -> Kinds {
         Kinds::NONE
     }
