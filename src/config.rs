@@ -813,6 +813,12 @@ api_key = "${KEY}"
         let table = c.table();
         assert!(table.contains("soar-to-kibana"));
         assert!(!table.contains("kibana-key") && !table.contains("soar-token"));
+        let debug = format!("{c:?}");
+        assert!(debug.contains("soar-to-kibana") && debug.contains("***"));
+        assert!(
+            !debug.contains("kibana-key") && !debug.contains("soar-token"),
+            "{debug}"
+        );
     }
 
     #[test]
