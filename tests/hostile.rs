@@ -155,7 +155,7 @@ async fn header_abuse_and_smuggling_are_refused() {
     // Two Content-Length values.
     let r = raw_http(
         addr,
-        format!("POST /tines/api/v2/cases/1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde").as_bytes(),
+        b"POST /tines/api/v2/cases/1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
     ).await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert_eq!(h.upstream.uploads(), 1);

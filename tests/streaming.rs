@@ -171,7 +171,7 @@ async fn a_chunked_body_crossing_the_limit_is_cut_and_answered_413() {
         // A chunked body (no Content-Length): 4 MiB of file.
         let (path, ct, head_bytes, tail_bytes) = match front {
             Tines => (
-                format!("/tines/api/v2/cases/c1/files"),
+                "/tines/api/v2/cases/c1/files".to_string(),
                 "application/json".to_string(),
                 br#"{"filename":"x.pdf","file_contents":""#.to_vec(),
                 br#""}"#.to_vec(),
