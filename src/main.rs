@@ -46,7 +46,7 @@ enum Command {
         tokens: Vec<String>,
         /// Misbehave: status=N, delay=SECS, failed, reset-before-answer, reset-mid-body,
         /// headers-then-hang, html, html-error, truncated-json, empty-body, trickle,
-        /// huge-body, comment-status=N.
+        /// huge-body, comment-status=N, flaky=PERCENT.
         #[arg(long)]
         fault: Option<String>,
         /// Benchmark mode: drain uploads without parsing and answer a canned success.

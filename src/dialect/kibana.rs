@@ -218,6 +218,11 @@ impl Dialect for Kibana {
             return Answer::StoredUnreadable("the case holds no .files comment".into());
         };
         result.attachment = file_comment_attachment(comment, ctx, result.owner.as_deref());
+        if result.attachment.id.is_none() {
+            return Answer::StoredUnreadable(
+                "the .files comment has no externalReferenceId".into(),
+            );
+        }
         result.comment_id = comment.get("id").and_then(id_text);
         result.uploader = comment.get("created_by").map(person);
         result.case = Some(case);

@@ -43,10 +43,14 @@ pub enum Fault {
     HugeBody,
     /// `comment-status=N`: uploads are normal; comment and note calls answer status N.
     CommentStatus(u16),
+    /// `flaky=P`: P uploads in every hundred (evenly spread) answer 500 and store nothing;
+    /// the others are normal.
+    Flaky(u8),
 }
 
 const FORMS: &str = "status=N, delay=SECS, failed, reset-before-answer, reset-mid-body, \
-headers-then-hang, html, html-error, truncated-json, empty-body, trickle, huge-body, comment-status=N";
+headers-then-hang, html, html-error, truncated-json, empty-body, trickle, huge-body, comment-status=N, \
+flaky=PERCENT";
 
 fn parse_status(text: &str, s: &str) -> Result<u16, String> {
     text.parse::<u16>()
@@ -77,6 +81,12 @@ impl std::str::FromStr for Fault {
                     })?;
                 Fault::Delay(delay)
             }
+            ("flaky", Some(p)) => Fault::Flaky(
+                p.parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| format!("fault \"{s}\": \"{p}\" is not a percentage (0-100)"))?,
+            ),
             ("failed", None) => Fault::Failed,
             ("reset-before-answer", None) => Fault::ResetBeforeAnswer,
             ("reset-mid-body", None) => Fault::ResetMidBody,
@@ -109,6 +119,7 @@ impl std::fmt::Display for Fault {
             Fault::Trickle => f.write_str("trickle"),
             Fault::HugeBody => f.write_str("huge-body"),
             Fault::CommentStatus(n) => write!(f, "comment-status={n}"),
+            Fault::Flaky(p) => write!(f, "flaky={p}"),
         }
     }
 }
@@ -214,6 +225,7 @@ mod tests {
             Fault::Trickle,
             Fault::HugeBody,
             Fault::CommentStatus(500),
+            Fault::Flaky(10),
         ];
         for fault in all {
             let text = fault.to_string();

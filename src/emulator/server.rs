@@ -107,6 +107,8 @@ pub(super) struct Shared {
     pub uploads: AtomicU64,
     pub token_requests: AtomicU64,
     pub open_connections: AtomicU64,
+    /// Uploads seen under a `flaky` fault (which of them fail follows from the count).
+    flaky_seq: AtomicU64,
 }
 
 impl Shared {
@@ -251,6 +253,18 @@ async fn upload<A: Api>(
             body.drain().await;
             Ok(A::error(fault::status(n), EMULATED))
         }
+        Fault::Flaky(percent) => {
+            // Every upload whose count crosses a multiple of 100/percent fails: exactly
+            // `percent` in every hundred, spread evenly.
+            let n = sh.flaky_seq.fetch_add(1, Relaxed);
+            let p = u64::from(percent.min(100));
+            if (n + 1) * p / 100 > n * p / 100 {
+                body.drain().await;
+                Ok(A::error(StatusCode::INTERNAL_SERVER_ERROR, EMULATED))
+            } else {
+                Ok(normal.await)
+            }
+        }
         Fault::Failed => {
             body.drain().await;
             Ok(fault::failed())
@@ -318,6 +332,7 @@ pub(super) async fn spawn(
         requests: AtomicU64::new(0),
         uploads: AtomicU64::new(0),
         token_requests: AtomicU64::new(0),
+        flaky_seq: AtomicU64::new(0),
         open_connections: AtomicU64::new(0),
     });
     let (stop_tx, stop) = watch::channel(false);

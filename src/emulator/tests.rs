@@ -605,3 +605,23 @@ mod tls {
         emu.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn flaky_fault_fails_exactly_its_share() {
+    let emu = start_with(DialectId::Tines, Fault::Flaky(10)).await;
+    let mut failed = 0;
+    for _ in 0..50 {
+        let resp = upload(&emu, DialectId::Tines, b"x")
+            .send()
+            .await
+            .expect("send");
+        match resp.status().as_u16() {
+            200 => {}
+            500 => failed += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(failed, 5);
+    assert_eq!(emu.files().len(), 45);
+    emu.shutdown().await;
+}
