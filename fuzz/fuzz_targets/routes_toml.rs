@@ -1,0 +1,13 @@
+#![no_main]
+//! A cargo-fuzz target; the property it checks lives in tests/props (shared with the
+//! proptest suite).
+
+#[path = "../../tests/props/mod.rs"]
+mod props;
+
+use libfuzzer_sys::fuzz_target;
+
+// routes.toml loading on arbitrary text.
+fuzz_target!(|data: &[u8]| {
+    props::config_text(&String::from_utf8_lossy(data));
+});
