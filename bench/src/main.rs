@@ -1,0 +1,152 @@
+//! casegate-bench: measures casegate as a separate process against the direct-to-upstream
+//! baseline. `load` (the default) compares throughput and latency through casegate with
+//! the same uploads sent straight to the upstream emulator; `memory` checks casegate's
+//! peak RSS with files up to 1 GiB; `codecs` runs the divan micro-benchmarks of the
+//! codecs (`cargo bench -p casegate-bench`). See bench/README.md.
+
+mod dialects;
+mod load;
+mod measure;
+mod memory;
+mod payload;
+mod procs;
+mod report;
+mod runner;
+mod stack;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// A benchmark's failure, said in words (what failed, and why).
+pub type Res<T> = Result<T, String>;
+
+#[derive(Parser)]
+#[command(
+    name = "casegate-bench",
+    about = "Load, memory and codec benchmarks for casegate (see bench/README.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// A short run: fewer scenarios, shorter runs.
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Print result tables as Markdown.
+    #[arg(long, global = true)]
+    markdown: bool,
+    /// The casegate binary (default: `casegate` next to this executable).
+    #[arg(long, global = true)]
+    casegate: Option<PathBuf>,
+    /// Run only the scenarios whose name contains this text (e.g. "thalamus->tines",
+    /// "32 MiB", "c=64", "8 x 1 GiB").
+    #[arg(long, global = true, value_name = "TEXT")]
+    only: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Throughput and latency through casegate against the direct baseline (the default).
+    Load,
+    /// casegate's peak RSS with files of 1 MiB, 64 MiB and 1 GiB, one at a time and 8 at once.
+    Memory,
+    /// The codec micro-benchmarks (divan), via `cargo bench -p casegate-bench`.
+    Codecs {
+        /// Passed on to divan (for example a name filter, or --sample-count 10).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// What the load and memory benchmarks need to know.
+pub struct Options {
+    pub casegate: PathBuf,
+    pub quick: bool,
+    pub markdown: bool,
+    pub only: Option<String>,
+}
+
+impl Options {
+    /// Whether `--only` lets the scenario named `name` run.
+    pub fn selects(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command.unwrap_or(Cmd::Load) {
+        Cmd::Codecs { args } => codecs(cli.quick, &args),
+        cmd => casegate_binary(cli.casegate).and_then(|casegate| {
+            let opts = Options {
+                casegate,
+                quick: cli.quick,
+                markdown: cli.markdown,
+                only: cli.only,
+            };
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+            runtime.block_on(async {
+                let bench = async {
+                    match cmd {
+                        Cmd::Memory => memory::run(&opts).await,
+                        _ => load::run(&opts).await,
+                    }
+                };
+                // On Ctrl-C the benchmark future is dropped: its processes are killed and
+                // its temporary directory removed before the process exits.
+                tokio::select! {
+                    result = bench => result,
+                    _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+                }
+            })
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("casegate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The casegate binary to run: `--casegate`, else `casegate` beside this executable.
+fn casegate_binary(given: Option<PathBuf>) -> Res<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable's path: {e}"))?
+            .with_file_name("casegate"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no casegate binary at {} (build it with `cargo build --release -p casegate`, \
+             or pass --casegate PATH)",
+            path.display()
+        ))
+    }
+}
+
+/// Runs the divan benchmarks with cargo, in the workspace this crate was built from.
+fn codecs(quick: bool, args: &[String]) -> Res<()> {
+    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args(["bench", "-p", "casegate-bench", "--bench", "codecs", "--"]);
+    if quick {
+        cmd.args(["--sample-count", "10"]);
+    }
+    cmd.args(args);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo bench in {workspace}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo bench failed ({status})"))
+    }
+}

@@ -1,0 +1,292 @@
+//! `memory`: casegate's peak RSS (VmHWM) while it carries files of 1 MiB, 64 MiB and
+//! 1 GiB, one at a time and 8 at once, on tines->kibana, thalamus->tines, caseiq->caseiq
+//! and tines->caseiq. The tines->caseiq body puts `value` after `file_contents` (as tapi
+//! does, with `"author_email":null`), so casegate must spool the file to disk before it
+//! can send Case IQ its description.
+//!
+//! The target: under 64 MiB in every case, and flat (the 1 GiB peak within 10 % of the
+//! 1 MiB peak) per pairing and concurrency. Every case gets a fresh casegate process,
+//! warmed up by one small upload on its route, then its peak is reset and the case's
+//! uploads (streamed, generated on the fly) are sent at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use casegate::dialect::DialectId::{Caseiq, Kibana, Thalamus, Tines};
+
+use crate::dialects::{Endpoint, Pairing, TinesTail};
+use crate::measure::{Meter, Usage};
+use crate::report::{self, num, Table};
+use crate::runner::{self, Plan};
+use crate::stack::Stack;
+use crate::{Options, Res};
+
+const PAIRINGS: [(Pairing, TinesTail); 4] = [
+    (Pairing::new(Tines, Kibana), TinesTail::Value),
+    (Pairing::new(Thalamus, Tines), TinesTail::Value),
+    (Pairing::new(Caseiq, Caseiq), TinesTail::Value),
+    (Pairing::new(Tines, Caseiq), TinesTail::ValueAndNulls),
+];
+
+const MIB: u64 = 1 << 20;
+const FULL_SIZES: [u64; 3] = [MIB, 64 * MIB, 1 << 30];
+const QUICK_SIZES: [u64; 2] = [MIB, 64 * MIB];
+const CONCURRENCY: [usize; 2] = [1, 8];
+
+/// The warm-up upload's size.
+const WARMUP_LEN: u64 = 64 << 10;
+
+/// The most one case may take (8 GiB through casegate at a few hundred MB/s takes well
+/// under this).
+const CASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Peak RSS every case must stay under, MiB.
+const TARGET_MIB: f64 = 64.0;
+/// How far the largest file's peak may be above the smallest's.
+const FLAT_WITHIN: f64 = 0.10;
+
+/// One case: `concurrency` uploads of `file_len` bytes at once on `pairing`'s route.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    pairing: Pairing,
+    tail: TinesTail,
+    concurrency: usize,
+    file_len: u64,
+}
+
+impl std::fmt::Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = report::size(self.file_len);
+        write!(f, "{} {} x {size}", self.pairing, self.concurrency)
+    }
+}
+
+/// What a case measured.
+struct Measured {
+    case: Case,
+    ok: u64,
+    wall: Duration,
+    usage: Usage,
+    first_error: Option<String>,
+}
+
+impl Measured {
+    fn peak_mib(&self) -> f64 {
+        self.usage.peak_rss_kib as f64 / 1024.0
+    }
+}
+
+pub async fn run(opts: &Options) -> Res<()> {
+    let sizes: &[u64] = if opts.quick {
+        &QUICK_SIZES
+    } else {
+        &FULL_SIZES
+    };
+    let cases: Vec<Case> = PAIRINGS
+        .iter()
+        .flat_map(|&(pairing, tail)| {
+            CONCURRENCY.iter().flat_map(move |&concurrency| {
+                sizes.iter().map(move |&file_len| Case {
+                    pairing,
+                    tail,
+                    concurrency,
+                    file_len,
+                })
+            })
+        })
+        .filter(|case| opts.selects(&case.to_string()))
+        .collect();
+    if cases.is_empty() {
+        let only = opts.only.as_deref().unwrap_or_default();
+        return Err(format!("no memory case matches --only {only:?}"));
+    }
+    println!("{}", report::machine_facts());
+    println!(
+        "memory ({}): {} cases ({} pairings x {:?} uploads at once x files of {}); \
+         a fresh casegate per case",
+        if opts.quick { "quick" } else { "full" },
+        cases.len(),
+        PAIRINGS.len(),
+        CONCURRENCY,
+        sizes
+            .iter()
+            .map(|&s| report::size(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut pairings: Vec<Pairing> = cases.iter().map(|c| c.pairing).collect();
+    pairings.dedup();
+    let mut stack = Stack::start(&opts.casegate, &pairings)?;
+    if !stack.can_reset_peak {
+        println!("note: casegate's peak RSS cannot be reset in place; it includes the warm-up");
+    }
+    let mut measured = Vec::new();
+    for (i, &case) in cases.iter().enumerate() {
+        eprintln!("[{}/{}] {case}", i + 1, cases.len());
+        let result = measure(&mut stack, case).await?;
+        if let Some(error) = &result.first_error {
+            eprintln!(
+                "  {case}: {} of {} failed, the first: {error}",
+                case.concurrency as u64 - result.ok,
+                case.concurrency
+            );
+        }
+        measured.push(result);
+    }
+
+    let mut table = Table::new(&[
+        "pairing",
+        "uploads",
+        "file",
+        "ok",
+        "wall s",
+        "MB/s",
+        "peak RSS MiB",
+        "sampled RSS MiB",
+        "under 64 MiB",
+    ]);
+    for m in &measured {
+        let case = m.case;
+        let bytes = m.ok * case.file_len;
+        table.row(vec![
+            case.pairing.to_string(),
+            case.concurrency.to_string(),
+            report::size(case.file_len),
+            format!("{}/{}", m.ok, case.concurrency),
+            num(Some(m.wall.as_secs_f64()), 3),
+            num(Some(bytes as f64 / m.wall.as_secs_f64() / 1e6), 1),
+            num(Some(m.peak_mib()), 1),
+            num(Some(m.usage.sampled_rss_kib as f64 / 1024.0), 1),
+            if m.peak_mib() < TARGET_MIB {
+                "yes"
+            } else {
+                "NO"
+            }
+            .to_owned(),
+        ]);
+    }
+    println!("{}", table.render(opts.markdown));
+    println!(
+        "peak RSS: casegate's VmHWM over the case (reset after the warm-up); sampled RSS: its \
+         largest VmRSS sampled every 50 ms; MB/s: file bytes, 1 MB = 10^6 B."
+    );
+    for m in &measured {
+        if let Some(error) = &m.first_error {
+            println!("note: {}: the first error: {error}", m.case);
+        }
+    }
+    println!("{}", verdict(&measured, sizes));
+    Ok(())
+}
+
+/// Runs one case on a fresh casegate: a warm-up upload, then the peak is reset and the
+/// case's uploads go at once.
+async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
+    stack.restart_casegate()?;
+    let endpoint = Endpoint::casegate(stack.casegate_addr(), case.pairing);
+    let plan = |n: usize| Plan {
+        concurrency: n,
+        duration: CASE_TIMEOUT,
+        max_requests: n as u64,
+        request_timeout: CASE_TIMEOUT,
+    };
+    let warmup = Arc::new(
+        endpoint
+            .upload(WARMUP_LEN, case.tail)
+            .await
+            .map_err(|e| format!("{case}: {e}"))?,
+    );
+    if let Some(e) = runner::run(&warmup, plan(1)).await.first_error {
+        return Err(format!(
+            "{case}: the warm-up upload failed: {e}{}",
+            stack.casegate_log()
+        ));
+    }
+    let upload = Arc::new(
+        endpoint
+            .upload(case.file_len, case.tail)
+            .await
+            .map_err(|e| format!("{case}: {e}"))?,
+    );
+    let meter = Meter::start(stack.casegate_pid(), stack.can_reset_peak)?;
+    let outcome = runner::run(&upload, plan(case.concurrency)).await;
+    let usage = meter.finish().await?;
+    stack.check_alive()?;
+    Ok(Measured {
+        case,
+        ok: outcome.ok,
+        wall: outcome.elapsed,
+        usage,
+        first_error: outcome.first_error,
+    })
+}
+
+/// Whether every case met the targets, said line by line.
+fn verdict(measured: &[Measured], sizes: &[u64]) -> String {
+    let list = |pick: &dyn Fn(&Measured) -> bool| -> Vec<String> {
+        measured
+            .iter()
+            .filter(|m| pick(m))
+            .map(|m| format!("{} ({:.1} MiB)", m.case, m.peak_mib()))
+            .collect()
+    };
+    let mut out = String::new();
+    let failed = list(&|m| m.ok != m.case.concurrency as u64);
+    if !failed.is_empty() {
+        out.push_str(&format!("uploads failed in: {}\n", failed.join("; ")));
+    }
+    let over = list(&|m| m.peak_mib() >= TARGET_MIB);
+    out.push_str(&format!(
+        "every case under {TARGET_MIB} MiB: {}\n",
+        if over.is_empty() {
+            "yes".to_owned()
+        } else {
+            format!("NO: {}", over.join("; "))
+        }
+    ));
+    let (Some(&small), Some(&large)) = (sizes.first(), sizes.last()) else {
+        return out;
+    };
+    let peak = |pairing: Pairing, concurrency: usize, len: u64| {
+        measured
+            .iter()
+            .find(|m| {
+                m.case.pairing == pairing
+                    && m.case.concurrency == concurrency
+                    && m.case.file_len == len
+            })
+            .map(Measured::peak_mib)
+    };
+    let mut flat = true;
+    let mut lines = Vec::new();
+    for &(pairing, _) in &PAIRINGS {
+        for concurrency in CONCURRENCY {
+            let (Some(a), Some(b)) = (
+                peak(pairing, concurrency, small),
+                peak(pairing, concurrency, large),
+            ) else {
+                continue;
+            };
+            let growth = b / a - 1.0;
+            let ok = growth.abs() <= FLAT_WITHIN;
+            flat &= ok;
+            lines.push(format!(
+                "  {pairing} x{concurrency}: {a:.1} -> {b:.1} MiB ({:+.1} %) {}",
+                growth * 100.0,
+                if ok { "ok" } else { "NOT FLAT" }
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "flat from {} to {} (within {:.0} %): {}\n{}",
+        report::size(small),
+        report::size(large),
+        FLAT_WITHIN * 100.0,
+        if flat { "yes" } else { "NO" },
+        lines.join("\n")
+    ));
+    out
+}
