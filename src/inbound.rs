@@ -107,6 +107,7 @@ where
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
         done: false,
+        burst: 0,
     })
 }
 
@@ -120,6 +121,11 @@ where
     drop(body_stream(body, 0, Duration::from_secs(1)));
 }
 
+/// The most a body yields in one go without returning `Pending`: a consumer that reads
+/// until nothing is ready (multer does) would otherwise buffer whatever a fast client has
+/// sent, and memory per upload would grow with the client's speed.
+const BURST_BYTES: usize = 64 * 1024;
+
 /// What an early answer lets a client still send before the connection closes.
 const DRAIN_BYTES: u64 = 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
@@ -131,6 +137,8 @@ struct BodyReader<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> {
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     done: bool,
+    /// Bytes yielded since the last `Pending`.
+    burst: usize,
 }
 
 impl<B> BodyReader<B>
@@ -157,12 +165,18 @@ where
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = self.get_mut();
+        if this.burst >= BURST_BYTES {
+            this.burst = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             let Some(body) = this.body.as_mut().filter(|_| !this.done) else {
                 return Poll::Ready(None);
             };
             match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
+                    this.burst = 0;
                     if this.timer.as_mut().poll(cx).is_ready() {
                         return this.end(Error::client_timeout());
                     }
@@ -191,6 +205,7 @@ where
                     if this.seen > this.max_raw {
                         return this.end(Error::too_large_body());
                     }
+                    this.burst += data.len();
                     return Poll::Ready(Some(Ok(data)));
                 }
             }
