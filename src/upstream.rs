@@ -25,6 +25,10 @@ use crate::codec::b64;
 use crate::config::{self, UpstreamAuth};
 use crate::error::{full, Body, Error};
 
+/// What the client queues per upstream connection before the socket takes it (hyper's
+/// default is ~400 KiB; a small queue keeps memory per upload small).
+const UPSTREAM_BUF_BYTES: usize = 64 * 1024;
+
 /// Largest upstream answer casegate reads; a longer one counts as unreadable.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -137,6 +141,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
+            .http1_max_buf_size(UPSTREAM_BUF_BYTES)
             .build(https);
         Ok(Upstream {
             client,
