@@ -6,8 +6,10 @@
 //!
 //! The target: under 64 MiB in every case, and flat (the 1 GiB peak within 10 % of the
 //! 1 MiB peak) per pairing and concurrency. Every case gets a fresh casegate process,
-//! warmed up by one small upload on its route, then its peak is reset and the case's
-//! uploads (streamed, generated on the fly) are sent at once.
+//! warmed up by as many concurrent 4 MiB uploads on its route as the case will make (so
+//! its threads and allocator reach their working state: what is measured is what the
+//! file's size adds), then its peak is reset and the case's uploads (streamed, generated
+//! on the fly) are sent at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +35,8 @@ const FULL_SIZES: [u64; 3] = [MIB, 64 * MIB, 1 << 30];
 const QUICK_SIZES: [u64; 2] = [MIB, 64 * MIB];
 const CONCURRENCY: [usize; 2] = [1, 8];
 
-/// The warm-up upload's size.
-const WARMUP_LEN: u64 = 64 << 10;
+/// The warm-up uploads' size.
+const WARMUP_LEN: u64 = 4 << 20;
 
 /// The most one case may take (8 GiB through casegate at a few hundred MB/s takes well
 /// under this).
@@ -179,8 +181,8 @@ pub async fn run(opts: &Options) -> Res<()> {
     Ok(())
 }
 
-/// Runs one case on a fresh casegate: a warm-up upload, then the peak is reset and the
-/// case's uploads go at once.
+/// Runs one case on a fresh casegate: warm-up uploads at the case's concurrency, then the
+/// peak is reset and the case's uploads go at once.
 async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
     stack.restart_casegate()?;
     let endpoint = Endpoint::casegate(stack.casegate_addr(), case.pairing);
@@ -196,7 +198,10 @@ async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
             .await
             .map_err(|e| format!("{case}: {e}"))?,
     );
-    if let Some(e) = runner::run(&warmup, plan(1)).await.first_error {
+    if let Some(e) = runner::run(&warmup, plan(case.concurrency))
+        .await
+        .first_error
+    {
         return Err(format!(
             "{case}: the warm-up upload failed: {e}{}",
             stack.casegate_log()
