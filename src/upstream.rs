@@ -140,6 +140,8 @@ impl Upstream {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // Without a timer the pool never closes idle connections.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_max_idle_per_host(256)
             .http1_max_buf_size(UPSTREAM_BUF_BYTES)
             .build(https);
