@@ -60,7 +60,7 @@ impl fmt::Display for Pairing {
 
 /// The case id a client uses so that the upstream accepts it: casegate passes ids through
 /// unchanged (SPEC section 1), and a Case IQ client always sends a UUID.
-fn case_id(front: DialectId, back: DialectId) -> &'static str {
+pub fn case_id(front: DialectId, back: DialectId) -> &'static str {
     match (front, back) {
         (DialectId::Caseiq, _) | (_, DialectId::Caseiq | DialectId::Kibana) => CASE_UUID,
         (_, DialectId::Thalamus | DialectId::Tines) => CASE_NUMBER,

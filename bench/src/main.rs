@@ -2,7 +2,8 @@
 //! baseline. `load` (the default) compares throughput and latency through casegate with
 //! the same uploads sent straight to the upstream emulator; `memory` checks casegate's
 //! peak RSS with files up to 1 GiB; `codecs` runs the divan micro-benchmarks of the
-//! codecs (`cargo bench -p casegate-bench`). See bench/README.md.
+//! codecs (`cargo bench -p casegate-bench`); `soak` runs mixed good and bad traffic
+//! against failing upstreams for ten minutes. See bench/README.md.
 
 mod dialects;
 mod load;
@@ -12,6 +13,7 @@ mod payload;
 mod procs;
 mod report;
 mod runner;
+mod soak;
 mod stack;
 
 use std::path::PathBuf;
@@ -51,6 +53,13 @@ enum Cmd {
     Load,
     /// casegate's peak RSS with files of 1 MiB, 64 MiB and 1 GiB, one at a time and 8 at once.
     Memory,
+    /// Mixed good and bad traffic against flaky upstreams; checks memory, descriptors and
+    /// that every confirmed upload, and only those, was answered as a success.
+    Soak {
+        /// How long (default 10 minutes; 1 with --quick).
+        #[arg(long)]
+        minutes: Option<f64>,
+    },
     /// The codec micro-benchmarks (divan), via `cargo bench -p casegate-bench`.
     Codecs {
         /// Passed on to divan (for example a name filter, or --sample-count 10).
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
                 let bench = async {
                     match cmd {
                         Cmd::Memory => memory::run(&opts).await,
+                        Cmd::Soak { minutes } => soak::run(&opts, minutes).await,
                         _ => load::run(&opts).await,
                     }
                 };

@@ -164,7 +164,7 @@ fn start_emulator(bin: &Path, dialect: DialectId) -> Res<(Proc, SocketAddr)> {
     Ok((proc, addr))
 }
 
-fn start_casegate(bin: &Path, config: &Path) -> Res<(Proc, SocketAddr)> {
+pub fn start_casegate(bin: &Path, config: &Path) -> Res<(Proc, SocketAddr)> {
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--config")
@@ -181,7 +181,7 @@ fn start_casegate(bin: &Path, config: &Path) -> Res<(Proc, SocketAddr)> {
 }
 
 /// Runs `casegate check` on the generated routes.toml.
-fn check_config(bin: &Path, config: &Path) -> Res<()> {
+pub fn check_config(bin: &Path, config: &Path) -> Res<()> {
     let out = Command::new(bin)
         .arg("check")
         .arg(config)
@@ -201,7 +201,7 @@ fn check_config(bin: &Path, config: &Path) -> Res<()> {
 
 /// Appends `pairing`'s route, to the emulator at `upstream`, with the back dialect's
 /// upstream credentials.
-fn route_toml(out: &mut String, pairing: Pairing, upstream: SocketAddr) {
+pub fn route_toml(out: &mut String, pairing: Pairing, upstream: SocketAddr) {
     let auth: &[(&str, &str)] = match pairing.back {
         DialectId::Thalamus => &[("touchpoint", "bench"), ("token", UPSTREAM_TOKEN)],
         DialectId::Tines => &[("token", UPSTREAM_TOKEN)],
@@ -226,6 +226,6 @@ fn route_toml(out: &mut String, pairing: Pairing, upstream: SocketAddr) {
 }
 
 /// A TOML basic string (a JSON string is one).
-fn toml_string(value: &str) -> String {
+pub fn toml_string(value: &str) -> String {
     serde_json::Value::from(value).to_string()
 }
