@@ -15,19 +15,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
 
 use crate::dialect::{upstream_error, Answer, BackCtx, BodyEncoder, Dialect, Operation};
 use crate::error::{respond, Body, BoxError, Error};
 use crate::inbound::{body_stream, Event, EventStream, Limits};
 use crate::router::RouteRuntime;
+use crate::spool::{SpoolReader, SpoolWriter};
 use crate::upload::{now_rfc3339_millis, Field, Kind, Kinds, Outcome, UploadMeta, UploadResult};
 use crate::upstream::{Progress, SendError};
 
@@ -133,8 +133,7 @@ where
     let spool = !pending.intersect(needed).is_empty();
     let source = if spool {
         report.spooled = true;
-        let (file, len) = spool_file(&mut events, &mut meta, &settings.spool_dir).await?;
-        Source::Spool { file, len }
+        Source::Spool(spool_file(&mut events, &mut meta, &settings.spool_dir).await?)
     } else {
         Source::Events(events)
     };
@@ -160,7 +159,7 @@ where
     };
     let out = back.build_upload(&meta, &ctx)?;
     let exact_len = match &source {
-        Source::Spool { len, .. } => Some(out.body.len(*len)),
+        Source::Spool(spool) => Some(out.body.len(spool.size())),
         Source::Events(_) => None,
     };
     let shared = Arc::new(Shared::default());
@@ -178,7 +177,6 @@ where
         progress: progress.clone(),
         exact_len,
         count: 0,
-        buf: BytesMut::new(),
     };
     let sent = rt
         .upstream
@@ -328,21 +326,16 @@ async fn spool_file(
     events: &mut EventStream,
     meta: &mut UploadMeta,
     dir: &Path,
-) -> Result<(tokio::fs::File, u64), Error> {
+) -> Result<SpoolReader, Error> {
     let spool_failed = |e: std::io::Error| {
         tracing::error!(dir = %dir.display(), error = %e, "cannot spool an upload");
         Error::internal("casegate could not spool the upload.")
     };
-    let std_file = tempfile::tempfile_in(dir).map_err(spool_failed)?;
-    let mut file = tokio::fs::File::from_std(std_file);
-    let mut len = 0u64;
+    let mut file = SpoolWriter::create(dir).map_err(spool_failed)?;
     let mut in_file = true;
     while let Some(ev) = events.next().await {
         match ev? {
-            Event::Data(d) if in_file => {
-                file.write_all(&d).await.map_err(spool_failed)?;
-                len += d.len() as u64;
-            }
+            Event::Data(d) if in_file => file.write(d).await.map_err(spool_failed)?,
             Event::FileEnd => in_file = false,
             Event::Field(f) => meta.apply(f)?,
             Event::Absent(k) => meta.mark_seen(k),
@@ -355,17 +348,13 @@ async fn spool_file(
     if in_file {
         return Err(Error::bad_request("The upload ended inside the file."));
     }
-    file.flush().await.map_err(spool_failed)?;
-    file.seek(std::io::SeekFrom::Start(0))
-        .await
-        .map_err(spool_failed)?;
-    Ok((file, len))
+    file.finish().await.map_err(spool_failed)
 }
 
 /// Where the outbound body's file bytes come from.
 enum Source {
     Events(EventStream),
-    Spool { file: tokio::fs::File, len: u64 },
+    Spool(SpoolReader),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,9 +437,6 @@ impl Shared {
     }
 }
 
-/// Size of the reads from a spool file.
-const SPOOL_CHUNK: usize = 64 * 1024;
-
 /// The upstream request's body: the back's encoder around the file's bytes, pulled from
 /// the client (or the spool file) only as fast as the upstream takes them.
 struct OutboundBody {
@@ -464,7 +450,6 @@ struct OutboundBody {
     progress: Arc<Progress>,
     exact_len: Option<u64>,
     count: u64,
-    buf: BytesMut,
 }
 
 impl OutboundBody {
@@ -548,34 +533,20 @@ impl http_body::Body for OutboundBody {
                                     .fail(Error::bad_request("The upload ended inside the file."))
                             }
                         },
-                        Source::Spool { file, .. } => {
-                            if this.buf.capacity() < SPOOL_CHUNK {
-                                this.buf.reserve(SPOOL_CHUNK);
+                        Source::Spool(spool) => match spool.poll_chunk(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Err(e)) => {
+                                tracing::error!(error = %e, "reading a spooled upload failed");
+                                return this.fail(Error::internal(
+                                    "casegate could not read back a spooled upload.",
+                                ));
                             }
-                            this.buf.resize(SPOOL_CHUNK, 0);
-                            let mut rb = ReadBuf::new(&mut this.buf);
-                            match Pin::new(file).poll_read(cx, &mut rb) {
-                                Poll::Pending => {
-                                    this.buf.clear();
-                                    return Poll::Pending;
-                                }
-                                Poll::Ready(Err(e)) => {
-                                    tracing::error!(error = %e, "reading a spooled upload failed");
-                                    return this.fail(Error::internal(
-                                        "casegate could not read back a spooled upload.",
-                                    ));
-                                }
-                                Poll::Ready(Ok(())) => {
-                                    let n = rb.filled().len();
-                                    this.buf.truncate(n);
-                                    if n == 0 {
-                                        this.stage = Stage::Tail;
-                                        continue;
-                                    }
-                                    this.buf.split().freeze()
-                                }
+                            Poll::Ready(Ok(None)) => {
+                                this.stage = Stage::Tail;
+                                continue;
                             }
-                        }
+                            Poll::Ready(Ok(Some(chunk))) => chunk,
+                        },
                     };
                     this.count += chunk.len() as u64;
                     this.progress.touch();

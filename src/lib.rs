@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod spool;
 pub mod tls;
 pub mod upload;
 pub mod upstream;
