@@ -11,19 +11,6 @@ use casegate::config;
 use casegate::dialect::DialectId;
 use casegate::emulator::{self, Fault};
 
-/// jemalloc instead of glibc malloc: under hours of mixed traffic glibc's heap crept up
-/// (about 12 % in ten minutes before it settled); jemalloc's stays flat. See
-/// bench/RESULTS.md, soak.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings: two arenas (casegate's work is I/O-bound; more arenas only hold
-/// more memory) and dirty pages returned to the system after 2 s. `_RJEM_MALLOC_CONF`
-/// in the environment overrides these.
-#[allow(non_upper_case_globals)]
-#[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"narenas:2,dirty_decay_ms:2000,muzzy_decay_ms:0\0";
-
 #[derive(Parser)]
 #[command(
     name = "casegate",
