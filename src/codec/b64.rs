@@ -164,7 +164,10 @@ mod tests {
         }
         // Padding or a stray character in the bulk is refused, as the base64 crate does.
         for bad in ["aGk=aGk=", "aG*kaGkaGk=", "aGkaGk==aGka", "aGk\naGka"] {
-            assert!(decode_into(bad.as_bytes(), &mut Vec::new()).is_err(), "{bad}");
+            assert!(
+                decode_into(bad.as_bytes(), &mut Vec::new()).is_err(),
+                "{bad}"
+            );
             assert!(ENGINE.decode(bad).is_err(), "{bad}");
         }
     }

@@ -135,14 +135,17 @@ fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Appends `value` as the inside of a quoted `Content-Disposition` parameter: `"` and `\`
-/// backslash-escaped, CR `%0D`, LF `%0A`; everything else verbatim (UTF-8).
+/// backslash-escaped, control characters (CR, LF, NUL, ...) percent-encoded (`%0D`);
+/// everything else verbatim (UTF-8). A header can carry none of them raw.
 pub fn push_quoted(out: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\r' => out.extend_from_slice(b"%0D"),
-            b'\n' => out.extend_from_slice(b"%0A"),
+            b if b < 0x20 || b == 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
             b => out.push(b),
         }
     }
