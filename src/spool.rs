@@ -32,6 +32,8 @@ async fn blocking<T: Send + 'static>(
 pub struct SpoolWriter {
     /// None only after a failed write (the file went with the failed call).
     file: Option<std::fs::File>,
+    /// Small pieces gathered until a write is worth a trip to the blocking pool.
+    gathered: BytesMut,
     len: u64,
 }
 
@@ -40,6 +42,7 @@ impl SpoolWriter {
     pub fn create(dir: &Path) -> io::Result<Self> {
         Ok(SpoolWriter {
             file: Some(tempfile::tempfile_in(dir)?),
+            gathered: BytesMut::new(),
             len: 0,
         })
     }
@@ -50,12 +53,21 @@ impl SpoolWriter {
             .ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))
     }
 
-    /// Appends `data`.
+    /// Appends `data`: written at once when it is a whole chunk, else gathered until the
+    /// gathered bytes make one.
     pub async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        let n = data.len() as u64;
-        let (file, ()) = blocking(self.take()?, move |f| f.write_all(&data)).await?;
+        self.len += data.len() as u64;
+        let out = if self.gathered.is_empty() && data.len() >= CHUNK {
+            data
+        } else {
+            self.gathered.extend_from_slice(&data);
+            if self.gathered.len() < CHUNK {
+                return Ok(());
+            }
+            self.gathered.split().freeze()
+        };
+        let (file, ()) = blocking(self.take()?, move |f| f.write_all(&out)).await?;
         self.file = Some(file);
-        self.len += n;
         Ok(())
     }
 
@@ -64,9 +76,14 @@ impl SpoolWriter {
         self.len
     }
 
-    /// Rewinds the file for reading.
+    /// Writes what is gathered and rewinds the file for reading.
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
-        let (file, _) = blocking(self.take()?, |f| f.seek(SeekFrom::Start(0))).await?;
+        let rest = self.gathered.split().freeze();
+        let (file, _) = blocking(self.take()?, move |f| {
+            f.write_all(&rest)?;
+            f.seek(SeekFrom::Start(0))
+        })
+        .await?;
         Ok(SpoolReader {
             file: Some(file),
             remaining: self.len,
