@@ -436,8 +436,6 @@ pub fn token_request(body: &[u8], form: bool) {
     }
 }
 
-/// Content-Disposition: any header bytes parse without panic, and every name casegate
-/// writes parses back to itself.
 /// A name as casegate's writer puts it in a part header: control characters cannot be
 /// quoted in a header, so they are percent-encoded.
 fn header_safe(name: &str) -> String {
@@ -449,6 +447,8 @@ fn header_safe(name: &str) -> String {
         .collect()
 }
 
+/// Content-Disposition: any header bytes parse without panic, and every name casegate
+/// writes parses back to itself (control characters percent-encoded).
 pub fn disposition_header(raw: &[u8], name: &str) {
     let _ = disposition::parse(raw);
     let mut header = b"form-data; name=\"file\"; filename=\"".to_vec();
