@@ -83,6 +83,13 @@ fn init_logging() {
         .init();
 }
 
+/// Threads for blocking work: spool reads and writes, and resolving upstream host names.
+/// Each spool call is one 64 KiB read or write, so a few threads keep the disk busy; more
+/// calls wait their turn. tokio's default (512) let the pool grow to over a hundred idle
+/// threads under eight spooled uploads (a finished call's thread is not idle yet when the
+/// next call arrives), and their stacks and allocator arenas are resident memory.
+const BLOCKING_THREADS: usize = 16;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve { config: None });
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
     init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
