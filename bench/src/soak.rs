@@ -4,10 +4,12 @@
 //! uploads the client abandons mid-body. At the end:
 //!
 //! - casegate still answers;
-//! - its memory grew no more than 10 % after the warm-up (the first tenth of the run),
-//!   judged on RssAnon: the pages casegate allocated. VmRSS is reported too; it also
-//!   counts the executable's clean text pages, which the kernel maps in as code paths are
-//!   first used (bounded by the binary's size, shared, and reclaimable);
+//! - its RSS (VmRSS, what `ps` and an outside harness see) grew no more than 10 % after
+//!   the warm-up (the first tenth of the run). RssAnon, the pages casegate allocated, is
+//!   reported beside it, per tenth and in KiB: its base is small (about 2.5 MiB), so what
+//!   happens to be in flight at a sample (one 256 KiB upload and its base64 is a tenth of
+//!   it) moves its percentage more than any growth would; the tenths show whether it
+//!   settles or climbs;
 //! - its open file descriptors return to what they were before the traffic;
 //! - every upload the upstreams stored was answered as a success, and every upload
 //!   answered as a success was stored: each good upload carries a unique file, and the
@@ -581,7 +583,11 @@ pub async fn run(opts: &Options, minutes: Option<f64>) -> Res<()> {
         ),
         (
             "RssAnon growth after warm-up",
-            format!("{} %", num(Some(anon_growth), 1)),
+            format!(
+                "{} % ({} KiB)",
+                num(Some(anon_growth), 1),
+                anon_end as i64 - anon_warm as i64
+            ),
         ),
         ("RssAnon peak per tenth of the run (MiB)", anon_tenths),
         (
@@ -602,10 +608,7 @@ pub async fn run(opts: &Options, minutes: Option<f64>) -> Res<()> {
     }
     let checks = [
         ("casegate still answers", probe_answered),
-        (
-            "memory (RssAnon) grew at most 10 % after warm-up",
-            anon_growth <= 10.0,
-        ),
+        ("RSS grew at most 10 % after warm-up", rss_growth <= 10.0),
         ("file descriptors back to baseline", fds_after <= fds_before),
         (
             "stored == answered success (both ways)",
