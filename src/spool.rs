@@ -226,6 +226,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_shorter_than_what_was_written_is_an_error_not_a_short_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SpoolWriter::create(dir.path()).unwrap();
+        w.write(Bytes::from_static(b"0123456789")).await.unwrap();
+        let mut r = w.finish().await.unwrap();
+        // As if the file had lost its last ten bytes.
+        r.remaining = 20;
+        r.len = 20;
+        let err = std::future::poll_fn(|cx| r.poll_chunk(cx))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
     async fn an_empty_spool_ends_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let w = SpoolWriter::create(dir.path()).unwrap();
