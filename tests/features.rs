@@ -1,5 +1,6 @@
 //! Behaviour beyond the plain pairings: strict routes, comments carried by a second call
-//! (and what happens when it fails), spooling forced by field order, Case IQ's token
+//! (and what happens when it fails), Tines base64 broken into lines, spooling forced by
+//! field order, Case IQ's token
 //! endpoint and the upstream token cache, routing and its 404/405s, Kibana spaces, the
 //! concurrency cap, and an https upstream trusted through `ca_file`.
 
@@ -110,6 +111,57 @@ async fn failed_comment_call_is_still_a_success_that_names_the_comment() {
         assert_eq!(r.dropped(), ["description"], "{back}");
         assert_eq!(h.upstream.files().len(), 2, "{back}: the files are stored");
         assert!(h.upstream.comments().is_empty(), "{back}");
+        h.stop().await;
+    }
+}
+
+/// Base64 broken into lines, as Python's `base64.encodebytes` (`\n` every 76 characters)
+/// or MIME (`\r\n`) give it, JSON-escaped, with stray spaces, sent in odd-sized pieces so
+/// escapes split between them: every back gets the file byte for byte.
+#[tokio::test]
+async fn tines_base64_in_lines_arrives_byte_exact_at_every_back() {
+    let data = random_bytes(1_000_003, 11);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    for (back, sep) in [
+        (Thalamus, "\\n"),
+        (Kibana, "\\r\\n"),
+        (Caseiq, " \\r\\n "),
+        (Tines, "\\n"),
+    ] {
+        let h = setup(&[Tines], back, Opts::default()).await;
+        let body = format!(
+            r#"{{"filename":"lines.pdf","file_contents":"{}{sep}","value":"in lines"}}"#,
+            lines.join(sep)
+        );
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> = body
+            .as_bytes()
+            .chunks(997)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        let case = case_id_for(back);
+        let r = reply(
+            h.http
+                .post(format!("{}/api/v2/cases/{case}/files", tines_base(&h)))
+                .bearer_auth(CLIENT_TOKEN)
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    pieces,
+                )))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{back}: {}", r.text());
+        let files = h.upstream.files();
+        assert_eq!(files.len(), 1, "{back}");
+        assert_eq!(files[0].sha256, sha256_hex(&data), "{back}");
+        assert_eq!(files[0].size, data.len() as u64, "{back}");
         h.stop().await;
     }
 }
