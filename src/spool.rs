@@ -2,7 +2,9 @@
 //! after them are known, then gives them back in chunks. Reads and writes run on tokio's
 //! blocking pool one chunk at a time, in buffers casegate owns: the file moves into each
 //! blocking call and comes back with its result, so nothing else holds it. The file has
-//! no name from the start, so it is gone when dropped, however the request ends.
+//! no name from the start, so it is gone when dropped, however the request ends. Closing
+//! it frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside the
+//! runtime closes its file on the blocking pool too.
 //!
 //! Every buffer is allocated on the calling (runtime) thread and has the same size, one
 //! [`CHUNK`]: the writer fills one buffer and keeps reusing it, the reader hands out one
@@ -32,6 +34,15 @@ async fn blocking<T: Send + 'static>(
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// Closes `file` on the blocking pool when there is a runtime, so freeing a large unlinked
+/// file's blocks does not stall a runtime thread; otherwise here.
+fn close_off_runtime(file: std::fs::File) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(file))),
+        Err(_) => drop(file),
+    }
 }
 
 /// The spool while it fills.
@@ -107,6 +118,14 @@ impl SpoolWriter {
     }
 }
 
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        if let Some((file, _)) = self.held.take() {
+            close_off_runtime(file);
+        }
+    }
+}
+
 /// The spool while it empties: exactly the bytes written, in chunks of up to [`CHUNK`].
 pub struct SpoolReader {
     /// None while a read is under way (the file is with it).
@@ -158,6 +177,15 @@ impl SpoolReader {
                 }
                 Ok((file, Bytes::from(buf)))
             }));
+        }
+    }
+}
+
+impl Drop for SpoolReader {
+    /// A read under way has the file and closes it on the blocking pool when it ends.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            close_off_runtime(file);
         }
     }
 }
@@ -238,6 +266,44 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// What `/proc/self/fd/N` points at for the spool's file (None without procfs).
+    fn fd_target(file: &std::fs::File) -> (i32, Option<std::path::PathBuf>) {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        (fd, std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+    }
+
+    /// Whether descriptor `fd` still points at `target` (another test may reuse the
+    /// number, never for this unlinked file).
+    fn still_open(fd: i32, target: &Option<std::path::PathBuf>) -> bool {
+        target.is_some() && std::fs::read_link(format!("/proc/self/fd/{fd}")).ok() == *target
+    }
+
+    #[test]
+    fn spools_dropped_inside_or_outside_a_runtime_close_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (writer, reader) = rt.block_on(async {
+            let mut w = SpoolWriter::create(dir.path()).unwrap();
+            w.write(Bytes::from_static(b"abc")).await.unwrap();
+            let r = w.finish().await.unwrap();
+            let mut w = SpoolWriter::create(dir.path()).unwrap();
+            w.write(Bytes::from_static(b"def")).await.unwrap();
+            (w, r)
+        });
+        let (reader_fd, reader_target) = fd_target(reader.file.as_ref().unwrap());
+        let (writer_fd, writer_target) = fd_target(&writer.held.as_ref().unwrap().0);
+        assert!(still_open(reader_fd, &reader_target) || reader_target.is_none());
+        // Outside the runtime: closed on the spot.
+        drop(reader);
+        assert!(!still_open(reader_fd, &reader_target));
+        // Inside it: handed to the blocking pool, which has run it once the runtime has
+        // shut down.
+        rt.block_on(async move { drop(writer) });
+        drop(rt);
+        assert!(!still_open(writer_fd, &writer_target));
     }
 
     #[tokio::test]
