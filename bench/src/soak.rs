@@ -79,6 +79,25 @@ fn kind(n: u64) -> Kind {
     }
 }
 
+/// What a good upload's answer says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A success: the upstream stored the file.
+    Stored,
+    /// The upstream's failure passed on: 502, or Thalamus' 200 with the text FAILED.
+    UpstreamFailed,
+    /// Anything else.
+    Other,
+}
+
+fn answer(status: hyper::StatusCode, body: &[u8]) -> Answer {
+    match status.as_u16() {
+        _ if status.is_success() && body != b"FAILED" => Answer::Stored,
+        200 | 502 => Answer::UpstreamFailed,
+        _ => Answer::Other,
+    }
+}
+
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
@@ -325,15 +344,12 @@ async fn client(
         {
             let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
             match (k, result) {
-                // Thalamus answers an upstream's failure with 200 and the text FAILED.
-                (Kind::Good, Ok((status, body)))
-                    if status.is_success() && body.as_ref() != b"FAILED" =>
-                {
+                (Kind::Good, Ok((status, body))) if answer(status, &body) == Answer::Stored => {
                     t.good_ok += 1;
                     t.succeeded.insert(sha256_hex(&data));
                 }
-                (Kind::Good, Ok((status, _)))
-                    if status.as_u16() == 502 || status.as_u16() == 200 =>
+                (Kind::Good, Ok((status, body)))
+                    if answer(status, &body) == Answer::UpstreamFailed =>
                 {
                     t.good_failed += 1
                 }
@@ -454,10 +470,11 @@ pub async fn run(opts: &Options, minutes: Option<f64>) -> Res<()> {
     let probe = request(PAIRINGS[0], Kind::Good, 1, &file(u64::MAX, 1000), &token)?;
     let (probe_status, probe_body) =
         send_once(addr, &probe.path, &probe.headers, probe.body).await?;
-    // Judged like the clients' uploads: Thalamus answers an upstream failure 200 FAILED.
-    let probe_stored = probe_status.is_success() && probe_body.as_ref() != b"FAILED";
-    // casegate answers when it gives the upload's answer, success or the upstream's failure.
-    let probe_answered = probe_status.is_success() || probe_status.as_u16() == 502;
+    // Judged like the clients' uploads. casegate answers when it gives the upload's
+    // answer, success or the upstream's failure.
+    let probe = answer(probe_status, &probe_body);
+    let probe_stored = probe == Answer::Stored;
+    let probe_answered = probe != Answer::Other;
 
     // Descriptors back to the baseline (the pool lets idle upstream connections go).
     let settle_start = Instant::now();
@@ -631,5 +648,24 @@ pub async fn run(opts: &Options, minutes: Option<f64>) -> Res<()> {
         Ok(())
     } else {
         Err("the soak run missed a target".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::StatusCode;
+
+    #[test]
+    fn answers_are_judged_as_thalamus_and_the_others_give_them() {
+        assert_eq!(answer(StatusCode::OK, b"{\"id\":1}"), Answer::Stored);
+        assert_eq!(answer(StatusCode::CREATED, b"{}"), Answer::Stored);
+        assert_eq!(answer(StatusCode::OK, b"FAILED"), Answer::UpstreamFailed);
+        assert_eq!(
+            answer(StatusCode::BAD_GATEWAY, b"{}"),
+            Answer::UpstreamFailed
+        );
+        assert_eq!(answer(StatusCode::BAD_REQUEST, b"FAILED"), Answer::Other);
+        assert_eq!(answer(StatusCode::CREATED, b"FAILED"), Answer::Other);
     }
 }
