@@ -1,9 +1,9 @@
-//! routes.toml: loaded with figment (file, then `CASEGATE_LISTEN`,
-//! `CASEGATE_MAX_UPLOAD_BYTES`, `CASEGATE_MAX_IN_FLIGHT`, `CASEGATE_SPOOL_DIR`), secrets
-//! expanded from `${NAME}`, every key checked. Errors name the route and the key, and all
-//! of them are reported at once.
+//! routes.toml: loaded with figment (file, then the `CASEGATE_*` overrides of the
+//! top-level keys), secrets expanded from `${NAME}`, case-id maps read (inline or from a
+//! CSV file), every key checked. Errors name the route and the key, and all of them are
+//! reported at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use figment::value::Value as FValue;
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::dialect::{self, AuthKind, DialectId};
+use crate::dialect::{self, AuthKind, DialectId, UpstreamOptions};
+use crate::ledger::LedgerUrl;
 use crate::secret::Secret;
 
 /// The whole configuration, validated.
@@ -23,10 +24,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Largest file, in decoded bytes.
     pub max_upload_bytes: u64,
-    /// Uploads served at once.
+    /// Requests served at once.
     pub max_in_flight: usize,
     /// Where bodies are spooled when field order forces it (`None`: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// Base of links in answers (`None`: the request's own scheme and Host).
+    pub public_url: Option<String>,
+    /// Where ids and file records are kept.
+    pub ledger: LedgerUrl,
     pub routes: Vec<Route>,
 }
 
@@ -42,7 +47,40 @@ pub struct Route {
     pub client_tokens: Vec<Secret>,
     pub strict: bool,
     pub token_key: Option<Secret>,
+    /// Base of links in this route's answers, over the top-level one.
+    pub public_url: Option<String>,
+    /// Same-dialect routes: forward every other request of the API unchanged.
+    pub passthrough: bool,
+    /// Case ids mapped front -> back (`[routes.cases]`, `cases_file`); `None`: unchanged.
+    pub cases: Option<CaseMap>,
     pub upstream: Upstream,
+}
+
+/// A route's case-id map, both ways.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseMap {
+    to_back: HashMap<String, String>,
+    to_front: HashMap<String, String>,
+}
+
+impl CaseMap {
+    /// The back's case id for a front one.
+    pub fn back(&self, front: &str) -> Option<&str> {
+        self.to_back.get(front).map(String::as_str)
+    }
+
+    /// The front's case id for a back one.
+    pub fn front(&self, back: &str) -> Option<&str> {
+        self.to_front.get(back).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.to_back.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_back.is_empty()
+    }
 }
 
 /// `[routes.upstream]`.
@@ -52,8 +90,8 @@ pub struct Upstream {
     pub url: UpstreamUrl,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
-    pub space: Option<String>,
-    pub owner: Option<String>,
+    /// Keys only the back dialect knows (Kibana's `space` and `owner`).
+    pub options: UpstreamOptions,
     pub auth: UpstreamAuth,
 }
 
@@ -144,6 +182,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// The ledger beside routes.toml, when it names none.
+pub const DEFAULT_LEDGER: &str = "sqlite://casegate-ledger.sqlite3";
 
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +210,8 @@ struct RawTop {
     max_upload_bytes: Option<FValue>,
     max_in_flight: Option<FValue>,
     spool_dir: Option<FValue>,
+    public_url: Option<FValue>,
+    ledger: Option<FValue>,
     #[serde(default)]
     routes: Vec<FValue>,
 }
@@ -184,20 +226,27 @@ struct RawRoute {
     client_tokens: Option<Vec<String>>,
     strict: Option<bool>,
     token_key: Option<String>,
+    public_url: Option<String>,
+    passthrough: Option<bool>,
+    cases_file: Option<String>,
+    cases: Option<BTreeMap<String, FValue>>,
     upstream: RawUpstream,
 }
 
+/// `[routes.upstream]`: the generic keys, and whatever else for the back dialect to
+/// judge ([`crate::dialect::Dialect::upstream_keys`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawUpstream {
     dialect: String,
     url: Option<String>,
     timeout_secs: Option<u64>,
     ca_file: Option<String>,
-    space: Option<String>,
-    owner: Option<String>,
     auth: Option<RawAuth>,
+    #[serde(flatten)]
+    other: BTreeMap<String, FValue>,
 }
+
+const UPSTREAM_KEYS: &[&str] = &["dialect", "url", "timeout_secs", "ca_file", "auth"];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -234,7 +283,8 @@ pub fn load_with(
             e.kind()
         )])
     })?;
-    parse(&text, env, env_overrides).map_err(|mut e| {
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_at(&text, env, env_overrides, Some(base)).map_err(|mut e| {
         for m in &mut e.0 {
             *m = format!("{}: {m}", path.display());
         }
@@ -242,8 +292,20 @@ pub fn load_with(
     })
 }
 
-/// Parses and validates routes.toml text.
+/// Parses and validates routes.toml text that has no file: relative paths are relative
+/// to the working directory, and the ledger, unless named, is kept in memory.
 pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Config, ConfigError> {
+    parse_at(text, env, env_overrides, None)
+}
+
+/// Parses and validates routes.toml text read from a file in `base` (relative paths and
+/// the default ledger are there).
+pub fn parse_at(
+    text: &str,
+    env: EnvLookup<'_>,
+    env_overrides: bool,
+    base: Option<&Path>,
+) -> Result<Config, ConfigError> {
     let mut fig = Figment::new().merge(Toml::string(text));
     if env_overrides {
         fig = fig.merge(Env::prefixed("CASEGATE_").only(&[
@@ -251,8 +313,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Conf
             "max_upload_bytes",
             "max_in_flight",
             "spool_dir",
+            "public_url",
+            "ledger",
         ]));
     }
+    let base_dir = base.unwrap_or(Path::new("."));
     let raw: RawTop = fig
         .extract()
         .map_err(|e| ConfigError(figment_errors(e, None)))?;
@@ -273,6 +338,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Conf
     let max_s = top("max_upload_bytes", raw.max_upload_bytes);
     let inflight_s = top("max_in_flight", raw.max_in_flight);
     let spool_dir = top("spool_dir", raw.spool_dir).map(PathBuf::from);
+    let public_url = top("public_url", raw.public_url);
+    let ledger_s = top("ledger", raw.ledger);
     let listen = listen_s.parse::<SocketAddr>().unwrap_or_else(|_| {
         errs.push(format!(
             "listen: {listen_s:?} is not an address like 127.0.0.1:8080"
@@ -296,6 +363,21 @@ pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Conf
             errs.push(format!("spool_dir: {} is not a directory", d.display()));
         }
     }
+    let public_url = public_url.and_then(|u| {
+        check_public_url(&u)
+            .map_err(|e| errs.push(format!("public_url: {e}")))
+            .ok()
+    });
+    let ledger = match (ledger_s, base) {
+        (Some(s), _) => LedgerUrl::parse(&s, base_dir).unwrap_or_else(|e| {
+            errs.push(format!("ledger: {e}"));
+            LedgerUrl::SqliteMemory
+        }),
+        (None, Some(dir)) => {
+            LedgerUrl::parse(DEFAULT_LEDGER, dir).unwrap_or(LedgerUrl::SqliteMemory)
+        }
+        (None, None) => LedgerUrl::SqliteMemory,
+    };
 
     let mut routes = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -323,6 +405,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Conf
         let mut ctx = RouteCheck {
             label: &label,
             env,
+            base: base_dir,
             errs: &mut errs,
         };
         if let Some(r) = ctx.route(raw_route) {
@@ -336,6 +419,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>, env_overrides: bool) -> Result<Conf
             max_upload_bytes,
             max_in_flight,
             spool_dir,
+            public_url,
+            ledger,
             routes,
         })
     } else {
@@ -442,6 +527,8 @@ fn figment_errors(e: figment::Error, label: Option<&str>) -> Vec<String> {
 struct RouteCheck<'a> {
     label: &'a str,
     env: EnvLookup<'a>,
+    /// Where relative paths are.
+    base: &'a Path,
     errs: &'a mut Vec<String>,
 }
 
@@ -510,7 +597,26 @@ impl RouteCheck<'_> {
         if token_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             self.err("token_key", "must be at least 16 characters");
         }
+        let public_url = self.exp("public_url", r.public_url).and_then(|u| {
+            check_public_url(&u)
+                .map_err(|e| self.err("public_url", e))
+                .ok()
+        });
         let upstream = self.upstream(r.upstream);
+        let passthrough = r.passthrough.unwrap_or(false);
+        if let (true, Some(f), Some(u)) = (passthrough, front, upstream.as_ref()) {
+            if f != u.dialect {
+                self.err(
+                    "passthrough",
+                    format!(
+                        "only a route whose front and upstream speak the same dialect can pass requests through (front {f}, upstream {})",
+                        u.dialect
+                    ),
+                );
+            }
+        }
+        let back = upstream.as_ref().map(|u| u.dialect);
+        let cases = self.cases(r.cases, r.cases_file, back);
         Some(Route {
             name: r.name,
             front: front?,
@@ -519,8 +625,76 @@ impl RouteCheck<'_> {
             client_tokens,
             strict: r.strict.unwrap_or(false),
             token_key,
+            public_url,
+            passthrough,
+            cases,
             upstream: upstream?,
         })
+    }
+
+    /// The case-id map from `[routes.cases]` and `cases_file` (both may be given; each
+    /// front id once, each back id once, none empty; a Case IQ back takes UUIDs only).
+    fn cases(
+        &mut self,
+        inline: Option<BTreeMap<String, FValue>>,
+        file: Option<String>,
+        back: Option<DialectId>,
+    ) -> Option<CaseMap> {
+        if inline.is_none() && file.is_none() {
+            return None;
+        }
+        let mut pairs: Vec<(String, String, String)> = Vec::new();
+        for (front, v) in inline.unwrap_or_default() {
+            match scalar_text(&v) {
+                Some(b) => pairs.push((front.clone(), b, format!("cases.{front:?}"))),
+                None => self.err(
+                    &format!("cases.{front:?}"),
+                    "expected a case id (a string or number)",
+                ),
+            }
+        }
+        if let Some(f) = self.exp("cases_file", file) {
+            let path = self.base.join(&f);
+            match std::fs::read_to_string(&path) {
+                Err(e) => self.err(
+                    "cases_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                ),
+                Ok(text) => match parse_cases_csv(&text) {
+                    Ok(rows) => pairs.extend(rows.into_iter().map(|(line, front, back)| {
+                        (front, back, format!("cases_file line {line}"))
+                    })),
+                    Err(e) => self.err("cases_file", format!("{}: {e}", path.display())),
+                },
+            }
+        }
+        let mut map = CaseMap::default();
+        for (front, back_id, at) in pairs {
+            if front.trim().is_empty() || back_id.trim().is_empty() {
+                self.err(&at, "case ids must not be empty");
+                continue;
+            }
+            if back == Some(DialectId::Caseiq) && uuid::Uuid::try_parse(&back_id).is_err() {
+                self.err(
+                    &at,
+                    format!("{back_id:?} is not a UUID, and a caseiq upstream takes UUID case ids"),
+                );
+            }
+            if map.to_back.contains_key(&front) {
+                self.err(&at, format!("front case {front:?} is mapped twice"));
+                continue;
+            }
+            if let Some(other) = map.to_front.get(&back_id) {
+                self.err(
+                    &at,
+                    format!("back case {back_id:?} is already the map of front case {other:?}"),
+                );
+                continue;
+            }
+            map.to_front.insert(back_id.clone(), front.clone());
+            map.to_back.insert(front, back_id);
+        }
+        Some(map)
     }
 
     fn upstream(&mut self, u: RawUpstream) -> Option<Upstream> {
@@ -556,18 +730,32 @@ impl RouteCheck<'_> {
             if !https && url.is_some() {
                 self.err("upstream.ca_file", "only applies to an https:// url");
             }
-            if let Err(e) = crate::upstream::read_ca_file(ca) {
+            if let Err(e) = crate::tls::read_certs(ca) {
                 self.err("upstream.ca_file", e);
             }
         }
-        let space = self.exp("upstream.space", u.space);
-        let owner = self.exp("upstream.owner", u.owner);
-        if d.is_some() && d != Some(DialectId::Kibana) {
-            if space.is_some() {
-                self.err("upstream.space", "only for a kibana upstream");
+        let mut options = UpstreamOptions::new();
+        let takes = d.map(|d| dialect::get(d).upstream_keys()).unwrap_or(&[]);
+        for (key, v) in u.other {
+            let at = format!("upstream.{key}");
+            if d.is_some() && !takes.contains(&key.as_str()) {
+                let expected: Vec<&str> = UPSTREAM_KEYS.iter().chain(takes).copied().collect();
+                let d = d.map(|d| d.name()).unwrap_or_default();
+                self.err(
+                    &at,
+                    format!(
+                        "unknown key `{key}` for a {d} upstream (expected one of: {})",
+                        expected.join(", ")
+                    ),
+                );
+                continue;
             }
-            if owner.is_some() {
-                self.err("upstream.owner", "only for a kibana upstream");
+            match scalar_text(&v).map(|t| self.exp(&at, Some(t))) {
+                Some(Some(t)) => {
+                    options.insert(key, t);
+                }
+                Some(None) => {}
+                None => self.err(&at, "expected a string"),
             }
         }
         let auth = self.auth(d, u.auth.unwrap_or_default());
@@ -576,8 +764,7 @@ impl RouteCheck<'_> {
             url: url?,
             timeout,
             ca_file,
-            space,
-            owner,
+            options,
             auth: auth?,
         })
     }
@@ -676,6 +863,54 @@ fn check_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_string())
 }
 
+/// Checks a `public_url`; returns it without trailing slash.
+fn check_public_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{s:?} must start with http:// or https://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("{s:?} has no host"));
+    }
+    if uri.query().is_some() || s.contains('#') {
+        return Err(format!("{s:?} must not have a query or fragment"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// Reads a `cases_file`: one `front,back` pair per line, an optional `front,back`
+/// header, blank lines and `#` comments skipped, fields optionally in double quotes.
+/// Returns (line number, front, back).
+pub fn parse_cases_csv(text: &str) -> Result<Vec<(usize, String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
+        let [front, back] = fields.as_slice() else {
+            return Err(format!(
+                "line {}: expected two fields, front,back (found {})",
+                i + 1,
+                fields.len()
+            ));
+        };
+        if out.is_empty()
+            && front.eq_ignore_ascii_case("front")
+            && back.eq_ignore_ascii_case("back")
+        {
+            continue;
+        }
+        out.push((i + 1, front.to_string(), back.to_string()));
+    }
+    Ok(out)
+}
+
 /// Two routes with the same front, prefix and host would match the same requests.
 fn check_overlaps(routes: &[Route], errs: &mut Vec<String>) {
     for (i, a) in routes.iter().enumerate() {
@@ -698,6 +933,7 @@ fn check_overlaps(routes: &[Route], errs: &mut Vec<String>) {
 impl Config {
     /// The route table, as `casegate check` prints it. Secrets show as `***`.
     pub fn table(&self) -> String {
+        const COLS: usize = 9;
         let mut rows = vec![[
             "ROUTE".to_string(),
             "FRONT".into(),
@@ -706,6 +942,8 @@ impl Config {
             "UPSTREAM".into(),
             "UPSTREAM AUTH".into(),
             "STRICT".into(),
+            "PASSTHROUGH".into(),
+            "CASES".into(),
         ]];
         for r in &self.routes {
             let matches = format!("{}{}/...", r.host.as_deref().unwrap_or("*"), r.prefix);
@@ -715,9 +953,10 @@ impl Config {
                 format!("{} token(s) ***", r.client_tokens.len())
             };
             let mut up = format!("{} {}", r.upstream.dialect, r.upstream.url);
-            if let Some(s) = &r.upstream.space {
-                up.push_str(&format!(" space={s}"));
+            for (k, v) in &r.upstream.options {
+                up.push_str(&format!(" {k}={v}"));
             }
+            let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
             rows.push([
                 r.name.clone(),
                 r.front.to_string(),
@@ -725,24 +964,31 @@ impl Config {
                 clients,
                 up,
                 r.upstream.auth.describe(),
-                if r.strict { "yes" } else { "no" }.into(),
+                yes_no(r.strict),
+                yes_no(r.passthrough),
+                match &r.cases {
+                    Some(m) => format!("{} mapped", m.len()),
+                    None => "unchanged".into(),
+                },
             ]);
         }
-        let mut widths = [0usize; 7];
+        let mut widths = [0usize; COLS];
         for row in &rows {
             for (w, c) in widths.iter_mut().zip(row.iter()) {
                 *w = (*w).max(c.chars().count());
             }
         }
         let mut out = format!(
-            "listen {}  max_upload_bytes {}  max_in_flight {}  spool_dir {}\n",
+            "listen {}  max_upload_bytes {}  max_in_flight {}  spool_dir {}\nledger {}  public_url {}\n",
             self.listen,
             self.max_upload_bytes,
             self.max_in_flight,
             self.spool_dir
                 .as_deref()
                 .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "(system temp)".into())
+                .unwrap_or_else(|| "(system temp)".into()),
+            self.ledger.describe(),
+            self.public_url.as_deref().unwrap_or("(the request's own)"),
         );
         for row in rows {
             let line: Vec<String> = row
@@ -844,7 +1090,7 @@ api_key = "${KEY}"
         let e = parse_err(&GOOD.replace("dialect = \"kibana\"", "dialect = \"tines\""));
         assert!(
             e.iter().any(|m| m
-                .contains("route \"soar-to-kibana\": upstream.space: only for a kibana upstream")),
+                .contains("route \"soar-to-kibana\": upstream.space: unknown key `space` for a tines upstream")),
             "{e:?}"
         );
         assert!(

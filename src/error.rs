@@ -3,13 +3,12 @@
 //! Every failure (a client's mistake, an upstream's refusal or silence, casegate's own
 //! trouble) is an [`Error`]: a [`Code`] for operators (sent as `Casegate-Error`), the HTTP
 //! status SPEC section 4 assigns, a message safe to show the client, and which side was at
-//! fault. [`respond`] renders it in the front dialect's own error form; nothing else turns
-//! an error into a response.
+//! fault. [`crate::dialect::respond`] renders it in the front dialect's own error form;
+//! nothing else turns an error into a response. This module depends on nothing else of
+//! casegate's.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-
-use crate::dialect::Dialect;
 
 /// The body type of every response casegate sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -38,6 +37,7 @@ pub enum Code {
     UpstreamRejected,
     UpstreamFailed,
     Overloaded,
+    LedgerUnavailable,
     Internal,
 }
 
@@ -55,6 +55,7 @@ impl Code {
             Code::UpstreamRejected => "upstream_rejected",
             Code::UpstreamFailed => "upstream_failed",
             Code::Overloaded => "overloaded",
+            Code::LedgerUnavailable => "ledger_unavailable",
             Code::Internal => "internal",
         }
     }
@@ -79,6 +80,8 @@ pub struct Error {
     pub status: StatusCode,
     pub message: String,
     pub side: Side,
+    /// For 405: the methods the path does take (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl Error {
@@ -88,6 +91,7 @@ impl Error {
             status,
             message: message.into(),
             side,
+            allow: None,
         }
     }
 
@@ -152,12 +156,35 @@ impl Error {
         Self::new(Code::NotFound, StatusCode::NOT_FOUND, Side::Client, message)
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// A wrong method for the path; `allow` lists the ones it takes.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
             Code::MethodNotAllowed,
             StatusCode::METHOD_NOT_ALLOWED,
             Side::Client,
             "Method Not Allowed",
+        );
+        e.allow = Some(allow);
+        e
+    }
+
+    /// An operation the route's upstream cannot do (a delete to Case IQ). Nothing is sent.
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::MethodNotAllowed,
+            StatusCode::METHOD_NOT_ALLOWED,
+            Side::Client,
+            message,
+        )
+    }
+
+    /// The ledger cannot be reached when an upload starts; nothing was sent.
+    pub fn ledger_unavailable() -> Self {
+        Self::new(
+            Code::LedgerUnavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Side::Internal,
+            "casegate cannot reach its ledger; retry later.",
         )
     }
 
@@ -202,12 +229,12 @@ impl Error {
     }
 
     /// The upstream answered 4xx. Its refusals of the request itself (400, 404, 409, 413,
-    /// 415, 422, 429) keep their status and message; anything else, notably 401/403 to
+    /// 415, 416, 422, 429) keep their status and message; anything else, notably 401/403 to
     /// casegate's own credentials, is a 502.
     pub fn upstream_rejected(upstream_status: StatusCode, message: Option<String>) -> Self {
         let carried = matches!(
             upstream_status.as_u16(),
-            400 | 404 | 409 | 413 | 415 | 422 | 429
+            400 | 404 | 409 | 413 | 415 | 416 | 422 | 429
         );
         let (status, message) = if carried {
             let m = message.unwrap_or_else(|| reason(upstream_status).to_string());
@@ -266,20 +293,6 @@ impl std::error::Error for Error {}
 /// The standard reason phrase of a status.
 pub fn reason(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
-}
-
-/// Renders `err` in the front dialect's error form, with `Casegate-Error`.
-pub fn respond(front: &dyn Dialect, err: &Error) -> Response<Body> {
-    let mut resp = front.render_error(err);
-    resp.headers_mut().insert(
-        "casegate-error",
-        HeaderValue::from_static(err.code.as_str()),
-    );
-    if err.status == StatusCode::METHOD_NOT_ALLOWED {
-        resp.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-    }
-    resp
 }
 
 /// A response with a JSON body.

@@ -23,19 +23,26 @@ use http::{Method, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::dialect::{upstream_error, Answer, BackCtx, BodyEncoder, Dialect, Operation};
-use crate::error::{respond, Body, BoxError, Error};
+use crate::dialect::{respond, upstream_error, Answer, BodyEncoder, Dialect, Request};
+use crate::error::{Body, BoxError, Error};
 use crate::inbound::{body_stream, Event, EventStream, Limits};
+use crate::ledger::{Ledger, Row};
+use crate::read::{self, ledger_down};
 use crate::router::RouteRuntime;
 use crate::spool::{SpoolReader, SpoolWriter};
 use crate::upload::{now_rfc3339_millis, Field, Kind, Kinds, Outcome, UploadMeta, UploadResult};
 use crate::upstream::{Progress, SendError};
 
-/// What every upload shares: the limits and where to spool.
-#[derive(Debug, Clone)]
+/// What every request shares: the limits, where to spool, the ledger, where links point.
+#[derive(Clone)]
 pub struct Settings {
     pub limits: Limits,
     pub spool_dir: std::path::PathBuf,
+    pub ledger: Ledger,
+    /// The top-level `public_url`.
+    pub public_url: Option<String>,
+    /// The scheme clients reach casegate with (`http`, or `https` behind TLS).
+    pub scheme: &'static str,
 }
 
 /// How an upload ended, for the access log.
@@ -52,14 +59,14 @@ pub async fn upload<B>(
     settings: &Settings,
     parts: Parts,
     body: B,
-    op: Operation,
+    req: Request,
 ) -> (Response<Body>, Report)
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
     let mut report = Report::default();
-    match run(rt, settings, parts, body, op, &mut report).await {
+    match run(rt, settings, parts, body, req, &mut report).await {
         Ok(resp) => (resp, report),
         Err(e) => (respond(rt.front, &e), report),
     }
@@ -70,7 +77,7 @@ async fn run<B>(
     settings: &Settings,
     parts: Parts,
     body: B,
-    op: Operation,
+    req: Request,
     report: &mut Report,
 ) -> Result<Response<Body>, Error>
 where
@@ -84,7 +91,22 @@ where
     if declared_length(&parts).is_some_and(|n| n > max_body) {
         return Err(Error::too_large(limits.max_file_bytes));
     }
-    let inbound = front.read_upload(&parts, &op, stream, limits)?;
+    // The front id is reserved before anything is sent (SPEC 7.3); a ledger that cannot
+    // be reached refuses the upload now.
+    let reserved = match rt.ids {
+        Some(form) => Some(
+            settings
+                .ledger
+                .reserve(&rt.cfg.name, form)
+                .await
+                .map_err(ledger_down)?,
+        ),
+        None => {
+            settings.ledger.check().map_err(ledger_down)?;
+            None
+        }
+    };
+    let inbound = front.read_upload(&parts, &req, stream, limits)?;
     let mut meta = inbound.meta;
     let mut events = inbound.events;
 
@@ -122,6 +144,9 @@ where
             format!("{name} is required, before the file part.")
         }));
     }
+    // The case as the client named it; the upstream gets its own (mapped) id.
+    let front_case = meta.case_id.clone().unwrap_or_default();
+    meta.case_id = Some(rt.back_case(&front_case)?);
 
     // Start now, or spool until the fields after the file are known?
     let pending = front.late_fields().minus(meta.seen());
@@ -151,12 +176,8 @@ where
     }
 
     // The upstream request, its body pulled from the client as the upstream takes it.
-    let space = rt.cfg.upstream.space.clone().or_else(|| meta.space.clone());
-    let ctx = BackCtx {
-        base_url: rt.upstream.base_url(),
-        space: space.as_deref(),
-        owner: rt.cfg.upstream.owner.as_deref(),
-    };
+    let client_space = meta.space.clone();
+    let ctx = rt.ctx(client_space.as_deref());
     let out = back.build_upload(&meta, &ctx)?;
     let exact_len = match &source {
         Source::Spool(spool) => Some(out.body.len(spool.size())),
@@ -242,23 +263,62 @@ where
     if !dropped.is_empty() {
         tracing::info!(route = %rt.cfg.name, dropped = %dropped.join(", "), "fields the upstream cannot store were dropped");
     }
+
+    // The ledger keeps the file under the front id the client will see.
     let content_type = meta.content_type();
-    let owner = result
-        .owner
-        .clone()
-        .or_else(|| rt.cfg.upstream.owner.clone())
-        .unwrap_or_else(|| "cases".into());
-    let now = now_rfc3339_millis();
-    let outcome = Outcome {
-        meta: &meta,
-        size,
-        content_type: &content_type,
-        result: &result,
-        comment_stored,
-        owner: &owner,
-        now: &now,
+    let mut a = result.attachment.clone();
+    a.uploader = a.uploader.or_else(|| result.uploader.clone());
+    a.size = a.size.or(Some(size));
+    a.name = a.name.or_else(|| meta.file_name.clone());
+    a.content_type = a.content_type.or(Some(content_type));
+    a.created_at = a.created_at.or_else(|| Some(now_rfc3339_millis()));
+    a.comment = meta.comment.clone().filter(|_| comment_stored);
+    let back_case = meta.case_id.clone().unwrap_or_default();
+    let row = match a.id.clone() {
+        Some(back_id) => {
+            let row = Row {
+                route: rt.cfg.name.clone(),
+                front_id: reserved.clone().unwrap_or_else(|| back_id.clone()),
+                front_case: Some(front_case.clone()),
+                back_case: Some(back_case),
+                back_id,
+                back_comment_id: a.comment_id.clone(),
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                size: Some(size),
+                created_at: a.created_at.clone(),
+                uploader: read::uploader_text(a.uploader.as_ref()),
+                ..Default::default()
+            };
+            Some(settings.ledger.record_confirmed(row).await)
+        }
+        None => {
+            tracing::warn!(route = %rt.cfg.name, "the upstream stored a file without saying its id; casegate cannot record it");
+            None
+        }
     };
-    let mut resp = front.render_success(&outcome);
+    let links = read::links(rt, settings, &parts);
+    let front_id = row
+        .as_ref()
+        .map(|r| r.front_id.clone())
+        .or(reserved)
+        .unwrap_or_default();
+    let mut file = read::view(rt, &links, &front_id, &front_case, &a, row.as_ref());
+    if let Some(owner) = &result.owner {
+        file.owner = owner.clone();
+    }
+    let case_files = if front.upload_lists_case() {
+        case_files(rt, settings, &links, &front_case, &file).await
+    } else {
+        Vec::new()
+    };
+    let same = front.id() == back.id();
+    let outcome = Outcome {
+        file,
+        case_files,
+        case: result.case.take().filter(|_| same),
+    };
+    let mut resp = front.render_upload(&outcome);
     if !dropped.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
             resp.headers_mut().insert("casegate-dropped", v);
@@ -266,6 +326,36 @@ where
     }
     report.dropped = dropped;
     Ok(resp)
+}
+
+/// Every file of the case the ledger knows, the new one included (it is added when its
+/// row could not be written yet).
+async fn case_files(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    links: &crate::upload::Links,
+    front_case: &str,
+    new: &crate::upload::FileView,
+) -> Vec<crate::upload::FileView> {
+    let rows = match settings
+        .ledger
+        .list_case(&rt.cfg.name, front_case, 0, crate::upload::Page::ALL.size)
+        .await
+    {
+        Ok((rows, _)) => rows,
+        Err(e) => {
+            tracing::warn!(route = %rt.cfg.name, error = %e, "the ledger cannot list the case; answering with the new file alone");
+            Vec::new()
+        }
+    };
+    let mut files: Vec<_> = rows
+        .iter()
+        .map(|r| read::view_of_row(rt, links, r))
+        .collect();
+    if !files.iter().any(|f| f.id == new.id) {
+        files.push(new.clone());
+    }
+    files
 }
 
 fn declared_length(parts: &Parts) -> Option<u64> {
@@ -292,14 +382,10 @@ fn send_error(rt: &RouteRuntime, e: SendError) -> Error {
 /// Sends the comment by the back's second call; true when the upstream stored it.
 async fn second_call(
     rt: &RouteRuntime,
-    call: crate::dialect::JsonCall,
+    call: crate::dialect::Call,
     result: &mut UploadResult,
 ) -> bool {
-    match rt
-        .upstream
-        .send_json(&call.path, call.headers, &call.body)
-        .await
-    {
+    match rt.upstream.call(&call).await {
         Ok((status, answer)) if status.is_success() => {
             let stored = rt.back.read_comment_answer(&answer.bytes, result);
             if !stored {

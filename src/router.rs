@@ -1,9 +1,14 @@
-//! Which route a request belongs to: the route's optional `host`, then its `prefix`
-//! (stripped), then the front dialect's own paths. More specific routes are tried first:
-//! a route with a host before one without, a longer prefix before a shorter one.
+//! Which route a request belongs to, and which of its front's operations: the route's
+//! optional `host`, then its `prefix` (stripped), then the front dialect's own paths and
+//! methods. More specific routes are tried first: a route with a host before one without,
+//! a longer prefix before a shorter one.
+
+use http::Method;
 
 use crate::config::Route;
-use crate::dialect::{self, Dialect, DialectId, FrontAuth, Operation};
+use crate::dialect::{self, BackCtx, Dialect, DialectId, FrontAuth, IdKind, Match, Request};
+use crate::error::Error;
+use crate::ledger::IdForm;
 use crate::upstream::Upstream;
 
 /// A configured route, ready to serve.
@@ -13,11 +18,66 @@ pub struct RouteRuntime {
     pub back: &'static dyn Dialect,
     pub upstream: Upstream,
     pub auth: FrontAuth,
+    /// The form of the front ids casegate gives files, where the back's ids do not fit
+    /// the front's (SPEC 7.3); `None`: front ids are the back's.
+    pub ids: Option<IdForm>,
+}
+
+impl RouteRuntime {
+    pub fn new(cfg: Route, upstream: Upstream, auth: FrontAuth) -> RouteRuntime {
+        let (front, back) = (dialect::get(cfg.front), dialect::get(cfg.upstream.dialect));
+        let ids = dialect::id_mapping(front, back).map(|k| match k {
+            IdKind::Uuid => IdForm::Uuid,
+            IdKind::Integer | IdKind::Text => IdForm::Integer,
+        });
+        RouteRuntime {
+            cfg,
+            front,
+            back,
+            upstream,
+            auth,
+            ids,
+        }
+    }
+
+    /// The back's view of the route, for a request whose path named `client_space`.
+    pub fn ctx<'a>(&'a self, client_space: Option<&'a str>) -> BackCtx<'a> {
+        BackCtx {
+            base_url: self.upstream.base_url(),
+            options: &self.cfg.upstream.options,
+            client_space,
+        }
+    }
+
+    /// The back's case id for a front one: mapped when the route maps case ids (an
+    /// unmapped one is 404, nothing sent), else the same.
+    pub fn back_case(&self, front: &str) -> Result<String, Error> {
+        match &self.cfg.cases {
+            None => Ok(front.to_string()),
+            Some(map) => map.back(front).map(str::to_string).ok_or_else(|| {
+                Error::not_found(format!("The case {front} is not mapped on this route."))
+            }),
+        }
+    }
+
+    /// The front's case id for a back one.
+    pub fn front_case(&self, back: &str) -> String {
+        match &self.cfg.cases {
+            Some(map) => map.front(back).unwrap_or(back).to_string(),
+            None => back.to_string(),
+        }
+    }
 }
 
 /// The result of routing a request.
 pub enum Routed<'a> {
-    Found(&'a RouteRuntime, Operation),
+    /// One of the route's operations.
+    Op(&'a RouteRuntime, Request),
+    /// One of the route's operation paths with another method; the methods it takes.
+    Method(&'a RouteRuntime, &'static str),
+    /// A path under the route that is none of its operations (passed through on a
+    /// passthrough route, else 404 in the front's form); the path without the prefix.
+    Other(&'a RouteRuntime, String),
     /// No route; the dialect whose path it looks like, for the 404's form.
     NotFound(Option<&'static dyn Dialect>),
 }
@@ -43,8 +103,14 @@ impl Router {
         &self.routes
     }
 
-    /// Finds the route for `host` (the Host header, if any) and `path` (no query).
-    pub fn route(&self, host: Option<&str>, path: &str) -> Routed<'_> {
+    /// Finds the route and operation for `host` (the Host header, if any), `method` and
+    /// `path` (no query). An operation of any route wins; then a wrong method on an
+    /// operation path; then the first route whose front owns the path (or whose prefix
+    /// or host claims it).
+    pub fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Routed<'_> {
+        let mut wrong_method = None;
+        let mut owned = None;
+        let mut claimed = None;
         for rt in &self.routes {
             if !host_matches(rt.cfg.host.as_deref(), host) {
                 continue;
@@ -52,21 +118,37 @@ impl Router {
             let Some(rest) = strip_prefix(path, &rt.cfg.prefix) else {
                 continue;
             };
-            if let Some(op) = rt.front.recognize(rest) {
-                return Routed::Found(rt, op);
+            match rt.front.recognize(method, rest) {
+                Match::Op(req) => return Routed::Op(rt, req),
+                Match::Method(allow) => {
+                    wrong_method.get_or_insert((rt, allow));
+                }
+                Match::None if rt.front.owns(rest) => {
+                    owned.get_or_insert((rt, rest));
+                }
+                Match::None if !rt.cfg.prefix.is_empty() || rt.cfg.host.is_some() => {
+                    claimed.get_or_insert((rt, rest));
+                }
+                Match::None => {}
             }
         }
-        Routed::NotFound(self.looks_like(path))
+        if let Some((rt, allow)) = wrong_method {
+            return Routed::Method(rt, allow);
+        }
+        if let Some((rt, rest)) = owned.or(claimed) {
+            return Routed::Other(rt, rest.to_string());
+        }
+        Routed::NotFound(self.looks_like(method, path))
     }
 
     /// The dialect whose path `path` is, under any configured prefix or none.
-    fn looks_like(&self, path: &str) -> Option<&'static dyn Dialect> {
+    fn looks_like(&self, method: &Method, path: &str) -> Option<&'static dyn Dialect> {
         let prefixes = std::iter::once("").chain(self.routes.iter().map(|r| r.cfg.prefix.as_str()));
         for prefix in prefixes {
             if let Some(rest) = strip_prefix(path, prefix) {
                 for id in DialectId::ALL {
                     let d = dialect::get(id);
-                    if d.recognize(rest).is_some() {
+                    if d.recognize(method, rest) != Match::None || d.owns(rest) {
                         return Some(d);
                     }
                 }
@@ -77,7 +159,7 @@ impl Router {
 }
 
 /// `path` without `prefix`, when it is under it (at a segment boundary).
-fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+pub fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     if prefix.is_empty() {
         return Some(path);
     }

@@ -1,8 +1,9 @@
 //! Listeners, connections and shutdown. Each connection is served by hyper's HTTP/1
 //! server with a header read timeout and caps on header size and count; each request is
-//! routed, checked (method, concurrency, credentials) and handed to the upload pipeline
-//! or the dialect's own endpoint. SIGTERM or Ctrl-C stop accepting and let uploads in
-//! flight finish (up to a drain limit).
+//! routed (route and operation, method-aware), checked (concurrency, credentials, the
+//! front's own rules) and handed to its pipeline: uploads, reads, the dialect's own
+//! endpoint, or passthrough. SIGTERM or Ctrl-C stop accepting and let requests in flight
+//! finish (up to a drain limit).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, UpstreamUrl};
-use crate::dialect::{self, FrontAuth, Operation};
+use crate::dialect::{respond, FrontAuth, Op, Request as OpRequest};
 use crate::emulator::{self, Emulator};
-use crate::error::{respond, Body, Error};
+use crate::error::{Body, Error};
 use crate::forward::{self, Settings};
 use crate::inbound::{body_stream, discard, Limits};
+use crate::ledger::Ledger;
 use crate::router::{RouteRuntime, Routed, Router};
 use crate::secret::Secret;
 use crate::upstream::Upstream;
@@ -59,7 +61,7 @@ impl Gateway {
                 UpstreamUrl::Embedded => {
                     let mut ec = emulator::Config::new(r.upstream.dialect);
                     ec.tokens = r.upstream.auth.accepted_credential().into_iter().collect();
-                    if let Some(owner) = &r.upstream.owner {
+                    if let Some(owner) = r.upstream.options.get("owner") {
                         ec.kibana_owner = owner.clone();
                     }
                     let emu = Emulator::start(ec, SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -91,24 +93,25 @@ impl Gateway {
                     uuid::Uuid::new_v4().simple()
                 ))
             });
-            routes.push(RouteRuntime {
-                front: dialect::get(r.front),
-                back: dialect::get(r.upstream.dialect),
-                auth: FrontAuth {
-                    tokens: r.client_tokens.clone(),
-                    signing_key,
-                    route: r.name.clone(),
-                },
-                upstream,
-                cfg: r.clone(),
-            });
+            let auth = FrontAuth {
+                tokens: r.client_tokens.clone(),
+                signing_key,
+                route: r.name.clone(),
+            };
+            routes.push(RouteRuntime::new(r.clone(), upstream, auth));
         }
         let spool_dir = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let ledger = Ledger::open(&cfg.ledger)
+            .await
+            .map_err(|e| format!("ledger {}: {e}", cfg.ledger.describe()))?;
         Ok(Gateway {
             router: Router::new(routes),
             settings: Settings {
                 limits: Limits::new(cfg.max_upload_bytes),
                 spool_dir,
+                ledger,
+                public_url: cfg.public_url.clone(),
+                scheme: "http",
             },
             permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
             next_id: AtomicU64::new(1),
@@ -126,6 +129,11 @@ impl Gateway {
         &mut self.settings
     }
 
+    /// The ledger (tests and the `ledger` command read it).
+    pub fn ledger(&self) -> &Ledger {
+        &self.settings.ledger
+    }
+
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
@@ -141,8 +149,42 @@ impl Gateway {
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let mut route_name = "-".to_string();
+        let mut op_name = "-";
         let mut report = forward::Report::default();
-        let mut resp = match self.router.route(host.as_deref(), &path) {
+        let mut resp = match self.router.route(host.as_deref(), &method, &path) {
+            Routed::Op(rt, req) => {
+                route_name = rt.cfg.name.clone();
+                op_name = req.op.name();
+                let (r, rep) = self.operation(rt, parts, body, req).await;
+                report = rep;
+                r
+            }
+            Routed::Method(rt, _) | Routed::Other(rt, _) if rt.cfg.passthrough => {
+                route_name = rt.cfg.name.clone();
+                op_name = "passthrough";
+                let rest = crate::router::strip_prefix(&path, &rt.cfg.prefix)
+                    .unwrap_or(&path)
+                    .to_string();
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(_permit) => {
+                        crate::passthrough::forward(rt, &self.settings, parts, body, &rest).await
+                    }
+                    Err(_) => {
+                        discard(body);
+                        respond(rt.front, &Error::overloaded())
+                    }
+                }
+            }
+            Routed::Method(rt, allow) => {
+                route_name = rt.cfg.name.clone();
+                discard(body);
+                respond(rt.front, &Error::method_not_allowed(allow))
+            }
+            Routed::Other(rt, _) => {
+                route_name = rt.cfg.name.clone();
+                discard(body);
+                respond(rt.front, &Error::not_found("Not Found"))
+            }
             Routed::NotFound(Some(d)) => {
                 discard(body);
                 respond(d, &Error::not_found("Not Found"))
@@ -155,28 +197,6 @@ impl Gateway {
                     HeaderValue::from_static(crate::error::Code::NotFound.as_str()),
                 );
                 r
-            }
-            Routed::Found(rt, op) => {
-                route_name = rt.cfg.name.clone();
-                if parts.method != op.method() {
-                    discard(body);
-                    respond(rt.front, &Error::method_not_allowed())
-                } else {
-                    match op {
-                        Operation::Upload { .. } => {
-                            let (r, rep) = self.upload(rt, parts, body, op).await;
-                            report = rep;
-                            r
-                        }
-                        other => {
-                            let stream =
-                                body_stream(body, 64 * 1024, self.settings.limits.body_idle);
-                            rt.front
-                                .serve_other(other, parts, stream, rt.auth.clone())
-                                .await
-                        }
-                    }
-                }
             }
         };
         if let Ok(v) = HeaderValue::from_str(&format!("{id}")) {
@@ -194,6 +214,7 @@ impl Gateway {
             method = %method,
             path = %path,
             route = %route_name,
+            op = op_name,
             status = resp.status().as_u16(),
             error = %code,
             file_bytes = report.file_bytes,
@@ -204,24 +225,44 @@ impl Gateway {
         resp
     }
 
-    async fn upload(
+    /// One of a route's operations: the concurrency cap, the client's credential and the
+    /// front's own rules, then its pipeline.
+    async fn operation(
         &self,
         rt: &RouteRuntime,
         parts: http::request::Parts,
         body: Incoming,
-        op: Operation,
+        req: OpRequest,
     ) -> (Response<Body>, forward::Report) {
+        if req.op == Op::Token {
+            let stream = body_stream(body, 64 * 1024, self.settings.limits.body_idle);
+            let resp = rt
+                .front
+                .serve_own(req, parts, stream, rt.auth.clone())
+                .await;
+            return (resp, Default::default());
+        }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             discard(body);
             return (respond(rt.front, &Error::overloaded()), Default::default());
         };
-        if !rt.auth.tokens.is_empty() {
-            if let Err(e) = rt.front.authenticate(&parts, &rt.auth) {
+        let checked = if rt.auth.tokens.is_empty() {
+            Ok(())
+        } else {
+            rt.front.authenticate(&parts, &rt.auth)
+        };
+        if let Err(e) = checked.and_then(|()| rt.front.preflight(&parts, &req)) {
+            discard(body);
+            return (respond(rt.front, &e), Default::default());
+        }
+        match req.op {
+            Op::Upload => forward::upload(rt, &self.settings, parts, body, req).await,
+            _ => {
                 discard(body);
-                return (respond(rt.front, &e), Default::default());
+                let resp = crate::read::serve(rt, &self.settings, parts, req).await;
+                (resp, Default::default())
             }
         }
-        forward::upload(rt, &self.settings, parts, body, op).await
     }
 }
 

@@ -320,25 +320,53 @@ pub fn id_text(v: &Value) -> Option<String> {
 /// One attachment as an upstream describes it; what it does not say is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attachment {
+    /// The upstream's id of the file (Kibana: the file id).
     pub id: Option<String>,
+    /// Kibana: the id of the case comment that holds the file.
+    pub comment_id: Option<String>,
+    /// The upstream's case id, when the answer says.
+    pub case_id: Option<String>,
     pub name: Option<String>,
     pub content_type: Option<String>,
     pub size: Option<u64>,
     pub created_at: Option<String>,
-    /// Where the upstream serves the file's bytes.
+    /// Where the upstream serves the file's bytes (never shown to clients: links point
+    /// back through casegate).
     pub url: Option<String>,
+    pub uploader: Option<Person>,
+    /// The comment stored with the file (Tines `value`).
+    pub comment: Option<String>,
+    /// Tines `block_id` as the upstream gave it.
+    pub block_id: Option<Value>,
+    /// Case IQ `encoding`.
+    pub encoding: Option<String>,
+    /// Tines `info`: the file's guid and hashes (hex).
+    pub guid: Option<String>,
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    /// The back's own JSON for the file (a Kibana comment), for a front of the same
+    /// dialect to answer with as it is.
+    pub raw: Option<Value>,
 }
 
 /// The user an upstream says uploaded the file.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Person {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub is_service_account: Option<bool>,
 }
 
@@ -346,10 +374,8 @@ pub struct Person {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadResult {
     pub case_id: Option<String>,
-    /// The new attachment (for Kibana: `id` is the file id).
+    /// The new attachment (for Kibana: `id` is the file id, `comment_id` the comment's).
     pub attachment: Attachment,
-    /// Kibana: the id of the case comment that holds the file.
-    pub comment_id: Option<String>,
     pub uploader: Option<Person>,
     /// Every attachment of the case, where the upstream lists them (Thalamus, Kibana).
     pub attachments: Vec<Attachment>,
@@ -357,29 +383,139 @@ pub struct UploadResult {
     pub case: Option<Value>,
     /// The comment was stored with the file (Tines `FILE_ATTACHED_AND_COMMENTED`).
     pub comment_stored: bool,
-    /// Tines `block_id` as the upstream gave it.
-    pub block_id: Option<Value>,
-    /// Case IQ `encoding`.
-    pub encoding: Option<String>,
     /// Kibana: the case's owner.
     pub owner: Option<String>,
 }
 
-/// Everything a front needs to render a success: the upload as finally known, what
-/// casegate counted, and what the upstream said.
-#[derive(Debug)]
-pub struct Outcome<'a> {
-    pub meta: &'a UploadMeta,
-    /// File bytes casegate counted.
+/// A file as a front renders it: its id and case in the front's form, a link back
+/// through casegate, and what is known about it (from the upstream, filled in from the
+/// ledger and from what casegate counted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileView {
+    /// The front id (Kibana: the file id).
+    pub id: String,
+    /// Kibana fronts: the comment id (the front id again when the back has one id).
+    pub comment_id: String,
+    /// The case id in the front's form.
+    pub case_id: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: Option<u64>,
+    pub created_at: Option<String>,
+    /// The front's own download URL for the file, through casegate (where it has one).
+    pub link: Option<String>,
+    pub uploader: Option<Person>,
+    /// The comment stored with the file, when it was stored.
+    pub comment: Option<String>,
+    pub block_id: Option<Value>,
+    pub encoding: Option<String>,
+    pub guid: Option<String>,
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    /// Kibana: the case's owner (`cases` when unknown).
+    pub owner: String,
+    /// The back's own JSON for the file when the back speaks the front's dialect.
+    pub raw: Option<Value>,
+}
+
+/// Everything a front needs to answer an upload.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The new file.
+    pub file: FileView,
+    /// Every file of the case casegate knows, the new one included (Thalamus answers
+    /// with the list).
+    pub case_files: Vec<FileView>,
+    /// The case, where the upstream answered with one in the front's own dialect (Kibana).
+    pub case: Option<Value>,
+}
+
+/// One page of a list: 1-based page number and page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub number: u64,
     pub size: u64,
-    pub content_type: &'a str,
-    pub result: &'a UploadResult,
-    /// The comment is stored (with the file, or by the second call).
-    pub comment_stored: bool,
-    /// Kibana owner for synthesised objects: upstream's, route's, else `cases`.
-    pub owner: &'a str,
-    /// When casegate saw the upload complete (RFC 3339, UTC).
-    pub now: &'a str,
+}
+
+impl Page {
+    /// Every item (a list that does not page: Kibana's case).
+    pub const ALL: Page = Page {
+        number: 1,
+        size: 10_000,
+    };
+
+    /// Items skipped before this page.
+    pub fn offset(&self) -> u64 {
+        self.number.saturating_sub(1).saturating_mul(self.size)
+    }
+
+    /// Number of pages `total` items fill (0 for none).
+    pub fn pages(&self, total: u64) -> u64 {
+        total.div_ceil(self.size.max(1))
+    }
+}
+
+/// What a back listed for one case.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub files: Vec<Attachment>,
+    /// Every file of the case, when the back says (else the length of `files`).
+    pub total: Option<u64>,
+    /// The case object, where the back answered with one (Kibana).
+    pub case: Option<Value>,
+    /// `files` holds every file of the case, whatever page was asked (the back does not
+    /// page: Kibana's case); casegate cuts the page itself.
+    pub whole: bool,
+}
+
+/// A list as a front renders it.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub case_id: String,
+    pub files: Vec<FileView>,
+    pub page: Page,
+    /// Files of the case in all pages.
+    pub total: u64,
+    /// The back's own case object, for a front of the same dialect.
+    pub case: Option<Value>,
+    /// Where links point.
+    pub links: Links,
+}
+
+/// Where the links in answers point: casegate's public base and the route's prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Links {
+    /// `scheme://host[:port]`, or the configured `public_url` (no trailing slash).
+    pub base: String,
+    /// The route's prefix (`""` or `/kibana`).
+    pub prefix: String,
+}
+
+impl Links {
+    /// The URL of `path` (which starts with `/`) through casegate.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}{}", self.base, self.prefix, path)
+    }
+}
+
+/// A file as a back must be asked for it: its ids and case in the back's own form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileRef {
+    pub case_id: Option<String>,
+    /// The back's file id (Kibana: the file id).
+    pub id: String,
+    /// Kibana: the comment id.
+    pub comment_id: Option<String>,
+    /// Kibana: the owner the client's blob path named.
+    pub owner: Option<String>,
+}
+
+/// One page of a case's user comments (Kibana's `comments/_find`).
+#[derive(Debug, Clone)]
+pub struct CommentsPage {
+    pub page: Page,
+    /// The back's own answer, for a front of the same dialect; `None`: an empty page.
+    pub raw: Option<Value>,
 }
 
 /// Current time as RFC 3339 with milliseconds (`2024-03-25T15:40:39.123Z`).

@@ -4,7 +4,6 @@
 //! measure silence rather than total time, so a large upload is never cut for being
 //! large.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,32 +17,20 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use crate::codec::b64;
 use crate::config::{self, UpstreamAuth};
+use crate::dialect::Call;
 use crate::error::{full, Body, Error};
 
 /// What the client queues per upstream connection before the socket takes it (hyper's
 /// default is ~400 KiB; a small queue keeps memory per upload small).
 const UPSTREAM_BUF_BYTES: usize = 64 * 1024;
 
-/// Largest upstream answer casegate reads; a longer one counts as unreadable.
-pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
-
-/// Reads the PEM certificates of a `ca_file`.
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{} is not a PEM certificate file", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
+/// Largest upstream answer casegate reads whole (JSON answers: a Kibana case with its
+/// comments, a list); a longer one counts as unreadable. Downloads stream instead.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// When the last byte of a request body went out: the upstream timeout counts silence
 /// from then (or from the start), not total time.
@@ -114,7 +101,7 @@ impl Upstream {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(ca) = &cfg.ca_file {
-            for cert in read_ca_file(ca)? {
+            for cert in crate::tls::read_certs(ca)? {
                 roots.add(cert).map_err(|_| {
                     format!(
                         "{}: a certificate cannot be used as a trust root",
@@ -200,17 +187,32 @@ impl Upstream {
         }
     }
 
-    /// Sends a small JSON request (the second call carrying a comment).
-    pub async fn send_json(
+    /// Sends a call (a read, a delete, the second call carrying a comment) and waits for
+    /// the answer's head; `extra` headers go with it (a client's `Range`).
+    pub async fn open(
         &self,
-        path: &str,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        body: &Value,
-    ) -> Result<(StatusCode, AnswerBody), SendError> {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let resp = self
-            .send(Method::POST, path, headers, full(bytes), Progress::new())
-            .await?;
+        call: &Call,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let body = match &call.body {
+            Some(v) => full(serde_json::to_vec(v).unwrap_or_default()),
+            None => full(Bytes::new()),
+        };
+        let mut headers = call.headers.clone();
+        headers.extend(extra);
+        self.send(
+            call.method.clone(),
+            &call.path,
+            headers,
+            body,
+            Progress::new(),
+        )
+        .await
+    }
+
+    /// Sends a call and reads its whole answer (at most [`MAX_ANSWER_BYTES`]).
+    pub async fn call(&self, call: &Call) -> Result<(StatusCode, AnswerBody), SendError> {
+        let resp = self.open(call, Vec::new()).await?;
         let status = resp.status();
         Ok((status, self.read_answer(resp).await))
     }

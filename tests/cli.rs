@@ -71,7 +71,7 @@ token = "${CASEGATE_TEST_UNSET_SECRET}"
     for want in [
         "route \"soar\": upstream.dialect: unknown dialect \"kibna\"",
         "route \"ops\": upstream.url: missing",
-        "route \"ops\": upstream.space: only for a kibana upstream",
+        "route \"ops\": upstream.space: unknown key `space` for a tines upstream",
         "route \"ops\": upstream.auth.token: environment variable CASEGATE_TEST_UNSET_SECRET is not set",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");

@@ -439,14 +439,24 @@ async fn routing_404s_and_405s_in_the_dialects_form() {
     // The right path with the wrong method.
     let r = reply(
         h.http
-            .get(format!("{}/api/v2/cases/1/files", tines_base(&h)))
+            .put(format!("{}/api/v2/cases/1/files", tines_base(&h)))
             .send()
             .await
             .unwrap(),
     )
     .await;
     assert_error(Tines, &r, 405, "method_not_allowed", false);
-    assert_eq!(r.header("allow").as_deref(), Some("POST"));
+    assert_eq!(r.header("allow").as_deref(), Some("GET, POST"));
+    // A path under the route's prefix that is none of its operations: 404 in its form.
+    let r = reply(
+        h.http
+            .get(format!("{}/api/v2/cases/1/notes", tines_base(&h)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(Tines, &r, 404, "not_found", false);
     h.stop().await;
 }
 

@@ -109,7 +109,7 @@ fn decode_ext_value(v: &str) -> Result<String, DispositionError> {
     let charset = parts.next().unwrap_or_default().to_ascii_lowercase();
     let _lang = parts.next().ok_or(DispositionError::BadExtValue)?;
     let encoded = parts.next().ok_or(DispositionError::BadExtValue)?;
-    let bytes = percent_decode(encoded.as_bytes()).ok_or(DispositionError::BadExtValue)?;
+    let bytes = percent_decode(encoded).ok_or(DispositionError::BadExtValue)?;
     match charset.as_str() {
         "utf-8" => String::from_utf8(bytes).map_err(|_| DispositionError::BadExtValue),
         "iso-8859-1" => Ok(bytes.iter().map(|&b| b as char).collect()),
@@ -117,21 +117,54 @@ fn decode_ext_value(v: &str) -> Result<String, DispositionError> {
     }
 }
 
-fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
+/// Strict percent-decoding: every `%` must start a two-digit escape (the crate's decoder
+/// keeps malformed escapes as they are).
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let valid = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+    valid.then(|| percent_encoding::percent_decode_str(s).collect())
+}
+
+/// RFC 8187 `attr-char`s stay as they are in an `ext-value`; everything else is escaped.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// A download's `Content-Disposition` (RFC 6266): `inline` or `attachment`, the name in
+/// `filename` as plain ASCII (`"`, `\`, controls and non-ASCII as `_`), and, when that
+/// is not the name itself, the exact name in `filename*=UTF-8''...`.
+pub fn download_header(inline: bool, name: &str) -> String {
+    let kind = if inline { "inline" } else { "attachment" };
+    let fallback: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '_',
+        })
+        .collect();
+    if fallback == name {
+        return format!("{kind}; filename=\"{fallback}\"");
     }
-    Some(out)
+    let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR);
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// Appends `value` as the inside of a quoted `Content-Disposition` parameter: `"` and `\`
@@ -143,8 +176,7 @@ pub fn push_quoted(out: &mut Vec<u8>, value: &str) {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b if b < 0x20 || b == 0x7f => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                out.extend_from_slice(percent_encoding::percent_encode_byte(b).as_bytes())
             }
             b => out.push(b),
         }
@@ -199,6 +231,24 @@ mod tests {
         assert_eq!(
             parse(b"form-data; name=\"file\"; filename=\"\xff.txt\""),
             Err(DispositionError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn download_headers() {
+        assert_eq!(
+            download_header(false, "a.txt"),
+            "attachment; filename=\"a.txt\""
+        );
+        assert_eq!(download_header(true, "p.png"), "inline; filename=\"p.png\"");
+        let h = download_header(false, "Prüfbericht ü \"1\".pdf");
+        assert_eq!(
+            h,
+            "attachment; filename=\"Pr_fbericht _ _1_.pdf\"; filename*=UTF-8''Pr%C3%BCfbericht%20%C3%BC%20%221%22.pdf"
+        );
+        assert_eq!(
+            parse(h.as_bytes()).unwrap().filename.as_deref(),
+            Some("Prüfbericht ü \"1\".pdf")
         );
     }
 

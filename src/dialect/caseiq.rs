@@ -2,23 +2,31 @@
 //! `description`, `templateLocale`, repeated `bulkTags[]`, and `file`, which must be the
 //! last part. Clients first exchange a client secret for a bearer token at
 //! `POST /auth/oauth2/token` (OAuth2 client credentials); casegate serves that endpoint
-//! for Case IQ fronts, issuing signed, expiring tokens of its own.
+//! for Case IQ fronts, issuing signed, expiring tokens of its own. Attachments are read
+//! back by id (`GET /api-public/1.0/attachment/{id}`, `.../attachment` for the bytes) and
+//! listed by case (`GET /api-public/1.0/attachments?objectId=`); Case IQ has no delete.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::wire::{self, MultipartBody};
-use super::{Answer, AuthKind, BackCtx, Dialect, DialectId, FrontAuth, Operation, Outbound, Reply};
+use super::wire::{self, encode_segment as seg, MultipartBody};
+use super::{
+    by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
+    Outbound, Reply, Request,
+};
 use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::{ct_any, ct_eq, Secret};
-use crate::upload::{split_ext, Attachment, Field, Kind, Kinds, Outcome, UploadMeta, UploadResult};
+use crate::upload::{
+    id_text, split_ext, Attachment, Field, FileRef, FileView, Kind, Kinds, Listing, Outcome, Page,
+    UploadMeta, UploadResult,
+};
 
 pub struct CaseIq;
 
@@ -27,25 +35,51 @@ const MAX_TOKEN_BODY: usize = 16 * 1024;
 /// Token lifetime when the client names none, and the largest it may ask for.
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 3600;
+/// The attachment list's `limit`: 100 unless asked, at most 1000.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
 
 impl Dialect for CaseIq {
     fn id(&self) -> DialectId {
         DialectId::Caseiq
     }
 
+    fn id_kind(&self) -> IdKind {
+        IdKind::Uuid
+    }
+
     fn as_dyn(&self) -> &dyn Dialect {
         self
     }
 
-    fn recognize(&self, path: &str) -> Option<Operation> {
-        match path {
-            "/api-public/1.0/save_file" => Some(Operation::Upload {
-                case_id: None,
-                space: None,
-            }),
-            "/auth/oauth2/token" => Some(Operation::Token),
-            _ => None,
+    fn recognize(&self, method: &Method, path: &str) -> Match {
+        let Some(segs) = wire::segments(path) else {
+            return Match::None;
+        };
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let ops = |list: &[(Method, Op)], id: Option<&str>| {
+            by_method(method, list, |op| {
+                let r = Request::new(op);
+                match id {
+                    Some(id) => r.file(id),
+                    None => r,
+                }
+            })
+        };
+        match s.as_slice() {
+            ["auth", "oauth2", "token"] => ops(&[(Method::POST, Op::Token)], None),
+            ["api-public", "1.0", "save_file"] => ops(&[(Method::POST, Op::Upload)], None),
+            ["api-public", "1.0", "attachments"] => ops(&[(Method::GET, Op::List)], None),
+            ["api-public", "1.0", "attachment", id] => ops(&[(Method::GET, Op::Get)], Some(id)),
+            ["api-public", "1.0", "attachment", id, "attachment"] => {
+                ops(&[(Method::GET, Op::Download)], Some(id))
+            }
+            _ => Match::None,
         }
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        path.starts_with("/api-public/") || path.starts_with("/auth/oauth2/")
     }
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
@@ -58,10 +92,27 @@ impl Dialect for CaseIq {
         }
     }
 
+    /// The list's case is its `objectId` query parameter; `limit` pages it.
+    fn page(&self, _req: &Request, parts: &Parts) -> Result<Page, Error> {
+        let size = wire::query_number(parts, "limit")?.unwrap_or(DEFAULT_LIMIT);
+        Ok(Page {
+            number: 1,
+            size: size.min(MAX_LIMIT),
+        })
+    }
+
+    fn list_case(&self, parts: &Parts) -> Result<String, Error> {
+        wire::query_param(parts, "objectId")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Error::bad_request("objectId is required: casegate lists one case's attachments.")
+            })
+    }
+
     fn read_upload(
         &self,
         parts: &Parts,
-        _op: &Operation,
+        _req: &Request,
         body: BodyStream,
         limits: &Limits,
     ) -> Result<Inbound, Error> {
@@ -94,25 +145,18 @@ impl Dialect for CaseIq {
         }
     }
 
-    fn render_success(&self, o: &Outcome<'_>) -> Response<Body> {
-        let a = &o.result.attachment;
-        let name = a
-            .name
-            .clone()
-            .or_else(|| o.meta.file_name.clone())
-            .unwrap_or_default();
-        let stem = split_ext(&name).0.to_string();
-        let body = json!({
-            "id": a.id.clone().unwrap_or_default(),
-            "name": name,
-            "nameWithoutExtension": stem,
-            "encoding": o.result.encoding.clone().unwrap_or_else(|| "7bit".into()),
-            "mimeType": a.content_type.clone().unwrap_or_else(|| o.content_type.to_string()),
-            "objectId": o.meta.case_id.clone().unwrap_or_default(),
-            "sizeBytes": a.size.unwrap_or(o.size),
-            "createdDate": a.created_at.clone().unwrap_or_else(|| o.now.to_string()),
-        });
-        json_response(StatusCode::OK, &body)
+    fn render_upload(&self, o: &Outcome) -> Response<Body> {
+        self.render_record(&o.file)
+    }
+
+    fn render_record(&self, f: &FileView) -> Response<Body> {
+        json_response(StatusCode::OK, &record(f))
+    }
+
+    fn render_list(&self, l: &Listing) -> Response<Body> {
+        let records: Vec<Value> = l.files.iter().map(record).collect();
+        let count = records.len();
+        json_response(StatusCode::OK, &json!({"records": records, "count": count}))
     }
 
     fn render_error(&self, err: &Error) -> Response<Body> {
@@ -125,13 +169,11 @@ impl Dialect for CaseIq {
         json_response(err.status, &body)
     }
 
-    fn serve_other(&self, op: Operation, parts: Parts, body: BodyStream, auth: FrontAuth) -> Reply {
+    fn serve_own(&self, req: Request, parts: Parts, body: BodyStream, auth: FrontAuth) -> Reply {
         Box::pin(async move {
-            match op {
-                Operation::Token => token_endpoint(&parts, body, &auth).await,
-                Operation::Upload { .. } => {
-                    crate::error::respond(&CaseIq, &Error::not_found("Not Found"))
-                }
+            match req.op {
+                Op::Token => token_endpoint(&parts, body, &auth).await,
+                _ => super::respond(&CaseIq, &Error::not_found("Not Found")),
             }
         })
     }
@@ -176,30 +218,16 @@ impl Dialect for CaseIq {
         })
     }
 
-    fn read_stored(&self, body: &[u8], meta: &UploadMeta, ctx: &BackCtx<'_>) -> Answer {
+    fn read_stored(&self, body: &[u8], meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let Some(id) = v.get("id").and_then(crate::upload::id_text) else {
+        let Some(attachment) = read_record(&v) else {
             return Answer::StoredUnreadable("the answer has no id".into());
         };
-        let url = format!(
-            "{}/api-public/1.0/attachment/{}/attachment",
-            ctx.base_url,
-            wire::encode_segment(&id)
-        );
         Answer::Stored(Box::new(UploadResult {
-            case_id: s("objectId"),
-            attachment: Attachment {
-                id: Some(id),
-                name: s("name"),
-                content_type: s("mimeType"),
-                size: v.get("sizeBytes").and_then(Value::as_u64),
-                created_at: s("createdDate"),
-                url: Some(url),
-            },
-            encoding: s("encoding"),
+            case_id: attachment.case_id.clone(),
+            attachment,
             comment_stored: meta.comment.is_some(),
             ..Default::default()
         }))
@@ -213,6 +241,54 @@ impl Dialect for CaseIq {
             .or_else(|| v.get("message").and_then(Value::as_str))?;
         wire::short_message(m)
     }
+
+    fn record_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::get(format!(
+            "/api-public/1.0/attachment/{}",
+            seg(&file.id)
+        )))
+    }
+
+    fn read_record(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|_| "the record is not JSON")?;
+        read_record(&v).ok_or_else(|| "the record has no id".into())
+    }
+
+    fn download_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Call {
+        Call::get(format!(
+            "/api-public/1.0/attachment/{}/attachment",
+            seg(&file.id)
+        ))
+    }
+}
+
+/// An attachment record as Case IQ renders it.
+fn record(f: &FileView) -> Value {
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "nameWithoutExtension": split_ext(&f.name).0,
+        "encoding": f.encoding.clone().unwrap_or_else(|| "7bit".into()),
+        "mimeType": f.content_type,
+        "objectId": f.case_id,
+        "sizeBytes": f.size.unwrap_or(0),
+        "createdDate": f.created_at.clone().unwrap_or_else(crate::upload::now_rfc3339_millis),
+    })
+}
+
+/// Reads an attachment record (an upload's answer, a record, a list entry).
+fn read_record(v: &Value) -> Option<Attachment> {
+    let id = v.get("id").and_then(id_text)?;
+    Some(Attachment {
+        id: Some(id),
+        case_id: wire::text(v, "objectId"),
+        name: wire::text(v, "name"),
+        content_type: wire::text(v, "mimeType"),
+        size: v.get("sizeBytes").and_then(Value::as_u64),
+        created_at: wire::text(v, "createdDate"),
+        encoding: wire::text(v, "encoding"),
+        ..Default::default()
+    })
 }
 
 fn map_field(name: &str, value: String) -> Result<Option<Field>, Error> {
@@ -330,17 +406,10 @@ async fn token_endpoint(parts: &Parts, mut body: BodyStream, auth: &FrontAuth) -
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
         }
     }
-    let form =
-        wire::content_type_essence(parts).as_deref() == Some("application/x-www-form-urlencoded");
-    let req: Value = if form {
-        let text = String::from_utf8_lossy(&buf);
-        let mut m = serde_json::Map::new();
-        for pair in text.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if let (Some(k), Some(v)) = (wire::percent_decode(k), wire::percent_decode(v)) {
-                m.insert(k, Value::from(v));
-            }
-        }
+    let req: Value = if wire::has_type(parts, "application/x-www-form-urlencoded") {
+        let m: serde_json::Map<String, Value> = form_urlencoded::parse(&buf)
+            .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
+            .collect();
         Value::Object(m)
     } else {
         match serde_json::from_slice(&buf) {

@@ -1,24 +1,29 @@
 //! Kibana Cases: `POST [/s/{space}]/api/cases/{caseId}/files`, multipart with `file`
-//! and an optional `filename` display name; every POST needs `kbn-xsrf`. Kibana derives
-//! the MIME type from the part filename's extension and refuses types outside its
-//! allow-list, so the part filename always carries the right extension. The answer is
-//! the whole case; the file is its `.files` external-reference comment. Comments go in
-//! by a second call, `POST /api/cases/{id}/comments`.
+//! and an optional `filename` display name; every POST and DELETE needs `kbn-xsrf`.
+//! Kibana derives the MIME type from the part filename's extension and refuses types
+//! outside its allow-list, so the part filename always carries the right extension. The
+//! answer is the whole case; the file is its `.files` external-reference comment, so a
+//! file has two ids: the comment's (read and delete it) and the file's (download it).
+//! Comments go in by a second call, `POST /api/cases/{id}/comments`. Reading back: the
+//! case (`GET /api/cases/{id}`) lists its files, `comments/{id}` is one, `comments/_find`
+//! pages the user comments, and the blob route serves the bytes (204 when empty).
 
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::wire::{self, MultipartBody};
+use super::wire::{self, encode_segment as seg, MultipartBody};
 use super::{
-    Answer, AuthKind, BackCtx, Dialect, DialectId, FrontAuth, JsonCall, Operation, Outbound,
+    by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
+    Outbound, Request,
 };
 use crate::codec::b64;
 use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_text, split_ext, Attachment, Field, Kind, Kinds, Outcome, Person, UploadMeta, UploadResult,
+    id_text, now_rfc3339_millis, split_ext, Attachment, CommentsPage, Field, FileRef, FileView,
+    Kind, Kinds, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
 };
 
 pub struct Kibana;
@@ -28,28 +33,90 @@ pub const MAX_DISPLAY_CHARS: usize = 160;
 const XSRF_MESSAGE: &str = "Request must contain a kbn-xsrf header.";
 const FILES_TYPE: &str = ".files";
 const VERSION: &str = "WzAsMV0=";
+/// The owner of cases when nobody says otherwise.
+const DEFAULT_OWNER: &str = "cases";
+/// Words under `/api/cases/` that are Kibana's own endpoints, never case ids.
+const CASE_WORDS: &[&str] = &["tags", "reporters", "configure", "status", "alerts"];
+/// `comments/_find`: 20 per page unless asked, at most 100.
+const DEFAULT_PER_PAGE: u64 = 20;
+const MAX_PER_PAGE: u64 = 100;
+
+/// A case id, not one of Kibana's own words (`_find`, `tags`, anything starting with
+/// `_`). An empty one is left for the pipeline to refuse.
+fn is_case(id: &str) -> bool {
+    !id.starts_with('_') && !CASE_WORDS.contains(&id)
+}
 
 impl Dialect for Kibana {
     fn id(&self) -> DialectId {
         DialectId::Kibana
     }
 
+    fn id_kind(&self) -> IdKind {
+        IdKind::Text
+    }
+
     fn as_dyn(&self) -> &dyn Dialect {
         self
     }
 
-    fn recognize(&self, path: &str) -> Option<Operation> {
+    fn recognize(&self, method: &Method, path: &str) -> Match {
         let (space, rest) = wire::split_space(path);
-        let segs = wire::segments(rest)?;
-        match segs.as_slice() {
-            [a, c, id, f] if a == "api" && c == "cases" && f == "files" => {
-                Some(Operation::Upload {
-                    case_id: Some(id.clone()),
-                    space,
+        let Some(segs) = wire::segments(rest) else {
+            return Match::None;
+        };
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let make = |op: Op, case: Option<&str>, file: Option<&str>| {
+            let mut r = Request::new(op);
+            r.case_id = case.map(str::to_string);
+            r.file_id = file.map(str::to_string);
+            r.space = space.clone();
+            r
+        };
+        match s.as_slice() {
+            ["api", "cases", case] if is_case(case) => {
+                by_method(method, &[(Method::GET, Op::List)], |op| {
+                    make(op, Some(case), None)
                 })
             }
-            _ => None,
+            ["api", "cases", case, "files"] if is_case(case) => {
+                by_method(method, &[(Method::POST, Op::Upload)], |op| {
+                    make(op, Some(case), None)
+                })
+            }
+            ["api", "cases", case, "comments", "_find"] if is_case(case) => {
+                by_method(method, &[(Method::GET, Op::Comments)], |op| {
+                    make(op, Some(case), None)
+                })
+            }
+            ["api", "cases", case, "comments", id] if is_case(case) && !id.starts_with('_') => {
+                by_method(
+                    method,
+                    &[(Method::GET, Op::Get), (Method::DELETE, Op::Delete)],
+                    |op| make(op, Some(case), Some(id)),
+                )
+            }
+            ["api", "files", "files", kind, file, "blob"]
+            | ["api", "files", "files", kind, file, "blob", _] => {
+                let Some(owner) = kind.strip_suffix("FilesCases").filter(|o| !o.is_empty()) else {
+                    return Match::None;
+                };
+                by_method(method, &[(Method::GET, Op::Download)], |op| {
+                    let mut r = make(op, None, Some(file));
+                    r.owner = Some(owner.to_string());
+                    r
+                })
+            }
+            _ => Match::None,
         }
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        let (_, rest) = wire::split_space(path);
+        path.starts_with("/s/")
+            || rest == "/api/cases"
+            || rest.starts_with("/api/cases/")
+            || rest.starts_with("/api/files/")
     }
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
@@ -68,20 +135,35 @@ impl Dialect for Kibana {
         }
     }
 
+    /// Every POST and DELETE needs `kbn-xsrf`; GETs never do.
+    fn preflight(&self, parts: &Parts, _req: &Request) -> Result<(), Error> {
+        let changes = parts.method == Method::POST || parts.method == Method::DELETE;
+        if changes && !parts.headers.contains_key("kbn-xsrf") {
+            return Err(Error::bad_request(XSRF_MESSAGE));
+        }
+        Ok(())
+    }
+
+    fn page(&self, req: &Request, parts: &Parts) -> Result<Page, Error> {
+        if req.op != Op::Comments {
+            return Ok(Page::ALL);
+        }
+        let size = wire::query_number(parts, "perPage")?.unwrap_or(DEFAULT_PER_PAGE);
+        let number = wire::query_number(parts, "page")?.unwrap_or(1);
+        Ok(Page {
+            number,
+            size: size.min(MAX_PER_PAGE),
+        })
+    }
+
     fn read_upload(
         &self,
         parts: &Parts,
-        op: &Operation,
+        req: &Request,
         body: BodyStream,
         limits: &Limits,
     ) -> Result<Inbound, Error> {
-        if !parts.headers.contains_key("kbn-xsrf") {
-            return Err(Error::bad_request(XSRF_MESSAGE));
-        }
         let boundary = wire::multipart_boundary(parts)?;
-        let Operation::Upload { case_id, space } = op else {
-            return Err(Error::not_found("Not Found"));
-        };
         let spec = FormSpec {
             file_field: "file",
             file_last: false,
@@ -90,7 +172,7 @@ impl Dialect for Kibana {
             },
         };
         Ok(Inbound {
-            meta: UploadMeta::from_path(case_id.clone(), space.clone()),
+            meta: UploadMeta::from_path(req.case_id.clone(), req.space.clone()),
             events: inbound::multipart(body, boundary, spec, limits),
         })
     }
@@ -112,11 +194,31 @@ impl Dialect for Kibana {
         }
     }
 
-    fn render_success(&self, o: &Outcome<'_>) -> Response<Body> {
-        match &o.result.case {
-            Some(case) => json_response(StatusCode::OK, case),
-            None => json_response(StatusCode::OK, &synthesized_case(o)),
-        }
+    fn render_upload(&self, o: &Outcome) -> Response<Body> {
+        let case = match &o.case {
+            Some(case) => with_id(case.clone(), &o.file.case_id),
+            None => synthesized_case(&o.file.case_id, std::slice::from_ref(&o.file)),
+        };
+        json_response(StatusCode::OK, &case)
+    }
+
+    fn render_list(&self, l: &Listing) -> Response<Body> {
+        let case = match &l.case {
+            Some(case) => with_id(case.clone(), &l.case_id),
+            None => synthesized_case(&l.case_id, &l.files),
+        };
+        json_response(StatusCode::OK, &case)
+    }
+
+    fn render_record(&self, f: &FileView) -> Response<Body> {
+        json_response(StatusCode::OK, &file_comment(f))
+    }
+
+    fn render_comments(&self, p: &CommentsPage) -> Response<Body> {
+        let body = p.raw.clone().unwrap_or_else(
+            || json!({"page": p.page.number, "per_page": p.page.size, "total": 0, "comments": []}),
+        );
+        json_response(StatusCode::OK, &body)
     }
 
     fn render_error(&self, err: &Error) -> Response<Body> {
@@ -136,6 +238,10 @@ impl Dialect for Kibana {
 
     fn auth_kinds(&self) -> &'static [AuthKind] {
         &[AuthKind::ApiKey, AuthKind::Basic]
+    }
+
+    fn upstream_keys(&self) -> &'static [&'static str] {
+        &["space", "owner"]
     }
 
     fn build_upload(&self, meta: &UploadMeta, ctx: &BackCtx<'_>) -> Result<Outbound, Error> {
@@ -162,11 +268,7 @@ impl Dialect for Kibana {
         };
         let (enc, ct) = MultipartBody::new(&fields, "file", &part_name, &content_type, late);
         Ok(Outbound {
-            path: format!(
-                "{}/api/cases/{}/files",
-                space_prefix(ctx.space),
-                wire::encode_segment(case)
-            ),
+            path: format!("{}/api/cases/{}/files", space_prefix(ctx), seg(case)),
             headers: vec![
                 (http::header::CONTENT_TYPE, ct),
                 (
@@ -178,14 +280,13 @@ impl Dialect for Kibana {
         })
     }
 
-    fn read_stored(&self, body: &[u8], meta: &UploadMeta, ctx: &BackCtx<'_>) -> Answer {
+    fn read_stored(&self, body: &[u8], meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
         let Ok(case) = serde_json::from_slice::<Value>(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let mut result = UploadResult::default();
-        if !read_case(&case, ctx, &mut result) {
+        let Some(files) = case_files(&case) else {
             return Answer::StoredUnreadable("the case has no comments".into());
-        }
+        };
         let part_name = with_extension(
             meta.file_name.as_deref().unwrap_or("file"),
             &meta.content_type(),
@@ -198,35 +299,29 @@ impl Dialect for Kibana {
             ),
             None => part_name.clone(),
         };
-        let comments = case
-            .get("comments")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let files: Vec<&Value> = comments.iter().filter(|c| is_file_comment(c)).collect();
         let newest = files
             .iter()
             .rev()
-            .find(|c| {
-                file_comment_attachment(c, ctx, result.owner.as_deref())
-                    .name
-                    .as_deref()
-                    == Some(&want)
-            })
-            .or(files.last());
-        let Some(comment) = newest else {
+            .find(|a| a.name.as_deref() == Some(&want))
+            .or(files.last())
+            .cloned();
+        let Some(attachment) = newest else {
             return Answer::StoredUnreadable("the case holds no .files comment".into());
         };
-        result.attachment = file_comment_attachment(comment, ctx, result.owner.as_deref());
-        if result.attachment.id.is_none() {
+        if attachment.id.is_none() {
             return Answer::StoredUnreadable(
                 "the .files comment has no externalReferenceId".into(),
             );
         }
-        result.comment_id = comment.get("id").and_then(id_text);
-        result.uploader = comment.get("created_by").map(person);
-        result.case = Some(case);
-        Answer::Stored(Box::new(result))
+        Answer::Stored(Box::new(UploadResult {
+            case_id: case.get("id").and_then(id_text),
+            owner: wire::text(&case, "owner"),
+            uploader: attachment.uploader.clone(),
+            attachment,
+            attachments: files,
+            case: Some(case),
+            ..Default::default()
+        }))
     }
 
     fn error_message(&self, body: &[u8]) -> Option<String> {
@@ -240,24 +335,20 @@ impl Dialect for Kibana {
         meta: &UploadMeta,
         result: &UploadResult,
         ctx: &BackCtx<'_>,
-    ) -> Option<JsonCall> {
+    ) -> Option<Call> {
         let case = meta.case_id.as_deref()?;
-        let owner = result.owner.as_deref().or(ctx.owner).unwrap_or("cases");
-        Some(JsonCall {
-            path: format!(
-                "{}/api/cases/{}/comments",
-                space_prefix(ctx.space),
-                wire::encode_segment(case)
-            ),
-            headers: vec![
-                wire::json_content_type(),
-                (
-                    http::header::HeaderName::from_static("kbn-xsrf"),
-                    HeaderValue::from_static("true"),
-                ),
-            ],
-            body: json!({"type": "user", "comment": comment, "owner": owner}),
-        })
+        let owner = result
+            .owner
+            .as_deref()
+            .or(ctx.option("owner"))
+            .unwrap_or(DEFAULT_OWNER);
+        Some(
+            Call::post_json(
+                format!("{}/api/cases/{}/comments", space_prefix(ctx), seg(case)),
+                json!({"type": "user", "comment": comment, "owner": owner}),
+            )
+            .header("kbn-xsrf", "true"),
+        )
     }
 
     fn read_comment_answer(&self, body: &[u8], result: &mut UploadResult) -> bool {
@@ -266,13 +357,93 @@ impl Dialect for Kibana {
         }
         true
     }
+
+    fn needs_case(&self, op: Op) -> bool {
+        op != Op::Download
+    }
+
+    fn list_call(&self, case_id: &str, _page: Page, ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::get(format!(
+            "{}/api/cases/{}",
+            space_prefix(ctx),
+            seg(case_id)
+        )))
+    }
+
+    fn read_list(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Listed, String> {
+        let case: Value = serde_json::from_slice(body).map_err(|_| "the case is not JSON")?;
+        let files = case_files(&case).ok_or("the case has no comments")?;
+        Ok(Listed {
+            total: Some(files.len() as u64),
+            files,
+            case: Some(case),
+            whole: true,
+        })
+    }
+
+    fn record_call(&self, file: &FileRef, ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::get(comment_path(file, ctx)))
+    }
+
+    fn read_record(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
+        let c: Value = serde_json::from_slice(body).map_err(|_| "the comment is not JSON")?;
+        if c.get("id").and_then(id_text).is_none() {
+            return Err("the comment has no id".into());
+        }
+        Ok(comment_attachment(&c))
+    }
+
+    fn download_call(&self, file: &FileRef, ctx: &BackCtx<'_>) -> Call {
+        let owner = file
+            .owner
+            .as_deref()
+            .or(ctx.option("owner"))
+            .unwrap_or(DEFAULT_OWNER);
+        Call::get(format!(
+            "{}/api/files/files/{}FilesCases/{}/blob",
+            space_prefix(ctx),
+            seg(owner),
+            seg(&file.id)
+        ))
+    }
+
+    fn honours_range(&self) -> bool {
+        true
+    }
+
+    fn delete_call(&self, file: &FileRef, ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::delete(comment_path(file, ctx)).header("kbn-xsrf", "true"))
+    }
+
+    fn comments_call(&self, case_id: &str, page: Page, ctx: &BackCtx<'_>) -> Option<Call> {
+        let q = wire::query(&[
+            ("page", page.number.to_string()),
+            ("perPage", page.size.to_string()),
+        ]);
+        Some(Call::get(format!(
+            "{}/api/cases/{}/comments/_find?{q}",
+            space_prefix(ctx),
+            seg(case_id)
+        )))
+    }
 }
 
-fn space_prefix(space: Option<&str>) -> String {
-    match space {
-        Some(s) if !s.is_empty() => format!("/s/{}", wire::encode_segment(s)),
+/// `/s/{space}` for the route's space, else the client's, else nothing.
+fn space_prefix(ctx: &BackCtx<'_>) -> String {
+    match ctx.option("space").or(ctx.client_space) {
+        Some(s) if !s.is_empty() => format!("/s/{}", seg(s)),
         _ => String::new(),
     }
+}
+
+/// `{space}/api/cases/{case}/comments/{comment}`.
+fn comment_path(file: &FileRef, ctx: &BackCtx<'_>) -> String {
+    format!(
+        "{}/api/cases/{}/comments/{}",
+        space_prefix(ctx),
+        seg(file.case_id.as_deref().unwrap_or_default()),
+        seg(file.comment_id.as_deref().unwrap_or(&file.id))
+    )
 }
 
 /// `name` with an extension Kibana maps to `content_type`: kept when it has one, else
@@ -316,25 +487,41 @@ fn is_file_comment(c: &Value) -> bool {
             == Some(FILES_TYPE)
 }
 
-/// Reads the case-level parts of a Kibana case into `result`; false when it is not a case.
-fn read_case(case: &Value, ctx: &BackCtx<'_>, result: &mut UploadResult) -> bool {
-    let Some(comments) = case.get("comments").and_then(Value::as_array) else {
-        return false;
-    };
-    result.case_id = case.get("id").and_then(id_text);
-    result.owner = case
-        .get("owner")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    result.attachments = comments
-        .iter()
-        .filter(|c| is_file_comment(c))
-        .map(|c| file_comment_attachment(c, ctx, result.owner.as_deref()))
-        .collect();
-    true
+/// The `.files` comments of a case, oldest first; `None` when it is not a case.
+fn case_files(case: &Value) -> Option<Vec<Attachment>> {
+    let comments = case.get("comments")?.as_array()?;
+    let owner = wire::text(case, "owner");
+    Some(
+        comments
+            .iter()
+            .filter(|c| is_file_comment(c))
+            .map(|c| {
+                let mut a = comment_attachment(c);
+                a.case_id = case.get("id").and_then(id_text);
+                if a.raw.as_ref().and_then(|r| r.get("owner")).is_none() {
+                    if let (Some(o), Some(Value::Object(m))) = (&owner, a.raw.as_mut()) {
+                        m.insert("owner".into(), Value::from(o.as_str()));
+                    }
+                }
+                a
+            })
+            .filter(|a| a.id.is_some())
+            .collect(),
+    )
 }
 
-fn file_comment_attachment(c: &Value, ctx: &BackCtx<'_>, owner: Option<&str>) -> Attachment {
+/// A case comment as a canonical attachment: for a `.files` comment the file id, name,
+/// type and creation; always the comment's id and the comment itself.
+fn comment_attachment(c: &Value) -> Attachment {
+    let comment_id = c.get("id").and_then(id_text);
+    if !is_file_comment(c) {
+        return Attachment {
+            id: comment_id.clone(),
+            comment_id,
+            raw: Some(c.clone()),
+            ..Default::default()
+        };
+    }
     let file = c.pointer("/externalReferenceMetadata/files/0");
     let f = |k: &str| file.and_then(|f| f.get(k)).and_then(Value::as_str);
     let name = match (f("name"), f("extension")) {
@@ -342,56 +529,40 @@ fn file_comment_attachment(c: &Value, ctx: &BackCtx<'_>, owner: Option<&str>) ->
         (Some(n), _) => Some(n.to_string()),
         _ => None,
     };
-    let id = c.get("externalReferenceId").and_then(id_text);
-    let owner = c
-        .get("owner")
-        .and_then(Value::as_str)
-        .or(owner)
-        .or(ctx.owner)
-        .unwrap_or("cases");
-    let url = id.as_ref().map(|id| {
-        format!(
-            "{}{}/api/files/files/{}FilesCases/{}/blob",
-            ctx.base_url,
-            space_prefix(ctx.space),
-            wire::encode_segment(owner),
-            wire::encode_segment(id)
-        )
-    });
     Attachment {
-        id,
+        id: c.get("externalReferenceId").and_then(id_text),
+        comment_id,
         name,
         content_type: f("mimeType").map(str::to_string),
-        size: None,
         created_at: f("created")
             .or_else(|| c.get("created_at").and_then(Value::as_str))
             .map(str::to_string),
-        url,
-    }
-}
-
-fn person(v: &Value) -> Person {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    Person {
-        username: s("username"),
-        full_name: s("full_name"),
-        email: s("email"),
+        uploader: c.get("created_by").map(person),
+        raw: Some(c.clone()),
         ..Default::default()
     }
 }
 
-/// A case for a Kibana client whose upstream is not Kibana: every field of Kibana's
-/// answer, the file as its one `.files` comment.
-fn synthesized_case(o: &Outcome<'_>) -> Value {
-    let a = &o.result.attachment;
-    let name = a
-        .name
-        .clone()
-        .or_else(|| o.meta.file_name.clone())
-        .unwrap_or_default();
-    let (stem, ext) = split_ext(&name);
-    let created = a.created_at.clone().unwrap_or_else(|| o.now.to_string());
-    let who = o.result.uploader.clone().unwrap_or_default();
+fn person(v: &Value) -> Person {
+    Person {
+        username: wire::text(v, "username"),
+        full_name: wire::text(v, "full_name"),
+        email: wire::text(v, "email"),
+        ..Default::default()
+    }
+}
+
+/// `case` with its `id` set to the front's case id.
+fn with_id(mut case: Value, id: &str) -> Value {
+    if let Value::Object(m) = &mut case {
+        m.insert("id".into(), Value::from(id));
+    }
+    case
+}
+
+/// The user object of Kibana's answers for a canonical uploader.
+fn user(who: Option<&Person>) -> Value {
+    let who = who.cloned().unwrap_or_default();
     let username = who.username.clone().or_else(|| {
         let full = [who.first_name.as_deref(), who.last_name.as_deref()]
             .into_iter()
@@ -400,43 +571,64 @@ fn synthesized_case(o: &Outcome<'_>) -> Value {
             .join(" ");
         (!full.is_empty()).then_some(full)
     });
-    let user = json!({"email": who.email, "username": username, "full_name": who.full_name});
-    let comment_id = o
-        .result
-        .comment_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let comment = json!({
-        "id": comment_id,
+    json!({"email": who.email, "username": username, "full_name": who.full_name})
+}
+
+/// A file as its `.files` comment (the back's own when the back is Kibana).
+fn file_comment(f: &FileView) -> Value {
+    if let Some(raw) = &f.raw {
+        return raw.clone();
+    }
+    let (stem, ext) = split_ext(&f.name);
+    let created = f.created_at.clone().unwrap_or_else(now_rfc3339_millis);
+    json!({
+        "id": f.comment_id,
         "type": "externalReference",
-        "owner": o.owner,
+        "owner": f.owner,
         "externalReferenceAttachmentTypeId": FILES_TYPE,
-        "externalReferenceId": a.id.clone().unwrap_or_default(),
+        "externalReferenceId": f.id,
         "externalReferenceStorage": {"type": "savedObject", "soType": "file"},
         "externalReferenceMetadata": {"files": [{
             "name": stem,
             "extension": ext.unwrap_or(""),
-            "mimeType": a.content_type.clone().unwrap_or_else(|| o.content_type.to_string()),
+            "mimeType": f.content_type,
             "created": created,
         }]},
         "created_at": created,
-        "created_by": user,
+        "created_by": user(f.uploader.as_ref()),
         "pushed_at": null,
         "pushed_by": null,
         "updated_at": null,
         "updated_by": null,
         "version": VERSION,
-    });
-    let case_user = json!({"email": who.email, "username": username, "full_name": who.full_name, "profile_uid": null});
+    })
+}
+
+/// A case for a Kibana client whose upstream is not Kibana: every field of Kibana's
+/// answer, the files as its `.files` comments.
+fn synthesized_case(case_id: &str, files: &[FileView]) -> Value {
+    let first = files.first();
+    let owner = first.map_or(DEFAULT_OWNER, |f| f.owner.as_str());
+    let created = first
+        .and_then(|f| f.created_at.clone())
+        .unwrap_or_else(now_rfc3339_millis);
+    let updated = files
+        .last()
+        .and_then(|f| f.created_at.clone())
+        .unwrap_or_else(|| created.clone());
+    let mut case_user = user(first.and_then(|f| f.uploader.as_ref()));
+    if let Value::Object(m) = &mut case_user {
+        m.insert("profile_uid".into(), Value::Null);
+    }
     json!({
-        "id": o.meta.case_id.clone().unwrap_or_default(),
+        "id": case_id,
         "tags": [],
-        "owner": o.owner,
+        "owner": owner,
         "title": "",
         "status": "open",
         "version": VERSION,
         "category": null,
-        "comments": [comment],
+        "comments": files.iter().map(file_comment).collect::<Vec<_>>(),
         "duration": null,
         "settings": {"syncAlerts": false},
         "severity": "low",
@@ -446,7 +638,7 @@ fn synthesized_case(o: &Outcome<'_>) -> Value {
         "connector": {"id": "none", "name": "none", "type": ".none", "fields": null},
         "created_at": created,
         "created_by": case_user,
-        "updated_at": created,
+        "updated_at": updated,
         "updated_by": case_user,
         "description": "",
         "totalAlerts": 0,
@@ -481,21 +673,59 @@ mod tests {
     }
 
     #[test]
-    fn recognizes_spaces() {
+    fn recognizes_spaces_methods_and_kibana_words() {
+        let get = Method::GET;
+        let mut up = Request::new(Op::Upload).case("abc");
+        up.space = Some("ops".into());
         assert_eq!(
-            Kibana.recognize("/s/ops/api/cases/abc/files"),
-            Some(Operation::Upload {
-                case_id: Some("abc".into()),
-                space: Some("ops".into())
-            })
+            Kibana.recognize(&Method::POST, "/s/ops/api/cases/abc/files"),
+            Match::Op(up)
         );
         assert_eq!(
-            Kibana.recognize("/api/cases/abc/files"),
-            Some(Operation::Upload {
-                case_id: Some("abc".into()),
-                space: None
-            })
+            Kibana.recognize(&get, "/api/cases/abc"),
+            Match::Op(Request::new(Op::List).case("abc"))
         );
-        assert_eq!(Kibana.recognize("/api/cases/abc/comments"), None);
+        assert_eq!(
+            Kibana.recognize(&get, "/api/cases/abc/comments/_find"),
+            Match::Op(Request::new(Op::Comments).case("abc"))
+        );
+        assert_eq!(
+            Kibana.recognize(&Method::DELETE, "/api/cases/abc/comments/c1"),
+            Match::Op(Request::new(Op::Delete).case("abc").file("c1"))
+        );
+        let mut blob = Request::new(Op::Download).file("f1");
+        blob.owner = Some("securitySolution".into());
+        assert_eq!(
+            Kibana.recognize(
+                &get,
+                "/api/files/files/securitySolutionFilesCases/f1/blob/x.txt"
+            ),
+            Match::Op(blob)
+        );
+        assert_eq!(
+            Kibana.recognize(&Method::POST, "/api/cases/abc"),
+            Match::Method("GET")
+        );
+        for word in [
+            "_find",
+            "tags",
+            "reporters",
+            "configure",
+            "status",
+            "alerts",
+            "_other",
+        ] {
+            assert_eq!(
+                Kibana.recognize(&get, &format!("/api/cases/{word}")),
+                Match::None
+            );
+        }
+        assert_eq!(
+            Kibana.recognize(&Method::POST, "/api/cases/abc/comments"),
+            Match::None
+        );
+        assert!(Kibana.owns("/api/cases/_find"));
+        assert!(Kibana.owns("/s/x/api/cases"));
+        assert!(!Kibana.owns("/api/v2/cases/1/files"));
     }
 }

@@ -1,10 +1,14 @@
 //! The four APIs, each in its own file behind one trait.
 //!
-//! A dialect file knows its API and nothing of the others: it parses its inbound upload
-//! into the canonical [`UploadMeta`] plus a stream of file bytes, builds its outbound
-//! upload from them, reads its upstream's answers into an [`UploadResult`], and renders
-//! successes and errors in its own form. Pairings are never written out: any front works
-//! with any back because both sides meet in the canonical types.
+//! A dialect file knows its API and nothing of the others. As a *front* (what casegate
+//! serves to clients) it recognizes its paths and methods as operations ([`Op`]), checks
+//! its clients' credentials, reads its uploads into the canonical [`UploadMeta`] plus a
+//! stream of file bytes, and renders every answer and error in its own form. As a *back*
+//! (what casegate asks of an upstream) it builds its upload and the calls of every other
+//! operation, and reads its upstream's answers into canonical types. Pairings are never
+//! written out: any front works with any back because both sides meet in the canonical
+//! types of [`crate::upload`]; the pipelines in [`crate::forward`] (uploads) and
+//! [`crate::read`] (everything else) drive the same steps for every pair.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,12 +21,16 @@ use http::{Method, Response, StatusCode};
 use crate::error::{Body, Error};
 use crate::inbound::{BodyStream, Inbound, Limits};
 use crate::secret::Secret;
-use crate::upload::{Kind, Kinds, Outcome, UploadMeta, UploadResult};
+use crate::upload::{
+    Attachment, CommentsPage, FileRef, FileView, Kind, Kinds, Links, Listed, Listing, Outcome,
+    Page, UploadMeta, UploadResult,
+};
 
 pub mod caseiq;
 pub mod kibana;
 pub mod thalamus;
 pub mod tines;
+pub mod wire;
 
 /// The four APIs casegate speaks. Adding a fifth means one new file in `dialect/` and one
 /// line in each of `ALL`, `name` and [`get`].
@@ -73,23 +81,122 @@ pub fn get(id: DialectId) -> &'static dyn Dialect {
     }
 }
 
-/// What a request asks of a front dialect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operation {
-    /// Attach a file. `case_id` when the path carries it; `space` for Kibana's `/s/{space}`.
-    Upload {
-        case_id: Option<String>,
-        space: Option<String>,
-    },
+/// What a request asks for, whatever the dialect (SPEC sections 1 and 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Attach a file.
+    Upload,
     /// Case IQ's OAuth2 token endpoint (served by casegate itself).
     Token,
+    /// List a case's files (Kibana: the case with its files).
+    List,
+    /// One file's record.
+    Get,
+    /// One file's name, type, size and hashes (Tines `info`).
+    Info,
+    /// A file's bytes.
+    Download,
+    /// Remove a file.
+    Delete,
+    /// A case's user comments (Kibana `comments/_find`).
+    Comments,
 }
 
-impl Operation {
-    /// The method the operation is served on.
-    pub fn method(&self) -> Method {
-        Method::POST
+impl Op {
+    /// The name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Upload => "upload",
+            Op::Token => "token",
+            Op::List => "list",
+            Op::Get => "get",
+            Op::Info => "info",
+            Op::Download => "download",
+            Op::Delete => "delete",
+            Op::Comments => "comments",
+        }
     }
+}
+
+/// A recognized request: the operation and what its path named. Ids are as the client
+/// gave them (percent-decoded), in the front's form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    pub case_id: Option<String>,
+    /// The file's front id (Kibana: the comment id for record and delete, the file id
+    /// for downloads).
+    pub file_id: Option<String>,
+    /// Kibana's `/s/{space}`.
+    pub space: Option<String>,
+    /// Kibana blob paths: the owner in `{owner}FilesCases`.
+    pub owner: Option<String>,
+}
+
+impl Request {
+    pub fn new(op: Op) -> Self {
+        Request {
+            op,
+            case_id: None,
+            file_id: None,
+            space: None,
+            owner: None,
+        }
+    }
+
+    pub fn case(mut self, id: &str) -> Self {
+        self.case_id = Some(id.to_string());
+        self
+    }
+
+    pub fn file(mut self, id: &str) -> Self {
+        self.file_id = Some(id.to_string());
+        self
+    }
+}
+
+/// What a front makes of a method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// One of its operations.
+    Op(Request),
+    /// One of its operation paths, but not with this method; the methods it takes.
+    Method(&'static str),
+    /// Not an operation path.
+    None,
+}
+
+/// Picks the operation for `method` among those a path serves.
+pub fn by_method(method: &Method, ops: &[(Method, Op)], make: impl Fn(Op) -> Request) -> Match {
+    match ops.iter().find(|(m, _)| m == method) {
+        Some((_, op)) => Match::Op(make(*op)),
+        None => Match::Method(allow_header(ops)),
+    }
+}
+
+/// The `Allow` value of a set of operations (static strings for the few combinations).
+fn allow_header(ops: &[(Method, Op)]) -> &'static str {
+    let has = |m: Method| ops.iter().any(|(x, _)| *x == m);
+    match (has(Method::GET), has(Method::POST), has(Method::DELETE)) {
+        (true, true, true) => "GET, POST, DELETE",
+        (true, true, false) => "GET, POST",
+        (true, false, true) => "GET, DELETE",
+        (false, true, true) => "POST, DELETE",
+        (true, false, false) => "GET",
+        (false, false, true) => "DELETE",
+        _ => "POST",
+    }
+}
+
+/// The form of a dialect's ids (SPEC 7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// Thalamus, Tines.
+    Integer,
+    /// Case IQ.
+    Uuid,
+    /// Kibana: any string.
+    Text,
 }
 
 /// What a route knows to check its clients: the accepted credentials, and the key that
@@ -119,15 +226,26 @@ pub enum AuthKind {
     Basic,
 }
 
+/// A route's dialect-specific upstream keys (Kibana's `space` and `owner`), as routes.toml
+/// gave them; the back dialect names the keys it takes ([`Dialect::upstream_keys`]).
+pub type UpstreamOptions = std::collections::BTreeMap<String, String>;
+
 /// The upstream side of a route, as a back dialect needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct BackCtx<'a> {
-    /// The upstream's base URL without trailing slash (for download links).
+    /// The upstream's base URL without trailing slash.
     pub base_url: &'a str,
-    /// Kibana space (route's, else the client's).
-    pub space: Option<&'a str>,
-    /// Kibana owner from the route.
-    pub owner: Option<&'a str>,
+    /// The route's dialect-specific upstream keys.
+    pub options: &'a UpstreamOptions,
+    /// The scope the client's path named (Kibana's `/s/{space}`), for backs with scopes.
+    pub client_space: Option<&'a str>,
+}
+
+impl BackCtx<'_> {
+    /// A dialect-specific upstream key.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
 }
 
 /// The body of an outbound upload, produced around the file's bytes.
@@ -150,12 +268,51 @@ pub struct Outbound {
     pub body: Box<dyn BodyEncoder>,
 }
 
-/// A small JSON request (the second call that carries a comment).
+/// A request to an upstream other than the upload, minus credentials (added by
+/// [`crate::upstream::Upstream`]).
 #[derive(Debug, Clone)]
-pub struct JsonCall {
+pub struct Call {
+    pub method: Method,
+    /// Path and query, appended to the upstream's base URL.
     pub path: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: serde_json::Value,
+    /// A JSON body (the second call that carries a comment).
+    pub body: Option<serde_json::Value>,
+}
+
+impl Call {
+    pub fn get(path: String) -> Self {
+        Call {
+            method: Method::GET,
+            path,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn delete(path: String) -> Self {
+        Call {
+            method: Method::DELETE,
+            ..Call::get(path)
+        }
+    }
+
+    pub fn post_json(path: String, body: serde_json::Value) -> Self {
+        Call {
+            method: Method::POST,
+            path,
+            headers: vec![wire::json_content_type()],
+            body: Some(body),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+        self
+    }
 }
 
 /// How an upstream's 2xx answer to an upload reads.
@@ -173,24 +330,48 @@ pub enum Answer {
 pub type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// One API, both as a front (served to clients) and as a back (spoken to upstreams).
+/// The default methods are what a dialect without that operation does.
 pub trait Dialect: Send + Sync + 'static {
     fn id(&self) -> DialectId;
 
+    /// The form of this dialect's file ids.
+    fn id_kind(&self) -> IdKind;
+
     // ---- front ----
 
-    /// What `path` (the route prefix already removed, no query) asks for, if it is one of
-    /// this dialect's paths.
-    fn recognize(&self, path: &str) -> Option<Operation>;
+    /// What `method` on `path` (the route prefix already removed, no query) asks for.
+    fn recognize(&self, method: &Method, path: &str) -> Match;
+
+    /// Whether `path` is in this dialect's namespace (`/api/v2/...` for Tines), so that a
+    /// path that is none of its operations is answered in its error form (or passed
+    /// through on a passthrough route).
+    fn owns(&self, path: &str) -> bool;
 
     /// Checks the client's credential; called only on routes with `client_tokens`.
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error>;
+
+    /// Checks what every request of an operation must carry besides credentials
+    /// (Kibana's `kbn-xsrf` on every POST and DELETE).
+    fn preflight(&self, _parts: &Parts, _req: &Request) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The page a list asks for (query parameters), with the dialect's defaults and caps.
+    fn page(&self, _req: &Request, _parts: &Parts) -> Result<Page, Error> {
+        Ok(Page::ALL)
+    }
+
+    /// The case a list names when its path does not (Case IQ's `objectId` query).
+    fn list_case(&self, _parts: &Parts) -> Result<String, Error> {
+        Err(Error::not_found("Not Found"))
+    }
 
     /// Starts reading an upload: checks the headers and returns the path's fields with
     /// the stream of the body's fields and file bytes.
     fn read_upload(
         &self,
         parts: &Parts,
-        op: &Operation,
+        req: &Request,
         body: BodyStream,
         limits: &Limits,
     ) -> Result<Inbound, Error>;
@@ -207,22 +388,78 @@ pub trait Dialect: Send + Sync + 'static {
     /// The name this dialect's clients give a canonical field (for `Casegate-Dropped`).
     fn field_name(&self, kind: Kind) -> &'static str;
 
-    fn render_success(&self, outcome: &Outcome<'_>) -> Response<Body>;
+    /// The front's own download URL of a file (Tines `file.url`, Thalamus `url`), through
+    /// casegate; `None` for dialects whose answers carry no links.
+    fn link(&self, _links: &Links, _case_id: &str, _file_id: &str) -> Option<String> {
+        None
+    }
+
+    /// Whether the upload's answer lists every file of the case (Thalamus): casegate then
+    /// fills [`Outcome::case_files`] from its ledger.
+    fn upload_lists_case(&self) -> bool {
+        false
+    }
+
+    fn render_upload(&self, outcome: &Outcome) -> Response<Body>;
+
+    fn render_list(&self, _listing: &Listing) -> Response<Body> {
+        respond(self.as_dyn(), &Error::not_found("Not Found"))
+    }
+
+    fn render_record(&self, _file: &FileView) -> Response<Body> {
+        respond(self.as_dyn(), &Error::not_found("Not Found"))
+    }
+
+    /// Tines `info`: name, type, size and hashes.
+    fn render_info(&self, file: &FileView) -> Response<Body> {
+        self.render_record(file)
+    }
+
+    /// A delete's answer: `deleted` is false when the upstream or the ledger does not
+    /// know the file on that case (404, except for Thalamus, which answers `false`).
+    fn render_deleted(&self, deleted: bool) -> Response<Body> {
+        if !deleted {
+            return respond(self.as_dyn(), &Error::not_found("The file is not known."));
+        }
+        let mut resp = Response::new(crate::error::full(Bytes::new()));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp
+    }
+
+    fn render_comments(&self, _page: &CommentsPage) -> Response<Body> {
+        respond(self.as_dyn(), &Error::not_found("Not Found"))
+    }
+
+    /// Whether a download of `content_type` is shown `inline` (Tines shows images inline).
+    fn inline(&self, _content_type: &str) -> bool {
+        false
+    }
 
     /// The dialect's error form for `err` (headers common to all are added by
-    /// [`crate::error::respond`]).
+    /// [`respond`]).
     fn render_error(&self, err: &Error) -> Response<Body>;
 
-    /// Serves an operation other than an upload (Case IQ's token endpoint).
-    fn serve_other(
+    /// Serves an operation casegate answers itself (Case IQ's token endpoint).
+    fn serve_own(
         &self,
-        _op: Operation,
+        _req: Request,
         _parts: Parts,
         _body: BodyStream,
         _auth: FrontAuth,
     ) -> Reply {
-        let resp = crate::error::respond(self.as_dyn(), &Error::not_found("Not Found"));
+        let resp = respond(self.as_dyn(), &Error::not_found("Not Found"));
         Box::pin(async move { resp })
+    }
+
+    /// Removes the client's credential from a request passed through unchanged otherwise
+    /// (headers here; [`Dialect::credential_query_keys`] for the query).
+    fn strip_credentials(&self, parts: &mut Parts) {
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
+
+    /// Query parameters that carry the client's credential (Thalamus `token`).
+    fn credential_query_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// `self` as a trait object (for default methods).
@@ -239,11 +476,27 @@ pub trait Dialect: Send + Sync + 'static {
     /// The credential kinds an upstream of this dialect accepts.
     fn auth_kinds(&self) -> &'static [AuthKind];
 
+    /// Dialect-specific keys of `[routes.upstream]` this back takes.
+    fn upstream_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Builds the upload request from what is known when the file starts.
     fn build_upload(&self, meta: &UploadMeta, ctx: &BackCtx<'_>) -> Result<Outbound, Error>;
 
     /// Reads a 2xx answer to an upload.
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, ctx: &BackCtx<'_>) -> Answer;
+
+    /// True when a 2xx answer is the dialect's logical failure (Thalamus `FAILED`).
+    fn failed_answer(&self, _body: &[u8]) -> bool {
+        false
+    }
+
+    /// Whether the back answers logical failures with a 2xx and a short body (Thalamus),
+    /// so a short download is read before it is passed on.
+    fn fails_with_200(&self) -> bool {
+        false
+    }
 
     /// The message in an upstream error body, if it has one.
     fn error_message(&self, body: &[u8]) -> Option<String>;
@@ -255,7 +508,7 @@ pub trait Dialect: Send + Sync + 'static {
         _meta: &UploadMeta,
         _result: &UploadResult,
         _ctx: &BackCtx<'_>,
-    ) -> Option<JsonCall> {
+    ) -> Option<Call> {
         None
     }
 
@@ -264,6 +517,76 @@ pub trait Dialect: Send + Sync + 'static {
     fn read_comment_answer(&self, _body: &[u8], _result: &mut UploadResult) -> bool {
         true
     }
+
+    /// Whether an operation on one file needs the back's case id (Tines paths carry it).
+    fn needs_case(&self, _op: Op) -> bool {
+        false
+    }
+
+    /// The call listing a case's files; `None`: the back cannot list one case's files
+    /// (casegate lists from its ledger).
+    fn list_call(&self, _case_id: &str, _page: Page, _ctx: &BackCtx<'_>) -> Option<Call> {
+        None
+    }
+
+    /// Reads a 2xx answer to [`Dialect::list_call`].
+    fn read_list(&self, _body: &[u8], _ctx: &BackCtx<'_>) -> Result<Listed, String> {
+        Err("this upstream does not list".into())
+    }
+
+    /// The call fetching one file's record; `None`: the back has none (the ledger
+    /// answers).
+    fn record_call(&self, _file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        None
+    }
+
+    /// Reads a 2xx answer to [`Dialect::record_call`].
+    fn read_record(&self, _body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
+        Err("this upstream has no records".into())
+    }
+
+    /// The call fetching name, type, size and hashes (Tines `info`); `None`: casegate
+    /// computes the hashes itself.
+    fn info_call(&self, _file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        None
+    }
+
+    fn read_info(&self, _body: &[u8]) -> Result<Attachment, String> {
+        Err("this upstream has no info".into())
+    }
+
+    /// The call streaming a file's bytes.
+    fn download_call(&self, file: &FileRef, ctx: &BackCtx<'_>) -> Call;
+
+    /// Whether the back answers a `Range` request with 206.
+    fn honours_range(&self) -> bool {
+        false
+    }
+
+    /// The call deleting a file; `None`: the back cannot delete (405, nothing sent).
+    fn delete_call(&self, _file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        None
+    }
+
+    /// Whether a 2xx answer to a delete says the file was deleted (Thalamus `false` when
+    /// it did not know it).
+    fn read_deleted(&self, _body: &[u8]) -> bool {
+        true
+    }
+
+    /// The call listing a case's user comments (Kibana); `None`: the page is empty.
+    fn comments_call(&self, _case_id: &str, _page: Page, _ctx: &BackCtx<'_>) -> Option<Call> {
+        None
+    }
+}
+
+/// Whether a route needs front ids of its own for files (SPEC 7.3): where the back's id
+/// does not fit the front's form, `Some(form)` of the ids to give.
+pub fn id_mapping(front: &dyn Dialect, back: &dyn Dialect) -> Option<IdKind> {
+    let fits = front.id() == back.id()
+        || front.id_kind() == IdKind::Text
+        || (front.id_kind() == IdKind::Integer && back.id_kind() == IdKind::Integer);
+    (!fits).then_some(front.id_kind())
 }
 
 /// The status and message an upstream's non-2xx answer becomes (SPEC section 4).
@@ -275,238 +598,17 @@ pub fn upstream_error(back: &dyn Dialect, status: StatusCode, body: &[u8]) -> Er
     }
 }
 
-/// Shared pieces of the dialects' wire formats.
-pub mod wire {
-    use super::*;
-
-    /// `application/json` as a header pair.
-    pub fn json_content_type() -> (HeaderName, HeaderValue) {
-        (
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
+/// Renders `err` in the front dialect's error form, with `Casegate-Error` (and `Allow`
+/// for 405): the one place an error becomes a response.
+pub fn respond(front: &dyn Dialect, err: &Error) -> Response<Body> {
+    let mut resp = front.render_error(err);
+    resp.headers_mut().insert(
+        "casegate-error",
+        HeaderValue::from_static(err.code.as_str()),
+    );
+    if let Some(allow) = err.allow {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
-
-    /// The request's content type essence, lower-cased (`multipart/form-data`).
-    pub fn content_type_essence(parts: &Parts) -> Option<String> {
-        let ct = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)?
-            .to_str()
-            .ok()?;
-        Some(
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase(),
-        )
-    }
-
-    /// The raw content type header, for multipart boundary extraction.
-    pub fn content_type(parts: &Parts) -> Option<&str> {
-        parts.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()
-    }
-
-    /// Requires `multipart/form-data` with a boundary; 415 otherwise.
-    pub fn multipart_boundary(parts: &Parts) -> Result<String, Error> {
-        let ct = content_type(parts).unwrap_or("");
-        if content_type_essence(parts).as_deref() != Some("multipart/form-data") {
-            return Err(Error::unsupported_media_type(
-                "The request must be sent as multipart/form-data.",
-            ));
-        }
-        multer::parse_boundary(ct)
-            .map_err(|_| Error::bad_request("The multipart/form-data boundary is missing."))
-    }
-
-    /// A header value, or `None` when absent or not visible ASCII.
-    pub fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-        parts.headers.get(name)?.to_str().ok()
-    }
-
-    /// The token after `scheme ` in the Authorization header (scheme case-insensitive).
-    pub fn authorization<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
-        let v = header(parts, "authorization")?;
-        let (s, rest) = v.split_once(' ')?;
-        s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
-    }
-
-    /// A query parameter, percent-decoded.
-    pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
-        let q = parts.uri.query()?;
-        q.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k)? == name)
-                .then(|| percent_decode(v))
-                .flatten()
-        })
-    }
-
-    /// Decodes `%XX` and `+` (form encoding); `None` if not valid UTF-8 afterwards.
-    pub fn percent_decode(s: &str) -> Option<String> {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'%' => {
-                    let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                    out.push(u8::from_str_radix(h, 16).ok()?);
-                    i += 3;
-                }
-                b'+' => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                c => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8(out).ok()
-    }
-
-    /// Percent-encodes one URL path segment.
-    pub fn encode_segment(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
-
-    /// Splits a path into its segments, percent-decoded; `None` if a segment does not
-    /// decode to UTF-8 or holds a `/`.
-    pub fn segments(path: &str) -> Option<Vec<String>> {
-        let trimmed = path.strip_prefix('/')?;
-        trimmed
-            .split('/')
-            .map(|s| {
-                let d = percent_decode_path(s)?;
-                (!d.contains('/')).then_some(d)
-            })
-            .collect()
-    }
-
-    /// Decodes `%XX` only (`+` stays `+` in paths).
-    fn percent_decode_path(s: &str) -> Option<String> {
-        if !s.contains('%') {
-            return Some(s.to_string());
-        }
-        percent_decode(&s.replace('+', "%2B"))
-    }
-
-    /// The Kibana-style `/s/{space}` prefix split off a path.
-    pub fn split_space(path: &str) -> (Option<String>, &str) {
-        if let Some(rest) = path.strip_prefix("/s/") {
-            if let Some(i) = rest.find('/') {
-                if let Some(space) = percent_decode_path(&rest[..i]) {
-                    if !space.is_empty() {
-                        return (Some(space), &rest[i..]);
-                    }
-                }
-            }
-        }
-        (None, path)
-    }
-
-    /// A multipart upload body: text fields, the file part, and fields that may only be
-    /// known after the file (sent after it).
-    pub struct MultipartBody {
-        writer: crate::codec::multipart::Writer,
-        head: Bytes,
-        head_len: u64,
-        late: LateFields,
-    }
-
-    /// Fields to send after the file part, from what arrived late.
-    pub type LateFields = Box<dyn Fn(&UploadMeta) -> Vec<(&'static str, String)> + Send>;
-
-    impl MultipartBody {
-        /// `fields` go before the file part, `late` after it. Returns the encoder and
-        /// the request's Content-Type header value.
-        pub fn new(
-            fields: &[(&str, &str)],
-            file_field: &str,
-            filename: &str,
-            content_type: &str,
-            late: LateFields,
-        ) -> (Self, HeaderValue) {
-            let writer = crate::codec::multipart::Writer::new();
-            let mut head = bytes::BytesMut::new();
-            for (name, value) in fields {
-                writer.text(&mut head, name, value);
-            }
-            writer.file_start(&mut head, file_field, filename, content_type);
-            let ct = HeaderValue::from_str(&writer.content_type())
-                .unwrap_or_else(|_| HeaderValue::from_static("multipart/form-data"));
-            let head = head.freeze();
-            let head_len = head.len() as u64;
-            (
-                MultipartBody {
-                    writer,
-                    head,
-                    head_len,
-                    late,
-                },
-                ct,
-            )
-        }
-    }
-
-    impl BodyEncoder for MultipartBody {
-        fn head(&mut self) -> Bytes {
-            std::mem::take(&mut self.head)
-        }
-
-        fn data(&mut self, chunk: Bytes) -> Bytes {
-            chunk
-        }
-
-        fn tail(&mut self, late: &UploadMeta) -> Bytes {
-            let mut out = bytes::BytesMut::new();
-            self.writer.file_end(&mut out);
-            for (name, value) in (self.late)(late) {
-                self.writer.text(&mut out, name, &value);
-            }
-            self.writer.close(&mut out);
-            out.freeze()
-        }
-
-        fn len(&self, file_len: u64) -> u64 {
-            let mut out = bytes::BytesMut::new();
-            self.writer.file_end(&mut out);
-            for (name, value) in (self.late)(&UploadMeta::default()) {
-                self.writer.text(&mut out, name, &value);
-            }
-            self.writer.close(&mut out);
-            self.head_len + file_len + out.len() as u64
-        }
-    }
-
-    /// No late fields.
-    pub fn no_late() -> LateFields {
-        Box::new(|_| Vec::new())
-    }
-
-    /// A JSON body as a string, for error messages read out of upstream answers: at
-    /// most 500 characters, single line.
-    pub fn short_message(s: &str) -> Option<String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return None;
-        }
-        let one_line: String = s
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(500)
-            .collect();
-        Some(one_line)
-    }
+    resp
 }

@@ -2,21 +2,26 @@
 //! part; credentials as `touchpoint` + `token` (query or `Thalamus-*` headers). Its answer
 //! lists every attachment of the case under the misspelt key `attachements`; every
 //! failure is the text `FAILED`, for logical failures even with status 200. Comments go
-//! to the case's notes by a second call.
+//! to the case's notes by a second call. Files are downloaded by id alone
+//! (`GET /api/v4/cases/files/{id}`) and deleted under their case (200 `true`/`false`);
+//! Thalamus has no list, record or info of its own, so casegate answers those from its
+//! ledger.
 
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::wire::{self, MultipartBody};
+use super::wire::{self, encode_segment as seg, MultipartBody};
 use super::{
-    Answer, AuthKind, BackCtx, Dialect, DialectId, FrontAuth, JsonCall, Operation, Outbound,
+    by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
+    Outbound, Request,
 };
-use crate::error::{text_response, Body, Error, Side};
+use crate::error::{json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_json, id_text, Attachment, Kind, Kinds, Outcome, Person, UploadMeta, UploadResult,
+    id_json, id_text, Attachment, FileRef, Kind, Kinds, Links, Outcome, Person, UploadMeta,
+    UploadResult,
 };
 
 pub struct Thalamus;
@@ -28,21 +33,42 @@ impl Dialect for Thalamus {
         DialectId::Thalamus
     }
 
+    fn id_kind(&self) -> IdKind {
+        IdKind::Integer
+    }
+
     fn as_dyn(&self) -> &dyn Dialect {
         self
     }
 
-    fn recognize(&self, path: &str) -> Option<Operation> {
-        let segs = wire::segments(path)?;
-        match segs.as_slice() {
-            [a, v, c, id, f] if a == "api" && v == "v4" && c == "cases" && f == "files" => {
-                Some(Operation::Upload {
-                    case_id: Some(id.clone()),
-                    space: None,
+    fn recognize(&self, method: &Method, path: &str) -> Match {
+        let Some(segs) = wire::segments(path) else {
+            return Match::None;
+        };
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match s.as_slice() {
+            // `/api/v4/cases/files/files` is both paths: the method decides.
+            ["api", "v4", "cases", "files", id] if *id != "files" || method == Method::GET => {
+                by_method(method, &[(Method::GET, Op::Download)], |op| {
+                    Request::new(op).file(id)
                 })
             }
-            _ => None,
+            ["api", "v4", "cases", case, "files"] => {
+                by_method(method, &[(Method::POST, Op::Upload)], |op| {
+                    Request::new(op).case(case)
+                })
+            }
+            ["api", "v4", "cases", case, "files", id] => {
+                by_method(method, &[(Method::DELETE, Op::Delete)], |op| {
+                    Request::new(op).case(case).file(id)
+                })
+            }
+            _ => Match::None,
         }
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        path == "/api/v4" || path.starts_with("/api/v4/")
     }
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
@@ -63,21 +89,18 @@ impl Dialect for Thalamus {
     fn read_upload(
         &self,
         parts: &Parts,
-        op: &Operation,
+        req: &Request,
         body: BodyStream,
         limits: &Limits,
     ) -> Result<Inbound, Error> {
         let boundary = wire::multipart_boundary(parts)?;
-        let Operation::Upload { case_id, .. } = op else {
-            return Err(Error::not_found("Not Found"));
-        };
         let spec = FormSpec {
             file_field: "file",
             file_last: false,
             map: |_, _| Ok(None),
         };
         Ok(Inbound {
-            meta: UploadMeta::from_path(case_id.clone(), None),
+            meta: UploadMeta::from_path(req.case_id.clone(), None),
             events: inbound::multipart(body, boundary, spec, limits),
         })
     }
@@ -99,26 +122,25 @@ impl Dialect for Thalamus {
         }
     }
 
-    fn render_success(&self, o: &Outcome<'_>) -> Response<Body> {
-        let who = o.result.uploader.clone().unwrap_or_default();
+    fn link(&self, links: &Links, _case_id: &str, file_id: &str) -> Option<String> {
+        Some(links.url(&format!("/api/v4/cases/files/{}", seg(file_id))))
+    }
+
+    fn upload_lists_case(&self) -> bool {
+        true
+    }
+
+    fn render_upload(&self, o: &Outcome) -> Response<Body> {
+        let who = o.file.uploader.clone().unwrap_or_default();
         let first = who
             .first_name
             .or(who.full_name)
             .or(who.username)
             .unwrap_or_default();
-        let mut listed: Vec<Attachment> = o.result.attachments.clone();
-        let new = &o.result.attachment;
-        if new.id.is_none() || !listed.iter().any(|a| a.id == new.id) {
-            listed.push(new.clone());
-        }
-        let list: Vec<Value> = listed
+        let list: Vec<Value> = o
+            .case_files
             .iter()
-            .map(|a| {
-                json!({
-                    "id": a.id.as_deref().map(id_json).unwrap_or(Value::Null),
-                    "url": a.url.clone().unwrap_or_default(),
-                })
-            })
+            .map(|f| json!({"id": id_json(&f.id), "url": f.link.clone().unwrap_or_default()}))
             .collect();
         let body = json!({
             "context": {"simpleProfile": {
@@ -128,7 +150,11 @@ impl Dialect for Thalamus {
             }},
             "attachments": {"attachements": list},
         });
-        crate::error::json_response(StatusCode::OK, &body)
+        json_response(StatusCode::OK, &body)
+    }
+
+    fn render_deleted(&self, deleted: bool) -> Response<Body> {
+        json_response(StatusCode::OK, &Value::Bool(deleted))
     }
 
     fn render_error(&self, err: &Error) -> Response<Body> {
@@ -138,6 +164,15 @@ impl Dialect for Thalamus {
             Side::Client | Side::Internal => err.status,
         };
         text_response(status, FAILED)
+    }
+
+    fn strip_credentials(&self, parts: &mut Parts) {
+        parts.headers.remove("thalamus-token");
+        parts.headers.remove("thalamus-touchpoint");
+    }
+
+    fn credential_query_keys(&self) -> &'static [&'static str] {
+        &["token", "touchpoint"]
     }
 
     fn carries(&self) -> Kinds {
@@ -158,14 +193,14 @@ impl Dialect for Thalamus {
         let (enc, ct) =
             MultipartBody::new(&[], "file", name, &meta.content_type(), wire::no_late());
         Ok(Outbound {
-            path: format!("/api/v4/cases/{}/files", wire::encode_segment(case)),
+            path: format!("/api/v4/cases/{}/files", seg(case)),
             headers: vec![(http::header::CONTENT_TYPE, ct)],
             body: Box::new(enc),
         })
     }
 
     fn read_stored(&self, body: &[u8], _meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
-        if String::from_utf8_lossy(body).trim() == FAILED {
+        if self.failed_answer(body) {
             return Answer::Failed(Error::upstream_failed("The case system answered FAILED."));
         }
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
@@ -216,6 +251,14 @@ impl Dialect for Thalamus {
         }))
     }
 
+    fn failed_answer(&self, body: &[u8]) -> bool {
+        body.trim_ascii() == FAILED.as_bytes()
+    }
+
+    fn fails_with_200(&self) -> bool {
+        true
+    }
+
     fn error_message(&self, _body: &[u8]) -> Option<String> {
         None
     }
@@ -226,17 +269,36 @@ impl Dialect for Thalamus {
         meta: &UploadMeta,
         _result: &UploadResult,
         _ctx: &BackCtx<'_>,
-    ) -> Option<JsonCall> {
+    ) -> Option<Call> {
         let case = meta.case_id.as_deref()?;
-        Some(JsonCall {
-            path: format!("/api/v4/cases/{}/notes", wire::encode_segment(case)),
-            headers: vec![wire::json_content_type()],
-            body: json!({ "description": comment }),
-        })
+        Some(Call::post_json(
+            format!("/api/v4/cases/{}/notes", seg(case)),
+            json!({ "description": comment }),
+        ))
     }
 
     fn read_comment_answer(&self, body: &[u8], _result: &mut UploadResult) -> bool {
-        String::from_utf8_lossy(body).trim() != FAILED
+        !self.failed_answer(body)
+    }
+
+    fn needs_case(&self, op: Op) -> bool {
+        op == Op::Delete
+    }
+
+    fn download_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Call {
+        Call::get(format!("/api/v4/cases/files/{}", seg(&file.id)))
+    }
+
+    fn delete_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::delete(format!(
+            "/api/v4/cases/{}/files/{}",
+            seg(file.case_id.as_deref().unwrap_or_default()),
+            seg(&file.id)
+        )))
+    }
+
+    fn read_deleted(&self, body: &[u8]) -> bool {
+        body.trim_ascii() == b"true"
     }
 }
 
@@ -257,10 +319,12 @@ mod tests {
     use super::*;
 
     fn ctx() -> BackCtx<'static> {
+        static OPTIONS: std::sync::LazyLock<super::super::UpstreamOptions> =
+            std::sync::LazyLock::new(Default::default);
         BackCtx {
             base_url: "http://t",
-            space: None,
-            owner: None,
+            options: &OPTIONS,
+            client_space: None,
         }
     }
 
@@ -292,15 +356,41 @@ mod tests {
     }
 
     #[test]
-    fn recognizes_its_path_only() {
+    fn recognizes_its_paths_and_methods() {
+        let post = Method::POST;
         assert_eq!(
-            Thalamus.recognize("/api/v4/cases/17/files"),
-            Some(Operation::Upload {
-                case_id: Some("17".into()),
-                space: None
-            })
+            Thalamus.recognize(&post, "/api/v4/cases/17/files"),
+            Match::Op(Request::new(Op::Upload).case("17"))
         );
-        assert_eq!(Thalamus.recognize("/api/v4/cases/17/files/x"), None);
-        assert_eq!(Thalamus.recognize("/api/v2/cases/17/files"), None);
+        assert_eq!(
+            Thalamus.recognize(&Method::GET, "/api/v4/cases/17/files"),
+            Match::Method("POST")
+        );
+        assert_eq!(
+            Thalamus.recognize(&Method::GET, "/api/v4/cases/files/9"),
+            Match::Op(Request::new(Op::Download).file("9"))
+        );
+        assert_eq!(
+            Thalamus.recognize(&Method::DELETE, "/api/v4/cases/17/files/9"),
+            Match::Op(Request::new(Op::Delete).case("17").file("9"))
+        );
+        assert_eq!(
+            Thalamus.recognize(&Method::GET, "/api/v4/cases/17/files/9"),
+            Match::Method("DELETE")
+        );
+        assert_eq!(
+            Thalamus.recognize(&Method::GET, "/api/v4/cases/files/files"),
+            Match::Op(Request::new(Op::Download).file("files"))
+        );
+        assert_eq!(
+            Thalamus.recognize(&post, "/api/v4/cases/files/files"),
+            Match::Op(Request::new(Op::Upload).case("files"))
+        );
+        assert_eq!(
+            Thalamus.recognize(&post, "/api/v2/cases/17/files"),
+            Match::None
+        );
+        assert!(Thalamus.owns("/api/v4/cases/17/notes"));
+        assert!(!Thalamus.owns("/api/v2/cases"));
     }
 }

@@ -1,16 +1,19 @@
 //! Tines v2: `POST /api/v2/cases/{case_id}/files` with a JSON body carrying the file as
 //! base64 (`file_contents`) beside `filename`, `value` (a comment), `author_email` and
 //! `team_case_block_id`. Real clients send absent fields as `null`. The answer is the
-//! activity record; errors are `{"errors":[{"message": M}]}`.
+//! activity record, which is also what `GET .../files/{id}` answers; lists page with
+//! `per_page`/`page` and Tines' `meta` block; `info` gives name, type, size and hashes;
+//! downloads honour `Range`. Errors are `{"errors":[{"message": M}]}`.
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::wire;
+use super::wire::{self, encode_segment as seg};
 use super::{
-    Answer, AuthKind, BackCtx, BodyEncoder, Dialect, DialectId, FrontAuth, Operation, Outbound,
+    by_method, Answer, AuthKind, BackCtx, BodyEncoder, Call, Dialect, DialectId, FrontAuth, IdKind,
+    Match, Op, Outbound, Request,
 };
 use crate::codec::b64;
 use crate::codec::json_scan::Scalar;
@@ -18,34 +21,62 @@ use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, Inbound, JsonSpec, Limits, Mapped};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_json, id_text, now_rfc3339_seconds, Attachment, Field, Kind, Kinds, Outcome, Person,
-    UploadMeta, UploadResult,
+    id_json, id_text, now_rfc3339_seconds, Attachment, Field, FileRef, FileView, Kind, Kinds,
+    Links, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
 };
 
 pub struct Tines;
 
 const FILE_KEY: &str = "file_contents";
+/// Tines' page size: 20 unless asked, at most 500.
+const DEFAULT_PER_PAGE: u64 = 20;
+const MAX_PER_PAGE: u64 = 500;
 
 impl Dialect for Tines {
     fn id(&self) -> DialectId {
         DialectId::Tines
     }
 
+    fn id_kind(&self) -> IdKind {
+        IdKind::Integer
+    }
+
     fn as_dyn(&self) -> &dyn Dialect {
         self
     }
 
-    fn recognize(&self, path: &str) -> Option<Operation> {
-        let segs = wire::segments(path)?;
-        match segs.as_slice() {
-            [a, v, c, id, f] if a == "api" && v == "v2" && c == "cases" && f == "files" => {
-                Some(Operation::Upload {
-                    case_id: Some(id.clone()),
-                    space: None,
+    fn recognize(&self, method: &Method, path: &str) -> Match {
+        let Some(segs) = wire::segments(path) else {
+            return Match::None;
+        };
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match s.as_slice() {
+            ["api", "v2", "cases", case, "files"] => by_method(
+                method,
+                &[(Method::GET, Op::List), (Method::POST, Op::Upload)],
+                |op| Request::new(op).case(case),
+            ),
+            ["api", "v2", "cases", case, "files", id] => by_method(
+                method,
+                &[(Method::GET, Op::Get), (Method::DELETE, Op::Delete)],
+                |op| Request::new(op).case(case).file(id),
+            ),
+            ["api", "v2", "cases", case, "files", id, "info"] => {
+                by_method(method, &[(Method::GET, Op::Info)], |op| {
+                    Request::new(op).case(case).file(id)
                 })
             }
-            _ => None,
+            ["api", "v2", "cases", case, "files", id, "download"] => {
+                by_method(method, &[(Method::GET, Op::Download)], |op| {
+                    Request::new(op).case(case).file(id)
+                })
+            }
+            _ => Match::None,
         }
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        path == "/api/v2" || path.starts_with("/api/v2/")
     }
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
@@ -57,27 +88,33 @@ impl Dialect for Tines {
         }
     }
 
+    fn page(&self, _req: &Request, parts: &Parts) -> Result<Page, Error> {
+        let size = wire::query_number(parts, "per_page")?.unwrap_or(DEFAULT_PER_PAGE);
+        let number = wire::query_number(parts, "page")?.unwrap_or(1);
+        Ok(Page {
+            number,
+            size: size.min(MAX_PER_PAGE),
+        })
+    }
+
     fn read_upload(
         &self,
         parts: &Parts,
-        op: &Operation,
+        req: &Request,
         body: BodyStream,
         limits: &Limits,
     ) -> Result<Inbound, Error> {
-        if wire::content_type_essence(parts).as_deref() != Some("application/json") {
+        if !wire::has_type(parts, "application/json") {
             return Err(Error::unsupported_media_type(
                 "The request must be sent as application/json.",
             ));
         }
-        let Operation::Upload { case_id, .. } = op else {
-            return Err(Error::not_found("Not Found"));
-        };
         let spec = JsonSpec {
             file_key: FILE_KEY,
             map: map_field,
         };
         Ok(Inbound {
-            meta: UploadMeta::from_path(case_id.clone(), None),
+            meta: UploadMeta::from_path(req.case_id.clone(), None),
             events: inbound::json(body, spec, limits),
         })
     }
@@ -108,46 +145,76 @@ impl Dialect for Tines {
         }
     }
 
-    fn render_success(&self, o: &Outcome<'_>) -> Response<Body> {
-        let r = o.result;
-        let a = &r.attachment;
-        let who = r.uploader.clone().unwrap_or_default();
-        let text = |s: Option<String>| s.map(Value::from).unwrap_or(Value::Null);
-        let case_id = r
-            .case_id
-            .as_deref()
-            .or(o.meta.case_id.as_deref())
-            .unwrap_or_default();
-        let name = a
-            .name
-            .as_deref()
-            .or(o.meta.file_name.as_deref())
-            .unwrap_or_default();
-        let comment = o.meta.comment.as_deref().filter(|_| o.comment_stored);
-        let mut body = json!({
-            "case_id": id_json(case_id),
-            "id": a.id.as_deref().map(id_json).unwrap_or(Value::Null),
-            "activity_type": if comment.is_some() { "FILE_ATTACHED_AND_COMMENTED" } else { "FILE_ATTACHED" },
-            "value": comment,
-            "created_at": a.created_at.clone().unwrap_or_else(now_rfc3339_seconds),
-            "file": {"filename": name, "url": a.url.clone().unwrap_or_default()},
-            "user": {
-                "user_id": who.id.as_deref().map(id_json).unwrap_or(Value::Null),
-                "first_name": text(who.first_name.or(who.full_name).or(who.username)),
-                "last_name": text(who.last_name),
-                "email": text(who.email),
-                "avatar_url": text(who.avatar_url),
-                "is_service_account": who.is_service_account.unwrap_or(false),
+    fn link(&self, links: &Links, case_id: &str, file_id: &str) -> Option<String> {
+        Some(links.url(&format!(
+            "/api/v2/cases/{}/files/{}/download",
+            seg(case_id),
+            seg(file_id)
+        )))
+    }
+
+    fn render_upload(&self, o: &Outcome) -> Response<Body> {
+        self.render_record(&o.file)
+    }
+
+    fn render_record(&self, f: &FileView) -> Response<Body> {
+        json_response(StatusCode::OK, &record(f))
+    }
+
+    fn render_list(&self, l: &Listing) -> Response<Body> {
+        let page_link = |n: u64| {
+            l.links.url(&format!(
+                "/api/v2/cases/{}/files?{}",
+                seg(&l.case_id),
+                wire::query(&[
+                    ("page", n.to_string()),
+                    ("per_page", l.page.size.to_string())
+                ])
+            ))
+        };
+        let pages = l.page.pages(l.total);
+        let n = l.page.number;
+        let next = (n < pages).then_some(n + 1);
+        let previous = (n > 1).then(|| (n - 1).min(pages.max(1)));
+        let body = json!({
+            "case_id": id_json(&l.case_id),
+            "files": l.files.iter().map(record).collect::<Vec<_>>(),
+            "meta": {
+                "current_page": page_link(n),
+                "previous_page": previous.map(page_link),
+                "next_page": next.map(page_link),
+                "next_page_number": next,
+                "per_page": l.page.size,
+                "pages": pages,
+                "count": l.total,
             },
         });
-        if let (Some(block), Value::Object(m)) = (r.block_id.clone(), &mut body) {
-            m.insert("block_id".into(), block);
-        }
         json_response(StatusCode::OK, &body)
+    }
+
+    fn render_info(&self, f: &FileView) -> Response<Body> {
+        let body = json!({
+            "filename": f.name,
+            "content_type": f.content_type,
+            "guid": f.guid,
+            "md5": f.md5,
+            "sha256": f.sha256,
+            "sizeinbytes": f.size,
+        });
+        json_response(StatusCode::OK, &body)
+    }
+
+    fn inline(&self, content_type: &str) -> bool {
+        content_type.starts_with("image/")
     }
 
     fn render_error(&self, err: &Error) -> Response<Body> {
         json_response(err.status, &json!({"errors": [{"message": err.message}]}))
+    }
+
+    fn strip_credentials(&self, parts: &mut Parts) {
+        parts.headers.remove(http::header::AUTHORIZATION);
+        parts.headers.remove("x-user-token");
     }
 
     fn carries(&self) -> Kinds {
@@ -175,7 +242,7 @@ impl Dialect for Tines {
         head.extend_from_slice(b"\"file_contents\":\"");
         let head = head.freeze();
         Ok(Outbound {
-            path: format!("/api/v2/cases/{}/files", wire::encode_segment(case)),
+            path: format!("/api/v2/cases/{}/files", seg(case)),
             headers: vec![wire::json_content_type()],
             body: Box::new(JsonBody {
                 head_len: head.len() as u64,
@@ -190,43 +257,20 @@ impl Dialect for Tines {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let Some(id) = v.get("id").and_then(id_text) else {
+        let Some(mut attachment) = activity(&v) else {
             return Answer::StoredUnreadable("the answer has no id".into());
         };
-        let user = v.get("user").map(|u| Person {
-            id: u.get("user_id").and_then(id_text),
-            first_name: u
-                .get("first_name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            last_name: u
-                .get("last_name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            email: u.get("email").and_then(Value::as_str).map(str::to_string),
-            avatar_url: u
-                .get("avatar_url")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            is_service_account: u.get("is_service_account").and_then(Value::as_bool),
-            ..Default::default()
-        });
-        let commented = s("/activity_type")
+        let commented = v
+            .get("activity_type")
+            .and_then(Value::as_str)
             .map(|t| t.eq_ignore_ascii_case("FILE_ATTACHED_AND_COMMENTED"))
             .unwrap_or(meta.comment.is_some());
+        let uploader = attachment.uploader.take();
         Answer::Stored(Box::new(UploadResult {
-            case_id: v.get("case_id").and_then(id_text),
-            attachment: Attachment {
-                id: Some(id),
-                name: s("/file/filename"),
-                created_at: s("/created_at"),
-                url: s("/file/url"),
-                ..Default::default()
-            },
-            uploader: user,
+            case_id: attachment.case_id.clone(),
+            attachment,
+            uploader,
             comment_stored: commented,
-            block_id: v.get("block_id").filter(|b| !b.is_null()).cloned(),
             ..Default::default()
         }))
     }
@@ -241,10 +285,137 @@ impl Dialect for Tines {
             .collect();
         wire::short_message(&msgs.join("; "))
     }
+
+    fn needs_case(&self, _op: Op) -> bool {
+        true
+    }
+
+    fn list_call(&self, case_id: &str, page: Page, _ctx: &BackCtx<'_>) -> Option<Call> {
+        let q = wire::query(&[
+            ("per_page", page.size.min(MAX_PER_PAGE).to_string()),
+            ("page", page.number.to_string()),
+        ]);
+        Some(Call::get(format!(
+            "/api/v2/cases/{}/files?{q}",
+            seg(case_id)
+        )))
+    }
+
+    fn read_list(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Listed, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|_| "the list is not JSON")?;
+        let files = v
+            .get("files")
+            .and_then(Value::as_array)
+            .ok_or("the list has no files")?;
+        Ok(Listed {
+            files: files.iter().filter_map(activity).collect(),
+            total: v.pointer("/meta/count").and_then(Value::as_u64),
+            case: None,
+            whole: false,
+        })
+    }
+
+    fn record_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::get(file_path(file, "")))
+    }
+
+    fn read_record(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|_| "the record is not JSON")?;
+        activity(&v).ok_or_else(|| "the record has no id".into())
+    }
+
+    fn info_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::get(file_path(file, "/info")))
+    }
+
+    fn read_info(&self, body: &[u8]) -> Result<Attachment, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|_| "the info is not JSON")?;
+        let t = |k: &str| wire::text(&v, k);
+        Ok(Attachment {
+            name: t("filename"),
+            content_type: t("content_type"),
+            size: v.get("sizeinbytes").and_then(Value::as_u64),
+            guid: t("guid"),
+            md5: t("md5"),
+            sha256: t("sha256"),
+            ..Default::default()
+        })
+    }
+
+    fn download_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Call {
+        Call::get(file_path(file, "/download"))
+    }
+
+    fn honours_range(&self) -> bool {
+        true
+    }
+
+    fn delete_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
+        Some(Call::delete(file_path(file, "")))
+    }
 }
 
-/// Reads one top-level field of a Tines upload. `null` (and an empty optional string)
-/// means absent.
+/// `/api/v2/cases/{case}/files/{id}{rest}`.
+fn file_path(file: &FileRef, rest: &str) -> String {
+    format!(
+        "/api/v2/cases/{}/files/{}{rest}",
+        seg(file.case_id.as_deref().unwrap_or_default()),
+        seg(&file.id)
+    )
+}
+
+/// A file record as Tines renders it: the activity of its attachment.
+fn record(f: &FileView) -> Value {
+    let who = f.uploader.clone().unwrap_or_default();
+    let text = |s: Option<String>| s.map(Value::from).unwrap_or(Value::Null);
+    let mut body = json!({
+        "case_id": id_json(&f.case_id),
+        "id": id_json(&f.id),
+        "activity_type": if f.comment.is_some() { "FILE_ATTACHED_AND_COMMENTED" } else { "FILE_ATTACHED" },
+        "value": f.comment,
+        "created_at": f.created_at.clone().unwrap_or_else(now_rfc3339_seconds),
+        "file": {"filename": f.name, "url": f.link.clone().unwrap_or_default()},
+        "user": {
+            "user_id": who.id.as_deref().map(id_json).unwrap_or(Value::Null),
+            "first_name": text(who.first_name.or(who.full_name).or(who.username)),
+            "last_name": text(who.last_name),
+            "email": text(who.email),
+            "avatar_url": text(who.avatar_url),
+            "is_service_account": who.is_service_account.unwrap_or(false),
+        },
+    });
+    if let (Some(block), Value::Object(m)) = (f.block_id.clone(), &mut body) {
+        m.insert("block_id".into(), block);
+    }
+    body
+}
+
+/// Reads an activity record (an upload's answer, a file's record, a list entry).
+fn activity(v: &Value) -> Option<Attachment> {
+    let id = v.get("id").and_then(id_text)?;
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let user = v.get("user").filter(|u| u.is_object()).map(|u| Person {
+        id: u.get("user_id").and_then(id_text),
+        first_name: wire::text(u, "first_name"),
+        last_name: wire::text(u, "last_name"),
+        email: wire::text(u, "email"),
+        avatar_url: wire::text(u, "avatar_url"),
+        is_service_account: u.get("is_service_account").and_then(Value::as_bool),
+        ..Default::default()
+    });
+    Some(Attachment {
+        id: Some(id),
+        case_id: v.get("case_id").and_then(id_text),
+        name: s("/file/filename"),
+        created_at: s("/created_at"),
+        url: s("/file/url"),
+        uploader: user,
+        comment: s("/value").filter(|c| !c.is_empty()),
+        block_id: v.get("block_id").filter(|b| !b.is_null()).cloned(),
+        ..Default::default()
+    })
+}
+
 fn map_field(key: &str, value: Scalar) -> Result<Mapped, Error> {
     let text = |kind: Kind, make: fn(String) -> Field, required: bool| match value.clone() {
         Scalar::Null => Ok(Mapped::Absent(kind)),
@@ -353,10 +524,11 @@ mod tests {
             block_id: Some("7".into()),
             ..Default::default()
         };
+        let options = Default::default();
         let ctx = BackCtx {
             base_url: "",
-            space: None,
-            owner: None,
+            options: &options,
+            client_space: None,
         };
         let mut out = Tines.build_upload(&meta, &ctx).unwrap();
         let mut body = out.body.head().to_vec();
@@ -382,10 +554,11 @@ mod tests {
             file_name: Some("x".into()),
             ..Default::default()
         };
+        let options = Default::default();
         let ctx = BackCtx {
             base_url: "",
-            space: None,
-            owner: None,
+            options: &options,
+            client_space: None,
         };
         for n in 0..8usize {
             let mut out = Tines.build_upload(&meta, &ctx).unwrap();

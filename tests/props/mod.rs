@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use casegate::codec::json_scan::{self, Event as ScanEvent, Scalar, Scanner};
 use casegate::codec::{b64, disposition, multipart};
-use casegate::dialect::{self, Answer, BackCtx, DialectId, FrontAuth, Operation};
+use casegate::dialect::{self, Answer, BackCtx, DialectId, FrontAuth, Match, Op};
 use casegate::inbound::{Event, Limits};
 use casegate::secret::Secret;
 use casegate::upload::{Field, UploadMeta, UploadResult};
@@ -199,7 +199,9 @@ fn read_events(
         DialectId::Caseiq => "/api-public/1.0/save_file",
         DialectId::Kibana => "/api/cases/1/files",
     };
-    let op = d.recognize(uri).expect("its own path");
+    let Match::Op(op) = d.recognize(&http::Method::POST, uri) else {
+        panic!("{uri} is {front}'s upload path")
+    };
     let pieces: Vec<Result<Bytes, casegate::error::Error>> = chunks(body, sizes)
         .into_iter()
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -330,10 +332,13 @@ pub fn tines_round_trip(value: Option<&str>, name: &str, file: &[u8], sizes: &[u
 /// Every back dialect's answer readers take any bytes; Thalamus' `FAILED` is never a
 /// success, and a success always names the attachment.
 pub fn answer_parsers(body: &[u8]) {
+    let options = [("space".to_string(), "s".to_string())]
+        .into_iter()
+        .collect();
     let ctx = BackCtx {
         base_url: "http://u",
-        space: Some("s"),
-        owner: None,
+        options: &options,
+        client_space: None,
     };
     let meta = UploadMeta::default();
     for id in DialectId::ALL {
@@ -349,6 +354,22 @@ pub fn answer_parsers(body: &[u8]) {
             );
         }
         let _ = d.read_comment_answer(body, &mut UploadResult::default());
+        // The readers of reading back take any bytes too.
+        if let Ok(listed) = d.read_list(body, &ctx) {
+            assert!(
+                listed.files.iter().all(|f| f.id.is_some()),
+                "{id}: a listed file without an id"
+            );
+        }
+        let _ = d.read_record(body, &ctx);
+        let _ = d.read_info(body);
+        let deleted = d.read_deleted(body);
+        if d.failed_answer(body) {
+            assert!(
+                !deleted || id != DialectId::Thalamus,
+                "{id}: FAILED read as deleted"
+            );
+        }
     }
     if String::from_utf8_lossy(body).trim() == "FAILED" {
         let d = dialect::get(DialectId::Thalamus);
@@ -399,8 +420,8 @@ pub fn token_request(body: &[u8], form: bool) {
     let stream: casegate::inbound::BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(
         Bytes::copy_from_slice(body),
     )]));
-    let resp = runtime().block_on(d.serve_other(
-        Operation::Token,
+    let resp = runtime().block_on(d.serve_own(
+        dialect::Request::new(Op::Token),
         parts(ct, "/auth/oauth2/token"),
         stream,
         auth.clone(),

@@ -1,0 +1,293 @@
+//! Shared pieces of the dialects' wire formats: headers and content types, path segments
+//! and query strings (with the `percent-encoding`, `form_urlencoded` and `mime` crates),
+//! the outbound multipart body, and short messages read out of upstream errors.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::BodyEncoder;
+use crate::error::Error;
+use crate::upload::UploadMeta;
+
+/// `application/json` as a header pair.
+pub fn json_content_type() -> (HeaderName, HeaderValue) {
+    (
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+}
+
+/// The request's content type, parsed.
+pub fn mime(parts: &Parts) -> Option<mime::Mime> {
+    content_type(parts)?.parse().ok()
+}
+
+/// Whether the request's content type is `essence` (`application/json`), parameters aside.
+pub fn has_type(parts: &Parts, essence: &str) -> bool {
+    mime(parts).is_some_and(|m| m.essence_str().eq_ignore_ascii_case(essence))
+}
+
+/// The raw content type header, for multipart boundary extraction.
+pub fn content_type(parts: &Parts) -> Option<&str> {
+    parts.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()
+}
+
+/// Requires `multipart/form-data` with a boundary; 415 otherwise.
+pub fn multipart_boundary(parts: &Parts) -> Result<String, Error> {
+    if !has_type(parts, "multipart/form-data") {
+        return Err(Error::unsupported_media_type(
+            "The request must be sent as multipart/form-data.",
+        ));
+    }
+    multer::parse_boundary(content_type(parts).unwrap_or(""))
+        .map_err(|_| Error::bad_request("The multipart/form-data boundary is missing."))
+}
+
+/// A header value, or `None` when absent or not visible ASCII.
+pub fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name)?.to_str().ok()
+}
+
+/// The token after `scheme ` in the Authorization header (scheme case-insensitive).
+pub fn authorization<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
+    let v = header(parts, "authorization")?;
+    let (s, rest) = v.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+/// A query parameter, decoded (`application/x-www-form-urlencoded` rules); the first
+/// when given twice.
+pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A query parameter as a positive integer: `Ok(None)` when absent, 400 when it is not one.
+pub fn query_number(parts: &Parts, name: &str) -> Result<Option<u64>, Error> {
+    match query_param(parts, name) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Error::bad_request(format!(
+                "{name} must be a positive integer."
+            ))),
+        },
+    }
+}
+
+/// The query string without the parameters named in `drop` (credentials), re-encoded.
+pub fn query_without(query: &str, drop: &[&str]) -> String {
+    let kept =
+        form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !drop.contains(&k.as_ref()));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(kept)
+        .finish()
+}
+
+/// A query string from pairs.
+pub fn query(pairs: &[(&str, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
+}
+
+/// What a path segment keeps unencoded: RFC 3986 unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one URL path segment.
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Splits a path into its segments, percent-decoded (`+` stays `+` in paths); `None` if a
+/// segment does not decode to UTF-8 or holds a `/`.
+pub fn segments(path: &str) -> Option<Vec<String>> {
+    path.strip_prefix('/')?
+        .split('/')
+        .map(decode_segment)
+        .collect()
+}
+
+fn decode_segment(s: &str) -> Option<String> {
+    let d = percent_decode_str(s).decode_utf8().ok()?;
+    (!d.contains('/')).then(|| d.into_owned())
+}
+
+/// The Kibana-style `/s/{space}` prefix split off a path.
+pub fn split_space(path: &str) -> (Option<String>, &str) {
+    if let Some(rest) = path.strip_prefix("/s/") {
+        if let Some(i) = rest.find('/') {
+            if let Some(space) = decode_segment(&rest[..i]) {
+                if !space.is_empty() {
+                    return (Some(space), &rest[i..]);
+                }
+            }
+        }
+    }
+    (None, path)
+}
+
+/// A multipart upload body: text fields, the file part, and fields that may only be
+/// known after the file (sent after it).
+pub struct MultipartBody {
+    writer: crate::codec::multipart::Writer,
+    head: Bytes,
+    head_len: u64,
+    late: LateFields,
+}
+
+/// Fields to send after the file part, from what arrived late.
+pub type LateFields = Box<dyn Fn(&UploadMeta) -> Vec<(&'static str, String)> + Send>;
+
+impl MultipartBody {
+    /// `fields` go before the file part, `late` after it. Returns the encoder and
+    /// the request's Content-Type header value.
+    pub fn new(
+        fields: &[(&str, &str)],
+        file_field: &str,
+        filename: &str,
+        content_type: &str,
+        late: LateFields,
+    ) -> (Self, HeaderValue) {
+        let writer = crate::codec::multipart::Writer::new();
+        let mut head = bytes::BytesMut::new();
+        for (name, value) in fields {
+            writer.text(&mut head, name, value);
+        }
+        writer.file_start(&mut head, file_field, filename, content_type);
+        let ct = HeaderValue::from_str(&writer.content_type())
+            .unwrap_or_else(|_| HeaderValue::from_static("multipart/form-data"));
+        let head = head.freeze();
+        let head_len = head.len() as u64;
+        (
+            MultipartBody {
+                writer,
+                head,
+                head_len,
+                late,
+            },
+            ct,
+        )
+    }
+}
+
+impl BodyEncoder for MultipartBody {
+    fn head(&mut self) -> Bytes {
+        std::mem::take(&mut self.head)
+    }
+
+    fn data(&mut self, chunk: Bytes) -> Bytes {
+        chunk
+    }
+
+    fn tail(&mut self, late: &UploadMeta) -> Bytes {
+        let mut out = bytes::BytesMut::new();
+        self.writer.file_end(&mut out);
+        for (name, value) in (self.late)(late) {
+            self.writer.text(&mut out, name, &value);
+        }
+        self.writer.close(&mut out);
+        out.freeze()
+    }
+
+    fn len(&self, file_len: u64) -> u64 {
+        let mut out = bytes::BytesMut::new();
+        self.writer.file_end(&mut out);
+        for (name, value) in (self.late)(&UploadMeta::default()) {
+            self.writer.text(&mut out, name, &value);
+        }
+        self.writer.close(&mut out);
+        self.head_len + file_len + out.len() as u64
+    }
+}
+
+/// No late fields.
+pub fn no_late() -> LateFields {
+    Box::new(|_| Vec::new())
+}
+
+/// A message out of an upstream answer: at most 500 characters, single line.
+pub fn short_message(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(500)
+        .collect();
+    Some(one_line)
+}
+
+/// A JSON string field of an object.
+pub fn text(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str) -> Parts {
+        http::Request::builder()
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn segments_decode_and_refuse_slashes() {
+        assert_eq!(
+            segments("/api/a%20b/c+d/%C3%BC").unwrap(),
+            ["api", "a b", "c+d", "ü"]
+        );
+        assert!(segments("/a/b%2Fc").is_none());
+        assert!(segments("/a/%FF").is_none());
+        assert!(segments("relative").is_none());
+    }
+
+    #[test]
+    fn segment_encoding_round_trips() {
+        for s in ["plain", "a b?c#d", "ü&+=%", ""] {
+            assert_eq!(decode_segment(&encode_segment(s)).as_deref(), Some(s));
+        }
+        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+        // A segment never decodes to a path separator.
+        assert_eq!(decode_segment(&encode_segment("a/b")), None);
+    }
+
+    #[test]
+    fn queries() {
+        let p = parts("/x?token=a%2Bb&touchpoint=t+p&per_page=20&page=0");
+        assert_eq!(query_param(&p, "token").as_deref(), Some("a+b"));
+        assert_eq!(query_param(&p, "touchpoint").as_deref(), Some("t p"));
+        assert_eq!(query_number(&p, "per_page").unwrap(), Some(20));
+        assert!(query_number(&p, "page").is_err());
+        assert_eq!(query_number(&p, "absent").unwrap(), None);
+        assert_eq!(
+            query_without(
+                "token=x&a=1&touchpoint=y&b=%C3%BC",
+                &["token", "touchpoint"]
+            ),
+            "a=1&b=%C3%BC"
+        );
+    }
+
+    #[test]
+    fn spaces() {
+        assert_eq!(split_space("/s/ops/api/x"), (Some("ops".into()), "/api/x"));
+        assert_eq!(split_space("/api/x"), (None, "/api/x"));
+        assert_eq!(split_space("/s//api/x"), (None, "/s//api/x"));
+    }
+}

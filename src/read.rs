@@ -1,0 +1,844 @@
+//! Reading back (SPEC 7): list, get, info, download and delete, and Kibana's comment
+//! pages, for any front over any back.
+//!
+//! Every operation flows through the same steps: the front's request names a case and a
+//! file in the front's form; [`resolve`] finds the back's ids (the ledger where the route
+//! maps ids or the back cannot be asked by the id alone; the case map where the route has
+//! one); the back dialect builds its call and reads the answer into canonical types; the
+//! ledger fills what the back does not say; [`view`] turns the result into the front's
+//! ids and links; the front renders. Downloads stream both ways: the upstream's body is
+//! handed to the client chunk by chunk, each wait bounded by the upstream timeout, and a
+//! body that breaks off ends the client's response with an error (never a short file
+//! passed off as whole).
+
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::codec::disposition;
+use crate::dialect::{respond, upstream_error, BackCtx, Call, Op, Request};
+use crate::error::{Body, BoxError, Error};
+use crate::forward::Settings;
+use crate::ledger::{LedgerError, Row};
+use crate::router::RouteRuntime;
+use crate::upload::{
+    guess_type, Attachment, CommentsPage, FileRef, FileView, Links, Listed, Listing, Page, Person,
+};
+use crate::upstream::SendError;
+
+/// Most pages fetched from a back whose pages are smaller than the front asked for
+/// (Tines' 500) to fill one front page.
+const MAX_BACK_PAGES: u64 = 20;
+/// A download whose declared length is at most this is read first to tell a logical
+/// failure (Thalamus `FAILED`) from a file.
+const PEEK_BYTES: usize = 64;
+
+/// Serves a read operation; every outcome is a response in the front's dialect.
+pub async fn serve(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    parts: Parts,
+    req: Request,
+) -> Response<Body> {
+    let empty = |id: &Option<String>| id.as_deref() == Some("");
+    if empty(&req.case_id) || empty(&req.file_id) {
+        return respond(rt.front, &Error::not_found("Not Found"));
+    }
+    let links = links(rt, settings, &parts);
+    let result = match req.op {
+        Op::List => list(rt, settings, &parts, &req, &links).await,
+        Op::Get | Op::Info => record(rt, settings, &req, &links).await,
+        Op::Download => download(rt, settings, &parts, &req).await,
+        Op::Delete => delete(rt, settings, &req).await,
+        Op::Comments => comments(rt, &parts, &req).await,
+        Op::Upload | Op::Token => Err(Error::internal("not a read operation")),
+    };
+    result.unwrap_or_else(|e| respond(rt.front, &e))
+}
+
+/// A ledger failure as the client sees it (503 `ledger_unavailable`).
+pub fn ledger_down(e: LedgerError) -> Error {
+    tracing::warn!(error = %e, "the ledger is unavailable");
+    Error::ledger_unavailable()
+}
+
+/// An uploader as the ledger keeps it (JSON text).
+pub fn uploader_text(p: Option<&Person>) -> Option<String> {
+    p.and_then(|p| serde_json::to_string(p).ok())
+}
+
+fn uploader_of(text: Option<&str>) -> Option<Person> {
+    serde_json::from_str(text?).ok()
+}
+
+/// Where links in answers point: the route's `public_url`, else the top-level one, else
+/// the request's own scheme and Host; under the route's prefix.
+pub fn links(rt: &RouteRuntime, settings: &Settings, parts: &Parts) -> Links {
+    let base = rt
+        .cfg
+        .public_url
+        .clone()
+        .or_else(|| settings.public_url.clone())
+        .unwrap_or_else(|| {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .map(str::to_string)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                .unwrap_or_else(|| "localhost".into());
+            format!("{}://{host}", settings.scheme)
+        });
+    Links {
+        base,
+        prefix: rt.cfg.prefix.clone(),
+    }
+}
+
+/// A file in the front's terms: what the upstream said (`a`), filled in from the ledger
+/// (`row`), under its front id and case, with the front's link.
+pub fn view(
+    rt: &RouteRuntime,
+    links: &Links,
+    front_id: &str,
+    front_case: &str,
+    a: &Attachment,
+    row: Option<&Row>,
+) -> FileView {
+    let from_row = |f: fn(&Row) -> Option<String>| row.and_then(f);
+    let name = a
+        .name
+        .clone()
+        .or_else(|| from_row(|r| r.name.clone()))
+        .unwrap_or_else(|| front_id.to_string());
+    let content_type = a
+        .content_type
+        .clone()
+        .or_else(|| from_row(|r| r.content_type.clone()))
+        .unwrap_or_else(|| guess_type(&name));
+    let same = rt.front.id() == rt.back.id();
+    let comment_id = a
+        .comment_id
+        .clone()
+        .or_else(|| from_row(|r| r.back_comment_id.clone()))
+        .filter(|_| rt.ids.is_none())
+        .unwrap_or_else(|| front_id.to_string());
+    FileView {
+        id: front_id.to_string(),
+        comment_id,
+        case_id: front_case.to_string(),
+        link: rt.front.link(links, front_case, front_id),
+        size: a.size.or_else(|| row.and_then(|r| r.size)),
+        created_at: a
+            .created_at
+            .clone()
+            .or_else(|| from_row(|r| r.created_at.clone())),
+        uploader: a
+            .uploader
+            .clone()
+            .or_else(|| uploader_of(row.and_then(|r| r.uploader.as_deref()))),
+        comment: a.comment.clone(),
+        block_id: a.block_id.clone(),
+        encoding: a.encoding.clone(),
+        guid: a.guid.clone().or_else(|| from_row(|r| r.guid.clone())),
+        md5: a.md5.clone().or_else(|| from_row(|r| r.md5.clone())),
+        sha256: a.sha256.clone().or_else(|| from_row(|r| r.sha256.clone())),
+        owner: "cases".into(),
+        raw: a.raw.clone().filter(|_| same),
+        name,
+        content_type,
+    }
+}
+
+/// A file the ledger knows, as the front renders it.
+pub fn view_of_row(rt: &RouteRuntime, links: &Links, row: &Row) -> FileView {
+    let case = row.front_case.as_deref().unwrap_or_default();
+    view(
+        rt,
+        links,
+        &row.front_id,
+        case,
+        &Attachment::default(),
+        Some(row),
+    )
+}
+
+/// The error of a call that got no answer.
+fn unreachable(rt: &RouteRuntime, e: SendError) -> Error {
+    let err = e.into_error();
+    tracing::warn!(route = %rt.cfg.name, code = err.code.as_str(), "upstream request failed");
+    err
+}
+
+/// A non-2xx answer as the client's error (a 401 drops a cached token).
+async fn refused(rt: &RouteRuntime, status: StatusCode, body: &[u8]) -> Error {
+    if status == StatusCode::UNAUTHORIZED {
+        rt.upstream.forget_token().await;
+    }
+    upstream_error(rt.back, status, body)
+}
+
+/// A 2xx answer casegate cannot read.
+fn unreadable(rt: &RouteRuntime, why: impl std::fmt::Display) -> Error {
+    tracing::warn!(route = %rt.cfg.name, why = %why, "the upstream's answer cannot be read");
+    Error::upstream_failed("The case system's answer cannot be read.")
+}
+
+fn not_known() -> Error {
+    Error::not_found("The file is not known.")
+}
+
+/// Sends a call and reads its whole 2xx answer.
+async fn fetch(rt: &RouteRuntime, call: &Call) -> Result<Bytes, Error> {
+    let (status, answer) = rt
+        .upstream
+        .call(call)
+        .await
+        .map_err(|e| unreachable(rt, e))?;
+    if !status.is_success() {
+        return Err(refused(rt, status, &answer.bytes).await);
+    }
+    if rt.back.failed_answer(&answer.bytes) {
+        return Err(Error::upstream_failed("The case system answered FAILED."));
+    }
+    if !answer.complete {
+        return Err(unreadable(
+            rt,
+            "the answer broke off, was too slow or too long",
+        ));
+    }
+    Ok(answer.bytes)
+}
+
+async fn list(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    parts: &Parts,
+    req: &Request,
+    links: &Links,
+) -> Result<Response<Body>, Error> {
+    let front_case = match &req.case_id {
+        Some(c) => c.clone(),
+        None => rt.front.list_case(parts)?,
+    };
+    let page = rt.front.page(req, parts)?;
+    let back_case = rt.back_case(&front_case)?;
+    let ctx = rt.ctx(req.space.as_deref());
+    let route = rt.cfg.name.as_str();
+    let listing = if rt.back.list_call(&back_case, page, &ctx).is_some() {
+        let listed = fetch_list(rt, &back_case, page, &ctx).await?;
+        let rows = rows_for(rt, settings, &front_case, &back_case, &listed.files).await?;
+        let files: Vec<FileView> = listed
+            .files
+            .iter()
+            .zip(rows)
+            .filter_map(|(a, row)| {
+                let front_id = row.as_ref().map(|r| r.front_id.clone()).or(a.id.clone())?;
+                Some(view(rt, links, &front_id, &front_case, a, row.as_ref()))
+            })
+            .collect();
+        Listing {
+            total: listed.total.unwrap_or(files.len() as u64),
+            case_id: front_case,
+            files,
+            page,
+            case: listed.case.filter(|_| rt.front.id() == rt.back.id()),
+            links: links.clone(),
+        }
+    } else {
+        let (rows, total) = settings
+            .ledger
+            .list_case(route, &front_case, page.offset(), page.size)
+            .await
+            .map_err(ledger_down)?;
+        Listing {
+            files: rows.iter().map(|r| view_of_row(rt, links, r)).collect(),
+            total,
+            case_id: front_case,
+            page,
+            case: None,
+            links: links.clone(),
+        }
+    };
+    Ok(rt.front.render_list(&listing))
+}
+
+/// One front page of a back's list: one call when the back pages as asked; more when its
+/// pages are smaller (Tines' 500); sliced here when the back lists the whole case.
+async fn fetch_list(
+    rt: &RouteRuntime,
+    back_case: &str,
+    page: Page,
+    ctx: &BackCtx<'_>,
+) -> Result<Listed, Error> {
+    let read = |bytes: Bytes| {
+        rt.back
+            .read_list(&bytes, ctx)
+            .map_err(|why| unreadable(rt, why))
+    };
+    let Some(call) = rt.back.list_call(back_case, page, ctx) else {
+        return Ok(Listed::default());
+    };
+    let mut listed = read(fetch(rt, &call).await?)?;
+    if listed.whole {
+        let total = listed.files.len() as u64;
+        listed.total = Some(listed.total.unwrap_or(total));
+        let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+        let take = usize::try_from(page.size).unwrap_or(usize::MAX);
+        listed.files = listed.files.into_iter().skip(skip).take(take).collect();
+        return Ok(listed);
+    }
+    let per_call = listed.files.len() as u64;
+    let wanted = page.size.min(listed.total.unwrap_or(0));
+    let mut number = page.number;
+    while page.number == 1
+        && per_call > 0
+        && (listed.files.len() as u64) < wanted
+        && number < MAX_BACK_PAGES
+    {
+        number += 1;
+        let Some(call) = rt.back.list_call(back_case, Page { number, ..page }, ctx) else {
+            break;
+        };
+        let more = read(fetch(rt, &call).await?)?;
+        if more.files.is_empty() {
+            break;
+        }
+        listed.files.extend(more.files);
+    }
+    listed
+        .files
+        .truncate(usize::try_from(page.size).unwrap_or(usize::MAX));
+    Ok(listed)
+}
+
+/// The ledger's rows for listed files. On a route that maps ids, a file first seen here
+/// gets its front id now (the first record of a file wins, so a racing upload or list
+/// ends with the same id).
+async fn rows_for(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    front_case: &str,
+    back_case: &str,
+    files: &[Attachment],
+) -> Result<Vec<Option<Row>>, Error> {
+    let route = rt.cfg.name.as_str();
+    let ids: Vec<String> = files.iter().filter_map(|a| a.id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(vec![None; files.len()]);
+    }
+    let known = match settings.ledger.by_back(route, ids).await {
+        Ok(rows) => rows,
+        Err(e) if rt.ids.is_some() => return Err(ledger_down(e)),
+        Err(e) => {
+            tracing::warn!(route, error = %e, "the ledger cannot fill in the list");
+            Vec::new()
+        }
+    };
+    let mut by_id: HashMap<String, Row> =
+        known.into_iter().map(|r| (r.back_id.clone(), r)).collect();
+    if let Some(form) = rt.ids {
+        let mut new = Vec::new();
+        for a in files {
+            let Some(id) = a.id.as_ref().filter(|id| !by_id.contains_key(*id)) else {
+                continue;
+            };
+            if new.iter().any(|r: &Row| &r.back_id == id) {
+                continue;
+            }
+            new.push(Row {
+                route: route.to_string(),
+                front_id: settings
+                    .ledger
+                    .reserve(route, form)
+                    .await
+                    .map_err(ledger_down)?,
+                front_case: Some(front_case.to_string()),
+                back_case: Some(back_case.to_string()),
+                back_id: id.clone(),
+                back_comment_id: a.comment_id.clone(),
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+                created_at: a.created_at.clone(),
+                uploader: uploader_text(a.uploader.as_ref()),
+                ..Default::default()
+            });
+        }
+        if !new.is_empty() {
+            for r in settings.ledger.record(new).await.map_err(ledger_down)? {
+                by_id.insert(r.back_id.clone(), r);
+            }
+        }
+    }
+    Ok(files
+        .iter()
+        .map(|a| a.id.as_ref().and_then(|id| by_id.get(id).cloned()))
+        .collect())
+}
+
+/// A file named by a front request, in the back's terms.
+struct Resolved {
+    file: FileRef,
+    row: Option<Row>,
+    front_id: String,
+    front_case: Option<String>,
+}
+
+/// Finds the back's ids of the file a request names; `None` when it is not known: an
+/// id the ledger does not know on a route that maps ids, a file of another case, or a
+/// back that needs a case nobody knows (SPEC 7.2). An unmapped case is 404.
+async fn resolve(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    req: &Request,
+) -> Result<Option<Resolved>, Error> {
+    let front_id = req.file_id.clone().unwrap_or_default();
+    let row = settings
+        .ledger
+        .by_front(&rt.cfg.name, &front_id)
+        .await
+        .map_err(ledger_down)?;
+    if let (Some(row), Some(case)) = (&row, &req.case_id) {
+        if row.front_case.as_deref().is_some_and(|c| c != case) {
+            return Ok(None);
+        }
+    }
+    if rt.ids.is_some() && row.is_none() {
+        return Ok(None);
+    }
+    let back_case = match (row.as_ref().and_then(|r| r.back_case.clone()), &req.case_id) {
+        (Some(c), _) => Some(c),
+        (None, Some(c)) => Some(rt.back_case(c)?),
+        (None, None) => None,
+    };
+    if back_case.is_none() && rt.back.needs_case(req.op) {
+        return Ok(None);
+    }
+    let file = FileRef {
+        case_id: back_case,
+        id: row
+            .as_ref()
+            .map_or_else(|| front_id.clone(), |r| r.back_id.clone()),
+        comment_id: row
+            .as_ref()
+            .and_then(|r| r.back_comment_id.clone())
+            .or_else(|| rt.ids.is_none().then(|| front_id.clone())),
+        owner: req.owner.clone(),
+    };
+    let front_case = req
+        .case_id
+        .clone()
+        .or_else(|| row.as_ref().and_then(|r| r.front_case.clone()));
+    Ok(Some(Resolved {
+        file,
+        row,
+        front_id,
+        front_case,
+    }))
+}
+
+/// Get and info.
+async fn record(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    req: &Request,
+    links: &Links,
+) -> Result<Response<Body>, Error> {
+    let ctx = rt.ctx(req.space.as_deref());
+    let r = resolve(rt, settings, req).await?.ok_or_else(not_known)?;
+    let mut a = match rt.back.record_call(&r.file, &ctx) {
+        Some(call) => rt
+            .back
+            .read_record(&fetch(rt, &call).await?, &ctx)
+            .map_err(|why| unreadable(rt, why))?,
+        None if r.row.is_some() => Attachment::default(),
+        None => return Err(not_known()),
+    };
+    if req.op == Op::Info {
+        info(rt, settings, &r, &mut a, &ctx).await?;
+    }
+    let front_case = r
+        .front_case
+        .clone()
+        .or_else(|| a.case_id.as_deref().map(|c| rt.front_case(c)))
+        .unwrap_or_default();
+    let file = view(rt, links, &r.front_id, &front_case, &a, r.row.as_ref());
+    Ok(match req.op {
+        Op::Info => rt.front.render_info(&file),
+        _ => rt.front.render_record(&file),
+    })
+}
+
+/// Fills name, type, size and hashes: the back's `info` where it has one, else the
+/// ledger's, else computed once by reading the file from the upstream and then kept.
+async fn info(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    r: &Resolved,
+    a: &mut Attachment,
+    ctx: &BackCtx<'_>,
+) -> Result<(), Error> {
+    if let Some(call) = rt.back.info_call(&r.file, ctx) {
+        let i = rt
+            .back
+            .read_info(&fetch(rt, &call).await?)
+            .map_err(|why| unreadable(rt, why))?;
+        a.name = i.name.or(a.name.take());
+        a.content_type = i.content_type.or(a.content_type.take());
+        a.size = i.size.or(a.size);
+        a.guid = i.guid;
+        a.md5 = i.md5;
+        a.sha256 = i.sha256;
+        return Ok(());
+    }
+    if let Some(row) = r
+        .row
+        .as_ref()
+        .filter(|r| r.md5.is_some() && r.sha256.is_some())
+    {
+        a.md5 = row.md5.clone();
+        a.sha256 = row.sha256.clone();
+        return Ok(());
+    }
+    let (md5, sha256, size) = hash_file(rt, r, ctx).await?;
+    if let Some(row) = &r.row {
+        if let Err(e) = settings
+            .ledger
+            .set_hashes(&rt.cfg.name, &row.front_id, &md5, &sha256)
+            .await
+        {
+            tracing::warn!(route = %rt.cfg.name, error = %e, "the file's hashes could not be kept");
+        }
+    }
+    a.md5 = Some(md5);
+    a.sha256 = Some(sha256);
+    a.size = a.size.or(Some(size));
+    Ok(())
+}
+
+/// Reads a file from the upstream into MD5 and SHA-256 (hex) and its size.
+async fn hash_file(
+    rt: &RouteRuntime,
+    r: &Resolved,
+    ctx: &BackCtx<'_>,
+) -> Result<(String, String, u64), Error> {
+    use md5::Digest;
+    let (_, mut body) = open_download(rt, r, ctx, None).await?;
+    let mut md5 = md5::Md5::new();
+    let mut sha = sha2::Sha256::new();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            tracing::warn!(route = %rt.cfg.name, error = %e, "reading the file to hash it failed");
+            Error::upstream_failed("The case system stopped sending the file.")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            md5.update(&data);
+            sha.update(&data);
+            size += data.len() as u64;
+        }
+    }
+    Ok((hex(&md5.finalize()), hex(&sha.finalize()), size))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Asks the upstream for a file's bytes: the answer's head and its body, after a logical
+/// failure (Thalamus `FAILED`) was told apart from a file of those bytes.
+async fn open_download(
+    rt: &RouteRuntime,
+    r: &Resolved,
+    ctx: &BackCtx<'_>,
+    range: Option<HeaderValue>,
+) -> Result<(http::response::Parts, DownloadBody), Error> {
+    let call = rt.back.download_call(&r.file, ctx);
+    let extra = range.map(|v| (header::RANGE, v)).into_iter().collect();
+    let resp = rt
+        .upstream
+        .open(&call, extra)
+        .await
+        .map_err(|e| unreachable(rt, e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let answer = rt.upstream.read_answer(resp).await;
+        return Err(refused(rt, status, &answer.bytes).await);
+    }
+    let (head, incoming) = resp.into_parts();
+    let mut body = DownloadBody::new(incoming, rt.upstream.timeout());
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if rt.back.fails_with_200() && declared.is_none_or(|n| n <= PEEK_BYTES as u64) {
+        let (peeked, ended) = body.peek(PEEK_BYTES).await.map_err(|e| {
+            tracing::warn!(route = %rt.cfg.name, error = %e, "the download broke off");
+            Error::upstream_failed("The case system stopped sending the file.")
+        })?;
+        if ended && rt.back.failed_answer(&peeked) && !is_the_file(r.row.as_ref(), &peeked) {
+            return Err(Error::upstream_failed("The case system answered FAILED."));
+        }
+    }
+    Ok((head, body))
+}
+
+/// Whether the ledger says the file is exactly `bytes` (a file whose content is `FAILED`).
+fn is_the_file(row: Option<&Row>, bytes: &[u8]) -> bool {
+    use sha2::Digest;
+    let Some(row) = row else { return false };
+    row.size == Some(bytes.len() as u64)
+        && row
+            .sha256
+            .as_deref()
+            .is_none_or(|h| h == hex(&sha2::Sha256::digest(bytes)))
+}
+
+async fn download(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    parts: &Parts,
+    req: &Request,
+) -> Result<Response<Body>, Error> {
+    let ctx = rt.ctx(req.space.as_deref());
+    let r = resolve(rt, settings, req).await?.ok_or_else(not_known)?;
+    let range = parts.headers.get(header::RANGE).cloned();
+    let (head, body) = open_download(rt, &r, &ctx, range).await?;
+    let row = r.row.as_ref();
+    let name = head
+        .headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| disposition::parse(v.as_bytes()).ok())
+        .and_then(|d| d.filename)
+        .or_else(|| row.and_then(|r| r.name.clone()))
+        .unwrap_or_else(|| r.front_id.clone());
+    let content_type = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| row.and_then(|r| r.content_type.clone()))
+        .unwrap_or_else(|| guess_type(&name));
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let same = rt.front.id() == rt.back.id();
+    // Kibana answers an empty file with 204; only its own clients expect that.
+    let status = match head.status {
+        StatusCode::NO_CONTENT if same => StatusCode::NO_CONTENT,
+        StatusCode::PARTIAL_CONTENT => StatusCode::PARTIAL_CONTENT,
+        _ => StatusCode::OK,
+    };
+    let mut resp = Response::new(body.boxed_unsync());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    let disposition = disposition::download_header(rt.front.inline(essence), &name);
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    copy(&head.headers, h, &[header::ETAG, header::LAST_MODIFIED]);
+    match status {
+        StatusCode::NO_CONTENT => {}
+        _ if head.status == StatusCode::NO_CONTENT => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        _ => copy(
+            &head.headers,
+            h,
+            &[
+                header::CONTENT_LENGTH,
+                header::CONTENT_RANGE,
+                header::ACCEPT_RANGES,
+            ],
+        ),
+    }
+    Ok(resp)
+}
+
+fn copy(from: &HeaderMap, to: &mut HeaderMap, names: &[header::HeaderName]) {
+    for name in names {
+        if let Some(v) = from.get(name) {
+            to.insert(name.clone(), v.clone());
+        }
+    }
+}
+
+async fn delete(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    req: &Request,
+) -> Result<Response<Body>, Error> {
+    let ctx = rt.ctx(req.space.as_deref());
+    if rt.back.delete_call(&FileRef::default(), &ctx).is_none() {
+        return Err(Error::not_supported(format!(
+            "The upstream of this route ({}) cannot delete files.",
+            rt.back.id()
+        )));
+    }
+    let Some(r) = resolve(rt, settings, req).await? else {
+        return Ok(rt.front.render_deleted(false));
+    };
+    let Some(call) = rt.back.delete_call(&r.file, &ctx) else {
+        return Err(Error::internal("the upstream cannot delete"));
+    };
+    let (status, answer) = rt
+        .upstream
+        .call(&call)
+        .await
+        .map_err(|e| unreachable(rt, e))?;
+    let deleted = if status.is_success() {
+        if rt.back.failed_answer(&answer.bytes) {
+            return Err(Error::upstream_failed("The case system answered FAILED."));
+        }
+        rt.back.read_deleted(&answer.bytes)
+    } else if status == StatusCode::NOT_FOUND {
+        false
+    } else {
+        return Err(refused(rt, status, &answer.bytes).await);
+    };
+    if deleted {
+        let route = rt.cfg.name.as_str();
+        let front_id = r.row.as_ref().map_or(r.front_id.as_str(), |r| &r.front_id);
+        if let Err(e) = settings.ledger.remove(route, front_id).await {
+            tracing::warn!(route, error = %e, "the deleted file's ledger row could not be removed");
+        }
+    }
+    Ok(rt.front.render_deleted(deleted))
+}
+
+/// Kibana's `comments/_find`: the back's own page when it is Kibana, else an empty one.
+async fn comments(
+    rt: &RouteRuntime,
+    parts: &Parts,
+    req: &Request,
+) -> Result<Response<Body>, Error> {
+    let front_case = req.case_id.clone().unwrap_or_default();
+    let page = rt.front.page(req, parts)?;
+    let back_case = rt.back_case(&front_case)?;
+    let ctx = rt.ctx(req.space.as_deref());
+    let raw = match rt.back.comments_call(&back_case, page, &ctx) {
+        Some(call) if rt.front.id() == rt.back.id() => {
+            let bytes = fetch(rt, &call).await?;
+            Some(serde_json::from_slice(&bytes).map_err(|e| unreadable(rt, e))?)
+        }
+        _ => None,
+    };
+    Ok(rt.front.render_comments(&CommentsPage { page, raw }))
+}
+
+/// A download's body: the bytes already read (to tell `FAILED` from a file), then the
+/// upstream's, each wait for the next chunk bounded by the upstream timeout (silence, not
+/// total time: a slow client is not the upstream's silence, because the body is only
+/// polled when the client takes more).
+pub struct DownloadBody {
+    prefix: Option<Bytes>,
+    inner: Incoming,
+    timeout: Duration,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The upstream stopped sending a body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream stopped sending for longer than its timeout")]
+pub struct Silent;
+
+impl DownloadBody {
+    /// Relays `inner`, failing when it stays silent for `timeout`.
+    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+        DownloadBody {
+            prefix: None,
+            inner,
+            timeout,
+            idle: None,
+        }
+    }
+
+    /// Reads up to `n` bytes ahead (kept, and sent first); true when the body ended.
+    async fn peek(&mut self, n: usize) -> Result<(Bytes, bool), BoxError> {
+        let mut buf = BytesMut::from(self.prefix.take().unwrap_or_default().as_ref());
+        let mut ended = false;
+        while buf.len() <= n {
+            match self.frame().await {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        buf.extend_from_slice(&d);
+                    }
+                }
+            }
+        }
+        let bytes = buf.freeze();
+        self.prefix = Some(bytes.clone());
+        Ok((bytes, ended))
+    }
+}
+
+impl http_body::Body for DownloadBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(p) = this.prefix.take().filter(|p| !p.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Silent)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(Bytes::is_empty) && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + extra);
+        if let Some(u) = inner.upper() {
+            hint.set_upper(u + extra);
+        }
+        hint
+    }
+}
