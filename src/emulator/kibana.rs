@@ -1,11 +1,15 @@
 //! Kibana Cases: `POST [/s/{space}]/api/cases/{caseId}/files` (multipart `file`, optional
 //! display `filename`), answered with the whole case, the file being one of its
 //! `externalReference` comments; user comments (`POST .../comments`), the case itself
-//! (`GET .../api/cases/{caseId}`) and file downloads (`GET .../api/files/files/
-//! {owner}FilesCases/{fileId}/blob[/{name}]`). Credentials: `Authorization: ApiKey K` or
-//! Basic; every POST needs `kbn-xsrf`. The MIME type comes from the part filename's
-//! extension and must be on Kibana's allow-list. Cases are created on first upload, per
-//! space. Errors are `{"statusCode":S,"error":<reason phrase>,"message":M}`.
+//! (`GET .../api/cases/{caseId}`), the user comments a page at a time
+//! (`GET .../comments/_find`), one comment (`GET .../comments/{commentId}`) and its delete
+//! (`DELETE`, which deletes a file with its comment), and file downloads with `Range`
+//! (`GET .../api/files/files/{owner}FilesCases/{fileId}/blob[/{name}]`; an empty file is
+//! 204). Credentials: `Authorization: ApiKey K` or Basic; every POST and DELETE needs
+//! `kbn-xsrf`. The MIME type comes from the part filename's extension and must be on
+//! Kibana's allow-list. Cases are created on first upload, per space; Kibana's own words
+//! under `/api/cases/` (`_find`, `tags`, ...) are never case ids. Errors are
+//! `{"statusCode":S,"error":<reason phrase>,"message":M}`.
 
 use std::sync::Arc;
 
@@ -14,8 +18,8 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::server::{Api, Kind, Refusal, Shared};
-use super::wire::{self, FormError, Object, ReqBody, Resp};
+use super::server::{self, Api, Kind, Refusal, Shared};
+use super::wire::{self, DownloadStyle, FormError, Object, ReqBody, Resp};
 use super::{StoredComment, StoredFile};
 
 /// The Kibana Cases API.
@@ -27,12 +31,28 @@ pub(super) struct Call {
     op: Op,
 }
 
+/// A Kibana endpoint, with its path parameters.
 enum Op {
     Upload(String),
     Comment(String),
     Case(String),
+    /// Case id.
+    FindComments(String),
+    /// Case and comment id.
+    GetComment(String, String),
+    /// Case and comment id.
+    DeleteComment(String, String),
     /// File kind (`{owner}FilesCases`) and file id.
     Blob(String, String),
+}
+
+/// Words Kibana serves under `/api/cases/` that are not case ids (besides anything that
+/// starts with `_`).
+const RESERVED_CASE_WORDS: &[&str] = &["tags", "reporters", "configure", "status", "alerts"];
+
+/// Whether `case` can be a case id.
+fn is_case_id(case: &str) -> bool {
+    !case.is_empty() && !case.starts_with('_') && !RESERVED_CASE_WORDS.contains(&case)
 }
 
 /// The MIME types Kibana Cases accepts by default.
@@ -74,23 +94,20 @@ const MAX_IMAGE: u64 = 10 << 20;
 const MAX_FILENAME_CHARS: usize = 160;
 /// The version Kibana gives a fresh attachment.
 const COMMENT_VERSION: &str = "WzEsMV0=";
-
-fn error(status: StatusCode, message: &str) -> Resp {
-    wire::json(
-        status,
-        &json!({"statusCode": status.as_u16(), "error": wire::reason(status), "message": message}),
-    )
-}
-
-fn bad_request(message: &str) -> Resp {
-    error(StatusCode::BAD_REQUEST, message)
-}
+/// `perPage` of `comments/_find` when none is given, and the most it can be.
+const DEFAULT_PER_PAGE: u64 = 20;
+const MAX_PER_PAGE: u64 = 100;
+/// The deepest `comments/_find` pages: `page * perPage` at most this.
+const MAX_DOCS: u64 = 10_000;
 
 fn case_not_found(case_id: &str) -> Resp {
-    error(
-        StatusCode::NOT_FOUND,
-        &format!("Saved object [cases/{case_id}] not found"),
-    )
+    Kibana::not_found(&format!("Saved object [cases/{case_id}] not found"))
+}
+
+fn comment_not_found(comment_id: &str) -> Resp {
+    Kibana::not_found(&format!(
+        "Saved object [cases-comments/{comment_id}] not found"
+    ))
 }
 
 /// The file kind under which a case owner's files are served.
@@ -135,6 +152,12 @@ enum Comment {
 }
 
 impl Comment {
+    fn id(&self) -> &str {
+        match self {
+            Comment::File { id, .. } | Comment::User { id, .. } => id,
+        }
+    }
+
     fn to_json(&self, owner: &str) -> Value {
         match self {
             Comment::File {
@@ -197,6 +220,18 @@ impl Case {
 
     fn add(&mut self, comment: Comment, now: &str) {
         self.comments.push(comment);
+        self.touch(now);
+    }
+
+    /// Removes the comment `id`; the comment, when it was there.
+    fn remove(&mut self, id: &str, now: &str) -> Option<Comment> {
+        let at = self.comments.iter().position(|c| c.id() == id)?;
+        let comment = self.comments.remove(at);
+        self.touch(now);
+        Some(comment)
+    }
+
+    fn touch(&mut self, now: &str) {
         self.version += 1;
         self.updated_at = now.to_owned();
     }
@@ -242,6 +277,12 @@ impl Case {
 impl Api for Kibana {
     type Call = Call;
 
+    /// Kibana's blob route honours `Range`.
+    const DOWNLOADS: DownloadStyle = DownloadStyle {
+        ranges: true,
+        inline_images: false,
+    };
+
     fn route(method: &Method, path: &[&str]) -> Result<(Kind, Call), StatusCode> {
         let (space, path) = match path {
             ["s", space, rest @ ..] if !space.is_empty() => {
@@ -251,12 +292,27 @@ impl Api for Kibana {
             _ => (None, path),
         };
         let (allowed, kind, op) = match path {
+            ["api", "cases", case, ..] if !is_case_id(case) => return Err(StatusCode::NOT_FOUND),
             ["api", "cases", case, "files"] => {
                 (Method::POST, Kind::Upload, Op::Upload(case.to_string()))
             }
             ["api", "cases", case, "comments"] => {
                 (Method::POST, Kind::Second, Op::Comment(case.to_string()))
             }
+            // A DELETE of `_find` is one of a comment that does not exist, as in Kibana.
+            ["api", "cases", case, "comments", comment] if method == Method::DELETE => (
+                Method::DELETE,
+                Kind::Read,
+                Op::DeleteComment(case.to_string(), comment.to_string()),
+            ),
+            ["api", "cases", case, "comments", "_find"] => {
+                (Method::GET, Kind::Read, Op::FindComments(case.to_string()))
+            }
+            ["api", "cases", case, "comments", comment] => (
+                Method::GET,
+                Kind::Read,
+                Op::GetComment(case.to_string(), comment.to_string()),
+            ),
             ["api", "cases", case] => (Method::GET, Kind::Read, Op::Case(case.to_string())),
             ["api", "files", "files", kind, file, "blob"]
             | ["api", "files", "files", kind, file, "blob", _] => (
@@ -273,23 +329,26 @@ impl Api for Kibana {
     }
 
     fn error(status: StatusCode, message: &str) -> Resp {
-        error(status, message)
+        wire::json(
+            status,
+            &json!({"statusCode": status.as_u16(), "error": wire::reason(status), "message": message}),
+        )
     }
 
-    fn authorize(sh: &Shared, _kind: Kind, _call: &Call, parts: &Parts) -> Result<(), Refusal> {
-        let authenticated = sh.is_open()
-            || wire::authorization(parts, "ApiKey").is_some_and(|key| sh.accepts(Some(key)))
-            || wire::basic_credentials(parts).is_some_and(|pair| sh.accepts(Some(&pair)));
-        if !authenticated {
-            return Err((StatusCode::UNAUTHORIZED, "Unauthorized"));
-        }
-        if parts.method == Method::POST && !parts.headers.contains_key("kbn-xsrf") {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "Request must contain a kbn-xsrf header.",
-            ));
-        }
-        Ok(())
+    /// An API key (`Authorization: ApiKey K`), or `user:password` from Basic.
+    fn credential(parts: &Parts) -> Option<String> {
+        wire::authorization(parts, "ApiKey")
+            .map(str::to_owned)
+            .or_else(|| wire::basic_credentials(parts))
+    }
+
+    /// Every request but a GET (or HEAD, OPTIONS) needs `kbn-xsrf`.
+    fn refuse(_kind: Kind, parts: &Parts) -> Option<Refusal> {
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        (!safe && !parts.headers.contains_key("kbn-xsrf")).then_some((
+            StatusCode::BAD_REQUEST,
+            "Request must contain a kbn-xsrf header.",
+        ))
     }
 
     async fn handle(sh: Arc<Shared>, call: Call, parts: Parts, body: ReqBody) -> Resp {
@@ -301,9 +360,22 @@ impl Api for Kibana {
                 Some(found) => wire::json(StatusCode::OK, &found.to_json()),
                 None => case_not_found(&case),
             },
+            Op::FindComments(case) => find_comments(&sh, space, &case, &parts),
+            Op::GetComment(case, comment) => {
+                let store = sh.store();
+                let Some(found) = store.cases.get(&(space, case.clone())) else {
+                    return case_not_found(&case);
+                };
+                match found.comments.iter().find(|c| c.id() == comment) {
+                    Some(c) => wire::json(StatusCode::OK, &c.to_json(&found.owner)),
+                    None => comment_not_found(&comment),
+                }
+            }
+            Op::DeleteComment(case, comment) => delete_comment(&sh, space, &case, &comment),
             Op::Blob(kind, file_id) => {
                 let store = sh.store();
-                let file = store.files.iter().find(|f| {
+                let message = format!("File [{file_id}] of kind [{kind}] not found");
+                let found = server::find_file::<Kibana>(&store.files, &message, |f| {
                     f.id == file_id
                         && f.space == space
                         && store
@@ -311,12 +383,11 @@ impl Api for Kibana {
                             .get(&(space.clone(), f.case_id.clone()))
                             .is_some_and(|c| file_kind(&c.owner) == kind)
                 });
-                match file {
-                    Some(file) => wire::download(file),
-                    None => error(
-                        StatusCode::NOT_FOUND,
-                        &format!("File [{file_id}] of kind [{kind}] not found"),
-                    ),
+                match found {
+                    // Kibana answers an empty file with 204, no body.
+                    Ok(file) if file.data.is_empty() => wire::no_content(),
+                    Ok(file) => server::download::<Kibana>(file, &parts),
+                    Err(not_found) => *not_found,
                 }
             }
         }
@@ -340,6 +411,77 @@ impl Api for Kibana {
         case.add(file, &now);
         wire::json(StatusCode::OK, &case.to_json())
     }
+}
+
+/// A `comments/_find` paging parameter, validated as Kibana does: absent is `default`; at
+/// least 1, at most `max`. `Err` is the message of the 400.
+fn find_param(parts: &Parts, name: &str, default: u64, max: Option<u64>) -> Result<u64, String> {
+    let Some(text) = wire::query_param(parts, name) else {
+        return Ok(default);
+    };
+    match (wire::positive_integer(&text), max) {
+        (Some(n), Some(max)) if n > max => {
+            Err(format!("The {name} field cannot be more than {max}."))
+        }
+        (Some(n), _) => Ok(n),
+        (None, _) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("The {name} field cannot be less than 1."))
+        }
+        (None, _) => Err(format!("Invalid value \"{text}\" supplied to \"{name}\"")),
+    }
+}
+
+/// `GET .../comments/_find?page=&perPage=`: a page of the case's user comments (its files
+/// are not in it), oldest first.
+fn find_comments(sh: &Shared, space: Option<String>, case_id: &str, parts: &Parts) -> Resp {
+    let paging = find_param(parts, "perPage", DEFAULT_PER_PAGE, Some(MAX_PER_PAGE))
+        .and_then(|per_page| Ok((per_page, find_param(parts, "page", 1, None)?)));
+    let (per_page, page) = match paging {
+        Ok(paging) => paging,
+        Err(message) => return Kibana::bad_request(&message),
+    };
+    if page.saturating_mul(per_page) > MAX_DOCS {
+        return Kibana::bad_request(
+            "The number of documents is too high. Paginating through more than 10,000 documents is not possible.",
+        );
+    }
+    let store = sh.store();
+    let Some(case) = store.cases.get(&(space, case_id.to_owned())) else {
+        return case_not_found(case_id);
+    };
+    let users: Vec<&Comment> = case
+        .comments
+        .iter()
+        .filter(|c| matches!(c, Comment::User { .. }))
+        .collect();
+    // Within MAX_DOCS, so these fit in usize.
+    let comments: Vec<Value> = users
+        .iter()
+        .skip(((page - 1) * per_page) as usize)
+        .take(per_page as usize)
+        .map(|c| c.to_json(&case.owner))
+        .collect();
+    wire::json(
+        StatusCode::OK,
+        &json!({"page": page, "per_page": per_page, "total": users.len(), "comments": comments}),
+    )
+}
+
+/// `DELETE .../comments/{commentId}`: 204; a `.files` comment takes its file with it.
+fn delete_comment(sh: &Shared, space: Option<String>, case_id: &str, comment_id: &str) -> Resp {
+    let now = wire::now_millis();
+    let mut store = sh.store();
+    let Some(case) = store.cases.get_mut(&(space, case_id.to_owned())) else {
+        return case_not_found(case_id);
+    };
+    match case.remove(comment_id, &now) {
+        Some(Comment::File { file_id, .. }) => {
+            store.remove_file(&file_id);
+        }
+        Some(Comment::User { .. }) => {}
+        None => return comment_not_found(comment_id),
+    }
+    wire::no_content()
 }
 
 /// The part's MIME type as Kibana derives it: from the filename's extension.
@@ -377,13 +519,13 @@ async fn upload(
     let form = match wire::read_form(parts, body, limit).await {
         Ok(form) => form,
         Err(FormError::NotMultipart) => {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+            return Kibana::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
         }
         Err(FormError::Broken(e)) => {
-            return bad_request(&format!("Invalid multipart payload: {e}"))
+            return Kibana::bad_request(&format!("Invalid multipart payload: {e}"))
         }
         Err(FormError::TooLarge { limit }) => {
-            return error(
+            return Kibana::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("File is too large: the maximum size is {limit} bytes"),
             )
@@ -395,18 +537,18 @@ async fn upload(
     for part in &form {
         match part.name.as_str() {
             "file" if file.is_some() => {
-                return bad_request(
+                return Kibana::bad_request(
                     "[request body.file]: expected value of type [Stream] but got [Array]",
                 )
             }
             "file" if part.filename.is_none() => {
-                return bad_request(
+                return Kibana::bad_request(
                     "[request body.file]: expected value of type [Stream] but got [string]",
                 )
             }
             "file" => file = Some(part),
             "filename" if display.is_some() => {
-                return bad_request(
+                return Kibana::bad_request(
                     "[request body.filename]: expected value of type [string] but got [Array]",
                 )
             }
@@ -416,20 +558,20 @@ async fn upload(
                 display = Some(text);
             }
             other => {
-                return bad_request(&format!(
+                return Kibana::bad_request(&format!(
                     "[request body.{other}]: definition for this key is missing"
                 ))
             }
         }
     }
     let Some(file) = file else {
-        return bad_request(
+        return Kibana::bad_request(
             "[request body.file]: expected value of type [Stream] but got [undefined]",
         );
     };
     if let Some(chars) = display.as_deref().map(|d| d.chars().count()) {
         if chars > MAX_FILENAME_CHARS {
-            return bad_request(&format!(
+            return Kibana::bad_request(&format!(
                 "[request body.filename]: value has length [{chars}] but it must have a maximum length of [{MAX_FILENAME_CHARS}]."
             ));
         }
@@ -437,7 +579,7 @@ async fn upload(
     let part_filename = file.filename.clone().unwrap_or_default();
     let mime = mime_of(&part_filename);
     if !ALLOWED_MIME_TYPES.contains(&mime.as_str()) {
-        return bad_request(&format!("Unsupported file type: {mime} is not allowed"));
+        return Kibana::bad_request(&format!("Unsupported file type: {mime} is not allowed"));
     }
     let extension = wire::extension(&part_filename)
         .unwrap_or_default()
@@ -491,38 +633,38 @@ async fn comment(
     parts: &Parts,
     body: ReqBody,
 ) -> Resp {
-    if !wire::has_content_type(parts, "application/json") {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+    if !wire::has_content_type(parts, &mime::APPLICATION_JSON) {
+        return Kibana::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
     }
     let Ok(bytes) = body.collect().await else {
-        return bad_request("Invalid request payload: the body could not be read");
+        return Kibana::bad_request("Invalid request payload: the body could not be read");
     };
     let Some(request) = Object::parse(&bytes) else {
-        return bad_request("Invalid request payload JSON format");
+        return Kibana::bad_request("Invalid request payload JSON format");
     };
     if let Some((key, _)) = request
         .0
         .iter()
         .find(|(k, _)| !matches!(k.as_str(), "type" | "comment" | "owner"))
     {
-        return bad_request(&format!(
+        return Kibana::bad_request(&format!(
             "[request body.{key}]: definition for this key is missing"
         ));
     }
     if request.get("type").and_then(Value::as_str) != Some("user") {
-        return bad_request("[request body.type]: expected value to equal [user]");
+        return Kibana::bad_request("[request body.type]: expected value to equal [user]");
     }
     let text = match request.get("comment") {
         Some(Value::String(text)) if !text.trim().is_empty() => text.clone(),
         Some(Value::String(_)) => {
-            return bad_request(
+            return Kibana::bad_request(
                 "[request body.comment]: The comment field cannot be an empty string.",
             )
         }
-        _ => return bad_request("[request body.comment]: expected value of type [string]"),
+        _ => return Kibana::bad_request("[request body.comment]: expected value of type [string]"),
     };
     let Some(owner) = request.get("owner").and_then(Value::as_str) else {
-        return bad_request("[request body.owner]: expected value of type [string]");
+        return Kibana::bad_request("[request body.owner]: expected value of type [string]");
     };
     let now = wire::now_millis();
     let mut guard = sh.store();
@@ -531,7 +673,7 @@ async fn comment(
         return case_not_found(case_id);
     };
     if case.owner != owner {
-        return bad_request(&format!(
+        return Kibana::bad_request(&format!(
             "The owner field of the comment must match the case: expected [{}], got [{owner}]",
             case.owner
         ));

@@ -113,7 +113,7 @@ async fn status_fault_answers_each_dialects_error_form() {
 }
 
 #[tokio::test]
-async fn faults_leave_credential_checks_and_reads_alone() {
+async fn faults_leave_credential_checks_alone_and_apply_to_reads() {
     let emu = start(Config {
         tokens: vec!["key".into()],
         fault: Some(Fault::Status(500)),
@@ -127,11 +127,21 @@ async fn faults_leave_credential_checks_and_reads_alone() {
     assert_eq!(resp.status(), 401);
     let list = client()
         .get(format!("{}/api/v2/cases/1/files", emu.url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(list.status(), 401);
+    let list = client()
+        .get(format!("{}/api/v2/cases/1/files", emu.url()))
         .bearer_auth("key")
         .send()
         .await
         .expect("send");
-    assert_eq!(list.status(), 200);
+    assert_eq!(list.status(), 500);
+    assert_eq!(
+        list.json::<Value>().await.expect("json"),
+        json!({"errors": [{"message": "emulated failure"}]})
+    );
 }
 
 #[tokio::test]
