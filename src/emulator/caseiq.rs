@@ -500,6 +500,167 @@ mod tests {
         assert_eq!(resp.status(), 404);
     }
 
+    fn caseiq_error(status: u16, message: &str, code: &str) -> Value {
+        json!({"name": "SERVICE_ACCOUNT_ERROR", "httpstatus": status, "meta": {"message": message}, "message": code})
+    }
+
+    #[tokio::test]
+    async fn reads_are_strict() {
+        let emu = start(config()).await;
+        let get = |path: String| {
+            client()
+                .get(format!("{}{path}", emu.url()))
+                .bearer_auth("secret")
+                .send()
+        };
+        let resp = client()
+            .post(format!("{}/api-public/1.0/save_file", emu.url()))
+            .bearer_auth("secret")
+            .multipart(form())
+            .send()
+            .await
+            .expect("send");
+        let record: Value = resp.json().await.expect("json");
+        let id = record["id"].as_str().unwrap_or_default().to_owned();
+
+        // No Range: the whole file, 200.
+        let resp = client()
+            .get(format!(
+                "{}/api-public/1.0/attachment/{id}/attachment",
+                emu.url()
+            ))
+            .bearer_auth("secret")
+            .header("range", "bytes=0-1")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-length"), "9");
+        assert_eq!(
+            header(&resp, "content-disposition"),
+            "attachment; filename=\"app.tar.gz\""
+        );
+        assert!(resp.headers().get("accept-ranges").is_none());
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"log line\n");
+
+        // Unknown ids are 404s in Case IQ's form.
+        let unknown = "00000000-0000-4000-8000-000000000009";
+        for path in [
+            format!("/api-public/1.0/attachment/{unknown}"),
+            format!("/api-public/1.0/attachment/{unknown}/attachment"),
+            "/api-public/1.0/attachment/not-a-uuid".to_owned(),
+        ] {
+            let resp = get(path.clone()).await.expect("send");
+            assert_eq!(resp.status(), 404, "{path}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(404, "Attachment not found", "NOT_FOUND"),
+                "{path}"
+            );
+        }
+
+        // Case IQ deletes nothing.
+        for path in [
+            format!("/api-public/1.0/attachment/{id}"),
+            format!("/api-public/1.0/attachment/{id}/attachment"),
+            "/api-public/1.0/attachments".to_owned(),
+        ] {
+            let resp = client()
+                .delete(format!("{}{path}", emu.url()))
+                .bearer_auth("secret")
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 405, "{path}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(405, "Method Not Allowed", "METHOD_NOT_ALLOWED")
+            );
+        }
+        assert_eq!(emu.files().len(), 1);
+
+        // Reads need the bearer token too.
+        let resp = client()
+            .get(format!("{}/api-public/1.0/attachment/{id}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            caseiq_error(401, "Missing bearer token", "UNAUTHORIZED")
+        );
+    }
+
+    #[tokio::test]
+    async fn lists_are_limited() {
+        let emu = start(Config::new(DialectId::Caseiq)).await;
+        let url = format!("{}/api-public/1.0/save_file", emu.url());
+        for i in 0..105 {
+            let form = Form::new().text("caseId", CASE).part(
+                "file",
+                Part::bytes(&b"x"[..]).file_name(format!("f{i}.txt")),
+            );
+            let resp = client()
+                .post(&url)
+                .multipart(form)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+        }
+        let list = |query: &'static str| {
+            client()
+                .get(format!("{}/api-public/1.0/attachments{query}", emu.url()))
+                .send()
+        };
+        for (query, count) in [
+            ("", 100),
+            ("?limit=3", 3),
+            ("?limit=1000", 105),
+            ("?limit=100000", 105),
+            ("?objectId=9c235210-6834-11ea-a78c-6ffb38a34414&limit=2", 2),
+            ("?objectId=other", 0),
+        ] {
+            let body: Value = list(query).await.expect("send").json().await.expect("json");
+            assert_eq!(body["count"], count, "{query}");
+            assert_eq!(
+                body["records"].as_array().map(Vec::len),
+                Some(count),
+                "{query}"
+            );
+        }
+        // At most 1000, however many there are.
+        {
+            let mut store = emu.shared.store();
+            let first = store.files[0].clone();
+            store.files.extend(std::iter::repeat_n(first, 1000));
+        }
+        let body: Value = list("?limit=100000")
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["count"], 1000);
+        let body: Value = list("?limit=2")
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["records"][0]["name"], "f0.txt");
+        assert_eq!(body["records"][1]["name"], "f1.txt");
+        for query in ["?limit=abc", "?limit=0", "?limit=-1", "?limit="] {
+            let resp = list(query).await.expect("send");
+            assert_eq!(resp.status(), 400, "{query}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(400, "limit must be a positive integer", "BAD_REQUEST")
+            );
+        }
+    }
+
     #[tokio::test]
     async fn tokens_expire_and_fixed_tokens_work() {
         let emu = start(config()).await;

@@ -331,6 +331,7 @@ mod tests {
             .expect("send");
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "content-type"), "application/pdf");
+        assert_eq!(header(&resp, "content-length"), "14");
         assert_eq!(
             header(&resp, "content-disposition"),
             "attachment; filename=\"report.pdf\""
@@ -349,6 +350,103 @@ mod tests {
             assert_eq!(missing.status(), 200);
             assert_eq!(missing.text().await.expect("body"), "FAILED");
         }
+    }
+
+    #[tokio::test]
+    async fn downloads_ignore_ranges() {
+        let emu = start(config()).await;
+        let url = format!("{}/api/v4/cases/1/files?{AUTH}", emu.url());
+        client()
+            .post(&url)
+            .multipart(form(b"0123456789"))
+            .send()
+            .await
+            .expect("send");
+        let resp = client()
+            .get(format!("{}/api/v4/cases/files/1?{AUTH}", emu.url()))
+            .header("range", "bytes=0-3")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-length"), "10");
+        assert!(resp.headers().get("accept-ranges").is_none());
+        assert!(resp.headers().get("content-range").is_none());
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn delete_answers_whether_it_deleted() {
+        let emu = start(config()).await;
+        for case in ["1", "1", "2"] {
+            let url = format!("{}/api/v4/cases/{case}/files?{AUTH}", emu.url());
+            let resp = client()
+                .post(&url)
+                .multipart(form(b"x"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+        }
+        let delete = |path: &'static str| {
+            client()
+                .delete(format!("{}{path}?{AUTH}", emu.url()))
+                .send()
+        };
+        // Another case's file, an unknown one, a bad id: false, nothing deleted.
+        for path in [
+            "/api/v4/cases/2/files/1",
+            "/api/v4/cases/1/files/9",
+            "/api/v4/cases/1/files/x",
+            "/api/v4/cases/x/files/1",
+        ] {
+            let resp = delete(path).await.expect("send");
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(header(&resp, "content-type"), "application/json");
+            assert_eq!(resp.text().await.expect("body"), "false", "{path}");
+        }
+        assert_eq!(emu.files().len(), 3);
+        let resp = delete("/api/v4/cases/01/files/001").await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "true");
+        let ids: Vec<String> = emu.files().into_iter().map(|f| f.id).collect();
+        assert_eq!(ids, ["2", "3"]);
+        // Gone: the download fails, the case lists one file, a second delete is false.
+        let resp = client()
+            .get(format!("{}/api/v4/cases/files/1?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.text().await.expect("body"), "FAILED");
+        let listed: Value = client()
+            .get(format!("{}/api/v4/cases/1/files?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            listed["attachments"]["attachements"],
+            json!([{"id": 2, "url": format!("{}/api/v4/cases/files/2", emu.url())}])
+        );
+        let resp = delete("/api/v4/cases/1/files/1").await.expect("send");
+        assert_eq!(resp.text().await.expect("body"), "false");
+        // Credentials are checked as for every call.
+        let resp = client()
+            .delete(format!("{}/api/v4/cases/1/files/2", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.text().await.expect("body"), "FAILED");
+        let resp = client()
+            .put(format!("{}/api/v4/cases/1/files/2?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 405);
+        assert_eq!(emu.files().len(), 2);
     }
 
     #[tokio::test]

@@ -717,6 +717,21 @@ mod tests {
         assert_eq!(names(&capped).len(), 45);
         let huge = page("?per_page=99999999999999999999999").await;
         assert_eq!(huge["meta"]["per_page"], 500);
+        // With more than 500 files, a page holds 500 of them.
+        {
+            let mut store = emu.shared.store();
+            let first = store.files[0].clone();
+            store.files.extend(std::iter::repeat_n(first, 600));
+        }
+        let capped = page("?per_page=1000&page=2").await;
+        assert_eq!(capped["meta"]["count"], 645);
+        assert_eq!(capped["meta"]["pages"], 2);
+        assert_eq!(capped["meta"]["previous_page"], link(1, 500));
+        assert_eq!(names(&capped).len(), 145);
+        let full = page("?per_page=1000").await;
+        assert_eq!(names(&full).len(), 500);
+        assert_eq!(full["meta"]["next_page"], link(2, 500));
+        emu.shared.store().files.truncate(46);
 
         // A case without files has no pages.
         let empty: Value = get(&emu, "/api/v2/cases/8/files")
