@@ -952,6 +952,340 @@ mod tests {
         assert_eq!(emu.comments().len(), 1);
     }
 
+    fn get(emu: &Emulator, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .get(format!("{}{path}", emu.url()))
+            .header("authorization", "ApiKey apikey")
+    }
+
+    fn delete(emu: &Emulator, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .delete(format!("{}{path}", emu.url()))
+            .header("authorization", "ApiKey apikey")
+            .header("kbn-xsrf", "true")
+    }
+
+    async fn json_of(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json"))
+    }
+
+    /// Case `c` with a file and `n` user comments "c0", "c1", ...; the case as answered
+    /// last.
+    async fn case_with_comments(emu: &Emulator, space: &str, n: usize) -> Value {
+        let (status, mut case) = json_of(
+            post(emu, &format!("{space}/api/cases/c/files")).multipart(file(&b"x"[..], "a.txt")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        for i in 0..n {
+            let body = json!({"type": "user", "comment": format!("c{i}"), "owner": "cases"});
+            let (status, answered) =
+                json_of(post(emu, &format!("{space}/api/cases/c/comments")).json(&body)).await;
+            assert_eq!(status, 200);
+            case = answered;
+        }
+        case
+    }
+
+    #[tokio::test]
+    async fn find_lists_user_comments_only() {
+        let emu = start(config()).await;
+        let case = case_with_comments(&emu, "", 3).await;
+        let users: Vec<Value> = case["comments"]
+            .as_array()
+            .map(|c| c[1..].to_vec())
+            .unwrap_or_default();
+        assert_eq!(users.len(), 3);
+
+        let (status, page) = json_of(get(&emu, "/api/cases/c/comments/_find")).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            page,
+            json!({"page": 1, "per_page": 20, "total": 3, "comments": users})
+        );
+        let (_, page) = json_of(get(&emu, "/api/cases/c/comments/_find?perPage=2&page=2")).await;
+        assert_eq!(
+            page,
+            json!({"page": 2, "per_page": 2, "total": 3, "comments": [users[2]]})
+        );
+        let (_, page) = json_of(get(&emu, "/api/cases/c/comments/_find?page=5&perPage=100")).await;
+        assert_eq!(
+            page,
+            json!({"page": 5, "per_page": 100, "total": 3, "comments": []})
+        );
+        for (query, message) in [
+            ("perPage=101", "The perPage field cannot be more than 100."),
+            ("perPage=0", "The perPage field cannot be less than 1."),
+            ("perPage=x", "Invalid value \"x\" supplied to \"perPage\""),
+            ("page=0", "The page field cannot be less than 1."),
+            ("page=-2", "Invalid value \"-2\" supplied to \"page\""),
+            (
+                "page=101&perPage=100",
+                "The number of documents is too high. Paginating through more than 10,000 documents is not possible.",
+            ),
+        ] {
+            let (status, body) =
+                json_of(get(&emu, &format!("/api/cases/c/comments/_find?{query}"))).await;
+            assert_eq!(status, 400, "{query}");
+            assert_eq!(body, kibana_error(400, message), "{query}");
+        }
+        let (status, body) = json_of(get(&emu, "/api/cases/nope/comments/_find")).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            kibana_error(404, "Saved object [cases/nope] not found")
+        );
+        // Spaces keep their own cases.
+        let (status, _) = json_of(get(&emu, "/s/team/api/cases/c/comments/_find")).await;
+        assert_eq!(status, 404);
+        case_with_comments(&emu, "/s/team", 1).await;
+        let (_, page) = json_of(get(&emu, "/s/team/api/cases/c/comments/_find")).await;
+        assert_eq!(page["total"], 1);
+        assert_eq!(page["comments"][0]["comment"], "c0");
+    }
+
+    #[tokio::test]
+    async fn one_comment_as_the_case_shows_it() {
+        let emu = start(config()).await;
+        let case = case_with_comments(&emu, "", 1).await;
+        for at in 0..2 {
+            let comment = &case["comments"][at];
+            let id = comment["id"].as_str().unwrap_or_default();
+            let (status, got) = json_of(get(&emu, &format!("/api/cases/c/comments/{id}"))).await;
+            assert_eq!(status, 200);
+            assert_eq!(&got, comment);
+        }
+        assert_eq!(
+            case["comments"][0]["externalReferenceAttachmentTypeId"],
+            ".files"
+        );
+        let (status, body) = json_of(get(&emu, "/api/cases/c/comments/nope")).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            kibana_error(404, "Saved object [cases-comments/nope] not found")
+        );
+        let id = case["comments"][0]["id"].as_str().unwrap_or_default();
+        for path in [
+            format!("/api/cases/other/comments/{id}"),
+            format!("/s/team/api/cases/c/comments/{id}"),
+        ] {
+            let (status, body) = json_of(get(&emu, &path)).await;
+            assert_eq!(status, 404, "{path}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Saved object [cases/")),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn kibana_words_are_not_cases() {
+        let emu = start(config()).await;
+        for word in [
+            "_find",
+            "tags",
+            "reporters",
+            "configure",
+            "status",
+            "alerts",
+            "_x",
+        ] {
+            let resp = get(&emu, &format!("/api/cases/{word}"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 404, "{word}");
+            let resp = post(&emu, &format!("/api/cases/{word}/files"))
+                .multipart(file(&b"x"[..], "a.txt"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 404, "{word}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                kibana_error(404, "Not Found")
+            );
+        }
+        assert!(emu.files().is_empty());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_comment_needs_xsrf_and_takes_its_file() {
+        let emu = start(config()).await;
+        let case = case_with_comments(&emu, "", 2).await;
+        let file_comment = case["comments"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let user_comment = case["comments"][1]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let file_id = emu.files()[0].id.clone();
+        let blob = format!("/api/files/files/casesFilesCases/{file_id}/blob");
+
+        let path = format!("/api/cases/c/comments/{file_comment}");
+        let resp = client()
+            .delete(format!("{}{path}", emu.url()))
+            .header("authorization", "ApiKey apikey")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 400);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(400, "Request must contain a kbn-xsrf header.")
+        );
+        let resp = client()
+            .delete(format!("{}{path}", emu.url()))
+            .header("kbn-xsrf", "true")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        // In another space the comment is not there.
+        let resp = delete(&emu, &format!("/s/team{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 404);
+        assert_eq!(emu.files().len(), 1);
+
+        let resp = delete(&emu, &path).send().await.expect("send");
+        assert_eq!(resp.status(), 204);
+        assert_eq!(resp.bytes().await.expect("body").len(), 0);
+        assert!(emu.files().is_empty());
+        let resp = get(&emu, &blob).send().await.expect("send");
+        assert_eq!(resp.status(), 404);
+        let (status, _) = json_of(get(&emu, &path)).await;
+        assert_eq!(status, 404);
+        let (_, case) = json_of(get(&emu, "/api/cases/c")).await;
+        let ids: Vec<&str> = case["comments"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["id"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(ids.len(), 2);
+        assert!(!ids.contains(&file_comment.as_str()));
+        assert_eq!(case["totalComment"], 2);
+
+        // A user comment: gone from the case and from _find.
+        let resp = delete(&emu, &format!("/api/cases/c/comments/{user_comment}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 204);
+        let (_, page) = json_of(get(&emu, "/api/cases/c/comments/_find")).await;
+        assert_eq!(page["total"], 1);
+        assert_eq!(page["comments"][0]["comment"], "c1");
+
+        for path in [
+            path.clone(),
+            "/api/cases/c/comments/_find".to_owned(),
+            "/api/cases/nope/comments/x".to_owned(),
+        ] {
+            let (status, body) = json_of(delete(&emu, &path)).await;
+            assert_eq!(status, 404, "{path}");
+            assert_eq!(body["statusCode"], 404);
+        }
+    }
+
+    #[tokio::test]
+    async fn blobs_honour_ranges_and_empty_files_are_204() {
+        let emu = start(config()).await;
+        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let resp = post(&emu, "/api/cases/c/files")
+            .multipart(file(data.clone(), "data.json"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let blob = format!(
+            "/api/files/files/casesFilesCases/{}/blob",
+            emu.files()[0].id
+        );
+
+        let resp = get(&emu, &blob).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-type"), "application/json");
+        assert_eq!(header(&resp, "content-length"), "1000");
+        assert_eq!(header(&resp, "accept-ranges"), "bytes");
+        assert_eq!(
+            header(&resp, "content-disposition"),
+            "attachment; filename=\"data.json\""
+        );
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), data.as_slice());
+
+        let resp = get(&emu, &format!("{blob}/data.json"))
+            .header("range", "bytes=10-19")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 206);
+        assert_eq!(header(&resp, "content-range"), "bytes 10-19/1000");
+        assert_eq!(header(&resp, "content-length"), "10");
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), &data[10..20]);
+        let resp = get(&emu, &blob)
+            .header("range", "bytes=-1")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 206);
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), &data[999..]);
+        let resp = get(&emu, &blob)
+            .header("range", "bytes=1000-")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 416);
+        assert_eq!(header(&resp, "content-range"), "bytes */1000");
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(416, "Range Not Satisfiable")
+        );
+        let resp = get(&emu, &blob)
+            .header("range", "bytes=0-1, 4-5")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.expect("body").len(), 1000);
+
+        // An empty file: 204, no body, whatever the range.
+        let resp = post(&emu, "/api/cases/c/files")
+            .multipart(file(&b""[..], "empty.txt"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let empty = format!(
+            "/api/files/files/casesFilesCases/{}/blob",
+            emu.files()[1].id
+        );
+        for range in [None, Some("bytes=0-")] {
+            let mut req = get(&emu, &empty);
+            if let Some(range) = range {
+                req = req.header("range", range);
+            }
+            let resp = req.send().await.expect("send");
+            assert_eq!(resp.status(), 204, "{range:?}");
+            assert_eq!(resp.bytes().await.expect("body").len(), 0);
+        }
+        let resp = get(&emu, "/api/files/files/casesFilesCases/nope/blob")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 404);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            kibana_error(404, "File [nope] of kind [casesFilesCases] not found")
+        );
+    }
+
     #[tokio::test]
     async fn refusals_name_the_problem() {
         let emu = start(config()).await;
