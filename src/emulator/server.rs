@@ -260,7 +260,8 @@ impl Shared {
         calls.iter().cloned().collect()
     }
 
-    fn record(&self, parts: &Parts) {
+    /// Records a request received.
+    pub(super) fn record(&self, parts: &Parts) {
         let call = RecordedCall::of(parts);
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         if calls.len() == CALLS_KEPT {
