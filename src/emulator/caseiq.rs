@@ -1,6 +1,7 @@
 //! Case IQ: an OAuth2 client-credentials token endpoint (`POST /auth/oauth2/token`), the
 //! multipart upload `POST /api-public/1.0/save_file` (case id in the `caseId` field, the
-//! `file` part last), and the attachment list, get and download endpoints. Errors are
+//! `file` part last), and the attachment list (`limit` default 100, at most 1000), get and
+//! download endpoints (no `Range`); Case IQ deletes nothing (405). Errors are
 //! `{"name":"SERVICE_ACCOUNT_ERROR","httpstatus":S,"meta":{"message":M},"message":CODE}`,
 //! except the token endpoint's OAuth2 `{"error": ...}` answers.
 
@@ -11,7 +12,7 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::server::{Api, Kind, Refusal, Shared};
+use super::server::{self, Api, Kind, Shared};
 use super::wire::{self, FormError, ReqBody, Resp};
 use super::StoredFile;
 
@@ -29,6 +30,9 @@ pub(super) enum Call {
 
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 3600;
+/// `limit` when none is given, and the most it can be.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
 
 /// The `message` code of an error answer: the reason phrase in upper snake case
 /// (`BAD_REQUEST`, `PAYLOAD_TOO_LARGE`, ...).
@@ -44,22 +48,6 @@ fn code(status: StatusCode) -> String {
             }
         })
         .collect()
-}
-
-fn error(status: StatusCode, message: &str) -> Resp {
-    wire::json(
-        status,
-        &json!({
-            "name": "SERVICE_ACCOUNT_ERROR",
-            "httpstatus": status.as_u16(),
-            "meta": {"message": message},
-            "message": code(status),
-        }),
-    )
-}
-
-fn bad_request(message: &str) -> Resp {
-    error(StatusCode::BAD_REQUEST, message)
 }
 
 fn oauth_error(status: StatusCode, error: &str) -> Resp {
@@ -111,41 +99,38 @@ impl Api for CaseIq {
     }
 
     fn error(status: StatusCode, message: &str) -> Resp {
-        error(status, message)
+        wire::json(
+            status,
+            &json!({
+                "name": "SERVICE_ACCOUNT_ERROR",
+                "httpstatus": status.as_u16(),
+                "meta": {"message": message},
+                "message": code(status),
+            }),
+        )
     }
 
-    fn authorize(sh: &Shared, kind: Kind, _call: &Call, parts: &Parts) -> Result<(), Refusal> {
-        if kind == Kind::Token || sh.is_open() {
-            return Ok(());
-        }
-        let Some(token) = wire::authorization(parts, "Bearer") else {
-            return Err((StatusCode::UNAUTHORIZED, "Missing bearer token"));
-        };
-        let issued = sh
-            .store()
-            .tokens
-            .get(token)
-            .is_some_and(|expiry| *expiry > Instant::now());
-        if issued || sh.accepts(Some(token)) {
-            Ok(())
-        } else {
-            Err((StatusCode::UNAUTHORIZED, "Invalid or expired access token"))
-        }
+    const NO_CREDENTIAL: &'static str = "Missing bearer token";
+    const BAD_CREDENTIAL: &'static str = "Invalid or expired access token";
+
+    /// The bearer token: one the token endpoint issued, or a fixed one.
+    fn credential(parts: &Parts) -> Option<String> {
+        wire::authorization(parts, "Bearer").map(str::to_owned)
     }
 
     async fn handle(sh: Arc<Shared>, call: Call, parts: Parts, body: ReqBody) -> Resp {
-        match call {
-            Call::Token => token(&sh, &parts, body).await,
-            Call::Upload => upload(&sh, &parts, body).await,
-            Call::List => list(&sh, &parts),
-            Call::Get(id) => match sh.store().files.iter().find(|f| f.id == id) {
-                Some(file) => wire::json(StatusCode::OK, &record(file)),
-                None => error(StatusCode::NOT_FOUND, "Attachment not found"),
-            },
-            Call::Download(id) => match sh.store().files.iter().find(|f| f.id == id) {
-                Some(file) => wire::download(file),
-                None => error(StatusCode::NOT_FOUND, "Attachment not found"),
-            },
+        let (id, download) = match call {
+            Call::Token => return token(&sh, &parts, body).await,
+            Call::Upload => return upload(&sh, &parts, body).await,
+            Call::List => return list(&sh, &parts),
+            Call::Get(id) => (id, false),
+            Call::Download(id) => (id, true),
+        };
+        let store = sh.store();
+        match server::find_file::<CaseIq>(&store.files, "Attachment not found", |f| f.id == id) {
+            Ok(file) if download => server::download::<CaseIq>(file, &parts),
+            Ok(file) => wire::json(StatusCode::OK, &record(file)),
+            Err(not_found) => *not_found,
         }
     }
 
@@ -169,7 +154,7 @@ impl Api for CaseIq {
 /// `POST /auth/oauth2/token`: client credentials for an expiring bearer token.
 async fn token(sh: &Shared, parts: &Parts, body: ReqBody) -> Resp {
     let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
-    if !wire::has_content_type(parts, "application/json") {
+    if !wire::has_content_type(parts, &mime::APPLICATION_JSON) {
         return invalid();
     }
     let Ok(bytes) = body.collect().await else {
@@ -218,14 +203,16 @@ async fn upload(sh: &Shared, parts: &Parts, body: ReqBody) -> Resp {
     let form = match wire::read_form(parts, body, |_, _| None).await {
         Ok(form) => form,
         Err(FormError::NotMultipart) => {
-            return error(
+            return CaseIq::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be multipart/form-data",
             )
         }
-        Err(FormError::Broken(e)) => return bad_request(&format!("Malformed multipart body: {e}")),
+        Err(FormError::Broken(e)) => {
+            return CaseIq::bad_request(&format!("Malformed multipart body: {e}"))
+        }
         Err(FormError::TooLarge { .. }) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "File too large")
+            return CaseIq::error(StatusCode::PAYLOAD_TOO_LARGE, "File too large")
         }
     };
     let mut case_id = None;
@@ -233,34 +220,34 @@ async fn upload(sh: &Shared, parts: &Parts, body: ReqBody) -> Resp {
     let mut fields: Vec<(String, String)> = Vec::new();
     for part in &form {
         if file.is_some() {
-            return bad_request("file must be the last field");
+            return CaseIq::bad_request("file must be the last field");
         }
         let name = part.name.as_str();
         match name {
-            "file" if part.filename.is_none() => return bad_request("file must be a file"),
+            "file" if part.filename.is_none() => return CaseIq::bad_request("file must be a file"),
             "file" => file = Some(part),
             "caseId" | "description" | "templateLocale" => {
                 if fields.iter().any(|(k, _)| k == name) {
-                    return bad_request(&format!("{name} given more than once"));
+                    return CaseIq::bad_request(&format!("{name} given more than once"));
                 }
                 let text = part.text();
                 if name == "caseId" {
                     if !is_uuid(&text) {
-                        return bad_request("caseId must be a UUID");
+                        return CaseIq::bad_request("caseId must be a UUID");
                     }
                     case_id = Some(text.clone());
                 }
                 fields.push((part.name.clone(), text));
             }
             "bulkTags[]" => fields.push((part.name.clone(), part.text())),
-            _ => return bad_request(&format!("Unknown field: {name}")),
+            _ => return CaseIq::bad_request(&format!("Unknown field: {name}")),
         }
     }
     let Some(case_id) = case_id else {
-        return bad_request("caseId is required");
+        return CaseIq::bad_request("caseId is required");
     };
     let Some(file) = file else {
-        return bad_request("file is required");
+        return CaseIq::bad_request("file is required");
     };
     let name = file.filename.clone().unwrap_or_default();
     let mime = wire::file_type(file.content_type.as_deref(), &name);
@@ -274,17 +261,17 @@ async fn upload(sh: &Shared, parts: &Parts, body: ReqBody) -> Resp {
     wire::json(StatusCode::OK, &answer)
 }
 
-/// `GET /api-public/1.0/attachments`: every attachment, optionally filtered by string fields
-/// of the record (`?objectId=...`) and cut to `limit`.
+/// `GET /api-public/1.0/attachments`: the attachments, oldest first, optionally filtered by
+/// string fields of the record (`?objectId=...`), at most `limit` of them (default 100,
+/// at most 1000).
 fn list(sh: &Shared, parts: &Parts) -> Resp {
-    let query = wire::query(parts);
-    let mut limit = usize::MAX;
+    let mut limit = DEFAULT_LIMIT;
     let mut filters = Vec::new();
-    for (key, value) in &query {
+    for (key, value) in wire::query(parts) {
         match key.as_str() {
-            "limit" => match value.parse() {
-                Ok(n) => limit = n,
-                Err(_) => return bad_request("limit must be a number"),
+            "limit" => match wire::positive_integer(&value) {
+                Some(n) => limit = n.min(MAX_LIMIT),
+                None => return CaseIq::bad_request("limit must be a positive integer"),
             },
             "sort" | "order" | "fields" => {}
             _ => filters.push((key, value)),
@@ -300,7 +287,7 @@ fn list(sh: &Shared, parts: &Parts) -> Resp {
                 .iter()
                 .all(|(k, v)| r.get(k.as_str()).and_then(Value::as_str) == Some(v.as_str()))
         })
-        .take(limit)
+        .take(limit as usize)
         .collect();
     let count = records.len();
     wire::json(StatusCode::OK, &json!({"records": records, "count": count}))
@@ -511,6 +498,167 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(resp.status(), 404);
+    }
+
+    fn caseiq_error(status: u16, message: &str, code: &str) -> Value {
+        json!({"name": "SERVICE_ACCOUNT_ERROR", "httpstatus": status, "meta": {"message": message}, "message": code})
+    }
+
+    #[tokio::test]
+    async fn reads_are_strict() {
+        let emu = start(config()).await;
+        let get = |path: String| {
+            client()
+                .get(format!("{}{path}", emu.url()))
+                .bearer_auth("secret")
+                .send()
+        };
+        let resp = client()
+            .post(format!("{}/api-public/1.0/save_file", emu.url()))
+            .bearer_auth("secret")
+            .multipart(form())
+            .send()
+            .await
+            .expect("send");
+        let record: Value = resp.json().await.expect("json");
+        let id = record["id"].as_str().unwrap_or_default().to_owned();
+
+        // No Range: the whole file, 200.
+        let resp = client()
+            .get(format!(
+                "{}/api-public/1.0/attachment/{id}/attachment",
+                emu.url()
+            ))
+            .bearer_auth("secret")
+            .header("range", "bytes=0-1")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-length"), "9");
+        assert_eq!(
+            header(&resp, "content-disposition"),
+            "attachment; filename=\"app.tar.gz\""
+        );
+        assert!(resp.headers().get("accept-ranges").is_none());
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"log line\n");
+
+        // Unknown ids are 404s in Case IQ's form.
+        let unknown = "00000000-0000-4000-8000-000000000009";
+        for path in [
+            format!("/api-public/1.0/attachment/{unknown}"),
+            format!("/api-public/1.0/attachment/{unknown}/attachment"),
+            "/api-public/1.0/attachment/not-a-uuid".to_owned(),
+        ] {
+            let resp = get(path.clone()).await.expect("send");
+            assert_eq!(resp.status(), 404, "{path}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(404, "Attachment not found", "NOT_FOUND"),
+                "{path}"
+            );
+        }
+
+        // Case IQ deletes nothing.
+        for path in [
+            format!("/api-public/1.0/attachment/{id}"),
+            format!("/api-public/1.0/attachment/{id}/attachment"),
+            "/api-public/1.0/attachments".to_owned(),
+        ] {
+            let resp = client()
+                .delete(format!("{}{path}", emu.url()))
+                .bearer_auth("secret")
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 405, "{path}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(405, "Method Not Allowed", "METHOD_NOT_ALLOWED")
+            );
+        }
+        assert_eq!(emu.files().len(), 1);
+
+        // Reads need the bearer token too.
+        let resp = client()
+            .get(format!("{}/api-public/1.0/attachment/{id}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            caseiq_error(401, "Missing bearer token", "UNAUTHORIZED")
+        );
+    }
+
+    #[tokio::test]
+    async fn lists_are_limited() {
+        let emu = start(Config::new(DialectId::Caseiq)).await;
+        let url = format!("{}/api-public/1.0/save_file", emu.url());
+        for i in 0..105 {
+            let form = Form::new().text("caseId", CASE).part(
+                "file",
+                Part::bytes(&b"x"[..]).file_name(format!("f{i}.txt")),
+            );
+            let resp = client()
+                .post(&url)
+                .multipart(form)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+        }
+        let list = |query: &'static str| {
+            client()
+                .get(format!("{}/api-public/1.0/attachments{query}", emu.url()))
+                .send()
+        };
+        for (query, count) in [
+            ("", 100),
+            ("?limit=3", 3),
+            ("?limit=1000", 105),
+            ("?limit=100000", 105),
+            ("?objectId=9c235210-6834-11ea-a78c-6ffb38a34414&limit=2", 2),
+            ("?objectId=other", 0),
+        ] {
+            let body: Value = list(query).await.expect("send").json().await.expect("json");
+            assert_eq!(body["count"], count, "{query}");
+            assert_eq!(
+                body["records"].as_array().map(Vec::len),
+                Some(count),
+                "{query}"
+            );
+        }
+        // At most 1000, however many there are.
+        {
+            let mut store = emu.shared.store();
+            let first = store.files[0].clone();
+            store.files.extend(std::iter::repeat_n(first, 1000));
+        }
+        let body: Value = list("?limit=100000")
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["count"], 1000);
+        let body: Value = list("?limit=2")
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["records"][0]["name"], "f0.txt");
+        assert_eq!(body["records"][1]["name"], "f1.txt");
+        for query in ["?limit=abc", "?limit=0", "?limit=-1", "?limit="] {
+            let resp = list(query).await.expect("send");
+            assert_eq!(resp.status(), 400, "{query}");
+            assert_eq!(
+                resp.json::<Value>().await.expect("json"),
+                caseiq_error(400, "limit must be a positive integer", "BAD_REQUEST")
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Injected faults: the ways a real case system misbehaves (error statuses, slowness,
 //! dropped connections, bodies that are not what they claim), their text form for the
 //! command line, and the answers they turn a normal answer into. Which requests a fault
-//! touches is decided in `server.rs`.
+//! touches is decided in `server.rs`: uploads and reads (lists, gets, downloads, deletes),
+//! and for `comment-status` the second calls only.
 
 use std::time::Duration;
 
@@ -11,40 +12,49 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 
-use super::wire::{self, Resp};
+use super::wire::{self, Dropped, Resp, Served};
 
-/// A misbehaviour injected into upload answers (and, for [`Fault::CommentStatus`], into the
-/// second calls that carry a comment: Kibana comments and Thalamus notes).
+/// A misbehaviour injected into the answers to uploads and reads (and, for
+/// [`Fault::CommentStatus`], into the second calls that carry a comment: Kibana comments
+/// and Thalamus notes). "Serve" below is what the request does when all is well: store an
+/// upload, read or delete a file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// `status=N`: read the upload, store nothing, answer status N in the dialect's error form.
+    /// `status=N`: read the request, serve nothing, answer status N in the dialect's error
+    /// form.
     Status(u16),
-    /// `delay=SECS`: handle the upload normally, then wait before answering.
+    /// `delay=SECS`: serve normally, then wait before answering.
     Delay(Duration),
-    /// `failed`: read the upload, store nothing, answer 200 `FAILED` (Thalamus's logical failure).
+    /// `failed`: read the request, serve nothing, answer 200 `FAILED` (Thalamus's logical
+    /// failure).
     Failed,
-    /// `reset-before-answer`: read the upload, then close the connection without answering.
+    /// `reset-before-answer`: read the request, serve nothing, close the connection without
+    /// answering.
     ResetBeforeAnswer,
-    /// `reset-mid-body`: read about half the upload, then drop the connection; nothing stored.
+    /// `reset-mid-body`: an upload: read about half of it, then drop the connection, nothing
+    /// stored. A download: send the head (with the full `Content-Length`) and about half
+    /// the bytes, then drop the connection. Another read: drop it without answering.
     ResetMidBody,
-    /// `headers-then-hang`: store, send the answer's headers, then never send its body.
+    /// `headers-then-hang`: serve, send the answer's headers, then never send its body.
     HeadersThenHang,
-    /// `html`: store, answer 200 with an HTML page instead of the dialect's answer.
+    /// `html`: serve, answer 200 with an HTML page instead of the dialect's answer.
     Html,
-    /// `html-error`: store nothing, answer 502 with a proxy's HTML error page.
+    /// `html-error`: serve nothing, answer 502 with a proxy's HTML error page.
     HtmlError,
-    /// `truncated-json`: store, answer 200 with the first half of the normal JSON answer.
+    /// `truncated-json`: serve, answer 200 with the first half of the normal answer.
     TruncatedJson,
-    /// `empty-body`: store, answer 200 JSON with an empty body.
+    /// `empty-body`: serve, answer 200 JSON with an empty body.
     EmptyBody,
-    /// `trickle`: store, send the normal answer one byte every 200 ms.
+    /// `trickle`: serve, send the normal answer slowly: one byte every 200 ms, a download
+    /// 1 KiB every 100 ms.
     Trickle,
-    /// `huge-body`: store, answer with a 64 MiB JSON body (the answer after 64 MiB of padding).
+    /// `huge-body`: serve, answer with a 64 MiB JSON body (the answer after 64 MiB of padding).
     HugeBody,
-    /// `comment-status=N`: uploads are normal; comment and note calls answer status N.
+    /// `comment-status=N`: uploads and reads are normal; comment and note calls answer
+    /// status N.
     CommentStatus(u16),
-    /// `flaky=P`: P uploads in every hundred (evenly spread) answer 500 and store nothing;
-    /// the others are normal.
+    /// `flaky=P`: P uploads and reads in every hundred (evenly spread, counted together)
+    /// answer 500 and serve nothing; the others are normal.
     Flaky(u8),
 }
 
@@ -148,19 +158,79 @@ pub(super) fn nginx_502() -> Resp {
 const HUGE_BODY: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 const TRICKLE_EVERY: Duration = Duration::from_millis(200);
+/// A download trickles this much ...
+const DOWNLOAD_TRICKLE: usize = 1 << 10;
+/// ... this often.
+const DOWNLOAD_TRICKLE_EVERY: Duration = Duration::from_millis(100);
+/// How long a cut-off download waits after its last bytes before dropping the connection,
+/// so they leave the server's buffers first.
+const CUT_OFF_AFTER: Duration = Duration::from_millis(100);
 
-/// Turns the normal (successful) answer into what a fault that stores the upload sends
-/// instead: the faults `headers-then-hang`, `html`, `truncated-json`, `empty-body`,
-/// `trickle` and `huge-body`. Answers that are not 2xx pass unchanged: the upload was not
-/// stored, and the fault only spoils confirmations.
-pub(super) async fn spoil(fault: &Fault, normal: Resp) -> Resp {
-    if !normal.status().is_success() {
-        return normal;
+/// `bytes` as slices of at most `size` (sharing the buffer).
+fn slices(bytes: Bytes, size: usize) -> impl Iterator<Item = Bytes> {
+    let len = bytes.len();
+    (0..len)
+        .step_by(size)
+        .map(move |at| bytes.slice(at..len.min(at + size)))
+}
+
+/// `chunks` sent one every `every`.
+fn paced(chunks: impl Iterator<Item = Bytes> + Send + 'static, every: Duration) -> wire::Body {
+    wire::streamed(
+        futures_util::stream::iter(chunks).then(move |b| async move {
+            tokio::time::sleep(every).await;
+            b
+        }),
+    )
+}
+
+/// A successful download answer cut off by `reset-mid-body`: its head as it was (the full
+/// `Content-Length` included), about half its bytes, then the connection dropped. `None`
+/// for any other answer, or a download of fewer than 2 bytes: the caller then drops the
+/// connection without answering.
+pub(super) fn cut_off(normal: Resp) -> Option<Resp> {
+    let Served(bytes) = normal.extensions().get::<Served>()?.clone();
+    if !normal.status().is_success() || bytes.len() < 2 {
+        return None;
     }
+    let (head, _) = normal.into_parts();
+    let half = bytes.slice(..bytes.len() / 2);
+    let sent = futures_util::stream::iter(slices(half, wire::DOWNLOAD_CHUNK).map(Ok));
+    let dropped = futures_util::stream::once(async {
+        tokio::time::sleep(CUT_OFF_AFTER).await;
+        Err(Dropped)
+    });
+    Some(Resp::from_parts(
+        head,
+        wire::streamed_fallible(sent.chain(dropped)),
+    ))
+}
+
+/// Turns the normal (successful) answer into what a fault that serves the request sends
+/// instead: the faults `headers-then-hang`, `html`, `truncated-json`, `empty-body`,
+/// `trickle` and `huge-body`. Answers that are not 2xx pass unchanged: nothing was served,
+/// and the fault only spoils confirmations. A download that hangs or trickles keeps its
+/// head, `Content-Length` included.
+pub(super) async fn spoil(fault: &Fault, normal: Resp) -> Result<Resp, Dropped> {
+    if !normal.status().is_success() {
+        return Ok(normal);
+    }
+    let served = normal.extensions().get::<Served>().cloned();
     let (mut head, body) = normal.into_parts();
-    let body: Bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(never) => match never {},
+    let body: Bytes = match served {
+        Some(Served(bytes)) => match fault {
+            Fault::HeadersThenHang => {
+                let hang = wire::streamed(futures_util::stream::pending());
+                return Ok(Resp::from_parts(head, hang));
+            }
+            Fault::Trickle => {
+                let chunks = slices(bytes, DOWNLOAD_TRICKLE);
+                let body = paced(chunks, DOWNLOAD_TRICKLE_EVERY);
+                return Ok(Resp::from_parts(head, body));
+            }
+            _ => bytes,
+        },
+        None => body.collect().await?.to_bytes(),
     };
     head.headers.remove(CONTENT_LENGTH);
     head.status = StatusCode::OK;
@@ -184,13 +254,7 @@ pub(super) async fn spoil(fault: &Fault, normal: Resp) -> Resp {
             head.headers.insert(CONTENT_TYPE, json);
             wire::full(Bytes::new())
         }
-        Fault::Trickle => {
-            let bytes = (0..body.len()).map(move |i| body.slice(i..i + 1));
-            wire::streamed(futures_util::stream::iter(bytes).then(|b| async move {
-                tokio::time::sleep(TRICKLE_EVERY).await;
-                b
-            }))
-        }
+        Fault::Trickle => paced(slices(body, 1), TRICKLE_EVERY),
         Fault::HugeBody => {
             head.headers.insert(CONTENT_TYPE, json);
             let padding = HUGE_BODY.saturating_sub(body.len());
@@ -202,7 +266,7 @@ pub(super) async fn spoil(fault: &Fault, normal: Resp) -> Resp {
         }
         _ => wire::full(body),
     };
-    Resp::from_parts(head, body)
+    Ok(Resp::from_parts(head, body))
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Faithful in-memory stand-ins for the four case systems casegate speaks to (SPEC
-//! sections 1 and 6): each serves one API's upload, list and download endpoints (and the
-//! Case IQ token endpoint, Kibana comments and Thalamus notes), validates requests the way
-//! the real system does, and stores files in memory. They are the "real systems" of
+//! sections 1, 6 and 7): each serves one API's upload endpoint and every read-back
+//! operation it has (list, get, download with `Range` where the real system honours it,
+//! delete), the Case IQ token endpoint, Kibana comments and Thalamus notes; validates
+//! requests the way the real system does, and stores files in memory. They are the "real systems" of
 //! casegate's tests, the `casegate emulate` command and `url = "embedded"` routes, so they
 //! share no translation code with casegate: they read multipart with multer and JSON with
 //! serde_json themselves.
 //!
-//! An emulator can also misbehave on purpose ([`Fault`]) and answer without storing
-//! anything ([`Config::fast`]) for benchmarks.
+//! An emulator can also misbehave on purpose ([`Fault`], on uploads and reads alike),
+//! answer without storing anything ([`Config::fast`]) for benchmarks, and tells tests what
+//! reached it ([`Emulator::calls`]).
 
 mod caseiq;
 mod fault;
@@ -40,7 +42,8 @@ pub struct Config {
     /// Kibana: an API key (`Authorization: ApiKey K`) or "user:password" for Basic.
     /// Empty = open: every request is accepted, with or without credentials.
     pub tokens: Vec<String>,
-    /// A misbehaviour to inject from the start (see also [`Emulator::set_fault`]).
+    /// A misbehaviour to inject from the start, into uploads and reads (see also
+    /// [`Emulator::set_fault`]).
     pub fault: Option<Fault>,
     /// Benchmark mode: authenticate, drain the upload body without parsing or storing it,
     /// answer a canned success of the dialect's exact shape.
@@ -80,6 +83,8 @@ pub struct StoredFile {
     pub size: u64,
     /// Lowercase hex SHA-256 of the bytes.
     pub sha256: String,
+    /// Lowercase hex MD5 of the bytes (Tines reports it).
+    pub md5: String,
     pub data: bytes::Bytes,
     /// When it was stored, RFC 3339.
     pub created_at: String,
@@ -111,6 +116,7 @@ impl StoredFile {
             content_type,
             size: data.len() as u64,
             sha256: wire::sha256_hex(&data),
+            md5: wire::md5_hex(&data),
             data,
             created_at: wire::now_millis(),
             fields: Vec::new(),
@@ -124,6 +130,32 @@ impl StoredFile {
 pub struct StoredComment {
     pub case_id: String,
     pub text: String,
+}
+
+/// One request an emulator received, as [`Emulator::calls`] records it. Secrets are masked:
+/// the values of the `authorization`, `thalamus-token` and `x-user-token` headers and of a
+/// `token` query parameter read `***`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path as sent (still percent-encoded), without the query.
+    pub path: String,
+    /// The query string as sent (empty when none), but with a `token` parameter masked
+    /// (the query then re-encoded).
+    pub query: String,
+    /// Every header, in order, names lower-case, values as text (lossy).
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedCall {
+    /// The first value of the header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A running emulator. Dropping the handle leaves it serving until the runtime ends; call
@@ -169,9 +201,15 @@ impl Emulator {
         self.shared.store().files.clone()
     }
 
-    /// Every comment stored (Kibana comments, Thalamus notes), oldest first.
+    /// Every comment stored (Kibana comments, Thalamus notes), oldest first; a deleted
+    /// Kibana comment stays in this record.
     pub fn comments(&self) -> Vec<StoredComment> {
         self.shared.store().comments.clone()
+    }
+
+    /// The requests received, oldest first: every one, up to the 10 000 most recent.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.shared.calls()
     }
 
     /// Every HTTP request received.
@@ -194,7 +232,7 @@ impl Emulator {
         self.shared.open_connections.load(Relaxed)
     }
 
-    /// Injects `fault` into the requests that follow (None: behave).
+    /// Injects `fault` into the uploads and reads that follow (None: behave); see [`Fault`].
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.shared.set_fault(fault);
     }

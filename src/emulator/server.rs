@@ -1,9 +1,11 @@
 //! The server loop every emulator runs, written once: listener and optional TLS, one task
-//! per connection, shutdown; the shared state (stored files, counters, the fault); and the
-//! request pipeline that routes, authenticates, applies faults and fast mode, and only then
-//! hands a request to its dialect through the [`Api`] trait.
+//! per connection, shutdown; the shared state (stored files, counters, the record of calls,
+//! the fault); the request pipeline that records, routes, authenticates, applies faults and
+//! fast mode, and only then hands a request to its dialect through the [`Api`] trait; and
+//! what the dialects share on the way: finding a stored file or answering the dialect's
+//! 404, and serving a download in the dialect's style.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -23,8 +25,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::fault::{self, Fault};
-use super::wire::{self, ReqBody, Resp};
-use super::{caseiq, kibana, thalamus, tines, Config, DialectId, StoredComment, StoredFile};
+use super::wire::{self, DownloadStyle, Dropped, ReqBody, Resp};
+use super::{
+    caseiq, kibana, thalamus, tines, Config, DialectId, RecordedCall, StoredComment, StoredFile,
+};
 
 /// What an endpoint is, for counters, faults and fast mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,25 +39,52 @@ pub(super) enum Kind {
     Second,
     /// The Case IQ token endpoint, which checks its credentials itself.
     Token,
-    /// Lists, gets and downloads.
+    /// Lists, gets, downloads and deletes.
     Read,
 }
 
-/// One emulated API. The shared pipeline calls `route`, then `authorize`, then (unless a
-/// fault or fast mode answers instead) `handle`.
+/// One emulated API. The shared pipeline calls `route`, then checks the `credential` (and
+/// the dialect's own `refuse`), then (unless a fault or fast mode answers instead) `handle`.
 pub(super) trait Api: 'static {
     /// A routed request: which endpoint, with its path parameters.
     type Call: Send + 'static;
 
+    /// How downloads are served (default: no ranges, always as attachments).
+    const DOWNLOADS: DownloadStyle = DownloadStyle {
+        ranges: false,
+        inline_images: false,
+    };
+
+    /// The message of the 401 for a request that presents no credential.
+    const NO_CREDENTIAL: &'static str = "Unauthorized";
+
+    /// The message of the 401 for a request whose credential is not accepted.
+    const BAD_CREDENTIAL: &'static str = "Unauthorized";
+
     /// Routes by method and percent-decoded path segments; `Err` is 404 or 405.
     fn route(method: &Method, path: &[&str]) -> Result<(Kind, Self::Call), StatusCode>;
 
-    /// The dialect's error answer.
+    /// The dialect's error answer: the one place its error form is written.
     fn error(status: StatusCode, message: &str) -> Resp;
 
-    /// Checks the request's credentials (Kibana: and `kbn-xsrf`); `Err` is the refusal's
-    /// status and message, answered in the dialect's error form.
-    fn authorize(sh: &Shared, kind: Kind, call: &Self::Call, parts: &Parts) -> Result<(), Refusal>;
+    /// A 400 in the dialect's form.
+    fn bad_request(message: &str) -> Resp {
+        Self::error(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The dialect's answer for something that is not there (a 404 in its form).
+    fn not_found(message: &str) -> Resp {
+        Self::error(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The credential the request presents, in the dialect's way (None: it presents none).
+    /// [`authorize`] checks it against [`Shared::accepts_credential`].
+    fn credential(parts: &Parts) -> Option<String>;
+
+    /// A refusal of the dialect's own, checked after the credential (Kibana: `kbn-xsrf`).
+    fn refuse(_kind: Kind, _parts: &Parts) -> Option<Refusal> {
+        None
+    }
 
     /// Serves the request as the real system does.
     fn handle(
@@ -81,6 +112,8 @@ pub(super) struct Store {
     pub tokens: HashMap<String, Instant>,
     /// Kibana: cases by (space, case id).
     pub cases: HashMap<(Option<String>, String), kibana::Case>,
+    /// Tines: the GUID each file was given at upload, by file id.
+    pub guids: HashMap<String, String>,
 }
 
 impl Store {
@@ -95,6 +128,78 @@ impl Store {
         self.last_note_id += 1;
         self.last_note_id
     }
+
+    /// Removes the file `id` (and what a dialect kept beside it); whether it was there.
+    pub fn remove_file(&mut self, id: &str) -> bool {
+        let before = self.files.len();
+        self.files.retain(|f| f.id != id);
+        self.guids.remove(id);
+        self.files.len() != before
+    }
+}
+
+/// The first stored file that `matches`, or the dialect's not-found answer with `message`
+/// (boxed: an answer is large, and this one is returned once).
+pub(super) fn find_file<'a, A: Api>(
+    files: &'a [StoredFile],
+    message: &str,
+    matches: impl Fn(&StoredFile) -> bool,
+) -> Result<&'a StoredFile, Box<Resp>> {
+    files
+        .iter()
+        .find(|f| matches(f))
+        .ok_or_else(|| Box::new(A::not_found(message)))
+}
+
+/// `file` as a download in the dialect's style (see [`wire::download`]).
+pub(super) fn download<A: Api>(file: &StoredFile, parts: &Parts) -> Resp {
+    wire::download(file, parts, A::DOWNLOADS, A::error)
+}
+
+/// How many calls [`Shared::calls`] keeps: the most recent ones.
+const CALLS_KEPT: usize = 10_000;
+
+/// Headers whose values the record of calls masks.
+const SECRET_HEADERS: &[&str] = &["authorization", "thalamus-token", "x-user-token"];
+/// Query parameters whose values the record of calls masks (Thalamus's token).
+const SECRET_PARAMS: &[&str] = &["token"];
+const MASK: &str = "***";
+
+impl RecordedCall {
+    fn of(parts: &Parts) -> RecordedCall {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if SECRET_HEADERS.contains(&name.as_str()) {
+                    MASK.to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
+        let raw = parts.uri.query().unwrap_or_default();
+        let query = if wire::query(parts)
+            .iter()
+            .any(|(k, _)| SECRET_PARAMS.contains(&k.as_str()))
+        {
+            let mut masked = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in wire::query(parts) {
+                let secret = SECRET_PARAMS.contains(&k.as_str());
+                masked.append_pair(&k, if secret { MASK } else { &v });
+            }
+            masked.finish()
+        } else {
+            raw.to_owned()
+        };
+        RecordedCall {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query,
+            headers,
+        }
+    }
 }
 
 /// State shared by the server task, its connections and the [`super::Emulator`] handle.
@@ -107,8 +212,11 @@ pub(super) struct Shared {
     pub uploads: AtomicU64,
     pub token_requests: AtomicU64,
     pub open_connections: AtomicU64,
-    /// Uploads seen under a `flaky` fault (which of them fail follows from the count).
+    /// Uploads and reads seen under a `flaky` fault (which of them fail follows from the
+    /// count).
     flaky_seq: AtomicU64,
+    /// The most recent requests received, oldest first.
+    calls: Mutex<VecDeque<RecordedCall>>,
 }
 
 impl Shared {
@@ -135,6 +243,33 @@ impl Shared {
         self.is_open() || credential.is_some_and(|c| self.cfg.tokens.iter().any(|t| t == c))
     }
 
+    /// Whether a request presenting `credential` is let in: a configured credential, or an
+    /// access token the (Case IQ) token endpoint issued that has not expired.
+    pub fn accepts_credential(&self, credential: &str) -> bool {
+        self.accepts(Some(credential))
+            || self
+                .store()
+                .tokens
+                .get(credential)
+                .is_some_and(|expiry| *expiry > Instant::now())
+    }
+
+    /// Every request recorded, oldest first.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.iter().cloned().collect()
+    }
+
+    /// Records a request received.
+    pub(super) fn record(&self, parts: &Parts) {
+        let call = RecordedCall::of(parts);
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.len() == CALLS_KEPT {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
+
     /// `http(s)://host[:port]` as the client addressed us, for URLs in answers.
     pub fn base_url(&self, parts: &Parts) -> String {
         let scheme = if self.cfg.tls.is_some() {
@@ -148,18 +283,6 @@ impl Shared {
         }
     }
 }
-
-/// The error that makes hyper drop a connection without answering (the reset faults).
-#[derive(Debug)]
-pub(super) struct Dropped;
-
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by an injected fault")
-    }
-}
-
-impl std::error::Error for Dropped {}
 
 type Handler = fn(Arc<Shared>, Request<Incoming>) -> BoxFuture<'static, Result<Resp, Dropped>>;
 
@@ -178,10 +301,26 @@ const EMULATED: &str = "emulated failure";
 async fn dispatch<A: Api>(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dropped> {
     sh.requests.fetch_add(1, Relaxed);
     let (parts, body) = req.into_parts();
+    sh.record(&parts);
     let body = ReqBody::new(body);
     let resp = answer::<A>(&sh, parts, body.clone()).await?;
     body.drain().await;
     Ok(resp)
+}
+
+/// Checks the request's credential (except at the token endpoint, which checks its own) and
+/// the dialect's own refusals; `Err` is answered in the dialect's error form.
+fn authorize<A: Api>(sh: &Shared, kind: Kind, parts: &Parts) -> Result<(), Refusal> {
+    if kind != Kind::Token && !sh.is_open() {
+        match A::credential(parts) {
+            None => return Err((StatusCode::UNAUTHORIZED, A::NO_CREDENTIAL)),
+            Some(c) if !sh.accepts_credential(&c) => {
+                return Err((StatusCode::UNAUTHORIZED, A::BAD_CREDENTIAL))
+            }
+            Some(_) => {}
+        }
+    }
+    A::refuse(kind, parts).map_or(Ok(()), Err)
 }
 
 async fn answer<A: Api>(sh: &Arc<Shared>, parts: Parts, body: ReqBody) -> Result<Resp, Dropped> {
@@ -199,21 +338,45 @@ async fn answer<A: Api>(sh: &Arc<Shared>, parts: Parts, body: ReqBody) -> Result
     if let Some(counter) = counter {
         counter.fetch_add(1, Relaxed);
     }
-    if let Err((status, message)) = A::authorize(sh, kind, &call, &parts) {
+    if let Err((status, message)) = authorize::<A>(sh, kind, &parts) {
         return Ok(A::error(status, message));
     }
-    match (kind, sh.fault()) {
-        (Kind::Upload, fault) => upload::<A>(sh, call, parts, body, fault).await,
-        (Kind::Second, Some(Fault::CommentStatus(n))) => {
-            body.drain().await;
-            Ok(A::error(fault::status(n), EMULATED))
+    let fault = sh.fault();
+    match kind {
+        Kind::Second => match fault {
+            Some(Fault::CommentStatus(n)) => {
+                body.drain().await;
+                Ok(A::error(fault::status(n), EMULATED))
+            }
+            // Fast mode stores no cases, so the second call gets the canned success too.
+            _ if sh.cfg.fast => {
+                let drained = body.drain().await;
+                Ok(A::fast(sh, &call, &parts, drained))
+            }
+            _ => Ok(A::handle(sh.clone(), call, parts, body).await),
+        },
+        Kind::Token => Ok(A::handle(sh.clone(), call, parts, body).await),
+        Kind::Upload | Kind::Read => {
+            let request = Faulted {
+                kind,
+                get: parts.method == Method::GET,
+                half: half_of_declared(&parts),
+                body: body.clone(),
+            };
+            let (shared, fast) = (sh.clone(), kind == Kind::Upload && sh.cfg.fast);
+            let normal = async move {
+                if fast {
+                    let drained = body.drain().await;
+                    A::fast(&shared, &call, &parts, drained)
+                } else {
+                    A::handle(shared, call, parts, body).await
+                }
+            };
+            match fault {
+                None => Ok(normal.await),
+                Some(fault) => faulted::<A>(sh, request, fault, normal).await,
+            }
         }
-        // Fast mode stores no cases, so the second call gets the canned success too.
-        (Kind::Second, _) if sh.cfg.fast => {
-            let drained = body.drain().await;
-            Ok(A::fast(sh, &call, &parts, drained))
-        }
-        _ => Ok(A::handle(sh.clone(), call, parts, body).await),
     }
 }
 
@@ -224,30 +387,42 @@ fn half_of_declared(parts: &Parts) -> u64 {
         .map_or(64 << 10, |n| n / 2)
 }
 
-async fn upload<A: Api>(
-    sh: &Arc<Shared>,
-    call: A::Call,
-    parts: Parts,
+/// What [`faulted`] needs to know of the request.
+struct Faulted {
+    kind: Kind,
+    /// A GET (a read that changes nothing).
+    get: bool,
+    /// How much of an upload `reset-mid-body` reads.
+    half: u64,
     body: ReqBody,
-    fault: Option<Fault>,
+}
+
+/// Whether `flaky=percent` fails this request, counting every upload and read it sees.
+fn flaky_fails(sh: &Shared, percent: u8) -> bool {
+    // Every request whose count crosses a multiple of 100/percent fails: exactly `percent`
+    // in every hundred, spread evenly.
+    let n = sh.flaky_seq.fetch_add(1, Relaxed);
+    let p = u64::from(percent.min(100));
+    (n + 1) * p / 100 > n * p / 100
+}
+
+/// The answer to an upload or a read under `fault`; `normal` serves it as if all were well.
+/// A fault that answers an error serves nothing (an upload is not stored, a delete deletes
+/// nothing); one that spoils a confirmation serves first.
+async fn faulted<A: Api>(
+    sh: &Shared,
+    request: Faulted,
+    fault: Fault,
+    normal: impl Future<Output = Resp>,
 ) -> Result<Resp, Dropped> {
-    let half = half_of_declared(&parts);
-    let normal = {
-        let (sh, body) = (sh.clone(), body.clone());
-        async move {
-            if sh.cfg.fast {
-                let drained = body.drain().await;
-                A::fast(&sh, &call, &parts, drained)
-            } else {
-                A::handle(sh, call, parts, body).await
-            }
-        }
-    };
-    let Some(fault) = fault else {
-        return Ok(normal.await);
-    };
+    let Faulted {
+        kind,
+        get,
+        half,
+        body,
+    } = request;
     match fault {
-        // Uploads are normal under a fault meant for comments.
+        // Uploads and reads are normal under a fault meant for comments.
         Fault::CommentStatus(_) => Ok(normal.await),
         Fault::Delay(delay) => {
             let resp = normal.await;
@@ -259,11 +434,7 @@ async fn upload<A: Api>(
             Ok(A::error(fault::status(n), EMULATED))
         }
         Fault::Flaky(percent) => {
-            // Every upload whose count crosses a multiple of 100/percent fails: exactly
-            // `percent` in every hundred, spread evenly.
-            let n = sh.flaky_seq.fetch_add(1, Relaxed);
-            let p = u64::from(percent.min(100));
-            if (n + 1) * p / 100 > n * p / 100 {
+            if flaky_fails(sh, percent) {
                 body.drain().await;
                 Ok(A::error(StatusCode::INTERNAL_SERVER_ERROR, EMULATED))
             } else {
@@ -282,16 +453,19 @@ async fn upload<A: Api>(
             body.drain().await;
             Err(Dropped)
         }
-        Fault::ResetMidBody => {
+        Fault::ResetMidBody if kind == Kind::Upload => {
             body.read_up_to(half).await;
             Err(Dropped)
         }
+        // A download sends its head and half its bytes; another read gets nothing.
+        Fault::ResetMidBody if get => fault::cut_off(normal.await).ok_or(Dropped),
+        Fault::ResetMidBody => Err(Dropped),
         Fault::HeadersThenHang
         | Fault::Html
         | Fault::TruncatedJson
         | Fault::EmptyBody
         | Fault::Trickle
-        | Fault::HugeBody => Ok(fault::spoil(&fault, normal.await).await),
+        | Fault::HugeBody => fault::spoil(&fault, normal.await).await,
     }
 }
 
@@ -339,6 +513,7 @@ pub(super) async fn spawn(
         token_requests: AtomicU64::new(0),
         flaky_seq: AtomicU64::new(0),
         open_connections: AtomicU64::new(0),
+        calls: Mutex::new(VecDeque::new()),
     });
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, sh.clone(), handler, tls, stop));

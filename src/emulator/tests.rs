@@ -64,6 +64,43 @@ fn upload(emu: &Emulator, dialect: DialectId, data: &'static [u8]) -> reqwest::R
     }
 }
 
+/// A GET of the download of the first file stored in an open emulator of `dialect`.
+fn download(emu: &Emulator, dialect: DialectId) -> reqwest::RequestBuilder {
+    let base = emu.url();
+    let id = emu
+        .files()
+        .first()
+        .map(|f| f.id.clone())
+        .unwrap_or_default();
+    client().get(match dialect {
+        DialectId::Thalamus => format!("{base}/api/v4/cases/files/{id}"),
+        DialectId::Tines => format!("{base}/api/v2/cases/1/files/{id}/download"),
+        DialectId::Caseiq => format!("{base}/api-public/1.0/attachment/{id}/attachment"),
+        DialectId::Kibana => format!("{base}/api/files/files/casesFilesCases/{id}/blob"),
+    })
+}
+
+/// A GET of a list (or the case) of an open emulator of `dialect`.
+fn list(emu: &Emulator, dialect: DialectId) -> reqwest::RequestBuilder {
+    let base = emu.url();
+    client().get(match dialect {
+        DialectId::Thalamus => format!("{base}/api/v4/cases/1/files"),
+        DialectId::Tines => format!("{base}/api/v2/cases/1/files"),
+        DialectId::Caseiq => format!("{base}/api-public/1.0/attachments"),
+        DialectId::Kibana => format!("{base}/api/cases/c"),
+    })
+}
+
+/// An open emulator of `dialect` holding one file of `data`.
+async fn holding(dialect: DialectId, data: &'static [u8]) -> Emulator {
+    let emu = start(Config::new(dialect)).await;
+    let resp = upload(&emu, dialect, data).send().await.expect("send");
+    assert_eq!(resp.status(), 200, "{dialect}");
+    emu
+}
+
+const MIB: &[u8] = &[b'd'; 1 << 20];
+
 async fn start_with(dialect: DialectId, fault: Fault) -> Emulator {
     start(Config {
         fault: Some(fault),
@@ -113,7 +150,7 @@ async fn status_fault_answers_each_dialects_error_form() {
 }
 
 #[tokio::test]
-async fn faults_leave_credential_checks_and_reads_alone() {
+async fn faults_leave_credential_checks_alone_and_apply_to_reads() {
     let emu = start(Config {
         tokens: vec!["key".into()],
         fault: Some(Fault::Status(500)),
@@ -127,11 +164,21 @@ async fn faults_leave_credential_checks_and_reads_alone() {
     assert_eq!(resp.status(), 401);
     let list = client()
         .get(format!("{}/api/v2/cases/1/files", emu.url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(list.status(), 401);
+    let list = client()
+        .get(format!("{}/api/v2/cases/1/files", emu.url()))
         .bearer_auth("key")
         .send()
         .await
         .expect("send");
-    assert_eq!(list.status(), 200);
+    assert_eq!(list.status(), 500);
+    assert_eq!(
+        list.json::<Value>().await.expect("json"),
+        json!({"errors": [{"message": "emulated failure"}]})
+    );
 }
 
 #[tokio::test]
@@ -624,4 +671,255 @@ async fn flaky_fault_fails_exactly_its_share() {
     assert_eq!(failed, 5);
     assert_eq!(emu.files().len(), 45);
     emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_fault_answers_reads_in_each_dialects_form() {
+    for dialect in DialectId::ALL {
+        let emu = holding(dialect, b"abc").await;
+        emu.set_fault(Some(Fault::Status(500)));
+        for req in [download(&emu, dialect), list(&emu, dialect)] {
+            let resp = req.send().await.expect("send");
+            assert_eq!(resp.status(), 500, "{dialect}");
+            let text = resp.text().await.expect("body");
+            match dialect {
+                DialectId::Thalamus => assert_eq!(text, "FAILED"),
+                _ => assert!(text.contains("emulated failure"), "{dialect}: {text}"),
+            }
+        }
+        emu.set_fault(Some(Fault::Failed));
+        let resp = download(&emu, dialect).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "FAILED");
+        // A fault meant for comments leaves reads alone.
+        emu.set_fault(Some(Fault::CommentStatus(500)));
+        let resp = download(&emu, dialect).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"abc");
+    }
+}
+
+#[tokio::test]
+async fn status_fault_on_a_delete_deletes_nothing() {
+    let emu = holding(DialectId::Tines, b"abc").await;
+    let delete = || client().delete(format!("{}/api/v2/cases/1/files/1", emu.url()));
+    emu.set_fault(Some(Fault::Status(503)));
+    let resp = delete().send().await.expect("send");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(emu.files().len(), 1);
+    emu.set_fault(Some(Fault::ResetBeforeAnswer));
+    delete().send().await.expect_err("no answer");
+    emu.set_fault(Some(Fault::ResetMidBody));
+    delete().send().await.expect_err("no answer");
+    assert_eq!(emu.files().len(), 1);
+    emu.set_fault(None);
+    assert_eq!(delete().send().await.expect("send").status(), 204);
+    assert!(emu.files().is_empty());
+}
+
+#[tokio::test]
+async fn reset_mid_body_cuts_a_download_in_half() {
+    for dialect in DialectId::ALL {
+        let emu = holding(dialect, MIB).await;
+        emu.set_fault(Some(Fault::ResetMidBody));
+        let mut resp = download(&emu, dialect)
+            .send()
+            .await
+            .expect("the head comes");
+        assert_eq!(resp.status(), 200, "{dialect}");
+        assert_eq!(header(&resp, "content-length"), "1048576", "{dialect}");
+        let mut got = 0usize;
+        let ended = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => got += chunk.len(),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(ended.is_err(), "{dialect}: the body must break off");
+        assert_eq!(got, MIB.len() / 2, "{dialect}");
+        // Any other read is dropped without an answer.
+        let err = list(&emu, dialect).send().await.expect_err("no answer");
+        assert!(!err.is_timeout(), "{dialect}: {err}");
+        emu.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn reset_before_answer_drops_reads() {
+    let emu = holding(DialectId::Kibana, b"abc").await;
+    emu.set_fault(Some(Fault::ResetBeforeAnswer));
+    let err = download(&emu, DialectId::Kibana)
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(!err.is_timeout(), "{err}");
+}
+
+#[tokio::test]
+async fn headers_then_hang_on_a_download() {
+    for dialect in [DialectId::Tines, DialectId::Caseiq] {
+        let emu = holding(dialect, b"abcdef").await;
+        emu.set_fault(Some(Fault::HeadersThenHang));
+        let mut resp = download(&emu, dialect).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-length"), "6");
+        assert_eq!(header(&resp, "content-type"), "text/plain");
+        let chunk = tokio::time::timeout(Duration::from_millis(300), resp.chunk()).await;
+        assert!(chunk.is_err(), "{dialect}: the body must never come");
+        tokio::time::timeout(Duration::from_secs(2), emu.shutdown())
+            .await
+            .expect("shutdown does not wait for the hang");
+    }
+}
+
+#[tokio::test]
+async fn trickle_sends_a_download_a_kibibyte_at_a_time() {
+    let data: &'static [u8] = &[b't'; 3000];
+    let emu = holding(DialectId::Thalamus, data).await;
+    emu.set_fault(Some(Fault::Trickle));
+    let began = Instant::now();
+    let mut resp = download(&emu, DialectId::Thalamus)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-length"), "3000");
+    let mut sizes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        sizes.push(chunk.len());
+    }
+    assert_eq!(sizes, [1024, 1024, 952]);
+    assert!(
+        began.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn json_faults_spoil_read_answers() {
+    let emu = holding(DialectId::Caseiq, b"abc").await;
+    let get = || {
+        let id = emu.files()[0].id.clone();
+        client().get(format!("{}/api-public/1.0/attachment/{id}", emu.url()))
+    };
+    let whole = get()
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    emu.set_fault(Some(Fault::TruncatedJson));
+    let text = get()
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(text, whole[..whole.len() / 2]);
+    emu.set_fault(Some(Fault::EmptyBody));
+    let resp = get().send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "");
+    emu.set_fault(Some(Fault::Html));
+    let resp = get().send().await.expect("send");
+    assert_eq!(header(&resp, "content-type"), "text/html");
+    emu.set_fault(Some(Fault::HtmlError));
+    let resp = get().send().await.expect("send");
+    assert_eq!(resp.status(), 502);
+    emu.set_fault(Some(Fault::Delay(Duration::from_millis(200))));
+    let began = Instant::now();
+    let resp = get().send().await.expect("send");
+    assert_eq!(resp.text().await.expect("body"), whole);
+    assert!(began.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn flaky_counts_uploads_and_reads_together() {
+    let emu = start_with(DialectId::Tines, Fault::Flaky(50)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let resp = upload(&emu, DialectId::Tines, b"x")
+            .send()
+            .await
+            .expect("send");
+        statuses.push(resp.status().as_u16());
+        let resp = list(&emu, DialectId::Tines).send().await.expect("send");
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 500, 200, 500]);
+    assert_eq!(emu.files().len(), 2);
+}
+
+#[tokio::test]
+async fn calls_are_recorded_with_secrets_masked() {
+    let emu = start(Config {
+        tokens: vec!["key".into()],
+        ..Config::new(DialectId::Tines)
+    })
+    .await;
+    client()
+        .get(format!(
+            "{}/api/v2/cases/1/files?per_page=5&page=2",
+            emu.url()
+        ))
+        .bearer_auth("key")
+        .header("x-request-id", "req-1")
+        .send()
+        .await
+        .expect("send");
+    client()
+        .delete(format!("{}/api/v2/cases/1/files/%37", emu.url()))
+        .header("X-User-Token", "key")
+        .send()
+        .await
+        .expect("send");
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].method, "GET");
+    assert_eq!(calls[0].path, "/api/v2/cases/1/files");
+    assert_eq!(calls[0].query, "per_page=5&page=2");
+    assert_eq!(calls[0].header("x-request-id"), Some("req-1"));
+    assert_eq!(calls[0].header("authorization"), Some("***"));
+    assert!(calls[0].headers.iter().any(|(k, _)| k == "host"));
+    assert_eq!(calls[1].method, "DELETE");
+    assert_eq!(calls[1].path, "/api/v2/cases/1/files/%37");
+    assert_eq!(calls[1].query, "");
+    assert_eq!(calls[1].header("x-user-token"), Some("***"));
+    assert_eq!(calls[1].header("x-request-id"), None);
+
+    let emu = start(Config::new(DialectId::Thalamus)).await;
+    client()
+        .get(format!(
+            "{}/api/v4/cases/files/1?touchpoint=tp&token=secret",
+            emu.url()
+        ))
+        .header("Thalamus-Token", "secret")
+        .send()
+        .await
+        .expect("send");
+    let call = &emu.calls()[0];
+    assert_eq!(call.query, "touchpoint=tp&token=***");
+    assert_eq!(call.header("thalamus-token"), Some("***"));
+    assert!(!format!("{call:?}").contains("secret"));
+}
+
+#[tokio::test]
+async fn the_record_of_calls_is_bounded() {
+    let emu = start(Config::new(DialectId::Tines)).await;
+    for i in 0..10_005 {
+        let parts = http::Request::get(format!("/n/{i}"))
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0;
+        emu.shared.record(&parts);
+    }
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 10_000);
+    assert_eq!(calls[0].path, "/n/5");
+    assert_eq!(calls[9_999].path, "/n/10004");
 }

@@ -1,9 +1,11 @@
 //! Thalamus v4: multipart upload to `POST /api/v4/cases/{caseInstanceId}/files`, answered
 //! with the case's whole attachment list (under the misspelt key `attachements`); list,
-//! download, and notes (the second call that carries a comment). Credentials come as the
-//! `touchpoint` + `token` query parameters or the `Thalamus-Touchpoint` / `Thalamus-Token`
-//! headers. Every error, whatever its status, is the text `FAILED`; a broken or file-less
-//! form is Thalamus's logical failure, 200 `FAILED`.
+//! download (`GET /api/v4/cases/files/{id}`, no `Range`), delete (`DELETE /api/v4/cases/
+//! {caseInstanceId}/files/{id}`, 200 `true` or `false`), and notes (the second call that
+//! carries a comment). Credentials come as the `touchpoint` + `token` query parameters or
+//! the `Thalamus-Touchpoint` / `Thalamus-Token` headers. Every error, whatever its status,
+//! is the text `FAILED`; a broken or file-less form, or an unknown file, is Thalamus's
+//! logical failure, 200 `FAILED`.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::server::{Api, Kind, Refusal, Shared};
+use super::server::{self, Api, Kind, Shared};
 use super::wire::{self, ReqBody, Resp};
 use super::{StoredComment, StoredFile};
 
@@ -23,6 +25,8 @@ pub(super) enum Call {
     Upload(String),
     List(String),
     Download(String),
+    /// Case and file id.
+    Delete(String, String),
     Note(String),
 }
 
@@ -65,6 +69,12 @@ impl Api for Thalamus {
                 (Kind::Read, Call::Download(id.to_string()))
             }
             (["api", "v4", "cases", "files", _], _) => return Err(StatusCode::METHOD_NOT_ALLOWED),
+            (["api", "v4", "cases", case, "files", id], &Method::DELETE) => {
+                (Kind::Read, Call::Delete(case.to_string(), id.to_string()))
+            }
+            (["api", "v4", "cases", _, "files", _], _) => {
+                return Err(StatusCode::METHOD_NOT_ALLOWED)
+            }
             (["api", "v4", "cases", case, "files"], &Method::POST) => {
                 (Kind::Upload, Call::Upload(case.to_string()))
             }
@@ -86,25 +96,21 @@ impl Api for Thalamus {
         failed(status)
     }
 
-    fn authorize(sh: &Shared, _kind: Kind, _call: &Call, parts: &Parts) -> Result<(), Refusal> {
-        if sh.is_open() {
-            return Ok(());
-        }
-        let query = wire::query(parts);
+    /// An unknown file is a logical failure: 200 `FAILED`.
+    fn not_found(_message: &str) -> Resp {
+        failed(StatusCode::OK)
+    }
+
+    /// The token, when a non-empty touchpoint comes with it; each from the query, else its
+    /// header.
+    fn credential(parts: &Parts) -> Option<String> {
         let param = |name: &str, header: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            wire::query_param(parts, name)
                 .or_else(|| wire::header(parts, header).map(str::to_owned))
         };
-        let touchpoint = param("touchpoint", "thalamus-touchpoint");
-        let token = param("token", "thalamus-token");
-        if touchpoint.is_some_and(|t| !t.is_empty()) && sh.accepts(token.as_deref()) {
-            Ok(())
-        } else {
-            Err((StatusCode::UNAUTHORIZED, "FAILED"))
-        }
+        param("touchpoint", "thalamus-touchpoint")
+            .filter(|t| !t.is_empty())
+            .and_then(|_| param("token", "thalamus-token"))
     }
 
     async fn handle(sh: Arc<Shared>, call: Call, parts: Parts, body: ReqBody) -> Resp {
@@ -117,10 +123,25 @@ impl Api for Thalamus {
             Call::Download(id) => {
                 let id = wire::integer_id(&id).map(|n| n.to_string());
                 let store = sh.store();
-                match store.files.iter().find(|f| Some(&f.id) == id.as_ref()) {
-                    Some(file) => wire::download(file),
-                    None => failed(StatusCode::NOT_FOUND),
+                match server::find_file::<Thalamus>(&store.files, "", |f| {
+                    Some(&f.id) == id.as_ref()
+                }) {
+                    Ok(file) => server::download::<Thalamus>(file, &parts),
+                    Err(resp) => *resp,
                 }
+            }
+            Call::Delete(case, id) => {
+                let (case, id) = (wire::integer_id(&case), wire::integer_id(&id));
+                let mut store = sh.store();
+                let deleted = match (case, id) {
+                    (Some(case), Some(id)) => {
+                        let (case, id) = (case.to_string(), id.to_string());
+                        let on_case = store.files.iter().any(|f| f.id == id && f.case_id == case);
+                        on_case && store.remove_file(&id)
+                    }
+                    _ => false,
+                };
+                wire::json(StatusCode::OK, &json!(deleted))
             }
             Call::Note(case) => note(&sh, &case, &parts, body).await,
         }
@@ -136,7 +157,7 @@ async fn upload(sh: &Shared, case: &str, parts: &Parts, body: ReqBody) -> Resp {
     let Some(case) = wire::integer_id(case).map(|n| n.to_string()) else {
         return failed(StatusCode::BAD_REQUEST);
     };
-    if !wire::has_content_type(parts, "multipart/form-data") {
+    if !wire::has_content_type(parts, &mime::MULTIPART_FORM_DATA) {
         return failed(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     let Ok(form) = wire::read_form(parts, body, |_, _| None).await else {
@@ -170,7 +191,7 @@ async fn note(sh: &Shared, case: &str, parts: &Parts, body: ReqBody) -> Resp {
     let Some(case) = wire::integer_id(case).map(|n| n.to_string()) else {
         return failed(StatusCode::BAD_REQUEST);
     };
-    if !wire::has_content_type(parts, "application/json") {
+    if !wire::has_content_type(parts, &mime::APPLICATION_JSON) {
         return failed(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     let Ok(bytes) = body.collect().await else {
@@ -310,6 +331,7 @@ mod tests {
             .expect("send");
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "content-type"), "application/pdf");
+        assert_eq!(header(&resp, "content-length"), "14");
         assert_eq!(
             header(&resp, "content-disposition"),
             "attachment; filename=\"report.pdf\""
@@ -318,13 +340,113 @@ mod tests {
             resp.bytes().await.expect("body").as_ref(),
             b"%PDF-1.4 bytes"
         );
-        let missing = client()
-            .get(format!("{}/api/v4/cases/files/9?{AUTH}", emu.url()))
+        // An unknown file is Thalamus's logical failure.
+        for id in ["9", "x"] {
+            let missing = client()
+                .get(format!("{}/api/v4/cases/files/{id}?{AUTH}", emu.url()))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(missing.status(), 200);
+            assert_eq!(missing.text().await.expect("body"), "FAILED");
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_ignore_ranges() {
+        let emu = start(config()).await;
+        let url = format!("{}/api/v4/cases/1/files?{AUTH}", emu.url());
+        client()
+            .post(&url)
+            .multipart(form(b"0123456789"))
             .send()
             .await
             .expect("send");
-        assert_eq!(missing.status(), 404);
-        assert_eq!(missing.text().await.expect("body"), "FAILED");
+        let resp = client()
+            .get(format!("{}/api/v4/cases/files/1?{AUTH}", emu.url()))
+            .header("range", "bytes=0-3")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "content-length"), "10");
+        assert!(resp.headers().get("accept-ranges").is_none());
+        assert!(resp.headers().get("content-range").is_none());
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn delete_answers_whether_it_deleted() {
+        let emu = start(config()).await;
+        for case in ["1", "1", "2"] {
+            let url = format!("{}/api/v4/cases/{case}/files?{AUTH}", emu.url());
+            let resp = client()
+                .post(&url)
+                .multipart(form(b"x"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+        }
+        let delete = |path: &'static str| {
+            client()
+                .delete(format!("{}{path}?{AUTH}", emu.url()))
+                .send()
+        };
+        // Another case's file, an unknown one, a bad id: false, nothing deleted.
+        for path in [
+            "/api/v4/cases/2/files/1",
+            "/api/v4/cases/1/files/9",
+            "/api/v4/cases/1/files/x",
+            "/api/v4/cases/x/files/1",
+        ] {
+            let resp = delete(path).await.expect("send");
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(header(&resp, "content-type"), "application/json");
+            assert_eq!(resp.text().await.expect("body"), "false", "{path}");
+        }
+        assert_eq!(emu.files().len(), 3);
+        let resp = delete("/api/v4/cases/01/files/001").await.expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "true");
+        let ids: Vec<String> = emu.files().into_iter().map(|f| f.id).collect();
+        assert_eq!(ids, ["2", "3"]);
+        // Gone: the download fails, the case lists one file, a second delete is false.
+        let resp = client()
+            .get(format!("{}/api/v4/cases/files/1?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.text().await.expect("body"), "FAILED");
+        let listed: Value = client()
+            .get(format!("{}/api/v4/cases/1/files?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            listed["attachments"]["attachements"],
+            json!([{"id": 2, "url": format!("{}/api/v4/cases/files/2", emu.url())}])
+        );
+        let resp = delete("/api/v4/cases/1/files/1").await.expect("send");
+        assert_eq!(resp.text().await.expect("body"), "false");
+        // Credentials are checked as for every call.
+        let resp = client()
+            .delete(format!("{}/api/v4/cases/1/files/2", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.text().await.expect("body"), "FAILED");
+        let resp = client()
+            .put(format!("{}/api/v4/cases/1/files/2?{AUTH}", emu.url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 405);
+        assert_eq!(emu.files().len(), 2);
     }
 
     #[tokio::test]
