@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod error;
 pub mod forward;
 pub mod inbound;
+pub mod ledger;
 pub mod router;
 pub mod secret;
 pub mod server;
