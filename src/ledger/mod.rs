@@ -1,186 +1,433 @@
-//! TEMPORARY in-memory stand-in with the ledger's API (the SQLite store replaces it).
-#![allow(missing_docs)]
+//! The ledger: casegate's id and record store (SPEC section 7.3).
+//!
+//! Where an upstream's id does not fit the client's dialect form, casegate gives the file a
+//! front id of that form (a per-route integer or a UUID) and remembers the pair here,
+//! with the file's metadata some upstreams never return (name, type, size, created at,
+//! uploader, hashes). Storage sits behind the small object-safe [`Store`] trait: an
+//! embedded SQLite file now ([`sqlite`]), PostgreSQL shared by replicas later, both
+//! running the same plain-SQL migrations (`migrations/`).
+//!
+//! Callers hold a [`Ledger`], which adds what every store needs and no store should
+//! repeat:
+//! - **Health.** Each operation's outcome, and a background ping every 2 s, say whether
+//!   the store answers; an upload asks [`Ledger::check`] (no I/O) before it sends
+//!   anything, so a dead ledger is a fast 503 rather than a file nobody can find again.
+//! - **Id blocks.** Integer front ids are taken from the store 32 at a time and handed
+//!   out from memory, so most uploads cost no write before they are sent. The price:
+//!   numbers left in a block when casegate stops are never used (gaps), and ids are
+//!   increasing per process, not across replicas.
+//! - **A retry queue.** A file the upstream has confirmed must be recorded even if the
+//!   store is failing right then ([`Ledger::record_confirmed`]): the row waits in memory
+//!   and is retried with backoff. The queue is bounded (by default 2000 rows, 5 minutes);
+//!   what falls out of it, or is still waiting when casegate stops ([`Ledger::drain`]
+//!   gives it a last chance), is logged at error level under the target
+//!   `casegate::ledger::lost` as the row's JSON, one line each, for an operator to
+//!   replay. Rows in the queue are seen by [`Ledger::by_front`] and [`Ledger::by_back`],
+//!   not by lists or dumps, and are written before any other [`Ledger::record`], so an
+//!   upload's front id wins over one a list would give the same upstream file.
+//!
+//! The SQLite store commits in groups: one thread owns the connection and runs every
+//! command already queued in one transaction, so a burst of uploads costs one commit
+//! rather than one each, at the price of a few microseconds of queueing when idle.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod render;
+pub mod sqlite;
+mod url;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
 
-use crate::secret::Secret;
+pub use render::{render_json, render_table};
+pub use url::LedgerUrl;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LedgerUrl {
-    Sqlite(PathBuf),
-    SqliteMemory,
-    Postgres(Secret),
-}
+/// The tracing target of rows the ledger could not keep (see the module doc).
+pub const LOST_TARGET: &str = "casegate::ledger::lost";
 
-impl LedgerUrl {
-    pub fn parse(s: &str, base_dir: &Path) -> Result<LedgerUrl, String> {
-        if s == "sqlite::memory:" {
-            return Ok(LedgerUrl::SqliteMemory);
-        }
-        if let Some(p) = s.strip_prefix("sqlite://") {
-            if p.is_empty() {
-                return Err("no path".into());
-            }
-            return Ok(LedgerUrl::Sqlite(base_dir.join(p)));
-        }
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Ok(LedgerUrl::Postgres(Secret::new(s)));
-        }
-        Err(format!("{s:?} is not a sqlite:// or postgres:// URL"))
-    }
+/// How many integer front ids [`Ledger::reserve`] takes from the store at a time.
+const BLOCK: u64 = 32;
+/// The most queued rows one retry writes in one call.
+const FLUSH_BATCH: usize = 500;
 
-    pub fn describe(&self) -> String {
-        match self {
-            LedgerUrl::Sqlite(p) => p.display().to_string(),
-            LedgerUrl::SqliteMemory => ":memory:".into(),
-            LedgerUrl::Postgres(_) => "postgres://***".into(),
-        }
-    }
-}
-
+/// One attachment casegate attached or listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Row {
     pub route: String,
     pub front_id: String,
     pub front_case: Option<String>,
     pub back_case: Option<String>,
+    /// The upstream's id for the file (Kibana: the file id).
     pub back_id: String,
+    /// Kibana: the id of the case comment holding the file.
     pub back_comment_id: Option<String>,
     pub name: Option<String>,
     pub content_type: Option<String>,
     pub size: Option<u64>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// Opaque JSON text describing who uploaded it.
     pub uploader: Option<String>,
+    /// A UUID the ledger gives the row when it is first inserted if none is given (Tines
+    /// `info.guid`).
     pub guid: Option<String>,
     pub md5: Option<String>,
     pub sha256: Option<String>,
 }
 
+/// The form of a front id: what the client's dialect uses for attachment ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdForm {
     Integer,
     Uuid,
 }
 
+/// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
+    /// The store cannot be reached or refused the operation (I/O, locked, database down).
     #[error("the ledger is unavailable: {0}")]
     Unavailable(String),
 }
 
-pub trait Store: Send + Sync + 'static {}
+/// The storage behind the ledger: SQLite now, PostgreSQL later. Object-safe, with boxed
+/// futures, so `Arc<dyn Store>` works. Futures borrow only `self`: an implementation
+/// copies the string arguments it needs.
+pub trait Store: Send + Sync + 'static {
+    /// Allocates `n` consecutive integers of `route`'s sequence (starting at 1 for a new
+    /// route) atomically; returns the first. Never hands the same number out twice, also
+    /// across processes sharing the database (an UPDATE ... RETURNING / upsert, never
+    /// read-then-write). `n = 0` is taken as 1.
+    fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>>;
 
-#[derive(Default)]
-struct Mem {
-    rows: Vec<Row>,
-    seq: HashMap<String, u64>,
+    /// Inserts rows. A row whose (route, back_id) is already held keeps the held front_id
+    /// (first record wins) and only fills in the held row's NULL fields from the new one;
+    /// returns every row as now held, in input order. A new row is given a `guid` when it
+    /// has none. A row whose (route, front_id) is held by another back_id is not written
+    /// (logged at warn level) and comes back as given.
+    fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
+
+    /// The row of `route` with that front id.
+    fn by_front(
+        &self,
+        route: &str,
+        front_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>>;
+
+    /// Rows of `route` whose back_id is one of `back_ids` (any order).
+    fn by_back(
+        &self,
+        route: &str,
+        back_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
+
+    /// One page of a case's rows (by front_case), oldest first (insertion order), and the
+    /// total number of rows of that case.
+    fn list_case(
+        &self,
+        route: &str,
+        front_case: &str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>>;
+
+    /// Keeps a file's hashes once computed (no error when the row is gone).
+    fn set_hashes(
+        &self,
+        route: &str,
+        front_id: &str,
+        md5: &str,
+        sha256: &str,
+    ) -> BoxFuture<'_, Result<(), LedgerError>>;
+
+    /// Deletes a row; true when there was one.
+    fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>>;
+
+    /// A cheap round trip (SELECT 1, or a read as cheap that also proves the database is
+    /// the right one and readable).
+    fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>>;
+
+    /// Every row (of one route when given), ordered by route then insertion.
+    fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
 }
 
-#[derive(Clone, Default)]
+/// One schema migration: a plain SQL file every store runs unchanged, in version order,
+/// once per database, recorded in the `casegate_schema` table.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Add a file and a line here; never edit a released one.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init.sql",
+    sql: include_str!("migrations/0001_init.sql"),
+}];
+
+/// The table that records which migrations a database has had.
+pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS casegate_schema (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+/// The clocks of a [`Ledger`]: how often it probes, how long it waits, how long and how
+/// much it queues. [`Default`] holds the production values; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct LedgerTiming {
+    /// Time between two background pings (2 s).
+    pub probe_every: Duration,
+    /// A ping not answered within this is a failure (3 s).
+    pub probe_timeout: Duration,
+    /// Any other store call not answered within this is a failure (10 s). The call may
+    /// still complete in the store afterwards.
+    pub op_timeout: Duration,
+    /// How long [`Ledger::record_confirmed`] waits for the store before queueing (2 s).
+    pub confirm_wait: Duration,
+    /// The first retry of queued rows waits this long, doubling after each failure
+    /// (250 ms) ...
+    pub retry_first: Duration,
+    /// ... up to this (10 s).
+    pub retry_max_backoff: Duration,
+    /// A queued row still not written after this is given up (5 min).
+    pub retry_max_age: Duration,
+    /// At most this many rows wait; more are given up at once (2000).
+    pub retry_max_rows: usize,
+}
+
+impl Default for LedgerTiming {
+    fn default() -> Self {
+        LedgerTiming {
+            probe_every: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(3),
+            op_timeout: Duration::from_secs(10),
+            confirm_wait: Duration::from_secs(2),
+            retry_first: Duration::from_millis(250),
+            retry_max_backoff: Duration::from_secs(10),
+            retry_max_age: Duration::from_secs(300),
+            retry_max_rows: 2000,
+        }
+    }
+}
+
+/// What callers use: a store plus health tracking, integer-id blocks, and retries of
+/// writes that must not be lost. Cloning is cheap (one `Arc`); every clone shares the
+/// same state. Its background tasks (probe, retry) stop when the last clone is dropped.
+#[derive(Clone)]
 pub struct Ledger {
-    mem: Arc<Mutex<Mem>>,
-    errors: Arc<AtomicU64>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    timing: LedgerTiming,
+    healthy: AtomicBool,
+    errors: AtomicU64,
+    /// Why the last failed operation failed: what [`Ledger::check`] reports.
+    last_error: Mutex<String>,
+    /// Per route, the block of integer ids being handed out.
+    blocks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    /// Confirmed rows waiting to be recorded, oldest first.
+    queue: Mutex<VecDeque<Queued>>,
+    /// Held while queued rows are written or expired, so the front of the queue is only
+    /// removed by whoever wrote it.
+    flushing: tokio::sync::Mutex<()>,
+    /// Wakes the retry task: rows were queued, the store answers again, or the ledger is
+    /// gone.
+    wake: Arc<Notify>,
+    tasks_started: AtomicBool,
+}
+
+#[derive(Default)]
+struct Block {
+    next: u64,
+    end: u64,
+}
+
+struct Queued {
+    row: Row,
+    since: Instant,
 }
 
 impl Ledger {
-    pub async fn open(_url: &LedgerUrl) -> Result<Ledger, String> {
-        Ok(Ledger::default())
+    /// Opens (creates and migrates) the store at `url`; spawns its background tasks
+    /// (needs a tokio runtime). Err: a message naming the place and the reason; for a
+    /// PostgreSQL URL, "the PostgreSQL ledger is not available in this build" for now.
+    pub async fn open(url: &LedgerUrl) -> Result<Ledger, String> {
+        let store: Arc<dyn Store> = match url {
+            LedgerUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
+            LedgerUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_memory().await?),
+            LedgerUrl::Postgres(_) => {
+                return Err("the PostgreSQL ledger is not available in this build".to_string())
+            }
+        };
+        Ok(Ledger::with_store(store))
     }
 
-    fn m(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    /// Wraps any store (tests, PostgreSQL later), with the production timing.
+    pub fn with_store(store: Arc<dyn Store>) -> Ledger {
+        Ledger::with_store_and_timing(store, LedgerTiming::default())
     }
 
+    /// Wraps any store with other timing (tests). The background tasks start here when
+    /// called inside a tokio runtime, else at the first async call.
+    pub fn with_store_and_timing(store: Arc<dyn Store>, timing: LedgerTiming) -> Ledger {
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                store,
+                timing,
+                healthy: AtomicBool::new(true),
+                errors: AtomicU64::new(0),
+                last_error: Mutex::new(String::new()),
+                blocks: Mutex::new(HashMap::new()),
+                queue: Mutex::new(VecDeque::new()),
+                flushing: tokio::sync::Mutex::new(()),
+                wake: Arc::new(Notify::new()),
+                tasks_started: AtomicBool::new(false),
+            }),
+        };
+        ledger.start_tasks();
+        ledger
+    }
+
+    /// Whether the last operations / probe succeeded. A background probe pings every
+    /// 2 s, so health turns false within ~5 s of the store failing and true again within
+    /// ~2 s of it answering, without a restart. A store that answers pings but fails
+    /// writes (a full disk) flips between the two.
     pub fn healthy(&self) -> bool {
-        true
+        self.inner.healthy.load(Ordering::Acquire)
     }
 
+    /// Err(Unavailable) at once when not healthy; otherwise Ok (no I/O): what an upload
+    /// checks before it sends anything.
     pub fn check(&self) -> Result<(), LedgerError> {
-        Ok(())
+        if self.healthy() {
+            Ok(())
+        } else {
+            Err(LedgerError::Unavailable(
+                lock(&self.inner.last_error).clone(),
+            ))
+        }
     }
 
+    /// A new front id for `route`, after [`Ledger::check`]: `Uuid` -> a random v4 UUID;
+    /// `Integer` -> the next number of a block of 32 taken with [`Store::allocate`] and
+    /// handed out from memory (gaps after a restart are fine).
     pub async fn reserve(&self, route: &str, form: IdForm) -> Result<String, LedgerError> {
-        Ok(match form {
-            IdForm::Uuid => uuid::Uuid::new_v4().to_string(),
+        self.start_tasks();
+        self.check()?;
+        match form {
+            IdForm::Uuid => Ok(uuid::Uuid::new_v4().to_string()),
             IdForm::Integer => {
-                let mut m = self.m();
-                let n = m.seq.entry(route.to_string()).or_insert(0);
-                *n += 1;
-                n.to_string()
-            }
-        })
-    }
-
-    pub async fn record(&self, rows: Vec<Row>) -> Result<Vec<Row>, LedgerError> {
-        let mut m = self.m();
-        let mut out = Vec::new();
-        for mut r in rows {
-            if let Some(held) = m
-                .rows
-                .iter_mut()
-                .find(|h| h.route == r.route && h.back_id == r.back_id)
-            {
-                macro_rules! fill { ($($f:ident),*) => { $( if held.$f.is_none() { held.$f = r.$f.clone(); } )* } }
-                fill!(
-                    front_case,
-                    back_case,
-                    back_comment_id,
-                    name,
-                    content_type,
-                    size,
-                    created_at,
-                    uploader,
-                    guid,
-                    md5,
-                    sha256
-                );
-                out.push(held.clone());
-            } else {
-                if r.guid.is_none() {
-                    r.guid = Some(uuid::Uuid::new_v4().to_string());
+                let slot = {
+                    let mut blocks = lock(&self.inner.blocks);
+                    match blocks.get(route) {
+                        Some(slot) => slot.clone(),
+                        None => {
+                            let slot = Arc::new(tokio::sync::Mutex::new(Block::default()));
+                            blocks.insert(route.to_string(), slot.clone());
+                            slot
+                        }
+                    }
+                };
+                let mut block = slot.lock().await;
+                if block.next >= block.end {
+                    let first = self
+                        .inner
+                        .call(self.inner.store.allocate(route, BLOCK))
+                        .await?;
+                    block.next = first;
+                    block.end = first.saturating_add(BLOCK);
                 }
-                m.rows.push(r.clone());
-                out.push(r);
+                let id = block.next;
+                block.next += 1;
+                Ok(id.to_string())
             }
         }
-        Ok(out)
     }
 
-    pub async fn record_confirmed(&self, row: Row) -> Row {
-        match self.record(vec![row.clone()]).await {
-            Ok(mut v) => v.pop().unwrap_or(row),
-            Err(_) => row,
+    /// [`Store::record`] (after writing any queued rows first, so they keep precedence);
+    /// failures mark the ledger unhealthy.
+    pub async fn record(&self, rows: Vec<Row>) -> Result<Vec<Row>, LedgerError> {
+        self.start_tasks();
+        if self.pending() > 0 {
+            self.inner.flush().await?;
         }
+        self.inner.call(self.inner.store.record(rows)).await
     }
 
+    /// For a file the upstream has CONFIRMED: records it and returns the row as held. The
+    /// row is given its `guid` here when it has none, so the answer and the eventual
+    /// record agree. If the store fails or does not answer within ~2 s, or rows are
+    /// already waiting, the row joins the retry queue (see the module doc) and comes back
+    /// as given: the client still gets its success.
+    pub async fn record_confirmed(&self, mut row: Row) -> Row {
+        self.start_tasks();
+        if row.guid.is_none() {
+            row.guid = Some(uuid::Uuid::new_v4().to_string());
+        }
+        if self.pending() == 0 {
+            let wait = self.inner.timing.confirm_wait;
+            let result = timed(wait, self.inner.store.record(vec![row.clone()])).await;
+            self.inner.note(&result);
+            match result {
+                Ok(mut held) => return held.pop().unwrap_or(row),
+                Err(e) => tracing::warn!(
+                    route = %row.route,
+                    front_id = %row.front_id,
+                    back_id = %row.back_id,
+                    error = %e,
+                    "a confirmed file could not be recorded; it will be retried"
+                ),
+            }
+        }
+        self.inner.enqueue(row.clone());
+        row
+    }
+
+    /// The row of `route` with that front id (also while it waits in the retry queue).
     pub async fn by_front(&self, route: &str, front_id: &str) -> Result<Option<Row>, LedgerError> {
-        Ok(self
-            .m()
-            .rows
-            .iter()
-            .find(|r| r.route == route && r.front_id == front_id)
-            .cloned())
+        self.start_tasks();
+        let held = self
+            .inner
+            .call(self.inner.store.by_front(route, front_id))
+            .await?;
+        Ok(held.or_else(|| {
+            self.inner
+                .queued(|r| r.route == route && r.front_id == front_id)
+                .pop()
+        }))
     }
 
+    /// Rows of `route` whose back_id is one of `back_ids`, in any order (also those
+    /// waiting in the retry queue).
     pub async fn by_back(
         &self,
         route: &str,
         back_ids: Vec<String>,
     ) -> Result<Vec<Row>, LedgerError> {
-        Ok(self
-            .m()
-            .rows
-            .iter()
-            .filter(|r| r.route == route && back_ids.contains(&r.back_id))
-            .cloned()
-            .collect())
+        self.start_tasks();
+        let wanted: HashSet<String> = back_ids.iter().cloned().collect();
+        let mut rows = self
+            .inner
+            .call(self.inner.store.by_back(route, back_ids))
+            .await?;
+        if self.pending() > 0 {
+            let found: HashSet<String> = rows.iter().map(|r| r.back_id.clone()).collect();
+            rows.extend(self.inner.queued(|r| {
+                r.route == route && wanted.contains(&r.back_id) && !found.contains(&r.back_id)
+            }));
+        }
+        Ok(rows)
     }
 
+    /// One page of a case's rows, oldest first, and the case's total.
     pub async fn list_case(
         &self,
         route: &str,
@@ -188,23 +435,13 @@ impl Ledger {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Row>, u64), LedgerError> {
-        let m = self.m();
-        let all: Vec<&Row> = m
-            .rows
-            .iter()
-            .filter(|r| r.route == route && r.front_case.as_deref() == Some(front_case))
-            .collect();
-        let total = all.len() as u64;
-        Ok((
-            all.into_iter()
-                .skip(offset as usize)
-                .take(limit as usize)
-                .cloned()
-                .collect(),
-            total,
-        ))
+        self.start_tasks();
+        self.inner
+            .call(self.inner.store.list_case(route, front_case, offset, limit))
+            .await
     }
 
+    /// Keeps a file's hashes once computed.
     pub async fn set_hashes(
         &self,
         route: &str,
@@ -212,52 +449,765 @@ impl Ledger {
         md5: &str,
         sha256: &str,
     ) -> Result<(), LedgerError> {
-        let mut m = self.m();
-        if let Some(r) = m
-            .rows
-            .iter_mut()
-            .find(|r| r.route == route && r.front_id == front_id)
-        {
-            r.md5 = Some(md5.into());
-            r.sha256 = Some(sha256.into());
+        self.start_tasks();
+        self.inner
+            .call(self.inner.store.set_hashes(route, front_id, md5, sha256))
+            .await
+    }
+
+    /// Deletes a row; true when there was one.
+    pub async fn remove(&self, route: &str, front_id: &str) -> Result<bool, LedgerError> {
+        self.start_tasks();
+        self.inner
+            .call(self.inner.store.remove(route, front_id))
+            .await
+    }
+
+    /// Every row (of one route when given), ordered by route then insertion.
+    pub async fn dump(&self, route: Option<&str>) -> Result<Vec<Row>, LedgerError> {
+        self.start_tasks();
+        self.inner.call(self.inner.store.dump(route)).await
+    }
+
+    /// For a graceful shutdown: tries to write the rows waiting in the retry queue until
+    /// none is left or `within` has passed; returns how many are still waiting (those are
+    /// logged as lost when the last clone of the ledger is dropped).
+    pub async fn drain(&self, within: Duration) -> usize {
+        self.start_tasks();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut pause = self.inner.timing.retry_first;
+        while self.pending() > 0 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(left, self.inner.flush()).await {
+                continue;
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
+            pause = (pause * 2).min(self.inner.timing.retry_max_backoff);
         }
+        self.pending()
+    }
+
+    /// Rows queued for retry (for tests and metrics).
+    pub fn pending(&self) -> usize {
+        lock(&self.inner.queue).len()
+    }
+
+    /// Counter of store errors so far, failed probes included (metrics will read it).
+    pub fn errors(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    /// Spawns the probe and retry tasks once, when a tokio runtime is at hand.
+    fn start_tasks(&self) {
+        if self.inner.tasks_started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.tasks_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(probe(weak.clone(), self.inner.timing.probe_every));
+        runtime.spawn(retry(weak, self.inner.wake.clone()));
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("healthy", &self.healthy())
+            .field("pending", &self.pending())
+            .field("errors", &self.errors())
+            .finish()
+    }
+}
+
+impl Inner {
+    /// A store call with the operation timeout, its outcome noted.
+    async fn call<T>(
+        &self,
+        future: BoxFuture<'_, Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        let result = timed(self.timing.op_timeout, future).await;
+        self.note(&result);
+        result
+    }
+
+    /// Health and the error counter follow every store call.
+    fn note<T>(&self, result: &Result<T, LedgerError>) {
+        match result {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("the ledger answers again");
+                }
+            }
+            Err(LedgerError::Unavailable(reason)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                reason.clone_into(&mut lock(&self.last_error));
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(error = %reason, "the ledger is unavailable");
+                }
+            }
+        }
+    }
+
+    /// Queues a confirmed row for retry, or gives it up when the queue is full.
+    fn enqueue(&self, row: Row) {
+        let mut queue = lock(&self.queue);
+        if queue.len() >= self.timing.retry_max_rows {
+            drop(queue);
+            let reason = format!(
+                "the ledger's retry queue is full ({} rows)",
+                self.timing.retry_max_rows
+            );
+            lost(&row, &reason);
+            return;
+        }
+        let was_empty = queue.is_empty();
+        queue.push_back(Queued {
+            row,
+            since: Instant::now(),
+        });
+        drop(queue);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Copies of the queued rows that match.
+    fn queued(&self, matches: impl Fn(&Row) -> bool) -> Vec<Row> {
+        lock(&self.queue)
+            .iter()
+            .filter(|q| matches(&q.row))
+            .map(|q| q.row.clone())
+            .collect()
+    }
+
+    /// Writes the oldest queued rows (up to [`FLUSH_BATCH`]); they leave the queue only
+    /// once the store took them.
+    async fn flush(&self) -> Result<(), LedgerError> {
+        let _flushing = self.flushing.lock().await;
+        let rows: Vec<Row> = lock(&self.queue)
+            .iter()
+            .take(FLUSH_BATCH)
+            .map(|q| q.row.clone())
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len();
+        self.call(self.store.record(rows)).await?;
+        let mut queue = lock(&self.queue);
+        let n = n.min(queue.len());
+        queue.drain(..n);
+        let left = queue.len();
+        drop(queue);
+        tracing::info!(
+            recorded = n,
+            left,
+            "the ledger took rows that waited to be recorded"
+        );
         Ok(())
     }
 
-    pub async fn remove(&self, route: &str, front_id: &str) -> Result<bool, LedgerError> {
-        let mut m = self.m();
-        let before = m.rows.len();
-        m.rows
-            .retain(|r| !(r.route == route && r.front_id == front_id));
-        Ok(m.rows.len() < before)
-    }
-
-    pub async fn dump(&self, route: Option<&str>) -> Result<Vec<Row>, LedgerError> {
-        Ok(self
-            .m()
-            .rows
-            .iter()
-            .filter(|r| route.is_none_or(|x| r.route == x))
-            .cloned()
-            .collect())
-    }
-
-    pub fn pending(&self) -> usize {
-        0
-    }
-
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+    /// Gives up the rows that waited longer than the bound.
+    async fn expire(&self, last_error: &str) {
+        let _flushing = self.flushing.lock().await;
+        let max_age = self.timing.retry_max_age;
+        let mut expired = Vec::new();
+        {
+            let mut queue = lock(&self.queue);
+            while queue.front().is_some_and(|q| q.since.elapsed() >= max_age) {
+                if let Some(q) = queue.pop_front() {
+                    expired.push(q.row);
+                }
+            }
+        }
+        if !expired.is_empty() {
+            let reason = format!(
+                "not recorded within {} ({last_error})",
+                humantime::format_duration(max_age)
+            );
+            for row in &expired {
+                lost(row, &reason);
+            }
+        }
     }
 }
 
-pub fn render_table(rows: &[Row]) -> String {
-    format!("{rows:?}")
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+        let queue = std::mem::take(self.queue.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for q in queue {
+            lost(&q.row, "casegate stopped before the ledger could take it");
+        }
+    }
 }
 
-pub fn render_json(rows: &[Row]) -> String {
-    serde_json::to_string_pretty(rows).unwrap_or_default()
+/// Pings the store every `every` while the ledger lives.
+async fn probe(inner: Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let was_healthy = inner.healthy.load(Ordering::Acquire);
+        let result = timed(inner.timing.probe_timeout, inner.store.ping()).await;
+        inner.note(&result);
+        if result.is_ok() && !was_healthy && !lock(&inner.queue).is_empty() {
+            // Queued rows need not wait out their backoff.
+            inner.wake.notify_one();
+        }
+    }
 }
 
-#[allow(dead_code)]
-fn _unused(_: BoxFuture<'_, ()>) {}
+/// Writes queued rows with backoff while the ledger lives; gives up those too old.
+async fn retry(weak: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        // Sleep until rows are queued (a notification sent meanwhile is kept).
+        loop {
+            match weak.upgrade() {
+                None => return,
+                Some(inner) if !lock(&inner.queue).is_empty() => break,
+                Some(_) => {}
+            }
+            wake.notified().await;
+        }
+        let Some(first) = weak.upgrade().map(|inner| inner.timing.retry_first) else {
+            return;
+        };
+        let mut backoff = first;
+        let mut last_error = String::from("no attempt yet");
+        let mut attempt = 0u64;
+        loop {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            inner.expire(&last_error).await;
+            let waiting = lock(&inner.queue).len();
+            if waiting == 0 {
+                break;
+            }
+            attempt += 1;
+            match inner.flush().await {
+                Ok(()) => {
+                    backoff = first;
+                    attempt = 0;
+                    continue;
+                }
+                Err(LedgerError::Unavailable(reason)) => {
+                    tracing::warn!(
+                        waiting,
+                        attempt,
+                        retry_in = %humantime::format_duration(backoff),
+                        error = %reason,
+                        "the ledger still cannot take the rows waiting to be recorded"
+                    );
+                    last_error = reason;
+                }
+            }
+            let pause = backoff;
+            backoff = (backoff * 2).min(inner.timing.retry_max_backoff);
+            drop(inner);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// `future`, or Unavailable when it takes longer than `limit`.
+async fn timed<T>(
+    limit: Duration,
+    future: BoxFuture<'_, Result<T, LedgerError>>,
+) -> Result<T, LedgerError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result,
+        Err(_) => Err(LedgerError::Unavailable(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        ))),
+    }
+}
+
+/// Logs a row the ledger gives up, as one replayable JSON line.
+fn lost(row: &Row, reason: &str) {
+    let json = serde_json::to_string(row).unwrap_or_default();
+    tracing::error!(target: LOST_TARGET, reason, "{json}");
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::ledger::sqlite::SqliteStore;
+
+    /// A store that fails (all calls, or writes only) or hangs on demand.
+    struct Flaky {
+        inner: SqliteStore,
+        down: AtomicBool,
+        writes_down: AtomicBool,
+        hang: AtomicBool,
+    }
+
+    impl Flaky {
+        async fn new() -> Arc<Flaky> {
+            Arc::new(Flaky {
+                inner: SqliteStore::open_memory().await.unwrap(),
+                down: AtomicBool::new(false),
+                writes_down: AtomicBool::new(false),
+                hang: AtomicBool::new(false),
+            })
+        }
+
+        fn set(flag: &AtomicBool, on: bool) {
+            flag.store(on, Ordering::SeqCst);
+        }
+
+        fn gate<'a, T: Send + 'a>(
+            &'a self,
+            write: bool,
+            call: BoxFuture<'a, Result<T, LedgerError>>,
+        ) -> BoxFuture<'a, Result<T, LedgerError>> {
+            let down = self.down.load(Ordering::SeqCst)
+                || (write && self.writes_down.load(Ordering::SeqCst));
+            let hang = self.hang.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if hang {
+                    futures_util::future::pending::<()>().await;
+                }
+                if down {
+                    return Err(LedgerError::Unavailable("test: the store is down".into()));
+                }
+                call.await
+            })
+        }
+    }
+
+    impl Store for Flaky {
+        fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>> {
+            self.gate(true, self.inner.allocate(route, n))
+        }
+        fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+            self.gate(true, self.inner.record(rows))
+        }
+        fn by_front(
+            &self,
+            route: &str,
+            front_id: &str,
+        ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
+            self.gate(false, self.inner.by_front(route, front_id))
+        }
+        fn by_back(
+            &self,
+            route: &str,
+            back_ids: Vec<String>,
+        ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+            self.gate(false, self.inner.by_back(route, back_ids))
+        }
+        fn list_case(
+            &self,
+            route: &str,
+            front_case: &str,
+            offset: u64,
+            limit: u64,
+        ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>> {
+            self.gate(
+                false,
+                self.inner.list_case(route, front_case, offset, limit),
+            )
+        }
+        fn set_hashes(
+            &self,
+            route: &str,
+            front_id: &str,
+            md5: &str,
+            sha256: &str,
+        ) -> BoxFuture<'_, Result<(), LedgerError>> {
+            self.gate(true, self.inner.set_hashes(route, front_id, md5, sha256))
+        }
+        fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>> {
+            self.gate(true, self.inner.remove(route, front_id))
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+            self.gate(false, self.inner.ping())
+        }
+        fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+            self.gate(false, self.inner.dump(route))
+        }
+    }
+
+    fn quick() -> LedgerTiming {
+        LedgerTiming {
+            probe_every: Duration::from_millis(20),
+            probe_timeout: Duration::from_millis(100),
+            op_timeout: Duration::from_millis(500),
+            confirm_wait: Duration::from_millis(100),
+            retry_first: Duration::from_millis(10),
+            retry_max_backoff: Duration::from_millis(40),
+            retry_max_age: Duration::from_secs(60),
+            retry_max_rows: 2000,
+        }
+    }
+
+    fn row(front_id: &str, back_id: &str) -> Row {
+        Row {
+            route: "r".into(),
+            front_id: front_id.into(),
+            back_id: back_id.into(),
+            front_case: Some("c".into()),
+            ..Row::default()
+        }
+    }
+
+    /// Waits (up to 5 s) for `condition`.
+    async fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(start.elapsed() < Duration::from_secs(5), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Collects what is logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (logs, tracing::subscriber::set_default(subscriber))
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&lock(&self.0)).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn integer_ids_come_from_blocks_in_order_and_uuids_are_v4() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store(store.clone());
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.push(ledger.reserve("r", IdForm::Integer).await.unwrap());
+        }
+        let expected: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
+        assert_eq!(ids, expected);
+        // Two blocks were taken: the store's next number is 65.
+        assert_eq!(store.allocate("r", 1).await.unwrap(), 65);
+        assert_eq!(ledger.reserve("s", IdForm::Integer).await.unwrap(), "1");
+
+        let id = ledger.reserve("r", IdForm::Uuid).await.unwrap();
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_ne!(id, ledger.reserve("r", IdForm::Uuid).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reserves_are_distinct() {
+        let ledger = Ledger::open(&LedgerUrl::SqliteMemory).await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.reserve("r", IdForm::Integer).await.unwrap() })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for task in tasks {
+            assert!(ids.insert(task.await.unwrap()));
+        }
+        let expected: HashSet<String> = (1..=50).map(|n| n.to_string()).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_ledgers_on_one_file_never_hand_out_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = LedgerUrl::Sqlite(dir.path().join("ledger.sqlite3"));
+        let one = Ledger::open(&url).await.unwrap();
+        let two = Ledger::open(&url).await.unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let ledger = if i % 3 == 0 { one.clone() } else { two.clone() };
+                tokio::spawn(async move { ledger.reserve("r", IdForm::Integer).await.unwrap() })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for task in tasks {
+            let id: u64 = task.await.unwrap().parse().unwrap();
+            assert!(ids.insert(id), "{id} handed out twice");
+        }
+        // A restart (a third opener) starts after every block handed out so far.
+        let three = Ledger::open(&url).await.unwrap();
+        let next: u64 = three
+            .reserve("r", IdForm::Integer)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ids.iter().all(|id| *id < next), "{next}");
+    }
+
+    #[tokio::test]
+    async fn open_refuses_postgres_in_this_build() {
+        let url = LedgerUrl::Postgres(crate::secret::Secret::new("postgres://u:p@db/x"));
+        let err = Ledger::open(&url).await.err().unwrap();
+        assert_eq!(err, "the PostgreSQL ledger is not available in this build");
+    }
+
+    #[tokio::test]
+    async fn record_confirmed_queues_while_the_store_fails_then_writes() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        let held = ledger.record_confirmed(row("1", "b1")).await;
+        assert_eq!(held.front_id, "1");
+        let guid = held.guid.clone().expect("a guid is given");
+        assert_eq!(ledger.pending(), 0);
+
+        Flaky::set(&store.down, true);
+        let given = ledger.record_confirmed(row("2", "b2")).await;
+        assert_eq!(given.front_id, "2");
+        assert!(given.guid.is_some());
+        assert_eq!(ledger.pending(), 1);
+        assert!(!ledger.healthy());
+        assert!(ledger.errors() >= 1);
+        let err = ledger.check().unwrap_err();
+        assert!(err.to_string().contains("test: the store is down"), "{err}");
+        assert!(ledger.reserve("r", IdForm::Uuid).await.is_err());
+        assert!(ledger.by_front("r", "2").await.is_err());
+        // Rows already waiting: the next one joins them without waiting for the store.
+        let start = Instant::now();
+        ledger.record_confirmed(row("3", "b3")).await;
+        assert!(start.elapsed() < Duration::from_millis(90));
+        assert_eq!(ledger.pending(), 2);
+
+        Flaky::set(&store.down, false);
+        eventually("the queue is written", || ledger.pending() == 0).await;
+        assert!(ledger.healthy());
+        let written = ledger.by_front("r", "2").await.unwrap().unwrap();
+        assert_eq!(
+            written.guid, given.guid,
+            "the guid answered is the one kept"
+        );
+        assert!(ledger.by_front("r", "3").await.unwrap().is_some());
+        assert_eq!(
+            ledger.by_front("r", "1").await.unwrap().unwrap().guid,
+            Some(guid)
+        );
+    }
+
+    #[tokio::test]
+    async fn record_confirmed_waits_briefly_for_a_hanging_store() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        Flaky::set(&store.hang, true);
+        let start = Instant::now();
+        let given = ledger.record_confirmed(row("1", "b1")).await;
+        assert!(start.elapsed() < Duration::from_millis(400));
+        assert_eq!(given.front_id, "1");
+        assert_eq!(ledger.pending(), 1);
+        Flaky::set(&store.hang, false);
+        eventually("the queue is written", || ledger.pending() == 0).await;
+        assert_eq!(store.inner.dump(None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn health_follows_the_store_without_a_restart() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        assert!(ledger.healthy());
+        assert!(ledger.check().is_ok());
+        Flaky::set(&store.down, true);
+        eventually("unhealthy", || !ledger.healthy()).await;
+        assert!(ledger.check().is_err());
+        assert!(ledger.errors() >= 1);
+        Flaky::set(&store.down, false);
+        eventually("healthy again", || ledger.healthy()).await;
+        assert!(ledger.check().is_ok());
+
+        // A hanging store is a failing one too.
+        Flaky::set(&store.hang, true);
+        eventually("unhealthy when hanging", || !ledger.healthy()).await;
+        Flaky::set(&store.hang, false);
+        eventually("healthy again", || ledger.healthy()).await;
+    }
+
+    #[tokio::test]
+    async fn a_moved_ledger_file_turns_health_off_and_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let ledger = Ledger::with_store_and_timing(store, quick());
+        ledger.record(vec![row("1", "b1")]).await.unwrap();
+        std::fs::rename(&path, dir.path().join("aside")).unwrap();
+        eventually("unhealthy", || !ledger.healthy()).await;
+        std::fs::rename(dir.path().join("aside"), &path).unwrap();
+        eventually("healthy again", || ledger.healthy()).await;
+        assert!(ledger.by_front("r", "1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_retry_queue_is_bounded_and_what_falls_out_is_logged() {
+        let (logs, _guard) = Logs::capture();
+        let store = Flaky::new().await;
+        let timing = LedgerTiming {
+            retry_max_rows: 2,
+            retry_max_age: Duration::from_millis(150),
+            ..quick()
+        };
+        let ledger = Ledger::with_store_and_timing(store.clone(), timing);
+        Flaky::set(&store.down, true);
+        for i in 1..=3 {
+            ledger
+                .record_confirmed(row(&i.to_string(), &format!("b{i}")))
+                .await;
+        }
+        assert_eq!(ledger.pending(), 2, "the third row did not fit");
+        let text = logs.text();
+        assert!(text.contains("casegate::ledger::lost"), "{text}");
+        assert!(text.contains(r#""back_id":"b3""#), "{text}");
+        assert!(text.contains("retry queue is full"), "{text}");
+
+        eventually("the rows expire", || ledger.pending() == 0).await;
+        let text = logs.text();
+        let lost: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("casegate::ledger::lost"))
+            .collect();
+        assert_eq!(lost.len(), 3, "{text}");
+        assert!(text.contains("the ledger still cannot take"), "{text}");
+        Flaky::set(&store.down, false);
+        assert!(store.inner.dump(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rows_still_queued_when_the_ledger_goes_are_logged() {
+        let (logs, _guard) = Logs::capture();
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        Flaky::set(&store.down, true);
+        ledger.record_confirmed(row("1", "b1")).await;
+        drop(ledger);
+        let text = logs.text();
+        assert!(text.contains("casegate stopped before"), "{text}");
+        assert!(text.contains(r#""back_id":"b1""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn drain_writes_what_waits_or_says_what_is_left() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(
+            store.clone(),
+            LedgerTiming {
+                retry_first: Duration::from_secs(60),
+                retry_max_backoff: Duration::from_secs(60),
+                ..quick()
+            },
+        );
+        Flaky::set(&store.down, true);
+        ledger.record_confirmed(row("1", "b1")).await;
+        ledger.record_confirmed(row("2", "b2")).await;
+        assert_eq!(ledger.drain(Duration::from_millis(50)).await, 2);
+        Flaky::set(&store.down, false);
+        assert_eq!(ledger.drain(Duration::from_secs(5)).await, 0);
+        assert_eq!(store.inner.dump(None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_seen_and_keep_their_front_id() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(
+            store.clone(),
+            LedgerTiming {
+                retry_first: Duration::from_secs(60),
+                retry_max_backoff: Duration::from_secs(60),
+                ..quick()
+            },
+        );
+        Flaky::set(&store.writes_down, true);
+        ledger.record_confirmed(row("7", "b")).await;
+        assert_eq!(ledger.pending(), 1);
+        let seen = ledger.by_front("r", "7").await.unwrap().unwrap();
+        assert_eq!(seen.back_id, "b");
+        let seen = ledger
+            .by_back("r", vec!["b".into(), "x".into()])
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].front_id, "7");
+
+        // A list that meets the same upstream file records it under a new front id; the
+        // confirmed upload's row is written first and wins.
+        Flaky::set(&store.writes_down, false);
+        let held = ledger.record(vec![row("8", "b")]).await.unwrap();
+        assert_eq!(held[0].front_id, "7");
+        assert_eq!(ledger.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn reads_and_writes_pass_through() {
+        let ledger = Ledger::open(&LedgerUrl::SqliteMemory).await.unwrap();
+        let held = ledger
+            .record(vec![row("1", "b1"), row("2", "b2")])
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 2);
+        let (page, total) = ledger.list_case("r", "c", 1, 10).await.unwrap();
+        assert_eq!((page.len(), total), (1, 2));
+        ledger.set_hashes("r", "1", "m", "s").await.unwrap();
+        assert_eq!(
+            ledger.by_back("r", vec!["b1".into()]).await.unwrap()[0]
+                .md5
+                .as_deref(),
+            Some("m")
+        );
+        assert!(ledger.remove("r", "2").await.unwrap());
+        assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 1);
+        assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);
+        assert_eq!(ledger.errors(), 0);
+        assert!(format!("{ledger:?}").contains("healthy: true"));
+    }
+
+    #[test]
+    fn a_ledger_made_outside_a_runtime_starts_its_tasks_later() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = runtime.block_on(Flaky::new());
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        runtime.block_on(async {
+            assert_eq!(ledger.reserve("r", IdForm::Integer).await.unwrap(), "1");
+            Flaky::set(&store.down, true);
+            eventually("the probe runs", || !ledger.healthy()).await;
+        });
+    }
+}

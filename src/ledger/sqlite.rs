@@ -1,0 +1,1051 @@
+//! The embedded SQLite ledger: one file (or memory), one connection, one thread.
+//!
+//! A dedicated OS thread owns the connection; callers send it commands over a channel and
+//! await a oneshot reply. The thread takes every command already queued (up to 256) and
+//! runs them in one transaction (`BEGIN IMMEDIATE` when any writes, each command in its
+//! own savepoint so one failing command does not undo the others), then commits once and
+//! answers each: group commit. One connection also makes `sqlite::memory:` work.
+//!
+//! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
+//! can be lost only in a crash of the machine) and a 5 s busy timeout, so several
+//! processes may share one file: the write lock serialises them, and id allocation is a
+//! single upsert. The file is created if missing, its folder never. Before each batch the
+//! thread checks that the path still names the file it holds: a file moved away, deleted
+//! or replaced makes every operation fail (rather than write into a file nobody will
+//! read) until the file is back. A replaced file is not reopened on the fly: the `-wal`
+//! file beside it may still hold pages of the one it replaced.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{LedgerError, Row, Store, MIGRATIONS, SCHEMA_TABLE};
+
+/// How long a command waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most commands run in one transaction.
+const MAX_BATCH: usize = 256;
+/// The most ids one [`Store::allocate`] call may take.
+const MAX_ALLOCATE: u64 = 1 << 20;
+
+/// The columns of a [`Row`], in [`read_row`]'s order.
+macro_rules! columns {
+    () => {
+        "route, front_id, front_case, back_case, back_id, back_comment_id, name, \
+         content_type, size, created_at, uploader, guid, md5, sha256"
+    };
+}
+
+const ALLOCATE: &str = "INSERT INTO sequences (route, next_id) VALUES (?1, 1 + ?2) \
+     ON CONFLICT (route) DO UPDATE SET next_id = sequences.next_id + ?2 \
+     RETURNING next_id";
+const NEXT_SEQ: &str = "INSERT INTO counters (name, value) VALUES ('files.seq', ?1) \
+     ON CONFLICT (name) DO UPDATE SET value = counters.value + ?1 \
+     RETURNING value";
+const INSERT: &str = concat!(
+    "INSERT INTO files (route, front_id, seq, front_case, back_case, back_id, \
+     back_comment_id, name, content_type, size, created_at, uploader, guid, md5, sha256) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT DO NOTHING RETURNING ",
+    columns!()
+);
+const FILL_NULLS: &str = concat!(
+    "UPDATE files SET front_case = COALESCE(front_case, ?3), \
+     back_case = COALESCE(back_case, ?4), back_comment_id = COALESCE(back_comment_id, ?5), \
+     name = COALESCE(name, ?6), content_type = COALESCE(content_type, ?7), \
+     size = COALESCE(size, ?8), created_at = COALESCE(created_at, ?9), \
+     uploader = COALESCE(uploader, ?10), guid = COALESCE(guid, ?11), \
+     md5 = COALESCE(md5, ?12), sha256 = COALESCE(sha256, ?13) \
+     WHERE route = ?1 AND back_id = ?2 RETURNING ",
+    columns!()
+);
+const BY_FRONT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = ?1 AND front_id = ?2"
+);
+const BY_BACK: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = ?1 AND back_id = ?2"
+);
+const CASE_PAGE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = ?1 AND front_case = ?2 ORDER BY seq LIMIT ?3 OFFSET ?4"
+);
+const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = ?1 AND front_case = ?2";
+const DUMP_ALL: &str = concat!("SELECT ", columns!(), " FROM files ORDER BY route, seq");
+const DUMP_ROUTE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = ?1 ORDER BY seq"
+);
+
+/// The SQLite [`Store`]. Dropping it stops its thread once the commands sent are done.
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl SqliteStore {
+    /// Opens the ledger file at `path` (created if missing; its folder must exist),
+    /// migrates it, and starts its thread. Err: a message naming the path and the reason.
+    pub async fn open(path: &Path) -> Result<SqliteStore, String> {
+        SqliteStore::start(Place::File(path.to_path_buf())).await
+    }
+
+    /// A ledger in memory: nothing survives the process.
+    pub async fn open_memory() -> Result<SqliteStore, String> {
+        SqliteStore::start(Place::Memory).await
+    }
+
+    async fn start(place: Place) -> Result<SqliteStore, String> {
+        let name = match &place {
+            Place::File(path) => path.display().to_string(),
+            Place::Memory => ":memory:".to_string(),
+        };
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (opened, open_result) = oneshot::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("casegate-ledger".to_string())
+            .spawn(move || match Session::open(place) {
+                Ok(session) => {
+                    if opened.send(Ok(())).is_ok() {
+                        session.serve(&receiver);
+                    }
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|e| format!("cannot open the ledger {name}: cannot start its thread: {e}"))?;
+        match open_result.await {
+            Ok(Ok(())) => Ok(SqliteStore { jobs }),
+            Ok(Err(reason)) => Err(format!("cannot open the ledger {name}: {reason}")),
+            Err(_) => Err(format!("cannot open the ledger {name}: its thread stopped")),
+        }
+    }
+
+    /// Runs `f` on the connection thread (in a write transaction when `write`).
+    fn call<T, F>(&self, write: bool, f: F) -> BoxFuture<'_, Result<T, LedgerError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        Box::pin(async move {
+            let (job, reply) = job(write, f);
+            self.jobs.send(job).map_err(|_| stopped())?;
+            reply.await.unwrap_or_else(|_| Err(stopped()))
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        let route = route.to_string();
+        self.call(true, move |conn| allocate(conn, &route, n))
+    }
+
+    fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        self.call(true, move |conn| record(conn, rows))
+    }
+
+    fn by_front(
+        &self,
+        route: &str,
+        front_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
+        let (route, front_id) = (route.to_string(), front_id.to_string());
+        self.call(false, move |conn| {
+            Ok(conn
+                .prepare_cached(BY_FRONT)?
+                .query_row(params![route, front_id], read_row)
+                .optional()?)
+        })
+    }
+
+    fn by_back(
+        &self,
+        route: &str,
+        back_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        let route = route.to_string();
+        self.call(false, move |conn| {
+            let mut select = conn.prepare_cached(BY_BACK)?;
+            let mut seen = std::collections::HashSet::new();
+            let mut rows = Vec::new();
+            for back_id in back_ids {
+                if !seen.insert(back_id.clone()) {
+                    continue;
+                }
+                if let Some(row) = select
+                    .query_row(params![route, back_id], read_row)
+                    .optional()?
+                {
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn list_case(
+        &self,
+        route: &str,
+        front_case: &str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>> {
+        let (route, front_case) = (route.to_string(), front_case.to_string());
+        self.call(false, move |conn| {
+            let total: i64 = conn
+                .prepare_cached(CASE_TOTAL)?
+                .query_row(params![route, front_case], |r| r.get(0))?;
+            let mut page = conn.prepare_cached(CASE_PAGE)?;
+            let rows = page
+                .query_map(
+                    params![route, front_case, clamp(limit), clamp(offset)],
+                    read_row,
+                )?
+                .collect::<rusqlite::Result<Vec<Row>>>()?;
+            Ok((rows, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    fn set_hashes(
+        &self,
+        route: &str,
+        front_id: &str,
+        md5: &str,
+        sha256: &str,
+    ) -> BoxFuture<'_, Result<(), LedgerError>> {
+        let args = [route, front_id, md5, sha256].map(str::to_string);
+        self.call(true, move |conn| {
+            conn.prepare_cached(
+                "UPDATE files SET md5 = ?3, sha256 = ?4 WHERE route = ?1 AND front_id = ?2",
+            )?
+            .execute(params![args[0], args[1], args[2], args[3]])?;
+            Ok(())
+        })
+    }
+
+    fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>> {
+        let (route, front_id) = (route.to_string(), front_id.to_string());
+        self.call(true, move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM files WHERE route = ?1 AND front_id = ?2")?
+                .execute(params![route, front_id])?;
+            Ok(n > 0)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        // Reads the database (not just `SELECT 1`), so a damaged file shows here too.
+        self.call(false, |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM casegate_schema")?
+                .query_row([], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+    }
+
+    fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        let route = route.map(str::to_string);
+        self.call(false, move |conn| {
+            let rows = match route {
+                Some(route) => conn
+                    .prepare_cached(DUMP_ROUTE)?
+                    .query_map([route], read_row)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()?,
+                None => conn
+                    .prepare_cached(DUMP_ALL)?
+                    .query_map([], read_row)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()?,
+            };
+            Ok(rows)
+        })
+    }
+}
+
+fn allocate(conn: &Connection, route: &str, n: u64) -> Result<u64, DbError> {
+    let n = n.max(1);
+    if n > MAX_ALLOCATE {
+        return Err(DbError::Refused(format!(
+            "{n} ids asked at once (at most {MAX_ALLOCATE})"
+        )));
+    }
+    let n = clamp(n);
+    let next: i64 = conn
+        .prepare_cached(ALLOCATE)?
+        .query_row(params![route, n], |r| r.get(0))?;
+    u64::try_from(next - n)
+        .ok()
+        .filter(|first| *first >= 1)
+        .ok_or_else(|| DbError::Refused(format!("route {route}'s sequence is damaged ({next})")))
+}
+
+fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let last: i64 = conn
+        .prepare_cached(NEXT_SEQ)?
+        .query_row([n], |r| r.get(0))?;
+    let mut seq = last - n;
+    let mut insert = conn.prepare_cached(INSERT)?;
+    let mut fill = conn.prepare_cached(FILL_NULLS)?;
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        seq += 1;
+        let guid = row
+            .guid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // A size beyond BIGINT cannot be real; it is kept as unknown.
+        let size = row.size.and_then(|s| i64::try_from(s).ok());
+        let inserted = insert
+            .query_row(
+                params![
+                    row.route,
+                    row.front_id,
+                    seq,
+                    row.front_case,
+                    row.back_case,
+                    row.back_id,
+                    row.back_comment_id,
+                    row.name,
+                    row.content_type,
+                    size,
+                    row.created_at,
+                    row.uploader,
+                    guid,
+                    row.md5,
+                    row.sha256
+                ],
+                read_row,
+            )
+            .optional()?;
+        if let Some(inserted) = inserted {
+            held.push(inserted);
+            continue;
+        }
+        let filled = fill
+            .query_row(
+                params![
+                    row.route,
+                    row.back_id,
+                    row.front_case,
+                    row.back_case,
+                    row.back_comment_id,
+                    row.name,
+                    row.content_type,
+                    size,
+                    row.created_at,
+                    row.uploader,
+                    guid,
+                    row.md5,
+                    row.sha256
+                ],
+                read_row,
+            )
+            .optional()?;
+        if let Some(filled) = filled {
+            held.push(filled);
+            continue;
+        }
+        // Not held by back id, so the conflict was the front id: another upstream file
+        // holds it (a route whose id mapping changed?). The first holder keeps it.
+        let holder: Option<String> = conn
+            .prepare_cached("SELECT back_id FROM files WHERE route = ?1 AND front_id = ?2")?
+            .query_row(params![row.route, row.front_id], |r| r.get(0))
+            .optional()?;
+        tracing::warn!(
+            route = %row.route,
+            front_id = %row.front_id,
+            back_id = %row.back_id,
+            held_by = holder.as_deref().unwrap_or("?"),
+            "not recorded: the front id already names another upstream file"
+        );
+        held.push(row);
+    }
+    Ok(held)
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        route: r.get(0)?,
+        front_id: r.get(1)?,
+        front_case: r.get(2)?,
+        back_case: r.get(3)?,
+        back_id: r.get(4)?,
+        back_comment_id: r.get(5)?,
+        name: r.get(6)?,
+        content_type: r.get(7)?,
+        size: r
+            .get::<_, Option<i64>>(8)?
+            .and_then(|s| u64::try_from(s).ok()),
+        created_at: r.get(9)?,
+        uploader: r.get(10)?,
+        guid: r.get(11)?,
+        md5: r.get(12)?,
+        sha256: r.get(13)?,
+    })
+}
+
+/// A count or offset as SQLite's integer (values past `i64::MAX` mean "all").
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn stopped() -> LedgerError {
+    LedgerError::Unavailable("the ledger's SQLite thread has stopped".to_string())
+}
+
+/// Why one command failed inside the thread.
+#[derive(Debug)]
+enum DbError {
+    Sql(rusqlite::Error),
+    Refused(String),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e)
+    }
+}
+
+impl From<DbError> for LedgerError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sql(e) => sql_error(e),
+            DbError::Refused(reason) => LedgerError::Unavailable(reason),
+        }
+    }
+}
+
+fn sql_error(e: rusqlite::Error) -> LedgerError {
+    LedgerError::Unavailable(format!("SQLite: {e}"))
+}
+
+// ---- the connection thread ----
+
+/// Sends a command's result to its caller, or the batch's failure when its transaction
+/// did not commit.
+type Reply = Box<dyn FnOnce(Option<LedgerError>) + Send>;
+/// Runs a command on the connection (or fails it when there is none).
+type Run = Box<dyn FnOnce(Result<&Connection, LedgerError>) -> Done + Send>;
+
+struct Job {
+    write: bool,
+    run: Run,
+}
+
+struct Done {
+    ok: bool,
+    reply: Reply,
+}
+
+fn job<T, F>(write: bool, f: F) -> (Job, oneshot::Receiver<Result<T, LedgerError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+{
+    let (sender, receiver) = oneshot::channel();
+    let run: Run = Box::new(move |conn: Result<&Connection, LedgerError>| -> Done {
+        let result = conn.and_then(|conn| f(conn).map_err(LedgerError::from));
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |batch_failure: Option<LedgerError>| {
+            let result = match (result, batch_failure) {
+                (Ok(_), Some(failure)) => Err(failure),
+                (result, _) => result,
+            };
+            // The caller may have stopped waiting (a timeout); nothing to do then.
+            let _ = sender.send(result);
+        });
+        Done { ok, reply }
+    });
+    (Job { write, run }, receiver)
+}
+
+enum Place {
+    File(PathBuf),
+    Memory,
+}
+
+/// What identifies a file whatever its name: (device, inode) on Unix.
+type FileId = (u64, u64);
+
+/// The connection thread's state.
+struct Session {
+    place: Place,
+    conn: Connection,
+    /// The identity of the file opened (files only).
+    file: Option<FileId>,
+}
+
+impl Session {
+    fn open(place: Place) -> Result<Session, String> {
+        let (conn, file) = match &place {
+            Place::File(path) => {
+                let (conn, id) = open_file(path)?;
+                (conn, Some(id))
+            }
+            Place::Memory => {
+                let mut conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+                migrate(&mut conn)?;
+                (conn, None)
+            }
+        };
+        Ok(Session { place, conn, file })
+    }
+
+    /// Answers commands until every sender is gone.
+    fn serve(self, jobs: &mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    /// Runs a batch in one transaction and answers each command once it is over.
+    fn run_batch(&self, batch: Vec<Job>) {
+        let conn = match self.ready() {
+            Ok(conn) => conn,
+            Err(e) => {
+                for job in batch {
+                    ((job.run)(Err(e.clone())).reply)(None);
+                }
+                return;
+            }
+        };
+        let begin = if batch.iter().any(|j| j.write) {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        if let Err(e) = conn.execute_batch(begin) {
+            let e = sql_error(e);
+            for job in batch {
+                ((job.run)(Err(e.clone())).reply)(None);
+            }
+            return;
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let mut broken: Option<LedgerError> = None;
+        for job in batch {
+            if let Some(e) = &broken {
+                done.push((job.run)(Err(e.clone())));
+                continue;
+            }
+            if let Err(e) = conn.execute_batch("SAVEPOINT command") {
+                let e = sql_error(e);
+                broken = Some(e.clone());
+                done.push((job.run)(Err(e)));
+                continue;
+            }
+            let outcome = (job.run)(Ok(conn));
+            let end = if outcome.ok {
+                "RELEASE command"
+            } else {
+                "ROLLBACK TO command; RELEASE command"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                broken = Some(sql_error(e));
+            } else if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (an I/O error, a full disk).
+                broken = Some(LedgerError::Unavailable(
+                    "SQLite rolled the transaction back".to_string(),
+                ));
+            }
+            done.push(outcome);
+        }
+        let failure = match broken {
+            Some(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(e)
+            }
+            None => match conn.execute_batch("COMMIT") {
+                Ok(()) => None,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Some(sql_error(e))
+                }
+            },
+        };
+        for outcome in done {
+            (outcome.reply)(failure.clone());
+        }
+    }
+
+    /// The connection, once the path is known to still name the file it holds.
+    fn ready(&self) -> Result<&Connection, LedgerError> {
+        if let (Place::File(path), Some(held)) = (&self.place, self.file) {
+            match file_id(path) {
+                Ok(id) if id == held => {}
+                // Reopening here would be unsafe: the `-wal` file beside the path may
+                // still hold pages of the file that was replaced.
+                Ok(_) => {
+                    return Err(LedgerError::Unavailable(format!(
+                        "the ledger file {} is no longer the file casegate opened (it was \
+                         replaced); put the original back, or restart casegate",
+                        path.display()
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(LedgerError::Unavailable(format!(
+                        "the ledger file {} is gone (deleted or moved away)",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(LedgerError::Unavailable(format!("{}: {e}", path.display())));
+                }
+            }
+        }
+        Ok(&self.conn)
+    }
+}
+
+/// Opens and migrates the file at `path`; its identity is taken once it is open.
+fn open_file(path: &Path) -> Result<(Connection, FileId), String> {
+    if let Some(folder) = path.parent() {
+        if !folder.as_os_str().is_empty() && !folder.is_dir() {
+            return Err(format!("the folder {} does not exist", folder.display()));
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %path.display(),
+            journal_mode = %mode,
+            "the ledger file cannot use WAL here; commits will be slower"
+        );
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| e.to_string())?;
+    migrate(&mut conn)?;
+    let id = file_id(path).map_err(|e| e.to_string())?;
+    Ok((conn, id))
+}
+
+/// Applies the migrations this database has not had, in order, in one transaction (so
+/// processes opening the same file at once take turns).
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| format!("cannot start the schema migration: {e}"))?;
+    tx.execute_batch(SCHEMA_TABLE)
+        .map_err(|e| format!("cannot create casegate_schema: {e}"))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM casegate_schema",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| format!("cannot read the schema version: {e}"))?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > newest {
+        return Err(format!(
+            "its schema is version {current}, newer than this casegate knows ({newest})"
+        ));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.execute_batch(migration.sql)
+            .map_err(|e| format!("migration {} failed: {e}", migration.name))?;
+        tx.execute(
+            "INSERT INTO casegate_schema (version, name, applied_at) \
+             VALUES (?1, ?2, CURRENT_TIMESTAMP)",
+            params![migration.version, migration.name],
+        )
+        .map_err(|e| format!("cannot record migration {}: {e}", migration.name))?;
+    }
+    tx.commit()
+        .map_err(|e| format!("cannot commit the schema migration: {e}"))
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    std::fs::metadata(path).map(|_| (0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn row(route: &str, front_id: &str, back_id: &str) -> Row {
+        Row {
+            route: route.into(),
+            front_id: front_id.into(),
+            back_id: back_id.into(),
+            ..Row::default()
+        }
+    }
+
+    fn fronts(rows: &[Row]) -> Vec<&str> {
+        rows.iter().map(|r| r.front_id.as_str()).collect()
+    }
+
+    async fn versions(store: &SqliteStore) -> Vec<i64> {
+        store
+            .call(false, |conn| {
+                let mut select = conn.prepare("SELECT version FROM casegate_schema")?;
+                let versions = select
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                Ok(versions)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn schema_is_created_once_and_rows_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let first = SqliteStore::open(&path).await.unwrap();
+        first.record(vec![row("r", "1", "b1")]).await.unwrap();
+        // A second opener while the first is open (another process, or a restart).
+        let second = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(fronts(&second.dump(None).await.unwrap()), ["1"]);
+        drop(first);
+        drop(second);
+        let third = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
+        assert_eq!(versions(&third).await, [1]);
+        third.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store
+            .call(true, |conn| {
+                conn.execute(
+                    "INSERT INTO casegate_schema VALUES (99, 'future.sql', 'now')",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = SqliteStore::open(&path).await.err().unwrap();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("version 99"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn open_errors_name_the_path_and_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-folder").join("ledger.sqlite3");
+        let err = SqliteStore::open(&path).await.err().unwrap();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(
+            !path.parent().unwrap().exists(),
+            "the folder is never created"
+        );
+
+        let not_a_db = dir.path().join("junk.sqlite3");
+        std::fs::write(&not_a_db, vec![b'x'; 4096]).unwrap();
+        let err = SqliteStore::open(&not_a_db).await.err().unwrap();
+        assert!(
+            err.contains("junk.sqlite3") && err.contains("not a database"),
+            "{err}"
+        );
+    }
+
+    /// Sorted (first, n) blocks never overlap.
+    fn assert_disjoint(mut blocks: Vec<(u64, u64)>) {
+        blocks.sort();
+        for pair in blocks.windows(2) {
+            assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:?} overlap");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn allocate_is_distinct_across_concurrent_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            SqliteStore::open_memory().await.unwrap(),
+            SqliteStore::open(&dir.path().join("l.sqlite3"))
+                .await
+                .unwrap(),
+        ] {
+            let store = Arc::new(store);
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.allocate("r", 3).await.unwrap() })
+                })
+                .collect();
+            let mut firsts = Vec::new();
+            for task in tasks {
+                firsts.push(task.await.unwrap());
+            }
+            firsts.sort();
+            let expected: Vec<u64> = (0..50).map(|k| 1 + 3 * k).collect();
+            assert_eq!(firsts, expected);
+            assert_eq!(store.allocate("a-new-route", 1).await.unwrap(), 1);
+            assert_eq!(
+                store.allocate("r", 0).await.unwrap(),
+                151,
+                "0 is taken as 1"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_openers_of_one_file_never_hand_out_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let a = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let b = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { (store.allocate("r", 7).await.unwrap(), 7) })
+            })
+            .collect();
+        let mut blocks = Vec::new();
+        for task in tasks {
+            blocks.push(task.await.unwrap());
+        }
+        assert_disjoint(blocks);
+    }
+
+    #[tokio::test]
+    async fn the_first_record_wins_and_later_ones_fill_nulls_only() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let first = Row {
+            name: Some("a.txt".into()),
+            front_case: Some("c1".into()),
+            ..row("r", "1", "b")
+        };
+        let held = store.record(vec![first]).await.unwrap();
+        let guid = held[0].guid.clone().expect("a guid is given on insert");
+        uuid::Uuid::parse_str(&guid).unwrap();
+
+        let later = Row {
+            name: Some("b.txt".into()),
+            size: Some(5),
+            md5: Some("m".into()),
+            guid: Some("other-guid".into()),
+            ..row("r", "2", "b")
+        };
+        let held = store.record(vec![later]).await.unwrap();
+        assert_eq!(held.len(), 1);
+        let held = &held[0];
+        assert_eq!(held.front_id, "1", "the first record's front id wins");
+        assert_eq!(held.name.as_deref(), Some("a.txt"), "held fields stay");
+        assert_eq!(held.size, Some(5), "NULL fields are filled");
+        assert_eq!(held.md5.as_deref(), Some("m"));
+        assert_eq!(held.guid.as_deref(), Some(guid.as_str()));
+        assert_eq!(store.by_front("r", "2").await.unwrap(), None);
+        assert_eq!(store.by_front("r", "1").await.unwrap().as_ref(), Some(held));
+
+        // Within one call, and in input order.
+        let held = store
+            .record(vec![
+                row("r", "3", "c"),
+                row("r", "4", "c"),
+                row("r", "1", "b"),
+                Row {
+                    guid: Some("given".into()),
+                    ..row("s", "1", "b")
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(fronts(&held), ["3", "3", "1", "1"]);
+        assert_eq!(held[3].route, "s");
+        assert_eq!(held[3].guid.as_deref(), Some("given"));
+
+        // A front id held by another back id is not taken over.
+        let clash = row("r", "1", "z");
+        let held = store.record(vec![clash.clone()]).await.unwrap();
+        assert_eq!(held, [clash]);
+        assert!(store
+            .by_back("r", vec!["z".into()])
+            .await
+            .unwrap()
+            .is_empty());
+        let mut found = store
+            .by_back("r", vec!["c".into(), "b".into(), "c".into(), "nope".into()])
+            .await
+            .unwrap();
+        found.sort_by(|x, y| x.back_id.cmp(&y.back_id));
+        assert_eq!(fronts(&found), ["1", "3"]);
+        assert!(store.record(Vec::new()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_case_pages_in_insertion_order_with_the_total() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        for i in 0..7 {
+            let mut rows = vec![Row {
+                front_case: Some("c1".into()),
+                ..row("r", &format!("f{i}"), &format!("b{i}"))
+            }];
+            rows.push(Row {
+                front_case: Some("c2".into()),
+                ..row("r", &format!("g{i}"), &format!("x{i}"))
+            });
+            rows.push(Row {
+                front_case: Some("c1".into()),
+                ..row("other", &format!("f{i}"), &format!("b{i}"))
+            });
+            store.record(rows).await.unwrap();
+        }
+        let (page, total) = store.list_case("r", "c1", 2, 3).await.unwrap();
+        assert_eq!(fronts(&page), ["f2", "f3", "f4"]);
+        assert_eq!(total, 7);
+        let (page, total) = store.list_case("r", "c1", 5, u64::MAX).await.unwrap();
+        assert_eq!(fronts(&page), ["f5", "f6"]);
+        assert_eq!(total, 7);
+        let (page, total) = store.list_case("r", "c1", 70, 10).await.unwrap();
+        assert!(page.is_empty());
+        assert_eq!(total, 7);
+        let (page, total) = store.list_case("r", "none", 0, 10).await.unwrap();
+        assert!(page.is_empty());
+        assert_eq!(total, 0);
+    }
+
+    #[tokio::test]
+    async fn remove_set_hashes_and_dump_order() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        store
+            .record(vec![row("b", "1", "x"), row("a", "1", "x")])
+            .await
+            .unwrap();
+        store.record(vec![row("b", "0", "y")]).await.unwrap();
+        store.record(vec![row("a", "9", "z")]).await.unwrap();
+        let all = store.dump(None).await.unwrap();
+        let order: Vec<(&str, &str)> = all
+            .iter()
+            .map(|r| (r.route.as_str(), r.front_id.as_str()))
+            .collect();
+        assert_eq!(order, [("a", "1"), ("a", "9"), ("b", "1"), ("b", "0")]);
+        assert_eq!(fronts(&store.dump(Some("b")).await.unwrap()), ["1", "0"]);
+
+        store.set_hashes("b", "0", "md5!", "sha!").await.unwrap();
+        let held = store.by_front("b", "0").await.unwrap().unwrap();
+        assert_eq!(
+            (held.md5.as_deref(), held.sha256.as_deref()),
+            (Some("md5!"), Some("sha!"))
+        );
+        store.set_hashes("b", "gone", "m", "s").await.unwrap();
+
+        assert!(store.remove("b", "0").await.unwrap());
+        assert!(!store.remove("b", "0").await.unwrap());
+        assert_eq!(store.by_front("b", "0").await.unwrap(), None);
+        assert_eq!(store.dump(None).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_all_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("ledger.sqlite3"))
+                .await
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let front = i.to_string();
+                    let held = store.record(vec![row("r", &front, &front)]).await.unwrap();
+                    assert_eq!(held[0].front_id, front);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.dump(Some("r")).await.unwrap().len(), 100);
+    }
+
+    /// A batch built by hand: one failing command does not undo the others.
+    #[test]
+    fn a_failing_command_leaves_its_batch_alone() {
+        let session = Session::open(Place::Memory).unwrap();
+        let (ok1, mut reply1) = job(true, |conn| record(conn, vec![row("r", "1", "a")]));
+        let (bad, mut reply2) = job(true, |conn| -> Result<(), DbError> {
+            record(conn, vec![row("r", "2", "b")])?;
+            Err(DbError::Refused("on purpose".into()))
+        });
+        let (ok2, mut reply3) = job(true, |conn| allocate(conn, "r", 2));
+        let (read, mut reply4) = job(false, |conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))?)
+        });
+        session.run_batch(vec![ok1, bad, ok2, read]);
+        assert_eq!(reply1.try_recv().unwrap().unwrap()[0].front_id, "1");
+        let err = reply2.try_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("on purpose"), "{err}");
+        assert_eq!(reply3.try_recv().unwrap().unwrap(), 1);
+        assert_eq!(
+            reply4.try_recv().unwrap().unwrap(),
+            1,
+            "the failed insert is undone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_moved_away_or_replaced_fails_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let aside = dir.path().join("aside.sqlite3");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.record(vec![row("r", "1", "a")]).await.unwrap();
+
+        std::fs::rename(&path, &aside).unwrap();
+        let err = store.by_front("r", "1").await.unwrap_err();
+        assert!(err.to_string().contains("is gone"), "{err}");
+        assert!(store.record(vec![row("r", "2", "b")]).await.is_err());
+        assert!(store.ping().await.is_err());
+        assert!(!path.exists(), "nothing is created in its place");
+
+        std::fs::rename(&aside, &path).unwrap();
+        assert!(store.by_front("r", "1").await.unwrap().is_some());
+        store.ping().await.unwrap();
+
+        // Another file put in its place is not used.
+        let other = dir.path().join("other.sqlite3");
+        {
+            let (conn, _) = open_file(&other).unwrap();
+            record(&conn, vec![row("r", "7", "seven")]).unwrap();
+            conn.close().map_err(|(_, e)| e).unwrap();
+        }
+        std::fs::rename(&other, &path).unwrap();
+        let err = store.dump(None).await.unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
+}
