@@ -142,12 +142,53 @@ fn check_comment(ctx: &str, h: &Harness, before: usize, comment: Option<String>)
     }
 }
 
-fn check_answer(front: DialectId, back: DialectId, up: &Up, stored: &StoredFile, r: &Reply) {
+/// Whether the back's ids fit the front's form, so the front id is the back id (SPEC 7.3).
+fn ids_fit(front: DialectId, back: DialectId) -> bool {
+    let integer = |d| matches!(d, Thalamus | Tines);
+    front == back || front == Kibana || (integer(front) && integer(back))
+}
+
+/// The front id the ledger holds for a stored file, checked against SPEC 7.3's forms.
+async fn front_id(h: &Harness, front: DialectId, stored: &StoredFile) -> String {
+    let route = format!("{front}-to-{}", h.back);
+    let rows = h
+        .casegate
+        .gateway()
+        .ledger()
+        .by_back(&route, vec![stored.id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{route}: one ledger row for {}", stored.id);
+    let id = rows[0].front_id.clone();
+    if ids_fit(front, h.back) {
+        assert_eq!(id, stored.id, "{route}: the front id is the back's");
+    } else {
+        assert_ne!(id, stored.id, "{route}: a front id of the front's own form");
+    }
+    match front {
+        Thalamus | Tines => assert!(id.parse::<u64>().is_ok(), "{route}: {id} is an integer"),
+        Caseiq => assert!(
+            uuid::Uuid::try_parse(&id).is_ok(),
+            "{route}: {id} is a UUID"
+        ),
+        Kibana => {}
+    }
+    id
+}
+
+fn check_answer(
+    front: DialectId,
+    back: DialectId,
+    up: &Up,
+    stored: &StoredFile,
+    front_id: &str,
+    r: &Reply,
+) {
     let ctx = format!("{front}->{back} {:?}: {}", up.file_name, r.text());
     assert_eq!(r.status, 200, "{ctx}");
     assert_eq!(r.dropped(), expected_dropped(front, back), "{ctx}: dropped");
     assert!(r.header("casegate-error").is_none(), "{ctx}");
-    let id_json = casegate::upload::id_json(&stored.id);
+    let id_json = casegate::upload::id_json(front_id);
     match front {
         Thalamus => {
             let v = r.json();
@@ -250,7 +291,7 @@ fn check_answer(front: DialectId, back: DialectId, up: &Up, stored: &StoredFile,
                 ]),
                 "{ctx}"
             );
-            assert_eq!(v["id"], stored.id, "{ctx}: id is a string");
+            assert_eq!(v["id"], front_id, "{ctx}: id is a string");
             assert_eq!(v["name"], up.file_name, "{ctx}");
             assert_eq!(
                 v["nameWithoutExtension"],
@@ -321,7 +362,8 @@ async fn pairings_to(back: DialectId) {
             );
             let newest = stored.last().unwrap();
             check_stored(front, back, &up, newest, &h, comments_before);
-            check_answer(front, back, &up, newest, &r);
+            let front_id = front_id(&h, front, newest).await;
+            check_answer(front, back, &up, newest, &front_id, &r);
         }
     }
     h.stop().await;

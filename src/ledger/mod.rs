@@ -144,7 +144,8 @@ pub trait Store: Send + Sync + 'static {
         sha256: &str,
     ) -> BoxFuture<'_, Result<(), LedgerError>>;
 
-    /// Deletes a row; true when there was one.
+    /// Deletes a file's row, named by its front id or by the comment id a Kibana client
+    /// names it by (`back_comment_id`); true when there was one.
     fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>>;
 
     /// A cheap round trip (SELECT 1, or a read as cheap that also proves the database is
@@ -455,7 +456,8 @@ impl Ledger {
             .await
     }
 
-    /// Deletes a row; true when there was one.
+    /// Deletes a file's row, named by its front id or by the comment id a Kibana client
+    /// names it by; true when there was one.
     pub async fn remove(&self, route: &str, front_id: &str) -> Result<bool, LedgerError> {
         self.start_tasks();
         self.inner

@@ -237,7 +237,9 @@ impl Store for SqliteStore {
         let (route, front_id) = (route.to_string(), front_id.to_string());
         self.call(true, move |conn| {
             let n = conn
-                .prepare_cached("DELETE FROM files WHERE route = ?1 AND front_id = ?2")?
+                .prepare_cached(
+                    "DELETE FROM files WHERE route = ?1 AND (front_id = ?2 OR back_comment_id = ?2)",
+                )?
                 .execute(params![route, front_id])?;
             Ok(n > 0)
         })
