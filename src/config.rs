@@ -1137,6 +1137,133 @@ api_key = "${KEY}"
         );
     }
 
+    const MAPPED: &str = r#"
+[[routes]]
+name = "soar"
+front = "tines"
+cases_file = "CASES"
+[routes.cases]
+"42" = "9c235210-6834-11ea-a78c-6ffb38a34414"
+[routes.upstream]
+dialect = "caseiq"
+url = "http://127.0.0.1:1"
+"#;
+
+    fn mapped(csv: &str, extra: &str) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cases.csv"), csv).unwrap();
+        let text = MAPPED
+            .replace("CASES", "cases.csv")
+            .replace("[routes.cases]\n", &format!("[routes.cases]\n{extra}"));
+        parse_at(&text, &env, false, Some(dir.path())).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn case_maps_from_the_table_and_the_file() {
+        let c = mapped(
+            "front,back\n# a comment\n\n7,\"3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b\"\n",
+            "",
+        )
+        .unwrap();
+        let m = c.routes[0].cases.as_ref().unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.back("42"), Some("9c235210-6834-11ea-a78c-6ffb38a34414"));
+        assert_eq!(m.back("7"), Some("3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b"));
+        assert_eq!(m.front("3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b"), Some("7"));
+        assert_eq!(m.back("8"), None);
+        assert!(c.table().contains("2 mapped"), "{}", c.table());
+    }
+
+    #[test]
+    fn case_map_mistakes_name_route_and_key() {
+        let uuid = "3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("42,{uuid}\n"),
+                "",
+                "front case \"42\" is mapped twice",
+            ),
+            (
+                format!("7,{uuid}\n8,{uuid}\n"),
+                "",
+                "is already the map of front case \"7\"",
+            ),
+            ("7,not-a-uuid\n".into(), "", "is not a UUID"),
+            (format!(",{uuid}\n"), "", "must not be empty"),
+            ("7\n".into(), "", "line 1: expected two fields"),
+            (String::new(), "\"\" = \"x\"\n", "must not be empty"),
+        ];
+        for (csv, extra, want) in cases {
+            let e = mapped(&csv, extra).unwrap_err();
+            assert!(
+                e.iter()
+                    .any(|m| m.starts_with("route \"soar\": ") && m.contains(want)),
+                "{csv:?} {extra:?}: {e:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = parse_at(
+            &MAPPED.replace("CASES", "nope.csv"),
+            &env,
+            false,
+            Some(dir.path()),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.iter()
+                .any(|m| m.contains("route \"soar\": cases_file: cannot read")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn passthrough_only_on_same_dialect_routes() {
+        let e = parse_err(
+            &GOOD
+                .replace("strict", "x")
+                .replace("front = \"tines\"", "front = \"tines\"\npassthrough = true"),
+        );
+        assert!(
+            e.iter().any(|m| m.contains(
+                "route \"soar-to-kibana\": passthrough: only a route whose front and upstream speak the same dialect"
+            )),
+            "{e:?}"
+        );
+        let same = GOOD.replace(
+            "front = \"tines\"",
+            "front = \"kibana\"\npassthrough = true",
+        );
+        assert!(parse_ok(&same).routes[0].passthrough);
+    }
+
+    #[test]
+    fn public_url_and_ledger() {
+        let c = parse_ok(&format!(
+            "public_url = \"https://gw.example.org/cases/\"\nledger = \"sqlite:///var/lib/cg.sqlite3\"\n{GOOD}"
+        ));
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://gw.example.org/cases")
+        );
+        assert_eq!(
+            c.ledger,
+            LedgerUrl::Sqlite(PathBuf::from("/var/lib/cg.sqlite3"))
+        );
+        // Without a file, the default ledger keeps nothing; beside a file, it is a file.
+        assert_eq!(parse_ok(GOOD).ledger, LedgerUrl::SqliteMemory);
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse_at(GOOD, &env, false, Some(dir.path())).unwrap();
+        assert_eq!(
+            c.ledger,
+            LedgerUrl::Sqlite(dir.path().join("casegate-ledger.sqlite3"))
+        );
+        let e = parse_err(&format!("public_url = \"ftp://x\"\n{GOOD}"));
+        assert!(e.iter().any(|m| m.starts_with("public_url: ")), "{e:?}");
+        let e = parse_err(&format!("ledger = \"mysql://x\"\n{GOOD}"));
+        assert!(e.iter().any(|m| m.starts_with("ledger: ")), "{e:?}");
+    }
+
     #[test]
     fn expansion() {
         assert_eq!(expand("a${SOAR}b", &env).unwrap(), "asoar-tokenb");

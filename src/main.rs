@@ -35,6 +35,19 @@ enum Command {
         /// Path of routes.toml (default: $CASEGATE_CONFIG, else ./routes.toml).
         config: Option<PathBuf>,
     },
+    /// Print what the ledger of a routes.toml holds: front and back ids, cases, name,
+    /// size, created.
+    Ledger {
+        /// Path of routes.toml (default: $CASEGATE_CONFIG, else ./routes.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only this route's files.
+        #[arg(long)]
+        route: Option<String>,
+        /// A JSON array instead of a table (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a stand-alone emulator of one dialect's API, storing files in memory.
     Emulate {
         /// thalamus, tines, caseiq or kibana.
@@ -62,6 +75,31 @@ enum Command {
         #[arg(long, default_value = "cases")]
         owner: String,
     },
+}
+
+/// `casegate ledger`: the rows of the configured ledger, as a table or JSON.
+async fn show_ledger(cfg: &config::Config, route: Option<&str>, json: bool) -> Result<(), String> {
+    if let Some(r) = route.filter(|r| !cfg.routes.iter().any(|x| x.name == *r)) {
+        eprintln!(
+            "note: no route named {r:?} in the configuration; showing what the ledger holds for it"
+        );
+    }
+    if cfg.ledger == casegate::ledger::LedgerUrl::SqliteMemory {
+        eprintln!("note: the ledger is in memory (sqlite::memory:), so it holds nothing outside a running casegate");
+    }
+    let ledger = casegate::ledger::Ledger::open(&cfg.ledger)
+        .await
+        .map_err(|e| format!("error: ledger {}: {e}", cfg.ledger.describe()))?;
+    let rows = ledger
+        .dump(route)
+        .await
+        .map_err(|e| format!("error: {e}"))?;
+    if json {
+        println!("{}", casegate::ledger::render_json(&rows));
+    } else {
+        print!("{}", casegate::ledger::render_table(&rows));
+    }
+    Ok(())
 }
 
 fn config_path(given: Option<PathBuf>) -> PathBuf {
@@ -150,6 +188,15 @@ fn main() -> ExitCode {
                     cfg.tls = Some(Arc::new(casegate::tls::server_config(&cert, &key)?));
                 }
                 emulator::run(cfg, listen).await.map_err(|e| format!("error: {e}"))
+            }
+            Command::Ledger {
+                config,
+                route,
+                json,
+            } => {
+                let path = config_path(config);
+                let cfg = config::load(&path).map_err(|e| e.to_string())?;
+                show_ledger(&cfg, route.as_deref(), json).await
             }
             Command::Check { .. } => Ok(()),
         }

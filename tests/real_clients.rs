@@ -16,66 +16,65 @@ fn python() -> String {
     })
 }
 
-fn drive(
-    client: &str,
-    base: &str,
-    case: &str,
-    data: &[u8],
-    name: &str,
-    mime: &str,
-    comment: Option<&str>,
-) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("upload.bin");
-    std::fs::write(&file, data).unwrap();
+/// Runs one client action (see tests/clients/drive.py) and returns its JSON report.
+fn drive(client: &str, action: &str, base: &str, args: &[&str]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/drive.py");
-    let mut cmd = std::process::Command::new(python());
-    cmd.args([
-        script,
-        client,
-        base,
-        CLIENT_TOKEN,
-        case,
-        file.to_str().unwrap(),
-        name,
-        mime,
-    ]);
-    if let Some(c) = comment {
-        cmd.arg(c);
-    }
-    let out = cmd.output().unwrap();
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .args([client, action, base, CLIENT_TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
-        "{client}: {}",
+        "{client} {action}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// [`drive`] on a blocking thread (the clients are synchronous).
+async fn run(client: &'static str, action: &'static str, base: &str, args: &[&str]) -> Value {
+    let base = base.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        drive(client, action, &base, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// The id in a JSON answer as the client would pass it back (numbers as digits).
+fn id_arg(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an id: {other}"),
+    }
+}
+
 async fn real_clients_to(back: DialectId) {
     let h = setup(&[Tines, Kibana], back, Opts::default()).await;
     let case = case_id_for(back);
     let data = random_bytes(200_000, 17);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let can_delete = back != Caseiq;
 
     // tapi: JSON with nulls for every absent field, keys in its own order.
     let base = format!("{}{}", h.base(), Harness::prefix(Tines));
-    let r = tokio::task::spawn_blocking({
-        let (base, data) = (base.clone(), data.clone());
-        move || {
-            drive(
-                "tapi",
-                &base,
-                case,
-                &data,
-                "Prüfbericht ü 2026.pdf",
-                "application/pdf",
-                Some("via tapi"),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let name = "Prüfbericht ü 2026.pdf";
+    let r = run(
+        "tapi",
+        "create",
+        &base,
+        &[case, &file, name, "application/pdf", "via tapi"],
+    )
+    .await;
     assert_eq!(r["status"], 200, "tapi->{back}: {r}");
     let body = &r["body"];
     assert_eq!(
@@ -83,11 +82,14 @@ async fn real_clients_to(back: DialectId) {
         "tapi->{back}: {r}"
     );
     assert_eq!(body["value"], "via tapi");
-    assert_eq!(body["file"]["filename"], "Prüfbericht ü 2026.pdf");
+    assert_eq!(body["file"]["filename"], name);
     let f = h.upstream.files().pop().unwrap();
     assert_eq!(f.sha256, sha256_hex(&data), "tapi->{back}");
-    assert_eq!(f.name, "Prüfbericht ü 2026.pdf");
-    assert_eq!(body["id"], casegate::upload::id_json(&f.id));
+    assert_eq!(f.name, name);
+    assert!(
+        body["id"].is_u64(),
+        "tapi->{back}: a Tines id is a number: {r}"
+    );
     assert!(
         !r["headers"]
             .as_object()
@@ -96,34 +98,115 @@ async fn real_clients_to(back: DialectId) {
             .any(|k| k.eq_ignore_ascii_case("casegate-dropped")),
         "tapi->{back}: nulls are not dropped fields: {r}"
     );
+    let id = id_arg(&body["id"]);
+
+    // tapi reads it back: list, get, info, download, delete.
+    let r = run("tapi", "list", &base, &[case]).await;
+    assert_eq!(r["status"], 200, "tapi list ->{back}: {r}");
+    let files = r["body"]["files"].as_array().unwrap();
+    let listed = files
+        .iter()
+        .find(|x| id_arg(&x["id"]) == id)
+        .unwrap_or_else(|| panic!("tapi list ->{back}: {id} not listed: {r}"));
+    assert_eq!(listed["file"]["filename"], name);
+    assert_eq!(r["body"]["meta"]["count"], files.len());
+    let r = run("tapi", "get", &base, &[case, &id]).await;
+    assert_eq!(r["status"], 200, "tapi get ->{back}: {r}");
+    assert_eq!(id_arg(&r["body"]["id"]), id);
+    assert_eq!(r["body"]["file"]["filename"], name);
+    let r = run("tapi", "info", &base, &[case, &id]).await;
+    assert_eq!(r["status"], 200, "tapi info ->{back}: {r}");
+    assert_eq!(r["body"]["sha256"], sha256_hex(&data), "tapi info ->{back}");
+    assert_eq!(r["body"]["sizeinbytes"], data.len());
+    assert_eq!(r["body"]["filename"], name);
+    let r = run("tapi", "download", &base, &[case, &id]).await;
+    assert_eq!(r["status"], 200, "tapi download ->{back}: {r}");
+    assert_eq!(
+        r["body"]["sha256"],
+        sha256_hex(&data),
+        "tapi download ->{back}"
+    );
+    let r = run("tapi", "delete", &base, &[case, &id]).await;
+    if can_delete {
+        assert_eq!(r["status"], 204, "tapi delete ->{back}: {r}");
+        assert!(
+            !h.upstream
+                .files()
+                .iter()
+                .any(|x| x.sha256 == f.sha256 && x.id == f.id),
+            "tapi delete ->{back}: the file is gone upstream"
+        );
+        let r = run("tapi", "get", &base, &[case, &id]).await;
+        assert_eq!(r["status"], 404, "tapi get after delete ->{back}: {r}");
+    } else {
+        assert_eq!(r["status"], 405, "tapi delete ->{back}: {r}");
+        assert_eq!(r["headers"]["casegate-error"], "method_not_allowed");
+    }
 
     // kibana-py: multipart with the `filename` field (with extension) before the file.
     let base = format!("{}{}", h.base(), Harness::prefix(Kibana));
-    let r = tokio::task::spawn_blocking({
-        let (base, data) = (base.clone(), data.clone());
-        move || {
-            drive(
-                "kibana-py",
-                &base,
-                case,
-                &data,
-                "notes.txt",
-                "text/plain",
-                None,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let r = run(
+        "kibana-py",
+        "add_file",
+        &base,
+        &[case, &file, "notes.txt", "text/plain"],
+    )
+    .await;
     assert_eq!(r["status"], 200, "kibana-py->{back}: {r}");
     let f = h.upstream.files().pop().unwrap();
     assert_eq!(f.sha256, sha256_hex(&data), "kibana-py->{back}");
     assert_eq!(f.name, "notes.txt");
     let comments = r["body"]["comments"].as_array().unwrap();
+    let comment = comments
+        .iter()
+        .find(|c| c["externalReferenceId"] == f.id)
+        .unwrap_or_else(|| panic!("kibana-py->{back}: {r}"));
+    let comment_id = id_arg(&comment["id"]);
+
+    // kibana-py reads it back: the case, its comments, the file's comment, delete.
+    let r = run("kibana-py", "get", &base, &[case]).await;
+    assert_eq!(r["status"], 200, "kibana-py get ->{back}: {r}");
+    assert_eq!(r["body"]["id"], case);
     assert!(
-        comments.iter().any(|c| c["externalReferenceId"] == f.id),
-        "kibana-py->{back}: {r}"
+        r["body"]["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["externalReferenceId"] == f.id && id_arg(&c["id"]) == comment_id),
+        "kibana-py get ->{back}: {r}"
     );
+    let r = run("kibana-py", "get_comments", &base, &[case]).await;
+    assert_eq!(r["status"], 200, "kibana-py get_comments ->{back}: {r}");
+    assert!(
+        r["body"]["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] == "user"),
+        "kibana-py get_comments ->{back}: user comments only: {r}"
+    );
+    let r = run("kibana-py", "get_comment", &base, &[case, &comment_id]).await;
+    assert_eq!(r["status"], 200, "kibana-py get_comment ->{back}: {r}");
+    assert_eq!(r["body"]["externalReferenceId"], f.id);
+    assert_eq!(
+        r["body"]["externalReferenceMetadata"]["files"][0]["name"],
+        "notes"
+    );
+    let r = run("kibana-py", "delete_comment", &base, &[case, &comment_id]).await;
+    if can_delete {
+        assert_eq!(r["status"], 204, "kibana-py delete_comment ->{back}: {r}");
+        assert!(
+            !h.upstream.files().iter().any(|x| x.id == f.id),
+            "kibana-py delete_comment ->{back}: the file is gone upstream"
+        );
+        let r = run("kibana-py", "get_comment", &base, &[case, &comment_id]).await;
+        assert_eq!(
+            r["status"], 404,
+            "kibana-py get_comment after delete ->{back}: {r}"
+        );
+    } else {
+        assert_eq!(r["status"], 405, "kibana-py delete_comment ->{back}: {r}");
+    }
     h.stop().await;
 }
 
