@@ -251,3 +251,85 @@ fn emulate_serves_a_strict_stand_alone_emulator() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `casegate ledger` prints what a running casegate recorded, after it stopped: as a
+/// table, as JSON, and for one route.
+#[test]
+fn ledger_command_prints_what_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "routes.toml",
+        r#"
+listen = "127.0.0.1:0"
+ledger = "sqlite://state/ledger.sqlite3"
+[[routes]]
+name = "ops"
+front = "thalamus"
+[routes.upstream]
+dialect = "caseiq"
+url = "embedded"
+[routes.upstream.auth]
+client_id = "casegate"
+client_secret = "s"
+"#,
+    );
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let (mut child, addr, _rx) = serve(&cfg, &[]);
+    let case = "3f2b7c8e-1d4a-4e5f-9a6b-7c8d9e0f1a2b";
+    for name in ["one.txt", "two.txt"] {
+        let boundary = "b0undary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\nhi\r\n--{boundary}--\r\n"
+        );
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "POST /api/v4/cases/{case}/files?touchpoint=t&token=x HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("ledger")
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&[]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    for (line, (id, name)) in lines[1..].iter().zip([("1", "one.txt"), ("2", "two.txt")]) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], "ops", "{table}");
+        assert_eq!(cells[1], id, "{table}");
+        assert!(uuid::Uuid::try_parse(cells[2]).is_ok(), "{table}");
+        assert!(line.contains(case) && line.contains(name), "{table}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[0]["route"], "ops");
+    assert_eq!(rows[0]["front_id"], "1");
+    assert_eq!(rows[0]["front_case"], case);
+    assert_eq!(rows[1]["name"], "two.txt");
+    assert_eq!(rows[1]["size"], 2);
+    let other: serde_json::Value =
+        serde_json::from_str(&run(&["--json", "--route", "other"])).unwrap();
+    assert_eq!(other, serde_json::json!([]));
+}
