@@ -30,7 +30,11 @@ async fn readme_curl_examples_work_against_the_shipped_config() {
     let running = casegate::server::start(&cfg).await.unwrap();
     let addr = running.addr().to_string();
     let blocks = readme_commands();
-    assert_eq!(blocks.len(), 5, "setup + one example per dialect");
+    assert_eq!(
+        blocks.len(),
+        9,
+        "setup + one upload and one read-back example per dialect"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut outputs = Vec::new();
     for block in blocks {
@@ -76,6 +80,14 @@ async fn readme_curl_examples_work_against_the_shipped_config() {
         outputs[4].contains("\"externalReferenceAttachmentTypeId\":\".files\""),
         "{}",
         outputs[4]
+    );
+    // The Tines client's list shows its file, with a link back through casegate (the
+    // downloads themselves are checked by the blocks' `cmp`).
+    let listed: serde_json::Value = serde_json::from_str(&outputs[6]).unwrap();
+    assert_eq!(listed["meta"]["count"], 1, "{listed}");
+    assert_eq!(
+        listed["files"][0]["file"]["url"],
+        format!("http://{addr}/api/v2/cases/42/files/1/download")
     );
     // What the embedded upstreams stored: the file itself, each time.
     let stored: Vec<_> = running
