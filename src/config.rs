@@ -32,7 +32,33 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where ids and file records are kept.
     pub ledger: LedgerUrl,
+    /// HTTPS on `listen` (and h2 by ALPN) with this PEM certificate chain and key.
+    pub tls: Option<TlsFiles>,
+    /// `/healthz`, `/readyz`, `/metrics` on their own listener (`None`: off).
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// SIGTERM: keep serving this long with `/readyz` 503 (admin listener on).
+    pub drain_delay: Duration,
+    /// Then wait this long for requests in flight.
+    pub drain_timeout: Duration,
     pub routes: Vec<Route>,
+}
+
+/// The PEM files of casegate's own TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One `[[routes]]` entry.
@@ -184,6 +210,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// The ledger beside routes.toml, when it names none.
 pub const DEFAULT_LEDGER: &str = "sqlite://casegate-ledger.sqlite3";
+pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 5;
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +240,12 @@ struct RawTop {
     spool_dir: Option<FValue>,
     public_url: Option<FValue>,
     ledger: Option<FValue>,
+    tls_cert: Option<FValue>,
+    tls_key: Option<FValue>,
+    admin_listen: Option<FValue>,
+    log_format: Option<FValue>,
+    drain_delay_secs: Option<FValue>,
+    drain_timeout_secs: Option<FValue>,
     #[serde(default)]
     routes: Vec<FValue>,
 }
@@ -315,6 +349,8 @@ pub fn parse_at(
             "spool_dir",
             "public_url",
             "ledger",
+            "admin_listen",
+            "log_format",
         ]));
     }
     let base_dir = base.unwrap_or(Path::new("."));
@@ -340,6 +376,12 @@ pub fn parse_at(
     let spool_dir = top("spool_dir", raw.spool_dir).map(PathBuf::from);
     let public_url = top("public_url", raw.public_url);
     let ledger_s = top("ledger", raw.ledger);
+    let tls_cert = top("tls_cert", raw.tls_cert).map(|p| base_dir.join(p));
+    let tls_key = top("tls_key", raw.tls_key).map(|p| base_dir.join(p));
+    let admin_s = top("admin_listen", raw.admin_listen);
+    let log_format_s = top("log_format", raw.log_format);
+    let drain_delay_s = top("drain_delay_secs", raw.drain_delay_secs);
+    let drain_timeout_s = top("drain_timeout_secs", raw.drain_timeout_secs);
     let listen = listen_s.parse::<SocketAddr>().unwrap_or_else(|_| {
         errs.push(format!(
             "listen: {listen_s:?} is not an address like 127.0.0.1:8080"
@@ -368,6 +410,62 @@ pub fn parse_at(
             .map_err(|e| errs.push(format!("public_url: {e}")))
             .ok()
     });
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::tls::server_config(&cert, &key) {
+                errs.push(format!("tls_cert/tls_key: {e}"));
+            }
+            Some(TlsFiles { cert, key })
+        }
+        (Some(_), None) => {
+            errs.push("tls_key: missing (tls_cert needs its private key)".into());
+            None
+        }
+        (None, Some(_)) => {
+            errs.push("tls_cert: missing (tls_key needs its certificate)".into());
+            None
+        }
+    };
+    let admin_listen = admin_s.and_then(|a| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| {
+                errs.push(format!(
+                    "admin_listen: {a:?} is not an address like 127.0.0.1:9190"
+                ))
+            })
+            .ok()
+    });
+    let log_format = match log_format_s.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errs.push(format!("log_format: {other:?} is not \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+    let secs = |errs: &mut Vec<String>, key: &str, v: Option<String>, default: u64| match v {
+        None => Duration::from_secs(default),
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(n) => Duration::from_secs(n),
+            Err(_) => {
+                errs.push(format!("{key}: {s:?} is not a number of seconds"));
+                Duration::from_secs(default)
+            }
+        },
+    };
+    let drain_delay = secs(
+        &mut errs,
+        "drain_delay_secs",
+        drain_delay_s,
+        DEFAULT_DRAIN_DELAY_SECS,
+    );
+    let drain_timeout = secs(
+        &mut errs,
+        "drain_timeout_secs",
+        drain_timeout_s,
+        DEFAULT_DRAIN_TIMEOUT_SECS,
+    );
     let ledger = match (ledger_s, base) {
         (Some(s), _) => LedgerUrl::parse(&s, base_dir).unwrap_or_else(|e| {
             errs.push(format!("ledger: {e}"));
@@ -421,6 +519,11 @@ pub fn parse_at(
             spool_dir,
             public_url,
             ledger,
+            tls,
+            admin_listen,
+            log_format,
+            drain_delay,
+            drain_timeout,
             routes,
         })
     } else {
@@ -979,8 +1082,9 @@ impl Config {
             }
         }
         let mut out = format!(
-            "listen {}  max_upload_bytes {}  max_in_flight {}  spool_dir {}\nledger {}  public_url {}\n",
+            "listen {}{}  max_upload_bytes {}  max_in_flight {}  spool_dir {}\nledger {}  public_url {}  admin_listen {}  log_format {}\n",
             self.listen,
+            if self.tls.is_some() { " (https, h2)" } else { " (http, h2c)" },
             self.max_upload_bytes,
             self.max_in_flight,
             self.spool_dir
@@ -989,6 +1093,13 @@ impl Config {
                 .unwrap_or_else(|| "(system temp)".into()),
             self.ledger.describe(),
             self.public_url.as_deref().unwrap_or("(the request's own)"),
+            self.admin_listen
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
         );
         for row in rows {
             let line: Vec<String> = row
@@ -1262,6 +1373,41 @@ url = "http://127.0.0.1:1"
         assert!(e.iter().any(|m| m.starts_with("public_url: ")), "{e:?}");
         let e = parse_err(&format!("ledger = \"mysql://x\"\n{GOOD}"));
         assert!(e.iter().any(|m| m.starts_with("ledger: ")), "{e:?}");
+    }
+
+    #[test]
+    fn production_edge_keys() {
+        let c = parse_ok(&format!(
+            "admin_listen = \"127.0.0.1:9190\"\nlog_format = \"json\"\ndrain_delay_secs = 0\ndrain_timeout_secs = 7\n{GOOD}"
+        ));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9190".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.drain_delay, Duration::ZERO);
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        let d = parse_ok(GOOD);
+        assert_eq!(
+            (d.admin_listen, d.log_format, d.tls.as_ref()),
+            (None, LogFormat::Text, None)
+        );
+        assert_eq!(d.drain_delay, Duration::from_secs(DEFAULT_DRAIN_DELAY_SECS));
+        for (line, want) in [
+            ("admin_listen = \"nine\"", "admin_listen: "),
+            ("log_format = \"xml\"", "log_format: "),
+            ("drain_timeout_secs = \"soon\"", "drain_timeout_secs: "),
+            ("tls_cert = \"/nonexistent/c.pem\"", "tls_key: missing"),
+            ("tls_key = \"/nonexistent/k.pem\"", "tls_cert: missing"),
+        ] {
+            let e = parse_err(&format!("{line}\n{GOOD}"));
+            assert!(e.iter().any(|m| m.starts_with(want)), "{line}: {e:?}");
+        }
+        let e = parse_err(&format!(
+            "tls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n{GOOD}"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("tls_cert/tls_key: cannot read /nonexistent/c.pem")),
+            "{e:?}"
+        );
     }
 
     #[test]
