@@ -19,7 +19,7 @@ use crate::ledger::LedgerUrl;
 use crate::secret::Secret;
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Largest file, in decoded bytes.
@@ -62,7 +62,7 @@ pub enum LogFormat {
 }
 
 /// One `[[routes]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub name: String,
     pub front: DialectId,
@@ -110,7 +110,7 @@ impl CaseMap {
 }
 
 /// `[routes.upstream]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub dialect: DialectId,
     pub url: UpstreamUrl,

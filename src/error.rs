@@ -42,6 +42,27 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 13] = [
+        Code::BadRequest,
+        Code::Unauthorized,
+        Code::TooLarge,
+        Code::UnsupportedMediaType,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::UpstreamUnreachable,
+        Code::UpstreamTimeout,
+        Code::UpstreamRejected,
+        Code::UpstreamFailed,
+        Code::Overloaded,
+        Code::LedgerUnavailable,
+        Code::Internal,
+    ];
+
+    /// The code a `Casegate-Error` value names.
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
@@ -268,6 +289,11 @@ impl Error {
             Side::Internal,
             message,
         )
+    }
+
+    /// The static name of a `Casegate-Error` value (for metrics labels).
+    pub fn code_from_str(s: &str) -> Option<&'static str> {
+        Code::parse(s).map(Code::as_str)
     }
 
     /// The standard reason phrase of this error's status.

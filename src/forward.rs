@@ -63,7 +63,7 @@ pub async fn upload<B>(
 ) -> (Response<Body>, Report)
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<crate::error::BoxError>,
 {
     let mut report = Report::default();
     match run(rt, settings, parts, body, req, &mut report).await {
@@ -82,12 +82,12 @@ async fn run<B>(
 ) -> Result<Response<Body>, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<crate::error::BoxError>,
 {
     let (front, back) = (rt.front, rt.back);
     let limits = &settings.limits;
     let max_body = front.max_body_bytes(limits);
-    let stream = body_stream(body, max_body, limits.body_idle);
+    let stream = body_stream(body, max_body);
     if declared_length(&parts).is_some_and(|n| n > max_body) {
         return Err(Error::too_large(limits.max_file_bytes));
     }

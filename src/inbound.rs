@@ -8,18 +8,16 @@
 //! `max_upload_bytes`, raw body bytes, field sizes, and a body idle timeout.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use http_body::Body as HttpBody;
-use http_body_util::BodyExt;
 
 use crate::codec::json_scan::{self, Event as ScanEvent, Scalar, ScanError, Scanner};
 use crate::codec::{b64, disposition};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::upload::{Field, Kind, UploadMeta};
 
 /// A request body as a stream of chunks.
@@ -91,34 +89,23 @@ impl Limits {
     }
 }
 
-/// Wraps an HTTP body: at most `max_raw` bytes, and no wait longer than `idle` between
-/// chunks. Trailers are ignored. Dropped before the body's end (an early error answer),
-/// it reads and discards a bounded amount more in the background, so the client, still
-/// sending, gets to read the answer instead of a connection reset.
-pub fn body_stream<B>(body: B, max_raw: u64, idle: Duration) -> BodyStream
+/// Wraps an HTTP body as a stream of chunks: at most `max_raw` bytes (more is 413), and a
+/// body error is the client's: 408 when the body stopped arriving (tower-http's body
+/// timeout, set in [`crate::service`]), else 400. Trailers are ignored. Dropping it early
+/// drops the body, which [`crate::service::DrainOnDrop`] then drains a little so the
+/// client reads the answer.
+pub fn body_stream<B>(body: B, max_raw: u64) -> BodyStream
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     Box::pin(BodyReader {
         body: Some(body),
         seen: 0,
         max_raw,
-        idle,
-        timer: Box::pin(tokio::time::sleep(idle)),
         done: false,
         burst: 0,
     })
-}
-
-/// Drops a request body that will not be read, the way [`body_stream`] does: draining a
-/// bounded amount in the background so the client can read the answer.
-pub fn discard<B>(body: B)
-where
-    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
-{
-    drop(body_stream(body, 0, Duration::from_secs(1)));
 }
 
 /// The most a body yields in one go without returning `Pending`: a consumer that reads
@@ -126,16 +113,10 @@ where
 /// sent, and memory per upload would grow with the client's speed.
 const BURST_BYTES: usize = 64 * 1024;
 
-/// What an early answer lets a client still send before the connection closes.
-const DRAIN_BYTES: u64 = 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-
 struct BodyReader<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> {
     body: Option<B>,
     seen: u64,
     max_raw: u64,
-    idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
     done: bool,
     /// Bytes yielded since the last `Pending`.
     burst: usize,
@@ -144,7 +125,6 @@ struct BodyReader<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> {
 impl<B> BodyReader<B>
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
 {
     fn end(&mut self, e: Error) -> std::task::Poll<Option<Result<Bytes, Error>>> {
         self.done = true;
@@ -155,7 +135,7 @@ where
 impl<B> Stream for BodyReader<B>
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     type Item = Result<Bytes, Error>;
 
@@ -177,9 +157,6 @@ where
             match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
                     this.burst = 0;
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        return this.end(Error::client_timeout());
-                    }
                     return Poll::Pending;
                 }
                 Poll::Ready(None) => {
@@ -189,12 +166,14 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.body = None;
+                    let e: BoxError = e.into();
+                    if e.is::<tower_http::timeout::TimeoutError>() {
+                        return this.end(Error::client_timeout());
+                    }
                     tracing::debug!(error = %e, "request body broke off");
                     return this.end(Error::bad_request("The request body broke off."));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.timer.as_mut().reset(deadline);
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
@@ -210,34 +189,6 @@ where
                 }
             }
         }
-    }
-}
-
-impl<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> Drop for BodyReader<B> {
-    fn drop(&mut self) {
-        let Some(mut body) = self.body.take() else {
-            return;
-        };
-        if body.is_end_stream() {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let drain = async {
-                let mut n = 0u64;
-                while let Some(Ok(frame)) = body.frame().await {
-                    if let Some(d) = frame.data_ref() {
-                        n += d.len() as u64;
-                        if n > DRAIN_BYTES {
-                            break;
-                        }
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-        });
     }
 }
 

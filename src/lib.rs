@@ -7,19 +7,23 @@
 #![deny(rust_2018_idioms)]
 #![warn(clippy::all)]
 
+pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod dialect;
 pub mod emulator;
 pub mod error;
 pub mod forward;
 pub mod inbound;
 pub mod ledger;
+pub mod metrics;
 pub mod passthrough;
 pub mod read;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod service;
 pub mod spool;
 pub mod tls;
 pub mod upload;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use casegate::config;
+use casegate::config::{self, LogFormat};
 use casegate::dialect::DialectId;
 use casegate::emulator::{self, Fault};
 
@@ -108,17 +108,33 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("routes.toml"))
 }
 
-fn init_logging() {
+/// Logs to stderr: text lines (coloured on a terminal), or one JSON object per line with
+/// the request's span (its `request_id`) on every line of a request.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    match format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .init();
+        }
+        LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
 }
 
 /// Threads for blocking work: spool reads and writes, and resolving upstream host names.
@@ -145,7 +161,25 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
+    // serve logs in the format its configuration names; everything else as text.
+    let serve_config = match &command {
+        Command::Serve { config } => {
+            let path = config_path(config.clone());
+            match config::load(&path) {
+                Ok(cfg) => Some((path, cfg)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    init_logging(
+        serve_config
+            .as_ref()
+            .map_or(LogFormat::Text, |(_, c)| c.log_format),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -159,11 +193,10 @@ fn main() -> ExitCode {
     };
     let outcome = rt.block_on(async move {
         match command {
-            Command::Serve { config } => {
-                let path = config_path(config);
-                let cfg = config::load(&path).map_err(|e| e.to_string())?;
-                casegate::server::serve(&cfg).await
-            }
+            Command::Serve { .. } => match serve_config {
+                Some((path, cfg)) => casegate::server::serve(&path, &cfg).await,
+                None => Ok(()),
+            },
             Command::Emulate {
                 dialect,
                 listen,

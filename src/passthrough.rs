@@ -43,11 +43,11 @@ pub async fn forward<B>(
 ) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<crate::error::BoxError>,
 {
     if !rt.auth.tokens.is_empty() {
         if let Err(e) = rt.front.authenticate(&parts, &rt.auth) {
-            crate::inbound::discard(body);
+            drop(body);
             return respond(rt.front, &e);
         }
     }
@@ -65,7 +65,7 @@ where
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let limits = &settings.limits;
-    let stream = body_stream(body, limits.multipart_body(), limits.body_idle);
+    let stream = body_stream(body, limits.multipart_body());
     let out = http_body_util::StreamBody::new(futures_util::StreamExt::map(stream, |r| {
         r.map(http_body::Frame::data)
             .map_err(|e| Box::new(e) as crate::error::BoxError)

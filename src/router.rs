@@ -3,10 +3,13 @@
 //! methods. More specific routes are tried first: a route with a host before one without,
 //! a longer prefix before a shorter one.
 
+use std::sync::Arc;
+
 use http::Method;
 
 use crate::config::Route;
 use crate::dialect::{self, BackCtx, Dialect, DialectId, FrontAuth, IdKind, Match, Request};
+use crate::emulator::Emulator;
 use crate::error::Error;
 use crate::ledger::IdForm;
 use crate::upstream::Upstream;
@@ -21,10 +24,17 @@ pub struct RouteRuntime {
     /// The form of the front ids casegate gives files, where the back's ids do not fit
     /// the front's (SPEC 7.3); `None`: front ids are the back's.
     pub ids: Option<IdForm>,
+    /// The in-process emulator of an `url = "embedded"` upstream, kept with its route.
+    pub emulator: Option<Arc<Emulator>>,
 }
 
 impl RouteRuntime {
-    pub fn new(cfg: Route, upstream: Upstream, auth: FrontAuth) -> RouteRuntime {
+    pub fn new(
+        cfg: Route,
+        upstream: Upstream,
+        auth: FrontAuth,
+        emulator: Option<Arc<Emulator>>,
+    ) -> RouteRuntime {
         let (front, back) = (dialect::get(cfg.front), dialect::get(cfg.upstream.dialect));
         let ids = dialect::id_mapping(front, back).map(|k| match k {
             IdKind::Uuid => IdForm::Uuid,
@@ -37,6 +47,7 @@ impl RouteRuntime {
             upstream,
             auth,
             ids,
+            emulator,
         }
     }
 
@@ -69,26 +80,54 @@ impl RouteRuntime {
     }
 }
 
-/// The result of routing a request.
-pub enum Routed<'a> {
+/// What a request is: the result of routing it.
+#[derive(Clone)]
+pub enum Target {
     /// One of the route's operations.
-    Op(&'a RouteRuntime, Request),
+    Op(Arc<RouteRuntime>, Request),
     /// One of the route's operation paths with another method; the methods it takes.
-    Method(&'a RouteRuntime, &'static str),
+    Method(Arc<RouteRuntime>, &'static str),
     /// A path under the route that is none of its operations (passed through on a
     /// passthrough route, else 404 in the front's form); the path without the prefix.
-    Other(&'a RouteRuntime, String),
+    Other(Arc<RouteRuntime>, String),
     /// No route; the dialect whose path it looks like, for the 404's form.
     NotFound(Option<&'static dyn Dialect>),
 }
 
+impl Target {
+    /// The route, when one matched.
+    pub fn route(&self) -> Option<&Arc<RouteRuntime>> {
+        match self {
+            Target::Op(rt, _) | Target::Method(rt, _) | Target::Other(rt, _) => Some(rt),
+            Target::NotFound(_) => None,
+        }
+    }
+
+    /// The dialect errors are answered in.
+    pub fn front(&self) -> Option<&'static dyn Dialect> {
+        match self {
+            Target::NotFound(d) => *d,
+            _ => self.route().map(|rt| rt.front),
+        }
+    }
+
+    /// The operation's name, for logs and metrics.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Target::Op(_, req) => req.op.name(),
+            Target::Method(rt, _) | Target::Other(rt, _) if rt.cfg.passthrough => "passthrough",
+            _ => "-",
+        }
+    }
+}
+
 /// The route table.
 pub struct Router {
-    routes: Vec<RouteRuntime>,
+    routes: Vec<Arc<RouteRuntime>>,
 }
 
 impl Router {
-    pub fn new(mut routes: Vec<RouteRuntime>) -> Self {
+    pub fn new(mut routes: Vec<Arc<RouteRuntime>>) -> Self {
         routes.sort_by(|a, b| {
             b.cfg
                 .host
@@ -99,7 +138,7 @@ impl Router {
         Router { routes }
     }
 
-    pub fn routes(&self) -> &[RouteRuntime] {
+    pub fn routes(&self) -> &[Arc<RouteRuntime>] {
         &self.routes
     }
 
@@ -107,7 +146,7 @@ impl Router {
     /// `path` (no query). An operation of any route wins; then a wrong method on an
     /// operation path; then the first route whose front owns the path (or whose prefix
     /// or host claims it).
-    pub fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Routed<'_> {
+    pub fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Target {
         let mut wrong_method = None;
         let mut owned = None;
         let mut claimed = None;
@@ -119,7 +158,7 @@ impl Router {
                 continue;
             };
             match rt.front.recognize(method, rest) {
-                Match::Op(req) => return Routed::Op(rt, req),
+                Match::Op(req) => return Target::Op(rt.clone(), req),
                 Match::Method(allow) => {
                     wrong_method.get_or_insert((rt, allow));
                 }
@@ -133,12 +172,12 @@ impl Router {
             }
         }
         if let Some((rt, allow)) = wrong_method {
-            return Routed::Method(rt, allow);
+            return Target::Method(rt.clone(), allow);
         }
         if let Some((rt, rest)) = owned.or(claimed) {
-            return Routed::Other(rt, rest.to_string());
+            return Target::Other(rt.clone(), rest.to_string());
         }
-        Routed::NotFound(self.looks_like(method, path))
+        Target::NotFound(self.looks_like(method, path))
     }
 
     /// The dialect whose path `path` is, under any configured prefix or none.

@@ -1,277 +1,448 @@
-//! Listeners, connections and shutdown. Each connection is served by hyper's HTTP/1
-//! server with a header read timeout and caps on header size and count; each request is
-//! routed (route and operation, method-aware), checked (concurrency, credentials, the
-//! front's own rules) and handed to its pipeline: uploads, reads, the dialect's own
-//! endpoint, or passthrough. SIGTERM or Ctrl-C stop accepting and let requests in flight
-//! finish (up to a drain limit).
+//! Listeners, connections, reload and drain. The public listener serves HTTP/1.1 and
+//! HTTP/2 (h2c with prior knowledge on plain TCP; `h2` or `http/1.1` by ALPN under TLS)
+//! through hyper-util, each connection its own task, with caps on request heads, header
+//! counts, streams per connection and a header read timeout. Every request goes through
+//! the tower stack of [`crate::service`] into the [`Gateway`], which holds the route table
+//! behind an `ArcSwap`: SIGHUP builds a new table (keeping the routes that did not change,
+//! with their upstream pools, token caches and generated keys) and swaps it in, while
+//! requests in flight finish on the table they started with. SIGTERM drains: `/readyz`
+//! turns 503, casegate keeps serving for `drain_delay_secs` (when an admin listener tells
+//! a balancer), stops accepting, lets requests in flight finish for `drain_timeout_secs`,
+//! then cuts what is left (their upstream requests are aborted, nothing is stored short).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header::HeaderValue;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceBuilder;
 
-use crate::config::{Config, UpstreamUrl};
-use crate::dialect::{respond, FrontAuth, Op, Request as OpRequest};
+use crate::admin::{Admin, Readiness};
+use crate::config::{self, Config, UpstreamUrl};
+use crate::context;
+use crate::dialect::{respond, FrontAuth, Op};
 use crate::emulator::{self, Emulator};
 use crate::error::{Body, Error};
 use crate::forward::{self, Settings};
-use crate::inbound::{body_stream, discard, Limits};
+use crate::inbound::{body_stream, Limits};
 use crate::ledger::Ledger;
-use crate::router::{RouteRuntime, Routed, Router};
+use crate::metrics::Metrics;
+use crate::router::{RouteRuntime, Router, Target};
 use crate::secret::Secret;
+use crate::service::{self, DrainOnDrop};
 use crate::upstream::Upstream;
 
 /// Longest wait for a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most header fields a request may have.
 pub const MAX_HEADERS: usize = 100;
-/// Largest buffered request head, in bytes.
+/// Largest buffered request head (HTTP/1) or header list (HTTP/2), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// How long a shutdown waits for requests in flight.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most concurrent HTTP/2 streams on one connection.
+pub const MAX_STREAMS: u32 = 256;
+/// Longest TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Everything a request needs: routes, settings, the concurrency cap.
+/// The body of a request as the gateway sees it, after the service stack.
+pub type ReqBody = DrainOnDrop<tower_http::timeout::TimeoutBody<Incoming>>;
+
+/// One generation of the configuration: the routes and what every request shares.
+pub struct Table {
+    pub router: Router,
+    pub settings: Arc<Settings>,
+    pub config: Config,
+}
+
+/// Everything a request needs: the route table of the moment, the ledger, the metrics,
+/// and whether casegate is draining.
 pub struct Gateway {
-    router: Router,
-    settings: Settings,
-    permits: Arc<Semaphore>,
-    next_id: AtomicU64,
-    /// Embedded upstreams, kept alive with the gateway.
-    emulators: Vec<Emulator>,
+    table: ArcSwap<Table>,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    /// casegate's own TLS config, when it serves HTTPS (swapped on reload).
+    tls: ArcSwapOption<rustls::ServerConfig>,
 }
 
 impl Gateway {
-    /// Builds the routes: upstream clients, and an in-process emulator for each
-    /// `url = "embedded"`.
+    /// Builds the routes (upstream clients, and an in-process emulator for each
+    /// `url = "embedded"`) and opens the ledger.
     pub async fn build(cfg: &Config) -> Result<Gateway, String> {
-        let mut routes = Vec::new();
-        let mut emulators = Vec::new();
-        for r in &cfg.routes {
-            let base = match &r.upstream.url {
-                UpstreamUrl::Url(u) => u.clone(),
-                UpstreamUrl::Embedded => {
-                    let mut ec = emulator::Config::new(r.upstream.dialect);
-                    ec.tokens = r.upstream.auth.accepted_credential().into_iter().collect();
-                    if let Some(owner) = r.upstream.options.get("owner") {
-                        ec.kibana_owner = owner.clone();
-                    }
-                    let emu = Emulator::start(ec, SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "route {:?}: cannot start the embedded {} emulator: {e}",
-                                r.name, r.upstream.dialect
-                            )
-                        })?;
-                    let url = emu.url();
-                    tracing::info!(route = %r.name, dialect = %r.upstream.dialect, url = %url, "embedded emulator started");
-                    emulators.push(emu);
-                    url
-                }
-            };
-            let upstream =
-                Upstream::new(&r.upstream, base).map_err(|e| format!("route {:?}: {e}", r.name))?;
-            if r.client_tokens.is_empty() {
-                tracing::warn!(route = %r.name, "route is open: client_tokens is not set, so any client may upload");
-            }
-            if r.upstream.auth.kind().is_none() {
-                tracing::warn!(route = %r.name, "route presents no credentials upstream");
-            }
-            let signing_key = r.token_key.clone().unwrap_or_else(|| {
-                Secret::new(format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                ))
-            });
-            let auth = FrontAuth {
-                tokens: r.client_tokens.clone(),
-                signing_key,
-                route: r.name.clone(),
-            };
-            routes.push(RouteRuntime::new(r.clone(), upstream, auth));
-        }
-        let spool_dir = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
         let ledger = Ledger::open(&cfg.ledger)
             .await
             .map_err(|e| format!("ledger {}: {e}", cfg.ledger.describe()))?;
+        let metrics = Metrics::new();
+        {
+            let ledger = ledger.clone();
+            metrics.set_ledger_errors_source(Box::new(move || ledger.errors()));
+        }
+        let table = build_table(cfg, &ledger, None).await?;
+        let tls = match &cfg.tls {
+            Some(files) => Some(Arc::new(tls_config(files)?)),
+            None => None,
+        };
         Ok(Gateway {
-            router: Router::new(routes),
-            settings: Settings {
-                limits: Limits::new(cfg.max_upload_bytes),
-                spool_dir,
-                ledger,
-                public_url: cfg.public_url.clone(),
-                scheme: "http",
-            },
-            permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
-            next_id: AtomicU64::new(1),
-            emulators,
+            table: ArcSwap::from_pointee(table),
+            ledger,
+            metrics,
+            draining: AtomicBool::new(false),
+            tls: ArcSwapOption::new(tls),
         })
     }
 
-    /// The embedded emulators, in route order.
-    pub fn emulators(&self) -> &[Emulator] {
-        &self.emulators
+    /// The route table of the moment.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
     }
 
-    /// Adjusts limits (tests and benchmarks).
-    pub fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The ledger (tests and the `ledger` command read it).
     pub fn ledger(&self) -> &Ledger {
-        &self.settings.ledger
+        &self.ledger
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let started = Instant::now();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// The embedded emulators, in route order.
+    pub fn emulators(&self) -> Vec<Arc<Emulator>> {
+        let table = self.table();
+        table
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                table
+                    .router
+                    .routes()
+                    .iter()
+                    .find(|rt| rt.cfg.name == r.name)
+                    .and_then(|rt| rt.emulator.clone())
+            })
+            .collect()
+    }
+
+    /// Swaps in the routes of `cfg` for new requests; requests in flight finish on the
+    /// old ones. Routes whose configuration did not change are kept as they are (their
+    /// upstream pools, token caches, generated token keys and embedded emulators). What
+    /// needs a restart (listen, admin_listen, ledger, max_in_flight, log_format) is logged
+    /// and otherwise ignored.
+    pub async fn reload(&self, cfg: Config) -> Result<(), String> {
+        let old = self.table();
+        let tls = match &cfg.tls {
+            Some(files) => Some(Arc::new(tls_config(files)?)),
+            None => None,
+        };
+        if tls.is_some() != self.tls.load().is_some() {
+            tracing::warn!(
+                "turning TLS on or off needs a restart; the listener keeps what it serves"
+            );
+        } else {
+            self.tls.store(tls);
+        }
+        let o = &old.config;
+        for (changed, what) in [
+            (o.listen != cfg.listen, "listen"),
+            (o.admin_listen != cfg.admin_listen, "admin_listen"),
+            (o.ledger != cfg.ledger, "ledger"),
+            (o.max_in_flight != cfg.max_in_flight, "max_in_flight"),
+            (o.log_format != cfg.log_format, "log_format"),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key = what,
+                    "a change of this key needs a restart; it is ignored until then"
+                );
+            }
+        }
+        let table = build_table(&cfg, &self.ledger, Some(&old)).await?;
+        let routes = table.router.routes().len();
+        self.table.store(Arc::new(table));
+        tracing::info!(routes, "routes reloaded");
+        Ok(())
+    }
+
+    /// Reads `path` and [`Gateway::reload`]s it; a file that fails validation changes
+    /// nothing. Counted in `casegate_config_reloads_total`.
+    pub async fn reload_from(&self, path: &Path) -> Result<(), String> {
+        let result = match config::load(path) {
+            Ok(cfg) => self.reload(cfg).await,
+            Err(e) => Err(e.to_string()),
+        };
+        self.metrics.config_reload(result.is_ok());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the new configuration was refused; the old routes keep serving");
+        }
+        result
+    }
+
+    /// From now on `/readyz` answers 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves one request the service stack routed.
+    async fn handle(&self, mut req: Request<ReqBody>) -> Response<Body> {
+        let Some(table) = req.extensions_mut().remove::<Arc<Table>>() else {
+            return crate::error::text_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "no route table",
+            );
+        };
+        let Some(target) = req.extensions_mut().remove::<Target>() else {
+            return crate::error::text_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "not routed",
+            );
+        };
+        let settings = &table.settings;
         let (parts, body) = req.into_parts();
-        let method = parts.method.clone();
-        // Never the raw URL: a Thalamus token may ride in the query.
-        let path = parts.uri.path().to_string();
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let mut route_name = "-".to_string();
-        let mut op_name = "-";
-        let mut report = forward::Report::default();
-        let mut resp = match self.router.route(host.as_deref(), &method, &path) {
-            Routed::Op(rt, req) => {
-                route_name = rt.cfg.name.clone();
-                op_name = req.op.name();
-                let (r, rep) = self.operation(rt, parts, body, req).await;
-                report = rep;
-                r
-            }
-            Routed::Method(rt, _) | Routed::Other(rt, _) if rt.cfg.passthrough => {
-                route_name = rt.cfg.name.clone();
-                op_name = "passthrough";
-                let rest = crate::router::strip_prefix(&path, &rt.cfg.prefix)
-                    .unwrap_or(&path)
+        match target {
+            Target::Op(rt, op) => self.operation(&rt, settings, parts, body, op).await,
+            Target::Method(rt, _) | Target::Other(rt, _) if rt.cfg.passthrough => {
+                let rest = crate::router::strip_prefix(parts.uri.path(), &rt.cfg.prefix)
+                    .unwrap_or("/")
                     .to_string();
-                match self.permits.clone().try_acquire_owned() {
-                    Ok(_permit) => {
-                        crate::passthrough::forward(rt, &self.settings, parts, body, &rest).await
-                    }
-                    Err(_) => {
-                        discard(body);
-                        respond(rt.front, &Error::overloaded())
-                    }
-                }
+                crate::passthrough::forward(&rt, settings, parts, body, &rest).await
             }
-            Routed::Method(rt, allow) => {
-                route_name = rt.cfg.name.clone();
-                discard(body);
-                respond(rt.front, &Error::method_not_allowed(allow))
-            }
-            Routed::Other(rt, _) => {
-                route_name = rt.cfg.name.clone();
-                discard(body);
-                respond(rt.front, &Error::not_found("Not Found"))
-            }
-            Routed::NotFound(Some(d)) => {
-                discard(body);
-                respond(d, &Error::not_found("Not Found"))
-            }
-            Routed::NotFound(None) => {
-                discard(body);
+            Target::Method(rt, allow) => respond(rt.front, &Error::method_not_allowed(allow)),
+            Target::Other(rt, _) => respond(rt.front, &Error::not_found("Not Found")),
+            Target::NotFound(Some(d)) => respond(d, &Error::not_found("Not Found")),
+            Target::NotFound(None) => {
                 let mut r = crate::error::text_response(http::StatusCode::NOT_FOUND, "Not Found");
                 r.headers_mut().insert(
                     "casegate-error",
-                    HeaderValue::from_static(crate::error::Code::NotFound.as_str()),
+                    http::HeaderValue::from_static(crate::error::Code::NotFound.as_str()),
                 );
                 r
             }
-        };
-        if let Ok(v) = HeaderValue::from_str(&format!("{id}")) {
-            resp.headers_mut().insert("casegate-request-id", v);
         }
-        let code = resp
-            .headers()
-            .get("casegate-error")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        tracing::info!(
-            target: "casegate::access",
-            id,
-            method = %method,
-            path = %path,
-            route = %route_name,
-            op = op_name,
-            status = resp.status().as_u16(),
-            error = %code,
-            file_bytes = report.file_bytes,
-            spooled = report.spooled,
-            dropped = %report.dropped.join(","),
-            ms = started.elapsed().as_millis() as u64,
-        );
-        resp
     }
 
-    /// One of a route's operations: the concurrency cap, the client's credential and the
-    /// front's own rules, then its pipeline.
+    /// One of a route's operations: the client's credential and the front's own rules,
+    /// then its pipeline.
     async fn operation(
         &self,
         rt: &RouteRuntime,
+        settings: &Settings,
         parts: http::request::Parts,
-        body: Incoming,
-        req: OpRequest,
-    ) -> (Response<Body>, forward::Report) {
+        body: ReqBody,
+        req: crate::dialect::Request,
+    ) -> Response<Body> {
         if req.op == Op::Token {
-            let stream = body_stream(body, 64 * 1024, self.settings.limits.body_idle);
-            let resp = rt
+            let stream = body_stream(body, 64 * 1024);
+            return rt
                 .front
                 .serve_own(req, parts, stream, rt.auth.clone())
                 .await;
-            return (resp, Default::default());
         }
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            discard(body);
-            return (respond(rt.front, &Error::overloaded()), Default::default());
-        };
         let checked = if rt.auth.tokens.is_empty() {
             Ok(())
         } else {
             rt.front.authenticate(&parts, &rt.auth)
         };
         if let Err(e) = checked.and_then(|()| rt.front.preflight(&parts, &req)) {
-            discard(body);
-            return (respond(rt.front, &e), Default::default());
+            return respond(rt.front, &e);
         }
         match req.op {
-            Op::Upload => forward::upload(rt, &self.settings, parts, body, req).await,
+            Op::Upload => {
+                let (resp, report) = forward::upload(rt, settings, parts, body, req).await;
+                context::record(|i| {
+                    i.file_bytes = report.file_bytes;
+                    i.spooled = report.spooled;
+                    i.dropped = report.dropped;
+                });
+                resp
+            }
             _ => {
-                discard(body);
-                let resp = crate::read::serve(rt, &self.settings, parts, req).await;
-                (resp, Default::default())
+                drop(body);
+                crate::read::serve(rt, settings, parts, req).await
             }
         }
     }
 }
 
-/// A running casegate: its address, and the way to stop it.
+impl Readiness for Gateway {
+    fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("draining".into());
+        }
+        if !self.ledger.healthy() {
+            return Err("ledger unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+/// Builds a route table, keeping from `old` every route whose configuration is the same.
+async fn build_table(cfg: &Config, ledger: &Ledger, old: Option<&Table>) -> Result<Table, String> {
+    let mut routes = Vec::new();
+    for r in &cfg.routes {
+        let kept = old.and_then(|t| t.router.routes().iter().find(|rt| rt.cfg == *r).cloned());
+        match kept {
+            Some(rt) => routes.push(rt),
+            None => routes.push(Arc::new(build_route(r).await?)),
+        }
+    }
+    let spool_dir = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    Ok(Table {
+        router: Router::new(routes),
+        settings: Arc::new(Settings {
+            limits: Limits::new(cfg.max_upload_bytes),
+            spool_dir,
+            ledger: ledger.clone(),
+            public_url: cfg.public_url.clone(),
+            scheme: if cfg.tls.is_some() { "https" } else { "http" },
+        }),
+        config: cfg.clone(),
+    })
+}
+
+/// One route: its upstream client (and embedded emulator), its clients' credentials.
+async fn build_route(r: &config::Route) -> Result<RouteRuntime, String> {
+    let (base, emulator) = match &r.upstream.url {
+        UpstreamUrl::Url(u) => (u.clone(), None),
+        UpstreamUrl::Embedded => {
+            let mut ec = emulator::Config::new(r.upstream.dialect);
+            ec.tokens = r.upstream.auth.accepted_credential().into_iter().collect();
+            if let Some(owner) = r.upstream.options.get("owner") {
+                ec.kibana_owner = owner.clone();
+            }
+            let emu = Emulator::start(ec, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "route {:?}: cannot start the embedded {} emulator: {e}",
+                        r.name, r.upstream.dialect
+                    )
+                })?;
+            let url = emu.url();
+            tracing::info!(route = %r.name, dialect = %r.upstream.dialect, url = %url, "embedded emulator started");
+            (url, Some(Arc::new(emu)))
+        }
+    };
+    let upstream =
+        Upstream::new(&r.upstream, base).map_err(|e| format!("route {:?}: {e}", r.name))?;
+    if r.client_tokens.is_empty() {
+        tracing::warn!(route = %r.name, "route is open: client_tokens is not set, so any client may use it");
+    }
+    if r.upstream.auth.kind().is_none() {
+        tracing::warn!(route = %r.name, "route presents no credentials upstream");
+    }
+    let signing_key = r.token_key.clone().unwrap_or_else(|| {
+        Secret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    });
+    let auth = FrontAuth {
+        tokens: r.client_tokens.clone(),
+        signing_key,
+        route: r.name.clone(),
+    };
+    Ok(RouteRuntime::new(r.clone(), upstream, auth, emulator))
+}
+
+/// casegate's own TLS server config: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
+fn tls_config(files: &config::TlsFiles) -> Result<rustls::ServerConfig, String> {
+    let mut tls = crate::tls::server_config(&files.cert, &files.key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// The innermost service: the gateway.
+#[derive(Clone)]
+struct Handler(Arc<Gateway>);
+
+impl tower::Service<Request<ReqBody>> for Handler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let gw = self.0.clone();
+        Box::pin(async move { Ok(gw.handle(req).await) })
+    }
+}
+
+/// The service every connection serves: the stack of [`crate::service`] over the gateway.
+type Svc = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infallible>;
+
+fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Svc {
+    use http_body_util::BodyExt;
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(service::request_span::<Incoming>)
+        .on_request(())
+        .on_response(())
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(());
+    let svc = ServiceBuilder::new()
+        .map_response(|r: Response<_>| {
+            r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed_unsync())
+        })
+        .layer(service::RequestIdLayer)
+        .layer(trace)
+        .layer(service::AccessLayer {
+            metrics: gateway.metrics(),
+        })
+        .layer(service::RouteLayer {
+            gateway: gateway.clone(),
+        })
+        .layer(service::RescueLayer)
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_idle))
+        .layer(service::DrainLayer)
+        .service(Handler(gateway));
+    tower::util::BoxCloneService::new(svc)
+}
+
+/// The connection settings of the public listener.
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// A running casegate: its addresses, and the ways to reload and stop it.
 pub struct Running {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    admin: Option<Admin>,
+    stop: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
     gateway: Arc<Gateway>,
+    drain_delay: Duration,
+    drain_timeout: Duration,
 }
 
 impl Running {
@@ -279,102 +450,194 @@ impl Running {
         self.addr
     }
 
+    /// The admin listener's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::addr)
+    }
+
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
     }
 
-    /// Stops accepting, waits for requests in flight (up to the drain limit).
+    /// Stops at once: no new connections; requests in flight get `drain_timeout_secs`.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.gateway.start_draining();
+        let _ = self.stop.send(Some(self.drain_timeout));
         let _ = self.task.await;
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
+    }
+
+    /// SPEC 8's drain: `/readyz` 503 at once, serving on for `drain_delay_secs` when the
+    /// admin listener is on (a balancer is watching), then [`Running::shutdown`].
+    pub async fn drain(self) {
+        self.gateway.start_draining();
+        if self.admin.is_some() && !self.drain_delay.is_zero() {
+            tracing::info!(
+                secs = self.drain_delay.as_secs(),
+                "draining: /readyz is 503; still serving while balancers notice"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        tracing::info!(
+            secs = self.drain_timeout.as_secs(),
+            "draining: no new connections; waiting for requests in flight"
+        );
+        self.shutdown().await;
     }
 }
 
-/// Binds `cfg.listen` and serves in the background.
+/// Binds `cfg.listen` (and `admin_listen`) and serves in the background.
 pub async fn start(cfg: &Config) -> Result<Running, String> {
-    let gateway = Gateway::build(cfg).await?;
-    start_with(gateway, cfg.listen).await
-}
-
-/// Serves a built gateway on `listen` in the background.
-pub async fn start_with(gateway: Gateway, listen: SocketAddr) -> Result<Running, String> {
-    let listener = TcpListener::bind(listen)
+    let gateway = Arc::new(Gateway::build(cfg).await?);
+    let listener = TcpListener::bind(cfg.listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let gateway = Arc::new(gateway);
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, gateway.clone(), stopped));
+    let admin = match cfg.admin_listen {
+        Some(a) => Some(Admin::start(a, gateway.metrics(), gateway.clone()).await?),
+        None => None,
+    };
+    let (stop, stopped) = watch::channel(None);
+    let svc: Svc = stack(
+        gateway.clone(),
+        cfg.max_in_flight,
+        Limits::new(cfg.max_upload_bytes).body_idle,
+    );
+    let task = tokio::spawn(accept_loop(listener, gateway.clone(), svc, stopped));
     Ok(Running {
         addr,
+        admin,
         stop,
         task,
         gateway,
+        drain_delay: cfg.drain_delay,
+        drain_timeout: cfg.drain_timeout,
     })
 }
 
 async fn accept_loop(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    mut stopped: watch::Receiver<bool>,
+    svc: Svc,
+    mut stopped: watch::Receiver<Option<Duration>>,
 ) {
+    let builder = Arc::new(http_builder());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES.max(8192));
-    loop {
-        let (stream, _peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
+    let mut connections = JoinSet::new();
+    let drain_timeout = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let tls = gateway.tls.load_full();
+                    connections.spawn(connection(
+                        stream,
+                        tls,
+                        builder.clone(),
+                        svc.clone(),
+                        graceful.watcher(),
+                    ));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-            _ = stopped.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
-        let svc = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req).await) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stopped.changed() => {
+                break stopped.borrow().unwrap_or(Duration::ZERO);
             }
-        });
-    }
+        }
+    };
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("drain limit reached; closing remaining connections");
+        tracing::warn!(
+            left = connections.len(),
+            "drain limit reached; cutting the requests still in flight (their upstream requests are aborted)"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
+/// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
+async fn connection(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    svc: Svc,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let svc = TowerToHyperService::new(svc);
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn serve(cfg: &Config) -> Result<(), String> {
+/// Serves `path` until SIGTERM or Ctrl-C (then drains); SIGHUP reloads it.
+pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {
     let running = start(cfg).await?;
-    tracing::info!(addr = %running.addr(), routes = cfg.routes.len(), "casegate listening");
-    for r in running.gateway().router.routes() {
+    tracing::info!(addr = %running.addr(), tls = cfg.tls.is_some(), routes = cfg.routes.len(), "casegate listening");
+    if let Some(a) = running.admin_addr() {
+        tracing::info!(addr = %a, "admin listener: /healthz, /readyz, /metrics");
+    }
+    for r in cfg.routes.iter() {
         tracing::info!(
-            route = %r.cfg.name,
-            front = %r.cfg.front,
-            prefix = %r.cfg.prefix,
-            upstream = %r.cfg.upstream.dialect,
+            route = %r.name,
+            front = %r.front,
+            prefix = %r.prefix,
+            upstream = %r.upstream.dialect,
             "route"
         );
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down: no new connections; waiting for uploads in flight");
-    running.shutdown().await;
+    let path: PathBuf = path.to_path_buf();
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    loop {
+        #[cfg(unix)]
+        let reload = hup.recv();
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = reload => {
+                tracing::info!(config = %path.display(), "SIGHUP: reloading");
+                let _ = running.gateway().reload_from(&path).await;
+            }
+            _ = shutdown_signal() => break,
+        }
+    }
+    tracing::info!("shutting down: draining");
+    running.drain().await;
     Ok(())
 }
 

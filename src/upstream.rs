@@ -169,22 +169,31 @@ impl Upstream {
         for (k, v) in self.auth_headers().await.map_err(SendError::Auth)? {
             req = req.header(k, v);
         }
-        let req = req.body(body).map_err(|_| {
+        let ctx = crate::context::current();
+        if let Some(v) = ctx.as_ref().and_then(|c| HeaderValue::from_str(&c.id).ok()) {
+            req = req.header(X_REQUEST_ID, v);
+        }
+        let mut req = req.body(body).map_err(|_| {
             SendError::Auth(Error::internal("The upstream request could not be built."))
         })?;
         progress.touch();
-        let fut = self.client.request(req);
-        tokio::pin!(fut);
-        loop {
-            let wait = self.timeout.saturating_sub(progress.idle());
-            if wait.is_zero() {
-                return Err(SendError::Timeout);
+        req.extensions_mut().insert(progress);
+        let started = Instant::now();
+        let mut svc = SilenceTimeout {
+            inner: self.client.clone(),
+            timeout: self.timeout,
+        };
+        let answered = tower::Service::call(&mut svc, req).await;
+        crate::context::record(|i| {
+            i.upstream_times.push(started.elapsed());
+            if let Ok(resp) = &answered {
+                i.upstream_status = Some(resp.status().as_u16());
             }
-            tokio::select! {
-                r = &mut fut => return r.map_err(SendError::Http),
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        });
+        answered.map_err(|e| match e {
+            Silent::Silent => SendError::Timeout,
+            Silent::Inner(e) => SendError::Http(e),
+        })
     }
 
     /// Sends a call (a read, a delete, the second call carrying a comment) and waits for
@@ -314,8 +323,12 @@ impl Upstream {
             "client_secret": secret.expose(),
         });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let req = Request::post(format!("{}/auth/oauth2/token", self.base))
-            .header(http::header::CONTENT_TYPE, "application/json")
+        let mut req = Request::post(format!("{}/auth/oauth2/token", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(v) = crate::context::current().and_then(|c| HeaderValue::from_str(&c.id).ok()) {
+            req = req.header(X_REQUEST_ID, v);
+        }
+        let req = req
             .body(full(bytes))
             .map_err(|_| Error::internal("The token request could not be built."))?;
         let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
@@ -356,6 +369,68 @@ impl Upstream {
             renew_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(margin)),
         });
         Ok(value)
+    }
+}
+
+/// The header carrying the request's id upstream.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A tower middleware over the upstream client: fails a request when the upstream stays
+/// silent for the timeout, counted from the last byte of the request body that went out
+/// (the request's [`Progress`], in its extensions) or from the start, never from the
+/// start alone, so a large upload on a slow link is not cut for being large.
+#[derive(Clone)]
+pub struct SilenceTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+/// A request the upstream did not answer: silent too long, or the inner error.
+#[derive(Debug)]
+pub enum Silent<E> {
+    Silent,
+    Inner(E),
+}
+
+impl<S, B> tower::Service<Request<B>> for SilenceTimeout<S>
+where
+    S: tower::Service<Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Silent<S::Error>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, Silent<S::Error>>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Silent::Inner)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let progress = req
+            .extensions()
+            .get::<Arc<Progress>>()
+            .cloned()
+            .unwrap_or_else(Progress::new);
+        let timeout = self.timeout;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            tokio::pin!(fut);
+            loop {
+                let wait = timeout.saturating_sub(progress.idle());
+                if wait.is_zero() {
+                    return Err(Silent::Silent);
+                }
+                tokio::select! {
+                    r = &mut fut => return r.map_err(Silent::Inner),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        })
     }
 }
 

@@ -1,0 +1,80 @@
+//! What one request knows about itself wherever its code runs: its id (sent upstream as
+//! `X-Request-Id` on every call it makes) and the facts its access-log event and metrics
+//! report (route, operation, upstream status and time, file bytes, spooling). The service
+//! stack ([`crate::service`]) creates a [`RequestCtx`] per request and runs the request's
+//! future inside [`scope`]; code below reads it with [`current`] instead of threading it
+//! through every call. Outside a request (tests calling pipelines directly) there is none,
+//! and recording is a no-op.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+tokio::task_local! {
+    static CURRENT: Arc<RequestCtx>;
+}
+
+/// One request's identity and the facts gathered while it is served.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// The request id: the client's sane `X-Request-Id`, else a fresh UUID.
+    pub id: Arc<str>,
+    info: Mutex<Info>,
+}
+
+/// What the access log and the metrics report about a request.
+#[derive(Debug, Default)]
+pub struct Info {
+    /// The route's name, when one matched.
+    pub route: Option<Arc<str>>,
+    pub front: &'static str,
+    pub back: &'static str,
+    /// The operation's name (`upload`, `download`, ..., `passthrough`).
+    pub operation: &'static str,
+    /// The last upstream answer's status, and the time each upstream call took to answer.
+    pub upstream_status: Option<u16>,
+    pub upstream_times: Vec<Duration>,
+    /// File bytes casegate counted through an upload.
+    pub file_bytes: u64,
+    pub spooled: bool,
+    /// Fields named in `Casegate-Dropped`.
+    pub dropped: Vec<&'static str>,
+    /// Held while the request is in flight (a metrics gauge guard).
+    pub in_flight: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl RequestCtx {
+    pub fn new(id: Arc<str>) -> Arc<RequestCtx> {
+        Arc::new(RequestCtx {
+            id,
+            info: Mutex::new(Info {
+                front: "-",
+                back: "-",
+                operation: "-",
+                ..Info::default()
+            }),
+        })
+    }
+
+    /// The facts so far, locked.
+    pub fn info(&self) -> MutexGuard<'_, Info> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The current request's context, if code runs inside one.
+pub fn current() -> Option<Arc<RequestCtx>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Records into the current request's facts (nothing outside a request).
+pub fn record(f: impl FnOnce(&mut Info)) {
+    if let Some(ctx) = current() {
+        f(&mut ctx.info());
+    }
+}
+
+/// Runs `fut` as the request `ctx`.
+pub async fn scope<F: Future>(ctx: Arc<RequestCtx>, fut: F) -> F::Output {
+    CURRENT.scope(ctx, fut).await
+}

@@ -1,0 +1,589 @@
+//! The tower stack every request goes through, outermost first:
+//!
+//! 1. [`RequestIdLayer`]: keeps a sane client `X-Request-Id` (visible ASCII, at most 128
+//!    bytes) or makes a UUID, and answers it in `Casegate-Request-Id`.
+//! 2. tower-http's `TraceLayer`: a `request` span carrying the id, so every log line of the
+//!    request names it (its own per-request events are off: the access log is ours).
+//! 3. [`AccessLayer`]: the request's context ([`crate::context`]), then one access-log
+//!    event and the request's metrics when its answer's body is done (complete, failed, or
+//!    dropped by a client that went away), with the bytes of a download counted.
+//! 4. [`RouteLayer`]: which route and operation the request is, against the route table
+//!    of the moment (a reload swaps the table; a request keeps the one it started with).
+//! 5. [`RescueLayer`]: an error from the layers below (load shedding) as an answer in the
+//!    route's front dialect.
+//! 6. tower's `LoadShed` + `ConcurrencyLimit`: at most `max_in_flight` requests in the
+//!    handler at once; beyond that 503 `overloaded` at once rather than a queue.
+//! 7. tower-http's `RequestBodyTimeout`: a request body that stops arriving for 60 s
+//!    fails (408).
+//! 8. [`DrainLayer`]: a request body dropped before its end (an early refusal) is read
+//!    and discarded a little longer (1 MiB, 2 s) so a client still sending reads the
+//!    answer instead of a reset.
+//! 9. the gateway itself ([`crate::server::Gateway`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower::{Layer, Service};
+
+use crate::context::{self, RequestCtx};
+use crate::dialect::{respond, Dialect};
+use crate::error::{Body, BoxError, Error};
+use crate::metrics::{Direction, Metrics, RequestLabels};
+use crate::router::Target;
+use crate::server::Gateway;
+
+/// The request header carrying a client's request id, and the answer's.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const CASEGATE_REQUEST_ID: HeaderName = HeaderName::from_static("casegate-request-id");
+/// Longest client request id kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id, in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+// ---- 1. request ids ----
+
+/// Keeps a sane client `X-Request-Id` or makes one; answers it in `Casegate-Request-Id`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+/// A client's request id, when it is visible ASCII of at most 128 bytes.
+fn sane_id(v: &HeaderValue) -> Option<&str> {
+    let b = v.as_bytes();
+    let ok =
+        !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c));
+    ok.then(|| v.to_str().ok()).flatten()
+}
+
+impl<S, B, RB> Service<Request<B>> for RequestIdService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<RB>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id: Arc<str> = match req.headers().get(X_REQUEST_ID).and_then(sane_id) {
+            Some(id) => id.into(),
+            None => uuid::Uuid::new_v4().to_string().into(),
+        };
+        let value = HeaderValue::from_str(&id).ok();
+        req.extensions_mut().insert(RequestId(id));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(v) = value {
+                resp.headers_mut().insert(CASEGATE_REQUEST_ID, v);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// The `request` span of tower-http's trace layer: the request id, method and path (never
+/// the query: a Thalamus token may ride in it).
+pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "-".into());
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+// ---- 3. access log and metrics ----
+
+/// One access-log event (target `casegate::access`) and the request's metrics per request,
+/// when its answer's body is done.
+#[derive(Clone)]
+pub struct AccessLayer {
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for AccessService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+        let ctx = RequestCtx::new(id);
+        let method = req.method().clone();
+        // Never the raw URL: a Thalamus token may ride in the query.
+        let path = req.uri().path().to_string();
+        let fut = context::scope(ctx.clone(), self.inner.call(req));
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let resp = match fut.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            let (parts, body) = resp.into_parts();
+            let code = parts
+                .headers
+                .get("casegate-error")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|c| Error::code_from_str(c))
+                .unwrap_or("-");
+            let record = Finished {
+                ctx,
+                metrics,
+                started,
+                method,
+                path,
+                status: parts.status.as_u16(),
+                code,
+            };
+            let body = AccessBody {
+                inner: body,
+                bytes: 0,
+                complete: false,
+                record: Some(record),
+            };
+            Ok(Response::from_parts(parts, body.boxed_unsync()))
+        })
+    }
+}
+
+/// What a request's access log event needs once its body is done.
+struct Finished {
+    ctx: Arc<RequestCtx>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    method: Method,
+    path: String,
+    status: u16,
+    code: &'static str,
+}
+
+impl Finished {
+    fn emit(self, body_bytes: u64, complete: bool) {
+        let elapsed = self.started.elapsed();
+        let info = self.ctx.info();
+        let route = info.route.as_deref().unwrap_or("-");
+        let download = info.operation == "download";
+        let file_bytes = if download {
+            body_bytes
+        } else {
+            info.file_bytes
+        };
+        let upstream_ms: f64 = info
+            .upstream_times
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .sum();
+        tracing::info!(
+            target: "casegate::access",
+            request_id = %self.ctx.id,
+            method = %self.method,
+            path = %self.path,
+            route,
+            front = info.front,
+            back = info.back,
+            operation = info.operation,
+            status = self.status,
+            code = self.code,
+            file_bytes,
+            spooled = info.spooled,
+            dropped = %info.dropped.join(","),
+            upstream_status = info.upstream_status.map_or(0, u64::from),
+            upstream_ms = (upstream_ms * 10.0).round() / 10.0,
+            ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
+            complete,
+        );
+        let m = &self.metrics;
+        m.request(
+            &RequestLabels {
+                route,
+                front: info.front,
+                back: info.back,
+                operation: info.operation,
+                status: self.status,
+                code: self.code,
+            },
+            elapsed,
+        );
+        if info.route.is_some() {
+            for d in &info.upstream_times {
+                m.upstream_duration(route, info.back, *d);
+            }
+            if self.code.starts_with("upstream_") {
+                m.upstream_error(route, self.code);
+            }
+            if file_bytes > 0 {
+                let direction = if download {
+                    Direction::Download
+                } else {
+                    Direction::Upload
+                };
+                m.file_bytes(route, direction, file_bytes);
+            }
+            if info.spooled {
+                m.spooled(route);
+            }
+        }
+    }
+}
+
+/// An answer's body that reports its request when it is done (or dropped).
+struct AccessBody {
+    inner: Body,
+    bytes: u64,
+    complete: bool,
+    record: Option<Finished>,
+}
+
+impl http_body::Body for AccessBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AccessBody {
+    fn drop(&mut self) {
+        let complete = self.complete || self.inner.is_end_stream();
+        if let Some(record) = self.record.take() {
+            record.emit(self.bytes, complete);
+        }
+    }
+}
+
+// ---- 4. routing ----
+
+/// Routes each request against the route table of the moment and puts the table and the
+/// [`Target`] into its extensions.
+#[derive(Clone)]
+pub struct RouteLayer {
+    pub gateway: Arc<Gateway>,
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteService {
+            inner,
+            gateway: self.gateway.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RouteService<S> {
+    inner: S,
+    gateway: Arc<Gateway>,
+}
+
+impl<S, B> Service<Request<B>> for RouteService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let table = self.gateway.table();
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let target = table.router.route(host, req.method(), req.uri().path());
+        if let Some(rt) = target.route() {
+            let metrics = self.gateway.metrics();
+            context::record(|i| {
+                i.route = Some(rt.cfg.name.as_str().into());
+                i.front = rt.front.id().name();
+                i.back = rt.back.id().name();
+                i.operation = target.operation();
+                i.in_flight = Some(Box::new(metrics.in_flight(&rt.cfg.name)));
+            });
+        }
+        req.extensions_mut().insert(target);
+        req.extensions_mut().insert(table);
+        self.inner.call(req)
+    }
+}
+
+// ---- 5. errors from below, as answers ----
+
+/// Answers an error of the layers below (load shedding) in the route's front dialect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = RescueService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RescueService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RescueService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RescueService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // LoadShed is always ready; anything else would be answered in `call`.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let front: Option<&'static dyn Dialect> =
+            req.extensions().get::<Target>().and_then(Target::front);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(resp) => Ok(resp),
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    let err = if e.is::<tower::load_shed::error::Overloaded>() {
+                        Error::overloaded()
+                    } else {
+                        tracing::error!(error = %e, "a request failed in the service stack");
+                        Error::internal("casegate failed to serve the request.")
+                    };
+                    Ok(match front {
+                        Some(d) => respond(d, &err),
+                        None => crate::error::text_response(err.status, "Service Unavailable"),
+                    })
+                }
+            }
+        })
+    }
+}
+
+// ---- 8. drain on early refusal ----
+
+/// What an early answer lets a client still send before the connection closes.
+const DRAIN_BYTES: u64 = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Wraps request bodies in [`DrainOnDrop`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DrainLayer;
+
+impl<S> Layer<S> for DrainLayer {
+    type Service = DrainService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DrainService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for DrainService<S>
+where
+    S: Service<Request<DrainOnDrop<B>>>,
+    B: http_body::Body + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.inner.call(req.map(|b| DrainOnDrop {
+            inner: Some(Box::pin(b)),
+            ended: false,
+        }))
+    }
+}
+
+/// A request body that, dropped before its end, is read and discarded a little longer in
+/// the background (at most 1 MiB, 2 s): a client still sending then reads the early answer
+/// instead of a connection reset.
+pub struct DrainOnDrop<B: http_body::Body + Send + 'static> {
+    inner: Option<Pin<Box<B>>>,
+    ended: bool,
+}
+
+impl<B> http_body::Body for DrainOnDrop<B>
+where
+    B: http_body::Body + Send + 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = inner.as_mut().poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl<B> Drop for DrainOnDrop<B>
+where
+    B: http_body::Body + Send + 'static,
+{
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if self.ended || body.is_end_stream() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let drain = async {
+                let mut seen = 0u64;
+                while seen < DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(f)) => {
+                            if let Some(d) = f.data_ref() {
+                                seen += bytes::Buf::remaining(d) as u64;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(sane_id(&v("abc-123_XYZ.~")), Some("abc-123_XYZ.~"));
+        assert_eq!(sane_id(&v(&"a".repeat(128))).map(str::len), Some(128));
+        assert_eq!(sane_id(&v(&"a".repeat(129))), None);
+        assert_eq!(sane_id(&v("has space")), None);
+        assert_eq!(sane_id(&v("")), None);
+        assert_eq!(
+            sane_id(&HeaderValue::from_bytes(b"\xc3\xbc").unwrap()),
+            None
+        );
+    }
+}
