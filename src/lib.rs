@@ -15,6 +15,7 @@ pub mod error;
 pub mod forward;
 pub mod inbound;
 pub mod ledger;
+pub mod metrics;
 pub mod passthrough;
 pub mod read;
 pub mod router;
