@@ -508,8 +508,8 @@ fn parse_status_kib(s: &str, key: &str) -> Option<u64> {
 
 /// The soft limit of "Max open files" in `/proc/[pid]/limits`; `None` when unlimited.
 fn parse_max_open_files(s: &str) -> Option<u64> {
-    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
+    s.lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
         .split_ascii_whitespace()
         .next()?
         .parse()
