@@ -7,6 +7,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(clippy::all)]
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod dialect;
