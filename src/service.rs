@@ -159,7 +159,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let id = req
             .extensions()
@@ -167,6 +167,9 @@ where
             .map(|r| r.0.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
         let ctx = RequestCtx::new(id);
+        // The layers below see it in the extensions while they are called, and the
+        // request's future runs inside its task-local scope.
+        req.extensions_mut().insert(ctx.clone());
         let method = req.method().clone();
         // Never the raw URL: a Thalamus token may ride in the query.
         let path = req.uri().path().to_string();
@@ -376,15 +379,13 @@ where
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let target = table.router.route(host, req.method(), req.uri().path());
-        if let Some(rt) = target.route() {
-            let metrics = self.gateway.metrics();
-            context::record(|i| {
-                i.route = Some(rt.cfg.name.as_str().into());
-                i.front = rt.front.id().name();
-                i.back = rt.back.id().name();
-                i.operation = target.operation();
-                i.in_flight = Some(Box::new(metrics.in_flight(&rt.cfg.name)));
-            });
+        if let (Some(rt), Some(ctx)) = (target.route(), req.extensions().get::<Arc<RequestCtx>>()) {
+            let mut i = ctx.info();
+            i.route = Some(rt.cfg.name.as_str().into());
+            i.front = rt.front.id().name();
+            i.back = rt.back.id().name();
+            i.operation = target.operation();
+            i.in_flight = Some(Box::new(self.gateway.metrics().in_flight(&rt.cfg.name)));
         }
         req.extensions_mut().insert(target);
         req.extensions_mut().insert(table);

@@ -1,0 +1,444 @@
+//! The production edge (SPEC section 8), in process: TLS and HTTP/2 (on TLS by ALPN, and
+//! h2c) carrying every pairing's upload and download byte for byte; the admin listener's
+//! probes and metrics adding up after traffic; request ids kept or made, answered, and
+//! sent upstream on every call a request makes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use casegate::dialect::DialectId;
+use casegate::emulator::{self, Emulator};
+use common::*;
+use serde_json::Value;
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, written as PEM files;
+/// returns (CA PEM, cert path, key path).
+fn pki(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "casegate edge test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (cert_path, key_path) = (dir.join("casegate.pem"), dir.join("casegate-key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (ca.pem().into_bytes(), cert_path, key_path)
+}
+
+/// Emulators of every back dialect and a casegate with a route per pairing
+/// (`{front}-to-{back}` at `/{front}-{back}`), `top` keys first.
+async fn all_pairings(top: &str) -> (casegate::server::Running, Vec<Emulator>) {
+    let mut emulators = Vec::new();
+    let mut toml = format!("listen = \"127.0.0.1:0\"\nmax_upload_bytes = 67108864\n{top}\n");
+    for back in DialectId::ALL {
+        let mut ec = emulator::Config::new(back);
+        ec.tokens = vec![UPSTREAM_TOKEN.to_string()];
+        let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for front in DialectId::ALL {
+            toml.push_str(&format!(
+                "\n[[routes]]\nname = \"{front}-to-{back}\"\nfront = \"{front}\"\nprefix = \"/{front}-{back}\"\nclient_tokens = [\"{CLIENT_TOKEN}\"]\n\n[routes.upstream]\ndialect = \"{back}\"\nurl = \"{}\"\ntimeout_secs = 10\n\n[routes.upstream.auth]\n{}\n",
+                emu.url(),
+                upstream_auth(back)
+            ));
+        }
+        emulators.push(emu);
+    }
+    (start_casegate(&toml).await, emulators)
+}
+
+/// The front id an upload's answer gives the new file, as the client would read it.
+fn new_file_id(front: DialectId, r: &Reply, stored_id: &str) -> String {
+    let v = r.json();
+    let text = |v: &Value| match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an id: {other}"),
+    };
+    match front {
+        Thalamus => {
+            let list = v["attachments"]["attachements"].as_array().unwrap();
+            text(&list.last().unwrap()["id"])
+        }
+        Tines | Caseiq => text(&v["id"]),
+        Kibana => {
+            let comments = v["comments"].as_array().unwrap();
+            let c = comments
+                .iter()
+                .find(|c| c["externalReferenceId"] == stored_id)
+                .unwrap_or_else(|| panic!("no comment for {stored_id}: {v}"));
+            text(&c["externalReferenceId"])
+        }
+    }
+}
+
+/// A front's download of a file it attached, with its credentials.
+async fn download(
+    http: &reqwest::Client,
+    front: DialectId,
+    base: &str,
+    case: &str,
+    id: &str,
+) -> reqwest::Response {
+    let req = match front {
+        Thalamus => http.get(format!(
+            "{base}/api/v4/cases/files/{id}?touchpoint=t&token={CLIENT_TOKEN}"
+        )),
+        Tines => http
+            .get(format!("{base}/api/v2/cases/{case}/files/{id}/download"))
+            .bearer_auth(CLIENT_TOKEN),
+        Caseiq => {
+            let token = caseiq_token(http, base, CLIENT_TOKEN).await;
+            http.get(format!("{base}/api-public/1.0/attachment/{id}/attachment"))
+                .bearer_auth(token)
+        }
+        Kibana => http
+            .get(format!("{base}/api/files/files/casesFilesCases/{id}/blob"))
+            .header("authorization", format!("ApiKey {CLIENT_TOKEN}")),
+    };
+    req.send().await.unwrap()
+}
+
+/// Every pairing uploads and downloads through `http`, whose answers must come in
+/// `version`.
+async fn every_pairing_over(
+    http: &reqwest::Client,
+    scheme: &str,
+    cg: &casegate::server::Running,
+    emulators: &[Emulator],
+    version: reqwest::Version,
+) {
+    for (back, emu) in DialectId::ALL.into_iter().zip(emulators) {
+        for front in DialectId::ALL {
+            let ctx = format!("{front}->{back} over {version:?}");
+            let base = format!("{scheme}://127.0.0.1:{}/{front}-{back}", cg.addr().port());
+            let data = random_bytes(300_000, front as u64 * 7 + back as u64);
+            let up = Up {
+                case_id: case_id_for(back).into(),
+                file_name: "report.pdf".into(),
+                content_type: Some("application/pdf".into()),
+                data: data.clone(),
+                ..Default::default()
+            };
+            let r = send(http, front, &base, &up, Cred::Good).await;
+            assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+            let stored = emu.files().pop().unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&data), "{ctx}: upload bytes");
+            let id = new_file_id(front, &r, &stored.id);
+            let resp = download(http, front, &base, &up.case_id, &id).await;
+            assert_eq!(resp.version(), version, "{ctx}");
+            assert_eq!(resp.status(), 200, "{ctx}");
+            assert_eq!(
+                resp.headers()["content-length"].to_str().unwrap(),
+                data.len().to_string(),
+                "{ctx}"
+            );
+            let body = resp.bytes().await.unwrap();
+            assert_eq!(
+                sha256_hex(&body),
+                sha256_hex(&data),
+                "{ctx}: download bytes"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_with_h2_and_http11_by_alpn_carries_every_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let top = format!("tls_cert = {:?}\ntls_key = {:?}", cert, key);
+    let (cg, emulators) = all_pairings(&top).await;
+    let ca = reqwest::Certificate::from_pem(&ca).unwrap();
+    // ALPN offers h2 first: an HTTP/2 client.
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+    every_pairing_over(&h2, "https", &cg, &emulators, reqwest::Version::HTTP_2).await;
+    // An HTTP/1.1-only client gets HTTP/1.1.
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .http1_only()
+        .build()
+        .unwrap();
+    every_pairing_over(&h1, "https", &cg, &emulators, reqwest::Version::HTTP_11).await;
+    // Plain HTTP is not served on a TLS listener.
+    let plain = client()
+        .get(format!(
+            "http://{}/tines-tines/api/v2/cases/1/files",
+            cg.addr()
+        ))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+    cg.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_carries_every_pairing() {
+    let (cg, emulators) = all_pairings("").await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    every_pairing_over(&h2c, "http", &cg, &emulators, reqwest::Version::HTTP_2).await;
+    cg.shutdown().await;
+}
+
+/// One Prometheus sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        // Label values here hold no `,` or `"`.
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap();
+            map.insert(k.to_string(), v.trim_matches('"').to_string());
+        }
+        out.push((name.to_string(), map, value.parse().unwrap()));
+    }
+    out
+}
+
+/// The value of the one sample of `name` whose labels include `want`, or 0.
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert!(matching.len() <= 1, "{name} {want:?}: {matching:?}");
+    matching.first().copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn admin_probes_and_metrics_account_for_every_request() {
+    let (cg, emulators) = all_pairings("admin_listen = \"127.0.0.1:0\"").await;
+    let admin = format!("http://{}", cg.admin_addr().unwrap());
+    let http = client();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { reply(http.get(url).send().await.unwrap()).await }
+    };
+    assert_eq!(get(format!("{admin}/healthz")).await.status, 200);
+    assert_eq!(get(format!("{admin}/readyz")).await.status, 200);
+    // /metrics is never on the public listener.
+    let r = get(format!("http://{}/metrics", cg.addr())).await;
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("casegate_requests_total"));
+
+    // One upload per pairing, and one refused request per front.
+    let mut sizes = BTreeMap::new();
+    for (back, emu) in DialectId::ALL.into_iter().zip(&emulators) {
+        for front in DialectId::ALL {
+            let base = format!("http://{}/{front}-{back}", cg.addr());
+            let up = small_upload(back);
+            let r = send(&http, front, &base, &up, Cred::Good).await;
+            assert_eq!(r.status, 200, "{front}->{back}: {}", r.text());
+            assert_eq!(emu.files().pop().unwrap().size, up.data.len() as u64);
+            sizes.insert(format!("{front}-to-{back}"), up.data.len());
+            let r = send(&http, front, &base, &up, Cred::Wrong).await;
+            assert_eq!(r.header("casegate-error").as_deref(), Some("unauthorized"));
+        }
+    }
+    let text = get(format!("{admin}/metrics")).await.text();
+    let samples = parse_metrics(&text);
+    for back in DialectId::ALL {
+        for front in DialectId::ALL {
+            let route = format!("{front}-to-{back}");
+            let (f, b) = (front.name(), back.name());
+            let ok = [
+                ("route", route.as_str()),
+                ("front", f),
+                ("back", b),
+                ("operation", "upload"),
+                ("status", "200"),
+                ("code", "-"),
+            ];
+            assert_eq!(
+                value(&samples, "casegate_requests_total", &ok),
+                1.0,
+                "{route}\n{text}"
+            );
+            let refused = [
+                ("route", route.as_str()),
+                ("operation", "upload"),
+                ("status", "401"),
+                ("code", "unauthorized"),
+            ];
+            assert_eq!(
+                value(&samples, "casegate_requests_total", &refused),
+                1.0,
+                "{route}\n{text}"
+            );
+            assert_eq!(
+                value(
+                    &samples,
+                    "casegate_file_bytes_total",
+                    &[("route", route.as_str()), ("direction", "upload")]
+                ),
+                sizes[&route] as f64,
+                "{route}"
+            );
+            assert_eq!(
+                value(
+                    &samples,
+                    "casegate_request_duration_seconds_count",
+                    &[("route", route.as_str()), ("operation", "upload")]
+                ),
+                2.0,
+                "{route}"
+            );
+            assert!(
+                value(
+                    &samples,
+                    "casegate_upstream_duration_seconds_count",
+                    &[("route", route.as_str()), ("back", b)]
+                ) >= 1.0,
+                "{route}"
+            );
+            assert_eq!(
+                value(&samples, "casegate_in_flight", &[("route", route.as_str())]),
+                0.0,
+                "{route}"
+            );
+        }
+    }
+    // Every request is counted exactly once: the sum over all series is what was sent (16
+    // uploads, 16 refusals, the 4 token requests of the Case IQ fronts' good uploads, and
+    // the 404 of /metrics on the public listener).
+    let total: f64 = samples
+        .iter()
+        .filter(|(n, _, _)| n == "casegate_requests_total")
+        .map(|(_, _, v)| v)
+        .sum();
+    let tokens = value(
+        &samples,
+        "casegate_requests_total",
+        &[("route", "caseiq-to-tines"), ("operation", "token")],
+    );
+    assert_eq!(
+        tokens, 1.0,
+        "one token request per Case IQ route's good upload"
+    );
+    assert_eq!(total, 16.0 + 16.0 + 4.0 + 1.0, "{text}");
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "casegate_ledger_errors_total",
+    ] {
+        assert!(
+            samples.iter().any(|(n, _, _)| n == family),
+            "{family} missing"
+        );
+    }
+    // Draining turns readiness off, liveness stays.
+    cg.gateway().start_draining();
+    assert_eq!(get(format!("{admin}/readyz")).await.status, 503);
+    assert_eq!(get(format!("{admin}/healthz")).await.status, 200);
+    cg.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_answered_and_sent_upstream_on_every_call() {
+    // Tines clients to Kibana (the comment is a second call) and to Case IQ (a token fetch).
+    for back in [Kibana, Caseiq] {
+        let h = setup(&[Tines], back, Opts::default()).await;
+        let base = format!("{}{}", h.base(), Harness::prefix(Tines));
+        let mut up = small_upload(back);
+        up.comment = Some("with a comment".into());
+        let id = "client-chosen-id-42";
+        let r = reply(
+            h.http
+                .post(format!("{base}/api/v2/cases/{}/files", up.case_id))
+                .bearer_auth(CLIENT_TOKEN)
+                .header("x-request-id", id)
+                .json(&tines_body(&up))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("casegate-request-id").as_deref(), Some(id));
+        let calls = h.upstream.calls();
+        let ours: Vec<_> = calls
+            .iter()
+            .filter(|c| c.header("x-request-id") == Some(id))
+            .collect();
+        // The upload and its second call (Kibana's comment; Case IQ's token fetch).
+        assert_eq!(ours.len(), 2, "{back}: {calls:?}");
+        assert_eq!(calls.len(), ours.len(), "every call carries it: {calls:?}");
+        if back == Caseiq {
+            assert!(
+                ours.iter().any(|c| c.path == "/auth/oauth2/token"),
+                "{calls:?}"
+            );
+        } else {
+            assert!(
+                ours.iter().any(|c| c.path.ends_with("/comments")),
+                "{calls:?}"
+            );
+        }
+        // A read carries it too; a request without one gets a UUID, sent upstream.
+        let r = reply(
+            h.http
+                .get(format!("{base}/api/v2/cases/{}/files", up.case_id))
+                .bearer_auth(CLIENT_TOKEN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let made = r.header("casegate-request-id").unwrap();
+        assert!(uuid::Uuid::try_parse(&made).is_ok(), "{made}");
+        if back == Kibana {
+            let last = h.upstream.calls().pop().unwrap();
+            assert_eq!(last.header("x-request-id"), Some(made.as_str()), "{last:?}");
+        }
+        // An id that is not sane (too long, or not visible ASCII) is replaced.
+        let long = "x".repeat(129);
+        let r = reply(
+            h.http
+                .get(format!("{base}/api/v2/cases/{}/files", up.case_id))
+                .bearer_auth(CLIENT_TOKEN)
+                .header("x-request-id", &long)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let made = r.header("casegate-request-id").unwrap();
+        assert!(uuid::Uuid::try_parse(&made).is_ok(), "{made}");
+        h.stop().await;
+    }
+}
