@@ -606,10 +606,10 @@ async fn connection(
 /// Serves `path` until SIGTERM or Ctrl-C (then drains); SIGHUP reloads it.
 pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {
     let running = start(cfg).await?;
-    tracing::info!(addr = %running.addr(), tls = cfg.tls.is_some(), routes = cfg.routes.len(), "casegate listening");
-    if let Some(a) = running.admin_addr() {
-        tracing::info!(addr = %a, "admin listener: /healthz, /readyz, /metrics");
-    }
+    let admin = running
+        .admin_addr()
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(addr = %running.addr(), admin = %admin, tls = cfg.tls.is_some(), routes = cfg.routes.len(), "casegate listening");
     for r in cfg.routes.iter() {
         tracing::info!(
             route = %r.name,

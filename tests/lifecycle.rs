@@ -1,0 +1,391 @@
+//! The production edge over a real `casegate serve` process (SPEC section 8): JSON logs
+//! with the request id on every line of a request and never a secret; SIGHUP reloads the
+//! routes while an upload in flight finishes on the old ones (and a broken file changes
+//! nothing); SIGTERM drains: readiness off at once, the upload in flight completes, new
+//! connections are refused after the delay, and a request still running past the drain
+//! timeout is cut with nothing stored short.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use casegate::emulator::{self, Emulator};
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_casegate");
+
+/// A `casegate serve` process logging JSON, and its log lines as they come.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<Value>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
+impl Proc {
+    fn start(config: &Path) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("CASEGATE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            admin: None,
+        };
+        let listening = p.wait_for(|v| v["message"] == "casegate listening");
+        p.addr = listening["addr"].as_str().unwrap().parse().unwrap();
+        p.admin = listening["admin"].as_str().and_then(|a| a.parse().ok());
+        p
+    }
+
+    /// Reads log lines (every one must be JSON) until one matches; panics after 20 s.
+    fn wait_for(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| want(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+                self.seen.push(v.clone());
+                if want(&v) {
+                    return v;
+                }
+            }
+        }
+        panic!("no such log line; seen:\n{:#?}", self.seen);
+    }
+
+    /// Every line logged so far.
+    fn drain_lines(&mut self) -> Vec<Value> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(serde_json::from_str(&line).unwrap());
+        }
+        self.seen.clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its exit code.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("casegate did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn tines_emulator() -> Emulator {
+    let mut ec = emulator::Config::new(Tines);
+    ec.tokens = vec![UPSTREAM_TOKEN.to_string()];
+    Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A Thalamus-front route `name` at `/{name}` to the Tines upstream at `url`.
+fn route(name: &str, url: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\nfront = \"thalamus\"\nprefix = \"/{name}\"\nclient_tokens = [\"{CLIENT_TOKEN}\"]\n[routes.upstream]\ndialect = \"tines\"\nurl = \"{url}\"\n[routes.upstream.auth]\n{}\n",
+        upstream_auth(Tines)
+    )
+}
+
+/// A Thalamus upload whose body is sent by hand: the head and `first` body bytes at once,
+/// the rest when asked.
+struct SlowUpload {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+const BOUNDARY: &str = "slowb0undary";
+
+impl SlowUpload {
+    async fn start(addr: SocketAddr, prefix: &str, data: &[u8], first: usize) -> SlowUpload {
+        let mut body = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let head = format!(
+            "POST {prefix}/api/v4/cases/7/files?touchpoint=t&token={CLIENT_TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body[..first]).await.unwrap();
+        SlowUpload {
+            stream,
+            rest: body[first..].to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body and reads the answer (status line and body).
+    async fn finish(mut self) -> std::io::Result<String> {
+        self.stream.write_all(&self.rest).await?;
+        let mut answer = String::new();
+        self.stream.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+}
+
+/// A small Thalamus upload through `addr`; the answer's status line and body.
+async fn small(addr: SocketAddr, prefix: &str, data: &[u8]) -> String {
+    SlowUpload::start(addr, prefix, data, 0)
+        .await
+        .finish()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_never_a_secret() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n{}",
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    let answer = small(p.addr, "/r", b"hello").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let access = p.wait_for(|v| v["target"] == "casegate::access");
+    let id = access["request_id"].as_str().unwrap().to_string();
+    assert!(answer
+        .to_ascii_lowercase()
+        .contains(&format!("casegate-request-id: {id}")));
+    for (k, want) in [
+        ("route", Value::from("r")),
+        ("front", "thalamus".into()),
+        ("back", "tines".into()),
+        ("operation", "upload".into()),
+        ("status", 200.into()),
+        ("code", "-".into()),
+        ("file_bytes", 5.into()),
+        ("upstream_status", 200.into()),
+        ("path", "/r/api/v4/cases/7/files".into()),
+    ] {
+        assert_eq!(access[k], want, "{k}: {access}");
+    }
+    assert!(access["ms"].as_f64().is_some() && access["upstream_ms"].as_f64().is_some());
+    // The upload's own log line (the dropped-fields note does not apply; the emulator's
+    // start does not belong to a request): every line inside the request names its id.
+    let lines = p.drain_lines();
+    for v in &lines {
+        if let Some(span) = v.get("span") {
+            assert_eq!(span["request_id"], id.as_str(), "{v}");
+        }
+    }
+    let all = lines.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(CLIENT_TOKEN), "a client token in the log");
+    assert!(
+        !all.contains(UPSTREAM_TOKEN),
+        "an upstream token in the log"
+    );
+    assert!(!all.contains("touchpoint="), "a query string in the log");
+}
+
+#[tokio::test]
+async fn sighup_reloads_routes_while_an_upload_in_flight_finishes_on_the_old_ones() {
+    let (old, new) = (tines_emulator().await, tines_emulator().await);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routes.toml");
+    let top = "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nadmin_listen = \"127.0.0.1:0\"\nmax_upload_bytes = 134217728\n";
+    // A Case IQ front route that stays the same: its generated token key must survive.
+    let caseiq = format!(
+        "\n[[routes]]\nname = \"ciq\"\nfront = \"caseiq\"\nprefix = \"/ciq\"\nclient_tokens = [\"{CLIENT_TOKEN}\"]\n[routes.upstream]\ndialect = \"tines\"\nurl = \"{}\"\n[routes.upstream.auth]\n{}\n",
+        new.url(),
+        upstream_auth(Tines)
+    );
+    std::fs::write(&cfg, format!("{top}{caseiq}{}", route("r", &old.url()))).unwrap();
+    let mut p = Proc::start(&cfg);
+    let http = client();
+    let token = caseiq_token(&http, &format!("http://{}/ciq", p.addr), CLIENT_TOKEN).await;
+
+    // 64 MiB in flight on the old route...
+    let data = random_bytes(64 << 20, 99);
+    let upload = SlowUpload::start(p.addr, "/r", &data, 32 << 20).await;
+    // ...while the route moves to another upstream.
+    std::fs::write(&cfg, format!("{top}{caseiq}{}", route("r", &new.url()))).unwrap();
+    p.signal("HUP");
+    p.wait_for(|v| v["message"] == "routes reloaded");
+    let answer = small(p.addr, "/r", b"after the reload").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(new.files().len(), 1, "the next request takes the new route");
+    assert_eq!(new.files()[0].data.as_ref(), b"after the reload");
+    let answer = upload.finish().await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stored = old.files();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the upload in flight finished on the old route"
+    );
+    assert_eq!(stored[0].sha256, sha256_hex(&data));
+
+    // The unchanged route kept its generated token key: the old token still opens it.
+    let r = reply(
+        http.get(format!(
+            "http://{}/ciq/api-public/1.0/attachments?objectId=x",
+            p.addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_ne!(r.status, 401, "{}", r.text());
+
+    // A broken file changes nothing.
+    std::fs::write(
+        &cfg,
+        format!("{top}{}\nbogus_key = 1\n", route("r", &old.url())),
+    )
+    .unwrap();
+    p.signal("HUP");
+    p.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the old routes keep serving"))
+    });
+    let answer = small(p.addr, "/r", b"still new").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(new.files().len(), 2);
+    assert_eq!(old.files().len(), 1);
+    let metrics = reply(
+        http.get(format!("http://{}/metrics", p.admin.unwrap()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("casegate_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("casegate_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_cuts_what_is_left() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 2\n{}",
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    let http = client();
+    let readyz = format!("http://{}/readyz", p.admin.unwrap());
+    assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
+
+    let finishing = random_bytes(2 << 20, 5);
+    let stalling = random_bytes(3 << 20, 6);
+    let a = SlowUpload::start(p.addr, "/r", &finishing, 1 << 20).await;
+    let b = SlowUpload::start(p.addr, "/r", &stalling, 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("TERM");
+    // Readiness is off at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = http.get(&readyz).send().await.map(|r| r.status().as_u16());
+        if status.as_ref().ok() == Some(&503) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The upload in flight completes and is stored.
+    let answer = a.finish().await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(emu
+        .files()
+        .iter()
+        .any(|f| f.sha256 == sha256_hex(&finishing)));
+    // After the delay, new connections are refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(p.addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after the drain delay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stalled upload outlives the drain timeout: it is cut, and casegate exits 0.
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let cut = b.finish().await;
+    assert!(
+        cut.as_ref()
+            .map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
+        "the cut upload was answered success: {cut:?}"
+    );
+    assert!(
+        !emu.files()
+            .iter()
+            .any(|f| f.sha256 == sha256_hex(&stalling) || f.size == stalling.len() as u64),
+        "nothing of the cut upload is stored: {:?} {cut:?}",
+        emu.files()
+            .iter()
+            .map(|f| (f.size, f.sha256.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(emu.files().len(), 1);
+}
