@@ -1411,6 +1411,43 @@ url = "http://127.0.0.1:1"
     }
 
     #[test]
+    fn tls_key_pairs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let (c, k) = (
+                dir.path().join(format!("{name}.pem")),
+                dir.path().join(format!("{name}-key.pem")),
+            );
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            (c, k)
+        };
+        let (a_cert, a_key) = make("a");
+        let (_, b_key) = make("b");
+        let with =
+            |cert: &Path, key: &Path| format!("tls_cert = {:?}\ntls_key = {:?}\n{GOOD}", cert, key);
+        let c = parse_ok(&with(&a_cert, &a_key));
+        assert_eq!(c.tls.as_ref().map(|t| t.cert.clone()), Some(a_cert.clone()));
+        assert!(c.table().contains("(https, h2)"));
+        let e = parse_err(&with(&a_cert, &b_key));
+        assert!(
+            e.iter().any(|m| m
+                .starts_with("tls_cert/tls_key: the certificate and key do not make a TLS server")),
+            "{e:?}"
+        );
+        let e = parse_err(&with(&a_cert, &a_cert));
+        assert!(
+            e.iter().any(|m| m.starts_with("tls_cert/tls_key: ")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn expansion() {
         assert_eq!(expand("a${SOAR}b", &env).unwrap(), "asoar-tokenb");
         assert_eq!(expand("$${SOAR}", &env).unwrap(), "${SOAR}");

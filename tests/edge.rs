@@ -6,35 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use casegate::dialect::DialectId;
 use casegate::emulator::{self, Emulator};
 use common::*;
 use serde_json::Value;
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, written as PEM files;
-/// returns (CA PEM, cert path, key path).
-fn pki(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "casegate edge test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let (cert_path, key_path) = (dir.join("casegate.pem"), dir.join("casegate-key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca.pem().into_bytes(), cert_path, key_path)
-}
 
 /// Emulators of every back dialect and a casegate with a route per pairing
 /// (`{front}-to-{back}` at `/{front}-{back}`), `top` keys first.

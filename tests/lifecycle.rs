@@ -389,3 +389,57 @@ async fn sigterm_drains_then_cuts_what_is_left() {
     );
     assert_eq!(emu.files().len(), 1);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first_dir, second_dir) = (dir.path().join("first"), dir.path().join("second"));
+    std::fs::create_dir(&first_dir).unwrap();
+    std::fs::create_dir(&second_dir).unwrap();
+    let (ca1, cert1, key1) = pki(&first_dir);
+    let (ca2, cert2, key2) = pki(&second_dir);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n{}",
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    let trusting = |ca: &[u8]| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap()
+    };
+    let old_client = trusting(&ca1);
+    let url = format!(
+        "https://127.0.0.1:{}/r/api/v4/cases/files/1?touchpoint=t&token={CLIENT_TOKEN}",
+        p.addr.port()
+    );
+    let first = old_client.get(&url).send().await.unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    first.bytes().await.unwrap();
+
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    p.signal("HUP");
+    p.wait_for(|v| v["message"] == "routes reloaded");
+    // The open connection goes on (HTTP/2: the same connection carries the next stream).
+    let again = old_client.get(&url).send().await.unwrap();
+    assert!(again.status().as_u16() < 500, "{again:?}");
+    // New connections get the new certificate.
+    assert!(
+        trusting(&ca1).get(&url).send().await.is_err(),
+        "the old certificate is still served"
+    );
+    let new = trusting(&ca2).get(&url).send().await.unwrap();
+    assert!(new.status().as_u16() < 500, "{new:?}");
+}
