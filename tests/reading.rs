@@ -1,0 +1,696 @@
+//! Reading back (SPEC 7), through real sockets: every front's client lists, gets, asks
+//! `info` of, downloads and deletes the files it attached, over every back (16
+//! pairings), in its own dialect, with ids of its own form (7.3), links that lead back
+//! through casegate (7.4), and every failure in its own error form (section 4). Paging,
+//! ranges, ids across a restart, case maps, passthrough and Kibana's own rules too.
+//!
+//! Expectations come from what the client uploaded and what the upstream stored
+//! (`Emulator::files`), from the ledger's rows where the SPEC says the ids live there,
+//! and from the SPEC's own rules; never from casegate's answers alone.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use casegate::dialect::DialectId;
+use casegate::emulator::StoredFile;
+use common::*;
+use serde_json::{json, Value};
+
+fn guess(name: &str) -> String {
+    casegate::upload::guess_type(name)
+}
+
+fn stem(name: &str) -> &str {
+    casegate::upload::split_ext(name).0
+}
+
+/// The files every pairing reads back: empty, one byte, 1 MiB of random bytes, a name
+/// outside ASCII, and an image (Tines shows images inline).
+fn files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("empty.txt".into(), vec![]),
+        ("one.txt".into(), b"x".to_vec()),
+        ("random.zip".into(), random_bytes(1024 * 1024, 21)),
+        ("Prüfbericht ü 2026.pdf".into(), random_bytes(10_000, 22)),
+        ("photo.png".into(), random_bytes(3_000, 23)),
+    ]
+}
+
+/// The keys of a Kibana `.files` comment (as Kibana, and its emulator, render one).
+const FILES_COMMENT_KEYS: &[&str] = &[
+    "created_at",
+    "created_by",
+    "externalReferenceAttachmentTypeId",
+    "externalReferenceId",
+    "externalReferenceMetadata",
+    "externalReferenceStorage",
+    "id",
+    "owner",
+    "pushed_at",
+    "pushed_by",
+    "type",
+    "updated_at",
+    "updated_by",
+    "version",
+];
+
+/// A file attached through one front, and what is known of it.
+#[derive(Clone, Debug)]
+struct Attached {
+    name: String,
+    data: Vec<u8>,
+    /// What the upstream stored.
+    stored: StoredFile,
+    /// The front id (Kibana: the file id).
+    id: String,
+    /// Kibana: the comment id (the front id again when the back has one id per file);
+    /// other fronts: the front id.
+    comment: String,
+    /// The upload's answer.
+    answer: Value,
+}
+
+/// Whether the back's ids fit the front's form, so the front id is the back's (7.3).
+fn ids_fit(front: DialectId, back: DialectId) -> bool {
+    let integer = |d| matches!(d, Thalamus | Tines);
+    front == back || front == Kibana || (integer(front) && integer(back))
+}
+
+fn upload_of(front: DialectId, case: &str, name: &str, data: &[u8]) -> Up {
+    Up {
+        case_id: case.into(),
+        file_name: name.into(),
+        data: data.to_vec(),
+        content_type: (front != Tines).then(|| guess(name)),
+        ..Default::default()
+    }
+}
+
+/// Uploads through `c`; checks the upstream stored the bytes and the ledger gave the file
+/// a front id of the front's form (7.3).
+async fn attach(h: &Harness, c: &FrontClient, case: &str, name: &str, data: &[u8]) -> Attached {
+    let ctx = format!("{}->{} {name:?}", c.front, h.back);
+    let before = h.upstream.files().len();
+    let r = c.upload(&upload_of(c.front, case, name, data)).await;
+    assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+    let files = h.upstream.files();
+    assert_eq!(files.len(), before + 1, "{ctx}");
+    let stored = files.last().unwrap().clone();
+    assert_eq!(stored.sha256, sha256_hex(data), "{ctx}: bytes");
+    let row = h.ledger_row(c.front, &stored).await;
+    let id = row.front_id.clone();
+    if ids_fit(c.front, h.back) {
+        assert_eq!(id, stored.id, "{ctx}: the front id is the back's");
+    } else {
+        assert_ne!(id, stored.id, "{ctx}: a front id of the front's own form");
+    }
+    match c.front {
+        Thalamus | Tines => assert!(id.parse::<u64>().is_ok(), "{ctx}: {id} is an integer"),
+        Caseiq => assert!(uuid::Uuid::try_parse(&id).is_ok(), "{ctx}: {id} is a UUID"),
+        Kibana => {}
+    }
+    let answer = r.json();
+    let comment = match (c.front, h.back) {
+        (Kibana, Kibana) => {
+            let kept = row.back_comment_id.clone().expect("the comment id is kept");
+            let c = file_comment_in(&answer, &id).unwrap_or_else(|| panic!("{ctx}: {answer}"));
+            assert_eq!(c["id"], kept, "{ctx}: the answer's comment is the ledger's");
+            kept
+        }
+        _ => id.clone(),
+    };
+    Attached {
+        name: name.into(),
+        data: data.to_vec(),
+        stored,
+        id,
+        comment,
+        answer,
+    }
+}
+
+/// The `.files` comment of a Kibana case for file `id`.
+fn file_comment_in(case: &Value, id: &str) -> Option<Value> {
+    case["comments"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "externalReference" && c["externalReferenceId"] == id)
+        .cloned()
+}
+
+/// The upstream file a front id of `front`'s route names: the ledger's pair, else the
+/// back's own id (routes whose ids fit).
+async fn stored_by_front_id(h: &Harness, front: DialectId, id: &str) -> StoredFile {
+    let row = h
+        .casegate
+        .gateway()
+        .ledger()
+        .by_front(&h.route(front), id)
+        .await
+        .unwrap();
+    let back_id = row.map_or_else(|| id.to_string(), |r| r.back_id);
+    h.upstream
+        .files()
+        .into_iter()
+        .find(|f| f.id == back_id)
+        .unwrap_or_else(|| panic!("{front}->{}: no upstream file for {id}", h.back))
+}
+
+/// The front id `front`'s route shows for an upstream file: the ledger's where it holds
+/// one, else the back's own id (routes whose ids fit).
+async fn front_id_of(h: &Harness, front: DialectId, stored: &StoredFile) -> String {
+    let rows = h
+        .casegate
+        .gateway()
+        .ledger()
+        .by_back(&h.route(front), vec![stored.id.clone()])
+        .await
+        .unwrap();
+    match rows.as_slice() {
+        [row] => row.front_id.clone(),
+        [] => stored.id.clone(),
+        _ => panic!("{front}->{}: two rows for {}", h.back, stored.id),
+    }
+}
+
+/// `base` + the route's prefix + `/`: where every link must point (7.4).
+fn link_base(h: &Harness, front: DialectId) -> String {
+    format!("{}{}/", h.base(), Harness::prefix(front))
+}
+
+/// Follows a link of an answer with the client's credentials: it points back through
+/// casegate and gives the file `id` names byte for byte.
+async fn follow(h: &Harness, c: &FrontClient, url: &str, id: &str) {
+    let ctx = format!("{}->{} link {url}", c.front, h.back);
+    assert!(
+        url.starts_with(&link_base(h, c.front)),
+        "{ctx}: not through casegate"
+    );
+    assert!(!url.contains(&h.upstream.url()), "{ctx}: the upstream");
+    let want = stored_by_front_id(h, c.front, id).await;
+    let r = c.follow(url).await;
+    assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+    assert_eq!(sha256_hex(&r.body), want.sha256, "{ctx}: bytes");
+}
+
+/// The id of a JSON answer as text (a number's digits, a string as it is).
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an id: {other}"),
+    }
+}
+
+/// A Tines or Thalamus id: a JSON number equal to `id`.
+fn assert_number_id(ctx: &str, v: &Value, id: &str) {
+    assert!(v.is_u64(), "{ctx}: id {v} is a JSON number");
+    assert_eq!(v.as_u64().unwrap().to_string(), id, "{ctx}: id");
+}
+
+/// A Tines case id: a JSON number when it is all digits, else the string (SPEC 1).
+fn assert_case_id(ctx: &str, v: &Value, case: &str) {
+    if !case.is_empty() && case.bytes().all(|b| b.is_ascii_digit()) {
+        assert_number_id(ctx, v, case);
+    } else {
+        assert_eq!(v, case, "{ctx}: case id");
+    }
+}
+
+/// A file's record as the front renders it (upload answer, get, list entry), checked
+/// against what was uploaded and stored.
+fn check_record(h: &Harness, front: DialectId, case: &str, a: &Attached, v: &Value) {
+    let ctx = format!("{front}->{} {:?}: {v}", h.back, a.name);
+    match front {
+        Tines => {
+            assert_eq!(
+                keys(v),
+                sorted(&[
+                    "activity_type",
+                    "case_id",
+                    "created_at",
+                    "file",
+                    "id",
+                    "user",
+                    "value"
+                ]),
+                "{ctx}"
+            );
+            assert_number_id(&ctx, &v["id"], &a.id);
+            assert_case_id(&ctx, &v["case_id"], case);
+            assert_eq!(v["activity_type"], "FILE_ATTACHED", "{ctx}");
+            assert!(v["value"].is_null(), "{ctx}");
+            assert!(
+                v["created_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+                "{ctx}"
+            );
+            assert_eq!(keys(&v["file"]), sorted(&["filename", "url"]), "{ctx}");
+            assert_eq!(v["file"]["filename"], a.name, "{ctx}");
+            assert_eq!(
+                v["file"]["url"],
+                format!(
+                    "{}api/v2/cases/{case}/files/{}/download",
+                    link_base(h, front),
+                    a.id
+                ),
+                "{ctx}: the front's own download path"
+            );
+            assert_eq!(
+                keys(&v["user"]),
+                sorted(&[
+                    "avatar_url",
+                    "email",
+                    "first_name",
+                    "is_service_account",
+                    "last_name",
+                    "user_id"
+                ]),
+                "{ctx}"
+            );
+        }
+        Caseiq => {
+            assert_eq!(
+                keys(v),
+                sorted(&[
+                    "createdDate",
+                    "encoding",
+                    "id",
+                    "mimeType",
+                    "name",
+                    "nameWithoutExtension",
+                    "objectId",
+                    "sizeBytes"
+                ]),
+                "{ctx}"
+            );
+            assert_eq!(v["id"], a.id.as_str(), "{ctx}: id is a string");
+            assert_eq!(v["name"], a.name, "{ctx}");
+            assert_eq!(v["nameWithoutExtension"], stem(&a.name), "{ctx}");
+            assert_eq!(v["encoding"], "7bit", "{ctx}");
+            assert_eq!(v["mimeType"], a.stored.content_type, "{ctx}");
+            assert_eq!(v["objectId"], case, "{ctx}");
+            assert_eq!(v["sizeBytes"], a.data.len() as u64, "{ctx}");
+            assert!(
+                v["createdDate"].as_str().is_some_and(|s| s.ends_with('Z')),
+                "{ctx}"
+            );
+        }
+        Kibana => check_files_comment(&ctx, v, a),
+        Thalamus => panic!("thalamus has no records"),
+    }
+}
+
+/// A Kibana `.files` comment for `a`.
+fn check_files_comment(ctx: &str, v: &Value, a: &Attached) {
+    assert_eq!(keys(v), sorted(FILES_COMMENT_KEYS), "{ctx}");
+    assert_eq!(v["id"], a.comment, "{ctx}: comment id");
+    assert_eq!(v["type"], "externalReference", "{ctx}");
+    assert_eq!(v["externalReferenceAttachmentTypeId"], ".files", "{ctx}");
+    assert_eq!(v["externalReferenceId"], a.id, "{ctx}: file id");
+    assert_eq!(
+        v["externalReferenceStorage"],
+        json!({"type": "savedObject", "soType": "file"}),
+        "{ctx}"
+    );
+    let files = v["externalReferenceMetadata"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{ctx}");
+    let (stem, ext) = casegate::upload::split_ext(&a.name);
+    assert_eq!(files[0]["name"], stem, "{ctx}");
+    assert_eq!(files[0]["extension"], ext.unwrap_or(""), "{ctx}");
+    assert_eq!(files[0]["mimeType"], a.stored.content_type, "{ctx}");
+    assert!(files[0]["created"].is_string(), "{ctx}");
+}
+
+/// The parameters of a `Content-Disposition` value (names lower-cased), and its type.
+fn disposition(v: &str) -> (String, BTreeMap<String, String>) {
+    let mut parts = v.split(';').map(str::trim);
+    let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let params = parts
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or_else(|| panic!("{v}"));
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    (kind, params)
+}
+
+/// A download's `Content-Disposition`: `inline` only for images on a Tines front, the
+/// name exact (RFC 6266 `filename*` for one outside ASCII, with an ASCII fallback).
+fn check_disposition(ctx: &str, front: DialectId, value: &str, name: &str, content_type: &str) {
+    let (kind, params) = disposition(value);
+    let inline = front == Tines && content_type.starts_with("image/");
+    assert_eq!(
+        kind,
+        if inline { "inline" } else { "attachment" },
+        "{ctx}: {value}"
+    );
+    let plain = params
+        .get("filename")
+        .unwrap_or_else(|| panic!("{ctx}: {value}"));
+    assert!(plain.is_ascii(), "{ctx}: {value}");
+    if name.is_ascii() {
+        assert_eq!(plain, &format!("\"{name}\""), "{ctx}: {value}");
+    } else {
+        let ext = params
+            .get("filename*")
+            .unwrap_or_else(|| panic!("{ctx}: no filename* in {value}"));
+        let encoded = ext
+            .strip_prefix("UTF-8''")
+            .unwrap_or_else(|| panic!("{ctx}: {value}"));
+        let decoded = percent_encoding::percent_decode_str(encoded)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, name, "{ctx}: {value}");
+    }
+}
+
+/// A download of `a`: its bytes, type, length and disposition.
+fn check_download(h: &Harness, front: DialectId, a: &Attached, r: &Reply) {
+    let ctx = format!("{front}->{} download {:?}", h.back, a.name);
+    if a.data.is_empty() && front == Kibana && h.back == Kibana {
+        // Kibana answers an empty file with 204; only its own clients get that.
+        assert_eq!(r.status, 204, "{ctx}: {}", r.text());
+        assert!(r.body.is_empty(), "{ctx}");
+        return;
+    }
+    assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+    assert!(r.header("casegate-error").is_none(), "{ctx}");
+    assert_eq!(sha256_hex(&r.body), a.stored.sha256, "{ctx}: bytes");
+    assert_eq!(
+        r.header("content-length"),
+        Some(a.data.len().to_string()),
+        "{ctx}"
+    );
+    let ct = r.header("content-type").expect("a content type");
+    let essence = ct.split(';').next().unwrap().trim().to_string();
+    assert_eq!(essence, a.stored.content_type, "{ctx}");
+    let cd = r
+        .header("content-disposition")
+        .unwrap_or_else(|| panic!("{ctx}: no Content-Disposition"));
+    check_disposition(&ctx, front, &cd, &a.name, &essence);
+}
+
+/// A 404 in the front's form: `not_found` where casegate knew, `upstream_rejected` where
+/// the upstream said so (SPEC 4 carries an upstream 404 over); a Thalamus client gets
+/// 404 `FAILED` for an unknown id (7.1).
+fn assert_gone(ctx: &str, front: DialectId, r: &Reply) {
+    let code = r.header("casegate-error").unwrap_or_default();
+    assert!(
+        code == "not_found" || code == "upstream_rejected",
+        "{ctx}: {} {code} {}",
+        r.status,
+        r.text()
+    );
+    assert_error(front, r, 404, &code, false);
+}
+
+/// A file id no route knows, in `front`'s form.
+fn unknown_id(front: DialectId) -> String {
+    match front {
+        Thalamus | Tines => "987654321".into(),
+        Caseiq => uuid::Uuid::new_v4().to_string(),
+        Kibana => "no-such-file".into(),
+    }
+}
+
+// ---- 1. every pairing ----
+
+/// The ids `front`'s route lists for the case: from a back that lists a case (Tines,
+/// Kibana), every file it holds there; from one that cannot (Thalamus, Case IQ), the
+/// files casegate attached there through this route (7.2).
+async fn expected_listing(
+    h: &Harness,
+    front: DialectId,
+    case: &str,
+    mine: &[Attached],
+) -> BTreeSet<String> {
+    if matches!(h.back, Tines | Kibana) {
+        let mut ids = BTreeSet::new();
+        for f in h.upstream.files().iter().filter(|f| f.case_id == case) {
+            ids.insert(front_id_of(h, front, f).await);
+        }
+        ids
+    } else {
+        mine.iter().map(|a| a.id.clone()).collect()
+    }
+}
+
+/// The list, checked: exactly the expected files, each entry its record; returns the
+/// entries by front id.
+async fn check_list(
+    h: &Harness,
+    c: &FrontClient,
+    case: &str,
+    mine: &[Attached],
+) -> BTreeMap<String, Value> {
+    let front = c.front;
+    let query = if front == Tines { "per_page=500" } else { "" };
+    let r = c.list(case, query).await;
+    let ctx = format!("{front}->{} list: {}", h.back, r.text());
+    assert_eq!(r.status, 200, "{ctx}");
+    let v = r.json();
+    let entries: Vec<(String, Value)> = match front {
+        Tines => {
+            assert_eq!(keys(&v), sorted(&["case_id", "files", "meta"]), "{ctx}");
+            assert_case_id(&ctx, &v["case_id"], case);
+            v["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    assert!(f["id"].is_u64(), "{ctx}");
+                    (id_text(&f["id"]), f.clone())
+                })
+                .collect()
+        }
+        Caseiq => {
+            assert_eq!(keys(&v), sorted(&["count", "records"]), "{ctx}");
+            let records = v["records"].as_array().unwrap();
+            assert_eq!(v["count"], records.len(), "{ctx}: count of this page");
+            records
+                .iter()
+                .map(|f| {
+                    assert!(f["id"].is_string(), "{ctx}");
+                    (id_text(&f["id"]), f.clone())
+                })
+                .collect()
+        }
+        Kibana => {
+            let sample: Value =
+                serde_json::from_str(include_str!("fixtures/kibana-case-sample.json")).unwrap();
+            for k in keys(&sample) {
+                assert!(v.get(&k).is_some(), "{ctx}: case lacks {k}");
+            }
+            assert_eq!(v["id"], case, "{ctx}");
+            v["comments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["externalReferenceAttachmentTypeId"] == ".files")
+                .map(|f| (id_text(&f["externalReferenceId"]), f.clone()))
+                .collect()
+        }
+        Thalamus => panic!("thalamus has no list"),
+    };
+    let listed: BTreeSet<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(listed.len(), entries.len(), "{ctx}: an id listed twice");
+    assert_eq!(
+        listed,
+        expected_listing(h, front, case, mine).await,
+        "{ctx}"
+    );
+    let by_id: BTreeMap<String, Value> = entries.into_iter().collect();
+    for a in mine {
+        check_record(h, front, case, a, &by_id[&a.id]);
+    }
+    // Every link in the list leads to its file.
+    if front == Tines {
+        for (id, f) in &by_id {
+            follow(h, c, f["file"]["url"].as_str().unwrap(), id).await;
+        }
+        for key in ["current_page", "previous_page", "next_page"] {
+            if let Some(url) = v["meta"][key].as_str() {
+                assert!(url.starts_with(&link_base(h, front)), "{ctx}: {key}");
+                let again = c.follow(url).await;
+                assert_eq!(again.status, 200, "{ctx}: {key} {}", again.text());
+            }
+        }
+    }
+    by_id
+}
+
+/// The links of an upload's answer lead to their files; Thalamus's answer lists every
+/// file of the case the ledger knows (`mine`, the new one included).
+async fn check_upload_links(h: &Harness, c: &FrontClient, a: &Attached, mine: &[Attached]) {
+    let ctx = format!("{}->{} upload {:?}: {}", c.front, h.back, a.name, a.answer);
+    match c.front {
+        Thalamus => {
+            let list = a.answer["attachments"]["attachements"].as_array().unwrap();
+            let ids: BTreeSet<String> = list.iter().map(|e| id_text(&e["id"])).collect();
+            let want: BTreeSet<String> = mine.iter().map(|m| m.id.clone()).collect();
+            assert_eq!(ids, want, "{ctx}: every file of the case");
+            for e in list {
+                let id = id_text(&e["id"]);
+                assert_number_id(&ctx, &e["id"], &id);
+                let url = e["url"].as_str().unwrap();
+                assert_eq!(
+                    url,
+                    format!("{}api/v4/cases/files/{id}", link_base(h, c.front)),
+                    "{ctx}"
+                );
+                follow(h, c, url, &id).await;
+            }
+        }
+        Tines => {
+            check_record(h, Tines, &a.stored.case_id, a, &a.answer);
+            follow(h, c, a.answer["file"]["url"].as_str().unwrap(), &a.id).await;
+        }
+        Caseiq | Kibana => {}
+    }
+}
+
+/// Deletes `a` where both sides can: the front's answer, the file gone upstream, and then
+/// a 404 for it in the front's form (Thalamus: 404 `FAILED`, and `false` for a delete).
+/// A Case IQ back or front has no delete: 405, nothing sent.
+async fn check_delete(h: &Harness, c: &FrontClient, case: &str, a: &Attached) {
+    let front = c.front;
+    let ctx = format!("{front}->{} delete {:?}", h.back, a.name);
+    let calls = h.upstream.calls().len();
+    let r = c.delete(case, &a.comment).await;
+    if front == Caseiq || h.back == Caseiq {
+        assert_error(front, &r, 405, "method_not_allowed", false);
+        assert_eq!(h.upstream.calls().len(), calls, "{ctx}: nothing sent");
+        assert!(
+            h.upstream.files().iter().any(|f| f.id == a.stored.id),
+            "{ctx}: still there"
+        );
+        return;
+    }
+    match front {
+        Thalamus => {
+            assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+            assert_eq!(r.json(), json!(true), "{ctx}");
+        }
+        _ => {
+            assert_eq!(r.status, 204, "{ctx}: {}", r.text());
+            assert!(r.body.is_empty(), "{ctx}");
+        }
+    }
+    assert!(
+        !h.upstream.files().iter().any(|f| f.id == a.stored.id),
+        "{ctx}: gone from the upstream"
+    );
+    let r = c.download(case, &a.id).await;
+    assert_gone(&format!("{ctx}: download after"), front, &r);
+    if front != Thalamus {
+        let r = c.get(case, &a.comment).await;
+        assert_gone(&format!("{ctx}: get after"), front, &r);
+    }
+    let r = c.delete(case, &a.comment).await;
+    match front {
+        Thalamus => {
+            assert_eq!(r.status, 200, "{ctx}: again: {}", r.text());
+            assert_eq!(r.json(), json!(false), "{ctx}: again");
+        }
+        _ => assert_gone(&format!("{ctx}: again"), front, &r),
+    }
+}
+
+async fn read_back_from(back: DialectId) {
+    let h = setup(&DialectId::ALL, back, Opts::default()).await;
+    let case = case_id_for(back);
+    for front in DialectId::ALL {
+        let c = h.client(front).await;
+        let mut mine: Vec<Attached> = Vec::new();
+        for (name, data) in files() {
+            let a = attach(&h, &c, case, &name, &data).await;
+            mine.push(a.clone());
+            check_upload_links(&h, &c, &a, &mine).await;
+        }
+        let listed = if front == Thalamus {
+            BTreeMap::new()
+        } else {
+            check_list(&h, &c, case, &mine).await
+        };
+        for a in &mine {
+            let ctx = format!("{front}->{back} {:?}", a.name);
+            if front != Thalamus {
+                let r = c.get(case, &a.comment).await;
+                assert_eq!(r.status, 200, "{ctx}: get: {}", r.text());
+                let v = r.json();
+                check_record(&h, front, case, a, &v);
+                assert_eq!(v, listed[&a.id], "{ctx}: get and list agree");
+                let upload_record = match front {
+                    Kibana => file_comment_in(&a.answer, &a.id).unwrap(),
+                    _ => a.answer.clone(),
+                };
+                assert_eq!(v, upload_record, "{ctx}: get and upload agree");
+            }
+            if front == Tines {
+                let r = c.info(case, &a.id).await;
+                assert_eq!(r.status, 200, "{ctx}: info: {}", r.text());
+                let v = r.json();
+                assert_eq!(
+                    keys(&v),
+                    sorted(&[
+                        "content_type",
+                        "filename",
+                        "guid",
+                        "md5",
+                        "sha256",
+                        "sizeinbytes"
+                    ]),
+                    "{ctx}: {v}"
+                );
+                assert_eq!(v["filename"], a.name, "{ctx}");
+                assert_eq!(v["content_type"], a.stored.content_type, "{ctx}");
+                assert_eq!(v["md5"], a.stored.md5, "{ctx}");
+                assert_eq!(v["sha256"], a.stored.sha256, "{ctx}");
+                assert_eq!(v["sizeinbytes"], a.data.len() as u64, "{ctx}");
+                let guid = v["guid"].as_str().unwrap_or_default();
+                assert!(uuid::Uuid::try_parse(guid).is_ok(), "{ctx}: {v}");
+                let again = c.info(case, &a.id).await.json();
+                assert_eq!(again, v, "{ctx}: info is stable");
+            }
+            let r = c.download(case, &a.id).await;
+            check_download(&h, front, a, &r);
+        }
+        for a in mine
+            .iter()
+            .filter(|a| a.name == "empty.txt" || a.name == "photo.png")
+        {
+            check_delete(&h, &c, case, a).await;
+        }
+        // An id nobody gave out is 404 in the front's form.
+        let unknown = unknown_id(front);
+        let r = c.download(case, &unknown).await;
+        assert_gone(&format!("{front}->{back} unknown download"), front, &r);
+        if front != Thalamus {
+            let r = c.get(case, &unknown).await;
+            assert_gone(&format!("{front}->{back} unknown get"), front, &r);
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn every_front_reads_back_from_thalamus() {
+    read_back_from(Thalamus).await;
+}
+
+#[tokio::test]
+async fn every_front_reads_back_from_tines() {
+    read_back_from(Tines).await;
+}
+
+#[tokio::test]
+async fn every_front_reads_back_from_caseiq() {
+    read_back_from(Caseiq).await;
+}
+
+#[tokio::test]
+async fn every_front_reads_back_from_kibana() {
+    read_back_from(Kibana).await;
+}
