@@ -397,8 +397,9 @@ struct Resolved {
 }
 
 /// Finds the back's ids of the file a request names; `None` when it is not known: an
-/// id the ledger does not know on a route that maps ids, a file of another case, or a
-/// back that needs a case nobody knows (SPEC 7.2). An unmapped case is 404.
+/// id the ledger does not know on a route that maps ids or whose back cannot be asked by
+/// the id alone, a file of another case, or a back that needs a case nobody knows (SPEC
+/// 7.2). An unmapped case is 404.
 async fn resolve(
     rt: &RouteRuntime,
     settings: &Settings,
@@ -415,7 +416,7 @@ async fn resolve(
             return Ok(None);
         }
     }
-    if rt.ids.is_some() && row.is_none() {
+    if (rt.ids.is_some() || !rt.back.asked_by_id_alone()) && row.is_none() {
         return Ok(None);
     }
     let back_case = match (row.as_ref().and_then(|r| r.back_case.clone()), &req.case_id) {
