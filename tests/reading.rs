@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use casegate::dialect::DialectId;
 use casegate::emulator::StoredFile;
 use common::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 fn guess(name: &str) -> String {
@@ -94,6 +95,7 @@ async fn attach(h: &Harness, c: &FrontClient, case: &str, name: &str, data: &[u8
     let before = h.upstream.files().len();
     let r = c.upload(&upload_of(c.front, case, name, data)).await;
     assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+    assert!(r.header("casegate-error").is_none(), "{ctx}: {}", r.text());
     let files = h.upstream.files();
     assert_eq!(files.len(), before + 1, "{ctx}");
     let stored = files.last().unwrap().clone();
@@ -693,4 +695,472 @@ async fn every_front_reads_back_from_caseiq() {
 #[tokio::test]
 async fn every_front_reads_back_from_kibana() {
     read_back_from(Kibana).await;
+}
+
+// ---- 2. paging ----
+
+/// A case of `back` that no other test in a harness uses.
+fn fresh_case(back: DialectId) -> String {
+    match back {
+        Thalamus | Tines => "777".into(),
+        Caseiq => uuid::Uuid::new_v4().to_string(),
+        Kibana => "case-paged".into(),
+    }
+}
+
+/// A Tines page link: the front's list path under casegate, asking page `n` of `per_page`.
+fn check_page_link(ctx: &str, h: &Harness, case: &str, link: &Value, n: u64, per_page: u64) {
+    let url = link
+        .as_str()
+        .unwrap_or_else(|| panic!("{ctx}: link {link}"));
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    assert_eq!(
+        path,
+        format!("{}api/v2/cases/{case}/files", link_base(h, Tines)),
+        "{ctx}"
+    );
+    let q: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(q.get("page"), Some(&n.to_string()), "{ctx}: {url}");
+    assert_eq!(
+        q.get("per_page"),
+        Some(&per_page.to_string()),
+        "{ctx}: {url}"
+    );
+}
+
+async fn tines_pages_over(back: DialectId) {
+    let h = setup(&[Tines, Caseiq], back, Opts::default()).await;
+    let case = fresh_case(back);
+    let c = h.client(Tines).await;
+    let mut all = BTreeSet::new();
+    for i in 0..5u8 {
+        let a = attach(&h, &c, &case, &format!("page-{i}.txt"), &[b'a' + i; 7]).await;
+        all.insert(a.id);
+    }
+    let (count, per_page) = (all.len() as u64, 2u64);
+    let pages = count.div_ceil(per_page);
+    let mut seen = BTreeSet::new();
+    for n in 1..=pages {
+        let r = c
+            .list(&case, &format!("per_page={per_page}&page={n}"))
+            .await;
+        let ctx = format!("tines->{back} page {n}: {}", r.text());
+        assert_eq!(r.status, 200, "{ctx}");
+        let v = r.json();
+        let files = v["files"].as_array().unwrap();
+        let want_len = per_page.min(count - (n - 1) * per_page);
+        assert_eq!(files.len() as u64, want_len, "{ctx}");
+        for f in files {
+            assert!(seen.insert(id_text(&f["id"])), "{ctx}: listed on two pages");
+        }
+        let m = &v["meta"];
+        assert_eq!(
+            keys(m),
+            sorted(&[
+                "count",
+                "current_page",
+                "next_page",
+                "next_page_number",
+                "pages",
+                "per_page",
+                "previous_page"
+            ]),
+            "{ctx}"
+        );
+        assert_eq!(m["per_page"], per_page, "{ctx}");
+        assert_eq!(m["pages"], pages, "{ctx}");
+        assert_eq!(m["count"], count, "{ctx}");
+        check_page_link(&ctx, &h, &case, &m["current_page"], n, per_page);
+        if n > 1 {
+            check_page_link(&ctx, &h, &case, &m["previous_page"], n - 1, per_page);
+        } else {
+            assert!(m["previous_page"].is_null(), "{ctx}");
+        }
+        if n < pages {
+            check_page_link(&ctx, &h, &case, &m["next_page"], n + 1, per_page);
+            assert_eq!(m["next_page_number"], n + 1, "{ctx}");
+            // Following the link gives the next page.
+            let next = c.follow(m["next_page"].as_str().unwrap()).await;
+            let direct = c
+                .list(&case, &format!("per_page={per_page}&page={}", n + 1))
+                .await;
+            assert_eq!(next.status, 200, "{ctx}");
+            assert_eq!(next.json(), direct.json(), "{ctx}: the next link");
+        } else {
+            assert!(m["next_page"].is_null(), "{ctx}");
+            assert!(m["next_page_number"].is_null(), "{ctx}");
+        }
+    }
+    assert_eq!(seen, all, "tines->{back}: the pages hold every file once");
+
+    // per_page above 500 is read as 500; without it, 20.
+    for (query, want) in [("per_page=600", 500u64), ("", 20)] {
+        let r = c.list(&case, query).await;
+        let ctx = format!("tines->{back} {query:?}: {}", r.text());
+        assert_eq!(r.status, 200, "{ctx}");
+        let v = r.json();
+        assert_eq!(v["meta"]["per_page"], want, "{ctx}");
+        assert_eq!(v["meta"]["pages"], 1, "{ctx}");
+        assert_eq!(v["files"].as_array().unwrap().len() as u64, count, "{ctx}");
+        assert!(v["meta"]["next_page"].is_null(), "{ctx}");
+    }
+
+    // Case IQ's `limit`, over the same back: `count` is the records of this page.
+    let q = h.client(Caseiq).await;
+    let mut mine = Vec::new();
+    for i in 0..3u8 {
+        mine.push(attach(&h, &q, &case, &format!("limit-{i}.txt"), &[b'k' + i; 5]).await);
+    }
+    // (A file first seen in a list gets its front id then: list once before asking.)
+    assert_eq!(q.list(&case, "").await.status, 200);
+    let everything = expected_listing(&h, Caseiq, &case, &mine).await;
+    for (limit, want) in [(Some(2u64), 2usize), (Some(1), 1), (None, everything.len())] {
+        let query = limit.map(|l| format!("limit={l}")).unwrap_or_default();
+        let r = q.list(&case, &query).await;
+        let ctx = format!("caseiq->{back} {query:?}: {}", r.text());
+        assert_eq!(r.status, 200, "{ctx}");
+        let v = r.json();
+        let records = v["records"].as_array().unwrap();
+        assert_eq!(records.len(), want, "{ctx}");
+        assert_eq!(v["count"], want, "{ctx}");
+        let ids: BTreeSet<String> = records.iter().map(|r| id_text(&r["id"])).collect();
+        assert_eq!(ids.len(), want, "{ctx}");
+        assert!(ids.is_subset(&everything), "{ctx}");
+    }
+    h.stop().await;
+}
+
+/// Over a Tines back (it pages itself) and a Case IQ one (the ledger pages).
+#[tokio::test]
+async fn tines_and_caseiq_pages_over_a_paging_back() {
+    tines_pages_over(Tines).await;
+}
+
+#[tokio::test]
+async fn tines_and_caseiq_pages_over_the_ledger() {
+    tines_pages_over(Caseiq).await;
+}
+
+/// Kibana's `comments/_find`: the back's own page (user comments only, `perPage` capped at
+/// 100) over a Kibana back; an empty page over any other.
+#[tokio::test]
+async fn kibana_find_pages_user_comments() {
+    let h = setup(&[Kibana], Kibana, Opts::default()).await;
+    let case = fresh_case(Kibana);
+    let c = h.client(Kibana).await;
+    attach(&h, &c, &case, "in-the-case.txt", b"file, not a comment").await;
+    for i in 0..3 {
+        let r = h
+            .upstream_request(Method::POST, &format!("/api/cases/{case}/comments"))
+            .header("kbn-xsrf", "true")
+            .json(&json!({"type": "user", "comment": format!("comment {i}"), "owner": "cases"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for (query, page, per_page, len) in [
+        ("page=2&perPage=2", 2u64, 2u64, 1usize),
+        ("", 1, 20, 3),
+        ("perPage=150", 1, 100, 3),
+    ] {
+        let path = format!("/api/cases/{case}/comments/_find?{query}");
+        let r = c.call(Method::GET, &path).await;
+        let ctx = format!("kibana->kibana {query:?}: {}", r.text());
+        assert_eq!(r.status, 200, "{ctx}");
+        let v = r.json();
+        assert_eq!(
+            keys(&v),
+            sorted(&["comments", "page", "per_page", "total"]),
+            "{ctx}"
+        );
+        assert_eq!(v["page"], page, "{ctx}");
+        assert_eq!(v["per_page"], per_page, "{ctx}");
+        assert_eq!(v["total"], 3, "{ctx}: user comments only");
+        let comments = v["comments"].as_array().unwrap();
+        assert_eq!(comments.len(), len, "{ctx}");
+        assert!(comments.iter().all(|c| c["type"] == "user"), "{ctx}");
+        // The back's own page, unchanged.
+        let direct: Value = h
+            .upstream_request(
+                Method::GET,
+                &format!("/api/cases/{case}/comments/_find?page={page}&perPage={per_page}"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, direct, "{ctx}");
+    }
+    h.stop().await;
+
+    let h = setup(&[Kibana], Tines, Opts::default()).await;
+    let c = h.client(Kibana).await;
+    let case = case_id_for(Tines);
+    attach(&h, &c, case, "a.txt", b"a").await;
+    for (query, page, per_page) in [("page=2&perPage=5", 2u64, 5u64), ("", 1, 20)] {
+        let path = format!("/api/cases/{case}/comments/_find?{query}");
+        let r = c.call(Method::GET, &path).await;
+        let ctx = format!("kibana->tines {query:?}: {}", r.text());
+        assert_eq!(r.status, 200, "{ctx}");
+        assert_eq!(
+            r.json(),
+            json!({"comments": [], "page": page, "per_page": per_page, "total": 0}),
+            "{ctx}"
+        );
+    }
+    h.stop().await;
+}
+
+// ---- 3. ranges ----
+
+/// `Range` passes to the back: a back that honours it (Tines, Kibana) gives 206 and those
+/// bytes; one that ignores it (Thalamus, Case IQ) the whole file with 200.
+#[tokio::test]
+async fn ranges_pass_where_the_back_honours_them() {
+    for back in DialectId::ALL {
+        let h = setup(&DialectId::ALL, back, Opts::default()).await;
+        let case = case_id_for(back);
+        for front in DialectId::ALL {
+            let c = h.client(front).await;
+            let data = random_bytes(1000, 31);
+            let a = attach(&h, &c, case, "ranged.txt", &data).await;
+            let r = reply(
+                c.download_request(case, &a.id)
+                    .header("range", "bytes=10-19")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let ctx = format!("{front}->{back} range: {:?}", r.headers);
+            if matches!(back, Tines | Kibana) {
+                assert_eq!(r.status, 206, "{ctx}");
+                assert_eq!(r.body, &data[10..20], "{ctx}");
+                assert_eq!(
+                    r.header("content-range").as_deref(),
+                    Some("bytes 10-19/1000"),
+                    "{ctx}"
+                );
+                assert_eq!(r.header("content-length").as_deref(), Some("10"), "{ctx}");
+            } else {
+                assert_eq!(r.status, 200, "{ctx}");
+                assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "{ctx}");
+                assert!(r.header("content-range").is_none(), "{ctx}");
+                assert_eq!(r.header("content-length").as_deref(), Some("1000"), "{ctx}");
+            }
+        }
+        h.stop().await;
+    }
+}
+
+// ---- 4. ids across a restart ----
+
+/// A SQLite ledger in `dir`, for routes whose front ids must outlive casegate.
+fn sqlite_ledger(dir: &std::path::Path) -> Opts {
+    Opts {
+        extra_top_keys: format!("ledger = \"sqlite://{}/l.sqlite3\"\n", dir.display()),
+        ..Opts::default()
+    }
+}
+
+/// Mapped front ids (Tines and Thalamus over Case IQ) are kept in the ledger: after a
+/// restart the same ids list, get and download the same files, and new ones never reuse
+/// them.
+#[tokio::test]
+async fn front_ids_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sqlite_ledger(dir.path());
+    let fronts = [Tines, Thalamus];
+    let h = setup(&fronts, Caseiq, o.clone()).await;
+    let case = case_id_for(Caseiq);
+    let (t, th) = (h.client(Tines).await, h.client(Thalamus).await);
+    let before = vec![
+        attach(&h, &t, case, "first.pdf", &random_bytes(5000, 41)).await,
+        attach(&h, &t, case, "second.txt", b"second").await,
+    ];
+    let old_thalamus = attach(&h, &th, case, "third.bin", &random_bytes(700, 42)).await;
+    let listed_before = check_list(&h, &t, case, &before).await;
+
+    let h = h.restart(&fronts, &o).await;
+    let (t, th) = (h.client(Tines).await, h.client(Thalamus).await);
+    let listed_after = check_list(&h, &t, case, &before).await;
+    // The same ids list the same files (links name the new casegate's address).
+    let without_links = |m: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+        m.iter()
+            .map(|(id, v)| {
+                let mut v = v.clone();
+                v["file"]["url"] = Value::Null;
+                (id.clone(), v)
+            })
+            .collect()
+    };
+    assert_eq!(without_links(&listed_after), without_links(&listed_before));
+    for a in &before {
+        let r = t.get(case, &a.id).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        check_record(&h, Tines, case, a, &r.json());
+        check_download(&h, Tines, a, &t.download(case, &a.id).await);
+    }
+    check_download(
+        &h,
+        Thalamus,
+        &old_thalamus,
+        &th.download(case, &old_thalamus.id).await,
+    );
+    let new = attach(&h, &t, case, "after.txt", b"after the restart").await;
+    assert!(
+        before.iter().all(|a| a.id != new.id),
+        "a new id after the restart: {}",
+        new.id
+    );
+    let new_thalamus = attach(&h, &th, case, "fourth.txt", b"fourth").await;
+    assert_ne!(new_thalamus.id, old_thalamus.id);
+    check_upload_links(
+        &h,
+        &th,
+        &new_thalamus,
+        &[old_thalamus, new_thalamus.clone()],
+    )
+    .await;
+    h.stop().await;
+}
+
+/// A file casegate first sees in a list (attached straight to the upstream) gets its
+/// front id then, keeps it on every list, and after a restart.
+#[tokio::test]
+async fn a_listed_files_id_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sqlite_ledger(dir.path());
+    let h = setup(&[Caseiq], Tines, o.clone()).await;
+    let case = case_id_for(Tines);
+    let data = random_bytes(4321, 43);
+    let r = h
+        .upstream_request(Method::POST, &format!("/api/v2/cases/{case}/files"))
+        .json(&tines_body(&Up {
+            file_name: "direct.txt".into(),
+            data: data.clone(),
+            ..Default::default()
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stored = h.upstream.files().pop().unwrap();
+    let list_ids = |v: Value| -> Vec<String> {
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| id_text(&r["id"]))
+            .collect()
+    };
+    let q = h.client(Caseiq).await;
+    let first = list_ids(q.list(case, "").await.json());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let id = first[0].clone();
+    assert!(uuid::Uuid::try_parse(&id).is_ok(), "{id}");
+    assert_eq!(
+        front_id_of(&h, Caseiq, &stored).await,
+        id,
+        "kept in the ledger"
+    );
+    assert_eq!(
+        list_ids(q.list(case, "").await.json()),
+        first,
+        "same id again"
+    );
+
+    let h = h.restart(&[Caseiq], &o).await;
+    let q = h.client(Caseiq).await;
+    assert_eq!(
+        list_ids(q.list(case, "").await.json()),
+        first,
+        "after a restart"
+    );
+    let r = q.get(case, &id).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], id.as_str());
+    let r = q.download(case, &id).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    h.stop().await;
+}
+
+// ---- 5. case maps ----
+
+const MAPPED_FRONT_CASE: &str = "42";
+
+async fn case_map_routes(o: Opts) {
+    let fronts = [Tines, Thalamus];
+    let h = setup(&fronts, Caseiq, o).await;
+    let back_case = case_id_for(Caseiq);
+    let case = MAPPED_FRONT_CASE;
+    let t = h.client(Tines).await;
+    let a = attach(&h, &t, case, "mapped.txt", b"mapped case").await;
+    assert_eq!(a.stored.case_id, back_case, "stored under the back's case");
+    check_record(&h, Tines, case, &a, &a.answer);
+    let listed = check_list(&h, &t, case, std::slice::from_ref(&a)).await;
+    assert_eq!(listed.len(), 1);
+    let r = t.get(case, &a.id).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    check_record(&h, Tines, case, &a, &r.json());
+    check_download(&h, Tines, &a, &t.download(case, &a.id).await);
+    let th = h.client(Thalamus).await;
+    let b = attach(&h, &th, case, "mapped-too.txt", b"thalamus").await;
+    assert_eq!(b.stored.case_id, back_case);
+    check_download(&h, Thalamus, &b, &th.download(case, &b.id).await);
+
+    // An unmapped case is 404 in the front's form, nothing sent.
+    let other = "43";
+    let calls = h.upstream.calls().len();
+    let up = upload_of(Tines, other, "x.txt", b"x");
+    assert_error(Tines, &t.upload(&up).await, 404, "not_found", false);
+    assert_error(Tines, &t.list(other, "").await, 404, "not_found", false);
+    assert_error(Tines, &t.get(other, &a.id).await, 404, "not_found", false);
+    assert_error(Tines, &t.info(other, &a.id).await, 404, "not_found", false);
+    assert_error(
+        Tines,
+        &t.download(other, &a.id).await,
+        404,
+        "not_found",
+        false,
+    );
+    let up = upload_of(Thalamus, other, "x.txt", b"x");
+    assert_error(Thalamus, &th.upload(&up).await, 404, "not_found", false);
+    assert_eq!(h.upstream.calls().len(), calls, "nothing sent");
+    assert_eq!(h.upstream.files().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn case_map_inline() {
+    case_map_routes(Opts {
+        extra_route_tables: format!(
+            "[routes.cases]\n\"{MAPPED_FRONT_CASE}\" = \"{}\"\n",
+            case_id_for(Caseiq)
+        ),
+        ..Opts::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn case_map_from_a_csv_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cases.csv");
+    std::fs::write(
+        &csv,
+        format!("front,back\n{MAPPED_FRONT_CASE},{}\n", case_id_for(Caseiq)),
+    )
+    .unwrap();
+    case_map_routes(Opts {
+        extra_route_keys: format!("cases_file = {:?}\n", csv.display().to_string()),
+        ..Opts::default()
+    })
+    .await;
 }
