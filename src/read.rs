@@ -467,6 +467,15 @@ async fn record(
         None if r.row.is_some() => Attachment::default(),
         None => return Err(not_known()),
     };
+    // A back asked by the id alone (Case IQ) answers for a file of any case: one of
+    // another case than the request's is not known there.
+    if !rt.back.needs_case(req.op) {
+        if let (Some(want), Some(got)) = (&r.file.case_id, &a.case_id) {
+            if want != got {
+                return Err(not_known());
+            }
+        }
+    }
     if req.op == Op::Info {
         info(rt, settings, &r, &mut a, &ctx).await?;
     }
