@@ -16,6 +16,7 @@ use std::time::Duration;
 use casegate::dialect::DialectId;
 use casegate::emulator::{Fault, StoredFile};
 use common::*;
+use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -673,6 +674,16 @@ async fn read_back_from(back: DialectId) {
         if front != Thalamus {
             let r = c.get(case, &unknown).await;
             assert_gone(&format!("{front}->{back} unknown get"), front, &r);
+        }
+        if front == Thalamus && back != Caseiq {
+            let r = c.delete(case, &unknown).await;
+            assert_eq!(
+                r.status,
+                200,
+                "thalamus->{back} unknown delete: {}",
+                r.text()
+            );
+            assert_eq!(r.json(), json!(false), "thalamus->{back} unknown delete");
         }
     }
     h.stop().await;
@@ -1365,9 +1376,15 @@ async fn thalamus_passthrough_swaps_the_credential() {
 async fn assert_broken(ctx: &str, front: DialectId, resp: reqwest::Response, data: &[u8]) {
     let status = resp.status().as_u16();
     if status != 200 {
+        // Told before the head went out: an upstream failure in the front's form.
         let r = reply(resp).await;
         let code = r.header("casegate-error").unwrap_or_default();
-        assert_error(front, &r, 502, &code, true);
+        let want = match code.as_str() {
+            "upstream_timeout" => 504,
+            "upstream_failed" | "upstream_unreachable" => 502,
+            _ => panic!("{ctx}: {status} {code} {}", r.text()),
+        };
+        assert_error(front, &r, want, &code, true);
         return;
     }
     let declared = resp.content_length();
@@ -1436,6 +1453,7 @@ async fn read_failures_over(back: DialectId) {
         assert_eq!(h.upstream.calls().len(), calls, "{ctx}: nothing sent");
     }
 
+    // (Requests under one fault go at once: each waits out the upstream timeout.)
     for (fault, status, code) in [
         (Fault::Status(500), 502, "upstream_failed"),
         (
@@ -1445,24 +1463,29 @@ async fn read_failures_over(back: DialectId) {
         ),
     ] {
         h.upstream.set_fault(Some(fault.clone()));
-        for (c, a) in &attached {
-            for (op, path) in reads(c, a) {
+        let all = attached.iter().flat_map(|(c, a)| {
+            reads(c, a).into_iter().map(move |(op, path)| async move {
                 let r = c.call(Method::GET, &path).await;
-                let ctx = format!("{}->{back} {op} under {fault}", c.front);
-                assert_eq!(r.header("casegate-error").as_deref(), Some(code), "{ctx}");
-                assert_error(c.front, &r, status, code, true);
-            }
+                (c.front, op, r)
+            })
+        });
+        for (front, op, r) in join_all(all).await {
+            let ctx = format!("{front}->{back} {op} under {fault}: {}", r.text());
+            assert_eq!(r.header("casegate-error").as_deref(), Some(code), "{ctx}");
+            assert_error(front, &r, status, code, true);
         }
     }
 
     // A download that breaks off, or whose body never comes: the client's read fails.
     for fault in [Fault::ResetMidBody, Fault::HeadersThenHang] {
         h.upstream.set_fault(Some(fault.clone()));
-        for (c, a) in &attached {
+        let fault = &fault;
+        join_all(attached.iter().map(|(c, a)| async move {
             let ctx = format!("{}->{back} download under {fault}", c.front);
             let resp = c.download_request(case, &a.id).send().await.unwrap();
             assert_broken(&ctx, c.front, resp, &a.data).await;
-        }
+        }))
+        .await;
     }
     h.upstream.set_fault(None);
     for (c, a) in &attached {
