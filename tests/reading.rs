@@ -1720,3 +1720,171 @@ async fn caseiq_lists_sizes_of_files_it_did_not_attach() {
     assert_eq!(r.json()["sizeBytes"], 7, "{}", r.text());
     h.stop().await;
 }
+
+// ---- links at public_url, hashes kept, and smaller rules ----
+
+/// Links are at `public_url` (the route's over the top-level one), under the route's
+/// prefix, and lead to the file once that base is casegate's.
+#[tokio::test]
+async fn links_are_at_public_url() {
+    for (top, route, want) in [
+        (
+            Some("https://gw.example.org/edge/"),
+            None,
+            "https://gw.example.org/edge",
+        ),
+        (
+            Some("https://gw.example.org"),
+            Some("https://soar.example.org:8443"),
+            "https://soar.example.org:8443",
+        ),
+    ] {
+        let o = Opts {
+            extra_top_keys: top
+                .map(|u| format!("public_url = {u:?}\n"))
+                .unwrap_or_default(),
+            extra_route_keys: route
+                .map(|u| format!("public_url = {u:?}\n"))
+                .unwrap_or_default(),
+            ..Opts::default()
+        };
+        let h = setup(&[Tines, Thalamus], Tines, o).await;
+        let case = case_id_for(Tines);
+        for front in [Tines, Thalamus] {
+            let c = h.client(front).await;
+            attach(&h, &c, case, "first.txt", b"first").await;
+            let a = attach(&h, &c, case, "linked.txt", b"linked").await;
+            let mut links = Vec::new();
+            match front {
+                Tines => {
+                    links.push(a.answer["file"]["url"].as_str().unwrap().to_string());
+                    let v = c.list(case, "per_page=1").await.json();
+                    for f in v["files"].as_array().unwrap() {
+                        links.push(f["file"]["url"].as_str().unwrap().to_string());
+                    }
+                    for key in ["current_page", "next_page"] {
+                        links.push(v["meta"][key].as_str().unwrap().to_string());
+                    }
+                }
+                _ => {
+                    for e in a.answer["attachments"]["attachements"].as_array().unwrap() {
+                        links.push(e["url"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            let public = format!("{want}{}/", Harness::prefix(front));
+            for link in links {
+                let rest = link
+                    .strip_prefix(&public)
+                    .unwrap_or_else(|| panic!("{front}: {link} is not under {public}"));
+                let local = format!("{}{}/{rest}", h.base(), Harness::prefix(front));
+                let r = c.follow(&local).await;
+                assert_eq!(r.status, 200, "{front}: {local}: {}", r.text());
+            }
+            let local = format!(
+                "{}{}/{}",
+                h.base(),
+                Harness::prefix(front),
+                match front {
+                    Tines => format!("api/v2/cases/{case}/files/{}/download", a.id),
+                    _ => format!("api/v4/cases/files/{}", a.id),
+                }
+            );
+            assert_eq!(sha256_hex(&c.follow(&local).await.body), a.stored.sha256);
+        }
+        h.stop().await;
+    }
+}
+
+/// Tines `info` over a back without one: the hashes are computed once by reading the
+/// file from the upstream, then kept (no second download).
+#[tokio::test]
+async fn info_hashes_are_computed_once() {
+    for back in [Thalamus, Caseiq, Kibana] {
+        let h = setup(&[Tines], back, Opts::default()).await;
+        let case = case_id_for(back);
+        let c = h.client(Tines).await;
+        let a = attach(&h, &c, case, "hashed.zip", &random_bytes(200_000, 71)).await;
+        let downloads = |h: &Harness| {
+            h.upstream
+                .calls()
+                .iter()
+                .filter(|call| {
+                    call.method == "GET"
+                        && (call.path.ends_with("/attachment")
+                            || call.path.ends_with("/blob")
+                            || call.path.starts_with("/api/v4/cases/files/"))
+                })
+                .count()
+        };
+        let before = downloads(&h);
+        let first = c.info(case, &a.id).await;
+        assert_eq!(first.status, 200, "tines->{back}: {}", first.text());
+        assert_eq!(first.json()["sha256"], a.stored.sha256, "tines->{back}");
+        assert_eq!(first.json()["md5"], a.stored.md5, "tines->{back}");
+        assert_eq!(downloads(&h), before + 1, "tines->{back}: read once");
+        let second = c.info(case, &a.id).await;
+        assert_eq!(second.json(), first.json(), "tines->{back}");
+        assert_eq!(downloads(&h), before + 1, "tines->{back}: then kept");
+        h.stop().await;
+    }
+}
+
+/// After a delete, Thalamus's next upload answer no longer lists the file.
+#[tokio::test]
+async fn thalamus_lists_what_is_left_after_a_delete() {
+    for back in [Thalamus, Tines, Kibana] {
+        let h = setup(&[Thalamus], back, Opts::default()).await;
+        let case = case_id_for(back);
+        let c = h.client(Thalamus).await;
+        let a = attach(&h, &c, case, "a.txt", b"a").await;
+        let b = attach(&h, &c, case, "b.txt", b"b").await;
+        let r = c.delete(case, &a.id).await;
+        assert_eq!(r.json(), json!(true), "thalamus->{back}: {}", r.text());
+        let n = attach(&h, &c, case, "c.txt", b"c").await;
+        check_upload_links(&h, &c, &n, &[b, n.clone()]).await;
+        h.stop().await;
+    }
+}
+
+/// A range beyond the file, through a back that honours ranges: the upstream's 416 in
+/// the front's form.
+#[tokio::test]
+async fn unsatisfiable_ranges_are_416() {
+    for back in [Tines, Kibana] {
+        let h = setup(&DialectId::ALL, back, Opts::default()).await;
+        let case = case_id_for(back);
+        for front in DialectId::ALL {
+            let c = h.client(front).await;
+            let a = attach(&h, &c, case, "short.txt", &random_bytes(100, 81)).await;
+            let r = reply(
+                c.download_request(case, &a.id)
+                    .header("range", "bytes=500-600")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_error(front, &r, 416, "upstream_rejected", true);
+        }
+        h.stop().await;
+    }
+}
+
+/// Kibana's blob route with the file name after it; Case IQ's list without a case is a
+/// 400 in its form.
+#[tokio::test]
+async fn kibana_named_blob_and_caseiq_list_without_case() {
+    let h = setup(&[Kibana, Caseiq], Tines, Opts::default()).await;
+    let case = case_id_for(Tines);
+    let c = h.client(Kibana).await;
+    let a = attach(&h, &c, case, "named.pdf", &random_bytes(999, 91)).await;
+    let path = format!("{}/named.pdf", c.download_path(case, &a.id));
+    check_download(&h, Kibana, &a, &c.call(Method::GET, &path).await);
+    let q = h.client(Caseiq).await;
+    let calls = h.upstream.calls().len();
+    let r = q.call(Method::GET, "/api-public/1.0/attachments").await;
+    assert_error(Caseiq, &r, 400, "bad_request", false);
+    assert_eq!(h.upstream.calls().len(), calls);
+    h.stop().await;
+}

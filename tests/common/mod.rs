@@ -401,6 +401,7 @@ pub fn caseiq_code(status: u16) -> &'static str {
         405 => "METHOD_NOT_ALLOWED",
         413 => "PAYLOAD_TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA_TYPE",
+        416 => "RANGE_NOT_SATISFIABLE",
         422 => "UNPROCESSABLE_ENTITY",
         502 => "BAD_GATEWAY",
         503 => "SERVICE_UNAVAILABLE",
