@@ -844,15 +844,22 @@ async fn tines_pages_over(back: DialectId) {
     h.stop().await;
 }
 
-/// Over a Tines back (it pages itself) and a Case IQ one (the ledger pages).
+/// Over a Tines back (it pages itself), a Kibana one (its case lists every file: casegate
+/// slices), and Case IQ and Thalamus ones (the ledger pages).
 #[tokio::test]
 async fn tines_and_caseiq_pages_over_a_paging_back() {
     tines_pages_over(Tines).await;
 }
 
 #[tokio::test]
+async fn tines_and_caseiq_pages_over_a_whole_case() {
+    tines_pages_over(Kibana).await;
+}
+
+#[tokio::test]
 async fn tines_and_caseiq_pages_over_the_ledger() {
     tines_pages_over(Caseiq).await;
+    tines_pages_over(Thalamus).await;
 }
 
 /// Kibana's `comments/_find`: the back's own page (user comments only, `perPage` capped at
@@ -1886,5 +1893,50 @@ async fn kibana_named_blob_and_caseiq_list_without_case() {
     let r = q.call(Method::GET, "/api-public/1.0/attachments").await;
     assert_error(Caseiq, &r, 400, "bad_request", false);
     assert_eq!(h.upstream.calls().len(), calls);
+    h.stop().await;
+}
+
+/// Files casegate first sees in lists, listed by many requests at once on a route that
+/// maps ids: every answer gives each file the one id the ledger holds (7.3: the first
+/// record wins).
+#[tokio::test]
+async fn concurrent_lists_agree_on_new_ids() {
+    let h = setup(&[Caseiq], Tines, Opts::default()).await;
+    let case = case_id_for(Tines);
+    for i in 0..6u8 {
+        let r = h
+            .upstream_request(Method::POST, &format!("/api/v2/cases/{case}/files"))
+            .json(&tines_body(&Up {
+                file_name: format!("direct-{i}.txt"),
+                data: vec![b'0' + i; 10],
+                ..Default::default()
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let q = h.client(Caseiq).await;
+    let lists = join_all((0..8).map(|_| q.list(case, ""))).await;
+    let mut seen: Option<BTreeSet<String>> = None;
+    for r in lists {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let ids: BTreeSet<String> = r.json()["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| id_text(&r["id"]))
+            .collect();
+        assert_eq!(ids.len(), 6);
+        match &seen {
+            None => seen = Some(ids),
+            Some(first) => assert_eq!(&ids, first, "every list gives the same ids"),
+        }
+    }
+    let mut held = BTreeSet::new();
+    for f in h.upstream.files() {
+        held.insert(h.ledger_row(Caseiq, &f).await.front_id);
+    }
+    assert_eq!(Some(held), seen, "the ledger's ids");
     h.stop().await;
 }
