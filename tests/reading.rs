@@ -1242,16 +1242,21 @@ async fn kibana_passthrough_forwards_other_requests_unchanged() {
         .unwrap();
     assert_eq!(r.json(), direct);
 
-    // Kibana's own words pass too (the upstream answers them).
+    // Kibana's own words pass too (the upstream answers them), the query as it was sent.
+    let query = "search=a%20b+c&tags=x&tags=y&sortOrder=desc&flag&odd=%7E%2f";
     let calls = h.upstream.calls().len();
-    let r = c.call(Method::GET, "/api/cases/_find").await;
+    let r = c
+        .call(Method::GET, &format!("/api/cases/_find?{query}"))
+        .await;
     let direct = h
         .upstream_request(Method::GET, "/api/cases/_find")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status, direct.status().as_u16(), "{}", r.text());
-    assert_eq!(h.upstream.calls()[calls].path, "/api/cases/_find");
+    let call = &h.upstream.calls()[calls];
+    assert_eq!(call.path, "/api/cases/_find");
+    assert_eq!(call.query, query, "the query unchanged");
 
     // The client's credential first: a wrong one is 401, nothing sent.
     let wrong = FrontClient::new(&h.http, Kibana, &c.base, Cred::Wrong).await;
@@ -1301,7 +1306,9 @@ async fn thalamus_passthrough_swaps_the_credential() {
     attach(&h, &c, case, "listed.txt", b"listed").await;
     let list = format!("/api/v4/cases/{case}/files");
     let calls = h.upstream.calls().len();
-    let r = c.call(Method::GET, &format!("{list}?keep=me")).await;
+    let r = c
+        .call(Method::GET, &format!("{list}?keep=me&q=a%20b"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = h.upstream.calls();
     assert_eq!(sent.len(), calls + 1);
@@ -1315,9 +1322,13 @@ async fn thalamus_passthrough_swaps_the_credential() {
         .collect();
     assert_eq!(
         query,
-        BTreeMap::from([("keep".to_string(), "me".to_string())]),
+        BTreeMap::from([
+            ("keep".to_string(), "me".to_string()),
+            ("q".to_string(), "a b".to_string())
+        ]),
         "the client's touchpoint and token are not forwarded: {call:?}"
     );
+    assert_eq!(call.query, "keep=me&q=a%20b", "the rest as it was sent");
     assert_eq!(
         call.header("thalamus-touchpoint"),
         Some("casegate"),
