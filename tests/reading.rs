@@ -1848,7 +1848,8 @@ async fn info_hashes_are_computed_once() {
     }
 }
 
-/// After a delete, Thalamus's next upload answer no longer lists the file.
+/// After a delete, Thalamus's next upload answer no longer lists the file; the list is
+/// the ledger's (no upstream call besides the upload).
 #[tokio::test]
 async fn thalamus_lists_what_is_left_after_a_delete() {
     for back in [Thalamus, Tines, Kibana] {
@@ -1859,7 +1860,11 @@ async fn thalamus_lists_what_is_left_after_a_delete() {
         let b = attach(&h, &c, case, "b.txt", b"b").await;
         let r = c.delete(case, &a.id).await;
         assert_eq!(r.json(), json!(true), "thalamus->{back}: {}", r.text());
+        let calls = h.upstream.calls().len();
         let n = attach(&h, &c, case, "c.txt", b"c").await;
+        let sent = h.upstream.calls();
+        let sent: Vec<&str> = sent[calls..].iter().map(|c| c.method.as_str()).collect();
+        assert_eq!(sent, ["POST"], "thalamus->{back}: the list is the ledger's");
         check_upload_links(&h, &c, &n, &[b, n.clone()]).await;
         h.stop().await;
     }
