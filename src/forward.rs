@@ -198,6 +198,7 @@ where
         progress: progress.clone(),
         exact_len,
         count: 0,
+        small: Vec::new(),
     };
     let sent = rt
         .upstream
@@ -231,6 +232,7 @@ where
         return Err(upstream_error(back, status, &answer.bytes));
     }
     let (late, size) = shared.finished();
+    let small_hashes = shared.small_file().map(|bytes| read::hashes(&bytes));
     report.file_bytes = size;
     meta.merge_late(late);
 
@@ -288,6 +290,8 @@ where
                 size: Some(size),
                 created_at: a.created_at.clone(),
                 uploader: read::uploader_text(a.uploader.as_ref()),
+                md5: small_hashes.as_ref().map(|h| h.0.clone()),
+                sha256: small_hashes.map(|h| h.1),
                 ..Default::default()
             };
             Some(settings.ledger.record_confirmed(row).await)
@@ -464,6 +468,8 @@ struct SharedState {
     error: Option<Error>,
     late: Option<UploadMeta>,
     size: u64,
+    /// The file's bytes, when it has at most [`read::PEEK_BYTES`].
+    small: Option<Vec<u8>>,
     finished: bool,
     abandoned: bool,
 }
@@ -498,14 +504,20 @@ impl Shared {
         self.done.notify_waiters();
     }
 
-    fn finish(&self, late: UploadMeta, size: u64) {
+    fn finish(&self, late: UploadMeta, size: u64, small: Option<Vec<u8>>) {
         {
             let mut s = self.lock();
             s.late = Some(late);
             s.size = size;
+            s.small = small;
             s.finished = true;
         }
         self.done.notify_waiters();
+    }
+
+    /// The whole file, when it was small (see [`read::PEEK_BYTES`]).
+    fn small_file(&self) -> Option<Vec<u8>> {
+        self.lock().small.take()
     }
 
     /// Waits (at most `limit`) until the body finished or failed.
@@ -536,6 +548,8 @@ struct OutboundBody {
     progress: Arc<Progress>,
     exact_len: Option<u64>,
     count: u64,
+    /// The file's bytes so far, while there are at most [`read::PEEK_BYTES`].
+    small: Vec<u8>,
 }
 
 impl OutboundBody {
@@ -635,6 +649,11 @@ impl http_body::Body for OutboundBody {
                         },
                     };
                     this.count += chunk.len() as u64;
+                    if this.count <= read::PEEK_BYTES as u64 {
+                        this.small.extend_from_slice(&chunk);
+                    } else if !this.small.is_empty() {
+                        this.small = Vec::new();
+                    }
                     this.progress.touch();
                     let wire = this.enc.data(chunk);
                     if !wire.is_empty() {
@@ -655,8 +674,10 @@ impl http_body::Body for OutboundBody {
                     let tail = this.enc.tail(&this.late);
                     this.stage = Stage::Done;
                     this.progress.touch();
+                    let small = (this.count <= read::PEEK_BYTES as u64)
+                        .then(|| std::mem::take(&mut this.small));
                     this.shared
-                        .finish(std::mem::take(&mut this.late), this.count);
+                        .finish(std::mem::take(&mut this.late), this.count, small);
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
                 }
                 Stage::Done => return Poll::Ready(None),

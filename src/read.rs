@@ -40,8 +40,9 @@ use crate::upstream::SendError;
 /// (Tines' 500) to fill one front page.
 const MAX_BACK_PAGES: u64 = 20;
 /// A download whose declared length is at most this is read first to tell a logical
-/// failure (Thalamus `FAILED`) from a file.
-const PEEK_BYTES: usize = 64;
+/// failure (Thalamus `FAILED`) from a file; uploads this small keep their hashes in the
+/// ledger, so that a file of those very bytes can be told from the failure.
+pub const PEEK_BYTES: usize = 64;
 
 /// Serves a read operation; every outcome is a response in the front's dialect.
 pub async fn serve(
@@ -397,8 +398,9 @@ struct Resolved {
 }
 
 /// Finds the back's ids of the file a request names; `None` when it is not known: an
-/// id the ledger does not know on a route that maps ids, a file of another case, or a
-/// back that needs a case nobody knows (SPEC 7.2). An unmapped case is 404.
+/// id the ledger does not know on a route that maps ids or whose back cannot be asked by
+/// the id alone, a file of another case, or a back that needs a case nobody knows (SPEC
+/// 7.2). An unmapped case is 404.
 async fn resolve(
     rt: &RouteRuntime,
     settings: &Settings,
@@ -415,7 +417,7 @@ async fn resolve(
             return Ok(None);
         }
     }
-    if rt.ids.is_some() && row.is_none() {
+    if (rt.ids.is_some() || !rt.back.asked_by_id_alone()) && row.is_none() {
         return Ok(None);
     }
     let back_case = match (row.as_ref().and_then(|r| r.back_case.clone()), &req.case_id) {
@@ -466,6 +468,15 @@ async fn record(
         None if r.row.is_some() => Attachment::default(),
         None => return Err(not_known()),
     };
+    // A back asked by the id alone (Case IQ) answers for a file of any case: one of
+    // another case than the request's is not known there.
+    if !rt.back.needs_case(req.op) {
+        if let (Some(want), Some(got)) = (&r.file.case_id, &a.case_id) {
+            if want != got {
+                return Err(not_known());
+            }
+        }
+    }
     if req.op == Op::Info {
         info(rt, settings, &r, &mut a, &ctx).await?;
     }
@@ -600,15 +611,20 @@ async fn open_download(
     Ok((head, body))
 }
 
-/// Whether the ledger says the file is exactly `bytes` (a file whose content is `FAILED`).
+/// Whether the ledger says the file is exactly `bytes` (a file whose content is `FAILED`):
+/// its size and its SHA-256 both match. A size alone says nothing of the bytes.
 fn is_the_file(row: Option<&Row>, bytes: &[u8]) -> bool {
-    use sha2::Digest;
     let Some(row) = row else { return false };
-    row.size == Some(bytes.len() as u64)
-        && row
-            .sha256
-            .as_deref()
-            .is_none_or(|h| h == hex(&sha2::Sha256::digest(bytes)))
+    row.size == Some(bytes.len() as u64) && row.sha256.as_deref() == Some(&hashes(bytes).1)
+}
+
+/// MD5 and SHA-256 of `bytes`, in lowercase hex.
+pub fn hashes(bytes: &[u8]) -> (String, String) {
+    use md5::Digest;
+    (
+        hex(&md5::Md5::digest(bytes)),
+        hex(&sha2::Sha256::digest(bytes)),
+    )
 }
 
 async fn download(

@@ -523,6 +523,14 @@ pub trait Dialect: Send + Sync + 'static {
         false
     }
 
+    /// Whether the back can be asked for a file by its id alone (SPEC 7.2): it tells an
+    /// unknown id apart from a failure, and its answer is scoped enough to trust. Where it
+    /// cannot (Thalamus: no case in its download path, and `FAILED` for an unknown id as
+    /// for a failure), an id the ledger does not know is 404 without an upstream call.
+    fn asked_by_id_alone(&self) -> bool {
+        true
+    }
+
     /// The call listing a case's files; `None`: the back cannot list one case's files
     /// (casegate lists from its ledger).
     fn list_call(&self, _case_id: &str, _page: Page, _ctx: &BackCtx<'_>) -> Option<Call> {

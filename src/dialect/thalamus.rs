@@ -285,6 +285,10 @@ impl Dialect for Thalamus {
         op == Op::Delete
     }
 
+    fn asked_by_id_alone(&self) -> bool {
+        false
+    }
+
     fn download_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Call {
         Call::get(format!("/api/v4/cases/files/{}", seg(&file.id)))
     }

@@ -71,6 +71,10 @@ pub struct Opts {
     pub extra_route_keys: String,
     pub extra_upstream_keys: String,
     pub spool_dir: Option<String>,
+    /// Top-level keys (`ledger = ...`, `public_url = ...`), before the routes.
+    pub extra_top_keys: String,
+    /// Sub-tables of every route (`[routes.cases]`), after its upstream's.
+    pub extra_route_tables: String,
 }
 
 impl Default for Opts {
@@ -84,6 +88,8 @@ impl Default for Opts {
             extra_route_keys: String::new(),
             extra_upstream_keys: String::new(),
             spool_dir: None,
+            extra_top_keys: String::new(),
+            extra_route_tables: String::new(),
         }
     }
 }
@@ -121,6 +127,8 @@ pub fn routes_toml(fronts: &[DialectId], back: DialectId, url: &str, o: &Opts) -
     if let Some(d) = &o.spool_dir {
         t.push_str(&format!("spool_dir = {d:?}\n"));
     }
+    t.push_str(&o.extra_top_keys);
+    t.push('\n');
     for f in fronts {
         t.push_str(&format!(
             "\n[[routes]]\nname = \"{f}-to-{back}\"\nfront = \"{f}\"\nprefix = \"/{f}\"\nstrict = {}\n",
@@ -136,6 +144,8 @@ pub fn routes_toml(fronts: &[DialectId], back: DialectId, url: &str, o: &Opts) -
             o.extra_upstream_keys,
             upstream_auth(back)
         ));
+        t.push_str(&o.extra_route_tables);
+        t.push('\n');
     }
     t
 }
@@ -391,6 +401,7 @@ pub fn caseiq_code(status: u16) -> &'static str {
         405 => "METHOD_NOT_ALLOWED",
         413 => "PAYLOAD_TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA_TYPE",
+        416 => "RANGE_NOT_SATISFIABLE",
         422 => "UNPROCESSABLE_ENTITY",
         502 => "BAD_GATEWAY",
         503 => "SERVICE_UNAVAILABLE",
@@ -499,4 +510,240 @@ pub fn pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::Pa
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (ca.pem().into_bytes(), cert_path, key_path)
+
+// ---- reading back (SPEC 7) ----
+
+impl Harness {
+    /// Stops casegate and starts a new one from the same routes (`fronts`, `o`) in front
+    /// of the same upstream, which keeps its files.
+    pub async fn restart(self, fronts: &[DialectId], o: &Opts) -> Harness {
+        let Harness {
+            casegate,
+            upstream,
+            back,
+            http,
+        } = self;
+        casegate.shutdown().await;
+        let casegate = start_casegate(&routes_toml(fronts, back, &upstream.url(), o)).await;
+        Harness {
+            casegate,
+            upstream,
+            back,
+            http,
+        }
+    }
+
+    /// A client of the `front` route, with the right credential.
+    pub async fn client(&self, front: DialectId) -> FrontClient {
+        let base = format!("{}{}", self.base(), Harness::prefix(front));
+        FrontClient::new(&self.http, front, &base, Cred::Good).await
+    }
+
+    /// The route name of `front`'s route.
+    pub fn route(&self, front: DialectId) -> String {
+        format!("{front}-to-{}", self.back)
+    }
+
+    /// A request straight to the upstream emulator, with casegate's upstream credential.
+    pub fn upstream_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.upstream.url()));
+        match self.back {
+            Thalamus => r
+                .header("thalamus-touchpoint", "casegate")
+                .header("thalamus-token", UPSTREAM_TOKEN),
+            Tines | Caseiq => r.bearer_auth(UPSTREAM_TOKEN),
+            Kibana => r.header("authorization", format!("ApiKey {UPSTREAM_TOKEN}")),
+        }
+    }
+
+    /// The ledger's row of `front`'s route for a file the upstream stored.
+    pub async fn ledger_row(
+        &self,
+        front: DialectId,
+        stored: &emulator::StoredFile,
+    ) -> casegate::ledger::Row {
+        let route = self.route(front);
+        let mut rows = self
+            .casegate
+            .gateway()
+            .ledger()
+            .by_back(&route, vec![stored.id.clone()])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{route}: one ledger row for {}", stored.id);
+        rows.pop().unwrap()
+    }
+}
+
+/// A client of one front dialect: its credential (a Case IQ client fetches its access
+/// token from casegate first) and the paths of every reading-back operation (SPEC 7.1).
+/// Ids are the front's: for Kibana, `get` and `delete` take the comment id, `download`
+/// the file id.
+pub struct FrontClient {
+    pub http: reqwest::Client,
+    pub front: DialectId,
+    /// Scheme, host and the route's prefix (and a Kibana `/s/{space}`).
+    pub base: String,
+    pub cred: Cred,
+    /// Case IQ: the access token casegate issued.
+    token: String,
+}
+
+impl FrontClient {
+    pub async fn new(http: &reqwest::Client, front: DialectId, base: &str, cred: Cred) -> Self {
+        let token = match (front, cred) {
+            (Caseiq, Cred::Good) => caseiq_token(http, base, CLIENT_TOKEN).await,
+            (_, Cred::Good) => CLIENT_TOKEN.to_string(),
+            (Caseiq, _) => "cgt1.99999999999.x.y".to_string(),
+            _ => "not-the-token".to_string(),
+        };
+        FrontClient {
+            http: http.clone(),
+            front,
+            base: base.to_string(),
+            cred,
+            token,
+        }
+    }
+
+    /// The same client under another base (a Kibana space).
+    pub fn under(&self, base: &str) -> Self {
+        FrontClient {
+            http: self.http.clone(),
+            front: self.front,
+            base: base.to_string(),
+            cred: self.cred,
+            token: self.token.clone(),
+        }
+    }
+
+    /// A request to an absolute `url` with the client's credential (Thalamus: as query
+    /// parameters, as its clients send them).
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        if self.cred == Cred::Missing {
+            return self.http.request(method, url);
+        }
+        match self.front {
+            Thalamus => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{sep}touchpoint=tests&token={}", self.token);
+                self.http.request(method, url)
+            }
+            Tines | Caseiq => self.http.request(method, url).bearer_auth(&self.token),
+            Kibana => self
+                .http
+                .request(method, url)
+                .header("authorization", format!("ApiKey {}", self.token)),
+        }
+    }
+
+    /// `method` on `path` under the base, with the credential.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> Reply {
+        let url = format!("{}{path}", self.base);
+        reply(self.request(method, &url).send().await.unwrap()).await
+    }
+
+    /// GET of an absolute URL (a link in an answer), with the credential.
+    pub async fn follow(&self, url: &str) -> Reply {
+        reply(
+            self.request(reqwest::Method::GET, url)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn upload(&self, up: &Up) -> Reply {
+        send(&self.http, self.front, &self.base, up, self.cred).await
+    }
+
+    /// The list path of a case, with extra query parameters (`per_page=2&page=2`).
+    pub fn list_path(&self, case: &str, query: &str) -> String {
+        let q = |sep: char| {
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("{sep}{query}")
+            }
+        };
+        match self.front {
+            Tines => format!("/api/v2/cases/{case}/files{}", q('?')),
+            Caseiq => format!("/api-public/1.0/attachments?objectId={case}{}", q('&')),
+            Kibana => format!("/api/cases/{case}{}", q('?')),
+            Thalamus => panic!("thalamus has no list"),
+        }
+    }
+
+    pub async fn list(&self, case: &str, query: &str) -> Reply {
+        self.call(reqwest::Method::GET, &self.list_path(case, query))
+            .await
+    }
+
+    /// One file's record (Kibana: the `.files` comment, by comment id).
+    pub fn get_path(&self, case: &str, id: &str) -> String {
+        match self.front {
+            Tines => format!("/api/v2/cases/{case}/files/{id}"),
+            Caseiq => format!("/api-public/1.0/attachment/{id}"),
+            Kibana => format!("/api/cases/{case}/comments/{id}"),
+            Thalamus => panic!("thalamus has no record"),
+        }
+    }
+
+    pub async fn get(&self, case: &str, id: &str) -> Reply {
+        self.call(reqwest::Method::GET, &self.get_path(case, id))
+            .await
+    }
+
+    /// Tines `info`.
+    pub async fn info(&self, case: &str, id: &str) -> Reply {
+        assert_eq!(self.front, Tines, "only tines has info");
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v2/cases/{case}/files/{id}/info"),
+        )
+        .await
+    }
+
+    /// The download path (Kibana: by file id, owner `cases`).
+    pub fn download_path(&self, case: &str, id: &str) -> String {
+        match self.front {
+            Thalamus => format!("/api/v4/cases/files/{id}"),
+            Tines => format!("/api/v2/cases/{case}/files/{id}/download"),
+            Caseiq => format!("/api-public/1.0/attachment/{id}/attachment"),
+            Kibana => format!("/api/files/files/casesFilesCases/{id}/blob"),
+        }
+    }
+
+    /// The download request, not yet sent (for a `Range` header or a streamed read).
+    pub fn download_request(&self, case: &str, id: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.base, self.download_path(case, id));
+        self.request(reqwest::Method::GET, &url)
+    }
+
+    pub async fn download(&self, case: &str, id: &str) -> Reply {
+        reply(self.download_request(case, id).send().await.unwrap()).await
+    }
+
+    /// The delete path (Case IQ has none: a DELETE of its record path).
+    pub fn delete_path(&self, case: &str, id: &str) -> String {
+        match self.front {
+            Thalamus => format!("/api/v4/cases/{case}/files/{id}"),
+            Tines => format!("/api/v2/cases/{case}/files/{id}"),
+            Caseiq => format!("/api-public/1.0/attachment/{id}"),
+            Kibana => format!("/api/cases/{case}/comments/{id}"),
+        }
+    }
+
+    /// A delete (Kibana: with `kbn-xsrf`, by comment id).
+    pub async fn delete(&self, case: &str, id: &str) -> Reply {
+        let url = format!("{}{}", self.base, self.delete_path(case, id));
+        let mut r = self.request(reqwest::Method::DELETE, &url);
+        if self.front == Kibana {
+            r = r.header("kbn-xsrf", "true");
+        }
+        reply(r.send().await.unwrap()).await
+    }
 }
