@@ -792,7 +792,9 @@ fn the_service_exposes_the_public_port_only() {
     let targets: Vec<u16> = seq_at(svc, "spec.ports", sf)
         .iter()
         .map(|p| {
-            let t = at(p, "targetPort").or_else(|| at(p, "port")).unwrap();
+            let t = at(p, "targetPort")
+                .or_else(|| at(p, "port"))
+                .unwrap_or_else(|| panic!("{sf}: a port has neither targetPort nor port"));
             d.port(t, &format!("{sf}: targetPort"))
         })
         .collect();
