@@ -510,6 +510,7 @@ pub fn pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::Pa
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (ca.pem().into_bytes(), cert_path, key_path)
+}
 
 // ---- reading back (SPEC 7) ----
 
