@@ -21,7 +21,6 @@ use http_body::SizeHint;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -189,38 +188,10 @@ pub(super) fn download(
     resp
 }
 
-/// The characters RFC 8187 lets stand unescaped in an extended parameter value (`attr-char`).
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
-
 /// `attachment; filename="..."` (or `inline`), with an RFC 6266 `filename*` when the name is
-/// not plain ASCII.
+/// not plain ASCII: the header casegate writes too (a format, not a translation).
 fn content_disposition(name: &str, inline: bool) -> String {
-    let kind = if inline { "inline" } else { "attachment" };
-    let plain: String = name
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' => '_',
-            c if c.is_ascii() && !c.is_ascii_control() => c,
-            _ => '_',
-        })
-        .collect();
-    if plain == name {
-        return format!("{kind}; filename=\"{plain}\"");
-    }
-    let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR);
-    format!("{kind}; filename=\"{plain}\"; filename*=UTF-8''{encoded}")
+    crate::codec::disposition::download_header(inline, name)
 }
 
 /// The bytes a download answer sends (the whole file, or the range asked for), kept in the
