@@ -62,7 +62,9 @@ enum Command {
         /// huge-body, comment-status=N, flaky=PERCENT.
         #[arg(long)]
         fault: Option<String>,
-        /// Benchmark mode: drain uploads without parsing and answer a canned success.
+        /// Benchmark mode: drain uploads without parsing or storing and answer a canned
+        /// success with a fixed file id; a download of that id streams as many bytes of a
+        /// generated pattern as the last upload's file had (no Range).
         #[arg(long)]
         fast: bool,
         /// Serve HTTPS with this PEM certificate chain (needs --tls-key).

@@ -12,7 +12,7 @@ use casegate::dialect::DialectId;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::payload::{Encoding, Payload};
-use crate::runner::{self, Upload};
+use crate::runner::{self, Download, Upload};
 use crate::Res;
 
 /// What clients present to casegate (every route's `client_tokens`).
@@ -24,6 +24,9 @@ pub const UPSTREAM_TOKEN: &str = "bench-upstream-token";
 const CASE_UUID: &str = "9c235210-6834-11ea-a78c-6ffb38a34414";
 /// Case id for upstreams that want an integer (Thalamus, Tines).
 const CASE_NUMBER: &str = "42";
+
+/// The owner of Kibana cases (the emulators' default), in Kibana's file download path.
+const KIBANA_OWNER: &str = "cases";
 
 const FILE_NAME: &str = "bench.pdf";
 const FILE_TYPE: &str = "application/pdf";
@@ -149,6 +152,42 @@ impl Endpoint {
         Ok(Upload::new(self.addr, path, headers, payload))
     }
 
+    /// The id a client of this endpoint downloads a file by, from the answer to its upload
+    /// (see [`uploaded_file_id`]).
+    pub fn uploaded_file_id(&self, answer: &[u8]) -> Res<String> {
+        uploaded_file_id(self.dialect, answer)
+    }
+
+    /// The download of the file `id` (in this endpoint's dialect, as its upload answer
+    /// gave it), expected to be `file_len` bytes (getting a Case IQ access token first).
+    pub async fn download(&self, id: &str, file_len: u64) -> Res<Download> {
+        let p = &self.prefix;
+        let case = self.case_id;
+        let secret = self.secret;
+        let (path, headers) = match self.dialect {
+            DialectId::Thalamus => (
+                format!("{p}/api/v4/cases/files/{id}?touchpoint=bench&token={secret}"),
+                Vec::new(),
+            ),
+            DialectId::Tines => (
+                format!("{p}/api/v2/cases/{case}/files/{id}/download"),
+                vec![header(AUTHORIZATION, &format!("Bearer {secret}"))?],
+            ),
+            DialectId::Caseiq => {
+                let token = self.caseiq_token().await?;
+                (
+                    format!("{p}/api-public/1.0/attachment/{id}/attachment"),
+                    vec![header(AUTHORIZATION, &format!("Bearer {token}"))?],
+                )
+            }
+            DialectId::Kibana => (
+                format!("{p}/api/files/files/{KIBANA_OWNER}FilesCases/{id}/blob"),
+                vec![header(AUTHORIZATION, &format!("ApiKey {secret}"))?],
+            ),
+        };
+        Ok(Download::new(self.addr, path, headers, file_len))
+    }
+
     /// A Case IQ access token from this endpoint's `POST /auth/oauth2/token` (casegate's
     /// own, or the emulator's), valid for an hour.
     async fn caseiq_token(&self) -> Res<String> {
@@ -213,6 +252,45 @@ fn tines_json(file_len: u64, tail: TinesTail) -> (Payload, String) {
     (payload, "application/json".to_owned())
 }
 
+/// The id a client downloads the file by, from the answer to its upload in `dialect`:
+/// Thalamus, the last of the case's `attachements`; Tines and Case IQ, the record's `id`;
+/// Kibana, the `externalReferenceId` (the file id) of the case's last `.files` comment.
+pub fn uploaded_file_id(dialect: DialectId, answer: &[u8]) -> Res<String> {
+    let quoted = || runner::quote(answer, 300);
+    let v: serde_json::Value = serde_json::from_slice(answer).map_err(|e| {
+        format!(
+            "the {dialect} upload answer is not JSON ({e}): {}",
+            quoted()
+        )
+    })?;
+    let id = match dialect {
+        DialectId::Thalamus => v
+            .pointer("/attachments/attachements")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|list| list.last())
+            .and_then(|a| a.get("id")),
+        DialectId::Tines | DialectId::Caseiq => v.get("id"),
+        DialectId::Kibana => v
+            .get("comments")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|comments| {
+                comments
+                    .iter()
+                    .rev()
+                    .find(|c| c["externalReferenceAttachmentTypeId"] == ".files")
+            })
+            .and_then(|c| c.get("externalReferenceId")),
+    };
+    match id {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(format!(
+            "the {dialect} upload answer names no file id: {}",
+            quoted()
+        )),
+    }
+}
+
 fn header(name: HeaderName, value: &str) -> Res<(HeaderName, HeaderValue)> {
     let value = HeaderValue::from_str(value)
         .map_err(|e| format!("{name}: {value:?} is not a valid header value: {e}"))?;
@@ -231,6 +309,30 @@ mod tests {
         assert_eq!(body["file_contents"].as_str().map(str::len), Some(8));
         assert_eq!(body["value"], COMMENT);
         assert!(body["author_email"].is_null());
+    }
+
+    #[test]
+    fn file_ids_come_from_each_upload_answer() {
+        use DialectId::*;
+        let thalamus = br#"{"context":{},"attachments":{"attachements":[{"id":3,"url":"u"},{"id":7,"url":"u"}]}}"#;
+        assert_eq!(uploaded_file_id(Thalamus, thalamus), Ok("7".to_owned()));
+        assert_eq!(
+            uploaded_file_id(Tines, br#"{"case_id":42,"id":12,"file":{}}"#),
+            Ok("12".to_owned())
+        );
+        assert_eq!(
+            uploaded_file_id(Caseiq, br#"{"id":"u-1","objectId":"c"}"#),
+            Ok("u-1".to_owned())
+        );
+        let kibana = br#"{"id":"c","comments":[
+            {"type":"user","id":"x"},
+            {"id":"k1","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f1"},
+            {"id":"k2","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f2"},
+            {"type":"user","id":"y"}]}"#;
+        assert_eq!(uploaded_file_id(Kibana, kibana), Ok("f2".to_owned()));
+        assert!(uploaded_file_id(Tines, b"FAILED").is_err());
+        assert!(uploaded_file_id(Caseiq, br#"{"id":""}"#).is_err());
+        assert!(uploaded_file_id(Thalamus, br#"{"attachments":{"attachements":[]}}"#).is_err());
     }
 
     #[test]

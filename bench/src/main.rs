@@ -1,9 +1,9 @@
 //! casegate-bench: measures casegate as a separate process against the direct-to-upstream
 //! baseline. `load` (the default) compares throughput and latency through casegate with
 //! the same uploads sent straight to the upstream emulator; `memory` checks casegate's
-//! peak RSS with files up to 1 GiB; `codecs` runs the divan micro-benchmarks of the
-//! codecs (`cargo bench -p casegate-bench`); `soak` runs mixed good and bad traffic
-//! against failing upstreams for ten minutes. See bench/README.md.
+//! peak RSS with files up to 1 GiB, uploaded and downloaded; `codecs` runs the divan
+//! micro-benchmarks of the codecs (`cargo bench -p casegate-bench`); `soak` runs mixed
+//! good and bad traffic against failing upstreams for ten minutes. See bench/README.md.
 
 mod dialects;
 mod load;
@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, global = true)]
     casegate: Option<PathBuf>,
     /// Run only the scenarios whose name contains this text (e.g. "thalamus->tines",
-    /// "32 MiB", "c=64", "8 x 1 GiB").
+    /// "32 MiB", "c=64", "8 x 1 GiB"; memory: "upload", "download").
     #[arg(long, global = true, value_name = "TEXT")]
     only: Option<String>,
 }
@@ -51,7 +51,8 @@ struct Cli {
 enum Cmd {
     /// Throughput and latency through casegate against the direct baseline (the default).
     Load,
-    /// casegate's peak RSS with files of 1 MiB, 64 MiB and 1 GiB, one at a time and 8 at once.
+    /// casegate's peak RSS with files of 1 MiB, 64 MiB and 1 GiB, one at a time and 8 at once,
+    /// uploaded and downloaded.
     Memory,
     /// Mixed good and bad traffic against flaky upstreams; checks memory, descriptors and
     /// that every confirmed upload, and only those, was answered as a success.

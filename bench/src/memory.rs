@@ -1,15 +1,26 @@
 //! `memory`: casegate's peak RSS (VmHWM) while it carries files of 1 MiB, 64 MiB and
-//! 1 GiB, one at a time and 8 at once, on tines->kibana, thalamus->tines, caseiq->caseiq
-//! and tines->caseiq. The tines->caseiq body puts `value` after `file_contents` (as tapi
-//! does, with `"author_email":null`), so casegate must spool the file to disk before it
-//! can send Case IQ its description.
+//! 1 GiB, one at a time and 8 at once, both ways.
+//!
+//! - **Uploads** on tines->kibana, thalamus->tines, caseiq->caseiq and tines->caseiq. The
+//!   tines->caseiq body puts `value` after `file_contents` (as tapi does, with
+//!   `"author_email":null`), so casegate must spool the file to disk before it can send
+//!   Case IQ its description.
+//! - **Downloads** (SPEC 7) on tines->kibana, thalamus->tines, caseiq->caseiq and
+//!   tines->thalamus: one pairing per back dialect. The fast emulators store nothing: a
+//!   download of the one file id their upload answers name streams as many generated
+//!   bytes as the last upload's file had. So a download case first uploads its file
+//!   through casegate (its ledger then knows the file; the id comes from the front's
+//!   answer), then downloads it, reading and discarding the body, which must be 200 and
+//!   exactly the file's length.
 //!
 //! The target: under 64 MiB in every case, and flat (the 1 GiB peak within 10 % of the
-//! 1 MiB peak) per pairing and concurrency. Every case gets a fresh casegate process,
-//! warmed up by as many concurrent 4 MiB uploads on its route as the case will make (so
-//! its threads and allocator reach their working state: what is measured is what the
-//! file's size adds), then its peak is reset and the case's uploads (streamed, generated
-//! on the fly) are sent at once.
+//! 1 MiB peak) per direction, pairing and concurrency. Every case gets a fresh casegate
+//! process, warmed up by as many concurrent 4 MiB transfers on its route as the case will
+//! make (so its threads and allocator reach their working state: what is measured is what
+//! the file's size adds), then its peak is reset and the case's transfers (streamed,
+//! generated on the fly) go at once. A download case's warm-up is one 4 MiB upload and
+//! that many downloads of it; then the case's file is uploaded (once, before the reset),
+//! and only its downloads are measured.
 //!
 //! Every case runs three times (once with `--quick`), each on its own fresh process, and
 //! is judged on the median: eight uploads at once peak anywhere within about 1.5 MiB of
@@ -25,23 +36,56 @@ use casegate::dialect::DialectId::{Caseiq, Kibana, Thalamus, Tines};
 use crate::dialects::{Endpoint, Pairing, TinesTail};
 use crate::measure::{Meter, Usage};
 use crate::report::{self, num, Table};
-use crate::runner::{self, Plan};
+use crate::runner::{self, Outcome, Plan};
 use crate::stack::Stack;
 use crate::{Options, Res};
 
-const PAIRINGS: [(Pairing, TinesTail); 4] = [
+/// Which way a case carries its files through casegate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Upload,
+    Download,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        })
+    }
+}
+
+/// Upload cases: the pairings and how their Tines bodies end.
+const UPLOAD_PAIRINGS: [(Pairing, TinesTail); 4] = [
     (Pairing::new(Tines, Kibana), TinesTail::Value),
     (Pairing::new(Thalamus, Tines), TinesTail::Value),
     (Pairing::new(Caseiq, Caseiq), TinesTail::Value),
     (Pairing::new(Tines, Caseiq), TinesTail::ValueAndNulls),
 ];
 
+/// Download cases: one pairing per back dialect (each file is first uploaded with the
+/// Tines body casegate streams, `value` after `file_contents`).
+const DOWNLOAD_PAIRINGS: [(Pairing, TinesTail); 4] = [
+    (Pairing::new(Tines, Kibana), TinesTail::Value),
+    (Pairing::new(Thalamus, Tines), TinesTail::Value),
+    (Pairing::new(Caseiq, Caseiq), TinesTail::Value),
+    (Pairing::new(Tines, Thalamus), TinesTail::Value),
+];
+
+/// Every case's direction and pairing, in the order they run and are judged.
+fn pairings() -> impl Iterator<Item = (Direction, Pairing, TinesTail)> {
+    let uploads = UPLOAD_PAIRINGS.map(|(p, t)| (Direction::Upload, p, t));
+    let downloads = DOWNLOAD_PAIRINGS.map(|(p, t)| (Direction::Download, p, t));
+    uploads.into_iter().chain(downloads)
+}
+
 const MIB: u64 = 1 << 20;
 const FULL_SIZES: [u64; 3] = [MIB, 64 * MIB, 1 << 30];
 const QUICK_SIZES: [u64; 2] = [MIB, 64 * MIB];
 const CONCURRENCY: [usize; 2] = [1, 8];
 
-/// The warm-up uploads' size.
+/// The warm-up transfers' size.
 const WARMUP_LEN: u64 = 4 << 20;
 
 /// The most one case may take (8 GiB through casegate at a few hundred MB/s takes well
@@ -55,9 +99,11 @@ const FLAT_WITHIN: f64 = 0.10;
 /// Runs per case, each on a fresh process; judged on their median.
 const REPEATS: usize = 3;
 
-/// One case: `concurrency` uploads of `file_len` bytes at once on `pairing`'s route.
+/// One case: `concurrency` uploads or downloads of `file_len` bytes at once on
+/// `pairing`'s route.
 #[derive(Debug, Clone, Copy)]
 struct Case {
+    direction: Direction,
     pairing: Pairing,
     tail: TinesTail,
     concurrency: usize,
@@ -67,7 +113,8 @@ struct Case {
 impl std::fmt::Display for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let size = report::size(self.file_len);
-        write!(f, "{} {} x {size}", self.pairing, self.concurrency)
+        let (direction, pairing) = (self.direction, self.pairing);
+        write!(f, "{direction} {pairing} {} x {size}", self.concurrency)
     }
 }
 
@@ -131,11 +178,11 @@ pub async fn run(opts: &Options) -> Res<()> {
     } else {
         &FULL_SIZES
     };
-    let cases: Vec<Case> = PAIRINGS
-        .iter()
-        .flat_map(|&(pairing, tail)| {
+    let cases: Vec<Case> = pairings()
+        .flat_map(|(direction, pairing, tail)| {
             CONCURRENCY.iter().flat_map(move |&concurrency| {
                 sizes.iter().map(move |&file_len| Case {
+                    direction,
                     pairing,
                     tail,
                     concurrency,
@@ -150,12 +197,14 @@ pub async fn run(opts: &Options) -> Res<()> {
         return Err(format!("no memory case matches --only {only:?}"));
     }
     println!("{}", report::machine_facts());
+    let count = |direction| cases.iter().filter(|c| c.direction == direction).count();
     println!(
-        "memory ({}): {} cases ({} pairings x {:?} uploads at once x files of {}); \
-         a fresh casegate per case",
+        "memory ({}): {} cases ({} upload, {} download; pairings x {:?} at once x files of \
+         {}); a fresh casegate per case",
         if opts.quick { "quick" } else { "full" },
         cases.len(),
-        PAIRINGS.len(),
+        count(Direction::Upload),
+        count(Direction::Download),
         CONCURRENCY,
         sizes
             .iter()
@@ -163,8 +212,12 @@ pub async fn run(opts: &Options) -> Res<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut pairings: Vec<Pairing> = cases.iter().map(|c| c.pairing).collect();
-    pairings.dedup();
+    let mut pairings: Vec<Pairing> = Vec::new();
+    for case in &cases {
+        if !pairings.contains(&case.pairing) {
+            pairings.push(case.pairing);
+        }
+    }
     let mut stack = Stack::start(&opts.casegate, &pairings)?;
     if !stack.can_reset_peak {
         println!("note: casegate's peak RSS cannot be reset in place; it includes the warm-up");
@@ -194,8 +247,9 @@ pub async fn run(opts: &Options) -> Res<()> {
     }
 
     let mut table = Table::new(&[
+        "case",
         "pairing",
-        "uploads",
+        "at once",
         "file",
         "ok",
         "wall s",
@@ -210,6 +264,7 @@ pub async fn run(opts: &Options) -> Res<()> {
         let wall = median(m.of(|r| r.wall.as_secs_f64()));
         let (lo, hi) = m.peak_range();
         table.row(vec![
+            case.direction.to_string(),
             case.pairing.to_string(),
             case.concurrency.to_string(),
             report::size(case.file_len),
@@ -234,9 +289,10 @@ pub async fn run(opts: &Options) -> Res<()> {
     println!(
         "{repeats} run(s) per case, each on a fresh casegate; wall s, MB/s, peak and sampled \
          RSS: the median over the runs; peak range: the lowest and highest peak. peak RSS: \
-         casegate's VmHWM over the case (reset after the warm-up); sampled RSS: its largest \
-         VmRSS sampled every 50 ms; MB/s: file bytes, 1 MB = 10^6 B; under 64 MiB: every \
-         run's peak."
+         casegate's VmHWM over the case (reset after the warm-up, and for a download after \
+         its file's one upload); sampled RSS: its largest VmRSS sampled every 50 ms; MB/s: \
+         file bytes, 1 MB = 10^6 B; ok: uploads answered 2xx, downloads answered 200 with \
+         the whole file; under 64 MiB: every run's peak."
     );
     for m in measured.iter().flat_map(|m| &m.runs) {
         if let Some(error) = &m.first_error {
@@ -247,24 +303,44 @@ pub async fn run(opts: &Options) -> Res<()> {
     Ok(())
 }
 
-/// Runs one case on a fresh casegate: warm-up uploads at the case's concurrency, then the
-/// peak is reset and the case's uploads go at once.
-async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
-    stack.restart_casegate()?;
-    let endpoint = Endpoint::casegate(stack.casegate_addr(), case.pairing);
-    let plan = |n: usize| Plan {
+/// `n` requests at once, each on its own connection.
+fn at_once(n: usize) -> Plan {
+    Plan {
         concurrency: n,
         duration: CASE_TIMEOUT,
         max_requests: n as u64,
         request_timeout: CASE_TIMEOUT,
+    }
+}
+
+/// Runs one case on a fresh casegate: a warm-up at the case's concurrency, then the peak
+/// is reset and the case's transfers go at once.
+async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
+    stack.restart_casegate()?;
+    let endpoint = Endpoint::casegate(stack.casegate_addr(), case.pairing);
+    let (outcome, usage) = match case.direction {
+        Direction::Upload => measure_uploads(stack, &endpoint, case).await?,
+        Direction::Download => measure_downloads(stack, &endpoint, case).await?,
     };
+    stack.check_alive()?;
+    Ok(Measured {
+        case,
+        ok: outcome.ok,
+        wall: outcome.elapsed,
+        usage,
+        first_error: outcome.first_error,
+    })
+}
+
+/// Warm-up uploads of 4 MiB, then the case's uploads, measured.
+async fn measure_uploads(stack: &Stack, endpoint: &Endpoint, case: Case) -> Res<(Outcome, Usage)> {
     let warmup = Arc::new(
         endpoint
             .upload(WARMUP_LEN, case.tail)
             .await
             .map_err(|e| format!("{case}: {e}"))?,
     );
-    if let Some(e) = runner::run(&warmup, plan(case.concurrency))
+    if let Some(e) = runner::run(&warmup, at_once(case.concurrency))
         .await
         .first_error
     {
@@ -280,16 +356,67 @@ async fn measure(stack: &mut Stack, case: Case) -> Res<Measured> {
             .map_err(|e| format!("{case}: {e}"))?,
     );
     let meter = Meter::start(stack.casegate_pid(), stack.can_reset_peak)?;
-    let outcome = runner::run(&upload, plan(case.concurrency)).await;
+    let outcome = runner::run(&upload, at_once(case.concurrency)).await;
     let usage = meter.finish().await?;
-    stack.check_alive()?;
-    Ok(Measured {
-        case,
-        ok: outcome.ok,
-        wall: outcome.elapsed,
-        usage,
-        first_error: outcome.first_error,
-    })
+    Ok((outcome, usage))
+}
+
+/// One 4 MiB upload and as many downloads of it as the case makes (the warm-up), one
+/// upload of the case's file, then its downloads, measured.
+async fn measure_downloads(
+    stack: &Stack,
+    endpoint: &Endpoint,
+    case: Case,
+) -> Res<(Outcome, Usage)> {
+    let warm_id = upload_one(stack, endpoint, case, WARMUP_LEN).await?;
+    let warmup = Arc::new(
+        endpoint
+            .download(&warm_id, WARMUP_LEN)
+            .await
+            .map_err(|e| format!("{case}: {e}"))?,
+    );
+    if let Some(e) = runner::run(&warmup, at_once(case.concurrency))
+        .await
+        .first_error
+    {
+        return Err(format!(
+            "{case}: the warm-up download failed: {e}{}",
+            stack.casegate_log()
+        ));
+    }
+    let id = upload_one(stack, endpoint, case, case.file_len).await?;
+    let download = Arc::new(
+        endpoint
+            .download(&id, case.file_len)
+            .await
+            .map_err(|e| format!("{case}: {e}"))?,
+    );
+    let meter = Meter::start(stack.casegate_pid(), stack.can_reset_peak)?;
+    let outcome = runner::run(&download, at_once(case.concurrency)).await;
+    let usage = meter.finish().await?;
+    Ok((outcome, usage))
+}
+
+/// Uploads one file of `len` bytes on the case's route; gives the id the front's answer
+/// names it by.
+async fn upload_one(stack: &Stack, endpoint: &Endpoint, case: Case, len: u64) -> Res<String> {
+    let upload = endpoint
+        .upload(len, case.tail)
+        .await
+        .map_err(|e| format!("{case}: {e}"))?;
+    let (status, answer) = runner::upload_once(&upload, CASE_TIMEOUT)
+        .await
+        .map_err(|e| format!("{case}: uploading the file failed: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{case}: uploading the file was answered HTTP {status}: {}{}",
+            runner::quote(&answer, 300),
+            stack.casegate_log()
+        ));
+    }
+    endpoint
+        .uploaded_file_id(&answer)
+        .map_err(|e| format!("{case}: {e}"))
 }
 
 /// Whether every case met the targets, said line by line.
@@ -304,7 +431,7 @@ fn verdict(measured: &[Runs], sizes: &[u64]) -> String {
     let mut out = String::new();
     let failed = list(&|m| m.ok() != m.sent());
     if !failed.is_empty() {
-        out.push_str(&format!("uploads failed in: {}\n", failed.join("; ")));
+        out.push_str(&format!("transfers failed in: {}\n", failed.join("; ")));
     }
     let over = list(&|m| m.peak_range().1 >= TARGET_MIB);
     out.push_str(&format!(
@@ -318,11 +445,12 @@ fn verdict(measured: &[Runs], sizes: &[u64]) -> String {
     let (Some(&small), Some(&large)) = (sizes.first(), sizes.last()) else {
         return out;
     };
-    let peak = |pairing: Pairing, concurrency: usize, len: u64| {
+    let peak = |direction: Direction, pairing: Pairing, concurrency: usize, len: u64| {
         measured
             .iter()
             .find(|m| {
-                m.case.pairing == pairing
+                m.case.direction == direction
+                    && m.case.pairing == pairing
                     && m.case.concurrency == concurrency
                     && m.case.file_len == len
             })
@@ -330,11 +458,11 @@ fn verdict(measured: &[Runs], sizes: &[u64]) -> String {
     };
     let mut flat = true;
     let mut lines = Vec::new();
-    for &(pairing, _) in &PAIRINGS {
+    for (direction, pairing, _) in pairings() {
         for concurrency in CONCURRENCY {
             let (Some(a), Some(b)) = (
-                peak(pairing, concurrency, small),
-                peak(pairing, concurrency, large),
+                peak(direction, pairing, concurrency, small),
+                peak(direction, pairing, concurrency, large),
             ) else {
                 continue;
             };
@@ -342,7 +470,7 @@ fn verdict(measured: &[Runs], sizes: &[u64]) -> String {
             let ok = growth.abs() <= FLAT_WITHIN;
             flat &= ok;
             lines.push(format!(
-                "  {pairing} x{concurrency}: {a:.1} -> {b:.1} MiB ({:+.1} %) {}",
+                "  {direction} {pairing} x{concurrency}: {a:.1} -> {b:.1} MiB ({:+.1} %) {}",
                 growth * 100.0,
                 if ok { "ok" } else { "NOT FLAT" }
             ));

@@ -1,8 +1,10 @@
 //! The load generator, the one runner behind every casegate and direct run: N worker tasks,
 //! each owning one keep-alive HTTP/1.1 connection (hyper's low-level client over a
-//! `TcpStream` with `TCP_NODELAY`), sending one [`Upload`] back to back until the run's
-//! time or request cap is reached. Each request's latency runs from sending it to the end
-//! of the answer's body; any non-2xx answer or transport error counts as an error.
+//! `TcpStream` with `TCP_NODELAY`), sending one [`Job`] (an [`Upload`] or a [`Download`])
+//! back to back until the run's time or request cap is reached. Each request's latency runs
+//! from sending it to the end of the answer's body. An upload counts as an error on any
+//! non-2xx answer or transport error; a download, on anything but a 200 whose body (read
+//! and discarded as it arrives) is exactly the file's length.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -60,7 +62,7 @@ impl Upload {
         }
     }
 
-    fn request(&self) -> Res<Request<ReqBody>> {
+    fn build_request(&self) -> Res<Request<ReqBody>> {
         let body = match &self.prepared {
             Some(bytes) => ReqBody::whole(bytes.clone()),
             None => ReqBody::generated(&self.payload),
@@ -75,6 +77,79 @@ impl Upload {
         }
         req.body(body)
             .map_err(|e| format!("cannot build a request for {}: {e}", self.path))
+    }
+}
+
+/// One download request, ready to be sent any number of times: a GET whose answer must be
+/// 200 with exactly `file_len` bytes, read and discarded as they arrive.
+pub struct Download {
+    addr: SocketAddr,
+    path: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    file_len: u64,
+}
+
+impl Download {
+    /// `path` is the path and query; `headers` come on top of `Host`.
+    pub fn new(
+        addr: SocketAddr,
+        path: String,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        file_len: u64,
+    ) -> Self {
+        Self {
+            addr,
+            path,
+            headers,
+            file_len,
+        }
+    }
+}
+
+/// A request the runner sends again and again, and how its answer is read and judged.
+pub trait Job: Send + Sync + 'static {
+    /// Where it goes.
+    fn addr(&self) -> SocketAddr;
+    /// A fresh copy of the request.
+    fn request(&self) -> Res<Request<ReqBody>>;
+    /// The exact body length a success has, read and discarded; `None`: any 2xx is a
+    /// success and its (small) body is kept.
+    fn expect_len(&self) -> Option<u64>;
+}
+
+impl Job for Upload {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn request(&self) -> Res<Request<ReqBody>> {
+        self.build_request()
+    }
+
+    fn expect_len(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Job for Download {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn request(&self) -> Res<Request<ReqBody>> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(&self.path)
+            .header(HOST, self.addr.to_string());
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        req.body(ReqBody::whole(Bytes::new()))
+            .map_err(|e| format!("cannot build a request for {}: {e}", self.path))
+    }
+
+    fn expect_len(&self) -> Option<u64> {
+        Some(self.file_len)
     }
 }
 
@@ -141,13 +216,13 @@ impl Outcome {
     }
 }
 
-/// Runs `upload` under `plan` and returns what was measured.
-pub async fn run(upload: &Arc<Upload>, plan: Plan) -> Outcome {
+/// Runs `job` under `plan` and returns what was measured.
+pub async fn run<J: Job>(job: &Arc<J>, plan: Plan) -> Outcome {
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + plan.duration;
     let workers: Vec<_> = (0..plan.concurrency)
-        .map(|_| tokio::spawn(worker(upload.clone(), plan, deadline, issued.clone())))
+        .map(|_| tokio::spawn(worker(job.clone(), plan, deadline, issued.clone())))
         .collect();
     let mut total = Outcome::default();
     for worker in workers {
@@ -182,7 +257,7 @@ pub async fn send_once(
         let req = req
             .body(ReqBody::whole(body))
             .map_err(|e| format!("cannot build a request for {path}: {e}"))?;
-        let answer = exchange(&mut sender, req).await?;
+        let answer = exchange(&mut sender, req, None).await?;
         Ok((answer.status, answer.body))
     };
     tokio::time::timeout(Duration::from_secs(30), exchange)
@@ -190,9 +265,22 @@ pub async fn send_once(
         .map_err(|_| format!("POST http://{addr}{path}: no answer within 30 s"))?
 }
 
+/// Sends `upload` once on a connection of its own and returns the status and body of the
+/// answer (to read the id it gives), within `timeout`.
+pub async fn upload_once(upload: &Upload, timeout: Duration) -> Res<(StatusCode, Bytes)> {
+    let exchange = async {
+        let mut sender = connect(upload.addr).await?;
+        let answer = exchange(&mut sender, upload.build_request()?, None).await?;
+        Ok((answer.status, answer.body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("POST {}: no answer within {timeout:?}", upload.path))?
+}
+
 /// One worker: one connection (re-opened if the server closes it), requests back to back.
-async fn worker(
-    upload: Arc<Upload>,
+async fn worker<J: Job>(
+    job: Arc<J>,
     plan: Plan,
     deadline: Instant,
     issued: Arc<AtomicU64>,
@@ -204,14 +292,25 @@ async fn worker(
         let attempt = async {
             let sender = match conn.take().filter(|c| !c.is_closed()) {
                 Some(sender) => conn.insert(sender),
-                None => conn.insert(connect(upload.addr).await?),
+                None => conn.insert(connect(job.addr()).await?),
             };
-            exchange(sender, upload.request()?).await
+            exchange(sender, job.request()?, job.expect_len()).await
         };
         let result = tokio::time::timeout(plan.request_timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", plan.request_timeout)));
         match result {
+            Ok(answer) if !answer.judged_ok(job.expect_len()) => {
+                // A 200 whose body is not the file's length: the connection is left to
+                // whatever state the short or long body left it in.
+                conn = None;
+                out.error(format!(
+                    "HTTP {} with a body of {} bytes, not {}",
+                    answer.status,
+                    answer.body_len,
+                    job.expect_len().unwrap_or_default()
+                ));
+            }
             Ok(answer) if answer.status.is_success() => {
                 out.ok += 1;
                 out.latencies.push(started.elapsed());
@@ -261,12 +360,35 @@ async fn connect(addr: SocketAddr) -> Res<SendRequest<ReqBody>> {
 /// The parts of an answer the benchmark looks at.
 struct Answer {
     status: StatusCode,
+    /// The body, unless it was discarded as it arrived.
     body: Bytes,
+    /// How long the body was.
+    body_len: u64,
     dropped: Option<String>,
 }
 
-/// Sends `req` and reads the whole answer.
-async fn exchange(sender: &mut SendRequest<ReqBody>, req: Request<ReqBody>) -> Res<Answer> {
+impl Answer {
+    /// False for a 2xx that is not what a download expects (another 2xx than 200, or a
+    /// body of another length than `expect_len`); true otherwise (errors are told apart
+    /// by their status).
+    fn judged_ok(&self, expect_len: Option<u64>) -> bool {
+        match expect_len {
+            Some(len) if self.status.is_success() => {
+                self.status == StatusCode::OK && self.body_len == len
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Sends `req` and reads the whole answer: a 2xx body is read and discarded, counted,
+/// when `discard` (a download's expected length) is given; any other body is kept (up to
+/// [`MAX_ANSWER`]).
+async fn exchange(
+    sender: &mut SendRequest<ReqBody>,
+    req: Request<ReqBody>,
+    discard: Option<u64>,
+) -> Res<Answer> {
     sender
         .ready()
         .await
@@ -275,12 +397,31 @@ async fn exchange(sender: &mut SendRequest<ReqBody>, req: Request<ReqBody>) -> R
         .send_request(req)
         .await
         .map_err(|e| format!("request failed: {e}"))?;
-    let (parts, body) = resp.into_parts();
-    let body = Limited::new(body, MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer (HTTP {}) failed: {e}", parts.status))?
-        .to_bytes();
+    let (parts, mut body) = resp.into_parts();
+    let failed = |e: &dyn std::fmt::Display, read: u64| {
+        format!(
+            "reading the answer (HTTP {}) failed after {read} bytes: {e}",
+            parts.status
+        )
+    };
+    let (body, body_len) = if discard.is_some() && parts.status.is_success() {
+        let mut read = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| failed(&e, read))?;
+            if let Some(data) = frame.data_ref() {
+                read += data.len() as u64;
+            }
+        }
+        (Bytes::new(), read)
+    } else {
+        let bytes = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| failed(&e, 0))?
+            .to_bytes();
+        let len = bytes.len() as u64;
+        (bytes, len)
+    };
     let dropped = parts
         .headers
         .get("casegate-dropped")
@@ -288,6 +429,7 @@ async fn exchange(sender: &mut SendRequest<ReqBody>, req: Request<ReqBody>) -> R
     Ok(Answer {
         status: parts.status,
         body,
+        body_len,
         dropped,
     })
 }

@@ -28,6 +28,9 @@ pub(super) enum Call {
     Download(String),
 }
 
+/// Fast mode's one attachment id.
+const FAST_ID: &str = "00000000-0000-4000-8000-000000000001";
+
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 3600;
 /// `limit` when none is given, and the most it can be.
@@ -134,20 +137,24 @@ impl Api for CaseIq {
         }
     }
 
-    fn fast(_sh: &Shared, _call: &Call, _parts: &Parts, drained: u64) -> Resp {
+    fn fast(_sh: &Shared, _call: &Call, _parts: &Parts, file_len: u64) -> Resp {
         wire::json(
             StatusCode::OK,
             &json!({
-                "id": "00000000-0000-4000-8000-000000000001",
+                "id": FAST_ID,
                 "name": "upload.bin",
                 "nameWithoutExtension": "upload",
                 "encoding": "7bit",
                 "mimeType": "application/octet-stream",
                 "objectId": "00000000-0000-4000-8000-000000000000",
-                "sizeBytes": drained,
+                "sizeBytes": file_len,
                 "createdDate": wire::now_millis(),
             }),
         )
+    }
+
+    fn fast_download(call: &Call) -> bool {
+        matches!(call, Call::Download(id) if id == FAST_ID)
     }
 }
 

@@ -46,6 +46,9 @@ enum Op {
     Blob(String, String),
 }
 
+/// Fast mode's one file id (the file comment's id ends in 2).
+const FAST_FILE_ID: &str = "00000000-0000-4000-8000-000000000001";
+
 /// Words Kibana serves under `/api/cases/` that are not case ids (besides anything that
 /// starts with `_`).
 const RESERVED_CASE_WORDS: &[&str] = &["tags", "reporters", "configure", "status", "alerts"];
@@ -393,7 +396,7 @@ impl Api for Kibana {
         }
     }
 
-    fn fast(sh: &Shared, call: &Call, _parts: &Parts, _drained: u64) -> Resp {
+    fn fast(sh: &Shared, call: &Call, _parts: &Parts, _file_len: u64) -> Resp {
         let case_id = match &call.op {
             Op::Upload(case) => case.as_str(),
             _ => "case",
@@ -402,7 +405,7 @@ impl Api for Kibana {
         let mut case = Case::new(case_id, &sh.cfg.kibana_owner, &now);
         let file = Comment::File {
             id: "00000000-0000-4000-8000-000000000002".to_owned(),
-            file_id: "00000000-0000-4000-8000-000000000001".to_owned(),
+            file_id: FAST_FILE_ID.to_owned(),
             name: "upload".to_owned(),
             extension: "txt".to_owned(),
             mime: "text/plain".to_owned(),
@@ -411,6 +414,12 @@ impl Api for Kibana {
         case.add(file, &now);
         wire::json(StatusCode::OK, &case.to_json())
     }
+
+    fn fast_download(call: &Call) -> bool {
+        matches!(&call.op, Op::Blob(_, file) if file == FAST_FILE_ID)
+    }
+
+    const FAST_FILE: (&'static str, &'static str) = ("upload.txt", "text/plain");
 }
 
 /// A `comments/_find` paging parameter, validated as Kibana does: absent is `default`; at

@@ -12,6 +12,7 @@
 //! reached it ([`Emulator::calls`]).
 
 mod caseiq;
+mod fast;
 mod fault;
 mod kibana;
 mod server;
@@ -46,7 +47,15 @@ pub struct Config {
     /// [`Emulator::set_fault`]).
     pub fault: Option<Fault>,
     /// Benchmark mode: authenticate, drain the upload body without parsing or storing it,
-    /// answer a canned success of the dialect's exact shape.
+    /// answer a canned success of the dialect's exact shape, naming one fixed file id per
+    /// dialect (Thalamus and Tines `1`, Case IQ `00000000-0000-4000-8000-000000000001`,
+    /// Kibana file id `00000000-0000-4000-8000-000000000001`). Of the drained body only its
+    /// first 64 KiB and last 4 KiB are kept, to tell how many file bytes it carried (the
+    /// file part's length; the decoded length of Tines' `file_contents`; else the body's
+    /// length). A download of the fixed id then streams that many bytes (of the last fast
+    /// upload) of a generated pattern, byte `o` being `o % 251`, with `Content-Length` and
+    /// without holding them; it ignores `Range`. Other reads find nothing stored. Faults
+    /// apply as to any answer (one that spoils a download then reads its body whole).
     pub fast: bool,
     /// Serve HTTPS with this config instead of HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -220,6 +229,12 @@ impl Emulator {
     /// Upload requests received, whatever their outcome.
     pub fn uploads(&self) -> u64 {
         self.shared.uploads.load(Relaxed)
+    }
+
+    /// Fast mode: the file bytes of the last upload (what a download of the fixed id
+    /// sends); 0 before the first.
+    pub fn fast_file_len(&self) -> u64 {
+        self.shared.fast_file_len.load(Relaxed)
     }
 
     /// Token-endpoint requests received (Case IQ).

@@ -94,8 +94,17 @@ pub(super) trait Api: 'static {
         body: ReqBody,
     ) -> impl Future<Output = Resp> + Send;
 
-    /// Fast mode's canned upload success, after `drained` body bytes were read unparsed.
-    fn fast(sh: &Shared, call: &Self::Call, parts: &Parts, drained: u64) -> Resp;
+    /// Fast mode's canned upload success, after a body carrying `file_len` file bytes was
+    /// read unparsed (a second call: `file_len` is the body's length).
+    fn fast(sh: &Shared, call: &Self::Call, parts: &Parts, file_len: u64) -> Resp;
+
+    /// Fast mode: whether `call` downloads the canned file [`Api::fast`]'s answers name.
+    fn fast_download(_call: &Self::Call) -> bool {
+        false
+    }
+
+    /// Fast mode: the canned file's name and type, as its download gives them.
+    const FAST_FILE: (&'static str, &'static str) = ("upload.bin", "application/octet-stream");
 }
 
 /// A refused request: the status and message of its error answer.
@@ -217,6 +226,9 @@ pub(super) struct Shared {
     flaky_seq: AtomicU64,
     /// The most recent requests received, oldest first.
     calls: Mutex<VecDeque<RecordedCall>>,
+    /// Fast mode: the file bytes of the last upload, what a download of the canned file
+    /// sends.
+    pub fast_file_len: AtomicU64,
 }
 
 impl Shared {
@@ -363,13 +375,21 @@ async fn answer<A: Api>(sh: &Arc<Shared>, parts: Parts, body: ReqBody) -> Result
                 half: half_of_declared(&parts),
                 body: body.clone(),
             };
-            let (shared, fast) = (sh.clone(), kind == Kind::Upload && sh.cfg.fast);
+            let (shared, fast) = (sh.clone(), sh.cfg.fast);
             let normal = async move {
-                if fast {
-                    let drained = body.drain().await;
-                    A::fast(&shared, &call, &parts, drained)
-                } else {
-                    A::handle(shared, call, parts, body).await
+                match kind {
+                    Kind::Upload if fast => {
+                        let sample = body.drain_sampled().await;
+                        let file_len = super::fast::file_len(&parts, &sample);
+                        shared.fast_file_len.store(file_len, Relaxed);
+                        A::fast(&shared, &call, &parts, file_len)
+                    }
+                    Kind::Read if fast && A::fast_download(&call) => {
+                        let (name, content_type) = A::FAST_FILE;
+                        let len = shared.fast_file_len.load(Relaxed);
+                        super::fast::download(len, name, content_type)
+                    }
+                    _ => A::handle(shared, call, parts, body).await,
                 }
             };
             match fault {
@@ -514,6 +534,7 @@ pub(super) async fn spawn(
         flaky_seq: AtomicU64::new(0),
         open_connections: AtomicU64::new(0),
         calls: Mutex::new(VecDeque::new()),
+        fast_file_len: AtomicU64::new(0),
     });
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, sh.clone(), handler, tls, stop));

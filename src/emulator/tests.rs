@@ -464,6 +464,69 @@ async fn fast_mode_answers_without_storing() {
 }
 
 #[tokio::test]
+async fn fast_mode_downloads_the_last_uploads_length() {
+    static FILE: [u8; 200_003] = [b'f'; 200_003];
+    for dialect in DialectId::ALL {
+        let emu = start(Config {
+            fast: true,
+            ..Config::new(dialect)
+        })
+        .await;
+        let base = emu.url();
+        // The canned file's download, and another file's.
+        let url = |n: u8| match dialect {
+            DialectId::Thalamus => format!("{base}/api/v4/cases/files/{n}"),
+            DialectId::Tines => format!("{base}/api/v2/cases/9/files/{n}/download"),
+            DialectId::Caseiq => format!(
+                "{base}/api-public/1.0/attachment/00000000-0000-4000-8000-00000000000{n}/attachment"
+            ),
+            DialectId::Kibana => format!(
+                "{base}/api/files/files/casesFilesCases/00000000-0000-4000-8000-00000000000{n}/blob"
+            ),
+        };
+        let (canned, other) = (url(1), url(2));
+        // Before any upload, the canned file is empty.
+        let resp = client().get(&canned).send().await.expect("send");
+        assert_eq!(resp.status(), 200, "{dialect}");
+        assert_eq!(resp.bytes().await.expect("body").len(), 0, "{dialect}");
+        for file in [&FILE[..], &FILE[..7]] {
+            let resp = upload(&emu, dialect, file).send().await.expect("send");
+            assert_eq!(resp.status(), 200, "{dialect}");
+            // The file's own bytes, not the body's (multipart framing, base64).
+            assert_eq!(emu.fast_file_len(), file.len() as u64, "{dialect}");
+            let resp = client()
+                .get(&canned)
+                .header("range", "bytes=0-1")
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200, "{dialect}");
+            assert_eq!(
+                header(&resp, "content-length"),
+                file.len().to_string(),
+                "{dialect}"
+            );
+            assert!(header(&resp, "content-disposition").starts_with("attachment"));
+            let body = resp.bytes().await.expect("body");
+            assert_eq!(body.len(), file.len(), "{dialect}");
+            let pattern = (0..body.len()).all(|i| body[i] == super::fast::pattern_byte(i as u64));
+            assert!(pattern, "{dialect}");
+        }
+        assert!(emu.files().is_empty(), "{dialect}");
+        // Another id is not there.
+        let resp = client().get(&other).send().await.expect("send");
+        let status = resp.status().as_u16();
+        assert!(
+            status == 404 || (dialect == DialectId::Thalamus && status == 200),
+            "{dialect} {status}"
+        );
+        if status == 200 {
+            assert_eq!(resp.text().await.expect("body"), "FAILED");
+        }
+    }
+}
+
+#[tokio::test]
 async fn fast_mode_keeps_the_token_endpoint() {
     let emu = start(Config {
         fast: true,

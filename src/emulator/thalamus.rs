@@ -30,6 +30,9 @@ pub(super) enum Call {
     Note(String),
 }
 
+/// Fast mode's one attachment id.
+const FAST_ID: &str = "1";
+
 fn failed(status: StatusCode) -> Resp {
     wire::respond(status, "text/plain", "FAILED")
 }
@@ -147,9 +150,13 @@ impl Api for Thalamus {
         }
     }
 
-    fn fast(sh: &Shared, _call: &Call, parts: &Parts, _drained: u64) -> Resp {
-        let list = vec![attachment(&sh.base_url(parts), "1")];
+    fn fast(sh: &Shared, _call: &Call, parts: &Parts, _file_len: u64) -> Resp {
+        let list = vec![attachment(&sh.base_url(parts), FAST_ID)];
         wire::json(StatusCode::OK, &answer(list))
+    }
+
+    fn fast_download(call: &Call) -> bool {
+        matches!(call, Call::Download(id) if wire::integer_id(id).map(|n| n.to_string()).as_deref() == Some(FAST_ID))
     }
 }
 

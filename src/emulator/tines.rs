@@ -43,6 +43,9 @@ enum FileOp {
     Delete,
 }
 
+/// Fast mode's one file id.
+const FAST_ID: u64 = 1;
+
 /// `per_page` when none is given, and the most it can be.
 const DEFAULT_PER_PAGE: u64 = 20;
 const MAX_PER_PAGE: u64 = 500;
@@ -237,10 +240,10 @@ impl Api for Tines {
         }
     }
 
-    fn fast(sh: &Shared, call: &Call, parts: &Parts, _drained: u64) -> Resp {
+    fn fast(sh: &Shared, call: &Call, parts: &Parts, _file_len: u64) -> Resp {
         let activity = Activity {
             case_id: wire::integer_id(&call.case).unwrap_or(1),
-            id: 1,
+            id: FAST_ID,
             value: None,
             author_email: None,
             block_id: None,
@@ -248,6 +251,10 @@ impl Api for Tines {
             created_at: &wire::now_seconds(),
         };
         activity.answer(&sh.base_url(parts))
+    }
+
+    fn fast_download(call: &Call) -> bool {
+        matches!(&call.op, Op::File(FileOp::Download, id) if wire::integer_id(id) == Some(FAST_ID))
     }
 }
 

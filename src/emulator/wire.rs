@@ -190,7 +190,7 @@ pub(super) fn download(
 
 /// `attachment; filename="..."` (or `inline`), with an RFC 6266 `filename*` when the name is
 /// not plain ASCII: the header casegate writes too (a format, not a translation).
-fn content_disposition(name: &str, inline: bool) -> String {
+pub(super) fn content_disposition(name: &str, inline: bool) -> String {
     crate::codec::disposition::download_header(inline, name)
 }
 
@@ -276,6 +276,19 @@ impl ReqBody {
     /// Reads and discards the rest of the body; returns how many bytes that was.
     pub(super) async fn drain(&self) -> u64 {
         self.read_up_to(u64::MAX).await
+    }
+
+    /// Reads and discards the rest of the body, keeping its first and last bytes (fast
+    /// mode's uploads).
+    pub(super) async fn drain_sampled(&self) -> super::fast::Sample {
+        let mut body = self.0.lock().await;
+        let mut sample = super::fast::Sample::default();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                sample.push(data);
+            }
+        }
+        sample
     }
 
     /// Reads and discards until at least `limit` bytes were read or the body ended.
