@@ -8,56 +8,15 @@ mod common;
 use std::collections::BTreeMap;
 
 use casegate::dialect::DialectId;
-use casegate::emulator::{self, Emulator};
+use casegate::emulator::Emulator;
 use common::*;
-use serde_json::Value;
 
 /// Emulators of every back dialect and a casegate with a route per pairing
 /// (`{front}-to-{back}` at `/{front}-{back}`), `top` keys first.
 async fn all_pairings(top: &str) -> (casegate::server::Running, Vec<Emulator>) {
-    let mut emulators = Vec::new();
-    let mut toml = format!("listen = \"127.0.0.1:0\"\nmax_upload_bytes = 67108864\n{top}\n");
-    for back in DialectId::ALL {
-        let mut ec = emulator::Config::new(back);
-        ec.tokens = vec![UPSTREAM_TOKEN.to_string()];
-        let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        for front in DialectId::ALL {
-            toml.push_str(&format!(
-                "\n[[routes]]\nname = \"{front}-to-{back}\"\nfront = \"{front}\"\nprefix = \"/{front}-{back}\"\nclient_tokens = [\"{CLIENT_TOKEN}\"]\n\n[routes.upstream]\ndialect = \"{back}\"\nurl = \"{}\"\ntimeout_secs = 10\n\n[routes.upstream.auth]\n{}\n",
-                emu.url(),
-                upstream_auth(back)
-            ));
-        }
-        emulators.push(emu);
-    }
+    let emulators = every_back().await;
+    let toml = pairings_toml(&emulators, top, |_, _| String::new());
     (start_casegate(&toml).await, emulators)
-}
-
-/// The front id an upload's answer gives the new file, as the client would read it.
-fn new_file_id(front: DialectId, r: &Reply, stored_id: &str) -> String {
-    let v = r.json();
-    let text = |v: &Value| match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        other => panic!("not an id: {other}"),
-    };
-    match front {
-        Thalamus => {
-            let list = v["attachments"]["attachements"].as_array().unwrap();
-            text(&list.last().unwrap()["id"])
-        }
-        Tines | Caseiq => text(&v["id"]),
-        Kibana => {
-            let comments = v["comments"].as_array().unwrap();
-            let c = comments
-                .iter()
-                .find(|c| c["externalReferenceId"] == stored_id)
-                .unwrap_or_else(|| panic!("no comment for {stored_id}: {v}"));
-            text(&c["externalReferenceId"])
-        }
-    }
 }
 
 /// A front's download of a file it attached, with its credentials.
@@ -112,7 +71,7 @@ async fn every_pairing_over(
             assert_eq!(r.status, 200, "{ctx}: {}", r.text());
             let stored = emu.files().pop().unwrap();
             assert_eq!(stored.sha256, sha256_hex(&data), "{ctx}: upload bytes");
-            let id = new_file_id(front, &r, &stored.id);
+            let id = answer_file_id(front, &r, &stored.id);
             let resp = download(http, front, &base, &up.case_id, &id).await;
             assert_eq!(resp.version(), version, "{ctx}");
             assert_eq!(resp.status(), 200, "{ctx}");

@@ -3,6 +3,8 @@
 //! clients (reqwest) speaking each front dialect as its users' clients do.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -510,6 +512,71 @@ pub fn pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::Pa
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (ca.pem().into_bytes(), cert_path, key_path)
+}
+
+// ---- several routes, several upstreams ----
+
+/// An emulator of every back dialect (in `DialectId::ALL` order), accepting
+/// [`UPSTREAM_TOKEN`].
+pub async fn every_back() -> Vec<Emulator> {
+    let mut emulators = Vec::new();
+    for back in DialectId::ALL {
+        let mut ec = emulator::Config::new(back);
+        ec.tokens = vec![UPSTREAM_TOKEN.to_string()];
+        emulators.push(
+            Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    emulators
+}
+
+/// routes.toml with a route per pairing (`{front}-to-{back}` at `/{front}-{back}`) to
+/// `emulators` (one per back, in `DialectId::ALL` order), `top` keys first and
+/// `extra(front, back)` keys in each route.
+pub fn pairings_toml(
+    emulators: &[Emulator],
+    top: &str,
+    extra: impl Fn(DialectId, DialectId) -> String,
+) -> String {
+    let mut toml = format!("listen = \"127.0.0.1:0\"\nmax_upload_bytes = 67108864\n{top}\n");
+    for (back, emu) in DialectId::ALL.into_iter().zip(emulators) {
+        for front in DialectId::ALL {
+            toml.push_str(&format!(
+                "\n[[routes]]\nname = \"{front}-to-{back}\"\nfront = \"{front}\"\nprefix = \"/{front}-{back}\"\nclient_tokens = [\"{CLIENT_TOKEN}\"]\n{}\n[routes.upstream]\ndialect = \"{back}\"\nurl = \"{}\"\ntimeout_secs = 10\n\n[routes.upstream.auth]\n{}\n",
+                extra(front, back),
+                emu.url(),
+                upstream_auth(back)
+            ));
+        }
+    }
+    toml
+}
+
+/// The front id an upload's answer gives the new file, as the client would read it.
+pub fn answer_file_id(front: DialectId, r: &Reply, stored_id: &str) -> String {
+    let v = r.json();
+    let text = |v: &Value| match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an id: {other}"),
+    };
+    match front {
+        Thalamus => {
+            let list = v["attachments"]["attachements"].as_array().unwrap();
+            text(&list.last().unwrap()["id"])
+        }
+        Tines | Caseiq => text(&v["id"]),
+        Kibana => {
+            let comments = v["comments"].as_array().unwrap();
+            let c = comments
+                .iter()
+                .find(|c| c["externalReferenceId"] == stored_id)
+                .unwrap_or_else(|| panic!("no comment for {stored_id}: {v}"));
+            text(&c["externalReferenceId"])
+        }
+    }
 }
 
 // ---- reading back (SPEC 7) ----
