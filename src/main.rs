@@ -111,18 +111,26 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 }
 
 /// Logs to stderr: text lines (coloured on a terminal), or one JSON object per line with
-/// the request's span (its `request_id`) on every line of a request.
-fn init_logging(format: LogFormat) {
+/// the request's span (its `request_id`) on every line of a request. Lines go through
+/// tracing-appender's non-blocking writer: a thread of its own writes them in batches, so
+/// a request never waits for a `write` to stderr (the access log is a line per request).
+/// It never drops a line (when its queue is full, logging waits); the returned guard
+/// flushes what is queued when it is dropped, at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("casegate-log")
+        .finish(std::io::stderr());
     match format {
         LogFormat::Text => {
             use std::io::IsTerminal;
             let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_ansi(colour)
                 .init();
         }
@@ -133,10 +141,11 @@ fn init_logging(format: LogFormat) {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .init();
         }
     }
+    guard
 }
 
 /// Threads for blocking work: spool reads and writes, and resolving upstream host names.
@@ -177,7 +186,8 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
-    init_logging(
+    // Dropped at the end of main: what the log queue still holds is written then.
+    let _log_flush = init_logging(
         serve_config
             .as_ref()
             .map_or(LogFormat::Text, |(_, c)| c.log_format),
