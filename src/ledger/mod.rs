@@ -4,8 +4,8 @@
 //! front id of that form (a per-route integer or a UUID) and remembers the pair here,
 //! with the file's metadata some upstreams never return (name, type, size, created at,
 //! uploader, hashes). Storage sits behind the small object-safe [`Store`] trait: an
-//! embedded SQLite file now ([`sqlite`]), PostgreSQL shared by replicas later, both
-//! running the same plain-SQL migrations (`migrations/`).
+//! embedded SQLite file ([`sqlite`]) or a PostgreSQL database shared by replicas
+//! ([`postgres`]), both running the same plain-SQL migrations (`migrations/`).
 //!
 //! Callers hold a [`Ledger`], which adds what every store needs and no store should
 //! repeat:
@@ -30,6 +30,7 @@
 //! command already queued in one transaction, so a burst of uploads costs one commit
 //! rather than one each, at the price of a few microseconds of queueing when idle.
 
+pub mod postgres;
 mod render;
 pub mod sqlite;
 mod url;
@@ -94,7 +95,7 @@ pub enum LedgerError {
     Unavailable(String),
 }
 
-/// The storage behind the ledger: SQLite now, PostgreSQL later. Object-safe, with boxed
+/// The storage behind the ledger: SQLite or PostgreSQL. Object-safe, with boxed
 /// futures, so `Arc<dyn Store>` works. Futures borrow only `self`: an implementation
 /// copies the string arguments it needs.
 pub trait Store: Send + Sync + 'static {
@@ -258,20 +259,18 @@ struct Queued {
 
 impl Ledger {
     /// Opens (creates and migrates) the store at `url`; spawns its background tasks
-    /// (needs a tokio runtime). Err: a message naming the place and the reason; for a
-    /// PostgreSQL URL, "the PostgreSQL ledger is not available in this build" for now.
+    /// (needs a tokio runtime). Err: a message naming the place and the reason (never a
+    /// PostgreSQL password).
     pub async fn open(url: &LedgerUrl) -> Result<Ledger, String> {
         let store: Arc<dyn Store> = match url {
             LedgerUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
             LedgerUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_memory().await?),
-            LedgerUrl::Postgres(_) => {
-                return Err("the PostgreSQL ledger is not available in this build".to_string())
-            }
+            LedgerUrl::Postgres(url) => Arc::new(postgres::PostgresStore::open(url).await?),
         };
         Ok(Ledger::with_store(store))
     }
 
-    /// Wraps any store (tests, PostgreSQL later), with the production timing.
+    /// Wraps any store (tests), with the production timing.
     pub fn with_store(store: Arc<dyn Store>) -> Ledger {
         Ledger::with_store_and_timing(store, LedgerTiming::default())
     }
@@ -976,13 +975,6 @@ mod tests {
             .parse()
             .unwrap();
         assert!(ids.iter().all(|id| *id < next), "{next}");
-    }
-
-    #[tokio::test]
-    async fn open_refuses_postgres_in_this_build() {
-        let url = LedgerUrl::Postgres(crate::secret::Secret::new("postgres://u:p@db/x"));
-        let err = Ledger::open(&url).await.err().unwrap();
-        assert_eq!(err, "the PostgreSQL ledger is not available in this build");
     }
 
     #[tokio::test]
