@@ -6,6 +6,7 @@
 //! uploader, hashes). Storage sits behind the small object-safe [`Store`] trait: an
 //! embedded SQLite file ([`sqlite`]) or a PostgreSQL database shared by replicas
 //! ([`postgres`]), both running the same plain-SQL migrations (`migrations/`).
+//! [`pg_test`] starts a throwaway PostgreSQL server for tests.
 //!
 //! Callers hold a [`Ledger`], which adds what every store needs and no store should
 //! repeat:
@@ -30,6 +31,7 @@
 //! command already queued in one transaction, so a burst of uploads costs one commit
 //! rather than one each, at the price of a few microseconds of queueing when idle.
 
+pub mod pg_test;
 pub mod postgres;
 mod render;
 pub mod sqlite;
