@@ -5,8 +5,8 @@
 //! with the file's metadata some upstreams never return (name, type, size, created at,
 //! uploader, hashes). Storage sits behind the small object-safe [`Store`] trait: an
 //! embedded SQLite file ([`sqlite`]) or a PostgreSQL database shared by replicas
-//! ([`postgres`]), both running the same plain-SQL migrations (`migrations/`).
-//! [`pg_test`] starts a throwaway PostgreSQL server for tests.
+//! ([`postgres`]), both running the same plain-SQL migrations (`migrations/`) and held to
+//! the same behaviour tests. [`pg_test`] starts a throwaway PostgreSQL server for tests.
 //!
 //! Callers hold a [`Ledger`], which adds what every store needs and no store should
 //! repeat:
@@ -31,6 +31,8 @@
 //! command already queued in one transaction, so a burst of uploads costs one commit
 //! rather than one each, at the price of a few microseconds of queueing when idle.
 
+#[cfg(test)]
+mod behaviour;
 pub mod pg_test;
 pub mod postgres;
 mod render;
@@ -951,34 +953,6 @@ mod tests {
         assert_eq!(ids, expected);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_ledgers_on_one_file_never_hand_out_the_same_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = LedgerUrl::Sqlite(dir.path().join("ledger.sqlite3"));
-        let one = Ledger::open(&url).await.unwrap();
-        let two = Ledger::open(&url).await.unwrap();
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let ledger = if i % 3 == 0 { one.clone() } else { two.clone() };
-                tokio::spawn(async move { ledger.reserve("r", IdForm::Integer).await.unwrap() })
-            })
-            .collect();
-        let mut ids = HashSet::new();
-        for task in tasks {
-            let id: u64 = task.await.unwrap().parse().unwrap();
-            assert!(ids.insert(id), "{id} handed out twice");
-        }
-        // A restart (a third opener) starts after every block handed out so far.
-        let three = Ledger::open(&url).await.unwrap();
-        let next: u64 = three
-            .reserve("r", IdForm::Integer)
-            .await
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(ids.iter().all(|id| *id < next), "{next}");
-    }
-
     #[tokio::test]
     async fn record_confirmed_queues_while_the_store_fails_then_writes() {
         let store = Flaky::new().await;
@@ -1166,30 +1140,6 @@ mod tests {
         let held = ledger.record(vec![row("8", "b")]).await.unwrap();
         assert_eq!(held[0].front_id, "7");
         assert_eq!(ledger.pending(), 0);
-    }
-
-    #[tokio::test]
-    async fn reads_and_writes_pass_through() {
-        let ledger = Ledger::open(&LedgerUrl::SqliteMemory).await.unwrap();
-        let held = ledger
-            .record(vec![row("1", "b1"), row("2", "b2")])
-            .await
-            .unwrap();
-        assert_eq!(held.len(), 2);
-        let (page, total) = ledger.list_case("r", "c", 1, 10).await.unwrap();
-        assert_eq!((page.len(), total), (1, 2));
-        ledger.set_hashes("r", "1", "m", "s").await.unwrap();
-        assert_eq!(
-            ledger.by_back("r", vec!["b1".into()]).await.unwrap()[0]
-                .md5
-                .as_deref(),
-            Some("m")
-        );
-        assert!(ledger.remove("r", "2").await.unwrap());
-        assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 1);
-        assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);
-        assert_eq!(ledger.errors(), 0);
-        assert!(format!("{ledger:?}").contains("healthy: true"));
     }
 
     #[test]

@@ -631,3 +631,374 @@ fn read_row(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ledger::pg_test::{or_skip, PgOptions, PgServer, PgTls};
+    use crate::ledger::{IdForm, Ledger, LedgerTiming, LedgerUrl};
+
+    fn row(front_id: &str, back_id: &str) -> Row {
+        Row {
+            route: "r".into(),
+            front_id: front_id.into(),
+            back_id: back_id.into(),
+            ..Row::default()
+        }
+    }
+
+    async fn open(url: &str) -> Result<PostgresStore, String> {
+        PostgresStore::open(&Secret::new(url)).await
+    }
+
+    /// Whether the store's connections use TLS (as the server sees it).
+    async fn ssl_in_use(store: &PostgresStore) -> bool {
+        store
+            .pool
+            .run(|conn| {
+                Box::pin(async move {
+                    let row = conn
+                        .client
+                        .query_one(
+                            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                            &[],
+                        )
+                        .await?;
+                    Ok(row.try_get::<_, bool>(0)?)
+                })
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_password_comes_from_the_environment_and_is_never_shown() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let written = format!(
+            "postgres://casegate:${{PGPASSWORD}}@127.0.0.1:{}/{db}?sslmode=disable",
+            pg.port()
+        );
+        let password = pg.password().to_string();
+        let env = move |name: &str| (name == "PGPASSWORD").then(|| password.clone());
+        let expanded = crate::config::expand(&written, &env).unwrap();
+        let url = LedgerUrl::parse(&expanded, Path::new("/")).unwrap();
+        assert!(
+            !url.describe().contains(pg.password()),
+            "{}",
+            url.describe()
+        );
+        let ledger = Ledger::open(&url).await.unwrap();
+        ledger.record(vec![row("1", "b1")]).await.unwrap();
+        assert_eq!(ledger.dump(None).await.unwrap().len(), 1);
+
+        let wrong = format!(
+            "postgres://casegate:not-{}@127.0.0.1:{}/{db}",
+            pg.password(),
+            pg.port()
+        );
+        let err = open(&wrong).await.err().unwrap();
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(!err.contains(pg.password()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_schema_is_recorded_and_a_newer_one_is_refused() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = open(&pg.url(&db)).await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(
+            pg.psql(&db, "SELECT version, name FROM casegate_schema")
+                .unwrap(),
+            "1|0001_init.sql"
+        );
+        drop(store);
+        open(&pg.url(&db)).await.unwrap();
+        assert_eq!(
+            pg.psql(&db, "SELECT count(*) FROM casegate_schema")
+                .unwrap(),
+            "1",
+            "applied once"
+        );
+        pg.psql(
+            &db,
+            "INSERT INTO casegate_schema VALUES (99, 'future.sql', 'now')",
+        )
+        .unwrap();
+        let err = open(&pg.url(&db)).await.err().unwrap();
+        assert!(err.contains("version 99"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_database_that_does_not_answer_fails_the_open_quickly() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let start = Instant::now();
+        let err = open(&format!("postgres://casegate:hunter2@127.0.0.1:{port}/x"))
+            .await
+            .err()
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(6));
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_never_opens_more_than_its_size() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let url = format!("{}?pool_size=3&application_name=pool-bound", pg.url(&db));
+        let store = Arc::new(open(&url).await.unwrap());
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let front = i.to_string();
+                    store.record(vec![row(&front, &front)]).await.unwrap();
+                    store.by_front("r", &front).await.unwrap().unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(store.pool.idle() <= 3, "{}", store.pool.idle());
+        let open_connections = pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pool-bound'",
+            )
+            .unwrap();
+        let open_connections: usize = open_connections.parse().unwrap();
+        assert!((1..=3).contains(&open_connections), "{open_connections}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_that_hangs_times_out_and_its_connection_is_replaced() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let mut settings = Settings::parse(&pg.url(&db)).unwrap();
+        settings.query_timeout = Duration::from_millis(500);
+        let store = PostgresStore::open_with(settings).await.unwrap();
+        store.allocate("r", 1).await.unwrap();
+
+        // Another session holds a lock the allocation needs.
+        let (mut locker, connection) = tokio_postgres::connect(&pg.url(&db), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE sequences IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let err = store.allocate("r", 1).await.unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        // The timed-out statement is cancelled in the server, not left waiting.
+        let waiting = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND wait_event_type = 'Lock'"
+        );
+        let start = Instant::now();
+        while pg.psql("postgres", &waiting).unwrap() != "0" {
+            assert!(start.elapsed() < Duration::from_secs(10), "never cancelled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            store.allocate("r", 1).await.unwrap(),
+            2,
+            "the cancelled call took none"
+        );
+    }
+
+    /// A CA, a server certificate for `localhost` only (no IP address) signed by it, and
+    /// another CA that signed nothing: (CA PEM, cert PEM, key PEM, other CA PEM).
+    fn pki() -> (String, String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("casegate ledger test CA");
+        let (other_ca, _) = ca("some other CA");
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (
+            ca_cert.pem(),
+            cert.pem(),
+            key.serialize_pem(),
+            other_ca.pem(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_to_the_database_checks_what_each_sslmode_says() {
+        let (ca, cert_pem, key_pem, other_ca) = pki();
+        let options = PgOptions {
+            tls: Some(PgTls { cert_pem, key_pem }),
+        };
+        let Some(pg) = or_skip(PgServer::start_with(options)) else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (ca_file, other_file) = (files.path().join("ca.pem"), files.path().join("other.pem"));
+        std::fs::write(&ca_file, ca).unwrap();
+        std::fs::write(&other_file, other_ca).unwrap();
+        let (ca_file, other_file) = (ca_file.display(), other_file.display());
+        let (pw, port) = (pg.password(), pg.port());
+        // By name (the certificate's), connecting to 127.0.0.1; or by address.
+        let by_name = format!("postgres://casegate:{pw}@localhost:{port}/{db}?hostaddr=127.0.0.1");
+        let by_ip = format!("postgres://casegate:{pw}@127.0.0.1:{port}/{db}?x=1");
+
+        let store = open(&format!(
+            "{by_name}&sslmode=verify-full&sslrootcert={ca_file}"
+        ))
+        .await
+        .unwrap();
+        store.record(vec![row("1", "b1")]).await.unwrap();
+        assert!(ssl_in_use(&store).await, "verify-full speaks TLS");
+
+        for (url, why) in [
+            (
+                format!("{by_name}&sslmode=verify-full&sslrootcert={other_file}"),
+                "UnknownIssuer",
+            ),
+            (format!("{by_name}&sslmode=verify-full"), "UnknownIssuer"),
+            (
+                format!("{by_ip}&sslmode=verify-full&sslrootcert={ca_file}"),
+                "not valid for name",
+            ),
+            (
+                format!("{by_ip}&sslmode=verify-ca&sslrootcert={other_file}"),
+                "UnknownIssuer",
+            ),
+            (format!("{by_ip}&sslmode=require"), "UnknownIssuer"),
+        ] {
+            let err = open(&url).await.err().unwrap();
+            assert!(err.contains("TLS") && err.contains(why), "{url}: {err}");
+            assert!(!err.contains(pw), "{err}");
+        }
+
+        for (url, tls) in [
+            (
+                format!("{by_ip}&sslmode=verify-ca&sslrootcert={ca_file}"),
+                true,
+            ),
+            (
+                format!("{by_ip}&sslmode=require&sslrootcert={ca_file}"),
+                true,
+            ),
+            (format!("{by_ip}&sslmode=prefer"), true),
+            (format!("{by_ip}&sslmode=disable"), false),
+        ] {
+            let store = open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(store.dump(None).await.unwrap().len(), 1, "{url}");
+            assert_eq!(ssl_in_use(&store).await, tls, "{url}");
+        }
+    }
+
+    fn quick() -> LedgerTiming {
+        LedgerTiming {
+            probe_every: Duration::from_millis(100),
+            probe_timeout: Duration::from_secs(2),
+            op_timeout: Duration::from_secs(8),
+            confirm_wait: Duration::from_secs(2),
+            retry_first: Duration::from_millis(50),
+            retry_max_backoff: Duration::from_millis(200),
+            retry_max_age: Duration::from_secs(120),
+            retry_max_rows: 2000,
+        }
+    }
+
+    /// Waits (up to 15 s) for `condition`.
+    async fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_stopped_mid_use_fails_fast_and_serves_again_when_back() {
+        let Some(pg) = or_skip(PgServer::start()) else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = Arc::new(open(&pg.url(&db)).await.unwrap());
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        // Several connections in the pool.
+        let busy: Vec<_> = (0..6)
+            .map(|i| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    ledger
+                        .record(vec![row(&format!("{i}"), &format!("b{i}"))])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in busy {
+            task.await.unwrap();
+        }
+
+        pg.stop().unwrap();
+        let start = Instant::now();
+        let err = store.by_front("r", "1").await.unwrap_err();
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        assert!(store.allocate("r", 1).await.is_err());
+        assert!(store.record(vec![row("x", "bx")]).await.is_err());
+        assert!(store.ping().await.is_err());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        eventually("the ledger turns unhealthy", || !ledger.healthy()).await;
+        assert!(ledger.reserve("r", IdForm::Integer).await.is_err());
+        let confirmed = ledger.record_confirmed(row("late", "b-late")).await;
+        assert_eq!(confirmed.front_id, "late");
+        assert_eq!(ledger.pending(), 1);
+
+        pg.start_again().unwrap();
+        // The same store, not reopened: new connections replace the ones the stop closed.
+        assert_eq!(
+            store.by_front("r", "1").await.unwrap().unwrap().back_id,
+            "b1"
+        );
+        eventually("the ledger is healthy again", || ledger.healthy()).await;
+        eventually("the queued row is written", || ledger.pending() == 0).await;
+        assert!(ledger.by_front("r", "late").await.unwrap().is_some());
+        assert_eq!(ledger.reserve("r", IdForm::Integer).await.unwrap(), "1");
+        assert_eq!(store.dump(None).await.unwrap().len(), 7);
+    }
+}

@@ -222,4 +222,13 @@ impl Pool {
             }
         }
     }
+
+    /// How many connections are idle (tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
