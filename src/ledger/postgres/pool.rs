@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::tls::MakeTls;
@@ -63,10 +64,14 @@ impl From<tokio_postgres::Error> for DbError {
 
 impl DbError {
     /// Whether the connection is still fit for the next operation: only after an error
-    /// the server reported (the session is intact) or casegate's own refusal.
+    /// the server reported (the session is intact) or casegate's own refusal. "Cached
+    /// plan must not change result type" (a schema changed under the statements this
+    /// connection prepared) closes it, so a new one prepares them afresh.
     fn keeps_connection(&self) -> bool {
         match self {
-            DbError::Pg(e) => e.as_db_error().is_some(),
+            DbError::Pg(e) => e
+                .as_db_error()
+                .is_some_and(|db| *db.code() != SqlState::FEATURE_NOT_SUPPORTED),
             DbError::Refused(_) => true,
         }
     }
