@@ -102,8 +102,8 @@ impl PgServer {
             watchdog: Mutex::new(None),
         };
         server.give(server.dir())?;
-        server.init(&options)?;
         server.start_watchdog();
+        server.init(&options)?;
         // A port found free may be taken before the server binds it: try a few.
         let mut last = String::new();
         for _ in 0..5 {
@@ -391,7 +391,13 @@ impl PgServer {
         let dir = self.dir().display().to_string();
         let pg_ctl = self.bin.join("pg_ctl").display().to_string();
         let stop = match &self.run_as {
-            Some(user) => format!("runuser -u {} -- '{pg_ctl}'", user.name),
+            Some(user) => match find_program("runuser", &["/usr/sbin", "/sbin"]) {
+                Some(runuser) => format!("'{}' -u {} -- '{pg_ctl}'", runuser.display(), user.name),
+                None => format!(
+                    "setpriv --reuid={} --regid={} --clear-groups -- '{pg_ctl}'",
+                    user.uid, user.gid
+                ),
+            },
             None => format!("'{pg_ctl}'"),
         };
         let script = format!(
@@ -446,8 +452,12 @@ pub fn or_skip<T>(result: Result<T, String>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(reason) if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") => {
-            eprintln!(
-                "SKIPPED (PostgreSQL test, {SKIP_ENV}=1): PostgreSQL could not be started: {reason}"
+            // Straight to stderr, past the test harness's capture, so the skip shows.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (a PostgreSQL test, {SKIP_ENV}=1): PostgreSQL could not be started: \
+                 {reason}"
             );
             None
         }
