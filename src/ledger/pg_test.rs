@@ -101,6 +101,7 @@ impl PgServer {
             running: Mutex::new(false),
             watchdog: Mutex::new(None),
         };
+        restrict(server.dir(), 0o700)?;
         server.give(server.dir())?;
         server.start_watchdog();
         server.init(&options)?;
@@ -285,6 +286,8 @@ impl PgServer {
         self.write(&pwfile, &self.password)?;
         let socket = self.socket_dir();
         fs::create_dir(&socket).map_err(|e| format!("cannot make {}: {e}", socket.display()))?;
+        // The socket trusts whoever reaches it: only the server's user (and root) may.
+        restrict(&socket, 0o700)?;
         self.give(&socket)?;
         if let Some(tls) = &options.tls {
             self.write(&dir.join("server.crt"), &tls.cert_pem)?;
@@ -369,10 +372,8 @@ impl PgServer {
 
     /// Writes a file only the server's user may read.
     fn write(&self, path: &Path, text: &str) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
         fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        restrict(path, 0o600)?;
         self.give(path)
     }
 
@@ -558,6 +559,12 @@ fn unprivileged_user() -> Result<User, String> {
         "running as root, and neither a postgres nor a nobody user exists to run PostgreSQL as"
             .to_string()
     })
+}
+
+fn restrict(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))
 }
 
 fn free_port() -> Result<u16, String> {
