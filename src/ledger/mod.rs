@@ -4,8 +4,9 @@
 //! front id of that form (a per-route integer or a UUID) and remembers the pair here,
 //! with the file's metadata some upstreams never return (name, type, size, created at,
 //! uploader, hashes). Storage sits behind the small object-safe [`Store`] trait: an
-//! embedded SQLite file now ([`sqlite`]), PostgreSQL shared by replicas later, both
-//! running the same plain-SQL migrations (`migrations/`).
+//! embedded SQLite file ([`sqlite`]) or a PostgreSQL database shared by replicas
+//! ([`postgres`]), both running the same plain-SQL migrations (`migrations/`) and held to
+//! the same behaviour tests. [`pg_test`] starts a throwaway PostgreSQL server for tests.
 //!
 //! Callers hold a [`Ledger`], which adds what every store needs and no store should
 //! repeat:
@@ -30,6 +31,10 @@
 //! command already queued in one transaction, so a burst of uploads costs one commit
 //! rather than one each, at the price of a few microseconds of queueing when idle.
 
+#[cfg(test)]
+mod behaviour;
+pub mod pg_test;
+pub mod postgres;
 mod render;
 pub mod sqlite;
 mod url;
@@ -94,7 +99,7 @@ pub enum LedgerError {
     Unavailable(String),
 }
 
-/// The storage behind the ledger: SQLite now, PostgreSQL later. Object-safe, with boxed
+/// The storage behind the ledger: SQLite or PostgreSQL. Object-safe, with boxed
 /// futures, so `Arc<dyn Store>` works. Futures borrow only `self`: an implementation
 /// copies the string arguments it needs.
 pub trait Store: Send + Sync + 'static {
@@ -258,20 +263,18 @@ struct Queued {
 
 impl Ledger {
     /// Opens (creates and migrates) the store at `url`; spawns its background tasks
-    /// (needs a tokio runtime). Err: a message naming the place and the reason; for a
-    /// PostgreSQL URL, "the PostgreSQL ledger is not available in this build" for now.
+    /// (needs a tokio runtime). Err: a message naming the place and the reason (never a
+    /// PostgreSQL password).
     pub async fn open(url: &LedgerUrl) -> Result<Ledger, String> {
         let store: Arc<dyn Store> = match url {
             LedgerUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
             LedgerUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_memory().await?),
-            LedgerUrl::Postgres(_) => {
-                return Err("the PostgreSQL ledger is not available in this build".to_string())
-            }
+            LedgerUrl::Postgres(url) => Arc::new(postgres::PostgresStore::open(url).await?),
         };
         Ok(Ledger::with_store(store))
     }
 
-    /// Wraps any store (tests, PostgreSQL later), with the production timing.
+    /// Wraps any store (tests), with the production timing.
     pub fn with_store(store: Arc<dyn Store>) -> Ledger {
         Ledger::with_store_and_timing(store, LedgerTiming::default())
     }
@@ -950,41 +953,6 @@ mod tests {
         assert_eq!(ids, expected);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_ledgers_on_one_file_never_hand_out_the_same_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = LedgerUrl::Sqlite(dir.path().join("ledger.sqlite3"));
-        let one = Ledger::open(&url).await.unwrap();
-        let two = Ledger::open(&url).await.unwrap();
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let ledger = if i % 3 == 0 { one.clone() } else { two.clone() };
-                tokio::spawn(async move { ledger.reserve("r", IdForm::Integer).await.unwrap() })
-            })
-            .collect();
-        let mut ids = HashSet::new();
-        for task in tasks {
-            let id: u64 = task.await.unwrap().parse().unwrap();
-            assert!(ids.insert(id), "{id} handed out twice");
-        }
-        // A restart (a third opener) starts after every block handed out so far.
-        let three = Ledger::open(&url).await.unwrap();
-        let next: u64 = three
-            .reserve("r", IdForm::Integer)
-            .await
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(ids.iter().all(|id| *id < next), "{next}");
-    }
-
-    #[tokio::test]
-    async fn open_refuses_postgres_in_this_build() {
-        let url = LedgerUrl::Postgres(crate::secret::Secret::new("postgres://u:p@db/x"));
-        let err = Ledger::open(&url).await.err().unwrap();
-        assert_eq!(err, "the PostgreSQL ledger is not available in this build");
-    }
-
     #[tokio::test]
     async fn record_confirmed_queues_while_the_store_fails_then_writes() {
         let store = Flaky::new().await;
@@ -1172,30 +1140,6 @@ mod tests {
         let held = ledger.record(vec![row("8", "b")]).await.unwrap();
         assert_eq!(held[0].front_id, "7");
         assert_eq!(ledger.pending(), 0);
-    }
-
-    #[tokio::test]
-    async fn reads_and_writes_pass_through() {
-        let ledger = Ledger::open(&LedgerUrl::SqliteMemory).await.unwrap();
-        let held = ledger
-            .record(vec![row("1", "b1"), row("2", "b2")])
-            .await
-            .unwrap();
-        assert_eq!(held.len(), 2);
-        let (page, total) = ledger.list_case("r", "c", 1, 10).await.unwrap();
-        assert_eq!((page.len(), total), (1, 2));
-        ledger.set_hashes("r", "1", "m", "s").await.unwrap();
-        assert_eq!(
-            ledger.by_back("r", vec!["b1".into()]).await.unwrap()[0]
-                .md5
-                .as_deref(),
-            Some("m")
-        );
-        assert!(ledger.remove("r", "2").await.unwrap());
-        assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 1);
-        assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);
-        assert_eq!(ledger.errors(), 0);
-        assert!(format!("{ledger:?}").contains("healthy: true"));
     }
 
     #[test]

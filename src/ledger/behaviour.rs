@@ -1,0 +1,537 @@
+//! The behaviour every [`Store`] must have, written once and run against both stores:
+//! SQLite (a file in a temporary folder) and PostgreSQL (a fresh database on the server
+//! [`PgServer::for_test`] starts). Each test gets a [`Db`] on which it may open as many
+//! stores as it likes: two stores on one `Db` are two processes, or two replicas, sharing
+//! one database.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::pg_test::PgServer;
+use super::{IdForm, Ledger, LedgerUrl, Row, Store};
+use crate::secret::Secret;
+
+/// One database of the store under test.
+pub(crate) enum Db {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        _server: Arc<PgServer>,
+        url: String,
+    },
+}
+
+impl Db {
+    /// A file that does not exist yet.
+    pub(crate) fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        Db::Sqlite { _dir: dir, path }
+    }
+
+    /// A new empty database on the shared server; None when PostgreSQL cannot be started
+    /// and `CASEGATE_SKIP_POSTGRES=1` (the test then passes without running).
+    pub(crate) fn postgres() -> Option<Db> {
+        let server = PgServer::for_test()?;
+        let url = server.database_url().unwrap();
+        Some(Db::Postgres {
+            _server: server,
+            url,
+        })
+    }
+
+    pub(crate) fn url(&self) -> LedgerUrl {
+        match self {
+            Db::Sqlite { path, .. } => LedgerUrl::Sqlite(path.clone()),
+            Db::Postgres { url, .. } => LedgerUrl::Postgres(Secret::new(url.clone())),
+        }
+    }
+
+    /// A new store on this database (opening migrates it when it is new).
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Db::Sqlite { path, .. } => {
+                Arc::new(super::sqlite::SqliteStore::open(path).await.unwrap())
+            }
+            Db::Postgres { url, .. } => Arc::new(
+                super::postgres::PostgresStore::open(&Secret::new(url.clone()))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+/// Each named `async fn(Db)` below becomes one test per store.
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::sqlite()).await;
+                }
+            )+
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = super::Db::postgres() {
+                        super::$name(db).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+on_both_stores!(
+    rows_survive_reopening_and_a_second_opener_sees_them,
+    openers_racing_on_a_new_database_all_migrate_it,
+    allocate_is_distinct_across_concurrent_callers,
+    two_stores_allocating_at_once_never_hand_out_the_same_number,
+    the_first_record_wins_and_later_ones_fill_nulls_only,
+    two_stores_racing_to_record_one_file_agree_on_its_front_id,
+    two_stores_racing_with_large_overlapping_batches_agree,
+    every_field_round_trips,
+    list_case_pages_in_insertion_order_with_the_total,
+    remove_set_hashes_and_dump_order,
+    concurrent_records_all_commit,
+    ledger_reserves_are_distinct_across_two_ledgers,
+    ledger_reads_and_writes_pass_through,
+);
+
+fn row(route: &str, front_id: &str, back_id: &str) -> Row {
+    Row {
+        route: route.into(),
+        front_id: front_id.into(),
+        back_id: back_id.into(),
+        ..Row::default()
+    }
+}
+
+fn fronts(rows: &[Row]) -> Vec<&str> {
+    rows.iter().map(|r| r.front_id.as_str()).collect()
+}
+
+async fn rows_survive_reopening_and_a_second_opener_sees_them(db: Db) {
+    let first = db.open().await;
+    first.record(vec![row("r", "1", "b1")]).await.unwrap();
+    // A second opener while the first is open (another process, a replica, a restart).
+    let second = db.open().await;
+    assert_eq!(fronts(&second.dump(None).await.unwrap()), ["1"]);
+    drop(first);
+    drop(second);
+    let third = db.open().await;
+    assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
+    third.ping().await.unwrap();
+}
+
+async fn openers_racing_on_a_new_database_all_migrate_it(db: Db) {
+    let (a, b, c) = tokio::join!(db.open(), db.open(), db.open());
+    a.record(vec![row("r", "1", "b1")]).await.unwrap();
+    for store in [&a, &b, &c] {
+        store.ping().await.unwrap();
+        assert_eq!(fronts(&store.dump(None).await.unwrap()), ["1"]);
+    }
+    assert_eq!(b.allocate("r", 1).await.unwrap(), 1);
+    assert_eq!(c.allocate("r", 1).await.unwrap(), 2);
+}
+
+async fn allocate_is_distinct_across_concurrent_callers(db: Db) {
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.allocate("r", 3).await.unwrap() })
+        })
+        .collect();
+    let mut firsts = Vec::new();
+    for task in tasks {
+        firsts.push(task.await.unwrap());
+    }
+    firsts.sort();
+    let expected: Vec<u64> = (0..50).map(|k| 1 + 3 * k).collect();
+    assert_eq!(firsts, expected);
+    assert_eq!(store.allocate("a-new-route", 1).await.unwrap(), 1);
+    assert_eq!(
+        store.allocate("r", 0).await.unwrap(),
+        151,
+        "0 is taken as 1"
+    );
+    assert!(
+        store.allocate("r", u64::MAX).await.is_err(),
+        "too many at once"
+    );
+    assert_eq!(store.allocate("r", 1).await.unwrap(), 152);
+}
+
+/// Sorted (first, n) blocks never overlap.
+fn assert_disjoint(mut blocks: Vec<(u64, u64)>) {
+    blocks.sort();
+    for pair in blocks.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:?} overlap");
+    }
+}
+
+async fn two_stores_allocating_at_once_never_hand_out_the_same_number(db: Db) {
+    let (a, b) = tokio::join!(db.open(), db.open());
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            // Every task of a new route at once: the route's first row is raced for too.
+            tokio::spawn(async move { (store.allocate("r", 7).await.unwrap(), 7) })
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    for task in tasks {
+        blocks.push(task.await.unwrap());
+    }
+    assert_disjoint(blocks.clone());
+    let mut firsts: Vec<u64> = blocks.iter().map(|b| b.0).collect();
+    firsts.sort();
+    let expected: Vec<u64> = (0..50).map(|k| 1 + 7 * k).collect();
+    assert_eq!(firsts, expected, "no number is lost either");
+}
+
+async fn the_first_record_wins_and_later_ones_fill_nulls_only(db: Db) {
+    let store = db.open().await;
+    let first = Row {
+        name: Some("a.txt".into()),
+        front_case: Some("c1".into()),
+        ..row("r", "1", "b")
+    };
+    let held = store.record(vec![first]).await.unwrap();
+    let guid = held[0].guid.clone().expect("a guid is given on insert");
+    uuid::Uuid::parse_str(&guid).unwrap();
+
+    let later = Row {
+        name: Some("b.txt".into()),
+        size: Some(5),
+        md5: Some("m".into()),
+        guid: Some("other-guid".into()),
+        ..row("r", "2", "b")
+    };
+    let held = store.record(vec![later]).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let held = &held[0];
+    assert_eq!(held.front_id, "1", "the first record's front id wins");
+    assert_eq!(held.name.as_deref(), Some("a.txt"), "held fields stay");
+    assert_eq!(held.size, Some(5), "NULL fields are filled");
+    assert_eq!(held.md5.as_deref(), Some("m"));
+    assert_eq!(held.guid.as_deref(), Some(guid.as_str()));
+    assert_eq!(store.by_front("r", "2").await.unwrap(), None);
+    assert_eq!(store.by_front("r", "1").await.unwrap().as_ref(), Some(held));
+
+    // Within one call, and in input order.
+    let held = store
+        .record(vec![
+            row("r", "3", "c"),
+            row("r", "4", "c"),
+            row("r", "1", "b"),
+            Row {
+                guid: Some("given".into()),
+                ..row("s", "1", "b")
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(fronts(&held), ["3", "3", "1", "1"]);
+    assert_eq!(held[3].route, "s");
+    assert_eq!(held[3].guid.as_deref(), Some("given"));
+
+    // A front id held by another back id is not taken over.
+    let clash = row("r", "1", "z");
+    let held = store.record(vec![clash.clone()]).await.unwrap();
+    assert_eq!(held, [clash]);
+    assert!(store
+        .by_back("r", vec!["z".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    let mut found = store
+        .by_back("r", vec!["c".into(), "b".into(), "c".into(), "nope".into()])
+        .await
+        .unwrap();
+    found.sort_by(|x, y| x.back_id.cmp(&y.back_id));
+    assert_eq!(fronts(&found), ["1", "3"]);
+    assert!(store.by_back("r", Vec::new()).await.unwrap().is_empty());
+    assert!(store.record(Vec::new()).await.unwrap().is_empty());
+}
+
+async fn two_stores_racing_to_record_one_file_agree_on_its_front_id(db: Db) {
+    let (a, b) = tokio::join!(db.open(), db.open());
+    for k in 0..25 {
+        let back = format!("file-{k}");
+        let one = {
+            let (a, back) = (a.clone(), back.clone());
+            tokio::spawn(async move { a.record(vec![row("r", &format!("a{k}"), &back)]).await })
+        };
+        let two = {
+            let (b, back) = (b.clone(), back.clone());
+            tokio::spawn(async move { b.record(vec![row("r", &format!("b{k}"), &back)]).await })
+        };
+        let one = one.await.unwrap().unwrap();
+        let two = two.await.unwrap().unwrap();
+        assert_eq!(
+            one[0].front_id, two[0].front_id,
+            "{back}: both get the winner's"
+        );
+        assert_eq!(one[0].guid, two[0].guid, "{back}");
+        let held = a.by_back("r", vec![back.clone()]).await.unwrap();
+        assert_eq!(held.len(), 1, "{back}: one row");
+        assert_eq!(held[0].front_id, one[0].front_id);
+    }
+    assert_eq!(b.dump(Some("r")).await.unwrap().len(), 25);
+}
+
+async fn two_stores_racing_with_large_overlapping_batches_agree(db: Db) {
+    let (a, b) = tokio::join!(db.open(), db.open());
+    let batch = |prefix: &str, reverse: bool| {
+        let mut rows: Vec<Row> = (0..300)
+            .map(|k| Row {
+                front_case: Some("c".into()),
+                ..row("r", &format!("{prefix}{k}"), &format!("file-{k}"))
+            })
+            .collect();
+        if reverse {
+            rows.reverse();
+        }
+        rows
+    };
+    for round in 0..3 {
+        let route_rows = |rows: Vec<Row>| -> Vec<Row> {
+            rows.into_iter()
+                .map(|r| Row {
+                    route: format!("r{round}"),
+                    ..r
+                })
+                .collect()
+        };
+        let (one, two) = (route_rows(batch("a", false)), route_rows(batch("b", true)));
+        let (a2, b2) = (a.clone(), b.clone());
+        let one = tokio::spawn(async move { a2.record(one).await });
+        let two = tokio::spawn(async move { b2.record(two).await });
+        let mut one = one.await.unwrap().unwrap();
+        let mut two = two.await.unwrap().unwrap();
+        two.reverse();
+        assert_eq!(one.len(), 300);
+        for (x, y) in one.iter().zip(&two) {
+            assert_eq!(x.back_id, y.back_id);
+            assert_eq!(
+                x.front_id, y.front_id,
+                "{}: both get the winner's",
+                x.back_id
+            );
+        }
+        one.sort_by(|x, y| x.front_id.cmp(&y.front_id));
+        let held = a.dump(Some(&format!("r{round}"))).await.unwrap();
+        assert_eq!(held.len(), 300, "one row per file");
+    }
+}
+
+async fn every_field_round_trips(db: Db) {
+    let store = db.open().await;
+    let full = Row {
+        route: "route ü".into(),
+        front_id: "ffe0c3b2-0d6f-4b8e-9a51-3c2a7d9e1f00".into(),
+        front_case: Some("case 'one'".into()),
+        back_case: Some("b\"case".into()),
+        back_id: "42".into(),
+        back_comment_id: Some("comment-1".into()),
+        name: Some("résumé (final).pdf".into()),
+        content_type: Some("application/pdf".into()),
+        size: Some(i64::MAX as u64),
+        created_at: Some("2024-05-06T07:08:09.123Z".into()),
+        uploader: Some(r#"{"id":7,"name":"Ann"}"#.into()),
+        guid: Some("0b5e4c2a-1111-4222-8333-944455556666".into()),
+        md5: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+        sha256: Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+    };
+    let held = store.record(vec![full.clone()]).await.unwrap();
+    assert_eq!(held, std::slice::from_ref(&full));
+    assert_eq!(
+        store.by_front(&full.route, &full.front_id).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(store.dump(None).await.unwrap(), std::slice::from_ref(&full));
+    // A size beyond BIGINT is kept as unknown rather than failing the record.
+    let huge = Row {
+        size: Some(u64::MAX),
+        ..row("r", "1", "huge")
+    };
+    assert_eq!(store.record(vec![huge]).await.unwrap()[0].size, None);
+}
+
+async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
+    let store = db.open().await;
+    for i in 0..7 {
+        let mut rows = vec![Row {
+            front_case: Some("c1".into()),
+            // Back ids in decreasing order: insertion order is not back-id order.
+            ..row("r", &format!("f{i}"), &format!("b{}", 9 - i))
+        }];
+        rows.push(Row {
+            front_case: Some("c2".into()),
+            ..row("r", &format!("g{i}"), &format!("x{i}"))
+        });
+        rows.push(Row {
+            front_case: Some("c1".into()),
+            ..row("other", &format!("f{i}"), &format!("b{i}"))
+        });
+        store.record(rows).await.unwrap();
+    }
+    let (page, total) = store.list_case("r", "c1", 2, 3).await.unwrap();
+    assert_eq!(fronts(&page), ["f2", "f3", "f4"]);
+    assert_eq!(total, 7);
+    let (page, total) = store.list_case("r", "c1", 5, u64::MAX).await.unwrap();
+    assert_eq!(fronts(&page), ["f5", "f6"]);
+    assert_eq!(total, 7);
+    let (page, total) = store.list_case("r", "c1", 70, 10).await.unwrap();
+    assert!(page.is_empty());
+    assert_eq!(total, 7);
+    let (page, total) = store.list_case("r", "none", 0, 10).await.unwrap();
+    assert!(page.is_empty());
+    assert_eq!(total, 0);
+    // Within one call, rows are inserted in the order given.
+    let batch: Vec<Row> = ["z", "a", "m"]
+        .iter()
+        .map(|b| Row {
+            front_case: Some("c3".into()),
+            ..row("r", &format!("h-{b}"), &format!("bk-{b}"))
+        })
+        .collect();
+    store.record(batch).await.unwrap();
+    let (page, _) = store.list_case("r", "c3", 0, 10).await.unwrap();
+    assert_eq!(fronts(&page), ["h-z", "h-a", "h-m"]);
+}
+
+async fn remove_set_hashes_and_dump_order(db: Db) {
+    let store = db.open().await;
+    store
+        .record(vec![row("b", "1", "x"), row("a", "1", "x")])
+        .await
+        .unwrap();
+    store.record(vec![row("b", "0", "y")]).await.unwrap();
+    store.record(vec![row("a", "9", "z")]).await.unwrap();
+    store.record(vec![row("B", "5", "w")]).await.unwrap();
+    let all = store.dump(None).await.unwrap();
+    let order: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.route.as_str(), r.front_id.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [("B", "5"), ("a", "1"), ("a", "9"), ("b", "1"), ("b", "0")],
+        "routes in byte order, then insertion order"
+    );
+    assert_eq!(fronts(&store.dump(Some("b")).await.unwrap()), ["1", "0"]);
+
+    store.set_hashes("b", "0", "md5!", "sha!").await.unwrap();
+    let held = store.by_front("b", "0").await.unwrap().unwrap();
+    assert_eq!(
+        (held.md5.as_deref(), held.sha256.as_deref()),
+        (Some("md5!"), Some("sha!"))
+    );
+    store.set_hashes("b", "gone", "m", "s").await.unwrap();
+
+    assert!(store.remove("b", "0").await.unwrap());
+    assert!(!store.remove("b", "0").await.unwrap());
+    assert_eq!(store.by_front("b", "0").await.unwrap(), None);
+    assert_eq!(store.dump(None).await.unwrap().len(), 4);
+
+    // A Kibana client names a file by its comment id.
+    store
+        .record(vec![Row {
+            back_comment_id: Some("comment-7".into()),
+            ..row("k", "file-7", "file-7")
+        }])
+        .await
+        .unwrap();
+    assert!(store.remove("k", "comment-7").await.unwrap());
+    assert_eq!(store.by_front("k", "file-7").await.unwrap(), None);
+    assert!(!store.remove("other-route", "1").await.unwrap());
+}
+
+async fn concurrent_records_all_commit(db: Db) {
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let front = i.to_string();
+                let held = store.record(vec![row("r", &front, &front)]).await.unwrap();
+                assert_eq!(held[0].front_id, front);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.dump(Some("r")).await.unwrap().len(), 100);
+}
+
+async fn ledger_reserves_are_distinct_across_two_ledgers(db: Db) {
+    let url = db.url();
+    let one = Ledger::open(&url).await.unwrap();
+    let two = Ledger::open(&url).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ledger = if i % 3 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move { ledger.reserve("r", IdForm::Integer).await.unwrap() })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let id: u64 = task.await.unwrap().parse().unwrap();
+        assert!(ids.insert(id), "{id} handed out twice");
+    }
+    // A restart (a third opener) starts after every block handed out so far.
+    let three = Ledger::open(&url).await.unwrap();
+    let next: u64 = three
+        .reserve("r", IdForm::Integer)
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ids.iter().all(|id| *id < next), "{next}");
+}
+
+async fn ledger_reads_and_writes_pass_through(db: Db) {
+    let ledger = Ledger::open(&db.url()).await.unwrap();
+    let front_case = |r: Row| Row {
+        front_case: Some("c".into()),
+        ..r
+    };
+    let held = ledger
+        .record(vec![
+            front_case(row("r", "1", "b1")),
+            front_case(row("r", "2", "b2")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    let (page, total) = ledger.list_case("r", "c", 1, 10).await.unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    ledger.set_hashes("r", "1", "m", "s").await.unwrap();
+    assert_eq!(
+        ledger.by_back("r", vec!["b1".into()]).await.unwrap()[0]
+            .md5
+            .as_deref(),
+        Some("m")
+    );
+    let confirmed = ledger.record_confirmed(row("r", "3", "b3")).await;
+    assert!(confirmed.guid.is_some());
+    assert_eq!(ledger.pending(), 0);
+    assert!(ledger.remove("r", "2").await.unwrap());
+    assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 2);
+    assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);
+    let id = ledger.reserve("r", IdForm::Integer).await.unwrap();
+    assert_eq!(id, "1");
+    assert_eq!(ledger.errors(), 0);
+    assert!(format!("{ledger:?}").contains("healthy: true"));
+}

@@ -1,0 +1,1004 @@
+//! The PostgreSQL ledger, shared by replicas (SPEC 7.3): the same schema, migrations and
+//! behaviour as the SQLite one, over tokio-postgres.
+//!
+//! **URL.** `postgres://user:password@host:port/db?sslmode=...&sslrootcert=/path/ca.pem`
+//! (or `postgresql://`). The password comes from the environment through `${VAR}` in
+//! routes.toml, so it must be URL-safe or percent-encoded; it is never logged
+//! ([`LedgerUrl::describe`](super::LedgerUrl::describe) hides it). casegate reads
+//! `sslmode`, `sslrootcert` and `pool_size` itself and hands the parameters
+//! tokio-postgres knows (`connect_timeout`, `application_name`, `options`, `hostaddr`,
+//! keepalives, ...) on to it; any other parameter is dropped with a warning, and
+//! client certificates (`sslcert`, `sslkey`) are refused.
+//!
+//! **TLS** (rustls with ring; trusted roots are the webpki roots plus `sslrootcert`'s
+//! certificates, or the webpki roots alone for `sslrootcert=system`):
+//! - `disable`: plain TCP.
+//! - `prefer` (the default, as in libpq): TLS when the server offers it, plain when it
+//!   does not; the certificate is not checked, so this guards against eavesdropping only.
+//! - `require` and `verify-ca`: TLS or no connection; the certificate must chain to a
+//!   trusted root, its host name is not compared. Note that libpq's `require` checks
+//!   nothing unless a root certificate file is present: casegate's always checks the
+//!   chain, so a server with a private CA needs `sslrootcert`.
+//! - `verify-full`: the chain and the host name (or IP address) are checked.
+//!
+//! Channel binding (SCRAM-SHA-256-PLUS) is not offered: SCRAM-SHA-256 runs without it.
+//!
+//! **Pool.** At most `pool_size` connections (8 by default) per casegate process, opened
+//! on demand and kept while they are healthy; every statement is prepared once per
+//! connection. Each operation waits at most 5 s for a free connection, opening one takes
+//! at most the connect timeout (`connect_timeout`, 5 s by default), and the operation's
+//! statements then have 5 s. A connection that timed out has its query cancelled and is
+//! closed; one the server closed is dropped when next taken.
+//!
+//! **Failure.** Every failure is [`LedgerError::Unavailable`] with PostgreSQL's reason.
+//! While the database is down, operations fail as fast as connections are refused (or
+//! within the timeouts above when packets are lost), [`Ledger`](super::Ledger)'s probe
+//! turns health off, and confirmed rows wait in its retry queue; when the database is
+//! back, new connections are opened and everything works again, with no restart of
+//! casegate. The database must answer when the store is opened: casegate does not start
+//! without its ledger.
+//!
+//! **Migrations.** [`MIGRATIONS`] run at open in one transaction that first takes
+//! `pg_advisory_xact_lock`: replicas starting together take turns, and those after the
+//! first find the schema current and change nothing. A replica waits at most 60 s for
+//! the lock. A database whose schema is newer than this casegate knows is refused.
+//!
+//! **Concurrency.** Integer ids come from one upsert on the route's row of `sequences`
+//! (`... ON CONFLICT DO UPDATE ... RETURNING`), atomic whatever the number of replicas.
+//! A record is `INSERT ... ON CONFLICT DO NOTHING RETURNING`, then, when the upstream
+//! file is already held, an `UPDATE` that fills the held row's NULL fields and returns
+//! it: when replicas race on the same file, one insert wins and the others read the
+//! winner's front id. Rows are written in (route, back id) order so two records of
+//! overlapping rows lock them in the same order; a deadlock PostgreSQL reports anyway is
+//! retried. The insertion-order numbers come from the `counters` row, taken in a
+//! statement of their own so its lock is held for that statement only.
+
+mod pool;
+mod settings;
+mod tls;
+
+use futures_util::future::{try_join_all, BoxFuture};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Transaction;
+
+use self::pool::{describe, Conn, DbError, Pool};
+use self::settings::Settings;
+use self::tls::MakeTls;
+use super::{LedgerError, Row, Store, MIGRATIONS, SCHEMA_TABLE};
+use crate::secret::Secret;
+
+/// The advisory lock migrations hold ("casegate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6361_7365_6761_7465;
+/// How long a replica waits for another's migration (and for its own).
+const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most ids one [`Store::allocate`] call may take.
+const MAX_ALLOCATE: u64 = 1 << 20;
+/// How many times a record is tried when PostgreSQL picks it as a deadlock's victim.
+const RECORD_TRIES: u32 = 3;
+
+/// The columns of a [`Row`], in [`read_row`]'s order.
+macro_rules! columns {
+    () => {
+        "route, front_id, front_case, back_case, back_id, back_comment_id, name, \
+         content_type, size, created_at, uploader, guid, md5, sha256"
+    };
+}
+
+const ALLOCATE: &str = "INSERT INTO sequences (route, next_id) VALUES ($1, 1 + $2::BIGINT) \
+     ON CONFLICT (route) DO UPDATE SET next_id = sequences.next_id + $2::BIGINT \
+     RETURNING next_id";
+const NEXT_SEQ: &str = "INSERT INTO counters (name, value) VALUES ('files.seq', $1::BIGINT) \
+     ON CONFLICT (name) DO UPDATE SET value = counters.value + $1::BIGINT \
+     RETURNING value";
+const INSERT: &str = concat!(
+    "INSERT INTO files (route, front_id, seq, front_case, back_case, back_id, \
+     back_comment_id, name, content_type, size, created_at, uploader, guid, md5, sha256) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT DO NOTHING RETURNING ",
+    columns!()
+);
+const FILL_NULLS: &str = concat!(
+    "UPDATE files SET front_case = COALESCE(front_case, $3), \
+     back_case = COALESCE(back_case, $4), back_comment_id = COALESCE(back_comment_id, $5), \
+     name = COALESCE(name, $6), content_type = COALESCE(content_type, $7), \
+     size = COALESCE(size, $8), created_at = COALESCE(created_at, $9), \
+     uploader = COALESCE(uploader, $10), guid = COALESCE(guid, $11), \
+     md5 = COALESCE(md5, $12), sha256 = COALESCE(sha256, $13) \
+     WHERE route = $1 AND back_id = $2 RETURNING ",
+    columns!()
+);
+const HOLDER: &str = "SELECT back_id FROM files WHERE route = $1 AND front_id = $2";
+const BY_FRONT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = $1 AND front_id = $2"
+);
+const BY_BACK: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = $1 AND back_id = ANY($2) ORDER BY seq"
+);
+const CASE_PAGE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = $1 AND front_case = $2 ORDER BY seq LIMIT $3 OFFSET $4"
+);
+const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = $1 AND front_case = $2";
+const SET_HASHES: &str =
+    "UPDATE files SET md5 = $3, sha256 = $4 WHERE route = $1 AND front_id = $2";
+const REMOVE: &str =
+    "DELETE FROM files WHERE route = $1 AND (front_id = $2 OR back_comment_id = $2)";
+const PING: &str = "SELECT COUNT(*) FROM casegate_schema";
+// Routes in byte order, as SQLite sorts them, whatever the database's collation.
+const DUMP_ALL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files ORDER BY route COLLATE \"C\", seq"
+);
+const DUMP_ROUTE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = $1 ORDER BY seq"
+);
+
+/// The PostgreSQL [`Store`]: a bounded pool of connections to one database.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL, see the module doc) and
+    /// migrates it. Err: what went wrong, never the password.
+    pub async fn open(url: &Secret) -> Result<PostgresStore, String> {
+        PostgresStore::open_with(Settings::parse(url.expose())?).await
+    }
+
+    async fn open_with(settings: Settings) -> Result<PostgresStore, String> {
+        for parameter in &settings.ignored {
+            tracing::warn!(
+                %parameter,
+                "the ledger URL's parameter is not used by casegate; it is ignored"
+            );
+        }
+        let tls = MakeTls::new(&settings)?;
+        let pool = Pool::new(
+            settings.pg,
+            tls,
+            settings.pool_size,
+            settings.connect_timeout,
+            settings.query_timeout,
+        );
+        let mut conn = pool.connect().await.map_err(|e| match e {
+            LedgerError::Unavailable(reason) => reason,
+        })?;
+        match tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(reason),
+            Err(_) => {
+                return Err(format!(
+                    "the schema migration did not finish within {} (another casegate \
+                     holding the migration lock?)",
+                    humantime::format_duration(MIGRATION_TIMEOUT)
+                ))
+            }
+        }
+        pool.give_back(conn);
+        Ok(PostgresStore { pool })
+    }
+
+    /// Runs `op` on a pooled connection (see [`Pool::run`]).
+    fn call<'a, T, F>(&'a self, op: F) -> BoxFuture<'a, Result<T, LedgerError>>
+    where
+        T: Send + 'a,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, DbError>> + Send + 'a,
+    {
+        Box::pin(self.pool.run(op))
+    }
+}
+
+impl Store for PostgresStore {
+    fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        let route = route.to_string();
+        self.call(move |conn| Box::pin(allocate(conn, route, n)))
+    }
+
+    fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        self.call(move |conn| Box::pin(record(conn, rows)))
+    }
+
+    fn by_front(
+        &self,
+        route: &str,
+        front_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
+        let (route, front_id) = (route.to_string(), front_id.to_string());
+        self.call(move |conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(BY_FRONT).await?;
+                let row = conn
+                    .client
+                    .query_opt(&statement, &[&route, &front_id])
+                    .await?;
+                Ok(row.as_ref().map(read_row).transpose()?)
+            })
+        })
+    }
+
+    fn by_back(
+        &self,
+        route: &str,
+        back_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        let route = route.to_string();
+        self.call(move |conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(BY_BACK).await?;
+                let rows = conn.client.query(&statement, &[&route, &back_ids]).await?;
+                read_rows(&rows)
+            })
+        })
+    }
+
+    fn list_case(
+        &self,
+        route: &str,
+        front_case: &str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>> {
+        let (route, front_case) = (route.to_string(), front_case.to_string());
+        self.call(move |conn| {
+            Box::pin(async move {
+                let total = conn.prepare(CASE_TOTAL).await?;
+                let page = conn.prepare(CASE_PAGE).await?;
+                let (limit, offset) = (clamp(limit), clamp(offset));
+                // Both statements go out at once on the connection.
+                let (total, rows) = futures_util::future::try_join(
+                    conn.client.query_one(&total, &[&route, &front_case]),
+                    conn.client
+                        .query(&page, &[&route, &front_case, &limit, &offset]),
+                )
+                .await?;
+                let total: i64 = total.try_get(0)?;
+                Ok((read_rows(&rows)?, u64::try_from(total).unwrap_or(0)))
+            })
+        })
+    }
+
+    fn set_hashes(
+        &self,
+        route: &str,
+        front_id: &str,
+        md5: &str,
+        sha256: &str,
+    ) -> BoxFuture<'_, Result<(), LedgerError>> {
+        let args = [route, front_id, md5, sha256].map(str::to_string);
+        self.call(move |conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(SET_HASHES).await?;
+                conn.client
+                    .execute(&statement, &[&args[0], &args[1], &args[2], &args[3]])
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>> {
+        let (route, front_id) = (route.to_string(), front_id.to_string());
+        self.call(move |conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(REMOVE).await?;
+                let n = conn
+                    .client
+                    .execute(&statement, &[&route, &front_id])
+                    .await?;
+                Ok(n > 0)
+            })
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        // Reads a table of the ledger (not just `SELECT 1`): the right database, migrated.
+        self.call(|conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(PING).await?;
+                conn.client.query_one(&statement, &[]).await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+        let route = route.map(str::to_string);
+        self.call(move |conn| {
+            Box::pin(async move {
+                let rows = match route {
+                    Some(route) => {
+                        let statement = conn.prepare(DUMP_ROUTE).await?;
+                        conn.client.query(&statement, &[&route]).await?
+                    }
+                    None => {
+                        let statement = conn.prepare(DUMP_ALL).await?;
+                        conn.client.query(&statement, &[]).await?
+                    }
+                };
+                read_rows(&rows)
+            })
+        })
+    }
+}
+
+async fn allocate(conn: &mut Conn, route: String, n: u64) -> Result<u64, DbError> {
+    let n = n.max(1);
+    if n > MAX_ALLOCATE {
+        return Err(DbError::Refused(format!(
+            "{n} ids asked at once (at most {MAX_ALLOCATE})"
+        )));
+    }
+    let n = clamp(n);
+    let statement = conn.prepare(ALLOCATE).await?;
+    let next: i64 = conn
+        .client
+        .query_one(&statement, &[&route, &n])
+        .await?
+        .try_get(0)?;
+    next.checked_sub(n)
+        .and_then(|first| u64::try_from(first).ok())
+        .filter(|first| *first >= 1)
+        .ok_or_else(|| DbError::Refused(format!("route {route}'s sequence is damaged ({next})")))
+}
+
+/// The statements of a record, prepared before its transaction starts.
+struct RecordStatements {
+    insert: tokio_postgres::Statement,
+    fill: tokio_postgres::Statement,
+    holder: tokio_postgres::Statement,
+}
+
+async fn record(conn: &mut Conn, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let next_seq = conn.prepare(NEXT_SEQ).await?;
+    let statements = RecordStatements {
+        insert: conn.prepare(INSERT).await?,
+        fill: conn.prepare(FILL_NULLS).await?,
+        holder: conn.prepare(HOLDER).await?,
+    };
+    // Insertion-order numbers, taken in a statement of their own: the counter's row is
+    // locked only while this one commits, not for the whole record. A failed record
+    // leaves a gap, which orders nothing wrongly.
+    let last: i64 = conn.client.query_one(&next_seq, &[&n]).await?.try_get(0)?;
+    let first = last
+        .checked_sub(n)
+        .ok_or_else(|| DbError::Refused(format!("the files.seq counter is damaged ({last})")))?;
+    // Guids are given once, so a retried transaction gives the same.
+    let guids: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.guid
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        })
+        .collect();
+    // Rows are locked in (route, back id) order whatever the input order; among equal
+    // keys the first in the input goes first, and wins.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&rows[a].route, &rows[a].back_id).cmp(&(&rows[b].route, &rows[b].back_id))
+    });
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tx = conn.client.transaction().await?;
+        match write_rows(&tx, &statements, &rows, &guids, &order, first).await {
+            Ok(held) => {
+                tx.commit().await?;
+                return Ok(held);
+            }
+            Err(DbError::Pg(e)) if tries < RECORD_TRIES && is_conflict(&e) => {
+                drop(tx);
+                tracing::debug!(error = %describe(&e), "a ledger record is tried again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A deadlock or serialization failure: the transaction may simply be run again.
+fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// Writes `rows` inside `tx`, in `order`; returns them as held, in input order.
+///
+/// Each step is pipelined: every row's statement is sent at once and the answers read
+/// together, so a record of hundreds of rows costs a few round trips, not hundreds. The
+/// server runs them in the order sent. Step 1 inserts; step 2 fills the NULL fields of
+/// the rows already held by back id; step 3 looks for the holder of a front id that
+/// conflicted. A row found in none (deleted meanwhile) goes round again.
+async fn write_rows(
+    tx: &Transaction<'_>,
+    statements: &RecordStatements,
+    rows: &[Row],
+    guids: &[String],
+    order: &[usize],
+    first: i64,
+) -> Result<Vec<Row>, DbError> {
+    type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+    // A size beyond BIGINT cannot be real; it is kept as unknown.
+    let sizes: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| r.size.and_then(|s| i64::try_from(s).ok()))
+        .collect();
+    let seqs: Vec<i64> = (0..rows.len())
+        .map(|i| first.saturating_add(i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1)))
+        .collect();
+    let insert_params = |i: usize| -> [Param<'_>; 15] {
+        let r = &rows[i];
+        [
+            &r.route,
+            &r.front_id,
+            &seqs[i],
+            &r.front_case,
+            &r.back_case,
+            &r.back_id,
+            &r.back_comment_id,
+            &r.name,
+            &r.content_type,
+            &sizes[i],
+            &r.created_at,
+            &r.uploader,
+            &guids[i],
+            &r.md5,
+            &r.sha256,
+        ]
+    };
+    let fill_params = |i: usize| -> [Param<'_>; 13] {
+        let r = &rows[i];
+        [
+            &r.route,
+            &r.back_id,
+            &r.front_case,
+            &r.back_case,
+            &r.back_comment_id,
+            &r.name,
+            &r.content_type,
+            &sizes[i],
+            &r.created_at,
+            &r.uploader,
+            &guids[i],
+            &r.md5,
+            &r.sha256,
+        ]
+    };
+    let mut held: Vec<Option<Row>> = vec![None; rows.len()];
+    let mut pending: Vec<usize> = order.to_vec();
+    for _ in 0..3 {
+        let params: Vec<[Param<'_>; 15]> = pending.iter().map(|&i| insert_params(i)).collect();
+        let inserted =
+            try_join_all(params.iter().map(|p| tx.query_opt(&statements.insert, p))).await?;
+        let mut not_inserted = Vec::new();
+        for (&i, answer) in pending.iter().zip(inserted) {
+            match answer {
+                Some(answer) => held[i] = Some(read_row(&answer)?),
+                None => not_inserted.push(i),
+            }
+        }
+        if not_inserted.is_empty() {
+            break;
+        }
+        let params: Vec<[Param<'_>; 13]> = not_inserted.iter().map(|&i| fill_params(i)).collect();
+        let filled = try_join_all(params.iter().map(|p| tx.query_opt(&statements.fill, p))).await?;
+        let mut not_filled = Vec::new();
+        for (&i, answer) in not_inserted.iter().zip(filled) {
+            match answer {
+                Some(answer) => held[i] = Some(read_row(&answer)?),
+                None => not_filled.push(i),
+            }
+        }
+        if not_filled.is_empty() {
+            break;
+        }
+        // Not held by back id, so the conflict was the front id: another upstream file
+        // holds it (a route whose id mapping changed?). The first holder keeps it.
+        let params: Vec<[Param<'_>; 2]> = not_filled
+            .iter()
+            .map(|&i| -> [Param<'_>; 2] { [&rows[i].route, &rows[i].front_id] })
+            .collect();
+        let holders =
+            try_join_all(params.iter().map(|p| tx.query_opt(&statements.holder, p))).await?;
+        pending.clear();
+        for (&i, holder) in not_filled.iter().zip(holders) {
+            let row = &rows[i];
+            match holder {
+                Some(holder) => {
+                    let held_by: String = holder.try_get(0)?;
+                    tracing::warn!(
+                        route = %row.route,
+                        front_id = %row.front_id,
+                        back_id = %row.back_id,
+                        %held_by,
+                        "not recorded: the front id already names another upstream file"
+                    );
+                    held[i] = Some(row.clone());
+                }
+                None => pending.push(i),
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+    }
+    for &i in &pending {
+        let row = &rows[i];
+        tracing::warn!(
+            route = %row.route,
+            front_id = %row.front_id,
+            back_id = %row.back_id,
+            "not recorded: the row it met was deleted again and again"
+        );
+    }
+    Ok(held
+        .into_iter()
+        .zip(rows)
+        .map(|(held, given)| held.unwrap_or_else(|| given.clone()))
+        .collect())
+}
+
+/// Applies the migrations this database has not had, in order, in one transaction
+/// holding the migration lock.
+async fn migrate(conn: &mut Conn) -> Result<(), String> {
+    let sql = |what: &str, e: tokio_postgres::Error| format!("{what}: {}", describe(&e));
+    let tx = conn
+        .client
+        .transaction()
+        .await
+        .map_err(|e| sql("cannot start the schema migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| sql("cannot take the migration lock", e))?;
+    tx.batch_execute(SCHEMA_TABLE)
+        .await
+        .map_err(|e| sql("cannot create casegate_schema", e))?;
+    let current: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM casegate_schema", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| sql("cannot read the schema version", e))?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > newest {
+        return Err(format!(
+            "its schema is version {current}, newer than this casegate knows ({newest})"
+        ));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.batch_execute(migration.sql)
+            .await
+            .map_err(|e| sql(&format!("migration {} failed", migration.name), e))?;
+        tx.execute(
+            "INSERT INTO casegate_schema (version, name, applied_at) \
+             VALUES ($1, $2, CAST(CURRENT_TIMESTAMP AS TEXT))",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(|e| sql(&format!("cannot record migration {}", migration.name), e))?;
+        tracing::info!(
+            migration = migration.name,
+            "the ledger's schema was migrated"
+        );
+    }
+    tx.commit()
+        .await
+        .map_err(|e| sql("cannot commit the schema migration", e))
+}
+
+fn read_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>, DbError> {
+    Ok(rows
+        .iter()
+        .map(read_row)
+        .collect::<Result<Vec<Row>, tokio_postgres::Error>>()?)
+}
+
+fn read_row(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    Ok(Row {
+        route: r.try_get(0)?,
+        front_id: r.try_get(1)?,
+        front_case: r.try_get(2)?,
+        back_case: r.try_get(3)?,
+        back_id: r.try_get(4)?,
+        back_comment_id: r.try_get(5)?,
+        name: r.try_get(6)?,
+        content_type: r.try_get(7)?,
+        size: r
+            .try_get::<_, Option<i64>>(8)?
+            .and_then(|s| u64::try_from(s).ok()),
+        created_at: r.try_get(9)?,
+        uploader: r.try_get(10)?,
+        guid: r.try_get(11)?,
+        md5: r.try_get(12)?,
+        sha256: r.try_get(13)?,
+    })
+}
+
+/// A count or offset as a BIGINT (values past `i64::MAX` mean "all").
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ledger::pg_test::{or_skip, PgOptions, PgServer, PgTls};
+    use crate::ledger::{IdForm, Ledger, LedgerTiming, LedgerUrl};
+
+    fn row(front_id: &str, back_id: &str) -> Row {
+        Row {
+            route: "r".into(),
+            front_id: front_id.into(),
+            back_id: back_id.into(),
+            ..Row::default()
+        }
+    }
+
+    async fn open(url: &str) -> Result<PostgresStore, String> {
+        PostgresStore::open(&Secret::new(url)).await
+    }
+
+    /// Whether the store's connections use TLS (as the server sees it).
+    async fn ssl_in_use(store: &PostgresStore) -> bool {
+        store
+            .pool
+            .run(|conn| {
+                Box::pin(async move {
+                    let row = conn
+                        .client
+                        .query_one(
+                            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                            &[],
+                        )
+                        .await?;
+                    Ok(row.try_get::<_, bool>(0)?)
+                })
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_password_comes_from_the_environment_and_is_never_shown() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let written = format!(
+            "postgres://casegate:${{PGPASSWORD}}@127.0.0.1:{}/{db}?sslmode=disable",
+            pg.port()
+        );
+        let password = pg.password().to_string();
+        let env = move |name: &str| (name == "PGPASSWORD").then(|| password.clone());
+        let expanded = crate::config::expand(&written, &env).unwrap();
+        let url = LedgerUrl::parse(&expanded, Path::new("/")).unwrap();
+        assert!(
+            !url.describe().contains(pg.password()),
+            "{}",
+            url.describe()
+        );
+        let ledger = Ledger::open(&url).await.unwrap();
+        ledger.record(vec![row("1", "b1")]).await.unwrap();
+        assert_eq!(ledger.dump(None).await.unwrap().len(), 1);
+
+        let wrong = format!(
+            "postgres://casegate:not-{}@127.0.0.1:{}/{db}",
+            pg.password(),
+            pg.port()
+        );
+        let err = open(&wrong).await.err().unwrap();
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(!err.contains(pg.password()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_schema_is_recorded_and_a_newer_one_is_refused() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = open(&pg.url(&db)).await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(
+            pg.psql(&db, "SELECT version, name FROM casegate_schema")
+                .unwrap(),
+            "1|0001_init.sql"
+        );
+        drop(store);
+        open(&pg.url(&db)).await.unwrap();
+        assert_eq!(
+            pg.psql(&db, "SELECT count(*) FROM casegate_schema")
+                .unwrap(),
+            "1",
+            "applied once"
+        );
+        pg.psql(
+            &db,
+            "INSERT INTO casegate_schema VALUES (99, 'future.sql', 'now')",
+        )
+        .unwrap();
+        let err = open(&pg.url(&db)).await.err().unwrap();
+        assert!(err.contains("version 99"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_database_that_does_not_answer_fails_the_open_quickly() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let start = Instant::now();
+        let err = open(&format!("postgres://casegate:hunter2@127.0.0.1:{port}/x"))
+            .await
+            .err()
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(6));
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_never_opens_more_than_its_size() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let url = format!("{}?pool_size=3&application_name=pool-bound", pg.url(&db));
+        let store = Arc::new(open(&url).await.unwrap());
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let front = i.to_string();
+                    store.record(vec![row(&front, &front)]).await.unwrap();
+                    store.by_front("r", &front).await.unwrap().unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(store.pool.idle() <= 3, "{}", store.pool.idle());
+        let open_connections = pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pool-bound'",
+            )
+            .unwrap();
+        let open_connections: usize = open_connections.parse().unwrap();
+        assert!((1..=3).contains(&open_connections), "{open_connections}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_that_hangs_times_out_and_its_connection_is_replaced() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let mut settings = Settings::parse(&pg.url(&db)).unwrap();
+        settings.query_timeout = Duration::from_millis(500);
+        let store = PostgresStore::open_with(settings).await.unwrap();
+        store.allocate("r", 1).await.unwrap();
+
+        // Another session holds a lock the allocation needs.
+        let (mut locker, connection) = tokio_postgres::connect(&pg.url(&db), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE sequences IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let err = store.allocate("r", 1).await.unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        // The timed-out statement is cancelled in the server, not left waiting.
+        let waiting = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND wait_event_type = 'Lock'"
+        );
+        let start = Instant::now();
+        while pg.psql("postgres", &waiting).unwrap() != "0" {
+            assert!(start.elapsed() < Duration::from_secs(10), "never cancelled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            store.allocate("r", 1).await.unwrap(),
+            2,
+            "the cancelled call took none"
+        );
+    }
+
+    /// A CA, a server certificate for `localhost` only (no IP address) signed by it, and
+    /// another CA that signed nothing: (CA PEM, cert PEM, key PEM, other CA PEM).
+    fn pki() -> (String, String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("casegate ledger test CA");
+        let (other_ca, _) = ca("some other CA");
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (
+            ca_cert.pem(),
+            cert.pem(),
+            key.serialize_pem(),
+            other_ca.pem(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_to_the_database_checks_what_each_sslmode_says() {
+        let (ca, cert_pem, key_pem, other_ca) = pki();
+        let options = PgOptions {
+            tls: Some(PgTls { cert_pem, key_pem }),
+        };
+        let Some(pg) = or_skip(PgServer::start_with(options)) else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (ca_file, other_file) = (files.path().join("ca.pem"), files.path().join("other.pem"));
+        std::fs::write(&ca_file, ca).unwrap();
+        std::fs::write(&other_file, other_ca).unwrap();
+        let (ca_file, other_file) = (ca_file.display(), other_file.display());
+        let (pw, port) = (pg.password(), pg.port());
+        // By name (the certificate's), connecting to 127.0.0.1; or by address.
+        let by_name = format!("postgres://casegate:{pw}@localhost:{port}/{db}?hostaddr=127.0.0.1");
+        let by_ip = format!("postgres://casegate:{pw}@127.0.0.1:{port}/{db}?x=1");
+
+        let store = open(&format!(
+            "{by_name}&sslmode=verify-full&sslrootcert={ca_file}"
+        ))
+        .await
+        .unwrap();
+        store.record(vec![row("1", "b1")]).await.unwrap();
+        assert!(ssl_in_use(&store).await, "verify-full speaks TLS");
+
+        for (url, why) in [
+            (
+                format!("{by_name}&sslmode=verify-full&sslrootcert={other_file}"),
+                "UnknownIssuer",
+            ),
+            (format!("{by_name}&sslmode=verify-full"), "UnknownIssuer"),
+            (
+                format!("{by_ip}&sslmode=verify-full&sslrootcert={ca_file}"),
+                "not valid for name",
+            ),
+            (
+                format!("{by_ip}&sslmode=verify-ca&sslrootcert={other_file}"),
+                "UnknownIssuer",
+            ),
+            (format!("{by_ip}&sslmode=require"), "UnknownIssuer"),
+        ] {
+            let err = open(&url).await.err().unwrap();
+            assert!(err.contains("TLS") && err.contains(why), "{url}: {err}");
+            assert!(!err.contains(pw), "{err}");
+        }
+
+        for (url, tls) in [
+            (
+                format!("{by_ip}&sslmode=verify-ca&sslrootcert={ca_file}"),
+                true,
+            ),
+            (
+                format!("{by_ip}&sslmode=require&sslrootcert={ca_file}"),
+                true,
+            ),
+            (format!("{by_ip}&sslmode=prefer"), true),
+            (format!("{by_ip}&sslmode=disable"), false),
+        ] {
+            let store = open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(store.dump(None).await.unwrap().len(), 1, "{url}");
+            assert_eq!(ssl_in_use(&store).await, tls, "{url}");
+        }
+    }
+
+    fn quick() -> LedgerTiming {
+        LedgerTiming {
+            probe_every: Duration::from_millis(100),
+            probe_timeout: Duration::from_secs(2),
+            op_timeout: Duration::from_secs(8),
+            confirm_wait: Duration::from_secs(2),
+            retry_first: Duration::from_millis(50),
+            retry_max_backoff: Duration::from_millis(200),
+            retry_max_age: Duration::from_secs(120),
+            retry_max_rows: 2000,
+        }
+    }
+
+    /// Waits (up to 15 s) for `condition`.
+    async fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_stopped_mid_use_fails_fast_and_serves_again_when_back() {
+        let Some(pg) = or_skip(PgServer::start()) else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = Arc::new(open(&pg.url(&db)).await.unwrap());
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        // Several connections in the pool.
+        let busy: Vec<_> = (0..6)
+            .map(|i| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    ledger
+                        .record(vec![row(&format!("{i}"), &format!("b{i}"))])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in busy {
+            task.await.unwrap();
+        }
+
+        pg.stop().unwrap();
+        let start = Instant::now();
+        let err = store.by_front("r", "1").await.unwrap_err();
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        assert!(store.allocate("r", 1).await.is_err());
+        assert!(store.record(vec![row("x", "bx")]).await.is_err());
+        assert!(store.ping().await.is_err());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        eventually("the ledger turns unhealthy", || !ledger.healthy()).await;
+        assert!(ledger.reserve("r", IdForm::Integer).await.is_err());
+        let confirmed = ledger.record_confirmed(row("late", "b-late")).await;
+        assert_eq!(confirmed.front_id, "late");
+        assert_eq!(ledger.pending(), 1);
+
+        pg.start_again().unwrap();
+        // The same store, not reopened: new connections replace the ones the stop closed.
+        assert_eq!(
+            store.by_front("r", "1").await.unwrap().unwrap().back_id,
+            "b1"
+        );
+        eventually("the ledger is healthy again", || ledger.healthy()).await;
+        eventually("the queued row is written", || ledger.pending() == 0).await;
+        assert!(ledger.by_front("r", "late").await.unwrap().is_some());
+        assert_eq!(ledger.reserve("r", IdForm::Integer).await.unwrap(), "1");
+        assert_eq!(store.dump(None).await.unwrap().len(), 7);
+    }
+}

@@ -1,0 +1,239 @@
+//! A bounded pool of PostgreSQL connections, written here rather than taken from a crate:
+//! what the ledger needs is small (a semaphore of N permits, a stack of idle connections,
+//! one prepared-statement cache per connection) and its failure rules are the ledger's
+//! own: every wait is bounded, a connection whose call did not finish cleanly is closed
+//! rather than reused, and a connection the server closed is dropped when next taken.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Statement};
+
+use super::tls::MakeTls;
+use crate::ledger::LedgerError;
+
+/// The pool of one [`super::PostgresStore`].
+pub(super) struct Pool {
+    config: tokio_postgres::Config,
+    tls: MakeTls,
+    size: usize,
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+    connect_timeout: Duration,
+    query_timeout: Duration,
+}
+
+/// One connection and the statements prepared on it.
+pub(super) struct Conn {
+    pub client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    /// `sql` prepared on this connection (once; then from its cache).
+    pub(super) async fn prepare(
+        &mut self,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// Why one operation failed on its connection.
+#[derive(Debug)]
+pub(super) enum DbError {
+    Pg(tokio_postgres::Error),
+    /// casegate refused what the database holds or was asked (a damaged sequence).
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::Pg(e)
+    }
+}
+
+impl DbError {
+    /// Whether the connection is still fit for the next operation: only after an error
+    /// the server reported (the session is intact) or casegate's own refusal. "Cached
+    /// plan must not change result type" (a schema changed under the statements this
+    /// connection prepared) closes it, so a new one prepares them afresh.
+    fn keeps_connection(&self) -> bool {
+        match self {
+            DbError::Pg(e) => e
+                .as_db_error()
+                .is_some_and(|db| *db.code() != SqlState::FEATURE_NOT_SUPPORTED),
+            DbError::Refused(_) => true,
+        }
+    }
+}
+
+impl From<DbError> for LedgerError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Pg(e) => LedgerError::Unavailable(describe(&e)),
+            DbError::Refused(reason) => LedgerError::Unavailable(reason),
+        }
+    }
+}
+
+/// A tokio-postgres error with its cause (its `Display` alone says only "db error" or
+/// "error connecting to server").
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "PostgreSQL: {} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        );
+    }
+    let mut text = format!("PostgreSQL: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unavailable(reason: String) -> LedgerError {
+    LedgerError::Unavailable(reason)
+}
+
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+impl Pool {
+    pub(super) fn new(
+        config: tokio_postgres::Config,
+        tls: MakeTls,
+        size: usize,
+        connect_timeout: Duration,
+        query_timeout: Duration,
+    ) -> Pool {
+        Pool {
+            config,
+            tls,
+            size,
+            permits: Semaphore::new(size),
+            idle: Mutex::new(Vec::with_capacity(size)),
+            connect_timeout,
+            query_timeout,
+        }
+    }
+
+    /// A new connection (outside the pool's count: for the migration at open, or for a
+    /// permit holder), within the connect timeout. Its I/O runs on a spawned task that
+    /// ends when the connection closes.
+    pub(super) async fn connect(&self) -> Result<Conn, LedgerError> {
+        let (client, connection) =
+            tokio::time::timeout(self.connect_timeout, self.config.connect(self.tls.clone()))
+                .await
+                .map_err(|_| {
+                    unavailable(format!(
+                        "PostgreSQL: no connection within {}",
+                        human(self.connect_timeout)
+                    ))
+                })?
+                .map_err(|e| unavailable(format!("cannot connect: {}", describe(&e))))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %describe(&e), "a ledger connection to PostgreSQL closed");
+            }
+        });
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    /// Puts a connection that is still open back among the idle ones.
+    pub(super) fn give_back(&self, conn: Conn) {
+        if !conn.client.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < self.size {
+                idle.push(conn);
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(conn) = idle.pop() {
+            if !conn.client.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Runs `op` on a connection of the pool: waits at most the query timeout for one of
+    /// the N permits, opens a connection when none is idle (connect timeout), then gives
+    /// `op` the query timeout. A connection comes back to the pool only when `op`
+    /// finished and the session is intact; one that timed out has its query cancelled
+    /// and is closed. If the caller stops waiting, the connection is closed too.
+    pub(super) async fn run<T, F>(&self, op: F) -> Result<T, LedgerError>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, DbError>>,
+    {
+        let _permit = tokio::time::timeout(self.query_timeout, self.permits.acquire())
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "PostgreSQL: all {} connections of the pool stayed busy for {}",
+                    self.size,
+                    human(self.query_timeout)
+                ))
+            })?
+            .map_err(|_| unavailable("PostgreSQL: the pool is closed".to_string()))?;
+        let mut conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        match tokio::time::timeout(self.query_timeout, op(&mut conn)).await {
+            Ok(Ok(value)) => {
+                self.give_back(conn);
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                if e.keeps_connection() {
+                    self.give_back(conn);
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                let token = conn.client.cancel_token();
+                let tls = self.tls.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), token.cancel_query(tls)).await;
+                });
+                Err(unavailable(format!(
+                    "PostgreSQL: no answer within {}",
+                    human(self.query_timeout)
+                )))
+            }
+        }
+    }
+
+    /// How many connections are idle (tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
