@@ -358,12 +358,14 @@ pub async fn run(opts: &Options) -> Res<()> {
         report::commit()
     );
     let svg = chart::render(&title, &bars)?;
-    let mut written = vec![chart::write_dated(&svg)?];
+    // The tables are out already: a chart that cannot be written is a warning, unless it
+    // is the one --chart asked for.
+    match chart::write_dated(&svg) {
+        Ok(path) => eprintln!("chart: {}", path.display()),
+        Err(e) => eprintln!("warning: {e}"),
+    }
     if let Some(path) = &opts.chart {
         std::fs::write(path, &svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        written.push(path.clone());
-    }
-    for path in written {
         eprintln!("chart: {}", path.display());
     }
     Ok(())
