@@ -350,18 +350,26 @@ fn find_or_install() -> Res<PathBuf> {
              without the nginx peer (--no-nginx)"
         ));
     }
-    eprintln!("{missing}; installing it: apt-get install -y nginx");
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "nginx"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("{missing}, and apt-get cannot be run: {e}"))?;
+    let apt = |args: &[&str]| {
+        eprintln!("{missing}; running apt-get {}", args.join(" "));
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("{missing}, and apt-get cannot be run: {e}"))
+    };
+    let mut status = apt(&["install", "-y", "nginx"])?;
+    if !status.success() {
+        // A fresh machine may have no package lists yet: fetch them once and try again.
+        apt(&["update"])?;
+        status = apt(&["install", "-y", "nginx"])?;
+    }
     if !status.success() {
         return Err(format!(
-            "{missing}, and `apt-get install -y nginx` failed ({status}); try \
-             `apt-get update` first, or run without the nginx peer (--no-nginx)"
+            "{missing}, and `apt-get install -y nginx` failed ({status}), even after \
+             `apt-get update`; install nginx, or run without the nginx peer (--no-nginx)"
         ));
     }
     find_nginx().ok_or_else(|| format!("{missing}, even after apt-get install -y nginx"))
