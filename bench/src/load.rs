@@ -590,7 +590,7 @@ fn targets(results: &[Measured]) -> String {
             line(
                 format!(
                     "{s}: req/s {} x nginx (>= 1.0), CPU/req {} vs {} us (<=)",
-                    num(req, 2),
+                    num(req, 3),
                     num(cpu.map(|c| c.0), 1),
                     num(cpu.map(|c| c.1), 1)
                 ),
@@ -601,7 +601,7 @@ fn targets(results: &[Measured]) -> String {
             line(
                 format!(
                     "{s}: req/s {} x nginx's same-dialect {} (>= 0.8)",
-                    num(req, 2),
+                    num(req, 3),
                     dialect_pair(s.pairing.back)
                 ),
                 req.map(|r| r >= 0.8),
@@ -613,7 +613,7 @@ fn targets(results: &[Measured]) -> String {
                     "{s}: MB/s {} vs nginx {} = {} x (>= 1.0)",
                     num(Some(mb_per_s(&c.outcome, s.file_len)), 1),
                     num(Some(mb_per_s(&n.outcome, s.file_len)), 1),
-                    num(req, 2)
+                    num(req, 3)
                 ),
                 req.map(|r| r >= 1.0),
             );
