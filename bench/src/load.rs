@@ -1,44 +1,57 @@
-//! `load`: throughput and latency of casegate against the direct-to-upstream baseline.
+//! `load`: throughput, latency and CPU per request of casegate, against the direct path
+//! (straight to the upstream emulator) and against nginx `proxy_pass` in front of the same
+//! emulator.
 //!
-//! Scenarios: the pairings tines->kibana, thalamus->tines, caseiq->caseiq and
-//! kibana->caseiq; files of 4 KiB (1 and 64 connections), 1 MiB and 32 MiB (1 and 8
-//! connections). Each runs twice with the same file, concurrency and duration: through
-//! casegate in the front dialect, and straight to the upstream emulator in the back
-//! dialect. One casegate process serves every scenario; its CPU time and peak RSS are
-//! measured over each casegate run (peak reset before it).
+//! Scenarios: the pairings tines->kibana, thalamus->tines, caseiq->caseiq, kibana->caseiq,
+//! tines->tines, tines->caseiq and caseiq->tines; files of 4 KiB (1, 32 and 64
+//! connections) and 32 MiB (1 and 8), and for the first four pairings 1 MiB (1 and 8).
+//! Each runs three times with the same file, concurrency and duration: straight to the
+//! upstream emulator in the back dialect (direct), through casegate in the front dialect,
+//! and through nginx in the back dialect (nginx cannot translate: its row is what a plain
+//! proxy in front of the same upstream costs). One casegate process and one nginx serve
+//! every scenario; the CPU time and peak RSS of the proxy are measured over each of its
+//! runs (peak reset before it), nginx's summed over its master and workers.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use casegate::dialect::DialectId::{Caseiq, Kibana, Thalamus, Tines};
+use casegate::dialect::DialectId::{self, Caseiq, Kibana, Thalamus, Tines};
 
+use crate::chart::{self, Bar};
 use crate::dialects::{Endpoint, Pairing, TinesTail};
-use crate::measure::{Meter, Usage};
+use crate::measure::{self, Meter, Usage};
 use crate::report::{self, num, Table};
 use crate::runner::{self, Outcome, Plan};
-use crate::stack::Stack;
+use crate::stack::{Stack, StackOptions, CASEGATE_LOG};
 use crate::{Options, Res};
 
-const PAIRINGS: [Pairing; 4] = [
-    Pairing::new(Tines, Kibana),
-    Pairing::new(Thalamus, Tines),
-    Pairing::new(Caseiq, Caseiq),
-    Pairing::new(Kibana, Caseiq),
+/// The pairings, and whether each runs the 1 MiB scenarios too.
+const PAIRINGS: [(Pairing, bool); 7] = [
+    (Pairing::new(Tines, Kibana), true),
+    (Pairing::new(Thalamus, Tines), true),
+    (Pairing::new(Caseiq, Caseiq), true),
+    (Pairing::new(Kibana, Caseiq), true),
+    (Pairing::new(Tines, Tines), false),
+    (Pairing::new(Tines, Caseiq), false),
+    (Pairing::new(Caseiq, Tines), false),
 ];
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-/// (file size, concurrency) of every scenario, per pairing.
-const FULL: [(u64, usize); 6] = [
+/// (file size, concurrency) of every scenario, per pairing; 1 MiB only where the pairing
+/// says so.
+const FULL: [(u64, usize); 7] = [
     (4 * KIB, 1),
+    (4 * KIB, 32),
     (4 * KIB, 64),
     (MIB, 1),
     (MIB, 8),
     (32 * MIB, 1),
     (32 * MIB, 8),
 ];
-const QUICK: [(u64, usize); 2] = [(4 * KIB, 64), (32 * MIB, 8)];
+const QUICK: [(u64, usize); 2] = [(4 * KIB, 32), (32 * MIB, 8)];
 
 /// How long each run lasts.
 struct Timing {
@@ -61,6 +74,11 @@ const QUICK_TIMING: Timing = Timing {
 /// One request may take this long before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an `--attach` command gets to attach before the run starts, and to finish
+/// after SIGINT before it is killed.
+const ATTACH_SETTLE: Duration = Duration::from_secs(1);
+const ATTACH_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     pairing: Pairing,
@@ -75,20 +93,61 @@ impl std::fmt::Display for Scenario {
     }
 }
 
+/// The three ways a scenario's uploads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Casegate,
+    Nginx,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Casegate => "casegate",
+            Path::Nginx => "nginx",
+        }
+    }
+}
+
+/// One measured run.
+struct Run {
+    outcome: Outcome,
+    usage: Option<Usage>,
+}
+
+/// A scenario's runs.
+struct Measured {
+    scenario: Scenario,
+    direct: Run,
+    casegate: Run,
+    nginx: Option<Run>,
+}
+
 pub async fn run(opts: &Options) -> Res<()> {
-    let (shapes, timing): (&[(u64, usize)], _) = if opts.quick {
+    let (shapes, mut timing): (&[(u64, usize)], _) = if opts.quick {
         (&QUICK, QUICK_TIMING)
     } else {
         (&FULL, FULL_TIMING)
     };
+    if let Some(seconds) = opts.seconds {
+        timing.measured = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--seconds {seconds}: not a positive number of seconds"))?;
+    }
     let scenarios: Vec<Scenario> = PAIRINGS
         .iter()
-        .flat_map(|&pairing| {
-            shapes.iter().map(move |&(file_len, concurrency)| Scenario {
-                pairing,
-                file_len,
-                concurrency,
-            })
+        .flat_map(|&(pairing, with_mib)| {
+            shapes
+                .iter()
+                .filter(move |&&(file_len, _)| with_mib || file_len != MIB)
+                .map(move |&(file_len, concurrency)| Scenario {
+                    pairing,
+                    file_len,
+                    concurrency,
+                })
         })
         .filter(|scenario| opts.selects(&scenario.to_string()))
         .collect();
@@ -99,60 +158,100 @@ pub async fn run(opts: &Options) -> Res<()> {
     let mut pairings: Vec<Pairing> = scenarios.iter().map(|s| s.pairing).collect();
     pairings.dedup();
     let per_run = timing.warmup + timing.measured;
+    let paths = if opts.nginx { 3 } else { 2 };
     println!("{}", report::machine_facts());
     println!(
-        "load ({}): {} scenarios x (casegate, direct), {:?} warm-up + {:?} each \
+        "load ({}): {} scenarios x ({}), {:?} warm-up + {:?} each \
          (at most {} requests), ~{} s",
         if opts.quick { "quick" } else { "full" },
         scenarios.len(),
+        if opts.nginx {
+            "direct, casegate, nginx"
+        } else {
+            "direct, casegate"
+        },
         timing.warmup,
         timing.measured,
         timing.max_requests,
-        (per_run * 2 * scenarios.len() as u32).as_secs()
+        (per_run * paths * scenarios.len() as u32).as_secs()
     );
 
-    let mut stack = Stack::start(&opts.casegate, &pairings)?;
+    let log = if opts.casegate_log == "warn" {
+        CASEGATE_LOG.to_owned()
+    } else {
+        format!("{},casegate::server=info", opts.casegate_log)
+    };
+    let mut stack = Stack::start(
+        &opts.casegate,
+        &pairings,
+        &StackOptions {
+            casegate_log: log.clone(),
+            nginx: opts.nginx,
+        },
+    )?;
+    println!("casegate: pid {}, CASEGATE_LOG={log}", stack.casegate_pid());
+    if let Some(nginx) = stack.nginx() {
+        println!(
+            "nginx: {} (master and workers: pids {})",
+            nginx.version(),
+            join(&nginx.pids())
+        );
+    }
     if !stack.can_reset_peak {
         println!(
             "note: casegate's peak RSS cannot be reset in place; \
              restarting it before every scenario"
         );
     }
-    let mut table = Table::new(&[
-        "scenario",
-        "path",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "MB/s",
-        "errors",
-        "req/s ratio",
-        "MB/s ratio",
-        "p99 added ms",
-        "CPU s/GB",
-        "peak RSS MiB",
-        "sampled RSS MiB",
-    ]);
+    let mut results = Vec::new();
     let mut notes = Vec::new();
     for (i, scenario) in scenarios.iter().enumerate() {
         eprintln!("[{}/{}] {scenario}", i + 1, scenarios.len());
         let pairing = scenario.pairing;
         let direct = Endpoint::direct(stack.upstream_addr(pairing.back)?, pairing);
-        let (direct, _) = measure(&direct, scenario, &timing, None)
+        let (outcome, _) = measure(&direct, scenario, &timing, None, None)
             .await
             .map_err(|e| format!("{scenario} direct: {e}"))?;
+        let direct = Run {
+            outcome,
+            usage: None,
+        };
         if !stack.can_reset_peak {
             stack.restart_casegate()?;
         }
         let via = Endpoint::casegate(stack.casegate_addr(), pairing);
-        let meter = Some((stack.casegate_pid(), stack.can_reset_peak));
-        let (via, usage) = measure(&via, scenario, &timing, meter)
+        let meter = Some((vec![stack.casegate_pid()], stack.can_reset_peak));
+        let attach = attach_command(opts, Path::Casegate, scenario, &[stack.casegate_pid()]);
+        let (outcome, usage) = measure(&via, scenario, &timing, meter, attach)
             .await
             .map_err(|e| format!("{scenario} casegate: {e}{}", stack.casegate_log()))?;
+        let casegate = Run { outcome, usage };
+        let nginx = match stack.nginx() {
+            Some(nginx) => {
+                let pids = nginx.pids();
+                let reset = pids.iter().all(|&pid| measure::can_reset_peak(pid));
+                let endpoint = Endpoint::direct(nginx.addr(pairing.back)?, pairing);
+                let attach = attach_command(opts, Path::Nginx, scenario, &pids);
+                let (outcome, usage) =
+                    measure(&endpoint, scenario, &timing, Some((pids, reset)), attach)
+                        .await
+                        .map_err(|e| format!("{scenario} nginx: {e}{}", nginx.recent_log()))?;
+                Some(Run { outcome, usage })
+            }
+            None => None,
+        };
         stack.check_alive()?;
 
-        for (path, outcome) in [("direct", &direct), ("casegate", &via)] {
+        let runs = [
+            (Path::Direct, Some(&direct)),
+            (Path::Casegate, Some(&casegate)),
+            (Path::Nginx, nginx.as_ref()),
+        ];
+        for (path, run) in runs {
+            let Some(outcome) = run.map(|r| &r.outcome) else {
+                continue;
+            };
+            let path = path.name();
             if let Some(error) = &outcome.first_error {
                 let note = format!(
                     "{scenario} {path}: {} errors, the first: {error}",
@@ -170,36 +269,188 @@ pub async fn run(opts: &Options) -> Res<()> {
                 notes.push(note);
             }
         }
-        let label = scenario.to_string();
-        table.row(row(&label, "direct", &direct, scenario.file_len, None));
+        results.push(Measured {
+            scenario: *scenario,
+            direct,
+            casegate,
+            nginx,
+        });
+    }
+
+    let mut table = Table::new(&[
+        "scenario",
+        "path",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "MB/s",
+        "errors",
+        "x direct",
+        "p99 added ms",
+        "CPU us/req",
+        "user+sys us/req",
+        "x nginx req/s",
+        "x nginx CPU/req",
+        "CPU s/GB",
+        "peak RSS MiB",
+        "sampled RSS MiB",
+    ]);
+    let mut bars = Vec::new();
+    for m in &results {
+        let label = m.scenario.to_string();
+        let file_len = m.scenario.file_len;
+        table.row(row(&label, Path::Direct, &m.direct, file_len, None, None));
         table.row(row(
             &label,
-            "casegate",
-            &via,
-            scenario.file_len,
-            Some((&direct, usage)),
+            Path::Casegate,
+            &m.casegate,
+            file_len,
+            Some(&m.direct),
+            m.nginx.as_ref(),
         ));
+        if let Some(nginx) = &m.nginx {
+            table.row(row(
+                &label,
+                Path::Nginx,
+                nginx,
+                file_len,
+                Some(&m.direct),
+                None,
+            ));
+        }
+        let runs = [
+            (Path::Direct, Some(&m.direct)),
+            (Path::Casegate, Some(&m.casegate)),
+            (Path::Nginx, m.nginx.as_ref()),
+        ];
+        for (path, run) in runs {
+            if let Some(run) = run {
+                bars.push(Bar {
+                    scenario: label.clone(),
+                    path: path.name(),
+                    requests_per_s: run.outcome.per_second(),
+                    megabytes_per_s: mb_per_s(&run.outcome, file_len),
+                });
+            }
+        }
     }
     println!("{}", table.render(opts.markdown));
     println!(
-        "MB/s: file bytes (not wire bytes) per second, 1 MB = 10^6 B; ratios: casegate / direct; \
-         CPU s/GB: casegate's CPU seconds per 10^9 file bytes; peak RSS: casegate's VmHWM \
-         (reset before each run); sampled RSS: its largest VmRSS sampled every 50 ms."
+        "MB/s: file bytes (not wire bytes) per second, 1 MB = 10^6 B; x direct: req/s / the \
+         direct run's; p99 added: p99 minus the direct run's; CPU us/req: the proxy's \
+         utime + stime (from /proc/PID/stat; nginx: master and workers summed) per request, \
+         in core-microseconds; x nginx: casegate / nginx (req/s, and CPU per request); \
+         CPU s/GB: the proxy's CPU seconds per 10^9 file bytes; peak RSS: VmHWM (reset \
+         before each run; nginx: summed over its processes); sampled RSS: the largest VmRSS \
+         sampled every 50 ms."
     );
-    for note in notes {
+    for note in &notes {
         println!("note: {note}");
+    }
+    if opts.nginx {
+        println!("\n{}", targets(&results));
+    }
+    let title = format!(
+        "casegate load, {} ({}), commit {}",
+        report::today_utc(),
+        if opts.quick { "quick" } else { "full" },
+        report::commit()
+    );
+    let svg = chart::render(&title, &bars)?;
+    // The tables are out already: a chart that cannot be written is a warning, unless it
+    // is the one --chart asked for.
+    match chart::write_dated(&svg) {
+        Ok(path) => eprintln!("chart: {}", path.display()),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    if let Some(path) = &opts.chart {
+        std::fs::write(path, &svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("chart: {}", path.display());
     }
     Ok(())
 }
 
+fn join(pids: &[u32]) -> String {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    pids.join(",")
+}
+
+/// `--attach`'s command for one proxied run, its placeholders filled in.
+fn attach_command(opts: &Options, path: Path, scenario: &Scenario, pids: &[u32]) -> Option<String> {
+    let file_name: String = scenario
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    opts.attach.as_ref().map(|cmd| {
+        cmd.replace("{pids}", &join(pids))
+            .replace("{path}", path.name())
+            .replace("{scenario}", &file_name)
+    })
+}
+
+/// A running `--attach` command, its own process group; [`Attached::finish`] sends the
+/// group SIGINT and waits for it (killing it after [`ATTACH_GRACE`]).
+struct Attached {
+    child: Child,
+}
+
+impl Attached {
+    fn start(cmd: &str) -> Res<Attached> {
+        use std::os::unix::process::CommandExt as _;
+        eprintln!("  attach: {cmd}");
+        let child = Command::new("sh")
+            .args(["-c", cmd])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run the --attach command {cmd:?}: {e}"))?;
+        Ok(Attached { child })
+    }
+
+    async fn finish(mut self) -> Res<()> {
+        self.signal(libc::SIGINT);
+        let deadline = tokio::time::Instant::now() + ATTACH_GRACE;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "the --attach command did not end within {ATTACH_GRACE:?} of SIGINT"
+        ))
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our child's process group; it touches no memory of ours.
+            unsafe {
+                libc::kill(-pgid, signal);
+            }
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs a warm-up and then the measured run of `scenario` against `endpoint`; with
-/// `meter` = (pid, whether its peak can be reset), measures that process over the
-/// measured run.
+/// `meter` = (pids, whether their peak can be reset), measures those processes over the
+/// measured run; with `attach`, runs that command over it.
 async fn measure(
     endpoint: &Endpoint,
     scenario: &Scenario,
     timing: &Timing,
-    meter: Option<(u32, bool)>,
+    meter: Option<(Vec<u32>, bool)>,
+    attach: Option<String>,
 ) -> Res<(Outcome, Option<Usage>)> {
     let upload = Arc::new(endpoint.upload(scenario.file_len, TinesTail::Value).await?);
     let plan = |duration| Plan {
@@ -209,53 +460,184 @@ async fn measure(
         request_timeout: REQUEST_TIMEOUT,
     };
     runner::run(&upload, plan(timing.warmup)).await;
+    let attached = match attach {
+        Some(cmd) => {
+            let attached = Attached::start(&cmd)?;
+            tokio::time::sleep(ATTACH_SETTLE).await;
+            Some(attached)
+        }
+        None => None,
+    };
     let meter = meter
-        .map(|(pid, reset)| Meter::start(pid, reset))
+        .map(|(pids, reset)| Meter::start(&pids, reset))
         .transpose()?;
     let outcome = runner::run(&upload, plan(timing.measured)).await;
     let usage = match meter {
         Some(meter) => Some(meter.finish().await?),
         None => None,
     };
+    if let Some(attached) = attached {
+        attached.finish().await?;
+        eprintln!(
+            "  attached run: {} requests answered 2xx, {} errors, in {:.3} s",
+            outcome.ok,
+            outcome.errors,
+            outcome.elapsed.as_secs_f64()
+        );
+    }
     Ok((outcome, usage))
 }
 
-/// A table row; a casegate row compares itself with its `direct` run.
+fn mb_per_s(outcome: &Outcome, file_len: u64) -> f64 {
+    outcome.per_second() * file_len as f64 / 1e6
+}
+
+fn p99_ms(outcome: &Outcome) -> Option<f64> {
+    outcome.quantile(0.99).map(|d| d.as_secs_f64() * 1e3)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// CPU per request (user + system, core-microseconds) of a run.
+fn cpu_us(run: &Run) -> Option<f64> {
+    let (user, system) = run.usage?.per_request_us(run.outcome.ok)?;
+    Some(user + system)
+}
+
+/// A table row: a proxy's row compares itself with its `direct` run, and casegate's with
+/// `nginx`'s too.
 fn row(
     label: &str,
-    path: &str,
-    outcome: &Outcome,
+    path: Path,
+    run: &Run,
     file_len: u64,
-    casegate: Option<(&Outcome, Option<Usage>)>,
+    direct: Option<&Run>,
+    nginx: Option<&Run>,
 ) -> Vec<String> {
+    let outcome = &run.outcome;
     let ms = |q: f64| outcome.quantile(q).map(|d| d.as_secs_f64() * 1e3);
-    let mb_per_s = |o: &Outcome| o.per_second() * file_len as f64 / 1e6;
-    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
     let mut cells = vec![
         label.to_owned(),
-        path.to_owned(),
+        path.name().to_owned(),
         num(Some(outcome.per_second()), 1),
         num(ms(0.5), 2),
         num(ms(0.99), 2),
         num(ms(1.0), 2),
-        num(Some(mb_per_s(outcome)), 1),
+        num(Some(mb_per_s(outcome, file_len)), 1),
         outcome.errors.to_string(),
     ];
-    let Some((direct, usage)) = casegate else {
-        cells.extend(std::iter::repeat_n("-".to_owned(), 6));
+    let Some(direct) = direct else {
+        cells.extend(std::iter::repeat_n("-".to_owned(), 9));
         return cells;
     };
-    let p99 = |o: &Outcome| o.quantile(0.99).map(|d| d.as_secs_f64() * 1e3);
-    let added = p99(outcome).zip(p99(direct)).map(|(a, b)| a - b);
+    let direct = &direct.outcome;
+    let added = p99_ms(outcome).zip(p99_ms(direct)).map(|(a, b)| a - b);
+    let split = run
+        .usage
+        .and_then(|u| u.per_request_us(outcome.ok))
+        .map_or_else(|| "-".to_owned(), |(u, s)| format!("{u:.1}+{s:.1}"));
     let gigabytes = outcome.ok as f64 * file_len as f64 / 1e9;
     let mib = |kib: u64| kib as f64 / 1024.0;
+    let versus_nginx = nginx.map(|n| {
+        (
+            ratio(outcome.per_second(), n.outcome.per_second()),
+            cpu_us(run).zip(cpu_us(n)).and_then(|(a, b)| ratio(a, b)),
+        )
+    });
     cells.extend([
         num(ratio(outcome.per_second(), direct.per_second()), 2),
-        num(ratio(mb_per_s(outcome), mb_per_s(direct)), 2),
         num(added, 2),
-        num(usage.and_then(|u| ratio(u.cpu_seconds, gigabytes)), 2),
-        num(usage.map(|u| mib(u.peak_rss_kib)), 1),
-        num(usage.map(|u| mib(u.sampled_rss_kib)), 1),
+        num(cpu_us(run), 1),
+        split,
+        num(versus_nginx.and_then(|v| v.0), 2),
+        num(versus_nginx.and_then(|v| v.1), 2),
+        num(run.usage.and_then(|u| ratio(u.cpu_seconds(), gigabytes)), 2),
+        num(run.usage.map(|u| mib(u.peak_rss_kib)), 1),
+        num(run.usage.map(|u| mib(u.sampled_rss_kib)), 1),
     ]);
     cells
+}
+
+/// Whether a pairing translates between base64 (Tines' JSON) and multipart (the others).
+fn translates_base64(pairing: Pairing) -> bool {
+    (pairing.front == Tines) != (pairing.back == Tines)
+}
+
+/// The issue's targets, each scenario that bears on one judged against nginx's run of the
+/// same scenario (nginx proxying the back dialect to the same upstream).
+fn targets(results: &[Measured]) -> String {
+    let mut out = String::from("against the targets (casegate vs nginx, same run):\n");
+    let mut line = |what: String, met: Option<bool>| {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "no figure",
+        };
+        out.push_str(&format!("  {verdict:<9} {what}\n"));
+    };
+    for m in results {
+        let Some(nginx) = &m.nginx else { continue };
+        let s = &m.scenario;
+        let (c, n) = (&m.casegate, nginx);
+        let req = ratio(c.outcome.per_second(), n.outcome.per_second());
+        let cpu = cpu_us(c).zip(cpu_us(n));
+        let same = s.pairing.front == s.pairing.back;
+        let small = s.file_len == 4 * KIB;
+        if same && small && (s.concurrency == 32 || s.concurrency == 64) {
+            let cpu_ok = cpu.map(|(a, b)| a <= b);
+            line(
+                format!(
+                    "{s}: req/s {} x nginx (>= 1.0), CPU/req {} vs {} us (<=)",
+                    num(req, 3),
+                    num(cpu.map(|c| c.0), 1),
+                    num(cpu.map(|c| c.1), 1)
+                ),
+                req.zip(cpu_ok).map(|(r, ok)| r >= 1.0 && ok),
+            );
+        }
+        if translates_base64(s.pairing) && small && s.concurrency == 32 {
+            line(
+                format!(
+                    "{s}: req/s {} x nginx's same-dialect {} (>= 0.8)",
+                    num(req, 3),
+                    dialect_pair(s.pairing.back)
+                ),
+                req.map(|r| r >= 0.8),
+            );
+        }
+        if s.file_len == 32 * MIB {
+            line(
+                format!(
+                    "{s}: MB/s {} vs nginx {} = {} x (>= 1.0)",
+                    num(Some(mb_per_s(&c.outcome, s.file_len)), 1),
+                    num(Some(mb_per_s(&n.outcome, s.file_len)), 1),
+                    num(req, 3)
+                ),
+                req.map(|r| r >= 1.0),
+            );
+        }
+        if small && s.concurrency == 1 {
+            let added = |run: &Run| {
+                p99_ms(&run.outcome)
+                    .zip(p99_ms(&m.direct.outcome))
+                    .map(|(a, b)| a - b)
+            };
+            let (ca, na) = (added(c), added(n));
+            line(
+                format!(
+                    "{s}: p99 added over direct {} ms vs nginx {} ms (within 0.2 ms)",
+                    num(ca, 3),
+                    num(na, 3)
+                ),
+                ca.zip(na).map(|(a, b)| a - b <= 0.2),
+            );
+        }
+    }
+    out
+}
+
+fn dialect_pair(back: DialectId) -> String {
+    format!("{back}->{back}")
 }

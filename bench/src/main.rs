@@ -5,10 +5,12 @@
 //! micro-benchmarks of the codecs (`cargo bench -p casegate-bench`); `soak` runs mixed
 //! good and bad traffic against failing upstreams for ten minutes. See bench/README.md.
 
+mod chart;
 mod dialects;
 mod load;
 mod measure;
 mod memory;
+mod nginx;
 mod payload;
 mod procs;
 mod report;
@@ -45,6 +47,26 @@ struct Cli {
     /// "32 MiB", "c=64", "8 x 1 GiB"; memory: "upload", "download").
     #[arg(long, global = true, value_name = "TEXT")]
     only: Option<String>,
+    /// load: leave nginx out (by default it runs as the peer proxy, installed with
+    /// `apt-get install -y nginx` when missing and running as root).
+    #[arg(long, global = true)]
+    no_nginx: bool,
+    /// load: also write the SVG chart to PATH (it always goes to bench/out/load-DATE.svg).
+    #[arg(long, global = true, value_name = "PATH")]
+    chart: Option<PathBuf>,
+    /// load: measured seconds per run (default 5; 2 with --quick).
+    #[arg(long, global = true, value_name = "N")]
+    seconds: Option<f64>,
+    /// load: casegate's log filter (`CASEGATE_LOG`; `casegate::server=info` is always
+    /// added for its start-up line). `info` turns the access log on.
+    #[arg(long, global = true, value_name = "FILTER", default_value = "warn")]
+    casegate_log: String,
+    /// load: a shell command run during each measured proxy run (casegate and nginx, not
+    /// direct), from just before it starts to its end, then sent SIGINT: `{pids}` becomes
+    /// the proxy's pids, comma-separated, `{path}` `casegate` or `nginx`, `{scenario}` the
+    /// scenario as a file name. E.g. `strace -c -f -o /tmp/{path}.strace -p {pids}`.
+    #[arg(long, global = true, value_name = "CMD")]
+    attach: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +97,11 @@ pub struct Options {
     pub quick: bool,
     pub markdown: bool,
     pub only: Option<String>,
+    pub nginx: bool,
+    pub chart: Option<PathBuf>,
+    pub seconds: Option<f64>,
+    pub casegate_log: String,
+    pub attach: Option<String>,
 }
 
 impl Options {
@@ -94,6 +121,11 @@ fn main() -> ExitCode {
                 quick: cli.quick,
                 markdown: cli.markdown,
                 only: cli.only,
+                nginx: !cli.no_nginx,
+                chart: cli.chart,
+                seconds: cli.seconds,
+                casegate_log: cli.casegate_log,
+                attach: cli.attach,
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;

@@ -37,7 +37,7 @@ use crate::dialects::{Endpoint, Pairing, TinesTail};
 use crate::measure::{Meter, Usage};
 use crate::report::{self, num, Table};
 use crate::runner::{self, Outcome, Plan};
-use crate::stack::Stack;
+use crate::stack::{Stack, StackOptions};
 use crate::{Options, Res};
 
 /// Which way a case carries its files through casegate.
@@ -218,7 +218,7 @@ pub async fn run(opts: &Options) -> Res<()> {
             pairings.push(case.pairing);
         }
     }
-    let mut stack = Stack::start(&opts.casegate, &pairings)?;
+    let mut stack = Stack::start(&opts.casegate, &pairings, &StackOptions::default())?;
     if !stack.can_reset_peak {
         println!("note: casegate's peak RSS cannot be reset in place; it includes the warm-up");
     }
@@ -355,7 +355,7 @@ async fn measure_uploads(stack: &Stack, endpoint: &Endpoint, case: Case) -> Res<
             .await
             .map_err(|e| format!("{case}: {e}"))?,
     );
-    let meter = Meter::start(stack.casegate_pid(), stack.can_reset_peak)?;
+    let meter = Meter::start(&[stack.casegate_pid()], stack.can_reset_peak)?;
     let outcome = runner::run(&upload, at_once(case.concurrency)).await;
     let usage = meter.finish().await?;
     Ok((outcome, usage))
@@ -391,7 +391,7 @@ async fn measure_downloads(
             .await
             .map_err(|e| format!("{case}: {e}"))?,
     );
-    let meter = Meter::start(stack.casegate_pid(), stack.can_reset_peak)?;
+    let meter = Meter::start(&[stack.casegate_pid()], stack.can_reset_peak)?;
     let outcome = runner::run(&download, at_once(case.concurrency)).await;
     let usage = meter.finish().await?;
     Ok((outcome, usage))

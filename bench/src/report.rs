@@ -6,13 +6,7 @@ use std::process::Command;
 /// The date (UTC), the commit, the CPU count and model, and `free -h`.
 pub fn machine_facts() -> String {
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
-    let commit = match (commit, dirty) {
-        (Some(c), Some(d)) if !d.is_empty() => format!("{c} (with uncommitted changes)"),
-        (Some(c), _) => c,
-        (None, _) => "unknown (not a git checkout)".to_owned(),
-    };
+    let commit = commit();
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -26,6 +20,50 @@ pub fn machine_facts() -> String {
     format!(
         "date:   {}\ncommit: {commit}\nnproc:  {cpus} ({model})\n{free}\n",
         date.unwrap_or_else(|| "unknown".into())
+    )
+}
+
+/// The commit checked out (short), and whether tracked files have changes.
+pub fn commit() -> String {
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
+    match (commit, dirty) {
+        (Some(c), Some(d)) if !d.is_empty() => format!("{c} (with uncommitted changes)"),
+        (Some(c), _) => c,
+        (None, _) => "unknown (not a git checkout)".to_owned(),
+    }
+}
+
+/// The date and time now, UTC: (`YYYY-MM-DD HH:MM UTC`, `YYYY-MM-DD-HHMMSS`).
+pub fn now_utc() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc(secs)
+}
+
+/// Today's date and time, UTC, for titles.
+pub fn today_utc() -> String {
+    now_utc().0
+}
+
+/// `secs` since the Unix epoch as (`YYYY-MM-DD HH:MM UTC`, `YYYY-MM-DD-HHMMSS`).
+fn utc(secs: u64) -> (String, String) {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02} UTC"),
+        format!("{year:04}-{month:02}-{day:02}-{h:02}{m:02}{s:02}"),
     )
 }
 
@@ -134,5 +172,25 @@ pub fn size(bytes: u64) -> String {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
         b => format!("{b} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_utc() {
+        assert_eq!(utc(0).1, "1970-01-01-000000");
+        // 2000-02-29 12:34:56 (a leap day in a century leap year).
+        assert_eq!(
+            utc(951_827_696),
+            (
+                "2000-02-29 12:34 UTC".to_owned(),
+                "2000-02-29-123456".to_owned()
+            )
+        );
+        // 2026-11-23 16:48:00.
+        assert_eq!(utc(1_795_452_480).0, "2026-11-23 16:48 UTC");
     }
 }

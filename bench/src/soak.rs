@@ -426,7 +426,8 @@ pub async fn run(opts: &Options, minutes: Option<f64>) -> Res<()> {
     std::fs::write(&config, routes)
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     crate::stack::check_config(&opts.casegate, &config)?;
-    let (mut casegate, addr) = crate::stack::start_casegate(&opts.casegate, &config)?;
+    let (mut casegate, addr) =
+        crate::stack::start_casegate(&opts.casegate, &config, crate::stack::CASEGATE_LOG)?;
     let pid = casegate.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fds_before = open_fds(pid).ok_or("cannot read casegate's /proc/PID/fd")?;

@@ -2,7 +2,9 @@
 //! dialect, and one `casegate serve` with a generated routes.toml holding a route per
 //! pairing (prefix `/{front}-{back}`), all on 127.0.0.1 ports the kernel picks. Everything
 //! lives in a temporary directory (routes.toml and the spool directory) that goes away
-//! with the stack, after the processes are killed.
+//! with the stack, after the processes are killed. For `load`, nginx also runs (see
+//! [`crate::nginx`]), one `proxy_pass` per back dialect in front of the same emulators,
+//! with its files in the same temporary directory.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,12 +16,31 @@ use tempfile::TempDir;
 
 use crate::dialects::{Pairing, CLIENT_TOKEN, UPSTREAM_TOKEN};
 use crate::measure;
+use crate::nginx::Nginx;
 use crate::procs::Proc;
 use crate::Res;
 
 /// casegate's log filter: warnings, plus the start-up line that gives its address (the
 /// access log, target `casegate::access`, stays off).
-const CASEGATE_LOG: &str = "warn,casegate::server=info";
+pub const CASEGATE_LOG: &str = "warn,casegate::server=info";
+
+/// How the stack is started.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// casegate's `CASEGATE_LOG`.
+    pub casegate_log: String,
+    /// Whether nginx proxies to the emulators too.
+    pub nginx: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            casegate_log: CASEGATE_LOG.to_owned(),
+            nginx: false,
+        }
+    }
+}
 
 /// Larger than any file the benchmarks send (4 GiB).
 const MAX_UPLOAD_BYTES: u64 = 4 << 30;
@@ -33,14 +54,16 @@ const CONFIG_OVERRIDES: [&str; 5] = [
     "CASEGATE_SPOOL_DIR",
 ];
 
-/// The running processes. Fields drop in order: casegate, the emulators, then the
+/// The running processes. Fields drop in order: casegate, nginx, the emulators, then the
 /// temporary directory.
 pub struct Stack {
     casegate: Proc,
     casegate_addr: SocketAddr,
+    nginx: Option<Nginx>,
     emulators: Vec<(DialectId, Proc, SocketAddr)>,
     bin: PathBuf,
     config: PathBuf,
+    casegate_log: String,
     /// Whether casegate's peak RSS can be reset in place.
     pub can_reset_peak: bool,
     _dir: TempDir,
@@ -48,8 +71,9 @@ pub struct Stack {
 
 impl Stack {
     /// Starts an emulator for every back dialect of `pairings` and casegate in front of
-    /// them, after `casegate check` accepted the generated routes.toml.
-    pub fn start(bin: &Path, pairings: &[Pairing]) -> Res<Stack> {
+    /// them, after `casegate check` accepted the generated routes.toml; and nginx in front
+    /// of them too when `opts.nginx`.
+    pub fn start(bin: &Path, pairings: &[Pairing], opts: &StackOptions) -> Res<Stack> {
         let dir = tempfile::Builder::new()
             .prefix("casegate-bench-")
             .tempdir()
@@ -88,14 +112,23 @@ impl Stack {
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         check_config(bin, &config)?;
 
-        let (casegate, casegate_addr) = start_casegate(bin, &config)?;
+        let nginx = if opts.nginx {
+            let upstreams: Vec<(DialectId, SocketAddr)> =
+                emulators.iter().map(|(d, _, addr)| (*d, *addr)).collect();
+            Some(Nginx::start(&dir.path().join("nginx"), &upstreams)?)
+        } else {
+            None
+        };
+        let (casegate, casegate_addr) = start_casegate(bin, &config, &opts.casegate_log)?;
         let can_reset_peak = measure::can_reset_peak(casegate.pid());
         Ok(Stack {
             casegate,
             casegate_addr,
+            nginx,
             emulators,
             bin: bin.to_owned(),
             config,
+            casegate_log: opts.casegate_log.clone(),
             can_reset_peak,
             _dir: dir,
         })
@@ -104,7 +137,7 @@ impl Stack {
     /// Replaces casegate with a fresh process (same routes.toml), for a measurement that
     /// must not inherit an earlier scenario's memory.
     pub fn restart_casegate(&mut self) -> Res<()> {
-        let (casegate, addr) = start_casegate(&self.bin, &self.config)?;
+        let (casegate, addr) = start_casegate(&self.bin, &self.config, &self.casegate_log)?;
         // The old process is killed as it is dropped here.
         self.casegate = casegate;
         self.casegate_addr = addr;
@@ -119,6 +152,11 @@ impl Stack {
         self.casegate.pid()
     }
 
+    /// nginx, when it runs.
+    pub fn nginx(&self) -> Option<&Nginx> {
+        self.nginx.as_ref()
+    }
+
     /// The emulator of `back`.
     pub fn upstream_addr(&self, back: DialectId) -> Res<SocketAddr> {
         self.emulators
@@ -131,6 +169,9 @@ impl Stack {
     /// An error naming whichever process has exited, with its last log lines.
     pub fn check_alive(&mut self) -> Res<()> {
         self.casegate.check_alive()?;
+        if let Some(nginx) = &mut self.nginx {
+            nginx.check_alive()?;
+        }
         for (_, proc, _) in &mut self.emulators {
             proc.check_alive()?;
         }
@@ -164,12 +205,14 @@ fn start_emulator(bin: &Path, dialect: DialectId) -> Res<(Proc, SocketAddr)> {
     Ok((proc, addr))
 }
 
-pub fn start_casegate(bin: &Path, config: &Path) -> Res<(Proc, SocketAddr)> {
+/// Starts `casegate serve` with `log` as its `CASEGATE_LOG` (which must let the start-up
+/// line of `casegate::server` through).
+pub fn start_casegate(bin: &Path, config: &Path, log: &str) -> Res<(Proc, SocketAddr)> {
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--config")
         .arg(config)
-        .env("CASEGATE_LOG", CASEGATE_LOG);
+        .env("CASEGATE_LOG", log);
     for var in CONFIG_OVERRIDES {
         cmd.env_remove(var);
     }
