@@ -112,8 +112,9 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 
 /// Logs to stderr: text lines (coloured on a terminal), or one JSON object per line with
 /// the request's span (its `request_id`) on every line of a request. Lines go through
-/// tracing-appender's non-blocking writer: a thread of its own writes them in batches, so
-/// a request never waits for a `write` to stderr (the access log is a line per request).
+/// tracing-appender's non-blocking writer: a thread of its own writes them, every line it
+/// finds queued in one `write` (a buffer it flushes whenever the queue is empty), so a
+/// request never waits for a `write` to stderr (the access log is a line per request).
 /// It never drops a line (when its queue is full, logging waits); the returned guard
 /// flushes what is queued when it is dropped, at exit.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
@@ -123,7 +124,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("casegate-log")
-        .finish(std::io::stderr());
+        // Lines the worker finds queued together go out in one write.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     match format {
         LogFormat::Text => {
             use std::io::IsTerminal;
