@@ -67,6 +67,10 @@ enum Command {
         /// generated pattern as the last upload's file had (no Range).
         #[arg(long)]
         fast: bool,
+        /// With --fast: a new file id in every upload answer (Thalamus, Tines, Case IQ), so
+        /// that casegate's ledger records a row per upload; a download of any of them works.
+        #[arg(long, requires = "fast")]
+        unique_ids: bool,
         /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
                 tokens,
                 fault,
                 fast,
+                unique_ids,
                 tls_cert,
                 tls_key,
                 owner,
@@ -229,6 +234,7 @@ fn main() -> ExitCode {
                 let mut cfg = emulator::Config::new(d);
                 cfg.tokens = tokens;
                 cfg.fast = fast;
+                cfg.fast_unique_ids = unique_ids;
                 cfg.kibana_owner = owner;
                 cfg.fault = fault
                     .map(|f| f.parse::<Fault>())

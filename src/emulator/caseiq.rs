@@ -28,9 +28,6 @@ pub(super) enum Call {
     Download(String),
 }
 
-/// Fast mode's one attachment id.
-const FAST_ID: &str = "00000000-0000-4000-8000-000000000001";
-
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 3600;
 /// `limit` when none is given, and the most it can be.
@@ -137,11 +134,11 @@ impl Api for CaseIq {
         }
     }
 
-    fn fast(_sh: &Shared, _call: &Call, _parts: &Parts, file_len: u64) -> Resp {
+    fn fast(sh: &Shared, _call: &Call, _parts: &Parts, file_len: u64) -> Resp {
         wire::json(
             StatusCode::OK,
             &json!({
-                "id": FAST_ID,
+                "id": super::fast::uuid(super::fast::next_number(sh)),
                 "name": "upload.bin",
                 "nameWithoutExtension": "upload",
                 "encoding": "7bit",
@@ -153,8 +150,9 @@ impl Api for CaseIq {
         )
     }
 
-    fn fast_download(call: &Call) -> bool {
-        matches!(call, Call::Download(id) if id == FAST_ID)
+    fn fast_download(sh: &Shared, call: &Call) -> bool {
+        matches!(call, Call::Download(id)
+            if super::fast::uuid_number(id).is_some_and(|n| super::fast::is_named(sh, n)))
     }
 }
 

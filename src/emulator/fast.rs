@@ -20,6 +20,46 @@ use http_body_util::BodyExt as _;
 
 use super::wire::{self, Dropped, Resp, DOWNLOAD_CHUNK};
 
+/// The number of the file a fast upload answer names: always 1, or with unique ids the
+/// next of 1, 2, 3 ...
+pub(super) fn next_number(sh: &super::server::Shared) -> u64 {
+    let n = sh
+        .fast_uploads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if sh.cfg.fast_unique_ids {
+        n
+    } else {
+        1
+    }
+}
+
+/// Whether a fast download of file number `n` finds the canned file: 1, or with unique ids
+/// any number named so far.
+pub(super) fn is_named(sh: &super::server::Shared, n: u64) -> bool {
+    if sh.cfg.fast_unique_ids {
+        (1..=sh.fast_uploads.load(std::sync::atomic::Ordering::Relaxed)).contains(&n)
+    } else {
+        n == 1
+    }
+}
+
+/// The UUID form of file number `n` (`00000000-0000-4000-8000-000000000001` for 1).
+pub(super) fn uuid(n: u64) -> String {
+    format!("{UUID_PREFIX}{n:012x}")
+}
+
+/// The number of a UUID made by [`uuid`].
+pub(super) fn uuid_number(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix(UUID_PREFIX)?;
+    if hex.len() != 12 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+const UUID_PREFIX: &str = "00000000-0000-4000-8000-";
+
 /// How much of an upload's start is kept (the parts before the file, its headers).
 pub(super) const HEAD: usize = 64 << 10;
 /// How much of an upload's end is kept (what follows the file).

@@ -415,7 +415,7 @@ impl Api for Kibana {
         wire::json(StatusCode::OK, &case.to_json())
     }
 
-    fn fast_download(call: &Call) -> bool {
+    fn fast_download(_sh: &Shared, call: &Call) -> bool {
         matches!(&call.op, Op::Blob(_, file) if file == FAST_FILE_ID)
     }
 

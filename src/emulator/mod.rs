@@ -57,6 +57,12 @@ pub struct Config {
     /// without holding them; it ignores `Range`. Other reads find nothing stored. Faults
     /// apply as to any answer (one that spoils a download then reads its body whole).
     pub fast: bool,
+    /// Fast mode: name a new file id in every upload answer (`1`, `2`, ... for Thalamus and
+    /// Tines; `00000000-0000-4000-8000-` and the number in 12 hex digits for Case IQ; Kibana
+    /// keeps its fixed ids) instead of the one fixed id, so
+    /// that a ledger in front records a row per upload as with a real upstream. A download
+    /// of any id named so far streams the last upload's length.
+    pub fast_unique_ids: bool,
     /// Serve HTTPS with this config instead of HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Kibana: owner of auto-created cases (default "cases").
@@ -72,6 +78,7 @@ impl Config {
             tokens: Vec::new(),
             fault: None,
             fast: false,
+            fast_unique_ids: false,
             tls: None,
             kibana_owner: "cases".to_owned(),
         }

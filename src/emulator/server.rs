@@ -99,7 +99,7 @@ pub(super) trait Api: 'static {
     fn fast(sh: &Shared, call: &Self::Call, parts: &Parts, file_len: u64) -> Resp;
 
     /// Fast mode: whether `call` downloads the canned file [`Api::fast`]'s answers name.
-    fn fast_download(_call: &Self::Call) -> bool {
+    fn fast_download(_sh: &Shared, _call: &Self::Call) -> bool {
         false
     }
 
@@ -229,6 +229,8 @@ pub(super) struct Shared {
     /// Fast mode: the file bytes of the last upload, what a download of the canned file
     /// sends.
     pub fast_file_len: AtomicU64,
+    /// Fast mode: the uploads answered so far (the last file id named, with unique ids).
+    pub fast_uploads: AtomicU64,
 }
 
 impl Shared {
@@ -384,7 +386,7 @@ async fn answer<A: Api>(sh: &Arc<Shared>, parts: Parts, body: ReqBody) -> Result
                         shared.fast_file_len.store(file_len, Relaxed);
                         A::fast(&shared, &call, &parts, file_len)
                     }
-                    Kind::Read if fast && A::fast_download(&call) => {
+                    Kind::Read if fast && A::fast_download(&shared, &call) => {
                         let (name, content_type) = A::FAST_FILE;
                         let len = shared.fast_file_len.load(Relaxed);
                         super::fast::download(len, name, content_type)
@@ -535,6 +537,7 @@ pub(super) async fn spawn(
         open_connections: AtomicU64::new(0),
         calls: Mutex::new(VecDeque::new()),
         fast_file_len: AtomicU64::new(0),
+        fast_uploads: AtomicU64::new(0),
     });
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, sh.clone(), handler, tls, stop));

@@ -527,6 +527,58 @@ async fn fast_mode_downloads_the_last_uploads_length() {
 }
 
 #[tokio::test]
+async fn fast_mode_with_unique_ids_names_a_new_file_per_upload() {
+    for dialect in [DialectId::Thalamus, DialectId::Tines, DialectId::Caseiq] {
+        let emu = start(Config {
+            fast: true,
+            fast_unique_ids: true,
+            ..Config::new(dialect)
+        })
+        .await;
+        let base = emu.url();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let resp = upload(&emu, dialect, b"four").send().await.expect("send");
+            assert_eq!(resp.status(), 200, "{dialect}");
+            let body: Value = resp.json().await.expect("json");
+            let id = match dialect {
+                DialectId::Thalamus => body["attachments"]["attachements"][0]["id"].to_string(),
+                DialectId::Tines => body["id"].to_string(),
+                _ => body["id"].as_str().expect("id").to_owned(),
+            };
+            ids.push(id);
+        }
+        let expected: Vec<String> = match dialect {
+            DialectId::Caseiq => (1..=3)
+                .map(|n| format!("00000000-0000-4000-8000-00000000000{n}"))
+                .collect(),
+            _ => (1..=3).map(|n| n.to_string()).collect(),
+        };
+        assert_eq!(ids, expected, "{dialect}");
+        let url = |id: &str| match dialect {
+            DialectId::Thalamus => format!("{base}/api/v4/cases/files/{id}"),
+            DialectId::Tines => format!("{base}/api/v2/cases/1/files/{id}/download"),
+            _ => format!("{base}/api-public/1.0/attachment/{id}/attachment"),
+        };
+        // Every id named so far downloads the last upload's length; the next one does not.
+        let resp = client().get(url(&ids[1])).send().await.expect("send");
+        assert_eq!(resp.status(), 200, "{dialect}");
+        assert_eq!(resp.bytes().await.expect("body").len(), 4, "{dialect}");
+        let next = match dialect {
+            DialectId::Caseiq => "00000000-0000-4000-8000-000000000004".to_owned(),
+            _ => "4".to_owned(),
+        };
+        let resp = client().get(url(&next)).send().await.expect("send");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.expect("body");
+        assert!(
+            status == 404 || (status == 200 && body == "FAILED"),
+            "{dialect} {status} {body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn fast_mode_keeps_the_token_endpoint() {
     let emu = start(Config {
         fast: true,

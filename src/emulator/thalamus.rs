@@ -30,9 +30,6 @@ pub(super) enum Call {
     Note(String),
 }
 
-/// Fast mode's one attachment id.
-const FAST_ID: &str = "1";
-
 fn failed(status: StatusCode) -> Resp {
     wire::respond(status, "text/plain", "FAILED")
 }
@@ -151,12 +148,14 @@ impl Api for Thalamus {
     }
 
     fn fast(sh: &Shared, _call: &Call, parts: &Parts, _file_len: u64) -> Resp {
-        let list = vec![attachment(&sh.base_url(parts), FAST_ID)];
+        let id = super::fast::next_number(sh).to_string();
+        let list = vec![attachment(&sh.base_url(parts), &id)];
         wire::json(StatusCode::OK, &answer(list))
     }
 
-    fn fast_download(call: &Call) -> bool {
-        matches!(call, Call::Download(id) if wire::integer_id(id).map(|n| n.to_string()).as_deref() == Some(FAST_ID))
+    fn fast_download(sh: &Shared, call: &Call) -> bool {
+        matches!(call, Call::Download(id)
+            if wire::integer_id(id).is_some_and(|n| super::fast::is_named(sh, n)))
     }
 }
 

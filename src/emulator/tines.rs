@@ -43,9 +43,6 @@ enum FileOp {
     Delete,
 }
 
-/// Fast mode's one file id.
-const FAST_ID: u64 = 1;
-
 /// `per_page` when none is given, and the most it can be.
 const DEFAULT_PER_PAGE: u64 = 20;
 const MAX_PER_PAGE: u64 = 500;
@@ -243,7 +240,7 @@ impl Api for Tines {
     fn fast(sh: &Shared, call: &Call, parts: &Parts, _file_len: u64) -> Resp {
         let activity = Activity {
             case_id: wire::integer_id(&call.case).unwrap_or(1),
-            id: FAST_ID,
+            id: super::fast::next_number(sh),
             value: None,
             author_email: None,
             block_id: None,
@@ -253,8 +250,9 @@ impl Api for Tines {
         activity.answer(&sh.base_url(parts))
     }
 
-    fn fast_download(call: &Call) -> bool {
-        matches!(&call.op, Op::File(FileOp::Download, id) if wire::integer_id(id) == Some(FAST_ID))
+    fn fast_download(sh: &Shared, call: &Call) -> bool {
+        matches!(&call.op, Op::File(FileOp::Download, id)
+            if wire::integer_id(id).is_some_and(|n| super::fast::is_named(sh, n)))
     }
 }
 
