@@ -51,11 +51,16 @@
 //! winner's front id. Rows are written in (route, back id) order so two records of
 //! overlapping rows lock them in the same order; a deadlock PostgreSQL reports anyway is
 //! retried. The insertion-order numbers come from the `counters` row, taken in a
-//! statement of their own so its lock is held for that statement only.
+//! statement of their own so its lock is held for that statement only. Records from
+//! concurrent requests are written together, one transaction per batch (see [`batch`]):
+//! under load the counter update, the commit and the round trips are shared.
 
+mod batch;
 mod pool;
 mod settings;
 mod tls;
+
+use std::sync::Arc;
 
 use futures_util::future::{try_join_all, BoxFuture};
 use tokio_postgres::error::SqlState;
@@ -97,6 +102,16 @@ const INSERT: &str = concat!(
      ON CONFLICT DO NOTHING RETURNING ",
     columns!()
 );
+/// [`INSERT`] for many rows in one statement, one array per column.
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO files (route, front_id, seq, front_case, back_case, back_id, \
+     back_comment_id, name, content_type, size, created_at, uploader, guid, md5, sha256) \
+     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
+     $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::TEXT[], \
+     $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[]) \
+     ON CONFLICT DO NOTHING RETURNING ",
+    columns!()
+);
 const FILL_NULLS: &str = concat!(
     "UPDATE files SET front_case = COALESCE(front_case, $3), \
      back_case = COALESCE(back_case, $4), back_comment_id = COALESCE(back_comment_id, $5), \
@@ -112,6 +127,11 @@ const BY_FRONT: &str = concat!(
     "SELECT ",
     columns!(),
     " FROM files WHERE route = $1 AND front_id = $2"
+);
+const BY_FRONTS: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM files WHERE route = $1 AND front_id = ANY($2)"
 );
 const BY_BACK: &str = concat!(
     "SELECT ",
@@ -143,7 +163,9 @@ const DUMP_ROUTE: &str = concat!(
 
 /// The PostgreSQL [`Store`]: a bounded pool of connections to one database.
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// Records go through it, a batch per transaction.
+    batcher: batch::Batcher,
 }
 
 impl PostgresStore {
@@ -183,7 +205,9 @@ impl PostgresStore {
             }
         }
         pool.give_back(conn);
-        Ok(PostgresStore { pool })
+        let pool = Arc::new(pool);
+        let batcher = batch::Batcher::start(pool.clone());
+        Ok(PostgresStore { pool, batcher })
     }
 
     /// Runs `op` on a pooled connection (see [`Pool::run`]).
@@ -203,7 +227,7 @@ impl Store for PostgresStore {
     }
 
     fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-        self.call(move |conn| Box::pin(record(conn, rows)))
+        Box::pin(self.batcher.record(rows))
     }
 
     fn by_front(
@@ -211,17 +235,13 @@ impl Store for PostgresStore {
         route: &str,
         front_id: &str,
     ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
+        if front_id.contains('\0') {
+            // PostgreSQL's text cannot hold a NUL, so no row has this id (and asking would
+            // be refused as an encoding error).
+            return Box::pin(std::future::ready(Ok(None)));
+        }
         let (route, front_id) = (route.to_string(), front_id.to_string());
-        self.call(move |conn| {
-            Box::pin(async move {
-                let statement = conn.prepare(BY_FRONT).await?;
-                let row = conn
-                    .client
-                    .query_opt(&statement, &[&route, &front_id])
-                    .await?;
-                Ok(row.as_ref().map(read_row).transpose()?)
-            })
-        })
+        Box::pin(self.batcher.by_front(route, front_id))
     }
 
     fn by_back(
@@ -352,6 +372,7 @@ async fn allocate(conn: &mut Conn, route: String, n: u64) -> Result<u64, DbError
 /// The statements of a record, prepared before its transaction starts.
 struct RecordStatements {
     insert: tokio_postgres::Statement,
+    insert_many: tokio_postgres::Statement,
     fill: tokio_postgres::Statement,
     holder: tokio_postgres::Statement,
 }
@@ -364,6 +385,7 @@ async fn record(conn: &mut Conn, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     let next_seq = conn.prepare(NEXT_SEQ).await?;
     let statements = RecordStatements {
         insert: conn.prepare(INSERT).await?,
+        insert_many: conn.prepare(INSERT_MANY).await?,
         fill: conn.prepare(FILL_NULLS).await?,
         holder: conn.prepare(HOLDER).await?,
     };
@@ -407,6 +429,85 @@ async fn record(conn: &mut Conn, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     }
 }
 
+/// Inserts the `pending` rows (in that order) with one statement; fills `held` for those
+/// inserted and gives the others (their back id or front id is held already), in order.
+#[allow(clippy::too_many_arguments)]
+async fn insert_many(
+    tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    rows: &[Row],
+    guids: &[String],
+    seqs: &[i64],
+    sizes: &[Option<i64>],
+    pending: &[usize],
+    held: &mut [Option<Row>],
+) -> Result<Vec<usize>, DbError> {
+    let text =
+        |f: fn(&Row) -> &str| -> Vec<&str> { pending.iter().map(|&i| f(&rows[i])).collect() };
+    let opt = |f: fn(&Row) -> Option<&str>| -> Vec<Option<&str>> {
+        pending.iter().map(|&i| f(&rows[i])).collect()
+    };
+    let route = text(|r| &r.route);
+    let front_id = text(|r| &r.front_id);
+    let seq: Vec<i64> = pending.iter().map(|&i| seqs[i]).collect();
+    let front_case = opt(|r| r.front_case.as_deref());
+    let back_case = opt(|r| r.back_case.as_deref());
+    let back_id = text(|r| &r.back_id);
+    let back_comment_id = opt(|r| r.back_comment_id.as_deref());
+    let name = opt(|r| r.name.as_deref());
+    let content_type = opt(|r| r.content_type.as_deref());
+    let size: Vec<Option<i64>> = pending.iter().map(|&i| sizes[i]).collect();
+    let created_at = opt(|r| r.created_at.as_deref());
+    let uploader = opt(|r| r.uploader.as_deref());
+    let guid: Vec<&str> = pending.iter().map(|&i| guids[i].as_str()).collect();
+    let md5 = opt(|r| r.md5.as_deref());
+    let sha256 = opt(|r| r.sha256.as_deref());
+    let inserted = tx
+        .query(
+            statement,
+            &[
+                &route,
+                &front_id,
+                &seq,
+                &front_case,
+                &back_case,
+                &back_id,
+                &back_comment_id,
+                &name,
+                &content_type,
+                &size,
+                &created_at,
+                &uploader,
+                &guid,
+                &md5,
+                &sha256,
+            ],
+        )
+        .await?;
+    // Each row inserted is one of the pending rows: the first still unmatched with its
+    // (route, front id, back id).
+    let mut matched = vec![false; pending.len()];
+    for answer in &inserted {
+        let row = read_row(answer)?;
+        let at = pending.iter().enumerate().position(|(k, &i)| {
+            !matched[k]
+                && rows[i].route == row.route
+                && rows[i].front_id == row.front_id
+                && rows[i].back_id == row.back_id
+        });
+        if let Some(k) = at {
+            matched[k] = true;
+            held[pending[k]] = Some(row);
+        }
+    }
+    Ok(pending
+        .iter()
+        .zip(matched)
+        .filter(|(_, m)| !m)
+        .map(|(&i, _)| i)
+        .collect())
+}
+
 /// A deadlock or serialization failure: the transaction may simply be run again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
     matches!(
@@ -418,9 +519,10 @@ fn is_conflict(e: &tokio_postgres::Error) -> bool {
 
 /// Writes `rows` inside `tx`, in `order`; returns them as held, in input order.
 ///
-/// Each step is pipelined: every row's statement is sent at once and the answers read
-/// together, so a record of hundreds of rows costs a few round trips, not hundreds. The
-/// server runs them in the order sent. Step 1 inserts; step 2 fills the NULL fields of
+/// Step 1 inserts every row with one statement (`UNNEST` of one array per column, rows in
+/// `order`; a lone row with the plain `INSERT`); the later steps are pipelined, every
+/// row's statement sent at once and the answers read together, so a record of hundreds
+/// of rows costs a few round trips, not hundreds. Step 2 fills the NULL fields of
 /// the rows already held by back id; step 3 looks for the holder of a front id that
 /// conflicted. A row found in none (deleted meanwhile) goes round again.
 async fn write_rows(
@@ -481,16 +583,28 @@ async fn write_rows(
     let mut held: Vec<Option<Row>> = vec![None; rows.len()];
     let mut pending: Vec<usize> = order.to_vec();
     for _ in 0..3 {
-        let params: Vec<[Param<'_>; 15]> = pending.iter().map(|&i| insert_params(i)).collect();
-        let inserted =
-            try_join_all(params.iter().map(|p| tx.query_opt(&statements.insert, p))).await?;
-        let mut not_inserted = Vec::new();
-        for (&i, answer) in pending.iter().zip(inserted) {
-            match answer {
-                Some(answer) => held[i] = Some(read_row(&answer)?),
-                None => not_inserted.push(i),
+        let not_inserted = if pending.len() == 1 {
+            let params = insert_params(pending[0]);
+            match tx.query_opt(&statements.insert, &params).await? {
+                Some(answer) => {
+                    held[pending[0]] = Some(read_row(&answer)?);
+                    Vec::new()
+                }
+                None => pending.clone(),
             }
-        }
+        } else {
+            insert_many(
+                tx,
+                &statements.insert_many,
+                rows,
+                guids,
+                &seqs,
+                &sizes,
+                &pending,
+                &mut held,
+            )
+            .await?
+        };
         if not_inserted.is_empty() {
             break;
         }
@@ -653,6 +767,100 @@ mod tests {
 
     async fn open(url: &str) -> Result<PostgresStore, String> {
         PostgresStore::open(&Secret::new(url)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_share_transactions_and_a_refused_one_fails_alone() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = Arc::new(open(&pg.url(&db)).await.unwrap());
+        let spawn = |range: std::ops::Range<usize>, bad: Option<usize>| {
+            range
+                .map(|i| {
+                    let store = store.clone();
+                    let mut r = row(&i.to_string(), &format!("b{i}"));
+                    if Some(i) == bad {
+                        // PostgreSQL refuses a NUL in text.
+                        r.name = Some("bad\0name".into());
+                    }
+                    (i, tokio::spawn(async move { store.record(vec![r]).await }))
+                })
+                .collect::<Vec<_>>()
+        };
+        for (i, task) in spawn(0..48, None) {
+            let held = task.await.unwrap().unwrap();
+            assert_eq!(held[0].front_id, i.to_string());
+        }
+        // One transaction per record would leave 48 inserting transactions (`xmin`).
+        let transactions: u64 = pg
+            .psql(&db, "SELECT count(DISTINCT xmin::text) FROM files")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            transactions < 24,
+            "48 records written in {transactions} transactions"
+        );
+        // A record PostgreSQL refuses fails alone, whatever batch it was in.
+        let mut refused = Vec::new();
+        for (i, task) in spawn(48..64, Some(57)) {
+            match task.await.unwrap() {
+                Ok(held) => assert_eq!(held[0].front_id, i.to_string()),
+                Err(e) => refused.push((i, e.to_string())),
+            }
+        }
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, 57, "{refused:?}");
+        for i in [0, 47, 48, 56, 58, 63] {
+            let held = store.by_front("r", &i.to_string()).await.unwrap().unwrap();
+            assert_eq!(held.back_id, format!("b{i}"));
+        }
+        assert!(store.by_front("r", "57").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lookups_each_get_their_own_row() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let store = Arc::new(open(&pg.url(&db)).await.unwrap());
+        let mut rows = Vec::new();
+        for i in 0..20 {
+            rows.push(row(&i.to_string(), &format!("r{i}")));
+            let mut other = row(&i.to_string(), &format!("s{i}"));
+            other.route = "s".into();
+            rows.push(other);
+        }
+        store.record(rows).await.unwrap();
+        // Ids of both routes, ids no route holds, and one PostgreSQL cannot take as text.
+        let asked: Vec<(&str, String)> = (0..25)
+            .flat_map(|i| [("r", i.to_string()), ("s", i.to_string())])
+            .chain([("r", "1\0".to_string()), ("t", "3".to_string())])
+            .collect();
+        let tasks: Vec<_> = asked
+            .iter()
+            .cloned()
+            .map(|(route, id)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.by_front(route, &id).await })
+            })
+            .collect();
+        for ((route, id), task) in asked.iter().zip(tasks) {
+            let found = task.await.unwrap().unwrap();
+            let n: Option<u32> = id.parse().ok().filter(|n| *n < 20 && *route != "t");
+            match n {
+                Some(n) => {
+                    let found = found.unwrap_or_else(|| panic!("{route} {id} not found"));
+                    assert_eq!(found.route, *route);
+                    assert_eq!(found.front_id, *id);
+                    assert_eq!(found.back_id, format!("{route}{n}"));
+                }
+                None => assert!(found.is_none(), "{route} {id:?}: {found:?}"),
+            }
+        }
     }
 
     /// Whether the store's connections use TLS (as the server sees it).

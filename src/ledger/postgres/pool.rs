@@ -67,7 +67,7 @@ impl DbError {
     /// the server reported (the session is intact) or casegate's own refusal. "Cached
     /// plan must not change result type" (a schema changed under the statements this
     /// connection prepared) closes it, so a new one prepares them afresh.
-    fn keeps_connection(&self) -> bool {
+    pub(super) fn keeps_connection(&self) -> bool {
         match self {
             DbError::Pg(e) => e
                 .as_db_error()
