@@ -77,6 +77,9 @@ pub enum TinesTail {
     Value,
     /// As tapi sends it: `..."value":"bench comment","author_email":null}`.
     ValueAndNulls,
+    /// `{"filename":"bench.pdf","value":"bench comment","file_contents":"..."}`: the comment
+    /// before the file, so that casegate can stream it to a Case IQ upstream unspooled.
+    ValueFirst,
 }
 
 /// Where one side of a scenario sends its uploads: a dialect's endpoints at an address
@@ -238,10 +241,16 @@ fn multipart(fields: &[(&str, &str)], file_len: u64) -> (Payload, String) {
 /// tapi sends it) and, for [`TinesTail::ValueAndNulls`], tapi's `"author_email":null`.
 /// Gives the payload and its `Content-Type`.
 fn tines_json(file_len: u64, tail: TinesTail) -> (Payload, String) {
-    let prefix = format!(r#"{{"filename":"{FILE_NAME}","file_contents":""#);
+    let prefix = match tail {
+        TinesTail::ValueFirst => {
+            format!(r#"{{"filename":"{FILE_NAME}","value":"{COMMENT}","file_contents":""#)
+        }
+        _ => format!(r#"{{"filename":"{FILE_NAME}","file_contents":""#),
+    };
     let suffix = match tail {
         TinesTail::Value => format!(r#"","value":"{COMMENT}"}}"#),
         TinesTail::ValueAndNulls => format!(r#"","value":"{COMMENT}","author_email":null}}"#),
+        TinesTail::ValueFirst => r#""}"#.to_owned(),
     };
     let payload = Payload::new(
         Bytes::from(prefix),

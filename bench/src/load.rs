@@ -187,6 +187,7 @@ pub async fn run(opts: &Options) -> Res<()> {
         &StackOptions {
             casegate_log: log.clone(),
             nginx: opts.nginx,
+            ..StackOptions::default()
         },
     )?;
     println!("casegate: pid {}, CASEGATE_LOG={log}", stack.casegate_pid());

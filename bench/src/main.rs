@@ -7,6 +7,7 @@
 
 mod chart;
 mod dialects;
+mod ledger;
 mod load;
 mod measure;
 mod memory;
@@ -83,6 +84,10 @@ enum Cmd {
         #[arg(long)]
         minutes: Option<f64>,
     },
+    /// What the ledger costs: uploads and downloads per second of 4 KiB at c=32 on an
+    /// int-front/UUID-back route (tines->caseiq) with SQLite and with PostgreSQL, beside
+    /// routes without id mapping (tines->tines, caseiq->caseiq); starts PostgreSQL itself.
+    Ledger,
     /// The codec micro-benchmarks (divan), via `cargo bench -p casegate-bench`.
     Codecs {
         /// Passed on to divan (for example a name filter, or --sample-count 10).
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
                 let bench = async {
                     match cmd {
                         Cmd::Memory => memory::run(&opts).await,
+                        Cmd::Ledger => ledger::run(&opts).await,
                         Cmd::Soak { minutes } => soak::run(&opts, minutes).await,
                         _ => load::run(&opts).await,
                     }

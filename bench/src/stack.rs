@@ -31,6 +31,11 @@ pub struct StackOptions {
     pub casegate_log: String,
     /// Whether nginx proxies to the emulators too.
     pub nginx: bool,
+    /// casegate's `ledger` (default: its SQLite file beside the generated routes.toml).
+    pub ledger: Option<String>,
+    /// Whether the emulators name a new file id in every upload answer (`--unique-ids`),
+    /// so that the ledger records a row per upload; else one fixed id, one row.
+    pub unique_ids: bool,
 }
 
 impl Default for StackOptions {
@@ -38,6 +43,8 @@ impl Default for StackOptions {
         Self {
             casegate_log: CASEGATE_LOG.to_owned(),
             nginx: false,
+            ledger: None,
+            unique_ids: false,
         }
     }
 }
@@ -46,8 +53,9 @@ impl Default for StackOptions {
 const MAX_UPLOAD_BYTES: u64 = 4 << 30;
 
 /// Overrides of routes.toml keys that must not leak in from the caller's environment.
-const CONFIG_OVERRIDES: [&str; 5] = [
+const CONFIG_OVERRIDES: [&str; 6] = [
     "CASEGATE_CONFIG",
+    "CASEGATE_LEDGER",
     "CASEGATE_LISTEN",
     "CASEGATE_MAX_UPLOAD_BYTES",
     "CASEGATE_MAX_IN_FLIGHT",
@@ -87,7 +95,7 @@ impl Stack {
             if emulators.iter().any(|(d, _, _)| *d == pairing.back) {
                 continue;
             }
-            let (proc, addr) = start_emulator(bin, pairing.back)?;
+            let (proc, addr) = start_emulator(bin, pairing.back, opts.unique_ids)?;
             emulators.push((pairing.back, proc, addr));
         }
         let upstream = |back: DialectId| {
@@ -103,9 +111,12 @@ impl Stack {
             }
         }
         let config = dir.path().join("routes.toml");
+        let ledger = opts.ledger.as_deref().map_or_else(String::new, |url| {
+            format!("ledger = {}\n", toml_string(url))
+        });
         let text = format!(
             "listen = \"127.0.0.1:0\"\nmax_upload_bytes = {MAX_UPLOAD_BYTES}\n\
-             max_in_flight = 1024\nspool_dir = {}\n{routes}",
+             max_in_flight = 1024\nspool_dir = {}\n{ledger}{routes}",
             toml_string(&spool.to_string_lossy()),
         );
         std::fs::write(&config, text)
@@ -184,7 +195,7 @@ impl Stack {
     }
 }
 
-fn start_emulator(bin: &Path, dialect: DialectId) -> Res<(Proc, SocketAddr)> {
+fn start_emulator(bin: &Path, dialect: DialectId, unique_ids: bool) -> Res<(Proc, SocketAddr)> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "emulate",
@@ -193,6 +204,7 @@ fn start_emulator(bin: &Path, dialect: DialectId) -> Res<(Proc, SocketAddr)> {
         "--listen",
         "127.0.0.1:0",
     ])
+    .args(unique_ids.then_some("--unique-ids"))
     .args(["--token", UPSTREAM_TOKEN])
     .env("CASEGATE_LOG", "info");
     let name = format!("the {dialect} emulator");

@@ -1,0 +1,424 @@
+//! `ledger`: what casegate's ledger costs (SPEC 7.3), in uploads and downloads per second
+//! of 4 KiB files at 32 connections, on a route whose ids must be mapped, beside routes
+//! whose ids pass through, all in one run.
+//!
+//! - **tines->caseiq** (integer front ids, UUID back ids): every upload reserves a front
+//!   id (a per-route sequence) before it is sent and records the pair once Case IQ has
+//!   confirmed it; every download looks the front id up. Once with the SQLite ledger (a
+//!   file, the default), once with PostgreSQL (a private server this benchmark starts with
+//!   `initdb` from the distribution's package, see `casegate::ledger::pg_test`).
+//! - **No id mapping**, SQLite: **tines->tines** (the same front, the same client bodies;
+//!   ids pass through) and **caseiq->caseiq** (the same back; ids pass through). Their
+//!   uploads still record the file's row (the ledger keeps every attachment casegate
+//!   attached), with nothing to reserve; their downloads look nothing up.
+//!
+//! Every emulator runs with `--unique-ids`, so each upload names a new upstream file and
+//! the ledger grows by a row per upload, as with a real upstream (the load benchmark's
+//! emulators name one fixed file, so its ledger holds one row per route). The Tines bodies
+//! put `value` before `file_contents`, so casegate streams them to Case IQ unspooled (a
+//! body the other way round is spooled to disk first: that cost is the load benchmark's
+//! tines->caseiq, not the ledger's).
+//!
+//! The four casegates (each with its own emulator) run side by side, idle but for the one
+//! measured, and the measurements go round-robin, three rounds (one with `--quick`), so
+//! that the VM's drift over a run falls on every configuration alike; each figure is the
+//! median of its rounds. The target: the mapped route's requests/s at least 0.9 x the
+//! same-front route's (the ledger under 10 % of requests/s), uploads and downloads, with
+//! SQLite and with PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use casegate::dialect::DialectId::{Caseiq, Tines};
+use casegate::ledger::pg_test::PgServer;
+
+use crate::dialects::{Endpoint, Pairing, TinesTail};
+use crate::measure::{Meter, Usage};
+use crate::report::{self, num, Table};
+use crate::runner::{self, Job, Outcome, Plan};
+use crate::stack::{Stack, StackOptions};
+use crate::{Options, Res};
+
+const FILE_LEN: u64 = 4 << 10;
+const CONCURRENCY: usize = 32;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The target: the mapped route at least this share of the same-front route's requests/s.
+const TARGET: f64 = 0.9;
+
+/// Where a configuration's ledger is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Sqlite,
+    Postgres,
+}
+
+/// One casegate: a route and its ledger.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    pairing: Pairing,
+    store: Store,
+    mapped: bool,
+}
+
+impl std::fmt::Display for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match self.store {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL",
+        };
+        let ids = if self.mapped {
+            "ids mapped"
+        } else {
+            "no id mapping"
+        };
+        write!(f, "{} ({ids}, {store})", self.pairing)
+    }
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        pairing: Pairing::new(Tines, Caseiq),
+        store: Store::Sqlite,
+        mapped: true,
+    },
+    Setup {
+        pairing: Pairing::new(Tines, Caseiq),
+        store: Store::Postgres,
+        mapped: true,
+    },
+    Setup {
+        pairing: Pairing::new(Tines, Tines),
+        store: Store::Sqlite,
+        mapped: false,
+    },
+    Setup {
+        pairing: Pairing::new(Caseiq, Caseiq),
+        store: Store::Sqlite,
+        mapped: false,
+    },
+];
+
+/// The same-front baseline of the mapped setups.
+const SAME_FRONT: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Upload,
+    Download,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Upload => "uploads",
+            Direction::Download => "downloads",
+        })
+    }
+}
+
+/// One measured run.
+struct Run {
+    outcome: Outcome,
+    usage: Usage,
+    /// PostgreSQL's processes over the run, when the setup uses it.
+    postgres: Option<Usage>,
+}
+
+impl Run {
+    fn cpu_us(&self) -> Option<f64> {
+        let (user, system) = self.usage.per_request_us(self.outcome.ok)?;
+        Some(user + system)
+    }
+
+    fn postgres_cpu_us(&self) -> Option<f64> {
+        let (user, system) = self.postgres?.per_request_us(self.outcome.ok)?;
+        Some(user + system)
+    }
+}
+
+/// A running setup: its stack and, once its file is uploaded, its download.
+struct Live {
+    setup: Setup,
+    stack: Stack,
+    upload: Arc<runner::Upload>,
+    download: Arc<runner::Download>,
+    runs: [Vec<Run>; 2],
+}
+
+pub async fn run(opts: &Options) -> Res<()> {
+    let (rounds, warmup, mut measured) = if opts.quick {
+        (1, Duration::from_millis(500), Duration::from_secs(2))
+    } else {
+        (3, Duration::from_secs(1), Duration::from_secs(5))
+    };
+    if let Some(seconds) = opts.seconds {
+        measured = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--seconds {seconds}: not a positive number of seconds"))?;
+    }
+    println!("{}", report::machine_facts());
+    println!(
+        "ledger: {} setups x (uploads, downloads) of {} at c={CONCURRENCY}, {rounds} round(s) \
+         of {warmup:?} warm-up + {measured:?}, ~{} s",
+        SETUPS.len(),
+        report::size(FILE_LEN),
+        ((warmup + measured) * 2 * SETUPS.len() as u32 * rounds).as_secs()
+    );
+    let pg = PgServer::start().map_err(|e| {
+        format!(
+            "cannot start PostgreSQL for the ledger benchmark: {e} \
+             (install it with `apt-get install -y postgresql`)"
+        )
+    })?;
+    let database = pg.create_database()?;
+    let mut live = Vec::new();
+    for setup in SETUPS {
+        let ledger = (setup.store == Store::Postgres).then(|| pg.url(&database));
+        live.push(start(setup, ledger, opts).await?);
+    }
+    let plan = |duration| Plan {
+        concurrency: CONCURRENCY,
+        duration,
+        max_requests: 1_000_000,
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    for round in 1..=rounds {
+        for l in &mut live {
+            for direction in [Direction::Upload, Direction::Download] {
+                eprintln!("[round {round}/{rounds}] {} {direction}", l.setup);
+                let db = (l.setup.store == Store::Postgres).then_some(&pg);
+                let run = match direction {
+                    Direction::Upload => {
+                        measure(&l.stack, &l.upload, plan(warmup), plan(measured), db).await
+                    }
+                    Direction::Download => {
+                        measure(&l.stack, &l.download, plan(warmup), plan(measured), db).await
+                    }
+                }
+                .map_err(|e| format!("{} {direction}: {e}", l.setup))?;
+                if let Some(e) = &run.outcome.first_error {
+                    return Err(format!(
+                        "{} {direction}: {} errors, the first: {e}{}",
+                        l.setup,
+                        run.outcome.errors,
+                        l.stack.casegate_log()
+                    ));
+                }
+                l.runs[direction as usize].push(run);
+            }
+            l.stack.check_alive()?;
+        }
+    }
+    let rows_in_postgres = pg
+        .psql(&database, "SELECT count(*) FROM files")
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    println!("{}", table(&live, opts.markdown));
+    println!("PostgreSQL ledger rows at the end: {rows_in_postgres}");
+    println!("{}", verdict(&live));
+    Ok(())
+}
+
+/// Starts `setup`'s emulator and casegate, and uploads the file its downloads fetch.
+async fn start(setup: Setup, ledger: Option<String>, opts: &Options) -> Res<Live> {
+    let stack = Stack::start(
+        &opts.casegate,
+        &[setup.pairing],
+        &StackOptions {
+            ledger,
+            unique_ids: true,
+            ..StackOptions::default()
+        },
+    )?;
+    let endpoint = Endpoint::casegate(stack.casegate_addr(), setup.pairing);
+    let upload = endpoint
+        .upload(FILE_LEN, TinesTail::ValueFirst)
+        .await
+        .map_err(|e| format!("{setup}: {e}"))?;
+    let (status, answer) = runner::upload_once(&upload, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| format!("{setup}: the first upload failed: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{setup}: the first upload was answered HTTP {status}: {}{}",
+            runner::quote(&answer, 300),
+            stack.casegate_log()
+        ));
+    }
+    let id = endpoint
+        .uploaded_file_id(&answer)
+        .map_err(|e| format!("{setup}: {e}"))?;
+    let download = endpoint
+        .download(&id, FILE_LEN)
+        .await
+        .map_err(|e| format!("{setup}: {e}"))?;
+    Ok(Live {
+        setup,
+        stack,
+        upload: Arc::new(upload),
+        download: Arc::new(download),
+        runs: [Vec::new(), Vec::new()],
+    })
+}
+
+/// A warm-up, then the measured run with casegate's CPU time (and PostgreSQL's, with `pg`).
+async fn measure<J: Job>(
+    stack: &Stack,
+    job: &Arc<J>,
+    warmup: Plan,
+    measured: Plan,
+    pg: Option<&PgServer>,
+) -> Res<Run> {
+    runner::run(job, warmup).await;
+    // After the warm-up: casegate's pooled connections (PostgreSQL's backends) are open.
+    let pg_meter = match pg {
+        Some(pg) => Some(Meter::start(&postgres_pids(pg)?, false)?),
+        None => None,
+    };
+    let meter = Meter::start(&[stack.casegate_pid()], false)?;
+    let outcome = runner::run(job, measured).await;
+    let usage = meter.finish().await?;
+    let postgres = match pg_meter {
+        Some(m) => Some(m.finish().await.map_err(|e| {
+            format!("PostgreSQL's processes changed during the run (a backend ended?): {e}")
+        })?),
+        None => None,
+    };
+    Ok(Run {
+        outcome,
+        usage,
+        postgres,
+    })
+}
+
+/// The PostgreSQL server's processes: the postmaster (first line of its `postmaster.pid`)
+/// and its children (backends, writers, checkpointer ...).
+fn postgres_pids(pg: &PgServer) -> Res<Vec<u32>> {
+    let file = pg.dir().join("data").join("postmaster.pid");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let postmaster: u32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("{} does not start with a pid", file.display()))?;
+    let mut pids = vec![postmaster];
+    let proc = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
+    for entry in proc.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces): state, then ppid.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// The median of `values` (`None` when empty).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn per_second(runs: &[Run]) -> Option<f64> {
+    median(runs.iter().map(|r| r.outcome.per_second()).collect())
+}
+
+fn table(live: &[Live], markdown: bool) -> String {
+    let mut t = Table::new(&[
+        "setup",
+        "direction",
+        "req/s (median)",
+        "req/s by round",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/req",
+        "PostgreSQL CPU us/req",
+        "x same front",
+        "x same back",
+    ]);
+    for l in live {
+        for direction in [Direction::Upload, Direction::Download] {
+            let runs = &l.runs[direction as usize];
+            let rate = per_second(runs);
+            let versus = |baseline: usize| {
+                let b = per_second(&live[baseline].runs[direction as usize])?;
+                Some(rate? / b)
+            };
+            let quantile = |q: f64| {
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.outcome.quantile(q))
+                        .map(|d| d.as_secs_f64() * 1e3)
+                        .collect(),
+                )
+            };
+            let by_round = runs
+                .iter()
+                .map(|r| format!("{:.0}", r.outcome.per_second()))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            t.row(vec![
+                l.setup.to_string(),
+                direction.to_string(),
+                num(rate, 1),
+                by_round,
+                num(quantile(0.5), 2),
+                num(quantile(0.99), 2),
+                num(median(runs.iter().filter_map(Run::cpu_us).collect()), 1),
+                num(
+                    median(runs.iter().filter_map(Run::postgres_cpu_us).collect()),
+                    1,
+                ),
+                num(versus(SAME_FRONT), 3),
+                num(versus(SAME_FRONT + 1), 3),
+            ]);
+        }
+    }
+    t.render(markdown)
+}
+
+fn verdict(live: &[Live]) -> String {
+    let mut out = format!(
+        "against the target (the mapped route >= {TARGET} x the same route without id \
+         mapping, tines->tines, same run):\n"
+    );
+    for l in live.iter().filter(|l| l.setup.mapped) {
+        for direction in [Direction::Upload, Direction::Download] {
+            let d = direction as usize;
+            let ratio = per_second(&l.runs[d])
+                .zip(per_second(&live[SAME_FRONT].runs[d]))
+                .map(|(a, b)| a / b);
+            let word = match ratio {
+                Some(r) if r >= TARGET => "met",
+                Some(_) => "MISSED",
+                None => "no figure",
+            };
+            out.push_str(&format!(
+                "  {word:<9} {} {direction}: {} x (the ledger costs {} % of requests/s)\n",
+                l.setup,
+                num(ratio, 3),
+                num(ratio.map(|r| (1.0 - r) * 100.0), 1),
+            ));
+        }
+    }
+    out
+}
