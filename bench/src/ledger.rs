@@ -6,7 +6,8 @@
 //!   id (a per-route sequence) before it is sent and records the pair once Case IQ has
 //!   confirmed it; every download looks the front id up. Once with the SQLite ledger (a
 //!   file, the default), once with PostgreSQL (a private server this benchmark starts with
-//!   `initdb` from the distribution's package, see `casegate::ledger::pg_test`).
+//!   `initdb` from the distribution's package, see `casegate::ledger::pg_test`, with
+//!   PostgreSQL's durable defaults: `fsync`, `synchronous_commit` on).
 //! - **No id mapping**, SQLite: **tines->tines** (the same front, the same client bodies;
 //!   ids pass through) and **caseiq->caseiq** (the same back; ids pass through). Their
 //!   uploads still record the file's row (the ledger keeps every attachment casegate
@@ -20,17 +21,18 @@
 //! tines->caseiq, not the ledger's).
 //!
 //! The four casegates (each with its own emulator) run side by side, idle but for the one
-//! measured, and the measurements go round-robin, three rounds (one with `--quick`), so
-//! that the VM's drift over a run falls on every configuration alike; each figure is the
-//! median of its rounds. The target: the mapped route's requests/s at least 0.9 x the
-//! same-front route's (the ledger under 10 % of requests/s), uploads and downloads, with
+//! measured, and the measurements go round-robin, five rounds (one with `--quick`), so
+//! that the VM's drift over a run falls on every configuration alike; after each run
+//! PostgreSQL is made to checkpoint and the machine is given (up to 5 s) to fall idle, so
+//! that no run pays for the one before. Each figure is the median of its rounds. The
+//! target: the mapped route's requests/s at least 0.9 x the same-front route's (the ledger under 10 % of requests/s), uploads and downloads, with
 //! SQLite and with PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use casegate::dialect::DialectId::{Caseiq, Tines};
-use casegate::ledger::pg_test::PgServer;
+use casegate::ledger::pg_test::{PgOptions, PgServer};
 
 use crate::dialects::{Endpoint, Pairing, TinesTail};
 use crate::measure::{Meter, Usage};
@@ -149,7 +151,7 @@ pub async fn run(opts: &Options) -> Res<()> {
     let (rounds, warmup, mut measured) = if opts.quick {
         (1, Duration::from_millis(500), Duration::from_secs(2))
     } else {
-        (3, Duration::from_secs(1), Duration::from_secs(5))
+        (5, Duration::from_secs(1), Duration::from_secs(5))
     };
     if let Some(seconds) = opts.seconds {
         measured = Duration::try_from_secs_f64(seconds)
@@ -165,7 +167,11 @@ pub async fn run(opts: &Options) -> Res<()> {
         report::size(FILE_LEN),
         ((warmup + measured) * 2 * SETUPS.len() as u32 * rounds).as_secs()
     );
-    let pg = PgServer::start().map_err(|e| {
+    let pg = PgServer::start_with(PgOptions {
+        durable: true,
+        ..PgOptions::default()
+    })
+    .map_err(|e| {
         format!(
             "cannot start PostgreSQL for the ledger benchmark: {e} \
              (install it with `apt-get install -y postgresql`)"
@@ -197,6 +203,13 @@ pub async fn run(opts: &Options) -> Res<()> {
                     }
                 }
                 .map_err(|e| format!("{} {direction}: {e}", l.setup))?;
+                if db.is_some() {
+                    // What PostgreSQL would write back later (dirty buffers, and the
+                    // kernel's writeback of them, which no process of its is charged
+                    // for), written now rather than during the next setup's run.
+                    pg.psql(&database, "CHECKPOINT")?;
+                }
+                settle().await;
                 if let Some(e) = &run.outcome.first_error {
                     return Err(format!(
                         "{} {direction}: {} errors, the first: {e}{}",
@@ -325,6 +338,35 @@ fn postgres_pids(pg: &PgServer) -> Res<Vec<u32>> {
         }
     }
     Ok(pids)
+}
+
+/// Waits (at most 5 s) until the machine is idle: 90 % of its CPU time idle over 200 ms,
+/// so that one run's aftermath (writeback, a checkpoint) does not land on the next.
+async fn settle() {
+    fn idle_and_total() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = cpu
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait ...: idle and iowait count as idle.
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        Some((idle, fields.iter().sum()))
+    }
+    for _ in 0..25 {
+        let Some((idle0, total0)) = idle_and_total() else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some((idle1, total1)) = idle_and_total() else {
+            return;
+        };
+        let total = total1.saturating_sub(total0);
+        if total > 0 && (idle1.saturating_sub(idle0)) as f64 / total as f64 >= 0.9 {
+            return;
+        }
+    }
 }
 
 /// The median of `values` (`None` when empty).

@@ -9,7 +9,8 @@
 //! owner of the databases [`PgServer::create_database`] makes. PostgreSQL refuses to run
 //! as root, so under root the server runs as the `postgres` user (or `nobody`) through
 //! `runuser` (or `setpriv`), the folder given to that user. Durability is traded for
-//! speed (`fsync=off`): this is for tests only.
+//! speed (`fsync=off`) unless [`PgOptions::durable`] asks for PostgreSQL's defaults (the
+//! ledger benchmark does).
 //!
 //! Dropping the server stops it (`pg_ctl stop -m fast`) and removes the folder. A small
 //! watchdog shell does the same if the test process dies without dropping it.
@@ -39,6 +40,9 @@ const SUPERUSER: &str = "postgres";
 pub struct PgOptions {
     /// Serve TLS (`ssl=on`) with this certificate and key, besides plain TCP.
     pub tls: Option<PgTls>,
+    /// Keep PostgreSQL's durable defaults (`fsync`, `synchronous_commit` and
+    /// `full_page_writes` on), as a production server runs: for benchmarks.
+    pub durable: bool,
 }
 
 /// A server certificate chain and its private key, as PEM text.
@@ -58,6 +62,7 @@ pub struct PgServer {
     databases: AtomicU64,
     running: Mutex<bool>,
     watchdog: Mutex<Option<Child>>,
+    durable: bool,
 }
 
 /// The unprivileged user the server runs as when the tests run as root.
@@ -100,6 +105,7 @@ impl PgServer {
             databases: AtomicU64::new(0),
             running: Mutex::new(false),
             watchdog: Mutex::new(None),
+            durable: options.durable,
         };
         restrict(server.dir(), 0o700)?;
         server.give(server.dir())?;
@@ -242,11 +248,13 @@ impl PgServer {
             return Ok(());
         }
         let mut options = format!(
-            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c max_connections=200",
             self.port,
             self.socket_dir().display()
         );
+        if !self.durable {
+            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
         if self.dir().join("server.crt").exists() {
             options.push_str(&format!(
                 " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",

@@ -1071,6 +1071,7 @@ mod tests {
         let (ca, cert_pem, key_pem, other_ca) = pki();
         let options = PgOptions {
             tls: Some(PgTls { cert_pem, key_pem }),
+            ..PgOptions::default()
         };
         let Some(pg) = or_skip(PgServer::start_with(options)) else {
             return;
