@@ -166,6 +166,51 @@ fn status_kib(pid: u32, key: &str) -> Res<u64> {
         .ok_or_else(|| format!("{path} has no {key} line"))
 }
 
+/// The CPU seconds a process tree has used: `pid`'s own (all its threads), its reaped
+/// children's (`cutime` + `cstime`) and its live children's. The difference of two
+/// readings counts every child that ran in between, whether it started or ended there
+/// (PostgreSQL's autovacuum workers come and go).
+pub fn tree_cpu_seconds(pid: u32) -> Res<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // From field 3 (state, not a number and so left out): ppid is field 4, the first here;
+    // utime, stime, cutime, cstime are fields 14-17.
+    let own: u64 = fields.get(10..14).map_or(0, |f| f.iter().sum());
+    let mut ticks = own;
+    let proc = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
+    for entry in proc.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !is_pid {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // ended meanwhile: its time is in cutime now, or next time
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        if f.nth(1).and_then(|p| p.parse::<u32>().ok()) != Some(pid) {
+            continue;
+        }
+        if let Some((utime, stime)) = stat_ticks(&stat) {
+            ticks += utime + stime;
+        }
+    }
+    Ok(ticks as f64 / clock_ticks())
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that cannot be run).
 fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
