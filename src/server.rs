@@ -470,7 +470,8 @@ impl Running {
     }
 
     /// SPEC 8's drain: `/readyz` 503 at once, serving on for `drain_delay_secs` when the
-    /// admin listener is on (a balancer is watching), then [`Running::shutdown`].
+    /// admin listener is on (a balancer is watching), then [`Running::shutdown`], then up
+    /// to [`LEDGER_DRAIN`] for rows still waiting in the ledger's retry queue.
     pub async fn drain(self) {
         self.gateway.start_draining();
         if self.admin.is_some() && !self.drain_delay.is_zero() {
@@ -484,7 +485,26 @@ impl Running {
             secs = self.drain_timeout.as_secs(),
             "draining: no new connections; waiting for requests in flight"
         );
+        let ledger = self.gateway.ledger().clone();
         self.shutdown().await;
+        // Rows the upstream confirmed while the ledger did not answer get a last chance;
+        // what still waits after that is logged as lost (one replayable line each) when
+        // the ledger is dropped.
+        let waiting = ledger.pending();
+        if waiting > 0 {
+            tracing::info!(
+                rows = waiting,
+                secs = LEDGER_DRAIN.as_secs(),
+                "draining: writing the rows that wait for the ledger"
+            );
+            let left = ledger.drain(LEDGER_DRAIN).await;
+            if left > 0 {
+                tracing::warn!(
+                    rows = left,
+                    "the ledger did not take every waiting row before shutdown; they are logged as lost"
+                );
+            }
+        }
     }
 }
 
@@ -602,6 +622,9 @@ async fn connection(
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
+
+/// How long a shutdown waits for the ledger to take rows still waiting in its retry queue.
+pub const LEDGER_DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `path` until SIGTERM or Ctrl-C (then drains); SIGHUP reloads it.
 pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {

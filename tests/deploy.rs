@@ -757,10 +757,10 @@ fn the_grace_period_outlasts_the_drain() {
         "terminationGracePeriodSeconds",
         "deployment.yaml: pod spec",
     ));
-    let drain = cfg.drain_delay + cfg.drain_timeout;
+    let drain = cfg.drain_delay + cfg.drain_timeout + casegate::server::LEDGER_DRAIN;
     assert!(
         grace > drain,
-        "deployment.yaml: terminationGracePeriodSeconds ({}) must exceed drain_delay_secs + drain_timeout_secs ({}), or the kubelet kills requests still draining",
+        "deployment.yaml: terminationGracePeriodSeconds ({}) must exceed drain_delay_secs + drain_timeout_secs + the ledger's last chance ({}), or the kubelet kills requests still draining",
         grace.as_secs(),
         drain.as_secs()
     );

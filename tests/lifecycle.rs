@@ -3,7 +3,8 @@
 //! routes while an upload in flight finishes on the old ones (and a broken file changes
 //! nothing); SIGTERM drains: readiness off at once, the upload in flight completes, new
 //! connections are refused after the delay, and a request still running past the drain
-//! timeout is cut with nothing stored short.
+//! timeout is cut with nothing stored short; a confirmed file whose row still waits for
+//! the ledger gets a last try at shutdown, then a replayable `lost` line.
 
 mod common;
 
@@ -292,4 +293,52 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     );
     let new = trusting(&ca2).get(&url).send().await.unwrap();
     assert!(new.status().as_u16() < 500, "{new:?}");
+}
+
+#[tokio::test]
+async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_lost() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite3");
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nledger = \"sqlite://{}\"\ndrain_timeout_secs = 1\n{}",
+            ledger.display(),
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    let data = random_bytes(300_000, 7);
+    // The upload starts while the ledger answers ...
+    let upload = SlowUpload::start(p.addr, "/r", &data, 1000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... which then goes away (a lost volume) before the upstream confirms the file.
+    std::fs::rename(&ledger, dir.path().join("elsewhere.sqlite3")).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let answer = upload.finish().await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stored = emu.files();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].sha256, sha256_hex(&data));
+    p.wait_for(|v| v["message"] == "a confirmed file could not be recorded; it will be retried");
+
+    p.signal("TERM");
+    let last_try =
+        p.wait_for(|v| v["message"] == "draining: writing the rows that wait for the ledger");
+    assert_eq!(last_try["rows"], 1, "{last_try}");
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
+    let lines = p.drain_lines();
+    let lost: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["target"] == "casegate::ledger::lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "{lines:#?}");
+    // The line is the row, for an operator to replay.
+    let row: Value = serde_json::from_str(lost[0]["message"].as_str().unwrap()).unwrap();
+    assert_eq!(row["route"], "r");
+    assert_eq!(row["back_id"], stored[0].id.to_string());
+    assert_eq!(row["size"], data.len());
 }
