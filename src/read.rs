@@ -239,7 +239,10 @@ async fn list(
     let route = rt.cfg.name.as_str();
     let listing = if rt.back.list_call(&back_case, page, &ctx).is_some() {
         let listed = fetch_list(rt, &back_case, page, &ctx).await?;
-        let rows = rows_for(rt, settings, &front_case, &back_case, &listed.files).await?;
+        let mut rows = rows_for(rt, settings, &front_case, &back_case, &listed.files).await?;
+        if rt.front.needs_size() {
+            fill_sizes(rt, settings, &listed.files, &mut rows, req, &ctx).await;
+        }
         let files: Vec<FileView> = listed
             .files
             .iter()
@@ -480,6 +483,10 @@ async fn record(
     if req.op == Op::Info {
         info(rt, settings, &r, &mut a, &ctx).await?;
     }
+    if rt.front.needs_size() && a.size.is_none() && r.row.as_ref().is_none_or(|w| w.size.is_none())
+    {
+        a.size = learn_size(rt, settings, &r, &ctx).await;
+    }
     let front_case = r
         .front_case
         .clone()
@@ -537,6 +544,111 @@ async fn info(
     a.sha256 = Some(sha256);
     a.size = a.size.or(Some(size));
     Ok(())
+}
+
+/// How many files' sizes one list asks the back for at once.
+const SIZE_LOOKUPS: usize = 8;
+
+/// Gives every listed file that has no size, in the back's answer or its ledger row, the
+/// size [`learn_size`] finds (rows without one are left as they are).
+async fn fill_sizes(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    files: &[Attachment],
+    rows: &mut [Option<Row>],
+    req: &Request,
+    ctx: &BackCtx<'_>,
+) {
+    use futures_util::stream::{self, StreamExt};
+    let missing: Vec<(usize, Resolved)> = files
+        .iter()
+        .zip(rows.iter())
+        .enumerate()
+        .filter_map(|(i, (a, row))| {
+            let row = row
+                .as_ref()
+                .filter(|r| a.size.is_none() && r.size.is_none())?;
+            let file = FileRef {
+                case_id: row.back_case.clone(),
+                id: row.back_id.clone(),
+                comment_id: row.back_comment_id.clone(),
+                owner: req.owner.clone(),
+            };
+            Some((
+                i,
+                Resolved {
+                    file,
+                    row: Some(row.clone()),
+                    front_id: row.front_id.clone(),
+                    front_case: row.front_case.clone(),
+                },
+            ))
+        })
+        .collect();
+    let learnt: Vec<(usize, Option<u64>)> = stream::iter(missing)
+        .map(|(i, r)| async move { (i, learn_size(rt, settings, &r, ctx).await) })
+        .buffer_unordered(SIZE_LOOKUPS)
+        .collect()
+        .await;
+    for (i, size) in learnt {
+        if let Some(row) = rows.get_mut(i).and_then(Option::as_mut) {
+            row.size = size;
+        }
+    }
+}
+
+/// A file's size from the back (its `info` where it has one, else the download's
+/// `Content-Length`, else by reading the file through, which gives its hashes too), kept
+/// in the ledger row so it is asked once. `None` (logged) when the back cannot say.
+async fn learn_size(
+    rt: &RouteRuntime,
+    settings: &Settings,
+    r: &Resolved,
+    ctx: &BackCtx<'_>,
+) -> Option<u64> {
+    let size = match ask_size(rt, r, ctx).await {
+        Ok(size) => size,
+        Err(e) => {
+            tracing::warn!(route = %rt.cfg.name, back_id = %r.file.id, error = %e.message, "the file's size could not be learnt");
+            return None;
+        }
+    };
+    if let Some(row) = &r.row {
+        // A record fills only the fields the held row lacks.
+        let filled = Row {
+            size: Some(size),
+            ..row.clone()
+        };
+        if let Err(e) = settings.ledger.record(vec![filled]).await {
+            tracing::warn!(route = %rt.cfg.name, error = %e, "the file's size could not be kept");
+        }
+    }
+    Some(size)
+}
+
+async fn ask_size(rt: &RouteRuntime, r: &Resolved, ctx: &BackCtx<'_>) -> Result<u64, Error> {
+    if let Some(call) = rt.back.info_call(&r.file, ctx) {
+        let i = rt
+            .back
+            .read_info(&fetch(rt, &call).await?)
+            .map_err(|why| unreadable(rt, why))?;
+        if let Some(size) = i.size {
+            return Ok(size);
+        }
+    }
+    let (head, body) = open_download(rt, r, ctx, None).await?;
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|_| head.status == StatusCode::OK) {
+        // Not read: dropping the body closes that upstream connection.
+        drop(body);
+        return Ok(size);
+    }
+    drop(body);
+    hash_file(rt, r, ctx).await.map(|(_, _, size)| size)
 }
 
 /// Reads a file from the upstream into MD5 and SHA-256 (hex) and its size.

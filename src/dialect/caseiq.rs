@@ -145,6 +145,10 @@ impl Dialect for CaseIq {
         }
     }
 
+    fn needs_size(&self) -> bool {
+        true
+    }
+
     fn render_upload(&self, o: &Outcome) -> Response<Body> {
         self.render_record(&o.file)
     }

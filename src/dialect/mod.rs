@@ -400,6 +400,13 @@ pub trait Dialect: Send + Sync + 'static {
         false
     }
 
+    /// Whether every file in a list or record answer states its size (Case IQ's
+    /// `sizeBytes`): where neither the back's answer nor the ledger has it, casegate
+    /// asks the back once and keeps it.
+    fn needs_size(&self) -> bool {
+        false
+    }
+
     fn render_upload(&self, outcome: &Outcome) -> Response<Body>;
 
     fn render_list(&self, _listing: &Listing) -> Response<Body> {
