@@ -332,32 +332,39 @@ where
     Ok(resp)
 }
 
-/// Every file of the case the ledger knows, the new one included (it is added when its
-/// row could not be written yet).
+/// The files of the case the ledger knows (their ids alone, the first
+/// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)), the new one included (it is added
+/// when its row could not be written yet, or the case holds more).
 async fn case_files(
     rt: &RouteRuntime,
     settings: &Settings,
     links: &crate::upload::Links,
     front_case: &str,
     new: &crate::upload::FileView,
-) -> Vec<crate::upload::FileView> {
-    let rows = match settings
+) -> Vec<crate::upload::CaseFile> {
+    let ids = match settings
         .ledger
-        .list_case(&rt.cfg.name, front_case, 0, crate::upload::Page::ALL.size)
+        .case_ids(&rt.cfg.name, front_case, crate::upload::CASE_FILES_MAX)
         .await
     {
-        Ok((rows, _)) => rows,
+        Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(route = %rt.cfg.name, error = %e, "the ledger cannot list the case; answering with the new file alone");
             Vec::new()
         }
     };
-    let mut files: Vec<_> = rows
-        .iter()
-        .map(|r| read::view_of_row(rt, links, r))
+    let mut files: Vec<_> = ids
+        .into_iter()
+        .map(|id| crate::upload::CaseFile {
+            link: rt.front.link(links, front_case, &id),
+            id,
+        })
         .collect();
     if !files.iter().any(|f| f.id == new.id) {
-        files.push(new.clone());
+        files.push(crate::upload::CaseFile {
+            id: new.id.clone(),
+            link: new.link.clone(),
+        });
     }
     files
 }

@@ -418,14 +418,26 @@ pub struct FileView {
     pub raw: Option<Value>,
 }
 
+/// At most how many files of a case an upload answer lists (a Thalamus front, from the
+/// ledger, oldest first; the new file is always listed): the answer's size and the memory
+/// it takes stay bounded however many files a case holds.
+pub const CASE_FILES_MAX: u64 = 10_000;
+
+/// One file of a case as an upload answer lists it: its front id and its link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseFile {
+    pub id: String,
+    pub link: Option<String>,
+}
+
 /// Everything a front needs to answer an upload.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     /// The new file.
     pub file: FileView,
-    /// Every file of the case casegate knows, the new one included (Thalamus answers
-    /// with the list).
-    pub case_files: Vec<FileView>,
+    /// Every file of the case casegate knows (the first [`CASE_FILES_MAX`]), the new one
+    /// included (Thalamus answers with the list).
+    pub case_files: Vec<CaseFile>,
     /// The case, where the upstream answered with one in the front's own dialect (Kibana).
     pub case: Option<Value>,
 }

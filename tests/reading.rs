@@ -1972,3 +1972,43 @@ async fn concurrent_lists_agree_on_new_ids() {
     assert_eq!(Some(held), seen, "the ledger's ids");
     h.stop().await;
 }
+
+/// A Thalamus answer lists the case's files from the ledger: at most
+/// `CASE_FILES_MAX` of them (the oldest) and always the new one, so that neither the
+/// answer nor what casegate reads for it grows without bound with the case.
+#[tokio::test]
+async fn thalamus_lists_at_most_the_cap_and_always_the_new_file() {
+    let back = Tines;
+    let h = setup(&[Thalamus], back, Opts::default()).await;
+    let case = case_id_for(back);
+    let max = casegate::upload::CASE_FILES_MAX;
+    let first = 1_000_000u64;
+    let rows: Vec<casegate::ledger::Row> = (0..max + 5)
+        .map(|i| casegate::ledger::Row {
+            route: h.route(Thalamus),
+            front_id: (first + i).to_string(),
+            back_id: format!("elsewhere-{i}"),
+            front_case: Some(case.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    h.casegate.gateway().ledger().record(rows).await.unwrap();
+    let c = h.client(Thalamus).await;
+    let n = attach(&h, &c, case, "new.txt", b"new").await;
+    let list = n.answer["attachments"]["attachements"].as_array().unwrap();
+    assert_eq!(
+        list.len() as u64,
+        max + 1,
+        "the oldest {max}, then the new one"
+    );
+    let ids: Vec<String> = list.iter().map(|e| id_text(&e["id"])).collect();
+    let oldest: Vec<String> = (first..first + max).map(|i| i.to_string()).collect();
+    assert_eq!(ids[..max as usize], oldest[..]);
+    assert_eq!(ids[max as usize], n.id);
+    let base = link_base(&h, Thalamus);
+    for (e, id) in list.iter().zip(&ids) {
+        assert_eq!(e["url"], format!("{base}api/v4/cases/files/{id}"));
+    }
+    follow(&h, &c, list[max as usize]["url"].as_str().unwrap(), &n.id).await;
+    h.stop().await;
+}

@@ -156,13 +156,16 @@ fn sha256_hex(data: &[u8]) -> String {
 /// The upload of `data` in `pairing`'s front dialect, spoiled as `kind` says.
 fn request(pairing: Pairing, kind: Kind, n: u64, data: &[u8], caseiq_token: &str) -> Res<Req> {
     let p = pairing.prefix();
-    // A case of its own per upload where the upstream's answer lists the whole case
-    // (Thalamus, Kibana): one case with every upload would make each answer longer than
-    // the last, which measures the test, not casegate.
+    // A case of its own per upload where an answer lists the whole case: the upstream's
+    // (Thalamus, Kibana backs) or casegate's own, from its ledger (a Thalamus front lists
+    // every file of the case it attached, up to 10 000). One case with every upload would
+    // make each answer longer than the last, which measures the test, not casegate. Case
+    // IQ's case ids are UUIDs the emulator knows; its answers list nothing.
     let own = n.to_string();
     let case = match (pairing.front, pairing.back) {
-        (Caseiq, _) | (_, Caseiq) | (_, Tines) => case_id(pairing.front, pairing.back),
-        (_, Thalamus | Kibana) => own.as_str(),
+        (Caseiq, _) | (_, Caseiq) => case_id(pairing.front, pairing.back),
+        (Thalamus, _) | (_, Thalamus | Kibana) => own.as_str(),
+        (_, Tines) => case_id(pairing.front, pairing.back),
     };
     let secret = if kind == Kind::WrongCredential {
         "not-the-token"

@@ -408,6 +408,22 @@ async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
     store.record(batch).await.unwrap();
     let (page, _) = store.list_case("r", "c3", 0, 10).await.unwrap();
     assert_eq!(fronts(&page), ["h-z", "h-a", "h-m"]);
+    // The ids alone, as a Thalamus upload answer lists them: same order, same bound.
+    assert_eq!(
+        store.case_ids("r", "c1", 10).await.unwrap(),
+        ["f0", "f1", "f2", "f3", "f4", "f5", "f6"]
+    );
+    assert_eq!(store.case_ids("r", "c1", 2).await.unwrap(), ["f0", "f1"]);
+    assert_eq!(
+        store.case_ids("r", "c3", u64::MAX).await.unwrap(),
+        ["h-z", "h-a", "h-m"]
+    );
+    assert!(store.case_ids("r", "none", 10).await.unwrap().is_empty());
+    assert!(store
+        .case_ids("nowhere", "c1", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn remove_set_hashes_and_dump_order(db: Db) {

@@ -140,6 +140,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>>;
 
+    /// The front ids of a case's first `limit` rows, oldest first: what a Thalamus upload
+    /// answer lists, read without the rest of each row.
+    fn case_ids(
+        &self,
+        route: &str,
+        front_case: &str,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>>;
+
     /// Keeps a file's hashes once computed (no error when the row is gone).
     fn set_hashes(
         &self,
@@ -442,6 +451,19 @@ impl Ledger {
         self.start_tasks();
         self.inner
             .call(self.inner.store.list_case(route, front_case, offset, limit))
+            .await
+    }
+
+    /// The front ids of a case's first `limit` rows, oldest first.
+    pub async fn case_ids(
+        &self,
+        route: &str,
+        front_case: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.start_tasks();
+        self.inner
+            .call(self.inner.store.case_ids(route, front_case, limit))
             .await
     }
 
@@ -833,6 +855,14 @@ mod tests {
                 false,
                 self.inner.list_case(route, front_case, offset, limit),
             )
+        }
+        fn case_ids(
+            &self,
+            route: &str,
+            front_case: &str,
+            limit: u64,
+        ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+            self.gate(false, self.inner.case_ids(route, front_case, limit))
         }
         fn set_hashes(
             &self,

@@ -144,6 +144,8 @@ const CASE_PAGE: &str = concat!(
     " FROM files WHERE route = $1 AND front_case = $2 ORDER BY seq LIMIT $3 OFFSET $4"
 );
 const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = $1 AND front_case = $2";
+const CASE_IDS: &str =
+    "SELECT front_id FROM files WHERE route = $1 AND front_case = $2 ORDER BY seq LIMIT $3";
 const SET_HASHES: &str =
     "UPDATE files SET md5 = $3, sha256 = $4 WHERE route = $1 AND front_id = $2";
 const REMOVE: &str =
@@ -281,6 +283,29 @@ impl Store for PostgresStore {
                 .await?;
                 let total: i64 = total.try_get(0)?;
                 Ok((read_rows(&rows)?, u64::try_from(total).unwrap_or(0)))
+            })
+        })
+    }
+
+    fn case_ids(
+        &self,
+        route: &str,
+        front_case: &str,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+        let (route, front_case) = (route.to_string(), front_case.to_string());
+        self.call(move |conn| {
+            Box::pin(async move {
+                let ids = conn.prepare(CASE_IDS).await?;
+                let rows = conn
+                    .client
+                    .query(&ids, &[&route, &front_case, &clamp(limit)])
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    out.push(row.try_get::<_, String>(0)?);
+                }
+                Ok(out)
             })
         })
     }

@@ -79,6 +79,8 @@ const CASE_PAGE: &str = concat!(
     " FROM files WHERE route = ?1 AND front_case = ?2 ORDER BY seq LIMIT ?3 OFFSET ?4"
 );
 const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = ?1 AND front_case = ?2";
+const CASE_IDS: &str =
+    "SELECT front_id FROM files WHERE route = ?1 AND front_case = ?2 ORDER BY seq LIMIT ?3";
 const DUMP_ALL: &str = concat!("SELECT ", columns!(), " FROM files ORDER BY route, seq");
 const DUMP_ROUTE: &str = concat!(
     "SELECT ",
@@ -213,6 +215,22 @@ impl Store for SqliteStore {
                 )?
                 .collect::<rusqlite::Result<Vec<Row>>>()?;
             Ok((rows, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    fn case_ids(
+        &self,
+        route: &str,
+        front_case: &str,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+        let (route, front_case) = (route.to_string(), front_case.to_string());
+        self.call(false, move |conn| {
+            let mut ids = conn.prepare_cached(CASE_IDS)?;
+            let ids = ids
+                .query_map(params![route, front_case, clamp(limit)], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
         })
     }
 
