@@ -322,7 +322,10 @@ pub fn reason(status: StatusCode) -> &'static str {
 }
 
 /// A response with a JSON body.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;

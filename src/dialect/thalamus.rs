@@ -20,8 +20,8 @@ use crate::error::{json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_json, id_text, Attachment, FileRef, Kind, Kinds, Links, Outcome, Person, UploadMeta,
-    UploadResult,
+    id_json, id_text, Attachment, CaseFile, FileRef, Kind, Kinds, Links, Outcome, Person,
+    UploadMeta, UploadResult,
 };
 
 pub struct Thalamus;
@@ -137,19 +137,18 @@ impl Dialect for Thalamus {
             .or(who.full_name)
             .or(who.username)
             .unwrap_or_default();
-        let list: Vec<Value> = o
-            .case_files
-            .iter()
-            .map(|f| json!({"id": id_json(&f.id), "url": f.link.clone().unwrap_or_default()}))
-            .collect();
-        let body = json!({
-            "context": {"simpleProfile": {
+        // Serialized straight from the list (up to CASE_FILES_MAX entries), without a
+        // JSON tree of it first.
+        let body = UploadAnswer {
+            context: json!({"simpleProfile": {
                 "firstname": first,
                 "lastname": who.last_name.unwrap_or_default(),
                 "email": who.email.unwrap_or_default(),
-            }},
-            "attachments": {"attachements": list},
-        });
+            }}),
+            attachments: Attachments {
+                attachements: Listed(&o.case_files),
+            },
+        };
         json_response(StatusCode::OK, &body)
     }
 
@@ -315,6 +314,40 @@ fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
         ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
     } else {
         a.cmp(b)
+    }
+}
+
+/// A Thalamus upload answer (the `attachements` spelling is Thalamus's own).
+#[derive(serde::Serialize)]
+struct UploadAnswer<'a> {
+    context: Value,
+    attachments: Attachments<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Attachments<'a> {
+    attachements: Listed<'a>,
+}
+
+/// The case's files as `[{id, url}]`, each entry built as it is written.
+struct Listed<'a>(&'a [CaseFile]);
+
+impl serde::Serialize for Listed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            id: Value,
+            url: &'a str,
+        }
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for f in self.0 {
+            seq.serialize_element(&Entry {
+                id: id_json(&f.id),
+                url: f.link.as_deref().unwrap_or_default(),
+            })?;
+        }
+        seq.end()
     }
 }
 
