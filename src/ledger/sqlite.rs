@@ -43,14 +43,21 @@ macro_rules! columns {
 const ALLOCATE: &str = "INSERT INTO sequences (route, next_id) VALUES (?1, 1 + ?2) \
      ON CONFLICT (route) DO UPDATE SET next_id = sequences.next_id + ?2 \
      RETURNING next_id";
-const NEXT_SEQ: &str = "INSERT INTO counters (name, value) VALUES ('files.seq', ?1) \
-     ON CONFLICT (name) DO UPDATE SET value = counters.value + ?1 \
+// The per-upload statements are written `OR IGNORE`, never `ON CONFLICT ... DO UPDATE`:
+// a statement that may abort part-way (a NOT NULL or uniqueness check with ABORT, which an
+// upsert's UPDATE always has) gets a statement journal inside the batch's transaction, and
+// that in-memory journal's malloc/free made glibc trim and re-fault the ledger thread's
+// heap once per upload (`madvise`, a page fault, IPIs). The values are never NULL and the
+// tables have no CHECK constraints, so IGNORE only ever skips a uniqueness conflict.
+const BUMP_SEQ: &str = "UPDATE OR IGNORE counters SET value = value + ?1 \
+     WHERE name = 'files.seq' RETURNING value";
+const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('files.seq', ?1) \
      RETURNING value";
 const INSERT: &str = concat!(
-    "INSERT INTO files (route, front_id, seq, front_case, back_case, back_id, \
+    "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, back_id, \
      back_comment_id, name, content_type, size, created_at, uploader, guid, md5, sha256) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-     ON CONFLICT DO NOTHING RETURNING ",
+     RETURNING ",
     columns!()
 );
 const FILL_NULLS: &str = concat!(
@@ -312,9 +319,18 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         return Ok(Vec::new());
     }
     let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let last: i64 = conn
-        .prepare_cached(NEXT_SEQ)?
-        .query_row([n], |r| r.get(0))?;
+    let bumped: Option<i64> = conn
+        .prepare_cached(BUMP_SEQ)?
+        .query_row([n], |r| r.get(0))
+        .optional()?;
+    let last = match bumped {
+        Some(last) => last,
+        // The first record of this database (the batch's transaction holds the write lock,
+        // so nobody else creates the counter in between).
+        None => conn
+            .prepare_cached(FIRST_SEQ)?
+            .query_row([n], |r| r.get(0))?,
+    };
     let mut seq = last - n;
     let mut insert = conn.prepare_cached(INSERT)?;
     let mut fill = conn.prepare_cached(FILL_NULLS)?;
