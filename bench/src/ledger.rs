@@ -256,23 +256,15 @@ async fn start(setup: Setup, ledger: Option<String>, opts: &Options) -> Res<Live
         },
     )?;
     let endpoint = Endpoint::casegate(stack.casegate_addr(), setup.pairing);
+    // The upload the load repeats, and a first one for the download's id.
     let upload = endpoint
         .upload(FILE_LEN, TinesTail::ValueFirst)
         .await
         .map_err(|e| format!("{setup}: {e}"))?;
-    let (status, answer) = runner::upload_once(&upload, REQUEST_TIMEOUT)
+    let id = stack
+        .upload_for_id(&endpoint, FILE_LEN, TinesTail::ValueFirst, REQUEST_TIMEOUT)
         .await
-        .map_err(|e| format!("{setup}: the first upload failed: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{setup}: the first upload was answered HTTP {status}: {}{}",
-            runner::quote(&answer, 300),
-            stack.casegate_log()
-        ));
-    }
-    let id = endpoint
-        .uploaded_file_id(&answer)
-        .map_err(|e| format!("{setup}: {e}"))?;
+        .map_err(|e| format!("{setup}: the first upload: {e}"))?;
     let download = endpoint
         .download(&id, FILE_LEN)
         .await

@@ -400,22 +400,9 @@ async fn measure_downloads(
 /// Uploads one file of `len` bytes on the case's route; gives the id the front's answer
 /// names it by.
 async fn upload_one(stack: &Stack, endpoint: &Endpoint, case: Case, len: u64) -> Res<String> {
-    let upload = endpoint
-        .upload(len, case.tail)
+    stack
+        .upload_for_id(endpoint, len, case.tail, CASE_TIMEOUT)
         .await
-        .map_err(|e| format!("{case}: {e}"))?;
-    let (status, answer) = runner::upload_once(&upload, CASE_TIMEOUT)
-        .await
-        .map_err(|e| format!("{case}: uploading the file failed: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{case}: uploading the file was answered HTTP {status}: {}{}",
-            runner::quote(&answer, 300),
-            stack.casegate_log()
-        ));
-    }
-    endpoint
-        .uploaded_file_id(&answer)
         .map_err(|e| format!("{case}: {e}"))
 }
 

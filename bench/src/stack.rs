@@ -10,11 +10,12 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use casegate::dialect::DialectId;
 use tempfile::TempDir;
 
-use crate::dialects::{Pairing, CLIENT_TOKEN, UPSTREAM_TOKEN};
+use crate::dialects::{Endpoint, Pairing, TinesTail, CLIENT_TOKEN, UPSTREAM_TOKEN};
 use crate::measure;
 use crate::nginx::Nginx;
 use crate::procs::Proc;
@@ -192,6 +193,30 @@ impl Stack {
     /// casegate's last log lines (warnings), as a message suffix.
     pub fn casegate_log(&self) -> String {
         self.casegate.recent_log()
+    }
+
+    /// Uploads one file of `len` bytes through `endpoint` (a route of this stack); gives
+    /// the id the front's answer names it by. An error names what went wrong, with
+    /// casegate's last log lines when it answered a failure.
+    pub async fn upload_for_id(
+        &self,
+        endpoint: &Endpoint,
+        len: u64,
+        tail: TinesTail,
+        timeout: Duration,
+    ) -> Res<String> {
+        let upload = endpoint.upload(len, tail).await?;
+        let (status, answer) = crate::runner::upload_once(&upload, timeout)
+            .await
+            .map_err(|e| format!("uploading the file failed: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "uploading the file was answered HTTP {status}: {}{}",
+                crate::runner::quote(&answer, 300),
+                self.casegate_log()
+            ));
+        }
+        endpoint.uploaded_file_id(&answer)
     }
 }
 
