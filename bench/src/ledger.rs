@@ -37,7 +37,7 @@ use casegate::ledger::pg_test::{PgOptions, PgServer};
 use crate::dialects::{Endpoint, Pairing, TinesTail};
 use crate::measure::{self, Meter, Usage};
 use crate::report::{self, num, Table};
-use crate::runner::{self, Job, Outcome, Plan};
+use crate::runner::{self, Direction, Job, Outcome, Plan};
 use crate::stack::{Stack, StackOptions};
 use crate::{Options, Res};
 
@@ -115,21 +115,6 @@ fn same_front(store: Store) -> usize {
 /// caseiq->caseiq (the same back as the mapped route, no id mapping), SQLite.
 const SAME_BACK: usize = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Upload,
-    Download,
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Direction::Upload => "uploads",
-            Direction::Download => "downloads",
-        })
-    }
-}
-
 /// One measured run.
 struct Run {
     outcome: Outcome,
@@ -204,7 +189,8 @@ pub async fn run(opts: &Options) -> Res<()> {
     for round in 1..=rounds {
         for l in &mut live {
             for direction in [Direction::Upload, Direction::Download] {
-                eprintln!("[round {round}/{rounds}] {} {direction}", l.setup);
+                let plural = direction.plural();
+                eprintln!("[round {round}/{rounds}] {} {plural}", l.setup);
                 let db = (l.setup.store == Store::Postgres).then_some(&pg);
                 let run = match direction {
                     Direction::Upload => {
@@ -214,7 +200,7 @@ pub async fn run(opts: &Options) -> Res<()> {
                         measure(&l.stack, &l.download, plan(warmup), plan(measured), db).await
                     }
                 }
-                .map_err(|e| format!("{} {direction}: {e}", l.setup))?;
+                .map_err(|e| format!("{} {plural}: {e}", l.setup))?;
                 if db.is_some() {
                     // What PostgreSQL would write back later (dirty buffers, and the
                     // kernel's writeback of them, which no process of its is charged
@@ -224,7 +210,7 @@ pub async fn run(opts: &Options) -> Res<()> {
                 settle().await;
                 if let Some(e) = &run.outcome.first_error {
                     return Err(format!(
-                        "{} {direction}: {} errors, the first: {e}{}",
+                        "{} {plural}: {} errors, the first: {e}{}",
                         l.setup,
                         run.outcome.errors,
                         l.stack.casegate_log()
@@ -394,7 +380,7 @@ fn table(live: &[Live], markdown: bool) -> String {
                 .join(" / ");
             t.row(vec![
                 l.setup.to_string(),
-                direction.to_string(),
+                direction.plural().to_string(),
                 num(rate, 1),
                 by_round,
                 num(quantile(0.5), 2),
@@ -424,6 +410,7 @@ fn verdict(live: &[Live]) -> String {
     );
     for l in live.iter().filter(|l| l.setup.mapped) {
         for direction in [Direction::Upload, Direction::Download] {
+            let plural = direction.plural();
             let r = ratio(l, &live[same_front(l.setup.store)], direction as usize);
             let word = match r {
                 Some(r) if r >= TARGET => "met",
@@ -431,7 +418,7 @@ fn verdict(live: &[Live]) -> String {
                 None => "no figure",
             };
             out.push_str(&format!(
-                "  {word:<9} {} {direction}: {} x (id mapping costs {} % of requests/s)\n",
+                "  {word:<9} {} {plural}: {} x (id mapping costs {} % of requests/s)\n",
                 l.setup,
                 num(r, 3),
                 num(r.map(|r| (1.0 - r) * 100.0), 1),
@@ -443,6 +430,7 @@ fn verdict(live: &[Live]) -> String {
     ));
     for (pg, sqlite) in [(1, 0), (3, 2)] {
         for direction in [Direction::Upload, Direction::Download] {
+            let plural = direction.plural();
             let r = ratio(&live[pg], &live[sqlite], direction as usize);
             let word = match r {
                 Some(r) if r >= TARGET => "within",
@@ -450,7 +438,7 @@ fn verdict(live: &[Live]) -> String {
                 None => "no figure",
             };
             out.push_str(&format!(
-                "  {word:<9} {} {direction}: {} x {}\n",
+                "  {word:<9} {} {plural}: {} x {}\n",
                 live[pg].setup,
                 num(r, 3),
                 live[sqlite].setup,

@@ -36,25 +36,9 @@ use casegate::dialect::DialectId::{Caseiq, Kibana, Thalamus, Tines};
 use crate::dialects::{Endpoint, Pairing, TinesTail};
 use crate::measure::{Meter, Usage};
 use crate::report::{self, num, Table};
-use crate::runner::{self, Outcome, Plan};
+use crate::runner::{self, Direction, Outcome, Plan};
 use crate::stack::{Stack, StackOptions};
 use crate::{Options, Res};
-
-/// Which way a case carries its files through casegate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Upload,
-    Download,
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Direction::Upload => "upload",
-            Direction::Download => "download",
-        })
-    }
-}
 
 /// Upload cases: the pairings and how their Tines bodies end.
 const UPLOAD_PAIRINGS: [(Pairing, TinesTail); 4] = [

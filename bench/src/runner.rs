@@ -265,6 +265,32 @@ pub async fn send_once(
         .map_err(|_| format!("POST http://{addr}{path}: no answer within 30 s"))?
 }
 
+/// Which way a benchmark carries files through casegate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+impl Direction {
+    /// "uploads" or "downloads", for counts and rates.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Direction::Upload => "uploads",
+            Direction::Download => "downloads",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        })
+    }
+}
+
 /// Sends `upload` once on a connection of its own and returns the status and body of the
 /// answer (to read the id it gives), within `timeout`.
 pub async fn upload_once(upload: &Upload, timeout: Duration) -> Res<(StatusCode, Bytes)> {
