@@ -396,7 +396,7 @@ mod tests {
             .contains("\ncasegate_config_reloads_total{result=\"ok\"} 0\n"));
 
         metrics.config_reload(true);
-        metrics.spooled("r1");
+        metrics.spooled(&Arc::from("r1"));
         let a = call(admin.addr(), "GET", "/metrics").await;
         assert!(a
             .body

@@ -52,18 +52,24 @@ const USER_HZ: f64 = 100.0;
 /// "token", "passthrough" or "-"; `code` is the `Casegate-Error` code, or "-" on success.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLabels<'a> {
-    /// Route name, or "-".
-    pub route: &'a str,
+    /// Route name, or "-" ([`no_route`]).
+    pub route: &'a Arc<str>,
     /// Dialect the client spoke, or "-".
-    pub front: &'a str,
+    pub front: &'static str,
     /// Dialect of the upstream, or "-".
-    pub back: &'a str,
+    pub back: &'static str,
     /// Operation name, or "-".
-    pub operation: &'a str,
+    pub operation: &'static str,
     /// HTTP status answered to the client.
     pub status: u16,
     /// `Casegate-Error` code, or "-" on success.
-    pub code: &'a str,
+    pub code: &'static str,
+}
+
+/// The `route` label of a request no route matched: "-".
+pub fn no_route() -> &'static Arc<str> {
+    static NO_ROUTE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NO_ROUTE.get_or_init(|| Arc::from("-"))
 }
 
 /// Which way file bytes went: label `direction` = "upload" or "download".
@@ -84,43 +90,46 @@ impl Direction {
     }
 }
 
+// The label sets are built for every request to look their series up: route names are
+// shared (`Arc<str>`, a reference count to build) and every other label is static, so a
+// lookup allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestKey {
-    route: String,
-    front: String,
-    back: String,
-    operation: String,
+    route: Arc<str>,
+    front: &'static str,
+    back: &'static str,
+    operation: &'static str,
     status: u16,
-    code: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOperation {
-    route: String,
-    operation: String,
+    route: Arc<str>,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteBack {
-    route: String,
-    back: String,
+    route: Arc<str>,
+    back: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteDirection {
-    route: String,
+    route: Arc<str>,
     direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOnly {
-    route: String,
+    route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteCode {
-    route: String,
-    code: String,
+    route: Arc<str>,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,47 +254,47 @@ impl Metrics {
     pub fn request(&self, l: &RequestLabels<'_>, duration: Duration) {
         self.requests
             .get_or_create(&RequestKey {
-                route: l.route.to_owned(),
-                front: l.front.to_owned(),
-                back: l.back.to_owned(),
-                operation: l.operation.to_owned(),
+                route: l.route.clone(),
+                front: l.front,
+                back: l.back,
+                operation: l.operation,
                 status: l.status,
-                code: l.code.to_owned(),
+                code: l.code,
             })
             .inc();
         self.request_duration
             .get_or_create(&RouteOperation {
-                route: l.route.to_owned(),
-                operation: l.operation.to_owned(),
+                route: l.route.clone(),
+                operation: l.operation,
             })
             .observe(duration.as_secs_f64());
     }
 
     /// Observes one upstream call's duration (`casegate_upstream_duration_seconds`).
-    pub fn upstream_duration(&self, route: &str, back: &str, duration: Duration) {
+    pub fn upstream_duration(&self, route: &Arc<str>, back: &'static str, duration: Duration) {
         self.upstream_duration
             .get_or_create(&RouteBack {
-                route: route.to_owned(),
-                back: back.to_owned(),
+                route: route.clone(),
+                back,
             })
             .observe(duration.as_secs_f64());
     }
 
     /// Counts one failed upstream call (`casegate_upstream_errors_total{route,code}`).
-    pub fn upstream_error(&self, route: &str, code: &str) {
+    pub fn upstream_error(&self, route: &Arc<str>, code: &'static str) {
         self.upstream_errors
             .get_or_create(&RouteCode {
-                route: route.to_owned(),
-                code: code.to_owned(),
+                route: route.clone(),
+                code,
             })
             .inc();
     }
 
     /// Adds file bytes carried (`casegate_file_bytes_total{route,direction}`).
-    pub fn file_bytes(&self, route: &str, direction: Direction, bytes: u64) {
+    pub fn file_bytes(&self, route: &Arc<str>, direction: Direction, bytes: u64) {
         self.file_bytes
             .get_or_create(&RouteDirection {
-                route: route.to_owned(),
+                route: route.clone(),
                 direction: direction.label(),
             })
             .inc_by(bytes);
@@ -293,19 +302,19 @@ impl Metrics {
 
     /// Raises `casegate_in_flight{route}` by one now; the returned guard lowers it again
     /// when dropped (so an early return or a panic cannot leak a count).
-    pub fn in_flight(self: &Arc<Self>, route: &str) -> InFlight {
+    pub fn in_flight(self: &Arc<Self>, route: &Arc<str>) -> InFlight {
         let gauge = self.in_flight.get_or_create_owned(&RouteOnly {
-            route: route.to_owned(),
+            route: route.clone(),
         });
         gauge.inc();
         InFlight { gauge }
     }
 
     /// Counts one upload spooled to disk (`casegate_spooled_total{route}`).
-    pub fn spooled(&self, route: &str) {
+    pub fn spooled(&self, route: &Arc<str>) {
         self.spooled
             .get_or_create(&RouteOnly {
-                route: route.to_owned(),
+                route: route.clone(),
             })
             .inc();
     }
@@ -673,8 +682,9 @@ mod tests {
     #[test]
     fn render_has_exactly_the_recorded_samples() {
         let m = Metrics::new();
+        let a: Arc<str> = Arc::from("a");
         let ok = RequestLabels {
-            route: "a",
+            route: &a,
             front: "thalamus",
             back: "tines",
             operation: "upload",
@@ -693,7 +703,7 @@ mod tests {
         );
         m.request(
             &RequestLabels {
-                route: "-",
+                route: no_route(),
                 front: "-",
                 back: "-",
                 operation: "-",
@@ -702,14 +712,14 @@ mod tests {
             },
             Duration::from_micros(100),
         );
-        m.upstream_duration("a", "tines", Duration::from_millis(50));
-        m.upstream_duration("a", "tines", Duration::from_secs(90));
-        m.upstream_error("a", "upstream_unavailable");
-        m.file_bytes("a", Direction::Upload, 100);
-        m.file_bytes("a", Direction::Upload, 23);
-        m.file_bytes("a", Direction::Download, 7);
-        m.spooled("a");
-        m.spooled("a");
+        m.upstream_duration(&a, "tines", Duration::from_millis(50));
+        m.upstream_duration(&a, "tines", Duration::from_secs(90));
+        m.upstream_error(&a, "upstream_unavailable");
+        m.file_bytes(&a, Direction::Upload, 100);
+        m.file_bytes(&a, Direction::Upload, 23);
+        m.file_bytes(&a, Direction::Download, 7);
+        m.spooled(&a);
+        m.spooled(&a);
         m.config_reload(true);
         m.config_reload(false);
         m.config_reload(false);
@@ -880,9 +890,10 @@ mod tests {
                 .get(&("casegate_in_flight".to_owned(), labels(&[("route", route)])))
                 .copied()
         };
-        let g1 = m.in_flight("a");
-        let g2 = m.in_flight("a");
-        let g3 = m.in_flight("b");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let g1 = m.in_flight(&a);
+        let g2 = m.in_flight(&a);
+        let g3 = m.in_flight(&b);
         assert_eq!(value(&m, "a"), Some(2.0));
         assert_eq!(value(&m, "b"), Some(1.0));
         assert_eq!(types(&m.render())["casegate_in_flight"], "gauge");
@@ -897,9 +908,9 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
-        let route = "we\"ird\\route\nname";
-        m.spooled(route);
-        m.upstream_error("plain", "code \"x\"\\y");
+        let route: Arc<str> = Arc::from("we\"ird\\route\nname");
+        m.spooled(&route);
+        m.upstream_error(&Arc::from("plain"), "code \"x\"\\y");
         let text = m.render();
         assert!(
             text.lines()
@@ -910,7 +921,7 @@ mod tests {
         assert_eq!(
             got.get(&(
                 "casegate_spooled_total".to_owned(),
-                labels(&[("route", route)])
+                labels(&[("route", &*route)])
             )),
             Some(&1.0)
         );

@@ -17,6 +17,8 @@ use crate::upstream::Upstream;
 /// A configured route, ready to serve.
 pub struct RouteRuntime {
     pub cfg: Route,
+    /// `cfg.name`, shared: what every request's log and metrics labels hold.
+    pub name: Arc<str>,
     pub front: &'static dyn Dialect,
     pub back: &'static dyn Dialect,
     pub upstream: Upstream,
@@ -41,6 +43,7 @@ impl RouteRuntime {
             IdKind::Integer | IdKind::Text => IdForm::Integer,
         });
         RouteRuntime {
+            name: Arc::from(cfg.name.as_str()),
             cfg,
             front,
             back,

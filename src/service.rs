@@ -222,7 +222,8 @@ impl Finished {
     fn emit(self, body_bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed();
         let info = self.ctx.info();
-        let route = info.route.as_deref().unwrap_or("-");
+        let route_name = info.route.as_ref().unwrap_or(crate::metrics::no_route());
+        let route: &str = route_name;
         let download = info.operation == "download";
         let file_bytes = if download {
             body_bytes
@@ -256,7 +257,7 @@ impl Finished {
         let m = &self.metrics;
         m.request(
             &RequestLabels {
-                route,
+                route: route_name,
                 front: info.front,
                 back: info.back,
                 operation: info.operation,
@@ -267,10 +268,10 @@ impl Finished {
         );
         if info.route.is_some() {
             for d in &info.upstream_times {
-                m.upstream_duration(route, info.back, *d);
+                m.upstream_duration(route_name, info.back, *d);
             }
             if self.code.starts_with("upstream_") {
-                m.upstream_error(route, self.code);
+                m.upstream_error(route_name, self.code);
             }
             if file_bytes > 0 {
                 let direction = if download {
@@ -278,10 +279,10 @@ impl Finished {
                 } else {
                     Direction::Upload
                 };
-                m.file_bytes(route, direction, file_bytes);
+                m.file_bytes(route_name, direction, file_bytes);
             }
             if info.spooled {
-                m.spooled(route);
+                m.spooled(route_name);
             }
         }
     }
@@ -381,11 +382,11 @@ where
         let target = table.router.route(host, req.method(), req.uri().path());
         if let (Some(rt), Some(ctx)) = (target.route(), req.extensions().get::<Arc<RequestCtx>>()) {
             let mut i = ctx.info();
-            i.route = Some(rt.cfg.name.as_str().into());
+            i.route = Some(rt.name.clone());
             i.front = rt.front.id().name();
             i.back = rt.back.id().name();
             i.operation = target.operation();
-            i.in_flight = Some(Box::new(self.gateway.metrics().in_flight(&rt.cfg.name)));
+            i.in_flight = Some(Box::new(self.gateway.metrics().in_flight(&rt.name)));
         }
         req.extensions_mut().insert(target);
         req.extensions_mut().insert(table);
