@@ -673,15 +673,11 @@ async fn hash_file(
             size += data.len() as u64;
         }
     }
-    Ok((hex(&md5.finalize()), hex(&sha.finalize()), size))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    Ok((
+        crate::codec::hex(&md5.finalize()),
+        crate::codec::hex(&sha.finalize()),
+        size,
+    ))
 }
 
 /// Asks the upstream for a file's bytes: the answer's head and its body, after a logical
@@ -734,8 +730,8 @@ fn is_the_file(row: Option<&Row>, bytes: &[u8]) -> bool {
 pub fn hashes(bytes: &[u8]) -> (String, String) {
     use md5::Digest;
     (
-        hex(&md5::Md5::digest(bytes)),
-        hex(&sha2::Sha256::digest(bytes)),
+        crate::codec::hex(&md5::Md5::digest(bytes)),
+        crate::codec::hex(&sha2::Sha256::digest(bytes)),
     )
 }
 

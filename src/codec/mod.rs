@@ -6,8 +6,29 @@
 //!   field decoded as it streams).
 //! - [`multipart`]: the outbound multipart/form-data writer.
 //! - [`disposition`]: reading and writing the file name of a `Content-Disposition` header.
+//! - [`hex`]: lowercase hex of a digest.
 
 pub mod b64;
 pub mod disposition;
 pub mod json_scan;
 pub mod multipart;
+
+/// Lowercase hex of `bytes` (digests, signatures), built in one allocation.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(super::hex(&[]), "");
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+    }
+}

@@ -158,9 +158,19 @@ impl Dialect for CaseIq {
     }
 
     fn render_list(&self, l: &Listing) -> Response<Body> {
-        let records: Vec<Value> = l.files.iter().map(record).collect();
-        let count = records.len();
-        json_response(StatusCode::OK, &json!({"records": records, "count": count}))
+        #[derive(serde::Serialize)]
+        struct Records<'a> {
+            count: usize,
+            records: Vec<Record<'a>>,
+        }
+        let records: Vec<Record<'_>> = l.files.iter().map(record).collect();
+        json_response(
+            StatusCode::OK,
+            &Records {
+                count: records.len(),
+                records,
+            },
+        )
     }
 
     fn render_error(&self, err: &Error) -> Response<Body> {
@@ -267,17 +277,39 @@ impl Dialect for CaseIq {
 }
 
 /// An attachment record as Case IQ renders it.
-fn record(f: &FileView) -> Value {
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "nameWithoutExtension": split_ext(&f.name).0,
-        "encoding": f.encoding.clone().unwrap_or_else(|| "7bit".into()),
-        "mimeType": f.content_type,
-        "objectId": f.case_id,
-        "sizeBytes": f.size.unwrap_or(0),
-        "createdDate": f.created_at.clone().unwrap_or_else(crate::upload::now_rfc3339_millis),
-    })
+/// An attachment record as Case IQ writes it, serialized straight from the view (the keys
+/// in the order serde_json's own maps sort them, as every other answer of casegate's).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    #[serde(rename = "createdDate")]
+    created_date: std::borrow::Cow<'a, str>,
+    encoding: &'a str,
+    id: &'a str,
+    #[serde(rename = "mimeType")]
+    mime_type: &'a str,
+    name: &'a str,
+    #[serde(rename = "nameWithoutExtension")]
+    name_without_extension: &'a str,
+    #[serde(rename = "objectId")]
+    object_id: &'a str,
+    #[serde(rename = "sizeBytes")]
+    size_bytes: u64,
+}
+
+fn record(f: &FileView) -> Record<'_> {
+    Record {
+        created_date: match &f.created_at {
+            Some(at) => at.into(),
+            None => crate::upload::now_rfc3339_millis().into(),
+        },
+        encoding: f.encoding.as_deref().unwrap_or("7bit"),
+        id: &f.id,
+        mime_type: &f.content_type,
+        name: &f.name,
+        name_without_extension: split_ext(&f.name).0,
+        object_id: &f.case_id,
+        size_bytes: f.size.unwrap_or(0),
+    }
 }
 
 /// Reads an attachment record (an upload's answer, a record, a list entry).
@@ -341,12 +373,33 @@ fn signature(key: &Secret, route: &str, exp: u64, nonce: &str) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
         return uuid::Uuid::new_v4().simple().to_string();
     };
-    mac.update(format!("{TOKEN_PREFIX}.{route}.{exp}.{nonce}").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // The signed text is `cgt1.{route}.{exp}.{nonce}`, fed in pieces (no string built).
+    let mut digits = [0u8; 20];
+    for piece in [
+        TOKEN_PREFIX.as_bytes(),
+        b".",
+        route.as_bytes(),
+        b".",
+        decimal(exp, &mut digits),
+        b".",
+        nonce.as_bytes(),
+    ] {
+        mac.update(piece);
+    }
+    crate::codec::hex(&mac.finalize().into_bytes())
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// Issues an access token for the route, valid `ttl` seconds from `now`.
@@ -459,6 +512,24 @@ mod tests {
             tokens: vec![Secret::new("s3cret")],
             signing_key: Secret::new(key),
             route: route.into(),
+        }
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_of_the_dotted_text() {
+        for exp in [0, 7, 1_700_000_000, u64::MAX] {
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"k3y").unwrap();
+            mac.update(format!("cgt1.route-a.{exp}.n0nce").as_bytes());
+            let want: String = mac
+                .finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                signature(&Secret::new("k3y"), "route-a", exp, "n0nce"),
+                want
+            );
         }
     }
 

@@ -551,18 +551,12 @@ pub(super) fn now_millis() -> String {
 
 /// Lowercase hex SHA-256 of `data`.
 pub(super) fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::codec::hex(&Sha256::digest(data))
 }
 
 /// Lowercase hex MD5 of `data`.
 pub(super) fn md5_hex(data: &[u8]) -> String {
-    md5::Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::codec::hex(&md5::Md5::digest(data))
 }
 
 /// The extension of a file name (after its last dot, the dot not leading): `"a.tar.gz"` is
