@@ -2,9 +2,9 @@
 //!
 //! A dedicated OS thread owns the connection; callers send it commands over a channel and
 //! await a oneshot reply. The thread takes every command already queued (up to 256) and
-//! runs them in one transaction (`BEGIN IMMEDIATE` when any writes, each command in its
-//! own savepoint so one failing command does not undo the others), then commits once and
-//! answers each: group commit. One connection also makes `sqlite::memory:` work.
+//! runs them in one transaction (`BEGIN IMMEDIATE` when any writes; a failing statement
+//! undoes only itself, so one failing command does not undo the others), then commits
+//! once and answers each: group commit. One connection also makes `sqlite::memory:` work.
 //!
 //! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
 //! can be lost only in a crash of the machine) and a 5 s busy timeout, so several
@@ -53,13 +53,11 @@ const BUMP_SEQ: &str = "UPDATE OR IGNORE counters SET value = value + ?1 \
      WHERE name = 'files.seq' RETURNING value";
 const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('files.seq', ?1) \
      RETURNING value";
-const INSERT: &str = concat!(
-    "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, back_id, \
-     back_comment_id, name, content_type, size, created_at, uploader, guid, md5, sha256) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-     RETURNING ",
-    columns!()
-);
+// No `RETURNING`: a row inserted is held exactly as given (with its guid and its size
+// as stored), so it is not read back.
+const INSERT: &str = "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, \
+     back_id, back_comment_id, name, content_type, size, created_at, uploader, guid, md5, \
+     sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 const FILL_NULLS: &str = concat!(
     "UPDATE files SET front_case = COALESCE(front_case, ?3), \
      back_case = COALESCE(back_case, ?4), back_comment_id = COALESCE(back_comment_id, ?5), \
@@ -334,39 +332,51 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     let mut seq = last - n;
     let mut insert = conn.prepare_cached(INSERT)?;
     let mut fill = conn.prepare_cached(FILL_NULLS)?;
+    let mut by_back = conn.prepare_cached(BY_BACK)?;
     let mut held = Vec::with_capacity(rows.len());
-    for row in rows {
+    for mut row in rows {
         seq += 1;
-        let guid = row
-            .guid
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fresh = row.guid.is_none().then(|| uuid::Uuid::new_v4().to_string());
+        let guid = row.guid.as_ref().or(fresh.as_ref());
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
-        let inserted = insert
-            .query_row(
-                params![
-                    row.route,
-                    row.front_id,
-                    seq,
-                    row.front_case,
-                    row.back_case,
-                    row.back_id,
-                    row.back_comment_id,
-                    row.name,
-                    row.content_type,
-                    size,
-                    row.created_at,
-                    row.uploader,
-                    guid,
-                    row.md5,
-                    row.sha256
-                ],
-                read_row,
-            )
-            .optional()?;
-        if let Some(inserted) = inserted {
-            held.push(inserted);
+        let inserted = insert.execute(params![
+            row.route,
+            row.front_id,
+            seq,
+            row.front_case,
+            row.back_case,
+            row.back_id,
+            row.back_comment_id,
+            row.name,
+            row.content_type,
+            size,
+            row.created_at,
+            row.uploader,
+            guid,
+            row.md5,
+            row.sha256
+        ])?;
+        if inserted == 1 {
+            if fresh.is_some() {
+                row.guid = fresh;
+            }
+            row.size = size.and_then(|s| u64::try_from(s).ok());
+            held.push(row);
+            continue;
+        }
+        // Held by back id already (the upstream named the same file again): nothing is
+        // written unless the new row knows something the held one does not.
+        let Some(held_row) = by_back
+            .query_row(params![row.route, row.back_id], read_row)
+            .optional()?
+        else {
+            front_id_taken(conn, &row)?;
+            held.push(row);
+            continue;
+        };
+        if !fills_a_gap(&held_row, &row, size.is_some(), guid.is_some()) {
+            held.push(held_row);
             continue;
         }
         let filled = fill
@@ -389,26 +399,43 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
                 read_row,
             )
             .optional()?;
-        if let Some(filled) = filled {
-            held.push(filled);
-            continue;
-        }
-        // Not held by back id, so the conflict was the front id: another upstream file
-        // holds it (a route whose id mapping changed?). The first holder keeps it.
-        let holder: Option<String> = conn
-            .prepare_cached("SELECT back_id FROM files WHERE route = ?1 AND front_id = ?2")?
-            .query_row(params![row.route, row.front_id], |r| r.get(0))
-            .optional()?;
-        tracing::warn!(
-            route = %row.route,
-            front_id = %row.front_id,
-            back_id = %row.back_id,
-            held_by = holder.as_deref().unwrap_or("?"),
-            "not recorded: the front id already names another upstream file"
-        );
-        held.push(row);
+        // The row was there a moment ago and the transaction holds the write lock.
+        held.push(filled.unwrap_or(held_row));
     }
     Ok(held)
+}
+
+/// True when `new` has a value where the `held` row of the same file has none.
+fn fills_a_gap(held: &Row, new: &Row, new_size: bool, new_guid: bool) -> bool {
+    let gap = |h: &Option<String>, n: &Option<String>| h.is_none() && n.is_some();
+    gap(&held.front_case, &new.front_case)
+        || gap(&held.back_case, &new.back_case)
+        || gap(&held.back_comment_id, &new.back_comment_id)
+        || gap(&held.name, &new.name)
+        || gap(&held.content_type, &new.content_type)
+        || (held.size.is_none() && new_size)
+        || gap(&held.created_at, &new.created_at)
+        || gap(&held.uploader, &new.uploader)
+        || (held.guid.is_none() && new_guid)
+        || gap(&held.md5, &new.md5)
+        || gap(&held.sha256, &new.sha256)
+}
+
+/// Logs a row not recorded because its front id names another upstream file: the first
+/// holder keeps it (a route whose id mapping changed?).
+fn front_id_taken(conn: &Connection, row: &Row) -> Result<(), DbError> {
+    let holder: Option<String> = conn
+        .prepare_cached("SELECT back_id FROM files WHERE route = ?1 AND front_id = ?2")?
+        .query_row(params![row.route, row.front_id], |r| r.get(0))
+        .optional()?;
+    tracing::warn!(
+        route = %row.route,
+        front_id = %row.front_id,
+        back_id = %row.back_id,
+        held_by = holder.as_deref().unwrap_or("?"),
+        "not recorded: the front id already names another upstream file"
+    );
+    Ok(())
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
