@@ -49,10 +49,9 @@ const ALLOCATE: &str = "INSERT INTO sequences (route, next_id) VALUES (?1, 1 + ?
 // that in-memory journal's malloc/free made glibc trim and re-fault the ledger thread's
 // heap once per upload (`madvise`, a page fault, IPIs). The values are never NULL and the
 // tables have no CHECK constraints, so IGNORE only ever skips a uniqueness conflict.
-const BUMP_SEQ: &str = "UPDATE OR IGNORE counters SET value = value + ?1 \
-     WHERE name = 'files.seq' RETURNING value";
-const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('files.seq', ?1) \
-     RETURNING value";
+const READ_SEQ: &str = "SELECT value FROM counters WHERE name = 'files.seq'";
+const SET_SEQ: &str = "UPDATE OR IGNORE counters SET value = ?1 WHERE name = 'files.seq'";
+const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('files.seq', ?1)";
 // No `RETURNING`: a row inserted is held exactly as given (with its guid and its size
 // as stored), so it is not read back.
 const INSERT: &str = "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, \
@@ -316,26 +315,19 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let bumped: Option<i64> = conn
-        .prepare_cached(BUMP_SEQ)?
-        .query_row([n], |r| r.get(0))
+    // The counter is read here and written once at the end, only when rows were
+    // inserted: a batch of files already held (an upstream naming the same file again)
+    // writes nothing. The batch's transaction holds the write lock throughout.
+    let counted: Option<i64> = conn
+        .prepare_cached(READ_SEQ)?
+        .query_row([], |r| r.get(0))
         .optional()?;
-    let last = match bumped {
-        Some(last) => last,
-        // The first record of this database (the batch's transaction holds the write lock,
-        // so nobody else creates the counter in between).
-        None => conn
-            .prepare_cached(FIRST_SEQ)?
-            .query_row([n], |r| r.get(0))?,
-    };
-    let mut seq = last - n;
+    let mut seq = counted.unwrap_or(0);
     let mut insert = conn.prepare_cached(INSERT)?;
     let mut fill = conn.prepare_cached(FILL_NULLS)?;
     let mut by_back = conn.prepare_cached(BY_BACK)?;
     let mut held = Vec::with_capacity(rows.len());
     for mut row in rows {
-        seq += 1;
         let fresh = row.guid.is_none().then(|| uuid::Uuid::new_v4().to_string());
         let guid = row.guid.as_ref().or(fresh.as_ref());
         // A size beyond BIGINT cannot be real; it is kept as unknown.
@@ -343,7 +335,7 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         let inserted = insert.execute(params![
             row.route,
             row.front_id,
-            seq,
+            seq + 1,
             row.front_case,
             row.back_case,
             row.back_id,
@@ -358,6 +350,7 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             row.sha256
         ])?;
         if inserted == 1 {
+            seq += 1;
             if fresh.is_some() {
                 row.guid = fresh;
             }
@@ -401,6 +394,15 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             .optional()?;
         // The row was there a moment ago and the transaction holds the write lock.
         held.push(filled.unwrap_or(held_row));
+    }
+    match counted {
+        Some(was) if was == seq => {}
+        Some(_) => {
+            conn.prepare_cached(SET_SEQ)?.execute([seq])?;
+        }
+        None => {
+            conn.prepare_cached(FIRST_SEQ)?.execute([seq])?;
+        }
     }
     Ok(held)
 }
