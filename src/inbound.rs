@@ -3,7 +3,7 @@
 //! A front dialect turns its request body into an [`EventStream`]: the fields it finds
 //! ([`Event::Field`]), then the file ([`Event::FileStart`], [`Event::Data`]...,
 //! [`Event::FileEnd`]), then any fields that came after it. Two readers do the work for
-//! all dialects: [`multipart`] (over multer) and [`json`] (over the streaming scanner in
+//! all dialects: [`multipart`] (over [`crate::codec::form`]) and [`json`] (over the streaming scanner in
 //! [`crate::codec::json_scan`]). Both enforce the limits: decoded file bytes against
 //! `max_upload_bytes`, raw body bytes, field sizes, and a body idle timeout.
 
@@ -16,7 +16,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use http_body::Body as HttpBody;
 
 use crate::codec::json_scan::{self, Event as ScanEvent, Scalar, ScanError, Scanner};
-use crate::codec::{b64, disposition};
+use crate::codec::{b64, disposition, form};
 use crate::error::{BoxError, Error};
 use crate::upload::{Field, Kind, UploadMeta};
 
@@ -109,7 +109,7 @@ where
 }
 
 /// The most a body yields in one go without returning `Pending`: a consumer that reads
-/// until nothing is ready (multer does) would otherwise buffer whatever a fast client has
+/// until nothing is ready would otherwise buffer whatever a fast client has
 /// sent, and memory per upload would grow with the client's speed.
 const BURST_BYTES: usize = 64 * 1024;
 
@@ -210,15 +210,10 @@ pub fn multipart(
     spec: FormSpec,
     limits: &Limits,
 ) -> EventStream {
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .for_field(spec.file_field, limits.max_file_bytes)
-            .per_field(limits.max_field_bytes as u64),
-    );
-    let mp = multer::Multipart::with_constraints(body, boundary, constraints);
     let state = FormState {
-        mp,
-        file: None,
+        body,
+        reader: form::Reader::new(&boundary),
+        part: Part::None,
         seen_file: false,
         fields_total: 0,
         spec,
@@ -244,9 +239,20 @@ fn steps<S: Steps>(reader: S) -> EventStream {
     }))
 }
 
+/// The part being read.
+enum Part {
+    /// Between parts.
+    None,
+    /// The file: its bytes so far.
+    File(u64),
+    /// A text field: its name and value so far.
+    Text(String, Vec<u8>),
+}
+
 struct FormState {
-    mp: multer::Multipart<'static>,
-    file: Option<multer::Field<'static>>,
+    body: BodyStream,
+    reader: form::Reader,
+    part: Part,
     seen_file: bool,
     fields_total: usize,
     spec: FormSpec,
@@ -255,97 +261,113 @@ struct FormState {
 
 impl Steps for FormState {
     async fn step(&mut self) -> Result<Option<Event>, Error> {
-        if let Some(file) = self.file.as_mut() {
-            return match file.chunk().await.map_err(|e| self.form_error(e))? {
-                Some(data) => Ok(Some(Event::Data(data))),
-                None => {
-                    self.file = None;
-                    Ok(Some(Event::FileEnd))
-                }
-            };
-        }
         loop {
-            let Some(field) = self.mp.next_field().await.map_err(|e| self.form_error(e))? else {
-                return Ok(None);
-            };
-            let disp = match field.headers().get(http::header::CONTENT_DISPOSITION) {
-                Some(v) => disposition::parse(v.as_bytes())
-                    .map_err(|e| Error::bad_request(format!("{e}.")))?,
-                None => {
+            let item = match self.reader.read() {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    match self.body.next().await {
+                        Some(Ok(chunk)) => self.reader.push(chunk),
+                        Some(Err(e)) => return Err(e),
+                        None => self.reader.finish(),
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed multipart body");
                     return Err(Error::bad_request(
-                        "A multipart part has no Content-Disposition header.",
-                    ))
+                        "The multipart/form-data body is malformed.",
+                    ));
                 }
             };
-            let name = disp.name.unwrap_or_default();
-            if self.seen_file && self.spec.file_last {
-                return Err(Error::bad_request(format!(
-                    "The {} part must be the last part of the form.",
-                    self.spec.file_field
-                )));
-            }
-            if name == self.spec.file_field {
-                if self.seen_file {
-                    return Err(Error::bad_request(format!(
-                        "The form has more than one {} part.",
-                        self.spec.file_field
-                    )));
+            match item {
+                form::Item::Part(head) => {
+                    if let Some(ev) = self.part_start(head)? {
+                        return Ok(Some(ev));
+                    }
                 }
-                self.seen_file = true;
-                let content_type = field
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                self.file = Some(field);
-                return Ok(Some(Event::FileStart {
-                    filename: disp.filename,
-                    content_type,
-                }));
-            }
-            let bytes = field.bytes().await.map_err(|e| self.form_error(e))?;
-            self.fields_total = self.fields_total.saturating_add(bytes.len() + name.len());
-            if self.fields_total > self.limits.max_fields_total {
-                return Err(Error::bad_request("The form's fields are too large."));
-            }
-            let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                Error::bad_request(format!("The form field {name} is not valid UTF-8."))
-            })?;
-            if let Some(f) = (self.spec.map)(&name, value)? {
-                return Ok(Some(Event::Field(f)));
+                form::Item::Data(data) => match &mut self.part {
+                    Part::File(size) => {
+                        *size = size.saturating_add(data.len() as u64);
+                        if *size > self.limits.max_file_bytes {
+                            return Err(Error::too_large(self.limits.max_file_bytes));
+                        }
+                        return Ok(Some(Event::Data(data)));
+                    }
+                    Part::Text(name, value) => {
+                        if value.len() + data.len() > self.limits.max_field_bytes {
+                            return Err(Error::bad_request(format!(
+                                "The form field {name} is too large."
+                            )));
+                        }
+                        value.extend_from_slice(&data);
+                    }
+                    Part::None => {
+                        return Err(Error::internal("The form's parts are out of order."))
+                    }
+                },
+                form::Item::PartEnd => match std::mem::replace(&mut self.part, Part::None) {
+                    Part::File(_) => return Ok(Some(Event::FileEnd)),
+                    Part::Text(name, value) => {
+                        if let Some(field) = self.text_field(&name, value)? {
+                            return Ok(Some(Event::Field(field)));
+                        }
+                    }
+                    Part::None => {
+                        return Err(Error::internal("The form's parts are out of order."))
+                    }
+                },
+                form::Item::End => return Ok(None),
             }
         }
     }
 }
 
 impl FormState {
-    fn form_error(&self, e: multer::Error) -> Error {
-        match e {
-            multer::Error::StreamReadFailed(inner) => match inner.downcast::<Error>() {
-                Ok(ours) => *ours,
-                Err(other) => {
-                    tracing::debug!(error = %other, "multipart stream failed");
-                    Error::bad_request("The request body broke off.")
-                }
-            },
-            multer::Error::FieldSizeExceeded { field_name, .. } => {
-                if field_name.as_deref() == Some(self.spec.file_field) {
-                    Error::too_large(self.limits.max_file_bytes)
-                } else {
-                    Error::bad_request(format!(
-                        "The form field {} is too large.",
-                        field_name.unwrap_or_default()
-                    ))
-                }
+    /// A part begins: the file's start, or (for a text field) nothing yet.
+    fn part_start(&mut self, head: form::PartHead) -> Result<Option<Event>, Error> {
+        let disp = match head.disposition {
+            Some(v) => disposition::parse(&v).map_err(|e| Error::bad_request(format!("{e}.")))?,
+            None => {
+                return Err(Error::bad_request(
+                    "A multipart part has no Content-Disposition header.",
+                ))
             }
-            multer::Error::StreamSizeExceeded { .. } => {
-                Error::too_large(self.limits.max_file_bytes)
-            }
-            other => {
-                tracing::debug!(error = %other, "malformed multipart body");
-                Error::bad_request("The multipart/form-data body is malformed.")
-            }
+        };
+        let name = disp.name.unwrap_or_default();
+        if self.seen_file && self.spec.file_last {
+            return Err(Error::bad_request(format!(
+                "The {} part must be the last part of the form.",
+                self.spec.file_field
+            )));
         }
+        if name == self.spec.file_field {
+            if self.seen_file {
+                return Err(Error::bad_request(format!(
+                    "The form has more than one {} part.",
+                    self.spec.file_field
+                )));
+            }
+            self.seen_file = true;
+            self.part = Part::File(0);
+            return Ok(Some(Event::FileStart {
+                filename: disp.filename,
+                content_type: head.content_type,
+            }));
+        }
+        self.part = Part::Text(name, Vec::new());
+        Ok(None)
+    }
+
+    /// A text field's whole value: the canonical field it maps to, if any.
+    fn text_field(&mut self, name: &str, value: Vec<u8>) -> Result<Option<Field>, Error> {
+        self.fields_total = self.fields_total.saturating_add(value.len() + name.len());
+        if self.fields_total > self.limits.max_fields_total {
+            return Err(Error::bad_request("The form's fields are too large."));
+        }
+        let value = String::from_utf8(value).map_err(|_| {
+            Error::bad_request(format!("The form field {name} is not valid UTF-8."))
+        })?;
+        (self.spec.map)(name, value)
     }
 }
 

@@ -5,11 +5,13 @@
 //! - [`json_scan`]: the streaming scanner for a Tines upload body (JSON with a base64
 //!   field decoded as it streams).
 //! - [`multipart`]: the outbound multipart/form-data writer.
+//! - [`form`]: the inbound multipart/form-data reader.
 //! - [`disposition`]: reading and writing the file name of a `Content-Disposition` header.
 //! - [`hex`]: lowercase hex of a digest.
 
 pub mod b64;
 pub mod disposition;
+pub mod form;
 pub mod json_scan;
 pub mod multipart;
 

@@ -1,0 +1,437 @@
+//! The inbound multipart/form-data reader (RFC 7578 over RFC 2046's multipart syntax):
+//! fed the body's chunks as they come, it gives each part's head, then the part's bytes as
+//! they arrive, then the part's end. The delimiter's searcher is built once per body, the
+//! file's bytes are handed on without copying wherever a chunk holds no delimiter, and at
+//! most a delimiter's length of a chunk is held back between chunks (in case it starts a
+//! delimiter), so memory stays at about one chunk whatever the part's size.
+//!
+//! What it accepts, as the common server libraries do: a preamble before the first
+//! delimiter and an epilogue after the close delimiter (both ignored), transport padding
+//! (spaces and tabs) after a delimiter, and at most [`MAX_HEADERS`] headers in at most
+//! [`MAX_HEAD_BYTES`] per part. Everything else that does not follow the syntax, and a body
+//! that ends before its close delimiter, is [`FormError`].
+
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem::Finder;
+
+/// The most headers one part may have.
+pub const MAX_HEADERS: usize = 32;
+/// The most bytes one part's headers may take, blank line included.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What the reader found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A part begins: its headers.
+    Part(PartHead),
+    /// Some of the current part's bytes (never empty).
+    Data(Bytes),
+    /// The current part ended.
+    PartEnd,
+    /// The close delimiter: the form is over.
+    End,
+}
+
+/// The headers of a part casegate reads (the others are skipped).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PartHead {
+    /// The raw `Content-Disposition` value.
+    pub disposition: Option<Bytes>,
+    /// The `Content-Type` value, when it is text.
+    pub content_type: Option<String>,
+}
+
+/// Why a body is not a well-formed form (for the log: the client is told "malformed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("the body ended before the form's close delimiter")]
+    Incomplete,
+    #[error("a delimiter is followed by neither CRLF nor \"--\"")]
+    BadDelimiter,
+    #[error("a part's headers are malformed")]
+    BadHeaders,
+    #[error("a part's headers are too large")]
+    HeadTooLarge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first delimiter.
+    Preamble,
+    /// Just after a delimiter: `--` (the close) or the rest of its line.
+    Delimiter,
+    /// After a delimiter that is not the close: padding, then CRLF.
+    Padding,
+    Head,
+    /// In a part's bytes, which end at the next `CRLF--boundary`.
+    Data,
+    /// After the close delimiter (or an error): nothing more.
+    Done,
+}
+
+/// A streaming reader of one multipart body.
+pub struct Reader {
+    /// `\r\n--` + the boundary.
+    delimiter: Box<[u8]>,
+    finder: Finder<'static>,
+    buf: BytesMut,
+    state: State,
+    eof: bool,
+}
+
+impl Reader {
+    /// A reader for a body whose Content-Type named `boundary`.
+    pub fn new(boundary: &str) -> Reader {
+        let mut delimiter = Vec::with_capacity(4 + boundary.len());
+        delimiter.extend_from_slice(b"\r\n--");
+        delimiter.extend_from_slice(boundary.as_bytes());
+        let delimiter = delimiter.into_boxed_slice();
+        let finder = Finder::new(&delimiter[..]).into_owned();
+        Reader {
+            delimiter,
+            finder,
+            buf: BytesMut::new(),
+            state: State::Preamble,
+            eof: false,
+        }
+    }
+
+    /// Adds the body's next chunk.
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.state == State::Done || chunk.is_empty() {
+            return;
+        }
+        if self.buf.is_empty() {
+            // Taken over without a copy when the chunk is not shared.
+            self.buf = BytesMut::from(chunk);
+        } else {
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The body ended.
+    pub fn finish(&mut self) {
+        self.eof = true;
+    }
+
+    /// The next item; `Ok(None)` when more of the body is needed first ([`Reader::push`]
+    /// or [`Reader::finish`]). After [`Item::End`] or an error, it is `Ok(None)` for good.
+    pub fn read(&mut self) -> Result<Option<Item>, FormError> {
+        let got = self.step();
+        if got.is_err() {
+            self.state = State::Done;
+            self.buf = BytesMut::new();
+        }
+        got
+    }
+
+    fn step(&mut self) -> Result<Option<Item>, FormError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(None),
+                State::Preamble => {
+                    // The first delimiter may open the body (no CRLF before it).
+                    let first = &self.delimiter[2..];
+                    match memchr::memmem::find(&self.buf, first) {
+                        Some(at) => {
+                            self.buf.advance(at + first.len());
+                            self.state = State::Delimiter;
+                        }
+                        None => {
+                            // Keep only what could start the delimiter.
+                            let keep = self.buf.len().min(first.len() - 1);
+                            let drop = self.buf.len() - keep;
+                            self.buf.advance(drop);
+                            return self.more();
+                        }
+                    }
+                }
+                State::Delimiter => {
+                    if self.buf.len() < 2 {
+                        return self.more();
+                    }
+                    if self.buf.starts_with(b"--") {
+                        self.state = State::Done;
+                        self.buf = BytesMut::new();
+                        return Ok(Some(Item::End));
+                    }
+                    self.state = State::Padding;
+                }
+                State::Padding => {
+                    let pad = self
+                        .buf
+                        .iter()
+                        .position(|&b| b != b' ' && b != b'\t')
+                        .unwrap_or(self.buf.len());
+                    self.buf.advance(pad);
+                    if self.buf.len() < 2 {
+                        return self.more();
+                    }
+                    if !self.buf.starts_with(b"\r\n") {
+                        return Err(FormError::BadDelimiter);
+                    }
+                    self.buf.advance(2);
+                    self.state = State::Head;
+                }
+                State::Head => {
+                    // No headers at all: the blank line comes first.
+                    let end = if self.buf.starts_with(b"\r\n") {
+                        Some(0)
+                    } else {
+                        memchr::memmem::find(&self.buf, b"\r\n\r\n").map(|i| i + 2)
+                    };
+                    let Some(end) = end else {
+                        if self.buf.len() > MAX_HEAD_BYTES {
+                            return Err(FormError::HeadTooLarge);
+                        }
+                        return self.more();
+                    };
+                    if end + 2 > MAX_HEAD_BYTES {
+                        return Err(FormError::HeadTooLarge);
+                    }
+                    let head = read_head(&self.buf[..end + 2])?;
+                    self.buf.advance(end + 2);
+                    self.state = State::Data;
+                    return Ok(Some(Item::Part(head)));
+                }
+                State::Data => {
+                    if let Some(at) = self.finder.find(&self.buf) {
+                        if at > 0 {
+                            return Ok(Some(Item::Data(self.buf.split_to(at).freeze())));
+                        }
+                        self.buf.advance(self.delimiter.len());
+                        self.state = State::Delimiter;
+                        return Ok(Some(Item::PartEnd));
+                    }
+                    let keep = partial_suffix(&self.buf, &self.delimiter);
+                    let ready = self.buf.len() - keep;
+                    if ready > 0 {
+                        return Ok(Some(Item::Data(self.buf.split_to(ready).freeze())));
+                    }
+                    return self.more();
+                }
+            }
+        }
+    }
+
+    /// More input is needed: none will come once the body ended.
+    fn more(&self) -> Result<Option<Item>, FormError> {
+        if self.eof {
+            Err(FormError::Incomplete)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The length of the longest end of `buf` that begins `delimiter` (it may be completed by
+/// the next chunk), shorter than the whole delimiter.
+fn partial_suffix(buf: &[u8], delimiter: &[u8]) -> usize {
+    let from = buf.len().saturating_sub(delimiter.len() - 1);
+    let tail = &buf[from..];
+    // The delimiter begins with CR: only a CR can start such an end; the first one that
+    // does gives the longest.
+    for at in memchr::memchr_iter(b'\r', tail) {
+        let rest = &tail[at..];
+        if delimiter.starts_with(rest) {
+            return rest.len();
+        }
+    }
+    0
+}
+
+/// Reads a part's header block (its lines and the blank line).
+fn read_head(block: &[u8]) -> Result<PartHead, FormError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed = httparse::parse_headers(block, &mut headers);
+    let Ok(httparse::Status::Complete((_, headers))) = parsed else {
+        return Err(FormError::BadHeaders);
+    };
+    let mut head = PartHead::default();
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-disposition") {
+            head.disposition = Some(Bytes::copy_from_slice(h.value));
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            head.content_type = std::str::from_utf8(h.value).ok().map(str::to_string);
+        }
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every item of `body` read in chunks of `size` bytes, the data joined per part.
+    fn read(body: &[u8], size: usize) -> Result<Vec<Item>, FormError> {
+        let mut r = Reader::new("XyZ");
+        let mut out: Vec<Item> = Vec::new();
+        let mut chunks = body.chunks(size.max(1));
+        loop {
+            match r.read()? {
+                Some(Item::Data(d)) => match out.last_mut() {
+                    Some(Item::Data(prev)) => {
+                        let mut joined = prev.to_vec();
+                        joined.extend_from_slice(&d);
+                        *prev = Bytes::from(joined);
+                    }
+                    _ => out.push(Item::Data(d)),
+                },
+                Some(Item::End) => {
+                    out.push(Item::End);
+                    return Ok(out);
+                }
+                Some(item) => out.push(item),
+                None => match chunks.next() {
+                    Some(c) => r.push(Bytes::copy_from_slice(c)),
+                    None => r.finish(),
+                },
+            }
+        }
+    }
+
+    fn part(disposition: &str, content_type: Option<&str>) -> Item {
+        Item::Part(PartHead {
+            disposition: Some(Bytes::copy_from_slice(disposition.as_bytes())),
+            content_type: content_type.map(str::to_string),
+        })
+    }
+
+    fn data(d: &[u8]) -> Item {
+        Item::Data(Bytes::copy_from_slice(d))
+    }
+
+    const FORM: &[u8] = b"preamble\r\n--XyZ\r\n\
+        Content-Disposition: form-data; name=\"caseId\"\r\n\r\n\
+        42\r\n--XyZ \t\r\n\
+        content-disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\
+        Content-Type: application/octet-stream\r\nX-Other: y\r\n\r\n\
+        \r\n--XY\r\r\n-\r\n--Xy\r\n--XyZ--\r\nepilogue";
+
+    #[test]
+    fn a_form_reads_the_same_however_it_is_cut() {
+        let want = vec![
+            part("form-data; name=\"caseId\"", None),
+            data(b"42"),
+            Item::PartEnd,
+            part(
+                "form-data; name=\"file\"; filename=\"a.bin\"",
+                Some("application/octet-stream"),
+            ),
+            // Near-delimiters are data: a CR alone, "--XY", "--Xy".
+            data(b"\r\n--XY\r\r\n-\r\n--Xy"),
+            Item::PartEnd,
+            Item::End,
+        ];
+        for size in 1..=FORM.len() {
+            assert_eq!(read(FORM, size).unwrap(), want, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn empty_parts_and_a_body_opening_with_the_delimiter() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n\r\n--XyZ\r\n\r\nraw\r\n--XyZ--";
+        for size in 1..=body.len() {
+            assert_eq!(
+                read(body, size).unwrap(),
+                vec![
+                    part("form-data; name=\"a\"", None),
+                    Item::PartEnd,
+                    Item::Part(PartHead::default()),
+                    data(b"raw"),
+                    Item::PartEnd,
+                    Item::End,
+                ],
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_bytes_are_not_copied_when_a_chunk_holds_no_delimiter() {
+        let mut r = Reader::new("XyZ");
+        r.push(Bytes::from_static(
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n",
+        ));
+        assert!(matches!(r.read(), Ok(Some(Item::Part(_)))));
+        assert_eq!(r.read(), Ok(None));
+        let chunk = Bytes::from(vec![7u8; 1000]);
+        let at = chunk.as_ptr();
+        r.push(chunk);
+        match r.read() {
+            Ok(Some(Item::Data(d))) => {
+                assert_eq!(d.len(), 1000);
+                assert_eq!(d.as_ptr(), at, "the chunk itself, not a copy");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_is_held_back_is_at_most_a_delimiter() {
+        let mut r = Reader::new("XyZ");
+        r.push(Bytes::from_static(b"--XyZ\r\n\r\n"));
+        assert!(matches!(r.read(), Ok(Some(Item::Part(_)))));
+        // Ends with "\r\n--Xy": held back until the next chunk says what it is.
+        r.push(Bytes::from_static(b"abc\r\n--Xy"));
+        assert_eq!(r.read(), Ok(Some(data(b"abc"))));
+        assert_eq!(r.read(), Ok(None));
+        r.push(Bytes::from_static(b"!"));
+        assert_eq!(r.read(), Ok(Some(data(b"\r\n--Xy!"))));
+    }
+
+    #[test]
+    fn broken_forms_are_errors() {
+        let cases: [(&[u8], FormError); 8] = [
+            (b"", FormError::Incomplete),
+            (b"no delimiter at all", FormError::Incomplete),
+            (b"--XyZ", FormError::Incomplete),
+            (b"--XyZ\r\n\r\nthe file never ends", FormError::Incomplete),
+            (b"--XyZ\r\nName: v\r\n", FormError::Incomplete),
+            (b"--XyZx\r\n\r\n--XyZ--", FormError::BadDelimiter),
+            (
+                b"--XyZ\r\nno colon here\r\n\r\n--XyZ--",
+                FormError::BadHeaders,
+            ),
+            (b"--XyZ\r\n\r\n\r\n--XyZ\r\n", FormError::Incomplete),
+        ];
+        for (body, want) in cases {
+            for size in 1..=body.len().max(1) {
+                assert_eq!(
+                    read(body, size),
+                    Err(want),
+                    "{:?} in chunks of {size}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_or_too_large_headers_are_errors() {
+        let mut many = b"--XyZ\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\nx\r\n--XyZ--");
+        assert_eq!(read(&many, 64), Err(FormError::BadHeaders));
+
+        let mut large = b"--XyZ\r\nH: ".to_vec();
+        large.extend(std::iter::repeat_n(b'v', MAX_HEAD_BYTES));
+        // No end of the headers in sight: refused before the whole body is held.
+        let mut r = Reader::new("XyZ");
+        r.push(Bytes::from(large));
+        assert_eq!(r.read(), Err(FormError::HeadTooLarge));
+        assert_eq!(r.read(), Ok(None), "nothing after an error");
+    }
+
+    #[test]
+    fn the_epilogue_is_ignored_and_nothing_is_kept_after_the_end() {
+        let mut r = Reader::new("XyZ");
+        r.push(Bytes::from_static(b"--XyZ--"));
+        assert_eq!(r.read(), Ok(Some(Item::End)));
+        r.push(Bytes::from(vec![0u8; 4096]));
+        assert_eq!(r.read(), Ok(None));
+        assert!(r.buf.is_empty());
+    }
+}
