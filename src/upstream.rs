@@ -75,6 +75,9 @@ pub struct Upstream {
     base: String,
     timeout: Duration,
     auth: UpstreamAuth,
+    /// The credentials' headers, built once; `None` for client credentials, whose token
+    /// is fetched and cached as needed.
+    fixed_auth: Option<Result<Vec<(HeaderName, HeaderValue)>, Error>>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
@@ -137,6 +140,7 @@ impl Upstream {
             base: base.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,
             auth: cfg.auth.clone(),
+            fixed_auth: fixed_auth(&cfg.auth),
             token: tokio::sync::Mutex::new(None),
         })
     }
@@ -266,47 +270,22 @@ impl Upstream {
     }
 
     async fn auth_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-        let header = |v: String| {
-            let mut hv = HeaderValue::from_str(&v).map_err(|_| {
-                Error::internal("An upstream credential is not a valid header value.")
-            })?;
-            hv.set_sensitive(true);
-            Ok::<_, Error>(hv)
-        };
-        Ok(match &self.auth {
-            UpstreamAuth::None => vec![],
-            UpstreamAuth::Bearer(t) => {
-                vec![(AUTHORIZATION, header(format!("Bearer {}", t.expose()))?)]
-            }
-            UpstreamAuth::ApiKey(k) => {
-                vec![(AUTHORIZATION, header(format!("ApiKey {}", k.expose()))?)]
-            }
-            UpstreamAuth::Basic { username, password } => {
-                let mut enc = String::new();
-                b64::encode_into(
-                    format!("{username}:{}", password.expose()).as_bytes(),
-                    &mut enc,
-                );
-                vec![(AUTHORIZATION, header(format!("Basic {enc}"))?)]
-            }
-            UpstreamAuth::TouchpointToken { touchpoint, token } => vec![
-                (
-                    HeaderName::from_static("thalamus-touchpoint"),
-                    header(touchpoint.clone())?,
-                ),
-                (
-                    HeaderName::from_static("thalamus-token"),
-                    header(token.expose().to_string())?,
-                ),
-            ],
+        if let Some(fixed) = &self.fixed_auth {
+            return fixed.clone();
+        }
+        match &self.auth {
             UpstreamAuth::ClientCredentials {
                 client_id,
                 client_secret,
             } => {
                 let token = self.client_token(client_id, client_secret).await?;
-                vec![(AUTHORIZATION, header(format!("Bearer {}", token.expose()))?)]
+                Ok(vec![(
+                    AUTHORIZATION,
+                    sensitive(format!("Bearer {}", token.expose()))?,
+                )])
             }
-        })
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// An OAuth2 client-credentials token, cached until shortly before it expires.
@@ -369,6 +348,51 @@ impl Upstream {
             renew_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(margin)),
         });
         Ok(value)
+    }
+}
+
+/// A credential as a header value, marked sensitive (never printed by hyper or `http`).
+fn sensitive(v: String) -> Result<HeaderValue, Error> {
+    let mut hv = HeaderValue::from_str(&v)
+        .map_err(|_| Error::internal("An upstream credential is not a valid header value."))?;
+    hv.set_sensitive(true);
+    Ok(hv)
+}
+
+/// The headers of credentials that do not change: `None` for client credentials.
+fn fixed_auth(auth: &UpstreamAuth) -> Option<Result<Vec<(HeaderName, HeaderValue)>, Error>> {
+    let headers = || -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+        Ok(match auth {
+            UpstreamAuth::None | UpstreamAuth::ClientCredentials { .. } => vec![],
+            UpstreamAuth::Bearer(t) => {
+                vec![(AUTHORIZATION, sensitive(format!("Bearer {}", t.expose()))?)]
+            }
+            UpstreamAuth::ApiKey(k) => {
+                vec![(AUTHORIZATION, sensitive(format!("ApiKey {}", k.expose()))?)]
+            }
+            UpstreamAuth::Basic { username, password } => {
+                let mut enc = String::new();
+                b64::encode_into(
+                    format!("{username}:{}", password.expose()).as_bytes(),
+                    &mut enc,
+                );
+                vec![(AUTHORIZATION, sensitive(format!("Basic {enc}"))?)]
+            }
+            UpstreamAuth::TouchpointToken { touchpoint, token } => vec![
+                (
+                    HeaderName::from_static("thalamus-touchpoint"),
+                    sensitive(touchpoint.clone())?,
+                ),
+                (
+                    HeaderName::from_static("thalamus-token"),
+                    sensitive(token.expose().to_string())?,
+                ),
+            ],
+        })
+    };
+    match auth {
+        UpstreamAuth::ClientCredentials { .. } => None,
+        _ => Some(headers()),
     }
 }
 
