@@ -1,18 +1,27 @@
 //! The inbound multipart/form-data reader (RFC 7578 over RFC 2046's multipart syntax):
 //! fed the body's chunks as they come, it gives each part's head, then the part's bytes as
-//! they arrive, then the part's end. The delimiter's searcher is built once per body, the
-//! file's bytes are handed on without copying wherever a chunk holds no delimiter, and at
+//! they arrive, then the part's end. Delimiters are found by one searcher for `CRLF--`
+//! built once per process (a boundary is new in every request, so a searcher for the
+//! whole delimiter would be built for every body), the file's bytes are handed on without copying wherever a chunk holds no delimiter, and at
 //! most a delimiter's length of a chunk is held back between chunks (in case it starts a
 //! delimiter), so memory stays at about one chunk whatever the part's size.
 //!
 //! What it accepts, as the common server libraries do: a preamble before the first
-//! delimiter and an epilogue after the close delimiter (both ignored), transport padding
+//! delimiter (which, as every delimiter, starts a line: the body's start or after a CRLF)
+//! and an epilogue after the close delimiter (both ignored), transport padding
 //! (spaces and tabs) after a delimiter, and at most [`MAX_HEADERS`] headers in at most
 //! [`MAX_HEAD_BYTES`] per part. Everything else that does not follow the syntax, and a body
 //! that ends before its close delimiter, is [`FormError`].
 
+use std::sync::LazyLock;
+
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem::Finder;
+
+/// How every delimiter starts.
+static CRLF_DASHES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n--"));
+/// The end of a part's headers.
+static BLANK_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
 
 /// The most headers one part may have.
 pub const MAX_HEADERS: usize = 32;
@@ -73,8 +82,10 @@ enum State {
 pub struct Reader {
     /// `\r\n--` + the boundary.
     delimiter: Box<[u8]>,
-    finder: Finder<'static>,
     buf: BytesMut,
+    /// Nothing of the body was read yet: the first delimiter may open it (without the
+    /// CRLF before it).
+    at_start: bool,
     state: State,
     eof: bool,
 }
@@ -85,12 +96,10 @@ impl Reader {
         let mut delimiter = Vec::with_capacity(4 + boundary.len());
         delimiter.extend_from_slice(b"\r\n--");
         delimiter.extend_from_slice(boundary.as_bytes());
-        let delimiter = delimiter.into_boxed_slice();
-        let finder = Finder::new(&delimiter[..]).into_owned();
         Reader {
-            delimiter,
-            finder,
+            delimiter: delimiter.into_boxed_slice(),
             buf: BytesMut::new(),
+            at_start: true,
             state: State::Preamble,
             eof: false,
         }
@@ -129,23 +138,30 @@ impl Reader {
         loop {
             match self.state {
                 State::Done => return Ok(None),
-                State::Preamble => {
-                    // The first delimiter may open the body (no CRLF before it).
+                State::Preamble if self.at_start => {
                     let first = &self.delimiter[2..];
-                    match memchr::memmem::find(&self.buf, first) {
-                        Some(at) => {
-                            self.buf.advance(at + first.len());
-                            self.state = State::Delimiter;
-                        }
-                        None => {
-                            // Keep only what could start the delimiter.
-                            let keep = self.buf.len().min(first.len() - 1);
-                            let drop = self.buf.len() - keep;
-                            self.buf.advance(drop);
-                            return self.more();
-                        }
+                    if self.buf.len() < first.len() && first.starts_with(&self.buf) {
+                        return self.more();
+                    }
+                    self.at_start = false;
+                    if self.buf.starts_with(first) {
+                        self.buf.advance(first.len());
+                        self.state = State::Delimiter;
                     }
                 }
+                State::Preamble => match self.find_delimiter() {
+                    Some(at) => {
+                        self.buf.advance(at + self.delimiter.len());
+                        self.state = State::Delimiter;
+                    }
+                    None => {
+                        // Keep only what could start the delimiter.
+                        let keep = partial_suffix(&self.buf, &self.delimiter);
+                        let drop = self.buf.len() - keep;
+                        self.buf.advance(drop);
+                        return self.more();
+                    }
+                },
                 State::Delimiter => {
                     if self.buf.len() < 2 {
                         return self.more();
@@ -178,7 +194,7 @@ impl Reader {
                     let end = if self.buf.starts_with(b"\r\n") {
                         Some(0)
                     } else {
-                        memchr::memmem::find(&self.buf, b"\r\n\r\n").map(|i| i + 2)
+                        BLANK_LINE.find(&self.buf).map(|i| i + 2)
                     };
                     let Some(end) = end else {
                         if self.buf.len() > MAX_HEAD_BYTES {
@@ -195,7 +211,7 @@ impl Reader {
                     return Ok(Some(Item::Part(head)));
                 }
                 State::Data => {
-                    if let Some(at) = self.finder.find(&self.buf) {
+                    if let Some(at) = self.find_delimiter() {
                         if at > 0 {
                             return Ok(Some(Item::Data(self.buf.split_to(at).freeze())));
                         }
@@ -212,6 +228,19 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Where the buffer holds the whole delimiter.
+    fn find_delimiter(&self) -> Option<usize> {
+        let mut from = 0;
+        while let Some(found) = CRLF_DASHES.find(&self.buf[from..]) {
+            let at = from + found;
+            if self.buf[at..].starts_with(&self.delimiter) {
+                return Some(at);
+            }
+            from = at + 1;
+        }
+        None
     }
 
     /// More input is needed: none will come once the body ended.
@@ -344,6 +373,29 @@ mod tests {
                 ],
                 "chunks of {size}"
             );
+        }
+    }
+
+    #[test]
+    fn a_delimiter_starts_a_line() {
+        // "--XyZ" inside a preamble line, and a preamble opening like the delimiter.
+        for body in [
+            &b"junk--XyZ\r\n--XyZ\r\n\r\nv\r\n--XyZ--"[..],
+            &b"--Xy\r\n--XyZ\r\n\r\nv\r\n--XyZ--"[..],
+        ] {
+            for size in 1..=body.len() {
+                assert_eq!(
+                    read(body, size).unwrap(),
+                    vec![
+                        Item::Part(PartHead::default()),
+                        data(b"v"),
+                        Item::PartEnd,
+                        Item::End
+                    ],
+                    "{:?} in chunks of {size}",
+                    String::from_utf8_lossy(body)
+                );
+            }
         }
     }
 
