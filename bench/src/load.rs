@@ -187,6 +187,7 @@ pub async fn run(opts: &Options) -> Res<()> {
         &StackOptions {
             casegate_log: log.clone(),
             nginx: opts.nginx,
+            unique_ids: opts.unique_ids,
             ..StackOptions::default()
         },
     )?;

@@ -68,6 +68,11 @@ struct Cli {
     /// scenario as a file name. E.g. `strace -c -f -o /tmp/{path}.strace -p {pids}`.
     #[arg(long, global = true, value_name = "CMD")]
     attach: Option<String>,
+    /// load: the emulators name a new file id in every upload answer, as a real case
+    /// system does, so every upload adds a ledger row (by default they name one fixed
+    /// file, and the ledger finds it already recorded).
+    #[arg(long, global = true)]
+    unique_ids: bool,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +112,7 @@ pub struct Options {
     pub seconds: Option<f64>,
     pub casegate_log: String,
     pub attach: Option<String>,
+    pub unique_ids: bool,
 }
 
 impl Options {
@@ -131,6 +137,7 @@ fn main() -> ExitCode {
                 seconds: cli.seconds,
                 casegate_log: cli.casegate_log,
                 attach: cli.attach,
+                unique_ids: cli.unique_ids,
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
