@@ -160,7 +160,23 @@ async fn client_mistakes(front: DialectId) {
         let mut broken = form(&[caseid_field, &[("file", Some("a.txt"), b"hello")]].concat());
         broken.truncate(broken.len() - 12);
         let r = raw(&h, front, &path, &multipart_ct(), broken).await;
-        assert_error(front, &r, 400, "bad_request", false);
+        let m = assert_error(front, &r, 400, "bad_request", false);
+        if let Some(m) = m {
+            assert!(m.contains("malformed"), "{m}");
+        }
+        // A part with more headers than a part may have (32).
+        let mut many = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
+        );
+        for i in 0..40 {
+            many.push_str(&format!("X-Header-{i}: v\r\n"));
+        }
+        many.push_str(&format!("\r\nhello\r\n--{BOUNDARY}--\r\n"));
+        let r = raw(&h, front, &path, &multipart_ct(), many.into_bytes()).await;
+        let m = assert_error(front, &r, 400, "bad_request", false);
+        if let Some(m) = m {
+            assert!(m.contains("malformed"), "{m}");
+        }
         // Missing file part.
         let r = raw(
             &h,
