@@ -57,14 +57,16 @@ const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('f
 const INSERT: &str = "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, \
      back_id, back_comment_id, name, content_type, size, created_at, uploader, guid, md5, \
      sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+// The same parameters as INSERT (?2, the front id, and ?3, the sequence, unused), so one
+// list of values serves both.
 const FILL_NULLS: &str = concat!(
-    "UPDATE files SET front_case = COALESCE(front_case, ?3), \
-     back_case = COALESCE(back_case, ?4), back_comment_id = COALESCE(back_comment_id, ?5), \
-     name = COALESCE(name, ?6), content_type = COALESCE(content_type, ?7), \
-     size = COALESCE(size, ?8), created_at = COALESCE(created_at, ?9), \
-     uploader = COALESCE(uploader, ?10), guid = COALESCE(guid, ?11), \
-     md5 = COALESCE(md5, ?12), sha256 = COALESCE(sha256, ?13) \
-     WHERE route = ?1 AND back_id = ?2 RETURNING ",
+    "UPDATE files SET front_case = COALESCE(front_case, ?4), \
+     back_case = COALESCE(back_case, ?5), back_comment_id = COALESCE(back_comment_id, ?7), \
+     name = COALESCE(name, ?8), content_type = COALESCE(content_type, ?9), \
+     size = COALESCE(size, ?10), created_at = COALESCE(created_at, ?11), \
+     uploader = COALESCE(uploader, ?12), guid = COALESCE(guid, ?13), \
+     md5 = COALESCE(md5, ?14), sha256 = COALESCE(sha256, ?15) \
+     WHERE route = ?1 AND back_id = ?6 RETURNING ",
     columns!()
 );
 const BY_FRONT: &str = concat!(
@@ -332,7 +334,7 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         let guid = row.guid.as_ref().or(fresh.as_ref());
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
-        let inserted = insert.execute(params![
+        let values = params![
             row.route,
             row.front_id,
             seq + 1,
@@ -348,7 +350,8 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             guid,
             row.md5,
             row.sha256
-        ])?;
+        ];
+        let inserted = insert.execute(values)?;
         if inserted == 1 {
             seq += 1;
             if fresh.is_some() {
@@ -372,26 +375,7 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             held.push(held_row);
             continue;
         }
-        let filled = fill
-            .query_row(
-                params![
-                    row.route,
-                    row.back_id,
-                    row.front_case,
-                    row.back_case,
-                    row.back_comment_id,
-                    row.name,
-                    row.content_type,
-                    size,
-                    row.created_at,
-                    row.uploader,
-                    guid,
-                    row.md5,
-                    row.sha256
-                ],
-                read_row,
-            )
-            .optional()?;
+        let filled = fill.query_row(values, read_row).optional()?;
         // The row was there a moment ago and the transaction holds the write lock.
         held.push(filled.unwrap_or(held_row));
     }
