@@ -297,15 +297,31 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, Error> {
 
 /// Renders an id as JSON: a number when it is all digits (and fits), else a string.
 pub fn id_json(id: &str) -> Value {
-    if !id.is_empty()
-        && id.bytes().all(|b| b.is_ascii_digit())
-        && (id == "0" || !id.starts_with('0'))
-    {
-        if let Ok(n) = id.parse::<u64>() {
-            return Value::from(n);
+    match id_number(id) {
+        Some(n) => Value::from(n),
+        None => Value::from(id),
+    }
+}
+
+/// An id as [`id_json`] writes it, serialized in place (no JSON tree built).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonId<'a>(pub &'a str);
+
+impl serde::Serialize for JsonId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match id_number(self.0) {
+            Some(n) => s.serialize_u64(n),
+            None => s.serialize_str(self.0),
         }
     }
-    Value::from(id)
+}
+
+/// The id as a JSON number, when it is one written canonically (no leading zero).
+fn id_number(id: &str) -> Option<u64> {
+    let canonical = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    canonical.then(|| id.parse().ok()).flatten()
 }
 
 /// Reads an id from JSON: numbers as their digits, strings as they are.

@@ -21,8 +21,8 @@ use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, Inbound, JsonSpec, Limits, Mapped};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_json, id_text, now_rfc3339_seconds, Attachment, Field, FileRef, FileView, Kind, Kinds,
-    Links, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
+    id_json, id_text, now_rfc3339_seconds, Attachment, Field, FileRef, FileView, JsonId, Kind,
+    Kinds, Links, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
 };
 
 pub struct Tines;
@@ -364,30 +364,71 @@ fn file_path(file: &FileRef, rest: &str) -> String {
     )
 }
 
-/// A file record as Tines renders it: the activity of its attachment.
-fn record(f: &FileView) -> Value {
-    let who = f.uploader.clone().unwrap_or_default();
-    let text = |s: Option<String>| s.map(Value::from).unwrap_or(Value::Null);
-    let mut body = json!({
-        "case_id": id_json(&f.case_id),
-        "id": id_json(&f.id),
-        "activity_type": if f.comment.is_some() { "FILE_ATTACHED_AND_COMMENTED" } else { "FILE_ATTACHED" },
-        "value": f.comment,
-        "created_at": f.created_at.clone().unwrap_or_else(now_rfc3339_seconds),
-        "file": {"filename": f.name, "url": f.link.clone().unwrap_or_default()},
-        "user": {
-            "user_id": who.id.as_deref().map(id_json).unwrap_or(Value::Null),
-            "first_name": text(who.first_name.or(who.full_name).or(who.username)),
-            "last_name": text(who.last_name),
-            "email": text(who.email),
-            "avatar_url": text(who.avatar_url),
-            "is_service_account": who.is_service_account.unwrap_or(false),
+/// A file record as Tines renders it: the activity of its attachment, serialized straight
+/// from the view (keys in the order serde_json's own maps sort them, as before).
+#[derive(serde::Serialize)]
+struct Activity<'a> {
+    activity_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_id: Option<&'a Value>,
+    case_id: JsonId<'a>,
+    created_at: std::borrow::Cow<'a, str>,
+    file: ActivityFile<'a>,
+    id: JsonId<'a>,
+    user: ActivityUser<'a>,
+    value: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct ActivityFile<'a> {
+    filename: &'a str,
+    url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ActivityUser<'a> {
+    avatar_url: Option<&'a str>,
+    email: Option<&'a str>,
+    first_name: Option<&'a str>,
+    is_service_account: bool,
+    last_name: Option<&'a str>,
+    user_id: Option<JsonId<'a>>,
+}
+
+fn record(f: &FileView) -> Activity<'_> {
+    let who = f.uploader.as_ref();
+    let text = |field: fn(&crate::upload::Person) -> &Option<String>| {
+        who.and_then(|w| field(w).as_deref())
+    };
+    Activity {
+        activity_type: if f.comment.is_some() {
+            "FILE_ATTACHED_AND_COMMENTED"
+        } else {
+            "FILE_ATTACHED"
         },
-    });
-    if let (Some(block), Value::Object(m)) = (f.block_id.clone(), &mut body) {
-        m.insert("block_id".into(), block);
+        block_id: f.block_id.as_ref(),
+        case_id: JsonId(&f.case_id),
+        created_at: match &f.created_at {
+            Some(at) => at.into(),
+            None => now_rfc3339_seconds().into(),
+        },
+        file: ActivityFile {
+            filename: &f.name,
+            url: f.link.as_deref().unwrap_or_default(),
+        },
+        id: JsonId(&f.id),
+        user: ActivityUser {
+            avatar_url: text(|w| &w.avatar_url),
+            email: text(|w| &w.email),
+            first_name: text(|w| &w.first_name)
+                .or(text(|w| &w.full_name))
+                .or(text(|w| &w.username)),
+            is_service_account: who.and_then(|w| w.is_service_account).unwrap_or(false),
+            last_name: text(|w| &w.last_name),
+            user_id: who.and_then(|w| w.id.as_deref()).map(JsonId),
+        },
+        value: f.comment.as_deref(),
     }
-    body
 }
 
 /// Reads an activity record (an upload's answer, a file's record, a list entry).
