@@ -505,6 +505,23 @@ async fn token_endpoint(parts: &Parts, mut body: BodyStream, auth: &FrontAuth) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn records_keep_serde_json_s_key_order() {
+        let f = crate::upload::FileView {
+            id: "f1".into(),
+            case_id: "c1".into(),
+            name: "a.tar.gz".into(),
+            size: Some(5),
+            created_at: Some("2026-12-01T00:00:00.000Z".into()),
+            ..Default::default()
+        };
+        let direct = serde_json::to_string(&record(&f)).unwrap();
+        let tree = serde_json::to_value(record(&f)).unwrap();
+        assert_eq!(direct, tree.to_string());
+        assert_eq!(tree["nameWithoutExtension"], "a.tar");
+        assert_eq!(tree["encoding"], "7bit");
+    }
+
     use super::*;
 
     fn auth(route: &str, key: &str) -> FrontAuth {

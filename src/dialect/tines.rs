@@ -555,6 +555,48 @@ impl BodyEncoder for JsonBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn records_keep_serde_json_s_key_order_and_values() {
+        use crate::upload::{FileView, Person};
+        let full = FileView {
+            id: "17".into(),
+            case_id: "0042".into(),
+            name: "a.txt".into(),
+            created_at: Some("2026-12-01T00:00:00Z".into()),
+            link: Some("http://x/files/17".into()),
+            comment: Some("c".into()),
+            block_id: Some(serde_json::json!({"b": 1})),
+            uploader: Some(Person {
+                id: Some("9".into()),
+                full_name: Some("Ada L".into()),
+                email: Some("a@x".into()),
+                is_service_account: Some(true),
+                ..Person::default()
+            }),
+            ..FileView::default()
+        };
+        let bare = FileView {
+            created_at: Some("2026-12-01T00:00:00Z".into()),
+            ..FileView::default()
+        };
+        for f in [full, bare] {
+            let direct = serde_json::to_string(&record(&f)).unwrap();
+            // Through a JSON tree: serde_json's maps sort their keys.
+            let tree = serde_json::to_value(record(&f)).unwrap();
+            assert_eq!(direct, tree.to_string());
+        }
+        let v = serde_json::to_value(record(&FileView {
+            id: "17".into(),
+            case_id: "0042".into(),
+            ..FileView::default()
+        }))
+        .unwrap();
+        assert_eq!(v["id"], 17, "canonical digits are a number");
+        assert_eq!(v["case_id"], "0042", "a leading zero keeps it a string");
+        assert_eq!(v["user"]["user_id"], serde_json::Value::Null);
+        assert!(v.get("block_id").is_none());
+    }
+
     use super::*;
 
     #[test]
