@@ -3,9 +3,10 @@
 //! A front dialect turns its request body into an [`EventStream`]: the fields it finds
 //! ([`Event::Field`]), then the file ([`Event::FileStart`], [`Event::Data`]...,
 //! [`Event::FileEnd`]), then any fields that came after it. Two readers do the work for
-//! all dialects: [`multipart`] (over [`crate::codec::form`]) and [`json`] (over the streaming scanner in
-//! [`crate::codec::json_scan`]). Both enforce the limits: decoded file bytes against
-//! `max_upload_bytes`, raw body bytes, field sizes, and a body idle timeout.
+//! all dialects: [`multipart`] (over casegate's multipart reader, [`crate::codec::form`])
+//! and [`json`] (over the streaming scanner in [`crate::codec::json_scan`]). Both enforce
+//! the limits: decoded file bytes against `max_upload_bytes`, raw body bytes, field sizes,
+//! and a body idle timeout.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -109,8 +110,8 @@ where
 }
 
 /// The most a body yields in one go without returning `Pending`: a consumer that reads
-/// until nothing is ready would otherwise buffer whatever a fast client has
-/// sent, and memory per upload would grow with the client's speed.
+/// until nothing is ready would otherwise buffer whatever a fast client has sent, and
+/// memory per upload would grow with the client's speed.
 const BURST_BYTES: usize = 64 * 1024;
 
 struct BodyReader<B: HttpBody<Data = Bytes> + Send + Unpin + 'static> {
