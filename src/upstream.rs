@@ -75,9 +75,9 @@ pub struct Upstream {
     base: String,
     timeout: Duration,
     auth: UpstreamAuth,
-    /// The credentials' headers, built once; `None` for client credentials, whose token
-    /// is fetched and cached as needed.
-    fixed_auth: Option<Result<Vec<(HeaderName, HeaderValue)>, Error>>,
+    /// The credentials' headers, built once (none for client credentials: their token is
+    /// fetched and cached as needed).
+    fixed_auth: Result<Vec<(HeaderName, HeaderValue)>, Error>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
@@ -270,9 +270,6 @@ impl Upstream {
     }
 
     async fn auth_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-        if let Some(fixed) = &self.fixed_auth {
-            return fixed.clone();
-        }
         match &self.auth {
             UpstreamAuth::ClientCredentials {
                 client_id,
@@ -284,7 +281,7 @@ impl Upstream {
                     sensitive(format!("Bearer {}", token.expose()))?,
                 )])
             }
-            _ => Ok(Vec::new()),
+            _ => self.fixed_auth.clone(),
         }
     }
 
@@ -359,41 +356,36 @@ fn sensitive(v: String) -> Result<HeaderValue, Error> {
     Ok(hv)
 }
 
-/// The headers of credentials that do not change: `None` for client credentials.
-fn fixed_auth(auth: &UpstreamAuth) -> Option<Result<Vec<(HeaderName, HeaderValue)>, Error>> {
-    let headers = || -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-        Ok(match auth {
-            UpstreamAuth::None | UpstreamAuth::ClientCredentials { .. } => vec![],
-            UpstreamAuth::Bearer(t) => {
-                vec![(AUTHORIZATION, sensitive(format!("Bearer {}", t.expose()))?)]
-            }
-            UpstreamAuth::ApiKey(k) => {
-                vec![(AUTHORIZATION, sensitive(format!("ApiKey {}", k.expose()))?)]
-            }
-            UpstreamAuth::Basic { username, password } => {
-                let mut enc = String::new();
-                b64::encode_into(
-                    format!("{username}:{}", password.expose()).as_bytes(),
-                    &mut enc,
-                );
-                vec![(AUTHORIZATION, sensitive(format!("Basic {enc}"))?)]
-            }
-            UpstreamAuth::TouchpointToken { touchpoint, token } => vec![
-                (
-                    HeaderName::from_static("thalamus-touchpoint"),
-                    sensitive(touchpoint.clone())?,
-                ),
-                (
-                    HeaderName::from_static("thalamus-token"),
-                    sensitive(token.expose().to_string())?,
-                ),
-            ],
-        })
-    };
-    match auth {
-        UpstreamAuth::ClientCredentials { .. } => None,
-        _ => Some(headers()),
-    }
+/// The headers of credentials that do not change (none for client credentials, whose
+/// token changes).
+fn fixed_auth(auth: &UpstreamAuth) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    Ok(match auth {
+        UpstreamAuth::None | UpstreamAuth::ClientCredentials { .. } => vec![],
+        UpstreamAuth::Bearer(t) => {
+            vec![(AUTHORIZATION, sensitive(format!("Bearer {}", t.expose()))?)]
+        }
+        UpstreamAuth::ApiKey(k) => {
+            vec![(AUTHORIZATION, sensitive(format!("ApiKey {}", k.expose()))?)]
+        }
+        UpstreamAuth::Basic { username, password } => {
+            let mut enc = String::new();
+            b64::encode_into(
+                format!("{username}:{}", password.expose()).as_bytes(),
+                &mut enc,
+            );
+            vec![(AUTHORIZATION, sensitive(format!("Basic {enc}"))?)]
+        }
+        UpstreamAuth::TouchpointToken { touchpoint, token } => vec![
+            (
+                HeaderName::from_static("thalamus-touchpoint"),
+                sensitive(touchpoint.clone())?,
+            ),
+            (
+                HeaderName::from_static("thalamus-token"),
+                sensitive(token.expose().to_string())?,
+            ),
+        ],
+    })
 }
 
 /// The header carrying the request's id upstream.

@@ -2,9 +2,10 @@
 //! fed the body's chunks as they come, it gives each part's head, then the part's bytes as
 //! they arrive, then the part's end. Delimiters are found by one searcher for `CRLF--`
 //! built once per process (a boundary is new in every request, so a searcher for the
-//! whole delimiter would be built for every body), the file's bytes are handed on without copying wherever a chunk holds no delimiter, and at
-//! most a delimiter's length of a chunk is held back between chunks (in case it starts a
-//! delimiter), so memory stays at about one chunk whatever the part's size.
+//! whole delimiter would be built for every body). The file's bytes are handed on without
+//! a copy wherever a chunk holds no delimiter, and at most a delimiter's length of a chunk
+//! is held back between chunks (in case it starts a delimiter), so memory stays at about
+//! one chunk whatever the part's size.
 //!
 //! What it accepts, as the common server libraries do: a preamble before the first
 //! delimiter (which, as every delimiter, starts a line: the body's start or after a CRLF)
