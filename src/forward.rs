@@ -428,7 +428,7 @@ async fn spool_file(
         tracing::error!(dir = %dir.display(), error = %e, "cannot spool an upload");
         Error::internal("casegate could not spool the upload.")
     };
-    let mut file = SpoolWriter::create(dir).map_err(spool_failed)?;
+    let mut file = SpoolWriter::new(dir);
     let mut in_file = true;
     while let Some(ev) = events.next().await {
         match ev? {

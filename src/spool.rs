@@ -1,5 +1,7 @@
-//! The spool: an unlinked temporary file that holds an upload's bytes until the fields
-//! after them are known, then gives them back in chunks. Reads and writes run on tokio's
+//! The spool: holds an upload's bytes until the fields after them are known, then gives
+//! them back in chunks. Up to one [`CHUNK`] it is the pieces themselves, in memory (a
+//! spooling upload holds a chunk-sized buffer either way); past that it is an unlinked
+//! temporary file. The file's reads and writes run on tokio's
 //! blocking pool one chunk at a time, in buffers casegate owns: the file moves into each
 //! blocking call and comes back with its result, so nothing else holds it. The file has
 //! no name from the start, so it is gone when dropped, however the request ends. Closing
@@ -14,7 +16,7 @@
 
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -45,34 +47,61 @@ fn close_off_runtime(file: std::fs::File) {
     }
 }
 
-/// The spool while it fills.
+/// The spool while it fills. It starts in memory: pieces are kept as they come (no copy)
+/// while they add up to at most [`CHUNK`], the one buffer a spooling upload holds anyway.
+/// Only a file larger than that goes to disk: the temporary file is made then, and what
+/// was held is its first bytes. A screenshot never touches the disk or the blocking pool.
 pub struct SpoolWriter {
-    /// The file and the buffer that gathers pieces until they make a whole [`CHUNK`];
-    /// None only after a failed write (both went with the failed call).
-    held: Option<(std::fs::File, Vec<u8>)>,
+    dir: PathBuf,
+    state: Filling,
     len: u64,
 }
 
+enum Filling {
+    /// Everything so far, at most [`CHUNK`] bytes.
+    Memory(Vec<Bytes>),
+    /// The file and the buffer that gathers pieces until they make a whole [`CHUNK`];
+    /// None only after a failed write (both went with the failed call).
+    Disk(Option<(std::fs::File, Vec<u8>)>),
+}
+
 impl SpoolWriter {
-    /// A new, already unlinked, temporary file in `dir`.
-    pub fn create(dir: &Path) -> io::Result<Self> {
-        Ok(SpoolWriter {
-            held: Some((tempfile::tempfile_in(dir)?, Vec::with_capacity(CHUNK))),
+    /// A new spool; its unlinked temporary file in `dir` is made when the bytes outgrow
+    /// memory.
+    pub fn new(dir: &Path) -> Self {
+        SpoolWriter {
+            dir: dir.to_path_buf(),
+            state: Filling::Memory(Vec::new()),
             len: 0,
-        })
+        }
     }
 
-    fn take(&mut self) -> io::Result<(std::fs::File, Vec<u8>)> {
-        self.held
-            .take()
-            .ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))
-    }
-
-    /// Appends `data`: written at once when it is a whole chunk and nothing is gathered,
-    /// else gathered, and each time the gathered bytes make a chunk, that is written.
+    /// Appends `data`: held in memory while the whole fits in one chunk; on disk, written
+    /// at once when it is a whole chunk and nothing is gathered, else gathered, and each
+    /// time the gathered bytes make a chunk, that is written.
     pub async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        let fits = self.len + data.len() as u64 <= CHUNK as u64;
         self.len += data.len() as u64;
-        let (mut file, mut gathered) = self.take()?;
+        let (mut file, mut gathered) = match &mut self.state {
+            Filling::Memory(pieces) if fits => {
+                if !data.is_empty() {
+                    pieces.push(data);
+                }
+                return Ok(());
+            }
+            Filling::Memory(pieces) => {
+                // Outgrown: the file starts with what was held.
+                let mut gathered = Vec::with_capacity(CHUNK);
+                for p in pieces.drain(..) {
+                    gathered.extend_from_slice(&p);
+                }
+                self.state = Filling::Disk(None);
+                (tempfile::tempfile_in(&self.dir)?, gathered)
+            }
+            Filling::Disk(held) => held
+                .take()
+                .ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))?,
+        };
         if gathered.is_empty() && data.len() >= CHUNK {
             (file, ()) = blocking(file, move |f| f.write_all(&data)).await?;
         } else {
@@ -92,7 +121,7 @@ impl SpoolWriter {
                 .await?;
             }
         }
-        self.held = Some((file, gathered));
+        self.state = Filling::Disk(Some((file, gathered)));
         Ok(())
     }
 
@@ -101,26 +130,48 @@ impl SpoolWriter {
         self.len
     }
 
-    /// Writes what is gathered and rewinds the file for reading.
+    /// Whether the bytes went to disk (more than one chunk of them).
+    pub fn on_disk(&self) -> bool {
+        matches!(self.state, Filling::Disk(_))
+    }
+
+    /// Ends the writing: the pieces held, or the file with what is gathered written and
+    /// rewound for reading.
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
-        let (file, rest) = self.take()?;
+        let len = self.len;
+        let held = match std::mem::replace(&mut self.state, Filling::Disk(None)) {
+            Filling::Memory(pieces) => {
+                return Ok(SpoolReader {
+                    from: Emptying::Memory(pieces.into_iter()),
+                    len,
+                    remaining: len,
+                })
+            }
+            Filling::Disk(held) => held,
+        };
+        let (file, rest) =
+            held.ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))?;
         let (file, _) = blocking(file, move |f| {
             f.write_all(&rest)?;
             f.seek(SeekFrom::Start(0))
         })
         .await?;
         Ok(SpoolReader {
-            file: Some(file),
-            remaining: self.len,
-            len: self.len,
-            pending: None,
+            from: Emptying::Disk {
+                file: Some(file),
+                pending: None,
+            },
+            remaining: len,
+            len,
         })
     }
 }
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        if let Some((file, _)) = self.held.take() {
+        if let Filling::Disk(Some((file, _))) =
+            std::mem::replace(&mut self.state, Filling::Disk(None))
+        {
             close_off_runtime(file);
         }
     }
@@ -128,11 +179,19 @@ impl Drop for SpoolWriter {
 
 /// The spool while it empties: exactly the bytes written, in chunks of up to [`CHUNK`].
 pub struct SpoolReader {
-    /// None while a read is under way (the file is with it).
-    file: Option<std::fs::File>,
+    from: Emptying,
     len: u64,
     remaining: u64,
-    pending: Option<JoinHandle<io::Result<(std::fs::File, Bytes)>>>,
+}
+
+enum Emptying {
+    /// The pieces held, in order.
+    Memory(std::vec::IntoIter<Bytes>),
+    Disk {
+        /// None while a read is under way (the file is with it).
+        file: Option<std::fs::File>,
+        pending: Option<JoinHandle<io::Result<(std::fs::File, Bytes)>>>,
+    },
 }
 
 impl SpoolReader {
@@ -144,22 +203,32 @@ impl SpoolReader {
     /// The next chunk; `None` after the last byte. A file shorter than what was written
     /// is an error, never a short upload.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        let (file_slot, pending) = match &mut self.from {
+            Emptying::Memory(pieces) => {
+                let next = pieces.next();
+                if let Some(p) = &next {
+                    self.remaining -= p.len() as u64;
+                }
+                return Poll::Ready(Ok(next));
+            }
+            Emptying::Disk { file, pending } => (file, pending),
+        };
         loop {
-            if let Some(read) = self.pending.as_mut() {
+            if let Some(read) = pending.as_mut() {
                 let done = match std::pin::Pin::new(read).poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r.map_err(io::Error::other).and_then(|r| r),
                 };
-                self.pending = None;
+                *pending = None;
                 let (file, chunk) = done?;
-                self.file = Some(file);
+                *file_slot = Some(file);
                 self.remaining -= chunk.len() as u64;
                 return Poll::Ready(Ok(Some(chunk)));
             }
             if self.remaining == 0 {
                 return Poll::Ready(Ok(None));
             }
-            let Some(mut file) = self.file.take() else {
+            let Some(mut file) = file_slot.take() else {
                 return Poll::Ready(Err(io::Error::other(
                     "the spool file was lost to an earlier error",
                 )));
@@ -167,7 +236,7 @@ impl SpoolReader {
             let want = self.remaining.min(CHUNK as u64) as usize;
             // Allocated here, filled there (see the module's note).
             let mut buf = Vec::with_capacity(want);
-            self.pending = Some(tokio::task::spawn_blocking(move || {
+            *pending = Some(tokio::task::spawn_blocking(move || {
                 (&mut file).take(want as u64).read_to_end(&mut buf)?;
                 if buf.len() < want {
                     return Err(io::Error::new(
@@ -184,8 +253,10 @@ impl SpoolReader {
 impl Drop for SpoolReader {
     /// A read under way has the file and closes it on the blocking pool when it ends.
     fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            close_off_runtime(file);
+        if let Emptying::Disk { file, .. } = &mut self.from {
+            if let Some(file) = file.take() {
+                close_off_runtime(file);
+            }
         }
     }
 }
@@ -197,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn gives_back_exactly_what_was_written_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SpoolWriter::create(dir.path()).unwrap();
+        let mut w = SpoolWriter::new(dir.path());
         let data: Vec<u8> = (0..(CHUNK * 2 + 1234))
             .map(|i| (i * 7 % 251) as u8)
             .collect();
@@ -222,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn pieces_of_every_size_around_a_chunk_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SpoolWriter::create(dir.path()).unwrap();
+        let mut w = SpoolWriter::new(dir.path());
         let sizes = [
             1,
             CHUNK,
@@ -256,12 +327,15 @@ mod tests {
     #[tokio::test]
     async fn a_file_shorter_than_what_was_written_is_an_error_not_a_short_upload() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SpoolWriter::create(dir.path()).unwrap();
-        w.write(Bytes::from_static(b"0123456789")).await.unwrap();
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::from(vec![7u8; CHUNK + 10])).await.unwrap();
+        assert!(w.on_disk());
         let mut r = w.finish().await.unwrap();
         // As if the file had lost its last ten bytes.
-        r.remaining = 20;
-        r.len = 20;
+        r.remaining += 10;
+        r.len += 10;
+        let first = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap();
+        assert_eq!(first.map(|c| c.len()), Some(CHUNK));
         let err = std::future::poll_fn(|cx| r.poll_chunk(cx))
             .await
             .unwrap_err();
@@ -286,15 +360,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (writer, reader) = rt.block_on(async {
-            let mut w = SpoolWriter::create(dir.path()).unwrap();
-            w.write(Bytes::from_static(b"abc")).await.unwrap();
+            let mut w = SpoolWriter::new(dir.path());
+            w.write(Bytes::from(vec![1u8; CHUNK + 3])).await.unwrap();
             let r = w.finish().await.unwrap();
-            let mut w = SpoolWriter::create(dir.path()).unwrap();
-            w.write(Bytes::from_static(b"def")).await.unwrap();
+            let mut w = SpoolWriter::new(dir.path());
+            w.write(Bytes::from(vec![2u8; CHUNK + 3])).await.unwrap();
             (w, r)
         });
-        let (reader_fd, reader_target) = fd_target(reader.file.as_ref().unwrap());
-        let (writer_fd, writer_target) = fd_target(&writer.held.as_ref().unwrap().0);
+        let Emptying::Disk {
+            file: Some(reader_file),
+            ..
+        } = &reader.from
+        else {
+            panic!("the reader is not on disk");
+        };
+        let Filling::Disk(Some((writer_file, _))) = &writer.state else {
+            panic!("the writer is not on disk");
+        };
+        let (reader_fd, reader_target) = fd_target(reader_file);
+        let (writer_fd, writer_target) = fd_target(writer_file);
         assert!(still_open(reader_fd, &reader_target) || reader_target.is_none());
         // Outside the runtime: closed on the spot.
         drop(reader);
@@ -309,9 +393,49 @@ mod tests {
     #[tokio::test]
     async fn an_empty_spool_ends_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let w = SpoolWriter::create(dir.path()).unwrap();
+        let w = SpoolWriter::new(dir.path());
         let mut r = w.finish().await.unwrap();
         let first = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap();
         assert!(first.is_none());
+    }
+
+    async fn read_all(r: &mut SpoolReader) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_file_of_one_chunk_stays_in_memory_and_a_larger_one_goes_to_disk() {
+        // A directory that does not exist: only a spool that goes to disk notices.
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        let data: Vec<u8> = (0..CHUNK).map(|i| (i * 31 % 256) as u8).collect();
+        let mut w = SpoolWriter::new(&missing);
+        for part in data.chunks(1000) {
+            w.write(Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        assert!(!w.on_disk());
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(r.size(), CHUNK as u64);
+        assert_eq!(read_all(&mut r).await, data);
+
+        // One byte more and the spool needs its file.
+        let mut w = SpoolWriter::new(&missing);
+        w.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        let err = w.write(Bytes::from_static(b"x")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+
+        // In a directory that exists, the bytes held come first in the file.
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::copy_from_slice(&data[..100])).await.unwrap();
+        w.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        assert!(w.on_disk());
+        let mut r = w.finish().await.unwrap();
+        let mut want = data[..100].to_vec();
+        want.extend_from_slice(&data);
+        assert_eq!(read_all(&mut r).await, want);
     }
 }

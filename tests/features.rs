@@ -180,61 +180,64 @@ async fn field_order_forces_spooling_and_spool_files_vanish() {
             },
         )
         .await;
-        let data = random_bytes(300_000, 5);
-        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
-        // file_contents first, then the name and the comment, as tapi would if it sorted keys.
-        let body = format!(
-            r#"{{"file_contents":"{b64}","value":"after the file","filename":"late.pdf","author_email":null}}"#
-        );
-        let case = case_id_for(back);
-        let r = post_json(
-            &h,
-            &format!("{}/api/v2/cases/{case}/files", tines_base(&h)),
-            &body,
-        )
-        .await;
-        assert_eq!(r.status, 200, "{back}: {}", r.text());
-        let f = h.upstream.files().pop().unwrap();
-        assert_eq!(f.sha256, sha256_hex(&data), "{back}");
-        assert_eq!(f.name, "late.pdf", "{back}");
-        match back {
-            Caseiq => assert_eq!(fields(&f)["description"], ["after the file"]),
-            Tines => assert_eq!(fields(&f)["value"], ["after the file"]),
-            _ => assert_eq!(h.upstream.comments()[0].text, "after the file", "{back}"),
-        }
-        // A Kibana client's display name after the file part.
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(data.clone())
-                    .file_name("scan.pdf")
-                    .mime_str("application/pdf")
+        // A file held in memory (at most 64 KiB) and one spooled to disk.
+        for size in [3_000, 300_000] {
+            let data = random_bytes(size, 5);
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
+            // file_contents first, then the name and the comment, as tapi would if it sorted keys.
+            let body = format!(
+                r#"{{"file_contents":"{b64}","value":"after the file","filename":"late.pdf","author_email":null}}"#
+            );
+            let case = case_id_for(back);
+            let r = post_json(
+                &h,
+                &format!("{}/api/v2/cases/{case}/files", tines_base(&h)),
+                &body,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{back}: {}", r.text());
+            let f = h.upstream.files().pop().unwrap();
+            assert_eq!(f.sha256, sha256_hex(&data), "{back}");
+            assert_eq!(f.name, "late.pdf", "{back}");
+            match back {
+                Caseiq => assert_eq!(fields(&f)["description"], ["after the file"]),
+                Tines => assert_eq!(fields(&f)["value"], ["after the file"]),
+                _ => assert_eq!(h.upstream.comments()[0].text, "after the file", "{back}"),
+            }
+            // A Kibana client's display name after the file part.
+            let form = reqwest::multipart::Form::new()
+                .part(
+                    "file",
+                    reqwest::multipart::Part::bytes(data.clone())
+                        .file_name("scan.pdf")
+                        .mime_str("application/pdf")
+                        .unwrap(),
+                )
+                .text("filename", "Scan of the contract.pdf");
+            let r = reply(
+                h.http
+                    .post(format!(
+                        "{}{}/api/cases/{case}/files",
+                        h.base(),
+                        Harness::prefix(Kibana)
+                    ))
+                    .header("kbn-xsrf", "true")
+                    .header("authorization", format!("ApiKey {CLIENT_TOKEN}"))
+                    .multipart(form)
+                    .send()
+                    .await
                     .unwrap(),
             )
-            .text("filename", "Scan of the contract.pdf");
-        let r = reply(
-            h.http
-                .post(format!(
-                    "{}{}/api/cases/{case}/files",
-                    h.base(),
-                    Harness::prefix(Kibana)
-                ))
-                .header("kbn-xsrf", "true")
-                .header("authorization", format!("ApiKey {CLIENT_TOKEN}"))
-                .multipart(form)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{back}: {}", r.text());
-        let f = h.upstream.files().pop().unwrap();
-        assert_eq!(f.sha256, sha256_hex(&data), "{back}");
-        if back == Kibana {
-            assert_eq!(f.name, "Scan of the contract.pdf");
-            assert_eq!(fields(&f)["filename"], ["Scan of the contract"]);
-        } else {
-            assert_eq!(f.name, "scan.pdf", "{back}");
+            .await;
+            assert_eq!(r.status, 200, "{back}: {}", r.text());
+            let f = h.upstream.files().pop().unwrap();
+            assert_eq!(f.sha256, sha256_hex(&data), "{back}");
+            if back == Kibana {
+                assert_eq!(f.name, "Scan of the contract.pdf");
+                assert_eq!(fields(&f)["filename"], ["Scan of the contract"]);
+            } else {
+                assert_eq!(f.name, "scan.pdf", "{back}");
+            }
         }
         h.stop().await;
     }
