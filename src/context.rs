@@ -39,7 +39,8 @@ pub struct Info {
     pub spooled: bool,
     /// Fields named in `Casegate-Dropped`.
     pub dropped: Vec<&'static str>,
-    /// Held while the request is in flight (a metrics gauge guard).
+    /// Held while the request is in flight (the metrics gauge's guard and the ledger's
+    /// load count).
     pub in_flight: Option<Box<dyn std::any::Any + Send>>,
 }
 

@@ -39,7 +39,7 @@ use crate::emulator::{self, Emulator};
 use crate::error::{Body, Error};
 use crate::forward::{self, Settings};
 use crate::inbound::{body_stream, Limits};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Load, Serving};
 use crate::metrics::Metrics;
 use crate::router::{RouteRuntime, Router, Target};
 use crate::secret::Secret;
@@ -72,6 +72,8 @@ pub struct Table {
 pub struct Gateway {
     table: ArcSwap<Table>,
     ledger: Ledger,
+    /// How many routed requests are being served (the ledger reads it).
+    load: Load,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     /// casegate's own TLS config, when it serves HTTPS (swapped on reload).
@@ -82,7 +84,8 @@ impl Gateway {
     /// Builds the routes (upstream clients, and an in-process emulator for each
     /// `url = "embedded"`) and opens the ledger.
     pub async fn build(cfg: &Config) -> Result<Gateway, String> {
-        let ledger = Ledger::open(&cfg.ledger)
+        let load = Load::default();
+        let ledger = Ledger::open_with_load(&cfg.ledger, Some(load.clone()))
             .await
             .map_err(|e| format!("ledger {}: {e}", cfg.ledger.describe()))?;
         let metrics = Metrics::new();
@@ -98,6 +101,7 @@ impl Gateway {
         Ok(Gateway {
             table: ArcSwap::from_pointee(table),
             ledger,
+            load,
             metrics,
             draining: AtomicBool::new(false),
             tls: ArcSwapOption::new(tls),
@@ -111,6 +115,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// Counts a routed request as being served until the guard drops.
+    pub fn serving(&self) -> Serving {
+        self.load.enter()
     }
 
     /// The ledger (tests and the `ledger` command read it).

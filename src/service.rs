@@ -386,7 +386,10 @@ where
             i.front = rt.front.id().name();
             i.back = rt.back.id().name();
             i.operation = target.operation();
-            i.in_flight = Some(Box::new(self.gateway.metrics().in_flight(&rt.name)));
+            i.in_flight = Some(Box::new((
+                self.gateway.metrics().in_flight(&rt.name),
+                self.gateway.serving(),
+            )));
         }
         req.extensions_mut().insert(target);
         req.extensions_mut().insert(table);

@@ -1,5 +1,7 @@
 //! The behaviour every [`Store`] must have, written once and run against both stores:
-//! SQLite (a file in a temporary folder) and PostgreSQL (a fresh database on the server
+//! SQLite (a file in a temporary folder; and again with every command run on the caller's
+//! thread, as for a lone request, so the stores racing there meet each other's write
+//! locks on that path) and PostgreSQL (a fresh database on the server
 //! [`PgServer::for_test`] starts). Each test gets a [`Db`] on which it may open as many
 //! stores as it likes: two stores on one `Db` are two processes, or two replicas, sharing
 //! one database.
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::pg_test::PgServer;
-use super::{IdForm, Ledger, LedgerUrl, Row, Store};
+use super::{IdForm, Ledger, LedgerUrl, Load, Row, Store};
 use crate::secret::Secret;
 
 /// One database of the store under test.
@@ -17,6 +19,8 @@ pub(crate) enum Db {
     Sqlite {
         _dir: tempfile::TempDir,
         path: PathBuf,
+        /// Every command on the caller's thread (a load that is always alone).
+        inline: bool,
     },
     Postgres {
         _server: Arc<PgServer>,
@@ -29,7 +33,35 @@ impl Db {
     pub(crate) fn sqlite() -> Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite3");
-        Db::Sqlite { _dir: dir, path }
+        Db::Sqlite {
+            _dir: dir,
+            path,
+            inline: false,
+        }
+    }
+
+    /// [`Db::sqlite`], its stores running every command they can on the caller's thread.
+    pub(crate) fn sqlite_inline() -> Db {
+        match Db::sqlite() {
+            Db::Sqlite { _dir, path, .. } => Db::Sqlite {
+                _dir,
+                path,
+                inline: true,
+            },
+            other => other,
+        }
+    }
+
+    /// The load its stores are told of: always alone for an inline SQLite.
+    fn load(&self) -> Option<Load> {
+        matches!(self, Db::Sqlite { inline: true, .. }).then(Load::default)
+    }
+
+    /// A new ledger on this database.
+    pub(crate) async fn ledger(&self) -> Ledger {
+        Ledger::open_with_load(&self.url(), self.load())
+            .await
+            .unwrap()
     }
 
     /// A new empty database on the shared server; None when PostgreSQL cannot be started
@@ -54,7 +86,11 @@ impl Db {
     pub(crate) async fn open(&self) -> Arc<dyn Store> {
         match self {
             Db::Sqlite { path, .. } => {
-                Arc::new(super::sqlite::SqliteStore::open(path).await.unwrap())
+                let store = super::sqlite::SqliteStore::open(path).await.unwrap();
+                Arc::new(match self.load() {
+                    Some(load) => store.inline_when_alone(load),
+                    None => store,
+                })
             }
             Db::Postgres { url, .. } => Arc::new(
                 super::postgres::PostgresStore::open(&Secret::new(url.clone()))
@@ -73,6 +109,14 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Db::sqlite()).await;
+                }
+            )+
+        }
+        mod on_sqlite_inline {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::sqlite_inline()).await;
                 }
             )+
         }
@@ -492,9 +536,8 @@ async fn concurrent_records_all_commit(db: Db) {
 }
 
 async fn ledger_reserves_are_distinct_across_two_ledgers(db: Db) {
-    let url = db.url();
-    let one = Ledger::open(&url).await.unwrap();
-    let two = Ledger::open(&url).await.unwrap();
+    let one = db.ledger().await;
+    let two = db.ledger().await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let ledger = if i % 3 == 0 { one.clone() } else { two.clone() };
@@ -507,7 +550,7 @@ async fn ledger_reserves_are_distinct_across_two_ledgers(db: Db) {
         assert!(ids.insert(id), "{id} handed out twice");
     }
     // A restart (a third opener) starts after every block handed out so far.
-    let three = Ledger::open(&url).await.unwrap();
+    let three = db.ledger().await;
     let next: u64 = three
         .reserve("r", IdForm::Integer)
         .await
@@ -518,7 +561,7 @@ async fn ledger_reserves_are_distinct_across_two_ledgers(db: Db) {
 }
 
 async fn ledger_reads_and_writes_pass_through(db: Db) {
-    let ledger = Ledger::open(&db.url()).await.unwrap();
+    let ledger = db.ledger().await;
     let front_case = |r: Row| Row {
         front_case: Some("c".into()),
         ..r

@@ -270,14 +270,56 @@ struct Queued {
     since: Instant,
 }
 
+/// How many requests the process is serving now. The SQLite store reads it to choose
+/// between group commit on its own thread (requests to group) and running a lone
+/// request's command on that request's thread (nothing to group it with, so the two
+/// thread hand-offs would be pure latency).
+#[derive(Clone, Debug, Default)]
+pub struct Load(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One request counted in a [`Load`]; dropping it uncounts it.
+#[derive(Debug)]
+#[must_use = "the request stops being counted when this guard drops"]
+pub struct Serving(Load);
+
+impl Load {
+    /// Counts one request until the guard drops.
+    pub fn enter(&self) -> Serving {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Serving(self.clone())
+    }
+
+    /// Whether at most one request is being served.
+    pub fn alone(&self) -> bool {
+        self.0.load(Ordering::Relaxed) <= 1
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Ledger {
     /// Opens (creates and migrates) the store at `url`; spawns its background tasks
     /// (needs a tokio runtime). Err: a message naming the place and the reason (never a
     /// PostgreSQL password).
     pub async fn open(url: &LedgerUrl) -> Result<Ledger, String> {
+        Ledger::open_with_load(url, None).await
+    }
+
+    /// [`Ledger::open`], told how many requests the process is serving: a SQLite store
+    /// then runs a lone request's command on that request's own thread (see
+    /// [`sqlite::SqliteStore::inline_when_alone`]).
+    pub async fn open_with_load(url: &LedgerUrl, load: Option<Load>) -> Result<Ledger, String> {
+        let sqlite = |s: sqlite::SqliteStore| match &load {
+            Some(load) => s.inline_when_alone(load.clone()),
+            None => s,
+        };
         let store: Arc<dyn Store> = match url {
-            LedgerUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
-            LedgerUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_memory().await?),
+            LedgerUrl::Sqlite(path) => Arc::new(sqlite(sqlite::SqliteStore::open(path).await?)),
+            LedgerUrl::SqliteMemory => Arc::new(sqlite(sqlite::SqliteStore::open_memory().await?)),
             LedgerUrl::Postgres(url) => Arc::new(postgres::PostgresStore::open(url).await?),
         };
         Ok(Ledger::with_store(store))
