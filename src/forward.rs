@@ -250,6 +250,12 @@ where
         }
         Answer::Failed(e) => return Err(e),
     };
+    // The back's own case goes back only to a client of the same dialect; dropped now, it
+    // is not read again from the comment call's answer either.
+    let same = front.id() == back.id();
+    if !same {
+        result.case = None;
+    }
     let mut dropped = names(front, meta.present().intersect(droppable));
     let mut comment_stored = result.comment_stored;
     if let Some(comment) = meta.comment.as_deref() {
@@ -316,11 +322,10 @@ where
     } else {
         Vec::new()
     };
-    let same = front.id() == back.id();
     let outcome = Outcome {
         file,
         case_files,
-        case: result.case.take().filter(|_| same),
+        case: result.case.take(),
     };
     let mut resp = front.render_upload(&outcome);
     if !dropped.is_empty() {

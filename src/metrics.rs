@@ -310,7 +310,8 @@ impl Metrics {
         InFlight { gauge }
     }
 
-    /// Counts one upload spooled to disk (`casegate_spooled_total{route}`).
+    /// Counts one upload held back for its late fields, in memory or on disk
+    /// (`casegate_spooled_total{route}`).
     pub fn spooled(&self, route: &Arc<str>) {
         self.spooled
             .get_or_create(&RouteOnly {

@@ -156,7 +156,7 @@ pub fn view(
         md5: a.md5.clone().or_else(|| from_row(|r| r.md5.clone())),
         sha256: a.sha256.clone().or_else(|| from_row(|r| r.sha256.clone())),
         owner: "cases".into(),
-        raw: a.raw.clone().filter(|_| same),
+        raw: a.raw.as_ref().filter(|_| same).cloned(),
         name,
         content_type,
     }

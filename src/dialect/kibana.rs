@@ -352,8 +352,11 @@ impl Dialect for Kibana {
     }
 
     fn read_comment_answer(&self, body: &[u8], result: &mut UploadResult) -> bool {
-        if let Ok(case @ Value::Object(_)) = serde_json::from_slice::<Value>(body) {
-            result.case = Some(case);
+        // The case after the comment, for a Kibana client (the only one shown the case).
+        if result.case.is_some() {
+            if let Ok(case @ Value::Object(_)) = serde_json::from_slice::<Value>(body) {
+                result.case = Some(case);
+            }
         }
         true
     }

@@ -519,8 +519,9 @@ pub trait Dialect: Send + Sync + 'static {
         None
     }
 
-    /// Reads the second call's 2xx answer into the result (Kibana returns the case);
-    /// false when the answer says the comment was not stored after all.
+    /// Reads the second call's 2xx answer into the result (Kibana returns the case, read
+    /// only when the result still holds one: the client is of the same dialect); false
+    /// when the answer says the comment was not stored after all.
     fn read_comment_answer(&self, _body: &[u8], _result: &mut UploadResult) -> bool {
         true
     }
