@@ -274,8 +274,8 @@ where
 
     // The ledger keeps the file under the front id the client will see.
     let content_type = meta.content_type();
-    let mut a = result.attachment.clone();
-    a.uploader = a.uploader.or_else(|| result.uploader.clone());
+    let mut a = std::mem::take(&mut result.attachment);
+    a.uploader = a.uploader.or_else(|| result.uploader.take());
     a.size = a.size.or(Some(size));
     a.name = a.name.or_else(|| meta.file_name.clone());
     a.content_type = a.content_type.or(Some(content_type));
