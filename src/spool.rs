@@ -47,8 +47,10 @@ fn close_off_runtime(file: std::fs::File) {
     }
 }
 
-/// The spool while it fills. It starts in memory: pieces are kept as they come (no copy)
-/// while they add up to at most [`CHUNK`], the one buffer a spooling upload holds anyway.
+/// The spool while it fills. It starts in memory: the bytes are gathered in one buffer
+/// while they add up to at most [`CHUNK`], the one buffer a spooling upload holds anyway
+/// (one buffer, not the pieces as they came: a client trickling its body a byte at a time
+/// would otherwise make tens of thousands of them).
 /// Only a file larger than that goes to disk: the temporary file is made then, and what
 /// was held is its first bytes. A screenshot never touches the disk or the blocking pool.
 pub struct SpoolWriter {
@@ -58,8 +60,8 @@ pub struct SpoolWriter {
 }
 
 enum Filling {
-    /// Everything so far, at most [`CHUNK`] bytes.
-    Memory(Vec<Bytes>),
+    /// Everything so far, at most [`CHUNK`] bytes (and as much capacity).
+    Memory(Vec<u8>),
     /// The file and the buffer that gathers pieces until they make a whole [`CHUNK`];
     /// None only after a failed write (both went with the failed call).
     Disk(Option<(std::fs::File, Vec<u8>)>),
@@ -83,18 +85,19 @@ impl SpoolWriter {
         let fits = self.len + data.len() as u64 <= CHUNK as u64;
         self.len += data.len() as u64;
         let (mut file, mut gathered) = match &mut self.state {
-            Filling::Memory(pieces) if fits => {
-                if !data.is_empty() {
-                    pieces.push(data);
+            Filling::Memory(held) if fits => {
+                let want = held.len() + data.len();
+                if held.capacity() < want {
+                    // Doubling, but never past one chunk.
+                    held.reserve_exact((want * 2).clamp(4096, CHUNK) - held.len());
                 }
+                held.extend_from_slice(&data);
                 return Ok(());
             }
-            Filling::Memory(pieces) => {
-                // Outgrown: the file starts with what was held.
-                let mut gathered = Vec::with_capacity(CHUNK);
-                for p in pieces.drain(..) {
-                    gathered.extend_from_slice(&p);
-                }
+            Filling::Memory(held) => {
+                // Outgrown: the file starts with what was held, in a whole chunk's buffer.
+                let mut gathered = std::mem::take(held);
+                gathered.reserve_exact(CHUNK - gathered.len());
                 self.state = Filling::Disk(None);
                 (tempfile::tempfile_in(&self.dir)?, gathered)
             }
@@ -140,9 +143,9 @@ impl SpoolWriter {
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
         let len = self.len;
         let held = match std::mem::replace(&mut self.state, Filling::Disk(None)) {
-            Filling::Memory(pieces) => {
+            Filling::Memory(held) => {
                 return Ok(SpoolReader {
-                    from: Emptying::Memory(pieces.into_iter()),
+                    from: Emptying::Memory(Some(Bytes::from(held)).filter(|b| !b.is_empty())),
                     len,
                     remaining: len,
                 })
@@ -185,8 +188,8 @@ pub struct SpoolReader {
 }
 
 enum Emptying {
-    /// The pieces held, in order.
-    Memory(std::vec::IntoIter<Bytes>),
+    /// The bytes held, until handed out.
+    Memory(Option<Bytes>),
     Disk {
         /// None while a read is under way (the file is with it).
         file: Option<std::fs::File>,
@@ -204,8 +207,8 @@ impl SpoolReader {
     /// is an error, never a short upload.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         let (file_slot, pending) = match &mut self.from {
-            Emptying::Memory(pieces) => {
-                let next = pieces.next();
+            Emptying::Memory(held) => {
+                let next = held.take();
                 if let Some(p) = &next {
                     self.remaining -= p.len() as u64;
                 }
@@ -420,6 +423,17 @@ mod tests {
         assert!(!w.on_disk());
         let mut r = w.finish().await.unwrap();
         assert_eq!(r.size(), CHUNK as u64);
+        assert_eq!(read_all(&mut r).await, data);
+
+        // A byte at a time: one buffer, never more than a chunk of it.
+        let mut w = SpoolWriter::new(&missing);
+        for b in &data {
+            w.write(Bytes::copy_from_slice(std::slice::from_ref(b)))
+                .await
+                .unwrap();
+            assert!(matches!(&w.state, Filling::Memory(v) if v.capacity() <= CHUNK));
+        }
+        let mut r = w.finish().await.unwrap();
         assert_eq!(read_all(&mut r).await, data);
 
         // One byte more and the spool needs its file.
