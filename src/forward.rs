@@ -210,15 +210,17 @@ where
             progress,
         )
         .await;
-    let resp = match sent {
+    let mut resp = match sent {
         // A failure of the body itself (the client's side) was recorded before hyper saw it.
         Err(e) => return Err(shared.error().unwrap_or_else(|| send_error(rt, e))),
         Ok(resp) => resp,
     };
     let status = resp.status();
     if status.is_success() && !shared.is_done() {
-        // Answered before the body was all sent: the rest still goes; wait for it.
-        shared.wait_done(rt.upstream.timeout()).await;
+        // Answered before the body was all sent: the rest still goes (the connection
+        // driven here); wait for it.
+        let limit = rt.upstream.timeout();
+        resp.body_mut().drive_while(shared.wait_done(limit)).await;
     }
     if let Some(e) = shared.error() {
         tracing::warn!(route = %rt.cfg.name, status = status.as_u16(), "the upstream answered an upload whose body failed");

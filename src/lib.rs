@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod ledger;
 pub mod metrics;
 pub mod passthrough;
+pub mod pool;
 pub mod read;
 pub mod router;
 pub mod secret;

@@ -17,13 +17,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::pool::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::codec::disposition;
 use crate::dialect::{respond, upstream_error, BackCtx, Call, Op, Request};
@@ -874,7 +874,7 @@ async fn comments(
 /// polled when the client takes more).
 pub struct DownloadBody {
     prefix: Option<Bytes>,
-    inner: Incoming,
+    inner: UpstreamBody,
     timeout: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -886,7 +886,7 @@ pub struct Silent;
 
 impl DownloadBody {
     /// Relays `inner`, failing when it stays silent for `timeout`.
-    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub fn new(inner: UpstreamBody, timeout: Duration) -> Self {
         DownloadBody {
             prefix: None,
             inner,

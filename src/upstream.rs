@@ -1,5 +1,5 @@
-//! The upstream side: one pooled hyper-util client per route over http and https (rustls
-//! with the webpki roots plus the route's `ca_file`), the route's credentials in the back
+//! The upstream side: one pool of HTTP/1 connections per route ([`crate::pool`]) over
+//! http and https (rustls with the webpki roots plus the route's `ca_file`), the route's credentials in the back
 //! dialect's way, a cached OAuth2 token where the upstream wants one, and timeouts that
 //! measure silence rather than total time, so a large upload is never cut for being
 //! large.
@@ -12,17 +12,14 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::codec::b64;
 use crate::config::{self, UpstreamAuth};
 use crate::dialect::Call;
 use crate::error::{full, Body, Error};
+use crate::pool::{Pool, PoolError, PoolService, UpstreamBody};
 
 /// What the client queues per upstream connection before the socket takes it (hyper's
 /// default is ~400 KiB; a small queue keeps memory per upload small).
@@ -60,8 +57,6 @@ impl Progress {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
 struct CachedToken {
     value: Secret,
     renew_at: Instant,
@@ -71,7 +66,7 @@ use crate::secret::Secret;
 
 /// A route's upstream.
 pub struct Upstream {
-    client: HttpClient,
+    pool: Arc<Pool>,
     base: String,
     timeout: Duration,
     auth: UpstreamAuth,
@@ -128,15 +123,8 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Without a timer the pool never closes idle connections.
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .http1_max_buf_size(UPSTREAM_BUF_BYTES)
-            .build(https);
         Ok(Upstream {
-            client,
+            pool: Pool::new(https, UPSTREAM_BUF_BYTES),
             base: base.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,
             auth: cfg.auth.clone(),
@@ -164,7 +152,7 @@ impl Upstream {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Body,
         progress: Arc<Progress>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let uri = format!("{}{}", self.base, path);
         let mut req = Request::builder().method(method).uri(&uri);
         for (k, v) in headers {
@@ -184,7 +172,7 @@ impl Upstream {
         req.extensions_mut().insert(progress);
         let started = Instant::now();
         let mut svc = SilenceTimeout {
-            inner: self.client.clone(),
+            inner: PoolService(self.pool.clone()),
             timeout: self.timeout,
         };
         let answered = tower::Service::call(&mut svc, req).await;
@@ -206,7 +194,7 @@ impl Upstream {
         &self,
         call: &Call,
         extra: Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let body = match &call.body {
             Some(v) => full(serde_json::to_vec(v).unwrap_or_default()),
             None => full(Bytes::new()),
@@ -231,7 +219,7 @@ impl Upstream {
     }
 
     /// Reads an answer's body: at most [`MAX_ANSWER_BYTES`], within the timeout.
-    pub async fn read_answer(&self, resp: Response<Incoming>) -> AnswerBody {
+    pub async fn read_answer(&self, resp: Response<UpstreamBody>) -> AnswerBody {
         let mut body = resp.into_body();
         let mut buf = BytesMut::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -307,7 +295,7 @@ impl Upstream {
         let req = req
             .body(full(bytes))
             .map_err(|_| Error::internal("The token request could not be built."))?;
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let resp = match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
             Err(_) => return Err(Error::upstream_timeout()),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "token endpoint unreachable");
@@ -456,7 +444,7 @@ pub enum SendError {
     /// No credentials (token endpoint down or refusing).
     Auth(Error),
     /// Connection refused or reset, TLS refused, body aborted.
-    Http(hyper_util::client::legacy::Error),
+    Http(PoolError),
     /// Silent for longer than the timeout.
     Timeout,
 }
