@@ -10,7 +10,8 @@
 //!
 //! Every buffer is allocated on the calling (runtime) thread and has the same size, one
 //! [`CHUNK`]: the writer fills one buffer and keeps reusing it, the reader hands out one
-//! fresh chunk per read. Blocking-pool threads come and go; memory they allocated would
+//! fresh chunk per read and reads the next one ahead while that one goes out (two chunks
+//! at most). Blocking-pool threads come and go; memory they allocated would
 //! sit in their allocator arenas (a soak run showed glibc's resident memory creeping up
 //! on the spool path while the live heap stayed flat).
 
@@ -50,21 +51,32 @@ fn close_off_runtime(file: std::fs::File) {
 /// The spool while it fills. It starts in memory: the bytes are gathered in one buffer
 /// while they add up to at most [`CHUNK`], the one buffer a spooling upload holds anyway
 /// (one buffer, not the pieces as they came: a client trickling its body a byte at a time
-/// would otherwise make tens of thousands of them).
-/// Only a file larger than that goes to disk: the temporary file is made then, and what
-/// was held is its first bytes. A screenshot never touches the disk or the blocking pool.
+/// would otherwise make tens of thousands of them). Only a file larger than that goes to
+/// disk: the temporary file is made then, and what was held is its first bytes. A
+/// screenshot never touches the disk or the blocking pool. On disk, each whole chunk is
+/// written on the blocking pool while the next one gathers (one write under way at most,
+/// waited for before the next starts), so the client's bytes keep coming meanwhile.
 pub struct SpoolWriter {
     dir: PathBuf,
     state: Filling,
     len: u64,
 }
 
+/// A write under way: gives back the file and the buffer it wrote (None for bytes
+/// written as they came).
+type Writing = JoinHandle<io::Result<(std::fs::File, Option<Vec<u8>>)>>;
+
 enum Filling {
     /// Everything so far, at most [`CHUNK`] bytes (and as much capacity).
     Memory(Vec<u8>),
-    /// The file and the buffer that gathers pieces until they make a whole [`CHUNK`];
-    /// None only after a failed write (both went with the failed call).
-    Disk(Option<(std::fs::File, Vec<u8>)>),
+    Disk {
+        /// The file, unless a write has it.
+        file: Option<std::fs::File>,
+        /// The write under way.
+        writing: Option<Writing>,
+        /// Bytes gathered until they make a whole [`CHUNK`].
+        gathered: Vec<u8>,
+    },
 }
 
 impl SpoolWriter {
@@ -78,14 +90,15 @@ impl SpoolWriter {
         }
     }
 
-    /// Appends `data`: held in memory while the whole fits in one chunk; on disk, written
-    /// at once when it is a whole chunk and nothing is gathered, else gathered, and each
-    /// time the gathered bytes make a chunk, that is written.
+    /// Appends `data`: held in memory while the whole fits in one chunk; on disk,
+    /// gathered, and each time the gathered bytes make a chunk, that chunk starts being
+    /// written (a piece that is a whole chunk by itself, with nothing gathered, is
+    /// written as it is).
     pub async fn write(&mut self, data: Bytes) -> io::Result<()> {
         let fits = self.len + data.len() as u64 <= CHUNK as u64;
         self.len += data.len() as u64;
-        let (mut file, mut gathered) = match &mut self.state {
-            Filling::Memory(held) if fits => {
+        if let Filling::Memory(held) = &mut self.state {
+            if fits {
                 let want = held.len() + data.len();
                 if held.capacity() < want {
                     // Doubling, but never past one chunk.
@@ -94,37 +107,50 @@ impl SpoolWriter {
                 held.extend_from_slice(&data);
                 return Ok(());
             }
-            Filling::Memory(held) => {
-                // Outgrown: the file starts with what was held, in a whole chunk's buffer.
-                let mut gathered = std::mem::take(held);
-                gathered.reserve_exact(CHUNK - gathered.len());
-                self.state = Filling::Disk(None);
-                (tempfile::tempfile_in(&self.dir)?, gathered)
-            }
-            Filling::Disk(held) => held
-                .take()
-                .ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))?,
-        };
-        if gathered.is_empty() && data.len() >= CHUNK {
-            (file, ()) = blocking(file, move |f| f.write_all(&data)).await?;
-        } else {
-            let mut rest = &data[..];
-            loop {
-                let n = (CHUNK - gathered.len()).min(rest.len());
-                gathered.extend_from_slice(&rest[..n]);
-                rest = &rest[n..];
-                if gathered.len() < CHUNK {
-                    break;
-                }
-                (file, gathered) = blocking(file, move |f| {
-                    f.write_all(&gathered)?;
-                    gathered.clear();
-                    Ok(gathered)
-                })
-                .await?;
-            }
+            // Outgrown: the file starts with what was held, in a whole chunk's buffer.
+            let mut gathered = std::mem::take(held);
+            gathered.reserve_exact(CHUNK - gathered.len());
+            let file = tempfile::tempfile_in(&self.dir)?;
+            self.state = Filling::Disk {
+                file: Some(file),
+                writing: None,
+                gathered,
+            };
         }
-        self.state = Filling::Disk(Some((file, gathered)));
+        let Filling::Disk {
+            file,
+            writing,
+            gathered,
+        } = &mut self.state
+        else {
+            return Err(io::Error::other("the spool is not on disk"));
+        };
+        let mut rest = data;
+        while !rest.is_empty() {
+            if gathered.is_empty() && rest.len() >= CHUNK {
+                let whole = rest.split_to(CHUNK);
+                let f = settle(file, writing).await?;
+                *writing = Some(tokio::task::spawn_blocking(move || {
+                    let mut f = f;
+                    f.write_all(&whole)?;
+                    Ok((f, None))
+                }));
+                continue;
+            }
+            let n = (CHUNK - gathered.len()).min(rest.len());
+            gathered.extend_from_slice(&rest.split_to(n));
+            if gathered.len() < CHUNK {
+                break;
+            }
+            let (f, spare) = settle_with_buffer(file, writing).await?;
+            let full = std::mem::replace(gathered, spare);
+            *writing = Some(tokio::task::spawn_blocking(move || {
+                let (mut f, mut full) = (f, full);
+                f.write_all(&full)?;
+                full.clear();
+                Ok((f, Some(full)))
+            }));
+        }
         Ok(())
     }
 
@@ -135,25 +161,28 @@ impl SpoolWriter {
 
     /// Whether the bytes went to disk (more than one chunk of them).
     pub fn on_disk(&self) -> bool {
-        matches!(self.state, Filling::Disk(_))
+        matches!(self.state, Filling::Disk { .. })
     }
 
-    /// Ends the writing: the pieces held, or the file with what is gathered written and
-    /// rewound for reading.
+    /// Ends the writing: the bytes held, or the file with everything written and rewound
+    /// for reading.
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
         let len = self.len;
-        let held = match std::mem::replace(&mut self.state, Filling::Disk(None)) {
+        let (file, rest) = match &mut self.state {
             Filling::Memory(held) => {
+                let held = std::mem::take(held);
                 return Ok(SpoolReader {
                     from: Emptying::Memory(Some(Bytes::from(held)).filter(|b| !b.is_empty())),
                     len,
                     remaining: len,
-                })
+                });
             }
-            Filling::Disk(held) => held,
+            Filling::Disk {
+                file,
+                writing,
+                gathered,
+            } => (settle(file, writing).await?, std::mem::take(gathered)),
         };
-        let (file, rest) =
-            held.ok_or_else(|| io::Error::other("the spool file was lost to an earlier error"))?;
         let (file, _) = blocking(file, move |f| {
             f.write_all(&rest)?;
             f.seek(SeekFrom::Start(0))
@@ -170,10 +199,38 @@ impl SpoolWriter {
     }
 }
 
+/// The file back from the write under way (waiting for it), or as it was.
+async fn settle(
+    file: &mut Option<std::fs::File>,
+    writing: &mut Option<Writing>,
+) -> io::Result<std::fs::File> {
+    Ok(settle_with_buffer(file, writing).await?.0)
+}
+
+/// [`settle`], with an empty chunk-sized buffer: the one the write under way wrote, or a
+/// new one.
+async fn settle_with_buffer(
+    file: &mut Option<std::fs::File>,
+    writing: &mut Option<Writing>,
+) -> io::Result<(std::fs::File, Vec<u8>)> {
+    let (f, buf) = match (file.take(), writing.take()) {
+        (Some(f), _) => (f, None),
+        (None, Some(w)) => w.await.map_err(io::Error::other)??,
+        (None, None) => {
+            return Err(io::Error::other(
+                "the spool file was lost to an earlier error",
+            ))
+        }
+    };
+    Ok((f, buf.unwrap_or_else(|| Vec::with_capacity(CHUNK))))
+}
+
 impl Drop for SpoolWriter {
+    /// A write under way has the file and closes it on the blocking pool when it ends.
     fn drop(&mut self) {
-        if let Filling::Disk(Some((file, _))) =
-            std::mem::replace(&mut self.state, Filling::Disk(None))
+        if let Filling::Disk {
+            file: Some(file), ..
+        } = std::mem::replace(&mut self.state, Filling::Memory(Vec::new()))
         {
             close_off_runtime(file);
         }
@@ -224,33 +281,46 @@ impl SpoolReader {
                 };
                 *pending = None;
                 let (file, chunk) = done?;
-                *file_slot = Some(file);
                 self.remaining -= chunk.len() as u64;
+                // Read ahead: the next chunk is read while this one goes out.
+                if self.remaining > 0 {
+                    *pending = Some(read_chunk(file, self.remaining));
+                } else {
+                    *file_slot = Some(file);
+                }
                 return Poll::Ready(Ok(Some(chunk)));
             }
             if self.remaining == 0 {
                 return Poll::Ready(Ok(None));
             }
-            let Some(mut file) = file_slot.take() else {
+            let Some(file) = file_slot.take() else {
                 return Poll::Ready(Err(io::Error::other(
                     "the spool file was lost to an earlier error",
                 )));
             };
-            let want = self.remaining.min(CHUNK as u64) as usize;
-            // Allocated here, filled there (see the module's note).
-            let mut buf = Vec::with_capacity(want);
-            *pending = Some(tokio::task::spawn_blocking(move || {
-                (&mut file).take(want as u64).read_to_end(&mut buf)?;
-                if buf.len() < want {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the spool file is shorter than what was written to it",
-                    ));
-                }
-                Ok((file, Bytes::from(buf)))
-            }));
+            *pending = Some(read_chunk(file, self.remaining));
         }
     }
+}
+
+/// Reads the next chunk (at most [`CHUNK`] of the `remaining` bytes) on the blocking pool.
+fn read_chunk(
+    mut file: std::fs::File,
+    remaining: u64,
+) -> JoinHandle<io::Result<(std::fs::File, Bytes)>> {
+    let want = remaining.min(CHUNK as u64) as usize;
+    // Allocated here, filled there (see the module's note).
+    let mut buf = Vec::with_capacity(want);
+    tokio::task::spawn_blocking(move || {
+        (&mut file).take(want as u64).read_to_end(&mut buf)?;
+        if buf.len() < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the spool file is shorter than what was written to it",
+            ));
+        }
+        Ok((file, Bytes::from(buf)))
+    })
 }
 
 impl Drop for SpoolReader {
@@ -368,6 +438,11 @@ mod tests {
             let r = w.finish().await.unwrap();
             let mut w = SpoolWriter::new(dir.path());
             w.write(Bytes::from(vec![2u8; CHUNK + 3])).await.unwrap();
+            // The file back from its write, as between two chunks.
+            if let Filling::Disk { file, writing, .. } = &mut w.state {
+                let f = settle(file, writing).await.unwrap();
+                *file = Some(f);
+            }
             (w, r)
         });
         let Emptying::Disk {
@@ -377,8 +452,12 @@ mod tests {
         else {
             panic!("the reader is not on disk");
         };
-        let Filling::Disk(Some((writer_file, _))) = &writer.state else {
-            panic!("the writer is not on disk");
+        let Filling::Disk {
+            file: Some(writer_file),
+            ..
+        } = &writer.state
+        else {
+            panic!("the writer is not on disk, or its file is in a write");
         };
         let (reader_fd, reader_target) = fd_target(reader_file);
         let (writer_fd, writer_target) = fd_target(writer_file);
