@@ -158,7 +158,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 }
 
 /// Threads for blocking work: spool reads and writes, and resolving upstream host names.
-/// Each spool call is one 64 KiB read or write, so a few threads keep the disk busy; more
+/// Each spool call is one 256 KiB read or write, so a few threads keep the disk busy; more
 /// calls wait their turn. tokio's default (512) let the pool grow to over a hundred idle
 /// threads under eight spooled uploads (a finished call's thread is not idle yet when the
 /// next call arrives), and their stacks and allocator arenas are resident memory.
