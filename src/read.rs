@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::pool::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -30,6 +29,7 @@ use crate::dialect::{respond, upstream_error, BackCtx, Call, Op, Request};
 use crate::error::{Body, BoxError, Error};
 use crate::forward::Settings;
 use crate::ledger::{LedgerError, Row};
+use crate::pool::UpstreamBody;
 use crate::router::RouteRuntime;
 use crate::upload::{
     guess_type, Attachment, CommentsPage, FileRef, FileView, Links, Listed, Listing, Page, Person,

@@ -72,16 +72,22 @@ pub struct SpoolWriter {
 type Writing = JoinHandle<io::Result<(std::fs::File, Option<Vec<u8>>)>>;
 
 enum Filling {
-    /// Everything so far, at most [`CHUNK`] bytes (and as much capacity).
+    /// Everything so far, at most [`IN_MEMORY`] bytes (and as much capacity).
     Memory(Vec<u8>),
     Disk {
-        /// The file, unless a write has it.
-        file: Option<std::fs::File>,
-        /// The write under way.
-        writing: Option<Writing>,
+        file: Holder,
         /// Bytes gathered until they make a whole [`CHUNK`].
         gathered: Vec<u8>,
     },
+}
+
+/// Where the spool file is.
+enum Holder {
+    File(std::fs::File),
+    /// With the write under way.
+    Writing(Writing),
+    /// Gone with a failed write.
+    Lost,
 }
 
 impl SpoolWriter {
@@ -117,26 +123,19 @@ impl SpoolWriter {
             gathered.reserve_exact(CHUNK - gathered.len());
             let file = tempfile::tempfile_in(&self.dir)?;
             self.state = Filling::Disk {
-                file: Some(file),
-                writing: None,
+                file: Holder::File(file),
                 gathered,
             };
         }
-        let Filling::Disk {
-            file,
-            writing,
-            gathered,
-        } = &mut self.state
-        else {
+        let Filling::Disk { file, gathered } = &mut self.state else {
             return Err(io::Error::other("the spool is not on disk"));
         };
         let mut rest = data;
         while !rest.is_empty() {
             if gathered.is_empty() && rest.len() >= CHUNK {
                 let whole = rest.split_to(CHUNK);
-                let f = settle(file, writing).await?;
-                *writing = Some(tokio::task::spawn_blocking(move || {
-                    let mut f = f;
+                let (mut f, _) = settle(file).await?;
+                *file = Holder::Writing(tokio::task::spawn_blocking(move || {
                     f.write_all(&whole)?;
                     Ok((f, None))
                 }));
@@ -147,10 +146,10 @@ impl SpoolWriter {
             if gathered.len() < CHUNK {
                 break;
             }
-            let (f, spare) = settle_with_buffer(file, writing).await?;
-            let full = std::mem::replace(gathered, spare);
-            *writing = Some(tokio::task::spawn_blocking(move || {
-                let (mut f, mut full) = (f, full);
+            let (mut f, spare) = settle(file).await?;
+            let spare = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            let mut full = std::mem::replace(gathered, spare);
+            *file = Holder::Writing(tokio::task::spawn_blocking(move || {
                 f.write_all(&full)?;
                 full.clear();
                 Ok((f, Some(full)))
@@ -182,11 +181,7 @@ impl SpoolWriter {
                     remaining: len,
                 });
             }
-            Filling::Disk {
-                file,
-                writing,
-                gathered,
-            } => (settle(file, writing).await?, std::mem::take(gathered)),
+            Filling::Disk { file, gathered } => (settle(file).await?.0, std::mem::take(gathered)),
         };
         let (file, _) = blocking(file, move |f| {
             f.write_all(&rest)?;
@@ -204,37 +199,24 @@ impl SpoolWriter {
     }
 }
 
-/// The file back from the write under way (waiting for it), or as it was.
-async fn settle(
-    file: &mut Option<std::fs::File>,
-    writing: &mut Option<Writing>,
-) -> io::Result<std::fs::File> {
-    Ok(settle_with_buffer(file, writing).await?.0)
-}
-
-/// [`settle`], with an empty chunk-sized buffer: the one the write under way wrote, or a
-/// new one.
-async fn settle_with_buffer(
-    file: &mut Option<std::fs::File>,
-    writing: &mut Option<Writing>,
-) -> io::Result<(std::fs::File, Vec<u8>)> {
-    let (f, buf) = match (file.take(), writing.take()) {
-        (Some(f), _) => (f, None),
-        (None, Some(w)) => w.await.map_err(io::Error::other)??,
-        (None, None) => {
-            return Err(io::Error::other(
-                "the spool file was lost to an earlier error",
-            ))
-        }
-    };
-    Ok((f, buf.unwrap_or_else(|| Vec::with_capacity(CHUNK))))
+/// The file back from the write under way (waiting for it, and with the emptied buffer
+/// it wrote, if it was one of the spool's), or as it was.
+async fn settle(file: &mut Holder) -> io::Result<(std::fs::File, Option<Vec<u8>>)> {
+    match std::mem::replace(file, Holder::Lost) {
+        Holder::File(f) => Ok((f, None)),
+        Holder::Writing(w) => w.await.map_err(io::Error::other)?,
+        Holder::Lost => Err(io::Error::other(
+            "the spool file was lost to an earlier error",
+        )),
+    }
 }
 
 impl Drop for SpoolWriter {
     /// A write under way has the file and closes it on the blocking pool when it ends.
     fn drop(&mut self) {
         if let Filling::Disk {
-            file: Some(file), ..
+            file: Holder::File(file),
+            ..
         } = std::mem::replace(&mut self.state, Filling::Memory(Vec::new()))
         {
             close_off_runtime(file);
@@ -444,9 +426,9 @@ mod tests {
             let mut w = SpoolWriter::new(dir.path());
             w.write(Bytes::from(vec![2u8; CHUNK + 3])).await.unwrap();
             // The file back from its write, as between two chunks.
-            if let Filling::Disk { file, writing, .. } = &mut w.state {
-                let f = settle(file, writing).await.unwrap();
-                *file = Some(f);
+            if let Filling::Disk { file, .. } = &mut w.state {
+                let (f, _) = settle(file).await.unwrap();
+                *file = Holder::File(f);
             }
             (w, r)
         });
@@ -458,7 +440,7 @@ mod tests {
             panic!("the reader is not on disk");
         };
         let Filling::Disk {
-            file: Some(writer_file),
+            file: Holder::File(writer_file),
             ..
         } = &writer.state
         else {
