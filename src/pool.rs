@@ -72,7 +72,7 @@ fn poll_io(io: &mut Option<http1::Connection<Io, Body>>, cx: &mut Context<'_>) {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -111,7 +111,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle();
         while let Some(i) = idle.pop() {
             if !i.conn.ended() && !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
@@ -121,7 +121,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Box<Conn>) {
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -131,7 +131,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, PoolError> {
+    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, PoolError> {
         let io = tower::Service::call(&mut self.connector.clone(), uri.clone())
             .await
             .map_err(PoolError::Connect)?;
@@ -139,7 +139,7 @@ impl Pool {
             .max_buf_size(self.max_buf)
             .handshake(io)
             .await?;
-        Ok(Conn { send, io: Some(io) })
+        Ok(Box::new(Conn { send, io: Some(io) }))
     }
 
     /// Sends `req` (its URI absolute: it says where to connect; it goes out in origin
@@ -164,9 +164,11 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect(&target).await?, false),
+                // Boxed: connecting (TCP, maybe TLS, the handshake) is a large future
+                // that a request on a reused connection need not carry.
+                None => (Box::pin(self.connect(&target)).await?, false),
             };
-            let Conn { send, io } = &mut conn;
+            let Conn { send, io } = &mut *conn;
             let ready = std::future::poll_fn(|cx| {
                 poll_io(io, cx);
                 send.poll_ready(cx)
@@ -225,7 +227,9 @@ async fn reap(pool: Weak<Pool>) {
 /// connection goes back to the pool, dropped before, it is closed.
 pub struct UpstreamBody {
     body: Incoming,
-    conn: Option<Conn>,
+    /// Boxed: a connection (hyper's buffers and state) is large, and an answer is moved
+    /// through several futures; it is allocated once per connection, not per request.
+    conn: Option<Box<Conn>>,
     pool: Weak<Pool>,
 }
 

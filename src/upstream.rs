@@ -58,7 +58,8 @@ impl Progress {
 }
 
 struct CachedToken {
-    value: Secret,
+    /// `Bearer <token>`, marked sensitive.
+    header: HeaderValue,
     renew_at: Instant,
 }
 
@@ -262,25 +263,33 @@ impl Upstream {
             UpstreamAuth::ClientCredentials {
                 client_id,
                 client_secret,
-            } => {
-                let token = self.client_token(client_id, client_secret).await?;
-                Ok(vec![(
-                    AUTHORIZATION,
-                    sensitive(format!("Bearer {}", token.expose()))?,
-                )])
-            }
+            } => Ok(vec![(
+                AUTHORIZATION,
+                self.client_token(client_id, client_secret).await?,
+            )]),
             _ => self.fixed_auth.clone(),
         }
     }
 
-    /// An OAuth2 client-credentials token, cached until shortly before it expires.
-    async fn client_token(&self, id: &str, secret: &Secret) -> Result<Secret, Error> {
+    /// An OAuth2 client-credentials token as an `Authorization` value, cached until
+    /// shortly before it expires.
+    async fn client_token(&self, id: &str, secret: &Secret) -> Result<HeaderValue, Error> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
             if Instant::now() < t.renew_at {
-                return Ok(t.value.clone());
+                return Ok(t.header.clone());
             }
         }
+        // Boxed: the token call (a connection, a request, its answer) is a large future,
+        // and every request would carry its room while only a renewal needs it.
+        let fresh = Box::pin(self.fetch_token(id, secret)).await?;
+        let header = fresh.header.clone();
+        *cached = Some(fresh);
+        Ok(header)
+    }
+
+    /// Asks the token endpoint for a new token.
+    async fn fetch_token(&self, id: &str, secret: &Secret) -> Result<CachedToken, Error> {
         let body = serde_json::json!({
             "grant_type": "client_credentials",
             "client_id": id,
@@ -327,12 +336,10 @@ impl Upstream {
         };
         let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(60);
         let margin = (ttl / 10).clamp(1, 60);
-        let value = Secret::new(token);
-        *cached = Some(CachedToken {
-            value: value.clone(),
+        Ok(CachedToken {
+            header: sensitive(format!("Bearer {token}"))?,
             renew_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(margin)),
-        });
-        Ok(value)
+        })
     }
 }
 
