@@ -66,7 +66,8 @@ where
     B::Error: Into<crate::error::BoxError>,
 {
     let mut report = Report::default();
-    match run(rt, settings, parts, body, req, &mut report).await {
+    // Boxed: the upload's future is several KiB (see `Gateway::handle`).
+    match Box::pin(run(rt, settings, parts, body, req, &mut report)).await {
         Ok(resp) => (resp, report),
         Err(e) => (respond(rt.front, &e), report),
     }

@@ -205,6 +205,11 @@ impl Gateway {
     }
 
     /// Serves one request the service stack routed.
+    ///
+    /// Each operation's future is boxed where it starts (an upload's in
+    /// [`forward::upload`]): they are several KiB, and a future moves into each one that
+    /// awaits it, so carried inline they would be copied once per level above (the
+    /// handler's future, then the stack's) on every request.
     async fn handle(&self, mut req: Request<ReqBody>) -> Response<Body> {
         let Some(table) = req.extensions_mut().remove::<Arc<Table>>() else {
             return crate::error::text_response(
@@ -226,7 +231,10 @@ impl Gateway {
                 let rest = crate::router::strip_prefix(parts.uri.path(), &rt.cfg.prefix)
                     .unwrap_or("/")
                     .to_string();
-                crate::passthrough::forward(&rt, settings, parts, body, &rest).await
+                Box::pin(crate::passthrough::forward(
+                    &rt, settings, parts, body, &rest,
+                ))
+                .await
             }
             Target::Method(rt, allow) => respond(rt.front, &Error::method_not_allowed(allow)),
             Target::Other(rt, _) => respond(rt.front, &Error::not_found("Not Found")),
@@ -279,7 +287,7 @@ impl Gateway {
             }
             _ => {
                 drop(body);
-                crate::read::serve(rt, settings, parts, req).await
+                Box::pin(crate::read::serve(rt, settings, parts, req)).await
             }
         }
     }
