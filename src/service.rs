@@ -16,7 +16,7 @@
 //! 7. tower-http's `RequestBodyTimeout`: a request body that stops arriving for 60 s
 //!    fails (408).
 //! 8. [`DrainLayer`]: a request body dropped before its end (an early refusal) is read
-//!    and discarded a little longer (1 MiB, 2 s) so a client still sending reads the
+//!    and discarded a little longer (16 MiB, 2 s) so a client still sending reads the
 //!    answer instead of a reset.
 //! 9. the gateway itself ([`crate::server::Gateway`]).
 
@@ -460,8 +460,12 @@ where
 
 // ---- 8. drain on early refusal ----
 
-/// What an early answer lets a client still send before the connection closes.
-const DRAIN_BYTES: u64 = 1024 * 1024;
+/// What an early answer lets a client still send before the connection closes. A client
+/// busy writing its body may not read the answer until the body is out (hyper's client
+/// does not), and a close with its bytes unread resets the connection, answer and all:
+/// 16 MiB covers the bodies such a refusal usually meets at loopback or LAN speed, the
+/// time limit bounds the rest (nginx's lingering close reads for up to 30 s, unbounded).
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Wraps request bodies in [`DrainOnDrop`].
@@ -502,7 +506,7 @@ where
 }
 
 /// A request body that, dropped before its end, is read and discarded a little longer in
-/// the background (at most 1 MiB, 2 s): a client still sending then reads the early answer
+/// the background (at most 16 MiB, 2 s): a client still sending then reads the early answer
 /// instead of a connection reset.
 pub struct DrainOnDrop<B: http_body::Body + Send + 'static> {
     inner: Option<Pin<Box<B>>>,
