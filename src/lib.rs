@@ -29,3 +29,4 @@ pub mod spool;
 pub mod tls;
 pub mod upload;
 pub mod upstream;
+pub mod workers;

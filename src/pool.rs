@@ -85,10 +85,28 @@ pub enum PoolError {
     Http(#[from] hyper::Error),
 }
 
+/// Idle connections, kept apart per connection worker ([`crate::workers::current`]): a
+/// connection is registered with the runtime of the worker that opened it, so a request
+/// reuses only its own worker's, and its I/O never wakes another thread.
+#[derive(Default)]
+struct Idles {
+    per_worker: Vec<Vec<Idle>>,
+    count: usize,
+}
+
+impl Idles {
+    fn slot(&mut self, worker: usize) -> &mut Vec<Idle> {
+        if self.per_worker.len() <= worker {
+            self.per_worker.resize_with(worker + 1, Vec::new);
+        }
+        &mut self.per_worker[worker]
+    }
+}
+
 /// A route's upstream connections.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Idles>,
     max_buf: usize,
 }
 
@@ -97,7 +115,7 @@ impl Pool {
     pub fn new(connector: HttpsConnector<HttpConnector>, max_buf: usize) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             connector,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idles::default()),
             max_buf,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -106,29 +124,42 @@ impl Pool {
         pool
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idles> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The calling worker's most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle();
-        while let Some(i) = idle.pop() {
+        let mut taken = 0;
+        let mut found = None;
+        let slot = idle.slot(crate::workers::current());
+        while let Some(i) = slot.pop() {
+            taken += 1;
             if !i.conn.ended() && !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
-                return Some(i.conn);
+                found = Some(i.conn);
+                break;
             }
         }
-        None
+        idle.count -= taken;
+        found
     }
 
     fn put(&self, conn: Box<Conn>) {
         let mut idle = self.idle();
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
+        if idle.count < MAX_IDLE {
+            idle.count += 1;
+            idle.slot(crate::workers::current()).push(Idle {
                 conn,
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Idle connections, of every worker.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle().count
     }
 
     async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, PoolError> {
@@ -213,10 +244,15 @@ async fn reap(pool: Weak<Pool>) {
         let Some(pool) = pool.upgrade() else { return };
         let stale: Vec<Idle> = {
             let mut idle = pool.idle();
-            let (keep, stale) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|i| !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT);
-            *idle = keep;
+            let mut stale = Vec::new();
+            for slot in idle.per_worker.iter_mut() {
+                let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(slot)
+                    .into_iter()
+                    .partition(|i| !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT);
+                *slot = keep;
+                stale.extend(gone);
+            }
+            idle.count -= stale.len();
             stale
         };
         drop(stale);
@@ -430,7 +466,7 @@ mod tests {
             assert_eq!(&body[..], b"hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.idle().len(), 1);
+        assert_eq!(pool.idle_count(), 1);
     }
 
     #[tokio::test]
@@ -442,7 +478,7 @@ mod tests {
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.is_data());
         drop(body);
-        assert!(pool.idle().is_empty());
+        assert_eq!(pool.idle_count(), 0);
         let resp = pool.send(get(&format!("{base}/big"))).await.unwrap();
         let all = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(all.len(), 4 << 20);

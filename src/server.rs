@@ -88,6 +88,7 @@ impl Gateway {
         let ledger = Ledger::open_with_load(&cfg.ledger, Some(load.clone()))
             .await
             .map_err(|e| format!("ledger {}: {e}", cfg.ledger.describe()))?;
+        ledger.start_tasks();
         let metrics = Metrics::new();
         {
             let ledger = ledger.clone();
@@ -542,7 +543,15 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         cfg.max_in_flight,
         Limits::new(cfg.max_upload_bytes).body_idle,
     );
-    let task = tokio::spawn(accept_loop(listener, gateway.clone(), svc, stopped));
+    let workers = crate::workers::Workers::start(crate::workers::default_count())
+        .map_err(|e| format!("cannot start the connection workers: {e}"))?;
+    let task = tokio::spawn(accept_loop(
+        listener,
+        workers,
+        gateway.clone(),
+        svc,
+        stopped,
+    ));
     Ok(Running {
         addr,
         admin,
@@ -554,8 +563,11 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
     })
 }
 
+/// Accepts connections and hands each to a connection worker ([`crate::workers`]); on
+/// stop, lets the connections finish (up to the drain limit), then ends the workers.
 async fn accept_loop(
     listener: TcpListener,
+    workers: crate::workers::Workers,
     gateway: Arc<Gateway>,
     svc: Svc,
     mut stopped: watch::Receiver<Option<Duration>>,
@@ -568,14 +580,23 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    // Off this runtime's reactor, onto the worker's (in `connection`).
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accepted connection lost");
+                            continue;
+                        }
+                    };
                     let tls = gateway.tls.load_full();
-                    connections.spawn(connection(
+                    let (worker, conn) = workers.assign(connection(
                         stream,
                         tls,
                         builder.clone(),
                         svc.clone(),
                         graceful.watcher(),
                     ));
+                    connections.spawn_on(conn, &worker);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -600,17 +621,25 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    drop(workers);
 }
 
 /// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
 async fn connection(
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     svc: Svc,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "accepted connection lost");
+            return;
+        }
+    };
     let svc = TowerToHyperService::new(svc);
     let result = match tls {
         None => {

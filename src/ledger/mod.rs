@@ -569,8 +569,10 @@ impl Ledger {
         self.inner.errors.load(Ordering::Relaxed)
     }
 
-    /// Spawns the probe and retry tasks once, when a tokio runtime is at hand.
-    fn start_tasks(&self) {
+    /// Spawns the probe and retry tasks once, when a tokio runtime is at hand (the server
+    /// calls it on its multi-threaded runtime, so they do not live on a connection
+    /// worker that may end first).
+    pub fn start_tasks(&self) {
         if self.inner.tasks_started.load(Ordering::Acquire) {
             return;
         }

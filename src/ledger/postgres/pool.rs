@@ -25,6 +25,10 @@ pub(super) struct Pool {
     idle: Mutex<Vec<Conn>>,
     connect_timeout: Duration,
     query_timeout: Duration,
+    /// The runtime the pool was made on (the server's multi-threaded one): connections
+    /// are opened and driven there, not on the connection worker that first needed one,
+    /// which may end first (see [`crate::workers`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One connection and the statements prepared on it.
@@ -131,6 +135,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(size)),
             connect_timeout,
             query_timeout,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -138,25 +143,17 @@ impl Pool {
     /// permit holder), within the connect timeout. Its I/O runs on a spawned task that
     /// ends when the connection closes.
     pub(super) async fn connect(&self) -> Result<Conn, LedgerError> {
-        let (client, connection) =
-            tokio::time::timeout(self.connect_timeout, self.config.connect(self.tls.clone()))
-                .await
-                .map_err(|_| {
-                    unavailable(format!(
-                        "PostgreSQL: no connection within {}",
-                        human(self.connect_timeout)
-                    ))
-                })?
-                .map_err(|e| unavailable(format!("cannot connect: {}", describe(&e))))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %describe(&e), "a ledger connection to PostgreSQL closed");
-            }
+        let (config, tls, timeout) = (self.config.clone(), self.tls.clone(), self.connect_timeout);
+        let elsewhere = self.runtime.as_ref().filter(|rt| {
+            tokio::runtime::Handle::try_current().map_or(true, |now| now.id() != rt.id())
         });
-        Ok(Conn {
-            client,
-            statements: HashMap::new(),
-        })
+        match elsewhere {
+            Some(rt) => rt
+                .spawn(async move { connect(&config, tls, timeout).await })
+                .await
+                .map_err(|_| unavailable("PostgreSQL: the connecting task ended".to_string()))?,
+            None => connect(&config, tls, timeout).await,
+        }
     }
 
     /// Puts a connection that is still open back among the idle ones.
@@ -236,4 +233,31 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+/// Opens a connection within `connect_timeout`; its I/O runs on a task spawned on the
+/// calling runtime.
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: MakeTls,
+    connect_timeout: Duration,
+) -> Result<Conn, LedgerError> {
+    let (client, connection) = tokio::time::timeout(connect_timeout, config.connect(tls))
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "PostgreSQL: no connection within {}",
+                human(connect_timeout)
+            ))
+        })?
+        .map_err(|e| unavailable(format!("cannot connect: {}", describe(&e))))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %describe(&e), "a ledger connection to PostgreSQL closed");
+        }
+    });
+    Ok(Conn {
+        client,
+        statements: HashMap::new(),
+    })
 }
