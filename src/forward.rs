@@ -316,7 +316,7 @@ where
         .map(|r| r.front_id.clone())
         .or(reserved)
         .unwrap_or_default();
-    let mut file = read::view(rt, &links, &front_id, &front_case, &a, row.as_ref());
+    let mut file = read::view(rt, &links, &front_id, &front_case, a, row.as_ref());
     if let Some(owner) = &result.owner {
         file.owner = owner.clone();
     }

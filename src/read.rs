@@ -114,24 +114,22 @@ pub fn view(
     links: &Links,
     front_id: &str,
     front_case: &str,
-    a: &Attachment,
+    a: Attachment,
     row: Option<&Row>,
 ) -> FileView {
+    // The attachment's fields are moved; the row's are cloned only where it lacks one.
     let from_row = |f: fn(&Row) -> Option<String>| row.and_then(f);
     let name = a
         .name
-        .clone()
         .or_else(|| from_row(|r| r.name.clone()))
         .unwrap_or_else(|| front_id.to_string());
     let content_type = a
         .content_type
-        .clone()
         .or_else(|| from_row(|r| r.content_type.clone()))
         .unwrap_or_else(|| guess_type(&name));
     let same = rt.front.id() == rt.back.id();
     let comment_id = a
         .comment_id
-        .clone()
         .or_else(|| from_row(|r| r.back_comment_id.clone()))
         .filter(|_| rt.ids.is_none())
         .unwrap_or_else(|| front_id.to_string());
@@ -141,22 +139,18 @@ pub fn view(
         case_id: front_case.to_string(),
         link: rt.front.link(links, front_case, front_id),
         size: a.size.or_else(|| row.and_then(|r| r.size)),
-        created_at: a
-            .created_at
-            .clone()
-            .or_else(|| from_row(|r| r.created_at.clone())),
+        created_at: a.created_at.or_else(|| from_row(|r| r.created_at.clone())),
         uploader: a
             .uploader
-            .clone()
             .or_else(|| uploader_of(row.and_then(|r| r.uploader.as_deref()))),
-        comment: a.comment.clone(),
-        block_id: a.block_id.clone(),
-        encoding: a.encoding.clone(),
-        guid: a.guid.clone().or_else(|| from_row(|r| r.guid.clone())),
-        md5: a.md5.clone().or_else(|| from_row(|r| r.md5.clone())),
-        sha256: a.sha256.clone().or_else(|| from_row(|r| r.sha256.clone())),
+        comment: a.comment,
+        block_id: a.block_id,
+        encoding: a.encoding,
+        guid: a.guid.or_else(|| from_row(|r| r.guid.clone())),
+        md5: a.md5.or_else(|| from_row(|r| r.md5.clone())),
+        sha256: a.sha256.or_else(|| from_row(|r| r.sha256.clone())),
         owner: "cases".into(),
-        raw: a.raw.as_ref().filter(|_| same).cloned(),
+        raw: a.raw.filter(|_| same),
         name,
         content_type,
     }
@@ -170,7 +164,7 @@ pub fn view_of_row(rt: &RouteRuntime, links: &Links, row: &Row) -> FileView {
         links,
         &row.front_id,
         case,
-        &Attachment::default(),
+        Attachment::default(),
         Some(row),
     )
 }
@@ -243,9 +237,10 @@ async fn list(
         if rt.front.needs_size() {
             fill_sizes(rt, settings, &listed.files, &mut rows, req, &ctx).await;
         }
+        let total = listed.total;
         let files: Vec<FileView> = listed
             .files
-            .iter()
+            .into_iter()
             .zip(rows)
             .filter_map(|(a, row)| {
                 let front_id = row.as_ref().map(|r| r.front_id.clone()).or(a.id.clone())?;
@@ -253,7 +248,7 @@ async fn list(
             })
             .collect();
         Listing {
-            total: listed.total.unwrap_or(files.len() as u64),
+            total: total.unwrap_or(files.len() as u64),
             case_id: front_case,
             files,
             page,
@@ -492,7 +487,7 @@ async fn record(
         .clone()
         .or_else(|| a.case_id.as_deref().map(|c| rt.front_case(c)))
         .unwrap_or_default();
-    let file = view(rt, links, &r.front_id, &front_case, &a, r.row.as_ref());
+    let file = view(rt, links, &r.front_id, &front_case, a, r.row.as_ref());
     Ok(match req.op {
         Op::Info => rt.front.render_info(&file),
         _ => rt.front.render_record(&file),
