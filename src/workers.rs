@@ -15,6 +15,12 @@
 //! A busy worker's connections are not moved to an idle one; the accept loop balances new
 //! connections by count only. The workers stop when [`Workers`] is dropped, which the
 //! accept loop does once its connections have ended.
+//!
+//! Unlike nginx and Pingora (STYLE.md), the workers share one listener and its accept
+//! loop rather than each accepting on its own (`SO_REUSEPORT`): the hand-off costs a hop
+//! per connection, not per request, and draining, reloads and TLS changes stay in the one
+//! place they were. Their upstream pools are shared, with idle connections kept per
+//! worker.
 
 use std::cell::Cell;
 use std::future::Future;
