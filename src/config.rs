@@ -26,6 +26,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Requests served at once.
     pub max_in_flight: usize,
+    /// Connection workers, one single-threaded runtime each (`None`: one per core).
+    pub workers: Option<usize>,
     /// Where bodies are spooled when field order forces it (`None`: the system temp dir).
     pub spool_dir: Option<PathBuf>,
     /// Base of links in answers (`None`: the request's own scheme and Host).
@@ -207,6 +209,8 @@ impl UpstreamAuth {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// The most connection workers `workers` may ask for.
+pub const MAX_WORKERS: u64 = 256;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// The ledger beside routes.toml, when it names none.
 pub const DEFAULT_LEDGER: &str = "sqlite://casegate-ledger.sqlite3";
@@ -237,6 +241,7 @@ struct RawTop {
     listen: Option<FValue>,
     max_upload_bytes: Option<FValue>,
     max_in_flight: Option<FValue>,
+    workers: Option<FValue>,
     spool_dir: Option<FValue>,
     public_url: Option<FValue>,
     ledger: Option<FValue>,
@@ -346,6 +351,7 @@ pub fn parse_at(
             "listen",
             "max_upload_bytes",
             "max_in_flight",
+            "workers",
             "spool_dir",
             "public_url",
             "ledger",
@@ -373,6 +379,7 @@ pub fn parse_at(
     let listen_s = top("listen", raw.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
     let max_s = top("max_upload_bytes", raw.max_upload_bytes);
     let inflight_s = top("max_in_flight", raw.max_in_flight);
+    let workers_s = top("workers", raw.workers);
     let spool_dir = top("spool_dir", raw.spool_dir).map(PathBuf::from);
     let public_url = top("public_url", raw.public_url);
     let ledger_s = top("ledger", raw.ledger);
@@ -400,6 +407,13 @@ pub fn parse_at(
         inflight_s,
         DEFAULT_MAX_IN_FLIGHT as u64,
     ) as usize;
+    let workers = workers_s.map(|s| {
+        let n = positive(&mut errs, "workers", Some(s), 1);
+        if n > MAX_WORKERS {
+            errs.push(format!("workers: {n} is more than {MAX_WORKERS}"));
+        }
+        n as usize
+    });
     if let Some(d) = &spool_dir {
         if !d.is_dir() {
             errs.push(format!("spool_dir: {} is not a directory", d.display()));
@@ -516,6 +530,7 @@ pub fn parse_at(
             listen,
             max_upload_bytes,
             max_in_flight,
+            workers,
             spool_dir,
             public_url,
             ledger,
@@ -1082,11 +1097,13 @@ impl Config {
             }
         }
         let mut out = format!(
-            "listen {}{}  max_upload_bytes {}  max_in_flight {}  spool_dir {}\nledger {}  public_url {}  admin_listen {}  log_format {}\n",
+            "listen {}{}  max_upload_bytes {}  max_in_flight {}  workers {}  spool_dir {}\nledger {}  public_url {}  admin_listen {}  log_format {}\n",
             self.listen,
             if self.tls.is_some() { " (https, h2)" } else { " (http, h2c)" },
             self.max_upload_bytes,
             self.max_in_flight,
+            self.workers
+                .map_or_else(|| "(one per core)".to_string(), |n| n.to_string()),
             self.spool_dir
                 .as_deref()
                 .map(|p| p.display().to_string())
@@ -1151,11 +1168,31 @@ api_key = "${KEY}"
 "#;
 
     #[test]
+    fn workers_is_a_count_from_1_to_256() {
+        let with = |w: &str| format!("workers = {w}\n{GOOD}");
+        assert_eq!(parse_ok(&with("3")).workers, Some(3));
+        assert_eq!(parse_ok(&with("\"2\"")).workers, Some(2));
+        assert_eq!(
+            parse_err(&with("0")),
+            vec!["workers: \"0\" is not a positive integer".to_string()]
+        );
+        assert_eq!(
+            parse_err(&with("\"many\"")),
+            vec!["workers: \"many\" is not a positive integer".to_string()]
+        );
+        assert_eq!(
+            parse_err(&with("257")),
+            vec!["workers: 257 is more than 256".to_string()]
+        );
+    }
+
+    #[test]
     fn good_config() {
         let c = parse_ok(GOOD);
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.max_upload_bytes, 1000);
         assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(c.workers, None);
         let r = &c.routes[0];
         assert_eq!(r.prefix, "/kibana");
         assert_eq!(r.client_tokens, vec![Secret::new("soar-token")]);

@@ -149,8 +149,8 @@ impl Gateway {
     /// Swaps in the routes of `cfg` for new requests; requests in flight finish on the
     /// old ones. Routes whose configuration did not change are kept as they are (their
     /// upstream pools, token caches, generated token keys and embedded emulators). What
-    /// needs a restart (listen, admin_listen, ledger, max_in_flight, log_format) is logged
-    /// and otherwise ignored.
+    /// needs a restart (listen, admin_listen, ledger, max_in_flight, workers, log_format) is
+    /// logged and otherwise ignored.
     pub async fn reload(&self, cfg: Config) -> Result<(), String> {
         let old = self.table();
         let tls = match &cfg.tls {
@@ -170,6 +170,7 @@ impl Gateway {
             (o.admin_listen != cfg.admin_listen, "admin_listen"),
             (o.ledger != cfg.ledger, "ledger"),
             (o.max_in_flight != cfg.max_in_flight, "max_in_flight"),
+            (o.workers != cfg.workers, "workers"),
             (o.log_format != cfg.log_format, "log_format"),
         ] {
             if changed {
@@ -543,8 +544,9 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         cfg.max_in_flight,
         Limits::new(cfg.max_upload_bytes).body_idle,
     );
-    let workers = crate::workers::Workers::start(crate::workers::default_count())
-        .map_err(|e| format!("cannot start the connection workers: {e}"))?;
+    let workers =
+        crate::workers::Workers::start(cfg.workers.unwrap_or_else(crate::workers::default_count))
+            .map_err(|e| format!("cannot start the connection workers: {e}"))?;
     let task = tokio::spawn(accept_loop(
         listener,
         workers,
