@@ -233,9 +233,9 @@ impl Dialect for CaseIq {
     }
 
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
-        let attachment = match read_record_bytes(body) {
+        let attachment = match read_record_bytes(body, "answer") {
             Ok(a) => a,
-            Err(why) => return Answer::StoredUnreadable(why.into()),
+            Err(why) => return Answer::StoredUnreadable(why),
         };
         Answer::Stored(Box::new(UploadResult {
             case_id: attachment.case_id.clone(),
@@ -262,7 +262,7 @@ impl Dialect for CaseIq {
     }
 
     fn read_record(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
-        read_record_bytes(body).map_err(|why| why.replace("answer", "record"))
+        read_record_bytes(body, "record")
     }
 
     fn download_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Call {
@@ -328,16 +328,18 @@ struct RecordIn {
     encoding: Option<Value>,
 }
 
-/// An upload's answer or a record call's, from its bytes. A key given twice (which a
-/// struct refuses) or anything else unusual is read through [`read_record`].
-fn read_record_bytes(body: &[u8]) -> Result<Attachment, &'static str> {
+/// An upload's answer or a record call's (`what` names it in the error), from its bytes.
+/// A key given twice (which a struct refuses) or anything else unusual is read through
+/// [`read_record`].
+fn read_record_bytes(body: &[u8], what: &str) -> Result<Attachment, String> {
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let fast = is_object
         .then(|| serde_json::from_slice::<RecordIn>(body).ok())
         .flatten();
     let Some(r) = fast else {
-        let v: Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
-        return read_record(&v).ok_or("the answer has no id");
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| format!("the {what} is not JSON"))?;
+        return read_record(&v).ok_or_else(|| format!("the {what} has no id"));
     };
     let text = |v: Option<Value>| match v {
         Some(Value::String(s)) => Some(s),
@@ -346,7 +348,7 @@ fn read_record_bytes(body: &[u8]) -> Result<Attachment, &'static str> {
     let id = match r.id {
         Some(Value::String(s)) => s,
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err("the answer has no id"),
+        _ => return Err(format!("the {what} has no id")),
     };
     Ok(Attachment {
         id: Some(id),
@@ -570,12 +572,16 @@ mod tests {
         ];
         for body in bodies {
             let tree = serde_json::from_slice::<serde_json::Value>(body.as_bytes())
-                .map_err(|_| "the answer is not JSON")
-                .and_then(|v| read_record(&v).ok_or("the answer has no id"));
-            assert_eq!(super::read_record_bytes(body.as_bytes()), tree, "{body}");
+                .map_err(|_| "the record is not JSON".to_string())
+                .and_then(|v| read_record(&v).ok_or_else(|| "the record has no id".to_string()));
+            assert_eq!(
+                super::read_record_bytes(body.as_bytes(), "record"),
+                tree,
+                "{body}"
+            );
         }
         assert_eq!(
-            super::read_record_bytes(bodies[2].as_bytes())
+            super::read_record_bytes(bodies[2].as_bytes(), "answer")
                 .unwrap()
                 .id
                 .as_deref(),
