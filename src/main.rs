@@ -164,10 +164,68 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 /// next call arrives), and their stacks and allocator arenas are resident memory.
 const BLOCKING_THREADS: usize = 16;
 
-/// mimalloc: about 10 % less CPU per small upload than glibc's malloc (bench/RESULTS.md,
-/// "The sixth round"), with [`allocator_options`] keeping resident memory where glibc's was.
+/// Small blocks from mimalloc, large ones from the system's malloc (see [`Split`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Split = Split;
+
+/// The size from which a block comes from the system's allocator instead of mimalloc.
+const LARGE_BLOCK: usize = 32 * 1024;
+
+/// casegate's allocator: blocks under [`LARGE_BLOCK`] (a request's header maps, strings,
+/// futures, small bodies) come from mimalloc, about 10 % less CPU per small upload than
+/// glibc's malloc; larger ones (read buffers and chunks of big files) from glibc's, which
+/// hands the same hot block back chunk after chunk, where mimalloc cost 5-12 % more CPU per
+/// 32 MiB upload (bench/RESULTS.md, "The sixth round"). A block's size at `dealloc` and
+/// `realloc` is the one it was allocated with (`GlobalAlloc`'s contract), so each block
+/// goes back to the allocator it came from; a `realloc` across the boundary moves it.
+struct Split;
+
+// SAFETY: every method forwards to an allocator chosen by the block's size alone, which is
+// the same at allocation and release (GlobalAlloc's contract); a realloc that changes
+// allocator allocates from the new one, copies the smaller of the two sizes and frees
+// through the old one.
+unsafe impl std::alloc::GlobalAlloc for Split {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() >= LARGE_BLOCK {
+            std::alloc::System.alloc(layout)
+        } else {
+            mimalloc::MiMalloc.alloc(layout)
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() >= LARGE_BLOCK {
+            std::alloc::System.alloc_zeroed(layout)
+        } else {
+            mimalloc::MiMalloc.alloc_zeroed(layout)
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if layout.size() >= LARGE_BLOCK {
+            std::alloc::System.dealloc(ptr, layout)
+        } else {
+            mimalloc::MiMalloc.dealloc(ptr, layout)
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        match (layout.size() >= LARGE_BLOCK, new_size >= LARGE_BLOCK) {
+            (true, true) => std::alloc::System.realloc(ptr, layout, new_size),
+            (false, false) => mimalloc::MiMalloc.realloc(ptr, layout, new_size),
+            _ => {
+                let new_layout =
+                    std::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
+                let moved = self.alloc(new_layout);
+                if !moved.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                moved
+            }
+        }
+    }
+}
 
 /// mimalloc 3's option numbers (`mi_option_e` in its `mimalloc.h`; the version is pinned
 /// by Cargo.lock, and `allocator_options_are_mimalloc_3s` checks them).
@@ -300,6 +358,24 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block keeps its bytes when a realloc moves it across [`LARGE_BLOCK`], both ways,
+    /// and the allocator it lands in takes it back (run under the test's own allocator,
+    /// which is this one).
+    #[test]
+    fn blocks_cross_the_large_block_boundary_intact() {
+        let mut v: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        v.reserve_exact(LARGE_BLOCK * 2);
+        assert!(v.capacity() >= LARGE_BLOCK);
+        v.extend((0..LARGE_BLOCK as u32 * 2).map(|i| (i % 241) as u8));
+        v.truncate(700);
+        v.shrink_to_fit();
+        assert!(v.capacity() < LARGE_BLOCK);
+        let expected: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(v, expected);
+        let zeroed = vec![0u8; LARGE_BLOCK + 1];
+        assert!(zeroed.iter().all(|b| *b == 0));
+    }
 
     /// The option numbers above are mimalloc 3.3's; a different mimalloc (a `cargo update`)
     /// must have them checked again.
