@@ -249,8 +249,9 @@ extern "C" fn allocator_options() {
     }
 }
 
+/// ELF only: elsewhere mimalloc keeps its own defaults (and the `MIMALLOC_*` variables).
 #[used]
-#[link_section = ".init_array"]
+#[cfg_attr(target_os = "linux", link_section = ".init_array")]
 static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
 
 fn main() -> ExitCode {
@@ -394,6 +395,9 @@ mod tests {
             303,
             "mimalloc {version}: check the option numbers"
         );
+        if !cfg!(target_os = "linux") {
+            return;
+        }
         if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
             assert_eq!(eager, 0);
         }
