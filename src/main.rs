@@ -157,13 +157,6 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-/// Threads for blocking work: spool reads and writes, and resolving upstream host names.
-/// Each spool call is one 256 KiB read or write, so a few threads keep the disk busy; more
-/// calls wait their turn. tokio's default (512) let the pool grow to over a hundred idle
-/// threads under eight spooled uploads (a finished call's thread is not idle yet when the
-/// next call arrives), and their stacks and allocator arenas are resident memory.
-const BLOCKING_THREADS: usize = 16;
-
 /// Small blocks from mimalloc, large ones from the system's malloc (see [`Split`]).
 #[global_allocator]
 static GLOBAL: Split = Split;
@@ -293,7 +286,7 @@ fn main() -> ExitCode {
     );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(BLOCKING_THREADS)
+        .max_blocking_threads(casegate::workers::BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,

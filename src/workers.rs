@@ -30,7 +30,13 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The most blocking threads (spool file I/O) of all the workers together.
+/// The most blocking threads of all the workers together, and of the process's
+/// multi-threaded runtime (its reloads, admin and ledger work): spool reads and writes,
+/// resolving upstream host names. Each spool call is one 256 KiB read or write, so a few
+/// threads keep the disk busy; more calls wait their turn. tokio's default (512) let the
+/// pool grow to over a hundred idle threads under eight spooled uploads (a finished call's
+/// thread is not idle yet when the next call arrives), and their stacks and allocator
+/// arenas are resident memory.
 pub const BLOCKING_THREADS: usize = 16;
 
 thread_local! {
