@@ -60,6 +60,7 @@ impl RouteRuntime {
             base_url: self.upstream.base_url(),
             options: &self.cfg.upstream.options,
             client_space,
+            raw_wanted: self.front.id() == self.back.id(),
         }
     }
 

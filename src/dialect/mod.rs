@@ -239,6 +239,10 @@ pub struct BackCtx<'a> {
     pub options: &'a UpstreamOptions,
     /// The scope the client's path named (Kibana's `/s/{space}`), for backs with scopes.
     pub client_space: Option<&'a str>,
+    /// Whether the client speaks the back's dialect, so the back's own JSON (a Kibana
+    /// case, its comments) is passed on as it is; otherwise a back's reader need not
+    /// keep it (building it costs a tree and copies per answer).
+    pub raw_wanted: bool,
 }
 
 impl BackCtx<'_> {

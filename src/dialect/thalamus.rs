@@ -362,6 +362,7 @@ mod tests {
             base_url: "http://t",
             options: &OPTIONS,
             client_space: None,
+            raw_wanted: false,
         }
     }
 

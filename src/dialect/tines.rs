@@ -612,6 +612,7 @@ mod tests {
             base_url: "",
             options: &options,
             client_space: None,
+            raw_wanted: false,
         };
         let mut out = Tines.build_upload(&meta, &ctx).unwrap();
         let mut body = out.body.head().to_vec();
@@ -642,6 +643,7 @@ mod tests {
             base_url: "",
             options: &options,
             client_space: None,
+            raw_wanted: false,
         };
         for n in 0..8usize {
             let mut out = Tines.build_upload(&meta, &ctx).unwrap();

@@ -339,14 +339,27 @@ pub fn answer_parsers(body: &[u8]) {
         base_url: "http://u",
         options: &options,
         client_space: None,
+        raw_wanted: false,
+    };
+    // A client of the back's own dialect gets the back's JSON kept; others do not.
+    let same = BackCtx {
+        raw_wanted: true,
+        ..ctx
     };
     let meta = UploadMeta::default();
     for id in DialectId::ALL {
         let d = dialect::get(id);
-        match d.read_stored(body, &meta, &ctx) {
-            Answer::Stored(r) => assert!(r.attachment.id.is_some(), "{id}: stored without an id"),
-            Answer::StoredUnreadable(_) | Answer::Failed(_) => {}
-        }
+        let stored = [&ctx, &same].map(|ctx| match d.read_stored(body, &meta, ctx) {
+            Answer::Stored(r) => {
+                assert!(r.attachment.id.is_some(), "{id}: stored without an id");
+                Some(r.attachment.id)
+            }
+            Answer::StoredUnreadable(_) | Answer::Failed(_) => None,
+        });
+        assert_eq!(
+            stored[0], stored[1],
+            "{id}: read differently for its own dialect"
+        );
         if let Some(m) = d.error_message(body) {
             assert!(
                 m.chars().count() <= 500 && !m.chars().any(char::is_control),
