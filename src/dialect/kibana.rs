@@ -499,10 +499,10 @@ fn is_file_comment(c: &Value) -> bool {
 /// not JSON.
 fn read_case(body: &[u8], whole: bool) -> Option<Value> {
     let slim = (!whole)
-        .then(|| serde_json::from_slice::<CaseIn>(body).ok())
+        .then(|| serde_json::from_slice::<wire::Obj<CaseIn>>(body).ok())
         .flatten();
     match slim {
-        Some(case) => Some(case.into_value()),
+        Some(wire::Obj(case)) => Some(case.into_value()),
         None => serde_json::from_slice(body).ok(),
     }
 }
@@ -519,8 +519,10 @@ struct CaseIn {
     #[serde(deserialize_with = "present")]
     owner: Option<Value>,
     #[serde(deserialize_with = "comments_in")]
-    comments: Option<Option<Vec<CommentIn>>>,
+    comments: Option<Option<CommentsIn>>,
 }
+
+type CommentsIn = Vec<wire::Obj<CommentIn>>;
 
 /// A comment's members that [`comment_attachment`] and [`is_file_comment`] read.
 #[derive(serde::Deserialize, Default)]
@@ -553,7 +555,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// `comments`: an array of objects, or `null` (kept as `Some(None)`, as a tree would).
 fn comments_in<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Option<Option<Vec<CommentIn>>>, D::Error> {
+) -> Result<Option<Option<CommentsIn>>, D::Error> {
     serde::Deserialize::deserialize(d).map(Some)
 }
 
@@ -568,7 +570,7 @@ impl CaseIn {
             None => {}
             Some(None) => put(&mut case, "comments", Some(Value::Null)),
             Some(Some(comments)) => {
-                let comments = comments.into_iter().map(CommentIn::into_value).collect();
+                let comments = comments.into_iter().map(|c| c.0.into_value()).collect();
                 case.insert("comments".into(), Value::Array(comments));
             }
         }
@@ -1058,7 +1060,7 @@ mod tests {
 
     /// Kibana's own case answer, then ones a tree reads leniently (nulls, numbers where
     /// strings go, comments that are not objects, a key given twice).
-    const CASES: [&str; 8] = [
+    const CASES: [&str; 10] = [
         r#"{"id":"c1","owner":"cases","title":"t","totalComment":1,"comments":[
             {"id":"u1","type":"user","comment":"hello","owner":"cases","created_at":"2026-01-01T00:00:00.000Z","created_by":{"username":"elastic","full_name":null,"email":null}},
             {"id":"k1","type":"externalReference","owner":"cases","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f1","externalReferenceStorage":{"type":"savedObject","soType":"file"},"externalReferenceMetadata":{"files":[{"name":"notes","extension":"txt","mimeType":"text/plain","created":"2026-01-01T00:00:01.000Z"}]},"created_at":"2026-01-01T00:00:01.000Z","created_by":{"username":"elastic","full_name":"E","email":"e@x"},"pushed_at":null,"version":"WzEsMV0="},
@@ -1071,6 +1073,8 @@ mod tests {
         r#"{"id":"c","comments":[1,"x",{"id":"k","type":"externalReference","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f"}]}"#,
         r#"{"id":"c","id":"d","comments":[{"id":"k","id":"k2","type":"externalReference","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f"}]}"#,
         r#"{"id":"c","comments":{"id":"k"}}"#,
+        r#"{"id":"c","comments":[["k","externalReference",".files","f"]]}"#,
+        r#"["c","cases",[{"id":"k","type":"externalReference","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f"}]]"#,
     ];
 
     #[test]
@@ -1096,7 +1100,7 @@ mod tests {
         };
         // The first five are read without the whole tree; the rest fall back to it.
         for (i, body) in CASES.iter().enumerate() {
-            let slim = serde_json::from_slice::<CaseIn>(body.as_bytes());
+            let slim = serde_json::from_slice::<wire::Obj<CaseIn>>(body.as_bytes());
             assert_eq!(slim.is_ok(), i < 5, "{body}");
         }
         for body in CASES {

@@ -254,15 +254,13 @@ impl Dialect for Tines {
     }
 
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some((attachment, activity_type)) = activity_bytes(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let Some(mut attachment) = activity(&v) else {
+        let Some(mut attachment) = attachment else {
             return Answer::StoredUnreadable("the answer has no id".into());
         };
-        let commented = v
-            .get("activity_type")
-            .and_then(Value::as_str)
+        let commented = activity_type
             .map(|t| t.eq_ignore_ascii_case("FILE_ATTACHED_AND_COMMENTED"))
             .unwrap_or(meta.comment.is_some());
         let uploader = attachment.uploader.take();
@@ -320,8 +318,11 @@ impl Dialect for Tines {
     }
 
     fn read_record(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Attachment, String> {
-        let v: Value = serde_json::from_slice(body).map_err(|_| "the record is not JSON")?;
-        activity(&v).ok_or_else(|| "the record has no id".into())
+        match activity_bytes(body) {
+            Some((Some(a), _)) => Ok(a),
+            Some((None, _)) => Err("the record has no id".into()),
+            None => Err("the record is not JSON".into()),
+        }
     }
 
     fn info_call(&self, file: &FileRef, _ctx: &BackCtx<'_>) -> Option<Call> {
@@ -429,6 +430,78 @@ fn record(f: &FileView) -> Activity<'_> {
         },
         value: f.comment.as_deref(),
     }
+}
+
+/// An activity record's members as Tines answers them (strings where Tines gives
+/// strings), the rest skipped: the one record of an upload's answer is read without
+/// building a JSON tree. An answer that does not fit (another type, a key given twice) is
+/// read as a tree by [`activity`], which this must agree with.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ActivityIn {
+    id: Option<Value>,
+    case_id: Option<Value>,
+    created_at: Option<String>,
+    file: Option<wire::Obj<ActivityFileIn>>,
+    user: Option<wire::Obj<ActivityUserIn>>,
+    value: Option<String>,
+    block_id: Option<Value>,
+    activity_type: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ActivityFileIn {
+    filename: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ActivityUserIn {
+    user_id: Option<Value>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    avatar_url: Option<String>,
+    is_service_account: Option<bool>,
+}
+
+/// An activity record from its bytes, with its `activity_type` (the attachment is `None`
+/// when the record has no id); `None` when it is not JSON.
+fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
+    let Ok(wire::Obj(a)) = serde_json::from_slice::<wire::Obj<ActivityIn>>(body) else {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let activity_type = v
+            .get("activity_type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        return Some((activity(&v), activity_type));
+    };
+    let Some(id) = a.id.as_ref().and_then(id_text) else {
+        return Some((None, a.activity_type));
+    };
+    let (filename, url) = a.file.map_or((None, None), |f| (f.0.filename, f.0.url));
+    let attachment = Attachment {
+        id: Some(id),
+        case_id: a.case_id.as_ref().and_then(id_text),
+        name: filename,
+        created_at: a.created_at,
+        url,
+        uploader: a.user.map(|wire::Obj(u)| Person {
+            id: u.user_id.as_ref().and_then(id_text),
+            first_name: u.first_name,
+            last_name: u.last_name,
+            email: u.email,
+            avatar_url: u.avatar_url,
+            is_service_account: u.is_service_account,
+            ..Default::default()
+        }),
+        comment: a.value.filter(|c| !c.is_empty()),
+        block_id: a.block_id.filter(|b| !b.is_null()),
+        ..Default::default()
+    };
+    Some((Some(attachment), a.activity_type))
 }
 
 /// Reads an activity record (an upload's answer, a file's record, a list entry).
@@ -555,6 +628,61 @@ impl BodyEncoder for JsonBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_answer_read_typed_gives_what_its_tree_gives() {
+        use super::*;
+        // (body, read typed rather than as a tree)
+        let answers = [
+            (
+                r#"{"id":42,"activity_type":"FILE_ATTACHED_AND_COMMENTED","value":"note","file":{"filename":"a.png","url":"https://t/files/42"},"user":{"user_id":"7","first_name":"A","last_name":"B","email":"e@x","avatar_url":"https://a","is_service_account":false},"case_id":3,"created_at":"2026-01-01T00:00:00Z","block_id":null,"extra":[1,{"x":2}]}"#,
+                true,
+            ),
+            (
+                r#"{"id":"9","file":null,"user":null,"value":"","block_id":5,"case_id":null}"#,
+                true,
+            ),
+            (
+                r#" {"activity_type":"FILE_ATTACHED","file":{"filename":"n"}}"#,
+                true,
+            ),
+            (r#"{"id":true,"user":{}}"#, true),
+            (r#"{"id":1,"created_at":5}"#, false),
+            (r#"{"id":1,"user":[],"file":["n","u"]}"#, false),
+            (r#"{"id":1,"user":["7","A"]}"#, false),
+            (r#"{"id":1,"id":2}"#, false),
+            (
+                r#"{"id":1,"user":{"user_id":5,"is_service_account":"yes"}}"#,
+                false,
+            ),
+            (r#"[{"id":1}]"#, false),
+            (r#""x""#, false),
+            ("not json", false),
+        ];
+        for (body, typed) in answers {
+            let fits = serde_json::from_slice::<wire::Obj<ActivityIn>>(body.as_bytes()).is_ok();
+            assert_eq!(fits, typed, "{body}");
+            let tree = serde_json::from_slice::<Value>(body.as_bytes())
+                .ok()
+                .map(|v| {
+                    let t = v
+                        .get("activity_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    (activity(&v), t)
+                });
+            assert_eq!(activity_bytes(body.as_bytes()), tree, "{body}");
+        }
+        let (a, t) = activity_bytes(answers[0].0.as_bytes()).unwrap();
+        let a = a.unwrap();
+        assert_eq!(t.as_deref(), Some("FILE_ATTACHED_AND_COMMENTED"));
+        assert_eq!(
+            (a.id.as_deref(), a.case_id.as_deref(), a.name.as_deref()),
+            (Some("42"), Some("3"), Some("a.png"))
+        );
+        assert_eq!(a.uploader.and_then(|u| u.id).as_deref(), Some("7"));
+        assert_eq!(a.comment.as_deref(), Some("note"));
+    }
+
     #[test]
     fn records_keep_serde_json_s_key_order_and_values() {
         use crate::upload::{FileView, Person};
