@@ -588,6 +588,7 @@ impl Session {
             }
             Place::Memory => {
                 let mut conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+                stable_plans(&conn)?;
                 migrate(&mut conn)?;
                 (conn, None)
             }
@@ -785,9 +786,24 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| e.to_string())?;
+    stable_plans(&conn)?;
     migrate(&mut conn)?;
     let id = file_id(path).map_err(|e| e.to_string())?;
     Ok((conn, id))
+}
+
+/// Keeps each statement's plan whatever values are bound to it (SQLite's query planner
+/// stability guarantee). Otherwise a `LIMIT ?` marks its statement to be compiled again at
+/// every new binding: the case listings (CASE_IDS, CASE_PAGE) were parsed and planned
+/// anew on each call, which was over a third of the ledger thread's time for a Thalamus
+/// client, whose every upload answer lists the case.
+fn stable_plans(conn: &Connection) -> Result<(), String> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(drop)
+    .map_err(|e| format!("cannot keep query plans stable: {e}"))
 }
 
 /// Applies the migrations this database has not had, in order, in one transaction (so
@@ -841,6 +857,26 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
 mod tests {
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_bound_limit_does_not_make_sqlite_prepare_again() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        for n in 1..4u64 {
+            store.case_ids("r", "c", n).await.unwrap();
+            store.list_case("r", "c", n, n + 1).await.unwrap();
+        }
+        let reprepared = store
+            .call(false, |conn| {
+                let count = |sql| {
+                    conn.prepare_cached(sql)
+                        .map(|s| s.get_status(rusqlite::StatementStatus::RePrepare))
+                };
+                Ok((count(CASE_IDS)?, count(CASE_PAGE)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, (0, 0));
+    }
 
     /// The name of the thread a command ran on.
     async fn thread_of(store: &SqliteStore) -> String {
