@@ -522,7 +522,22 @@ pub struct Links {
 impl Links {
     /// The URL of `path` (which starts with `/`) through casegate.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}{}", self.base, self.prefix, path)
+        self.url_of(&[path])
+    }
+
+    /// The URL of the path made of `parts` (the first starts with `/`), built in one
+    /// allocation: a Thalamus upload answer holds up to
+    /// [`CASE_FILES_MAX`] of them.
+    pub fn url_of(&self, parts: &[&str]) -> String {
+        let len =
+            self.base.len() + self.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut url = String::with_capacity(len);
+        url.push_str(&self.base);
+        url.push_str(&self.prefix);
+        for part in parts {
+            url.push_str(part);
+        }
+        url
     }
 }
 

@@ -20,7 +20,7 @@ use crate::error::{json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_json, id_text, Attachment, CaseFile, FileRef, Kind, Kinds, Links, Outcome, Person,
+    id_text, Attachment, CaseFile, FileRef, JsonId, Kind, Kinds, Links, Outcome, Person,
     UploadMeta, UploadResult,
 };
 
@@ -123,7 +123,8 @@ impl Dialect for Thalamus {
     }
 
     fn link(&self, links: &Links, _case_id: &str, file_id: &str) -> Option<String> {
-        Some(links.url(&format!("/api/v4/cases/files/{}", seg(file_id))))
+        let id: std::borrow::Cow<'_, str> = wire::segment(file_id);
+        Some(links.url_of(&["/api/v4/cases/files/", &id]))
     }
 
     fn upload_lists_case(&self) -> bool {
@@ -337,13 +338,13 @@ impl serde::Serialize for Listed<'_> {
         use serde::ser::SerializeSeq;
         #[derive(serde::Serialize)]
         struct Entry<'a> {
-            id: Value,
+            id: JsonId<'a>,
             url: &'a str,
         }
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for f in self.0 {
             seq.serialize_element(&Entry {
-                id: id_json(&f.id),
+                id: JsonId(&f.id),
                 url: f.link.as_deref().unwrap_or_default(),
             })?;
         }

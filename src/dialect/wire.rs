@@ -111,7 +111,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes one URL path segment.
 pub fn encode_segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
+    segment(s).into_owned()
+}
+
+/// [`encode_segment`], borrowing `s` when nothing in it needs encoding (an id in a list
+/// of thousands).
+pub fn segment(s: &str) -> std::borrow::Cow<'_, str> {
+    utf8_percent_encode(s, SEGMENT).into()
 }
 
 /// Splits a path into its segments, percent-decoded (`+` stays `+` in paths); `None` if a

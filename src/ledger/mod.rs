@@ -179,11 +179,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Add a file and a line here; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_case_ids_covering.sql",
+        sql: include_str!("migrations/0002_case_ids_covering.sql"),
+    },
+];
 
 /// The table that records which migrations a database has had.
 pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS casegate_schema (

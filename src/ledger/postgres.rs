@@ -950,16 +950,19 @@ mod tests {
         let store = open(&pg.url(&db)).await.unwrap();
         store.ping().await.unwrap();
         assert_eq!(
-            pg.psql(&db, "SELECT version, name FROM casegate_schema")
-                .unwrap(),
-            "1|0001_init.sql"
+            pg.psql(
+                &db,
+                "SELECT version, name FROM casegate_schema ORDER BY version"
+            )
+            .unwrap(),
+            "1|0001_init.sql\n2|0002_case_ids_covering.sql"
         );
         drop(store);
         open(&pg.url(&db)).await.unwrap();
         assert_eq!(
             pg.psql(&db, "SELECT count(*) FROM casegate_schema")
                 .unwrap(),
-            "1",
+            "2",
             "applied once"
         );
         pg.psql(

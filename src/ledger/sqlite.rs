@@ -1186,8 +1186,53 @@ mod tests {
         drop(second);
         let third = SqliteStore::open(&path).await.unwrap();
         assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
-        assert_eq!(versions(&third).await, [1]);
+        assert_eq!(versions(&third).await, [1, 2]);
         third.ping().await.unwrap();
+    }
+
+    /// A ledger made by a casegate of schema version 1 gets version 2 at open, its rows
+    /// kept, and the case listing then reads the index alone.
+    #[tokio::test]
+    async fn a_version_1_ledger_is_migrated_and_lists_cases_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_TABLE).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+            conn.execute(
+                "INSERT INTO casegate_schema VALUES (1, '0001_init.sql', 'then')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO files (route, front_id, seq, front_case, back_id) \
+                 VALUES ('r', '7', 1, 'c', 'b7')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(versions(&store).await, [1, 2]);
+        store
+            .record(vec![Row {
+                front_case: Some("c".into()),
+                ..row("r", "8", "b8")
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.case_ids("r", "c", 10).await.unwrap(), ["7", "8"]);
+        let plan = store
+            .call(false, |conn| {
+                let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {CASE_IDS}"))?;
+                let steps = explain
+                    .query_map(params!["r", "c", 10], |r| r.get::<_, String>(3))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(steps.join("; "))
+            })
+            .await
+            .unwrap();
+        assert!(plan.contains("COVERING INDEX files_by_case"), "{plan}");
     }
 
     #[tokio::test]
