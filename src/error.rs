@@ -326,7 +326,11 @@ pub fn json_response<T: serde::Serialize + ?Sized>(
     status: StatusCode,
     value: &T,
 ) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    json_bytes_response(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A JSON answer from its bytes, written already.
+pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

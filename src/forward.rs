@@ -321,13 +321,14 @@ where
         file.owner = owner.clone();
     }
     let case_files = if front.upload_lists_case() {
-        case_files(rt, settings, &links, &front_case, &file).await
+        case_files(rt, settings, &front_case, &file).await
     } else {
         Vec::new()
     };
     let outcome = Outcome {
         file,
         case_files,
+        links,
         case: result.case.take(),
     };
     let mut resp = front.render_upload(&outcome);
@@ -340,17 +341,17 @@ where
     Ok(resp)
 }
 
-/// The files of the case the ledger knows (their ids alone, the first
+/// The front ids of the files of the case the ledger knows (the first
 /// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)), the new one included (it is added
-/// when its row could not be written yet, or the case holds more).
+/// when its row could not be written yet, or the case holds more). The front builds
+/// their links as it writes its answer.
 async fn case_files(
     rt: &RouteRuntime,
     settings: &Settings,
-    links: &crate::upload::Links,
     front_case: &str,
     new: &crate::upload::FileView,
-) -> Vec<crate::upload::CaseFile> {
-    let ids = match settings
+) -> Vec<String> {
+    let mut ids = match settings
         .ledger
         .case_ids(&rt.cfg.name, front_case, crate::upload::CASE_FILES_MAX)
         .await
@@ -361,20 +362,10 @@ async fn case_files(
             Vec::new()
         }
     };
-    let mut files: Vec<_> = ids
-        .into_iter()
-        .map(|id| crate::upload::CaseFile {
-            link: rt.front.link(links, front_case, &id),
-            id,
-        })
-        .collect();
-    if !files.iter().any(|f| f.id == new.id) {
-        files.push(crate::upload::CaseFile {
-            id: new.id.clone(),
-            link: new.link.clone(),
-        });
+    if !ids.contains(&new.id) {
+        ids.push(new.id.clone());
     }
-    files
+    ids
 }
 
 fn declared_length(parts: &Parts) -> Option<u64> {

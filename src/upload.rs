@@ -439,21 +439,16 @@ pub struct FileView {
 /// it takes stay bounded however many files a case holds.
 pub const CASE_FILES_MAX: u64 = 10_000;
 
-/// One file of a case as an upload answer lists it: its front id and its link.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CaseFile {
-    pub id: String,
-    pub link: Option<String>,
-}
-
 /// Everything a front needs to answer an upload.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     /// The new file.
     pub file: FileView,
-    /// Every file of the case casegate knows (the first [`CASE_FILES_MAX`]), the new one
-    /// included (Thalamus answers with the list).
-    pub case_files: Vec<CaseFile>,
+    /// The front ids of every file of the case casegate knows (the first
+    /// [`CASE_FILES_MAX`]), the new one included (Thalamus answers with the list).
+    pub case_files: Vec<String>,
+    /// Where the answer's links point (for the files of `case_files`).
+    pub links: Links,
     /// The case, where the upstream answered with one in the front's own dialect (Kibana).
     pub case: Option<Value>,
 }

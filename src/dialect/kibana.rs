@@ -1045,8 +1045,8 @@ mod tests {
         let view = &files[2];
         let outcome = Outcome {
             file: view.clone(),
-            case_files: Vec::new(),
             case: None,
+            ..Outcome::default()
         };
         assert_eq!(
             body(Kibana.render_upload(&outcome)).await,

@@ -16,12 +16,12 @@ use super::{
     by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
     Outbound, Request,
 };
-use crate::error::{json_response, text_response, Body, Error, Side};
+use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
 use crate::upload::{
-    id_text, Attachment, CaseFile, FileRef, JsonId, Kind, Kinds, Links, Outcome, Person,
-    UploadMeta, UploadResult,
+    id_text, Attachment, FileRef, JsonId, Kind, Kinds, Links, Outcome, Person, UploadMeta,
+    UploadResult,
 };
 
 pub struct Thalamus;
@@ -123,8 +123,7 @@ impl Dialect for Thalamus {
     }
 
     fn link(&self, links: &Links, _case_id: &str, file_id: &str) -> Option<String> {
-        let id: std::borrow::Cow<'_, str> = wire::segment(file_id);
-        Some(links.url_of(&["/api/v4/cases/files/", &id]))
+        Some(links.url_of(&[FILES_PATH, &wire::segment(file_id)]))
     }
 
     fn upload_lists_case(&self) -> bool {
@@ -138,19 +137,15 @@ impl Dialect for Thalamus {
             .or(who.full_name)
             .or(who.username)
             .unwrap_or_default();
-        // Serialized straight from the list (up to CASE_FILES_MAX entries), without a
-        // JSON tree of it first.
-        let body = UploadAnswer {
-            context: json!({"simpleProfile": {
-                "firstname": first,
-                "lastname": who.last_name.unwrap_or_default(),
-                "email": who.email.unwrap_or_default(),
-            }}),
-            attachments: Attachments {
-                attachements: Listed(&o.case_files),
-            },
-        };
-        json_response(StatusCode::OK, &body)
+        let context = json!({"simpleProfile": {
+            "firstname": first,
+            "lastname": who.last_name.unwrap_or_default(),
+            "email": who.email.unwrap_or_default(),
+        }});
+        json_bytes_response(
+            StatusCode::OK,
+            upload_answer(&context, &o.case_files, &o.links),
+        )
     }
 
     fn render_deleted(&self, deleted: bool) -> Response<Body> {
@@ -318,43 +313,116 @@ fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     }
 }
 
-/// A Thalamus upload answer (the `attachements` spelling is Thalamus's own).
-#[derive(serde::Serialize)]
-struct UploadAnswer<'a> {
-    context: Value,
-    attachments: Attachments<'a>,
-}
+/// Where a file's download link points, before its id (under the route's prefix).
+const FILES_PATH: &str = "/api/v4/cases/files/";
 
-#[derive(serde::Serialize)]
-struct Attachments<'a> {
-    attachements: Listed<'a>,
-}
-
-/// The case's files as `[{id, url}]`, each entry built as it is written.
-struct Listed<'a>(&'a [CaseFile]);
-
-impl serde::Serialize for Listed<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        #[derive(serde::Serialize)]
-        struct Entry<'a> {
-            id: JsonId<'a>,
-            url: &'a str,
+/// A Thalamus upload answer (the `attachements` spelling is Thalamus's own):
+/// `{"context":…,"attachments":{"attachements":[{"id":…,"url":…},…]}}`, written straight
+/// into one buffer. The list holds every file of the case (up to
+/// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)); their links differ only in the id,
+/// so what comes before it is escaped once, not once per file (a link built and escaped
+/// per entry was most of the answer's cost).
+fn upload_answer(context: &Value, ids: &[String], links: &Links) -> Vec<u8> {
+    let start = serde_json::to_string(&links.url(FILES_PATH)).unwrap_or_default();
+    // The JSON string's content, without its quotes.
+    let start = start
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(128 + ids.len() * (start.len() + 32));
+    out.extend_from_slice(b"{\"context\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, context);
+    out.extend_from_slice(b",\"attachments\":{\"attachements\":[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for f in self.0 {
-            seq.serialize_element(&Entry {
-                id: JsonId(&f.id),
-                url: f.link.as_deref().unwrap_or_default(),
-            })?;
-        }
-        seq.end()
+        out.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut out, &JsonId(id));
+        out.extend_from_slice(b",\"url\":\"");
+        out.extend_from_slice(start.as_bytes());
+        // A percent-encoded segment is unreserved ASCII and `%`: nothing JSON escapes.
+        out.extend_from_slice(wire::segment(id).as_bytes());
+        out.extend_from_slice(b"\"}");
     }
+    out.extend_from_slice(b"]}}");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer as serde wrote it from structs before it was written by hand: the
+    /// oracle for [`upload_answer`].
+    fn answer_by_serde(context: &Value, ids: &[String], links: &Links) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            context: &'a Value,
+            attachments: Attachments,
+        }
+        #[derive(serde::Serialize)]
+        struct Attachments {
+            attachements: Vec<Entry>,
+        }
+        #[derive(serde::Serialize)]
+        struct Entry {
+            id: Value,
+            url: String,
+        }
+        let attachements = ids
+            .iter()
+            .map(|id| Entry {
+                id: crate::upload::id_json(id),
+                url: Thalamus.link(links, "case", id).unwrap_or_default(),
+            })
+            .collect();
+        serde_json::to_vec(&Answer {
+            context,
+            attachments: Attachments { attachements },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_upload_answer_has_the_bytes_serde_writes() {
+        let context = json!({"simpleProfile": {
+            "firstname": "Ann \"A\" \\ \u{1}",
+            "lastname": "",
+            "email": "a@example.com",
+        }});
+        let ids: Vec<String> = [
+            "1",
+            "42",
+            "007",
+            "0",
+            "18446744073709551616",
+            "a b/c",
+            "\"q\"\\",
+            "ü€",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        let plain = Links {
+            base: "http://127.0.0.1:8080".into(),
+            prefix: String::new(),
+        };
+        let odd = Links {
+            base: "https://cases.example/a\"b\\".into(),
+            prefix: "/thal ü".into(),
+        };
+        for links in [plain, odd] {
+            for n in [0, 1, 3, ids.len()] {
+                let ours = upload_answer(&context, &ids[..n], &links);
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(answer_by_serde(&context, &ids[..n], &links)).unwrap()
+                );
+            }
+        }
+    }
 
     fn ctx() -> BackCtx<'static> {
         static OPTIONS: std::sync::LazyLock<super::super::UpstreamOptions> =
