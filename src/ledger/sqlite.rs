@@ -1190,6 +1190,45 @@ mod tests {
         third.ping().await.unwrap();
     }
 
+    /// Two stores on one file (two processes sharing it): each one's checkpointer copies
+    /// the other's commits too, neither waits for the other, and the WAL stays bounded
+    /// even when the other's commits keep it from starting again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_file_keep_writing_and_the_wal_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let stores = [
+            Arc::new(SqliteStore::open(&path).await.unwrap()),
+            Arc::new(SqliteStore::open(&path).await.unwrap()),
+        ];
+        let wal = dir.path().join("ledger.sqlite3-wal");
+        let writers: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(w, store)| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for n in 0..3000 {
+                        let row = Row {
+                            front_case: Some("c".into()),
+                            ..row("r", &format!("{w}-{n}"), &format!("b{w}-{n}"))
+                        };
+                        store.record(vec![row]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let bound = u64::try_from(CHECKPOINT_HERE_PAGES + CHECKPOINT_PAGES).unwrap() * 4200;
+        let size = std::fs::metadata(&wal).unwrap().len();
+        assert!(size < bound, "the WAL grew to {size} bytes");
+        let runs: u64 = stores.iter().map(|s| checkpoints(s).0).sum();
+        assert!(runs >= 2, "the checkpointers ran {runs} checkpoints");
+        assert_eq!(stores[0].dump(None).await.unwrap().len(), 6000);
+    }
+
     /// A ledger made by a casegate of schema version 1 gets version 2 at open, its rows
     /// kept, and the case listing then reads the index alone.
     #[tokio::test]
