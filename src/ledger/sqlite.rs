@@ -869,7 +869,7 @@ impl Checkpointer {
     fn serve(&self, session: &std::sync::Weak<Mutex<Session>>) {
         let mut failing = false;
         while self.nudges.recv().is_ok() {
-            if self.checkpoint(&mut failing).is_none() {
+            if !self.checkpoint(&mut failing) {
                 continue;
             }
             let Some(session) = session.upgrade() else {
@@ -881,20 +881,19 @@ impl Checkpointer {
         }
     }
 
-    /// One `PASSIVE` checkpoint: Some((pages in the WAL, pages checkpointed)), or None when
-    /// it could not run (another process is checkpointing, or an error, logged when it is
-    /// the first since a success).
-    fn checkpoint(&self, failing: &mut bool) -> Option<(c_int, c_int)> {
+    /// One `PASSIVE` checkpoint: false when it could not run (another process is
+    /// checkpointing, or an error, logged when it is the first since a success).
+    fn checkpoint(&self, failing: &mut bool) -> bool {
         let result = self
             .conn
             .wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE);
         self.counts.off_path.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(counts) => {
+            Ok(_) => {
                 *failing = false;
-                Some(counts)
+                true
             }
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => None,
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => false,
             Err(e) => {
                 if !*failing {
                     tracing::warn!(
@@ -904,7 +903,7 @@ impl Checkpointer {
                     );
                 }
                 *failing = true;
-                None
+                false
             }
         }
     }
