@@ -83,7 +83,10 @@ enum State {
 pub struct Reader {
     /// `\r\n--` + the boundary.
     delimiter: Box<[u8]>,
-    buf: BytesMut,
+    /// What was pushed and not yet read. A `Bytes`, so a chunk is read in place: the
+    /// file's data are slices of the chunks as they came (hyper's chunks share its read
+    /// buffer, so taking one over as a `BytesMut` copied every byte of the body).
+    buf: Bytes,
     /// Nothing of the body was read yet: the first delimiter may open it (without the
     /// CRLF before it).
     at_start: bool,
@@ -99,7 +102,7 @@ impl Reader {
         delimiter.extend_from_slice(boundary.as_bytes());
         Reader {
             delimiter: delimiter.into_boxed_slice(),
-            buf: BytesMut::new(),
+            buf: Bytes::new(),
             at_start: true,
             state: State::Preamble,
             eof: false,
@@ -112,10 +115,14 @@ impl Reader {
             return;
         }
         if self.buf.is_empty() {
-            // Taken over without a copy when the chunk is not shared.
-            self.buf = BytesMut::from(chunk);
+            self.buf = chunk;
         } else {
-            self.buf.extend_from_slice(&chunk);
+            // Only the few bytes that may begin a delimiter, or a part's head still
+            // incomplete (at most MAX_HEAD_BYTES), are left over when a chunk comes.
+            let mut joined = BytesMut::with_capacity(self.buf.len() + chunk.len());
+            joined.extend_from_slice(&self.buf);
+            joined.extend_from_slice(&chunk);
+            self.buf = joined.freeze();
         }
     }
 
@@ -130,7 +137,7 @@ impl Reader {
         let got = self.step();
         if got.is_err() {
             self.state = State::Done;
-            self.buf = BytesMut::new();
+            self.buf = Bytes::new();
         }
         got
     }
@@ -169,7 +176,7 @@ impl Reader {
                     }
                     if self.buf.starts_with(b"--") {
                         self.state = State::Done;
-                        self.buf = BytesMut::new();
+                        self.buf = Bytes::new();
                         return Ok(Some(Item::End));
                     }
                     self.state = State::Padding;
@@ -214,7 +221,7 @@ impl Reader {
                 State::Data => {
                     if let Some(at) = self.find_delimiter() {
                         if at > 0 {
-                            return Ok(Some(Item::Data(self.buf.split_to(at).freeze())));
+                            return Ok(Some(Item::Data(self.buf.split_to(at))));
                         }
                         self.buf.advance(self.delimiter.len());
                         self.state = State::Delimiter;
@@ -223,7 +230,7 @@ impl Reader {
                     let keep = partial_suffix(&self.buf, &self.delimiter);
                     let ready = self.buf.len() - keep;
                     if ready > 0 {
-                        return Ok(Some(Item::Data(self.buf.split_to(ready).freeze())));
+                        return Ok(Some(Item::Data(self.buf.split_to(ready))));
                     }
                     return self.more();
                 }
@@ -415,6 +422,17 @@ mod tests {
             Ok(Some(Item::Data(d))) => {
                 assert_eq!(d.len(), 1000);
                 assert_eq!(d.as_ptr(), at, "the chunk itself, not a copy");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A chunk that shares its buffer, as hyper's body chunks share its read buffer.
+        let read_buffer = Bytes::from(vec![9u8; 3000]);
+        let chunk = read_buffer.slice(1000..2000);
+        r.push(chunk);
+        match r.read() {
+            Ok(Some(Item::Data(d))) => {
+                assert_eq!(d.len(), 1000);
+                assert_eq!(d.as_ptr(), read_buffer[1000..].as_ptr(), "not a copy");
             }
             other => panic!("{other:?}"),
         }
