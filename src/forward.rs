@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use crate::dialect::{respond, upstream_error, Answer, BodyEncoder, Dialect, Request};
 use crate::error::{Body, BoxError, Error};
 use crate::inbound::{body_stream, Event, EventStream, Limits};
-use crate::ledger::{Ledger, Row};
+use crate::ledger::{CaseFiles, Ledger, Row};
 use crate::read::{self, ledger_down};
 use crate::router::RouteRuntime;
 use crate::spool::{SpoolReader, SpoolWriter};
@@ -323,7 +323,7 @@ where
     let case_files = if front.upload_lists_case() {
         case_files(rt, settings, &front_case, &file).await
     } else {
-        Vec::new()
+        CaseFiles::default()
     };
     let outcome = Outcome {
         file,
@@ -341,7 +341,7 @@ where
     Ok(resp)
 }
 
-/// The front ids of the files of the case the ledger knows (the first
+/// The files of the case the ledger knows (the first
 /// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)), the new one included (it is added
 /// when its row could not be written yet, or the case holds more). The front builds
 /// their links as it writes its answer.
@@ -350,22 +350,23 @@ async fn case_files(
     settings: &Settings,
     front_case: &str,
     new: &crate::upload::FileView,
-) -> Vec<String> {
-    let mut ids = match settings
+) -> CaseFiles {
+    match settings
         .ledger
-        .case_ids(&rt.cfg.name, front_case, crate::upload::CASE_FILES_MAX)
+        .case_files(
+            &rt.cfg.name,
+            front_case,
+            crate::upload::CASE_FILES_MAX,
+            &new.id,
+        )
         .await
     {
-        Ok(ids) => ids,
+        Ok(files) => files,
         Err(e) => {
             tracing::warn!(route = %rt.cfg.name, error = %e, "the ledger cannot list the case; answering with the new file alone");
-            Vec::new()
+            CaseFiles::only(new.id.clone())
         }
-    };
-    if !ids.contains(&new.id) {
-        ids.push(new.id.clone());
     }
-    ids
 }
 
 fn declared_length(parts: &Parts) -> Option<u64> {

@@ -446,7 +446,7 @@ pub struct Outcome {
     pub file: FileView,
     /// The front ids of every file of the case casegate knows (the first
     /// [`CASE_FILES_MAX`]), the new one included (Thalamus answers with the list).
-    pub case_files: Vec<String>,
+    pub case_files: crate::ledger::CaseFiles,
     /// Where the answer's links point (for the files of `case_files`).
     pub links: Links,
     /// The case, where the upstream answered with one in the front's own dialect (Kibana).

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
+use crate::ledger::CaseFiles;
 use crate::secret::ct_any;
 use crate::upload::{
     id_text, Attachment, FileRef, JsonId, Kind, Kinds, Links, Outcome, Person, UploadMeta,
@@ -322,29 +323,37 @@ const FILES_PATH: &str = "/api/v4/cases/files/";
 /// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)); their links differ only in the id,
 /// so what comes before it is escaped once, not once per file (a link built and escaped
 /// per entry was most of the answer's cost).
-fn upload_answer(context: &Value, ids: &[String], links: &Links) -> Vec<u8> {
+fn upload_answer(context: &Value, files: &CaseFiles, links: &Links) -> Vec<u8> {
     let start = serde_json::to_string(&links.url(FILES_PATH)).unwrap_or_default();
     // The JSON string's content, without its quotes.
     let start = start
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(128 + ids.len() * (start.len() + 32));
+    let mut out = Vec::with_capacity(128 + files.count() * (start.len() + 32));
     out.extend_from_slice(b"{\"context\":");
     // Writing JSON into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, context);
     out.extend_from_slice(b",\"attachments\":{\"attachements\":[");
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    // One file's entry; the comma after the last is taken off below.
+    let entry = |id: &str, out: &mut Vec<u8>| {
         out.extend_from_slice(b"{\"id\":");
-        let _ = serde_json::to_writer(&mut out, &JsonId(id));
+        let _ = serde_json::to_writer(&mut *out, &JsonId(id));
         out.extend_from_slice(b",\"url\":\"");
         out.extend_from_slice(start.as_bytes());
         // A percent-encoded segment is unreserved ASCII and `%`: nothing JSON escapes.
         out.extend_from_slice(wire::segment(id).as_bytes());
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(b"\"},");
+    };
+    files.with_written(start, entry, |listed, new| {
+        out.extend_from_slice(listed);
+        if let Some(id) = new {
+            entry(id, &mut out);
+        }
+    });
+    // The last entry's comma.
+    if out.last() == Some(&b',') {
+        out.pop();
     }
     out.extend_from_slice(b"]}}");
     out
@@ -415,7 +424,7 @@ mod tests {
         };
         for links in [plain, odd] {
             for n in [0, 1, 3, ids.len()] {
-                let ours = upload_answer(&context, &ids[..n], &links);
+                let ours = upload_answer(&context, &CaseFiles::of(ids[..n].to_vec()), &links);
                 assert_eq!(
                     String::from_utf8(ours).unwrap(),
                     String::from_utf8(answer_by_serde(&context, &ids[..n], &links)).unwrap()

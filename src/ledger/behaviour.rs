@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::pg_test::PgServer;
-use super::{IdForm, Ledger, LedgerUrl, Load, Row, Store};
+use super::{CaseIds, IdForm, Ledger, LedgerUrl, Load, Row, Store};
 use crate::secret::Secret;
 
 /// One database of the store under test.
@@ -453,21 +453,61 @@ async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
     let (page, _) = store.list_case("r", "c3", 0, 10).await.unwrap();
     assert_eq!(fronts(&page), ["h-z", "h-a", "h-m"]);
     // The ids alone, as a Thalamus upload answer lists them: same order, same bound.
+    let ids = |read: CaseIds| read.rows.into_iter().map(|(_, id)| id).collect::<Vec<_>>();
+    let c1 = store.case_ids("r", "c1", i64::MIN, 10).await.unwrap();
+    assert_eq!(c1.changes, 0);
+    let seqs: Vec<i64> = c1.rows.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(ids(c1), ["f0", "f1", "f2", "f3", "f4", "f5", "f6"]);
+    let two = store.case_ids("r", "c1", i64::MIN, 2).await.unwrap();
+    assert_eq!(ids(two), ["f0", "f1"]);
+    // After a seq: only the rows inserted later.
+    let after = store.case_ids("r", "c1", seqs[4], 10).await.unwrap();
+    assert_eq!(ids(after), ["f5", "f6"]);
+    let after = store.case_ids("r", "c1", seqs[4], 1).await.unwrap();
+    assert_eq!(ids(after), ["f5"]);
+    let last = store.case_ids("r", "c1", seqs[6], 10).await.unwrap();
+    assert_eq!((last.changes, last.rows.len()), (0, 0));
     assert_eq!(
-        store.case_ids("r", "c1", 10).await.unwrap(),
-        ["f0", "f1", "f2", "f3", "f4", "f5", "f6"]
-    );
-    assert_eq!(store.case_ids("r", "c1", 2).await.unwrap(), ["f0", "f1"]);
-    assert_eq!(
-        store.case_ids("r", "c3", u64::MAX).await.unwrap(),
+        ids(store.case_ids("r", "c3", i64::MIN, u64::MAX).await.unwrap()),
         ["h-z", "h-a", "h-m"]
     );
-    assert!(store.case_ids("r", "none", 10).await.unwrap().is_empty());
     assert!(store
-        .case_ids("nowhere", "c1", 10)
+        .case_ids("r", "none", i64::MIN, 10)
         .await
         .unwrap()
+        .rows
         .is_empty());
+    assert!(store
+        .case_ids("nowhere", "c1", i64::MIN, 10)
+        .await
+        .unwrap()
+        .rows
+        .is_empty());
+    // A deletion moves the count of changes, in the same transaction; a delete that
+    // finds nothing does not.
+    assert!(store.remove("r", "f3").await.unwrap());
+    let c1 = store.case_ids("r", "c1", i64::MIN, 10).await.unwrap();
+    assert_eq!(c1.changes, 1);
+    assert_eq!(ids(c1), ["f0", "f1", "f2", "f4", "f5", "f6"]);
+    assert!(!store.remove("r", "f3").await.unwrap());
+    assert_eq!(
+        store
+            .case_ids("r", "c1", i64::MIN, 0)
+            .await
+            .unwrap()
+            .changes,
+        1
+    );
+    assert!(store.remove("other", "f3").await.unwrap());
+    assert_eq!(
+        store
+            .case_ids("r", "c1", i64::MIN, 0)
+            .await
+            .unwrap()
+            .changes,
+        2
+    );
 }
 
 async fn remove_set_hashes_and_dump_order(db: Db) {

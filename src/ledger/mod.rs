@@ -33,6 +33,7 @@
 
 #[cfg(test)]
 mod behaviour;
+mod cases;
 pub mod pg_test;
 pub mod postgres;
 mod render;
@@ -48,6 +49,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
+pub use cases::CaseFiles;
 pub use render::{render_json, render_table};
 pub use url::LedgerUrl;
 
@@ -140,14 +142,27 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>>;
 
-    /// The front ids of a case's first `limit` rows, oldest first: what a Thalamus upload
-    /// answer lists, read without the rest of each row.
+    /// The front ids of a case's rows inserted after `after` (a `seq`; 0 for all), oldest
+    /// first, at most `limit`: what a Thalamus upload answer lists, read without the rest
+    /// of each row. With them, the ledger's count of deleted rows, read BEFORE the rows
+    /// (so a deletion that races the read shows as a change next time, never as a list
+    /// that still holds a deleted file).
     fn case_ids(
         &self,
         route: &str,
         front_case: &str,
+        after: i64,
         limit: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>>;
+    ) -> BoxFuture<'_, Result<CaseIds, LedgerError>>;
+
+    /// Whether rows become visible in `seq` order (a row never commits after one with a
+    /// higher `seq`), so that reading the rows after the highest `seq` seen finds every
+    /// row added since. SQLite: yes (one writer at a time, the number taken inside the
+    /// writing transaction). PostgreSQL: no (replicas take numbers, then commit in any
+    /// order), so its cases are read whole every time.
+    fn seq_follows_commits(&self) -> bool {
+        false
+    }
 
     /// Keeps a file's hashes once computed (no error when the row is gone).
     fn set_hashes(
@@ -170,6 +185,15 @@ pub trait Store: Send + Sync + 'static {
     fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
 }
 
+/// What [`Store::case_ids`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseIds {
+    /// The ledger's count of deleted rows (`files.changes`).
+    pub changes: i64,
+    /// `(seq, front_id)`, oldest first.
+    pub rows: Vec<(i64, String)>,
+}
+
 /// One schema migration: a plain SQL file every store runs unchanged, in version order,
 /// once per database, recorded in the `casegate_schema` table.
 pub(crate) struct Migration {
@@ -189,6 +213,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "0002_case_ids_covering.sql",
         sql: include_str!("migrations/0002_case_ids_covering.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_case_changes.sql",
+        sql: include_str!("migrations/0003_case_changes.sql"),
     },
 ];
 
@@ -264,6 +293,8 @@ struct Inner {
     /// gone.
     wake: Arc<Notify>,
     tasks_started: AtomicBool,
+    /// Case listings held for Thalamus upload answers.
+    listings: cases::Listings,
 }
 
 #[derive(Default)]
@@ -352,6 +383,7 @@ impl Ledger {
                 flushing: tokio::sync::Mutex::new(()),
                 wake: Arc::new(Notify::new()),
                 tasks_started: AtomicBool::new(false),
+                listings: cases::Listings::default(),
             }),
         };
         ledger.start_tasks();
@@ -519,16 +551,24 @@ impl Ledger {
             .await
     }
 
-    /// The front ids of a case's first `limit` rows, oldest first.
-    pub async fn case_ids(
+    /// What a Thalamus upload answer lists: the front ids of the case's first `limit`
+    /// rows, oldest first, and `new` (the uploaded file) after them unless among them.
+    /// Read from a listing held in memory and the rows added since where the store
+    /// allows (see [`cases`]).
+    pub async fn case_files(
         &self,
         route: &str,
         front_case: &str,
         limit: u64,
-    ) -> Result<Vec<String>, LedgerError> {
+        new: &str,
+    ) -> Result<CaseFiles, LedgerError> {
         self.start_tasks();
-        self.inner
-            .call(self.inner.store.case_ids(route, front_case, limit))
+        let inner = &*self.inner;
+        let read =
+            |after: i64, n: u64| inner.call(inner.store.case_ids(route, front_case, after, n));
+        inner
+            .listings
+            .files(&*inner.store, read, route, front_case, limit, new)
             .await
     }
 
@@ -934,9 +974,13 @@ mod tests {
             &self,
             route: &str,
             front_case: &str,
+            after: i64,
             limit: u64,
-        ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
-            self.gate(false, self.inner.case_ids(route, front_case, limit))
+        ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
+            self.gate(false, self.inner.case_ids(route, front_case, after, limit))
+        }
+        fn seq_follows_commits(&self) -> bool {
+            self.inner.seq_follows_commits()
         }
         fn set_hashes(
             &self,

@@ -69,7 +69,7 @@ use tokio_postgres::Transaction;
 use self::pool::{describe, Conn, DbError, Pool};
 use self::settings::Settings;
 use self::tls::MakeTls;
-use super::{LedgerError, Row, Store, MIGRATIONS, SCHEMA_TABLE};
+use super::{CaseIds, LedgerError, Row, Store, MIGRATIONS, SCHEMA_TABLE};
 use crate::secret::Secret;
 
 /// The advisory lock migrations hold ("casegate" in ASCII).
@@ -144,12 +144,17 @@ const CASE_PAGE: &str = concat!(
     " FROM files WHERE route = $1 AND front_case = $2 ORDER BY seq LIMIT $3 OFFSET $4"
 );
 const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = $1 AND front_case = $2";
-const CASE_IDS: &str =
-    "SELECT front_id FROM files WHERE route = $1 AND front_case = $2 ORDER BY seq LIMIT $3";
+const CASE_IDS: &str = "SELECT seq, front_id FROM files WHERE route = $1 AND front_case = $2 \
+     AND seq > $3 ORDER BY seq LIMIT $4";
+const READ_CHANGES: &str = "SELECT value FROM counters WHERE name = 'files.changes'";
 const SET_HASHES: &str =
     "UPDATE files SET md5 = $3, sha256 = $4 WHERE route = $1 AND front_id = $2";
-const REMOVE: &str =
-    "DELETE FROM files WHERE route = $1 AND (front_id = $2 OR back_comment_id = $2)";
+// The deletion and the bump of 'files.changes' (see migration 3) in one statement.
+const REMOVE: &str = "WITH gone AS (DELETE FROM files WHERE route = $1 \
+     AND (front_id = $2 OR back_comment_id = $2) RETURNING 1), \
+     bumped AS (UPDATE counters SET value = value + 1 WHERE name = 'files.changes' \
+     AND EXISTS (SELECT 1 FROM gone)) \
+     SELECT COUNT(*) FROM gone";
 const PING: &str = "SELECT COUNT(*) FROM casegate_schema";
 // Routes in byte order, as SQLite sorts them, whatever the database's collation.
 const DUMP_ALL: &str = concat!(
@@ -291,21 +296,28 @@ impl Store for PostgresStore {
         &self,
         route: &str,
         front_case: &str,
+        after: i64,
         limit: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+    ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
         let (route, front_case) = (route.to_string(), front_case.to_string());
         self.call(move |conn| {
             Box::pin(async move {
+                // First (see the trait): a deletion after this read is a change next time.
+                let read_changes = conn.prepare(READ_CHANGES).await?;
+                let changes = match conn.client.query_opt(&read_changes, &[]).await? {
+                    Some(row) => row.try_get(0)?,
+                    None => 0,
+                };
                 let ids = conn.prepare(CASE_IDS).await?;
-                let rows = conn
+                let found = conn
                     .client
-                    .query(&ids, &[&route, &front_case, &clamp(limit)])
+                    .query(&ids, &[&route, &front_case, &after, &clamp(limit)])
                     .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    out.push(row.try_get::<_, String>(0)?);
+                let mut rows = Vec::with_capacity(found.len());
+                for row in &found {
+                    rows.push((row.try_get(0)?, row.try_get(1)?));
                 }
-                Ok(out)
+                Ok(CaseIds { changes, rows })
             })
         })
     }
@@ -334,10 +346,11 @@ impl Store for PostgresStore {
         self.call(move |conn| {
             Box::pin(async move {
                 let statement = conn.prepare(REMOVE).await?;
-                let n = conn
+                let n: i64 = conn
                     .client
-                    .execute(&statement, &[&route, &front_id])
-                    .await?;
+                    .query_one(&statement, &[&route, &front_id])
+                    .await?
+                    .try_get(0)?;
                 Ok(n > 0)
             })
         })
@@ -955,14 +968,14 @@ mod tests {
                 "SELECT version, name FROM casegate_schema ORDER BY version"
             )
             .unwrap(),
-            "1|0001_init.sql\n2|0002_case_ids_covering.sql"
+            "1|0001_init.sql\n2|0002_case_ids_covering.sql\n3|0003_case_changes.sql"
         );
         drop(store);
         open(&pg.url(&db)).await.unwrap();
         assert_eq!(
             pg.psql(&db, "SELECT count(*) FROM casegate_schema")
                 .unwrap(),
-            "2",
+            "3",
             "applied once"
         );
         pg.psql(

@@ -41,7 +41,7 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{LedgerError, Load, Row, Store, MIGRATIONS, SCHEMA_TABLE};
+use super::{CaseIds, LedgerError, Load, Row, Store, MIGRATIONS, SCHEMA_TABLE};
 
 /// How long a command waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,8 +112,10 @@ const CASE_PAGE: &str = concat!(
     " FROM files WHERE route = ?1 AND front_case = ?2 ORDER BY seq LIMIT ?3 OFFSET ?4"
 );
 const CASE_TOTAL: &str = "SELECT COUNT(*) FROM files WHERE route = ?1 AND front_case = ?2";
-const CASE_IDS: &str =
-    "SELECT front_id FROM files WHERE route = ?1 AND front_case = ?2 ORDER BY seq LIMIT ?3";
+const CASE_IDS: &str = "SELECT seq, front_id FROM files WHERE route = ?1 AND front_case = ?2 \
+     AND seq > ?3 ORDER BY seq LIMIT ?4";
+const READ_CHANGES: &str = "SELECT value FROM counters WHERE name = 'files.changes'";
+const BUMP_CHANGES: &str = "UPDATE counters SET value = value + 1 WHERE name = 'files.changes'";
 const DUMP_ALL: &str = concat!("SELECT ", columns!(), " FROM files ORDER BY route, seq");
 const DUMP_ROUTE: &str = concat!(
     "SELECT ",
@@ -297,16 +299,29 @@ impl Store for SqliteStore {
         &self,
         route: &str,
         front_case: &str,
+        after: i64,
         limit: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+    ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
         let (route, front_case) = (route.to_string(), front_case.to_string());
         self.call(false, move |conn| {
+            // First (see the trait): a deletion after this read is a change next time.
+            let changes = conn
+                .prepare_cached(READ_CHANGES)?
+                .query_row([], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
             let mut ids = conn.prepare_cached(CASE_IDS)?;
-            let ids = ids
-                .query_map(params![route, front_case, clamp(limit)], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(ids)
+            let rows = ids
+                .query_map(params![route, front_case, after, clamp(limit)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+            Ok(CaseIds { changes, rows })
         })
+    }
+
+    fn seq_follows_commits(&self) -> bool {
+        true
     }
 
     fn set_hashes(
@@ -334,6 +349,10 @@ impl Store for SqliteStore {
                     "DELETE FROM files WHERE route = ?1 AND (front_id = ?2 OR back_comment_id = ?2)",
                 )?
                 .execute(params![route, front_id])?;
+            if n > 0 {
+                // In the same transaction: listings held in memory read the case again.
+                conn.prepare_cached(BUMP_CHANGES)?.execute([])?;
+            }
             Ok(n > 0)
         })
     }
@@ -1024,7 +1043,10 @@ mod tests {
     async fn a_bound_limit_does_not_make_sqlite_prepare_again() {
         let store = SqliteStore::open_memory().await.unwrap();
         for n in 1..4u64 {
-            store.case_ids("r", "c", n).await.unwrap();
+            store
+                .case_ids("r", "c", i64::from(n as u8), n)
+                .await
+                .unwrap();
             store.list_case("r", "c", n, n + 1).await.unwrap();
         }
         let reprepared = store
@@ -1185,7 +1207,7 @@ mod tests {
         drop(second);
         let third = SqliteStore::open(&path).await.unwrap();
         assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
-        assert_eq!(versions(&third).await, [1, 2]);
+        assert_eq!(versions(&third).await, [1, 2, 3]);
         third.ping().await.unwrap();
     }
 
@@ -1228,8 +1250,8 @@ mod tests {
         assert_eq!(stores[0].dump(None).await.unwrap().len(), 6000);
     }
 
-    /// A ledger made by a casegate of schema version 1 gets version 2 at open, its rows
-    /// kept, and the case listing then reads the index alone.
+    /// A ledger made by a casegate of schema version 1 gets versions 2 and 3 at open, its
+    /// rows kept, and the case listing then reads the index alone.
     #[tokio::test]
     async fn a_version_1_ledger_is_migrated_and_lists_cases_from_the_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -1251,7 +1273,7 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(versions(&store).await, [1, 2]);
+        assert_eq!(versions(&store).await, [1, 2, 3]);
         store
             .record(vec![Row {
                 front_case: Some("c".into()),
@@ -1259,12 +1281,14 @@ mod tests {
             }])
             .await
             .unwrap();
-        assert_eq!(store.case_ids("r", "c", 10).await.unwrap(), ["7", "8"]);
+        let listed = store.case_ids("r", "c", i64::MIN, 10).await.unwrap();
+        let ids: Vec<&str> = listed.rows.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!((listed.changes, ids), (0, vec!["7", "8"]));
         let plan = store
             .call(false, |conn| {
                 let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {CASE_IDS}"))?;
                 let steps = explain
-                    .query_map(params!["r", "c", 10], |r| r.get::<_, String>(3))?
+                    .query_map(params!["r", "c", 0, 10], |r| r.get::<_, String>(3))?
                     .collect::<rusqlite::Result<Vec<String>>>()?;
                 Ok(steps.join("; "))
             })

@@ -1,0 +1,693 @@
+//! Case listings held in memory: what a Thalamus upload answer lists (every file of the
+//! case, SPEC 7.1), kept per route and case so that an upload reads from the store only
+//! the files added since the last answer, not the whole case again.
+//!
+//! A listing is the front ids of the case's files in insertion order (`seq`), the oldest
+//! [`limit`](Listings::files) of them, with the highest `seq` it holds and the ledger's
+//! count of deleted rows (`files.changes`) when it was read. Each upload asks the store
+//! for the case's rows after that `seq` and for the count again:
+//! - the count unchanged: the new rows are appended (rows only ever join a case at the
+//!   end, where the store says rows become visible in `seq` order, which is what
+//!   [`Store::seq_follows_commits`] promises; a row's case never changes once written);
+//! - the count moved (a file was deleted, by this process or another sharing the ledger):
+//!   the case is read whole again into a new listing.
+//!
+//! Where the store cannot promise that order (PostgreSQL, whose replicas take numbers and
+//! commit in any order), every answer reads its case whole, as before, and nothing is
+//! kept. Answers hold a listing and a length: a listing only grows, and a reread makes
+//! a new one, so what an answer holds never changes under it. The memory is bounded: at
+//! most [`MAX_IDS`] ids in [`MAX_CASES`] cases, the least recently used dropped first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{CaseIds, LedgerError, Store};
+
+/// The most ids held across every listing. With each written for answers (about 70
+/// bytes for a Thalamus entry), about 10 MiB at most.
+pub const MAX_IDS: usize = 100_000;
+/// The most cases held.
+pub const MAX_CASES: usize = 4096;
+
+/// The files a Thalamus upload answer lists: a prefix of a listing, and the new file
+/// when the listing does not hold it (its row could not be written yet, or the case holds
+/// more than the limit).
+#[derive(Clone, Default)]
+pub struct CaseFiles {
+    listing: Option<Arc<Listing>>,
+    len: usize,
+    extra: Option<String>,
+}
+
+impl fmt::Debug for CaseFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with(|ids, extra| {
+            f.debug_struct("CaseFiles")
+                .field("listed", &ids.len())
+                .field("extra", &extra)
+                .finish()
+        })
+    }
+}
+
+impl CaseFiles {
+    /// These ids, in this order (no listing behind them).
+    pub fn of(ids: Vec<String>) -> CaseFiles {
+        let len = ids.len();
+        CaseFiles {
+            listing: Some(Arc::new(Listing::new(i64::MIN, i64::MIN, ids))),
+            len,
+            extra: None,
+        }
+    }
+
+    /// The new file alone (the ledger could not list the case).
+    pub fn only(id: String) -> CaseFiles {
+        CaseFiles {
+            listing: None,
+            len: 0,
+            extra: Some(id),
+        }
+    }
+
+    /// Runs `f` with the listed ids, oldest first, and the new file's id when it comes
+    /// after them.
+    pub fn with<R>(&self, f: impl FnOnce(&[String], Option<&str>) -> R) -> R {
+        let extra = self.extra.as_deref();
+        match &self.listing {
+            Some(listing) => {
+                let state = listing.lock();
+                let ids = state.ids.get(..self.len).unwrap_or(&state.ids);
+                f(ids, extra)
+            }
+            None => f(&[], extra),
+        }
+    }
+
+    /// Runs `f` with the listed files written by `write` (each entry whole, with
+    /// whatever separator `write` puts after it) and the new file's id when it comes after
+    /// them. The writing is kept with the listing for the next answer, as long as they
+    /// ask with the same `key` (what else the entries depend on, such as where their
+    /// links point): each file is written once, not once per answer.
+    pub fn with_written<R>(
+        &self,
+        key: &str,
+        write: impl Fn(&str, &mut Vec<u8>),
+        f: impl FnOnce(&[u8], Option<&str>) -> R,
+    ) -> R {
+        let extra = self.extra.as_deref();
+        let Some(listing) = &self.listing else {
+            return f(&[], extra);
+        };
+        let mut state = listing.lock();
+        let state = &mut *state;
+        let written = &mut state.written;
+        if written.key != key {
+            written.key.clear();
+            written.key.push_str(key);
+            written.bytes.clear();
+            written.ends.clear();
+        }
+        let missing = self.len.saturating_sub(written.ends.len());
+        for id in state.ids.iter().skip(written.ends.len()).take(missing) {
+            write(id, &mut written.bytes);
+            written.ends.push(written.bytes.len());
+        }
+        let end = match self.len.checked_sub(1) {
+            Some(last) => written.ends.get(last).copied().unwrap_or(0),
+            None => 0,
+        };
+        f(&written.bytes[..end], extra)
+    }
+
+    /// How many files the answer lists.
+    pub fn count(&self) -> usize {
+        self.len + usize::from(self.extra.is_some())
+    }
+
+    /// A snapshot of `listing`'s first `len` ids, with `new` after them unless among
+    /// them. The new file's row is the newest, so it is looked for from the end.
+    fn snapshot(listing: Arc<Listing>, len: usize, new: &str) -> CaseFiles {
+        let listed = {
+            let state = listing.lock();
+            state.ids[..len.min(state.ids.len())]
+                .iter()
+                .rev()
+                .any(|id| id == new)
+        };
+        CaseFiles {
+            listing: Some(listing),
+            len,
+            extra: (!listed).then(|| new.to_string()),
+        }
+    }
+}
+
+/// One case's listing.
+struct Listing {
+    state: Mutex<ListingState>,
+    /// When it was last used, on [`Listings`]' clock.
+    used: AtomicU64,
+}
+
+struct ListingState {
+    /// `files.changes` when the case was read whole.
+    changes: i64,
+    /// The highest `seq` of the rows read.
+    last_seq: i64,
+    /// Front ids, oldest first; only ever appended to.
+    ids: Vec<String>,
+    /// The first of them written for answers ([`CaseFiles::with_written`]).
+    written: Written,
+}
+
+#[derive(Default)]
+struct Written {
+    key: String,
+    bytes: Vec<u8>,
+    /// Where each id's entry ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Listing {
+    fn new(changes: i64, last_seq: i64, ids: Vec<String>) -> Listing {
+        Listing {
+            state: Mutex::new(ListingState {
+                changes,
+                last_seq,
+                ids,
+                written: Written::default(),
+            }),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ListingState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The listings of one ledger (see the module doc).
+pub struct Listings {
+    /// The most cases and ids held ([`MAX_CASES`], [`MAX_IDS`]).
+    bounds: (usize, usize),
+    held: Mutex<Held>,
+    /// Ids held, about: appends count here without the lock, also to a listing dropped
+    /// meanwhile; [`Listings::keep`] counts exactly before it drops any.
+    ids: AtomicUsize,
+    clock: AtomicU64,
+}
+
+#[derive(Default)]
+struct Held {
+    /// By route, then case.
+    cases: HashMap<String, HashMap<String, Arc<Listing>>>,
+    /// How many cases `cases` holds.
+    count: usize,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings::bounded(MAX_CASES, MAX_IDS)
+    }
+}
+
+impl Listings {
+    fn bounded(cases: usize, ids: usize) -> Listings {
+        Listings {
+            bounds: (cases, ids),
+            held: Mutex::default(),
+            ids: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The files of `route`'s case `front_case` an upload answer lists: the oldest
+    /// `limit`, and `new` (the uploaded file's front id) after them unless among them.
+    /// `read` runs the store's [`Store::case_ids`] (through the ledger's health tracking).
+    pub async fn files<F, Fut>(
+        &self,
+        store: &dyn Store,
+        read: F,
+        route: &str,
+        front_case: &str,
+        limit: u64,
+        new: &str,
+    ) -> Result<CaseFiles, LedgerError>
+    where
+        F: Fn(i64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<CaseIds, LedgerError>>,
+    {
+        let limit_len = usize::try_from(limit).unwrap_or(usize::MAX);
+        if !store.seq_follows_commits() {
+            let read = read(i64::MIN, limit).await?;
+            let listing = Arc::new(whole(read));
+            let len = listing.lock().ids.len();
+            return Ok(CaseFiles::snapshot(listing, len, new));
+        }
+        let held = self
+            .held()
+            .cases
+            .get(route)
+            .and_then(|cases| cases.get(front_case))
+            .cloned();
+        if let Some(listing) = held {
+            let (changes, last_seq, len) = {
+                let state = listing.lock();
+                (state.changes, state.last_seq, state.ids.len())
+            };
+            let room = limit_len.saturating_sub(len) as u64;
+            let read = read(last_seq, room).await?;
+            if read.changes == changes {
+                let (len, added) = {
+                    let mut state = listing.lock();
+                    let before = state.ids.len();
+                    // Another answer may have appended some of these meanwhile.
+                    for (seq, id) in read.rows {
+                        if seq > state.last_seq && state.ids.len() < limit_len {
+                            state.last_seq = seq;
+                            state.ids.push(id);
+                        }
+                    }
+                    (state.ids.len(), state.ids.len() - before)
+                };
+                self.ids.fetch_add(added, Ordering::Relaxed);
+                listing.used.store(self.tick(), Ordering::Relaxed);
+                return Ok(CaseFiles::snapshot(listing, len, new));
+            }
+        }
+        let read = read(i64::MIN, limit).await?;
+        let listing = Arc::new(whole(read));
+        listing.used.store(self.tick(), Ordering::Relaxed);
+        let len = listing.lock().ids.len();
+        self.keep(route, front_case, listing.clone());
+        Ok(CaseFiles::snapshot(listing, len, new))
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Holds `listing` for the case, then, while more cases or ids than its bounds are
+    /// held, drops the least recently used listings, down to three quarters of each.
+    fn keep(&self, route: &str, front_case: &str, listing: Arc<Listing>) {
+        let len = listing.lock().ids.len();
+        let mut held = self.held();
+        let replaced = held
+            .cases
+            .entry(route.to_string())
+            .or_default()
+            .insert(front_case.to_string(), listing);
+        match replaced {
+            Some(old) => {
+                let old_len = old.lock().ids.len();
+                if len >= old_len {
+                    self.ids.fetch_add(len - old_len, Ordering::Relaxed);
+                } else {
+                    self.ids.fetch_sub(
+                        (old_len - len).min(self.ids.load(Ordering::Relaxed)),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            None => {
+                held.count += 1;
+                self.ids.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+        let (max_cases, max_ids) = self.bounds;
+        if held.count <= max_cases && self.ids.load(Ordering::Relaxed) <= max_ids {
+            return;
+        }
+        let mut by_age: Vec<(u64, String, String, usize)> = held
+            .cases
+            .iter()
+            .flat_map(|(route, of_route)| {
+                of_route.iter().map(move |(case, l)| {
+                    (
+                        l.used.load(Ordering::Relaxed),
+                        route.clone(),
+                        case.clone(),
+                        l.lock().ids.len(),
+                    )
+                })
+            })
+            .collect();
+        let mut count = by_age.len();
+        let mut ids: usize = by_age.iter().map(|(.., len)| len).sum();
+        by_age.sort_unstable_by_key(|(used, ..)| *used);
+        for (_, route, case, len) in by_age {
+            if count <= max_cases * 3 / 4 && ids <= max_ids * 3 / 4 {
+                break;
+            }
+            if let Some(of_route) = held.cases.get_mut(&route) {
+                of_route.remove(&case);
+                if of_route.is_empty() {
+                    held.cases.remove(&route);
+                }
+            }
+            count -= 1;
+            ids -= len;
+        }
+        held.count = count;
+        self.ids.store(ids, Ordering::Relaxed);
+    }
+
+    /// How many cases and ids are held, counted.
+    #[cfg(test)]
+    fn counted(&self) -> (usize, usize) {
+        let held = self.held();
+        held.cases
+            .values()
+            .flat_map(HashMap::values)
+            .fold((0, 0), |(n, ids), l| (n + 1, ids + l.lock().ids.len()))
+    }
+}
+
+/// A listing of a case read whole.
+fn whole(read: CaseIds) -> Listing {
+    let last_seq = read.rows.last().map_or(i64::MIN, |(seq, _)| *seq);
+    let ids = read.rows.into_iter().map(|(_, id)| id).collect();
+    Listing::new(read.changes, last_seq, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::ledger::sqlite::SqliteStore;
+    use crate::ledger::Row;
+
+    fn row(front: &str, case: &str) -> Row {
+        Row {
+            route: "r".into(),
+            front_id: front.into(),
+            front_case: Some(case.into()),
+            back_id: format!("b-{front}"),
+            ..Row::default()
+        }
+    }
+
+    async fn add(store: &SqliteStore, case: &str, fronts: &[&str]) {
+        let rows = fronts.iter().map(|f| row(f, case)).collect();
+        store.record(rows).await.unwrap();
+    }
+
+    /// Lists `case` through `listings`, counting the rows the store read.
+    async fn list(
+        listings: &Listings,
+        store: &dyn Store,
+        read_rows: &AtomicUsize,
+        case: &str,
+        limit: u64,
+        new: &str,
+    ) -> Vec<String> {
+        let read = |after: i64, n: u64| async move {
+            let got = store.case_ids("r", case, after, n).await;
+            if let Ok(got) = &got {
+                read_rows.fetch_add(got.rows.len(), Ordering::Relaxed);
+            }
+            got
+        };
+        let files = listings
+            .files(store, read, "r", case, limit, new)
+            .await
+            .unwrap();
+        let listed = files.with(|ids, extra| {
+            let mut all = ids.to_vec();
+            all.extend(extra.map(str::to_string));
+            all
+        });
+        assert_eq!(listed.len(), files.count());
+        listed
+    }
+
+    #[tokio::test]
+    async fn a_listing_reads_only_the_rows_added_since() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let (listings, read) = (Listings::default(), AtomicUsize::new(0));
+        add(&store, "c", &["1", "2", "3"]).await;
+        add(&store, "other", &["9"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 100, "3").await,
+            ["1", "2", "3"]
+        );
+        assert_eq!(read.swap(0, Ordering::Relaxed), 3);
+        add(&store, "c", &["4"]).await;
+        add(&store, "c", &["5", "6"]).await;
+        let all = ["1", "2", "3", "4", "5", "6"];
+        assert_eq!(list(&listings, &store, &read, "c", 100, "6").await, all);
+        assert_eq!(
+            read.swap(0, Ordering::Relaxed),
+            3,
+            "the three new rows alone"
+        );
+        assert_eq!(list(&listings, &store, &read, "c", 100, "6").await, all);
+        assert_eq!(read.swap(0, Ordering::Relaxed), 0);
+        // A file whose row is not written (yet) comes after the listed ones.
+        assert_eq!(
+            list(&listings, &store, &read, "c", 100, "7").await,
+            ["1", "2", "3", "4", "5", "6", "7"]
+        );
+        assert_eq!(listings.counted(), (1, 6));
+    }
+
+    /// What answers write of a listing is kept and extended, and written again when they
+    /// ask with another key; each answer sees only its own prefix of it.
+    #[tokio::test]
+    async fn written_entries_are_kept_per_key() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let listings = Listings::default();
+        let writes = AtomicUsize::new(0);
+        let write = |key: &'static str| {
+            let writes = &writes;
+            move |id: &str, out: &mut Vec<u8>| {
+                writes.fetch_add(1, Ordering::Relaxed);
+                out.extend_from_slice(format!("{key}{id},").as_bytes());
+            }
+        };
+        let files = |new: &'static str| {
+            let store = &store;
+            let listings = &listings;
+            async move {
+                let read = |after: i64, n: u64| store.case_ids("r", "c", after, n);
+                listings
+                    .files(store, read, "r", "c", 100, new)
+                    .await
+                    .unwrap()
+            }
+        };
+        let text = |files: &CaseFiles, key: &'static str| {
+            files.with_written(key, write(key), |listed, new| {
+                (
+                    String::from_utf8(listed.to_vec()).unwrap(),
+                    new.map(str::to_string),
+                )
+            })
+        };
+        add(&store, "c", &["1", "2"]).await;
+        let first = files("2").await;
+        assert_eq!(text(&first, "a"), ("a1,a2,".into(), None));
+        add(&store, "c", &["3"]).await;
+        let second = files("3").await;
+        assert_eq!(text(&second, "a"), ("a1,a2,a3,".into(), None));
+        assert_eq!(writes.swap(0, Ordering::Relaxed), 3, "1 and 2 written once");
+        // The earlier answer still lists what it listed.
+        assert_eq!(text(&first, "a"), ("a1,a2,".into(), None));
+        assert_eq!(writes.swap(0, Ordering::Relaxed), 0);
+        assert_eq!(text(&second, "b"), ("b1,b2,b3,".into(), None));
+        assert_eq!(writes.swap(0, Ordering::Relaxed), 3);
+        let unwritten = files("9").await;
+        assert_eq!(
+            text(&unwritten, "b"),
+            ("b1,b2,b3,".into(), Some("9".into()))
+        );
+        assert_eq!(
+            text(&CaseFiles::only("7".into()), "b"),
+            (String::new(), Some("7".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_holds_the_oldest_files_up_to_the_limit() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let (listings, read) = (Listings::default(), AtomicUsize::new(0));
+        add(&store, "c", &["1", "2"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 3, "2").await,
+            ["1", "2"]
+        );
+        add(&store, "c", &["3", "4"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 3, "4").await,
+            ["1", "2", "3", "4"]
+        );
+        add(&store, "c", &["5"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 3, "5").await,
+            ["1", "2", "3", "5"]
+        );
+        assert_eq!(
+            list(&listings, &store, &read, "c", 3, "2").await,
+            ["1", "2", "3"]
+        );
+        assert_eq!(
+            read.load(Ordering::Relaxed),
+            3,
+            "nothing read once the listing is full"
+        );
+    }
+
+    /// Another process sharing the ledger file deletes a file: the next answer reads
+    /// the case whole again and no longer lists it.
+    #[tokio::test]
+    async fn a_deletion_by_another_process_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let ours = SqliteStore::open(&path).await.unwrap();
+        let theirs = SqliteStore::open(&path).await.unwrap();
+        let (listings, read) = (Listings::default(), AtomicUsize::new(0));
+        add(&ours, "c", &["1", "2", "3"]).await;
+        assert_eq!(
+            list(&listings, &ours, &read, "c", 100, "3").await,
+            ["1", "2", "3"]
+        );
+        assert!(theirs.remove("r", "2").await.unwrap());
+        add(&theirs, "c", &["4"]).await;
+        assert_eq!(
+            list(&listings, &ours, &read, "c", 100, "4").await,
+            ["1", "3", "4"]
+        );
+        // And one of its files added meanwhile is listed too.
+        add(&theirs, "c", &["5"]).await;
+        assert_eq!(
+            list(&listings, &ours, &read, "c", 100, "5").await,
+            ["1", "3", "4", "5"]
+        );
+    }
+
+    /// A store whose rows may become visible out of `seq` order (PostgreSQL) is read
+    /// whole every time and nothing is kept.
+    #[tokio::test]
+    async fn a_store_without_ordered_commits_is_read_whole() {
+        struct Unordered(SqliteStore);
+        impl Store for Unordered {
+            fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>> {
+                self.0.allocate(route, n)
+            }
+            fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+                self.0.record(rows)
+            }
+            fn by_front(
+                &self,
+                route: &str,
+                front_id: &str,
+            ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
+                self.0.by_front(route, front_id)
+            }
+            fn by_back(
+                &self,
+                route: &str,
+                back_ids: Vec<String>,
+            ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+                self.0.by_back(route, back_ids)
+            }
+            fn list_case(
+                &self,
+                route: &str,
+                front_case: &str,
+                offset: u64,
+                limit: u64,
+            ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>> {
+                self.0.list_case(route, front_case, offset, limit)
+            }
+            fn case_ids(
+                &self,
+                route: &str,
+                front_case: &str,
+                after: i64,
+                limit: u64,
+            ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
+                self.0.case_ids(route, front_case, after, limit)
+            }
+            fn set_hashes(
+                &self,
+                route: &str,
+                front_id: &str,
+                md5: &str,
+                sha256: &str,
+            ) -> BoxFuture<'_, Result<(), LedgerError>> {
+                self.0.set_hashes(route, front_id, md5, sha256)
+            }
+            fn remove(
+                &self,
+                route: &str,
+                front_id: &str,
+            ) -> BoxFuture<'_, Result<bool, LedgerError>> {
+                self.0.remove(route, front_id)
+            }
+            fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+                self.0.ping()
+            }
+            fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
+                self.0.dump(route)
+            }
+        }
+        let store = Unordered(SqliteStore::open_memory().await.unwrap());
+        let (listings, read) = (Listings::default(), AtomicUsize::new(0));
+        add(&store.0, "c", &["1", "2"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 100, "2").await,
+            ["1", "2"]
+        );
+        add(&store.0, "c", &["3"]).await;
+        assert_eq!(
+            list(&listings, &store, &read, "c", 100, "3").await,
+            ["1", "2", "3"]
+        );
+        assert_eq!(read.load(Ordering::Relaxed), 5);
+        assert_eq!(listings.counted(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_listings_go_first() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let (listings, read) = (Listings::bounded(8, 20), AtomicUsize::new(0));
+        for case in 0..8 {
+            add(
+                &store,
+                &format!("c{case}"),
+                &[&format!("{case}a"), &format!("{case}b")],
+            )
+            .await;
+        }
+        for case in 0..8 {
+            list(&listings, &store, &read, &format!("c{case}"), 100, "x").await;
+        }
+        assert_eq!(listings.counted(), (8, 16));
+        // c0 is used again: it is the newest now.
+        list(&listings, &store, &read, "c0", 100, "x").await;
+        add(&store, "c8", &["8a", "8b", "8c", "8d", "8e"]).await;
+        list(&listings, &store, &read, "c8", 100, "x").await;
+        // 9 cases and 21 ids are over both bounds: the oldest go until at most 6 cases
+        // and 15 ids are left.
+        let (cases, ids) = listings.counted();
+        assert!(cases <= 6 && ids <= 15, "{cases} cases, {ids} ids");
+        let held = listings.held();
+        let held: Vec<&String> = held.cases["r"].keys().collect();
+        assert!(
+            held.iter().any(|c| *c == "c0") && held.iter().any(|c| *c == "c8"),
+            "{held:?}"
+        );
+        assert!(!held.iter().any(|c| *c == "c1"), "{held:?}");
+    }
+}
