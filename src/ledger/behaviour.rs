@@ -472,18 +472,10 @@ async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
         ids(store.case_ids("r", "c3", i64::MIN, u64::MAX).await.unwrap()),
         ["h-z", "h-a", "h-m"]
     );
-    assert!(store
-        .case_ids("r", "none", i64::MIN, 10)
-        .await
-        .unwrap()
-        .rows
-        .is_empty());
-    assert!(store
-        .case_ids("nowhere", "c1", i64::MIN, 10)
-        .await
-        .unwrap()
-        .rows
-        .is_empty());
+    for (route, case) in [("r", "none"), ("nowhere", "c1")] {
+        let none = store.case_ids(route, case, i64::MIN, 10).await.unwrap();
+        assert!(none.rows.is_empty(), "{route} {case}");
+    }
     // A deletion moves the count of changes, in the same transaction; a delete that
     // finds nothing does not.
     assert!(store.remove("r", "f3").await.unwrap());

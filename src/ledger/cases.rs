@@ -8,7 +8,8 @@
 //! for the case's rows after that `seq` and for the count again:
 //! - the count unchanged: the new rows are appended (rows only ever join a case at the
 //!   end, where the store says rows become visible in `seq` order, which is what
-//!   [`Store::seq_follows_commits`] promises; a row's case never changes once written);
+//!   [`seq_follows_commits`](super::Store::seq_follows_commits) promises; a row's case
+//!   never changes once written);
 //! - the count moved (a file was deleted, by this process or another sharing the ledger):
 //!   the case is read whole again into a new listing.
 //!
@@ -23,7 +24,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{CaseIds, LedgerError, Store};
+use super::{CaseIds, LedgerError};
 
 /// The most ids held across every listing. With each written for answers (about 70
 /// bytes for a Thalamus entry), about 10 MiB at most.
@@ -230,10 +231,13 @@ impl Listings {
 
     /// The files of `route`'s case `front_case` an upload answer lists: the oldest
     /// `limit`, and `new` (the uploaded file's front id) after them unless among them.
-    /// `read` runs the store's [`Store::case_ids`] (through the ledger's health tracking).
+    /// `read` runs the store's [`case_ids`](super::Store::case_ids) (through the ledger's
+    /// health tracking); `ordered` is its
+    /// [`seq_follows_commits`](super::Store::seq_follows_commits): without it nothing is
+    /// kept.
     pub async fn files<F, Fut>(
         &self,
-        store: &dyn Store,
+        ordered: bool,
         read: F,
         route: &str,
         front_case: &str,
@@ -245,7 +249,7 @@ impl Listings {
         Fut: std::future::Future<Output = Result<CaseIds, LedgerError>>,
     {
         let limit_len = usize::try_from(limit).unwrap_or(usize::MAX);
-        if !store.seq_follows_commits() {
+        if !ordered {
             let read = read(i64::MIN, limit).await?;
             let listing = Arc::new(whole(read));
             let len = listing.lock().ids.len();
@@ -381,11 +385,9 @@ fn whole(read: CaseIds) -> Listing {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use futures_util::future::BoxFuture;
-
     use super::*;
     use crate::ledger::sqlite::SqliteStore;
-    use crate::ledger::Row;
+    use crate::ledger::{Row, Store};
 
     fn row(front: &str, case: &str) -> Row {
         Row {
@@ -405,7 +407,20 @@ mod tests {
     /// Lists `case` through `listings`, counting the rows the store read.
     async fn list(
         listings: &Listings,
-        store: &dyn Store,
+        store: &SqliteStore,
+        read_rows: &AtomicUsize,
+        case: &str,
+        limit: u64,
+        new: &str,
+    ) -> Vec<String> {
+        list_as(listings, store, true, read_rows, case, limit, new).await
+    }
+
+    /// [`list`], the store's commits in `seq` order or not.
+    async fn list_as(
+        listings: &Listings,
+        store: &SqliteStore,
+        ordered: bool,
         read_rows: &AtomicUsize,
         case: &str,
         limit: u64,
@@ -419,7 +434,7 @@ mod tests {
             got
         };
         let files = listings
-            .files(store, read, "r", case, limit, new)
+            .files(ordered, read, "r", case, limit, new)
             .await
             .unwrap();
         let listed = files.with(|ids, extra| {
@@ -481,7 +496,7 @@ mod tests {
             async move {
                 let read = |after: i64, n: u64| store.case_ids("r", "c", after, n);
                 listings
-                    .files(store, read, "r", "c", 100, new)
+                    .files(true, read, "r", "c", 100, new)
                     .await
                     .unwrap()
             }
@@ -579,81 +594,13 @@ mod tests {
     /// whole every time and nothing is kept.
     #[tokio::test]
     async fn a_store_without_ordered_commits_is_read_whole() {
-        struct Unordered(SqliteStore);
-        impl Store for Unordered {
-            fn allocate(&self, route: &str, n: u64) -> BoxFuture<'_, Result<u64, LedgerError>> {
-                self.0.allocate(route, n)
-            }
-            fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-                self.0.record(rows)
-            }
-            fn by_front(
-                &self,
-                route: &str,
-                front_id: &str,
-            ) -> BoxFuture<'_, Result<Option<Row>, LedgerError>> {
-                self.0.by_front(route, front_id)
-            }
-            fn by_back(
-                &self,
-                route: &str,
-                back_ids: Vec<String>,
-            ) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-                self.0.by_back(route, back_ids)
-            }
-            fn list_case(
-                &self,
-                route: &str,
-                front_case: &str,
-                offset: u64,
-                limit: u64,
-            ) -> BoxFuture<'_, Result<(Vec<Row>, u64), LedgerError>> {
-                self.0.list_case(route, front_case, offset, limit)
-            }
-            fn case_ids(
-                &self,
-                route: &str,
-                front_case: &str,
-                after: i64,
-                limit: u64,
-            ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
-                self.0.case_ids(route, front_case, after, limit)
-            }
-            fn set_hashes(
-                &self,
-                route: &str,
-                front_id: &str,
-                md5: &str,
-                sha256: &str,
-            ) -> BoxFuture<'_, Result<(), LedgerError>> {
-                self.0.set_hashes(route, front_id, md5, sha256)
-            }
-            fn remove(
-                &self,
-                route: &str,
-                front_id: &str,
-            ) -> BoxFuture<'_, Result<bool, LedgerError>> {
-                self.0.remove(route, front_id)
-            }
-            fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
-                self.0.ping()
-            }
-            fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-                self.0.dump(route)
-            }
-        }
-        let store = Unordered(SqliteStore::open_memory().await.unwrap());
+        let store = SqliteStore::open_memory().await.unwrap();
         let (listings, read) = (Listings::default(), AtomicUsize::new(0));
-        add(&store.0, "c", &["1", "2"]).await;
-        assert_eq!(
-            list(&listings, &store, &read, "c", 100, "2").await,
-            ["1", "2"]
-        );
-        add(&store.0, "c", &["3"]).await;
-        assert_eq!(
-            list(&listings, &store, &read, "c", 100, "3").await,
-            ["1", "2", "3"]
-        );
+        add(&store, "c", &["1", "2"]).await;
+        let list = |new| list_as(&listings, &store, false, &read, "c", 100, new);
+        assert_eq!(list("2").await, ["1", "2"]);
+        add(&store, "c", &["3"]).await;
+        assert_eq!(list("3").await, ["1", "2", "3"]);
         assert_eq!(read.load(Ordering::Relaxed), 5);
         assert_eq!(listings.counted(), (0, 0));
     }

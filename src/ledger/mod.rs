@@ -568,7 +568,14 @@ impl Ledger {
             |after: i64, n: u64| inner.call(inner.store.case_ids(route, front_case, after, n));
         inner
             .listings
-            .files(&*inner.store, read, route, front_case, limit, new)
+            .files(
+                inner.store.seq_follows_commits(),
+                read,
+                route,
+                front_case,
+                limit,
+                new,
+            )
             .await
     }
 
