@@ -482,24 +482,13 @@ async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
     let c1 = store.case_ids("r", "c1", i64::MIN, 10).await.unwrap();
     assert_eq!(c1.changes, 1);
     assert_eq!(ids(c1), ["f0", "f1", "f2", "f4", "f5", "f6"]);
-    assert!(!store.remove("r", "f3").await.unwrap());
-    assert_eq!(
-        store
-            .case_ids("r", "c1", i64::MIN, 0)
-            .await
-            .unwrap()
-            .changes,
-        1
-    );
-    assert!(store.remove("other", "f3").await.unwrap());
-    assert_eq!(
-        store
-            .case_ids("r", "c1", i64::MIN, 0)
-            .await
-            .unwrap()
-            .changes,
-        2
-    );
+    // Then: nothing deleted; a file of another route and case (the count is the ledger's).
+    for ((route, front), changes) in [(("r", "f3"), 1), (("other", "f3"), 2)] {
+        let deleted = store.remove(route, front).await.unwrap();
+        assert_eq!(deleted, changes == 2, "{route} {front}");
+        let read = store.case_ids("r", "c1", i64::MIN, 0).await.unwrap();
+        assert_eq!(read.changes, changes, "after {route} {front}");
+    }
 }
 
 async fn remove_set_hashes_and_dump_order(db: Db) {
