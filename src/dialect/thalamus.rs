@@ -322,7 +322,9 @@ const FILES_PATH: &str = "/api/v4/cases/files/";
 /// into one buffer. The list holds every file of the case (up to
 /// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)); their links differ only in the id,
 /// so what comes before it is escaped once, not once per file (a link built and escaped
-/// per entry was most of the answer's cost).
+/// per entry was most of the answer's cost), and the entries are kept written with the
+/// case's listing ([`CaseFiles::with_written`]): an answer copies them, and writes only the
+/// files added since the last.
 fn upload_answer(context: &Value, files: &CaseFiles, links: &Links) -> Vec<u8> {
     let start = serde_json::to_string(&links.url(FILES_PATH)).unwrap_or_default();
     // The JSON string's content, without its quotes.
@@ -422,14 +424,23 @@ mod tests {
             base: "https://cases.example/a\"b\\".into(),
             prefix: "/thal ü".into(),
         };
-        for links in [plain, odd] {
+        for links in [&plain, &odd] {
             for n in [0, 1, 3, ids.len()] {
-                let ours = upload_answer(&context, &CaseFiles::of(ids[..n].to_vec()), &links);
+                let ours = upload_answer(&context, &CaseFiles::of(ids[..n].to_vec()), links);
                 assert_eq!(
                     String::from_utf8(ours).unwrap(),
-                    String::from_utf8(answer_by_serde(&context, &ids[..n], &links)).unwrap()
+                    String::from_utf8(answer_by_serde(&context, &ids[..n], links)).unwrap()
                 );
             }
+        }
+        // One listing answered with links to one place, then another, then the first:
+        // the entries it keeps written are written again for the other.
+        let held = CaseFiles::of(ids.clone());
+        for links in [&plain, &odd, &plain] {
+            assert_eq!(
+                String::from_utf8(upload_answer(&context, &held, links)).unwrap(),
+                String::from_utf8(answer_by_serde(&context, &ids, links)).unwrap()
+            );
         }
     }
 
