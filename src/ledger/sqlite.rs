@@ -28,8 +28,7 @@
 //! beginning (a write does so only if everything in the WAL was copied when it began).
 //! The committing connection checkpoints itself only when the WAL reaches
 //! [`CHECKPOINT_HERE_PAGES`] (another process's commits can also keep it from starting
-//! again), and half a nudge later with `RESTART`, which waits for the other process to
-//! let it start again: that bounds the file and the WAL index every read searches.
+//! again), which bounds the file and the WAL index every read searches.
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
@@ -841,17 +840,8 @@ fn hand_checkpoints_over(
         }
         if pages >= CHECKPOINT_HERE_PAGES {
             // A failed checkpoint is no more the commit's failure here than in SQLite's
-            // own automatic checkpoints. Past the bound by half a nudge more, the passive
-            // ones have not let the WAL start again (another process's commits kept
-            // coming while they copied): RESTART waits (the busy timeout) for that
-            // process's writes and reads on the old WAL to end, so the next write starts
-            // the WAL from its beginning. Only a file shared by processes gets there.
-            let mode = if pages >= CHECKPOINT_HERE_PAGES + CHECKPOINT_PAGES / 2 {
-                CheckpointMode::RESTART
-            } else {
-                CheckpointMode::PASSIVE
-            };
-            let _ = wal.checkpoint_v2(mode);
+            // own automatic checkpoints.
+            let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
             in_commit.in_commit.fetch_add(1, Ordering::Relaxed);
             nudged_at = pages;
         } else if pages >= nudged_at.saturating_add(CHECKPOINT_PAGES) {
