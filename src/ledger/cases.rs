@@ -44,12 +44,10 @@ pub struct CaseFiles {
 
 impl fmt::Debug for CaseFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.with(|ids, extra| {
-            f.debug_struct("CaseFiles")
-                .field("listed", &ids.len())
-                .field("extra", &extra)
-                .finish()
-        })
+        f.debug_struct("CaseFiles")
+            .field("listed", &self.len)
+            .field("extra", &self.extra)
+            .finish()
     }
 }
 
@@ -75,7 +73,8 @@ impl CaseFiles {
 
     /// Runs `f` with the listed ids, oldest first, and the new file's id when it comes
     /// after them.
-    pub fn with<R>(&self, f: impl FnOnce(&[String], Option<&str>) -> R) -> R {
+    #[cfg(test)]
+    fn with<R>(&self, f: impl FnOnce(&[String], Option<&str>) -> R) -> R {
         let extra = self.extra.as_deref();
         match &self.listing {
             Some(listing) => {
