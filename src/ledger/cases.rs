@@ -53,6 +53,7 @@ impl fmt::Debug for CaseFiles {
 
 impl CaseFiles {
     /// These ids, in this order (no listing behind them).
+    #[cfg(test)]
     pub fn of(ids: Vec<String>) -> CaseFiles {
         let len = ids.len();
         CaseFiles {
