@@ -680,7 +680,7 @@ impl Session {
         };
         let begun = conn
             .busy_timeout(Duration::ZERO)
-            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
+            .and_then(|()| control(conn, "BEGIN IMMEDIATE"));
         let restored = conn.busy_timeout(BUSY_TIMEOUT);
         match (begun, restored) {
             (Ok(()), Ok(())) => {
@@ -688,7 +688,7 @@ impl Session {
                 None
             }
             (Ok(()), Err(_)) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = control(conn, "ROLLBACK");
                 Some(job)
             }
             (Err(_), _) => Some(job),
@@ -711,7 +711,7 @@ impl Session {
         } else {
             "BEGIN"
         };
-        if let Err(e) = conn.execute_batch(begin) {
+        if let Err(e) = control(conn, begin) {
             let e = sql_error(e);
             for job in batch {
                 ((job.run)(Err(e.clone())).reply)(None);
@@ -747,13 +747,13 @@ impl Session {
         }
         let failure = match broken {
             Some(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = control(conn, "ROLLBACK");
                 Some(e)
             }
-            None => match conn.execute_batch("COMMIT") {
+            None => match control(conn, "COMMIT") {
                 Ok(()) => None,
                 Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = control(conn, "ROLLBACK");
                     Some(sql_error(e))
                 }
             },
@@ -973,12 +973,25 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     Ok((conn, id))
 }
 
+/// Statements kept prepared per connection: more than casegate has (about two dozen),
+/// so none is ever parsed again.
+const STATEMENT_CACHE: usize = 64;
+
+/// Runs a transaction-control statement (`BEGIN`, `COMMIT`, `ROLLBACK`) prepared once:
+/// `execute_batch` parsed, planned and finalised it again for every batch (about 2.4 % of
+/// casegate's CPU per small upload, bench/RESULTS.md, the tenth round).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Keeps each statement's plan whatever values are bound to it (SQLite's query planner
 /// stability guarantee). Otherwise a `LIMIT ?` marks its statement to be compiled again at
 /// every new binding: the case listings (CASE_IDS, CASE_PAGE) were parsed and planned
 /// anew on each call, which was over a third of the ledger thread's time for a Thalamus
 /// client, whose every upload answer lists the case.
 fn stable_plans(conn: &Connection) -> Result<(), String> {
+    // Every statement casegate runs fits, transaction control included (see `control`).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
