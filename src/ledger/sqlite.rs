@@ -978,8 +978,8 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
 const STATEMENT_CACHE: usize = 64;
 
 /// Runs a transaction-control statement (`BEGIN`, `COMMIT`, `ROLLBACK`) prepared once:
-/// `execute_batch` parsed, planned and finalised it again for every batch (about 2.4 % of
-/// casegate's CPU per small upload, bench/RESULTS.md, the tenth round).
+/// `execute_batch` parsed and finalised it again for every batch (the parse alone about
+/// 0.5 % of casegate's CPU per small upload: bench/RESULTS.md, the tenth round).
 fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
@@ -988,9 +988,9 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// stability guarantee). Otherwise a `LIMIT ?` marks its statement to be compiled again at
 /// every new binding: the case listings (CASE_IDS, CASE_PAGE) were parsed and planned
 /// anew on each call, which was over a third of the ledger thread's time for a Thalamus
-/// client, whose every upload answer lists the case.
+/// client, whose every upload answer lists the case. Also keeps every statement prepared
+/// ([`STATEMENT_CACHE`]).
 fn stable_plans(conn: &Connection) -> Result<(), String> {
-    // Every statement casegate runs fits, transaction control included (see `control`).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
