@@ -44,9 +44,13 @@ pub(super) fn is_named(sh: &super::server::Shared, n: u64) -> bool {
     }
 }
 
-/// The UUID form of file number `n` (`00000000-0000-4000-8000-000000000001` for 1).
+/// The UUID form of file number `n` (`00000000-0000-4000-8000-000000000001` for 1). The
+/// numbers after 1 are scattered over the last 48 bits, as a real Case IQ's random UUIDs
+/// are: ids made in order would let a ledger index them as a sequence, which no real
+/// upstream's UUIDs allow (a benchmark with a new file per upload would flatter casegate).
 pub(super) fn uuid(n: u64) -> String {
-    format!("{UUID_PREFIX}{n:012x}")
+    let scattered = (n.wrapping_sub(1).wrapping_mul(SCATTER) & LOW_48) ^ 1;
+    format!("{UUID_PREFIX}{scattered:012x}")
 }
 
 /// The number of a UUID made by [`uuid`].
@@ -55,10 +59,25 @@ pub(super) fn uuid_number(id: &str) -> Option<u64> {
     if hex.len() != 12 {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    let scattered = u64::from_str_radix(hex, 16).ok()?;
+    Some(((scattered ^ 1).wrapping_mul(GATHER) & LOW_48).wrapping_add(1))
 }
 
 const UUID_PREFIX: &str = "00000000-0000-4000-8000-";
+const LOW_48: u64 = (1 << 48) - 1;
+/// An odd multiplier, so multiplying by it permutes the numbers modulo 2^48.
+const SCATTER: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Its inverse modulo 2^64 (so modulo 2^48 too): Newton's iteration, each step doubling
+/// the bits that are right.
+const GATHER: u64 = {
+    let mut inv = SCATTER;
+    let mut i = 0;
+    while i < 6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(SCATTER.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv
+};
 
 /// How much of an upload's start is kept (the parts before the file, its headers).
 pub(super) const HEAD: usize = 64 << 10;
@@ -281,6 +300,26 @@ pub(super) fn download(len: u64, name: &str, content_type: &'static str) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_numbers_and_their_uuids_map_both_ways_and_the_uuids_are_not_in_order() {
+        assert_eq!(uuid(1), "00000000-0000-4000-8000-000000000001");
+        let numbers = (1..2000).chain([1 << 40, (1 << 48) - 1, 1 << 48]);
+        let mut ids = Vec::new();
+        for n in numbers {
+            let id = uuid(n);
+            assert!(uuid::Uuid::try_parse(&id).is_ok(), "{id}");
+            assert_eq!(uuid_number(&id), Some(n), "{id}");
+            ids.push(id);
+        }
+        let ascending = ids[..1999].windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(
+            (700..1300).contains(&ascending),
+            "{ascending} of 1998 in order"
+        );
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 
     /// `body` as an emulator keeps it, fed in chunks of `chunk` bytes.
     fn sample(body: &[u8], chunk: usize) -> Sample {
