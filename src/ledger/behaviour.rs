@@ -139,6 +139,7 @@ on_both_stores!(
     allocate_is_distinct_across_concurrent_callers,
     two_stores_allocating_at_once_never_hand_out_the_same_number,
     the_first_record_wins_and_later_ones_fill_nulls_only,
+    files_whose_ids_pass_through_are_found_by_back_id_and_recorded_once,
     two_stores_racing_to_record_one_file_agree_on_its_front_id,
     two_stores_racing_with_large_overlapping_batches_agree,
     every_field_round_trips,
@@ -305,6 +306,46 @@ async fn the_first_record_wins_and_later_ones_fill_nulls_only(db: Db) {
     assert_eq!(fronts(&found), ["1", "3"]);
     assert!(store.by_back("r", Vec::new()).await.unwrap().is_empty());
     assert!(store.record(Vec::new()).await.unwrap().is_empty());
+}
+
+/// A route that passes ids through holds a file with its front id equal to its back id
+/// (migration 4 keeps such rows out of `files_by_back`): found by back id, recorded once,
+/// NULLs filled, beside rows whose ids are mapped.
+async fn files_whose_ids_pass_through_are_found_by_back_id_and_recorded_once(db: Db) {
+    let store = db.open().await;
+    let id = "7f1e9c6a-2b1d-4c1e-9a7b-3c2d1e0f9a8b";
+    let first = Row {
+        name: Some("a.txt".into()),
+        ..row("r", id, id)
+    };
+    let held = store.record(vec![first, row("r", "1", "m")]).await.unwrap();
+    assert_eq!(fronts(&held), [id, "1"]);
+    let again = Row {
+        name: Some("b.txt".into()),
+        size: Some(9),
+        ..row("r", id, id)
+    };
+    let held = store
+        .record(vec![again, row("r", "2", "m"), row("r", id, id)])
+        .await
+        .unwrap();
+    assert_eq!(fronts(&held), [id, "1", id]);
+    assert_eq!(held[0].name.as_deref(), Some("a.txt"), "held fields stay");
+    assert_eq!(held[0].size, Some(9), "NULL fields are filled");
+    assert_eq!(held[2].size, Some(9));
+    let mut found = store
+        .by_back("r", vec![id.into(), "m".into(), "1".into(), "nope".into()])
+        .await
+        .unwrap();
+    found.sort_by(|x, y| x.back_id.cmp(&y.back_id));
+    assert_eq!(fronts(&found), [id, "1"], "{found:?}");
+    // Another route's same ids are its own.
+    assert!(store
+        .by_back("s", vec![id.into(), "m".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.dump(Some("r")).await.unwrap().len(), 2);
 }
 
 async fn two_stores_racing_to_record_one_file_agree_on_its_front_id(db: Db) {

@@ -219,6 +219,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0003_case_changes.sql",
         sql: include_str!("migrations/0003_case_changes.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_back_ids_mapped_only.sql",
+        sql: include_str!("migrations/0004_back_ids_mapped_only.sql"),
+    },
 ];
 
 /// The table that records which migrations a database has had.

@@ -119,7 +119,8 @@ const FILL_NULLS: &str = concat!(
      size = COALESCE(size, $8), created_at = COALESCE(created_at, $9), \
      uploader = COALESCE(uploader, $10), guid = COALESCE(guid, $11), \
      md5 = COALESCE(md5, $12), sha256 = COALESCE(sha256, $13) \
-     WHERE route = $1 AND back_id = $2 RETURNING ",
+     WHERE route = $1 AND (front_id = $2 AND back_id = $2 \
+     OR back_id = $2 AND back_id <> front_id) RETURNING ",
     columns!()
 );
 const HOLDER: &str = "SELECT back_id FROM files WHERE route = $1 AND front_id = $2";
@@ -133,10 +134,13 @@ const BY_FRONTS: &str = concat!(
     columns!(),
     " FROM files WHERE route = $1 AND front_id = ANY($2)"
 );
+// A file whose front id is its back id is found by the primary key, the others by
+// `files_by_back`, which holds only them (migration 4).
 const BY_BACK: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM files WHERE route = $1 AND back_id = ANY($2) ORDER BY seq"
+    " FROM files WHERE route = $1 AND (front_id = ANY($2) AND back_id = front_id \
+     OR back_id = ANY($2) AND back_id <> front_id) ORDER BY seq"
 );
 const CASE_PAGE: &str = concat!(
     "SELECT ",
@@ -968,14 +972,15 @@ mod tests {
                 "SELECT version, name FROM casegate_schema ORDER BY version"
             )
             .unwrap(),
-            "1|0001_init.sql\n2|0002_case_ids_covering.sql\n3|0003_case_changes.sql"
+            "1|0001_init.sql\n2|0002_case_ids_covering.sql\n3|0003_case_changes.sql\n\
+             4|0004_back_ids_mapped_only.sql"
         );
         drop(store);
         open(&pg.url(&db)).await.unwrap();
         assert_eq!(
             pg.psql(&db, "SELECT count(*) FROM casegate_schema")
                 .unwrap(),
-            "3",
+            "4",
             "applied once"
         );
         pg.psql(
@@ -985,6 +990,71 @@ mod tests {
         .unwrap();
         let err = open(&pg.url(&db)).await.err().unwrap();
         assert!(err.contains("version 99"), "{err}");
+    }
+
+    /// A ledger of schema version 3 (its rows in the old table, whose back ids were all
+    /// unique) gets version 4 at open, every row and its order kept, and look-ups by
+    /// back id find both kinds of row.
+    #[tokio::test]
+    async fn a_version_3_ledger_is_migrated_with_its_rows() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let mut script = format!(
+            "SET ROLE {};\n{SCHEMA_TABLE};\n",
+            crate::ledger::pg_test::ROLE
+        );
+        for m in &MIGRATIONS[..3] {
+            script.push_str(m.sql);
+            script.push_str(&format!(
+                ";\nINSERT INTO casegate_schema VALUES ({}, '{}', 'then');\n",
+                m.version, m.name
+            ));
+        }
+        script.push_str(
+            "INSERT INTO files (route, front_id, seq, front_case, back_id, name) VALUES \
+             ('r', '7', 1, 'c', 'b7', 'seven.txt'), ('r', 'u', 2, 'c', 'u', 'u.txt'), \
+             ('s', '1', 3, NULL, 'b7', NULL)",
+        );
+        pg.psql(&db, &script).unwrap();
+        let store = open(&pg.url(&db)).await.unwrap();
+        assert_eq!(
+            pg.psql(&db, "SELECT max(version) FROM casegate_schema")
+                .unwrap(),
+            "4"
+        );
+        let dumped: Vec<(String, String, Option<String>)> = store
+            .dump(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.route, r.front_id, r.name))
+            .collect();
+        assert_eq!(
+            dumped,
+            [
+                ("r".into(), "7".into(), Some("seven.txt".into())),
+                ("r".into(), "u".into(), Some("u.txt".into())),
+                ("s".into(), "1".into(), None),
+            ]
+        );
+        let found = store
+            .by_back("r", vec!["u".into(), "b7".into()])
+            .await
+            .unwrap();
+        assert_eq!(fronts(&found), ["7", "u"]);
+        // The first record still wins for both kinds.
+        let held = store
+            .record(vec![row("8", "b7"), row("u", "u")])
+            .await
+            .unwrap();
+        assert_eq!(fronts(&held), ["7", "u"]);
+        assert_eq!(store.dump(Some("r")).await.unwrap().len(), 2);
+    }
+
+    fn fronts(rows: &[Row]) -> Vec<&str> {
+        rows.iter().map(|r| r.front_id.as_str()).collect()
     }
 
     #[tokio::test]

@@ -84,8 +84,8 @@ const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('f
 const INSERT: &str = "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, \
      back_id, back_comment_id, name, content_type, size, created_at, uploader, guid, md5, \
      sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-// The same parameters as INSERT (?2, the front id, and ?3, the sequence, unused), so one
-// list of values serves both.
+// The same parameters as INSERT, but ?2 is the held row's front id (?3, the sequence,
+// unused), so one list of values serves both.
 const FILL_NULLS: &str = concat!(
     "UPDATE files SET front_case = COALESCE(front_case, ?4), \
      back_case = COALESCE(back_case, ?5), back_comment_id = COALESCE(back_comment_id, ?7), \
@@ -93,7 +93,7 @@ const FILL_NULLS: &str = concat!(
      size = COALESCE(size, ?10), created_at = COALESCE(created_at, ?11), \
      uploader = COALESCE(uploader, ?12), guid = COALESCE(guid, ?13), \
      md5 = COALESCE(md5, ?14), sha256 = COALESCE(sha256, ?15) \
-     WHERE route = ?1 AND back_id = ?6 RETURNING ",
+     WHERE route = ?1 AND front_id = ?2 RETURNING ",
     columns!()
 );
 const BY_FRONT: &str = concat!(
@@ -101,10 +101,16 @@ const BY_FRONT: &str = concat!(
     columns!(),
     " FROM files WHERE route = ?1 AND front_id = ?2"
 );
+// A file whose front id is its back id is found by the primary key, the others by
+// `files_by_back`, which holds only them (migration 4). Each part finds one row at most;
+// both only on a route whose ids were passed through and later mapped, and then the row
+// passed through, the older, comes first.
 const BY_BACK: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM files WHERE route = ?1 AND back_id = ?2"
+    " FROM files WHERE route = ?1 AND front_id = ?2 AND back_id = ?2 UNION ALL SELECT ",
+    columns!(),
+    " FROM files WHERE route = ?1 AND back_id = ?2 AND back_id <> front_id"
 );
 const CASE_PAGE: &str = concat!(
     "SELECT ",
@@ -422,24 +428,9 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         let guid = row.guid.as_ref().or(fresh.as_ref());
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
-        let values = params![
-            row.route,
-            row.front_id,
-            seq + 1,
-            row.front_case,
-            row.back_case,
-            row.back_id,
-            row.back_comment_id,
-            row.name,
-            row.content_type,
-            size,
-            row.created_at,
-            row.uploader,
-            guid,
-            row.md5,
-            row.sha256
-        ];
-        let inserted = insert.execute(values)?;
+        let next = seq + 1;
+        let bind = |front_id| values(&row, front_id, &next, &size, &guid);
+        let inserted = insert.execute(bind(&row.front_id))?;
         if inserted == 1 {
             seq += 1;
             if fresh.is_some() {
@@ -463,7 +454,9 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             held.push(held_row);
             continue;
         }
-        let filled = fill.query_row(values, read_row).optional()?;
+        let filled = fill
+            .query_row(bind(&held_row.front_id), read_row)
+            .optional()?;
         // The row was there a moment ago and the transaction holds the write lock.
         held.push(filled.unwrap_or(held_row));
     }
@@ -477,6 +470,33 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         }
     }
     Ok(held)
+}
+
+/// The values of [`INSERT`] and [`FILL_NULLS`]: `row`'s, with this front id.
+fn values<'a>(
+    row: &'a Row,
+    front_id: &'a String,
+    seq: &'a i64,
+    size: &'a Option<i64>,
+    guid: &'a Option<&'a String>,
+) -> [&'a dyn rusqlite::ToSql; 15] {
+    [
+        &row.route,
+        front_id,
+        seq,
+        &row.front_case,
+        &row.back_case,
+        &row.back_id,
+        &row.back_comment_id,
+        &row.name,
+        &row.content_type,
+        size,
+        &row.created_at,
+        &row.uploader,
+        guid,
+        &row.md5,
+        &row.sha256,
+    ]
 }
 
 /// True when `new` has a value where the `held` row of the same file has none.
@@ -1220,7 +1240,7 @@ mod tests {
         drop(second);
         let third = SqliteStore::open(&path).await.unwrap();
         assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
-        assert_eq!(versions(&third).await, [1, 2, 3]);
+        assert_eq!(versions(&third).await, [1, 2, 3, 4]);
         third.ping().await.unwrap();
     }
 
@@ -1271,8 +1291,9 @@ mod tests {
         assert_eq!(stores[0].dump(None).await.unwrap().len(), 6000);
     }
 
-    /// A ledger made by a casegate of schema version 1 gets versions 2 and 3 at open, its
-    /// rows kept, and the case listing then reads the index alone.
+    /// A ledger made by a casegate of schema version 1 gets versions 2, 3 and 4 at open,
+    /// its rows kept, the case listing then reads the index alone, and a look-up by back
+    /// id reads the primary key and `files_by_back`, no table scan.
     #[tokio::test]
     async fn a_version_1_ledger_is_migrated_and_lists_cases_from_the_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -1288,13 +1309,25 @@ mod tests {
             .unwrap();
             conn.execute(
                 "INSERT INTO files (route, front_id, seq, front_case, back_id) \
-                 VALUES ('r', '7', 1, 'c', 'b7')",
+                 VALUES ('r', '7', 1, 'c', 'b7'), ('r', 'u', 2, 'd', 'u')",
                 [],
             )
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(versions(&store).await, [1, 2, 3]);
+        assert_eq!(versions(&store).await, [1, 2, 3, 4]);
+        let found = store
+            .by_back("r", vec!["u".into(), "b7".into()])
+            .await
+            .unwrap();
+        let found: Vec<&str> = found.iter().map(|r| r.front_id.as_str()).collect();
+        assert_eq!(found, ["u", "7"]);
+        let held = store
+            .record(vec![row("r", "9", "b7"), row("r", "u", "u")])
+            .await
+            .unwrap();
+        let held: Vec<&str> = held.iter().map(|r| r.front_id.as_str()).collect();
+        assert_eq!(held, ["7", "u"], "the first record still wins");
         store
             .record(vec![Row {
                 front_case: Some("c".into()),
@@ -1316,6 +1349,24 @@ mod tests {
             .await
             .unwrap();
         assert!(plan.contains("COVERING INDEX files_by_case"), "{plan}");
+        let plan = store
+            .call(false, |conn| {
+                let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {BY_BACK}"))?;
+                let steps = explain
+                    .query_map(params!["r", "u"], |r| r.get::<_, String>(3))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(steps.join("; "))
+            })
+            .await
+            .unwrap();
+        assert!(
+            plan.contains("USING INDEX sqlite_autoindex_files_1 (route=? AND front_id=?)"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("USING INDEX files_by_back (route=? AND back_id=?)"),
+            "{plan}"
+        );
     }
 
     #[tokio::test]
