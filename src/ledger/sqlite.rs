@@ -473,6 +473,7 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
 }
 
 /// The values of [`INSERT`] and [`FILL_NULLS`]: `row`'s, with this front id.
+#[allow(clippy::ptr_arg)] // a `&String` becomes a `&dyn ToSql`; a `&str` cannot
 fn values<'a>(
     row: &'a Row,
     front_id: &'a String,
