@@ -836,7 +836,8 @@ async fn delete(
     if deleted {
         let route = rt.cfg.name.as_str();
         let front_id = r.row.as_ref().map_or(r.front_id.as_str(), |r| &r.front_id);
-        if let Err(e) = settings.ledger.remove(route, front_id).await {
+        let front_case = r.front_case.as_deref();
+        if let Err(e) = settings.ledger.remove(route, front_id, front_case).await {
             tracing::warn!(route, error = %e, "the deleted file's ledger row could not be removed");
         }
     }

@@ -562,6 +562,7 @@ async fn check_delete(h: &Harness, c: &FrontClient, case: &str, a: &Attached) {
     let front = c.front;
     let ctx = format!("{front}->{} delete {:?}", h.back, a.name);
     let calls = h.upstream.calls().len();
+    h.ledger_row(front, &a.stored).await;
     let r = c.delete(case, &a.comment).await;
     if front == Caseiq || h.back == Caseiq {
         assert_error(front, &r, 405, "method_not_allowed", false);
@@ -585,6 +586,11 @@ async fn check_delete(h: &Harness, c: &FrontClient, case: &str, a: &Attached) {
     assert!(
         !h.upstream.files().iter().any(|f| f.id == a.stored.id),
         "{ctx}: gone from the upstream"
+    );
+    assert_eq!(
+        h.ledger_rows(front, &a.stored).await,
+        [],
+        "{ctx}: gone from the ledger"
     );
     let r = c.download(case, &a.id).await;
     assert_gone(&format!("{ctx}: download after"), front, &r);

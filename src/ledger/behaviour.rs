@@ -519,13 +519,13 @@ async fn list_case_pages_in_insertion_order_with_the_total(db: Db) {
     }
     // A deletion moves the count of changes, in the same transaction; a delete that
     // finds nothing does not.
-    assert!(store.remove("r", "f3").await.unwrap());
+    assert!(store.remove("r", "f3", None).await.unwrap());
     let c1 = store.case_ids("r", "c1", i64::MIN, 10).await.unwrap();
     assert_eq!(c1.changes, 1);
     assert_eq!(ids(c1), ["f0", "f1", "f2", "f4", "f5", "f6"]);
     // Then: nothing deleted; a file of another route and case (the count is the ledger's).
     for ((route, front), changes) in [(("r", "f3"), 1), (("other", "f3"), 2)] {
-        let deleted = store.remove(route, front).await.unwrap();
+        let deleted = store.remove(route, front, None).await.unwrap();
         assert_eq!(deleted, changes == 2, "{route} {front}");
         let read = store.case_ids("r", "c1", i64::MIN, 0).await.unwrap();
         assert_eq!(read.changes, changes, "after {route} {front}");
@@ -561,22 +561,50 @@ async fn remove_set_hashes_and_dump_order(db: Db) {
     );
     store.set_hashes("b", "gone", "m", "s").await.unwrap();
 
-    assert!(store.remove("b", "0").await.unwrap());
-    assert!(!store.remove("b", "0").await.unwrap());
+    assert!(store.remove("b", "0", Some("c")).await.unwrap());
+    assert!(!store.remove("b", "0", Some("c")).await.unwrap());
     assert_eq!(store.by_front("b", "0").await.unwrap(), None);
     assert_eq!(store.dump(None).await.unwrap().len(), 4);
 
-    // A Kibana client names a file by its comment id.
+    // A Kibana client names a file by its comment id, on its case.
     store
         .record(vec![Row {
             back_comment_id: Some("comment-7".into()),
+            front_case: Some("case-k".into()),
             ..row("k", "file-7", "file-7")
         }])
         .await
         .unwrap();
-    assert!(store.remove("k", "comment-7").await.unwrap());
+    for case in [None, Some("case-j")] {
+        assert!(
+            !store.remove("k", "comment-7", case).await.unwrap(),
+            "{case:?}"
+        );
+    }
+    assert!(store.by_front("k", "file-7").await.unwrap().is_some());
+    assert!(store
+        .remove("k", "comment-7", Some("case-k"))
+        .await
+        .unwrap());
     assert_eq!(store.by_front("k", "file-7").await.unwrap(), None);
-    assert!(!store.remove("other-route", "1").await.unwrap());
+    assert!(!store.remove("other-route", "1", None).await.unwrap());
+    // A front id wins over a comment id of the same text: one row goes.
+    store
+        .record(vec![
+            Row {
+                front_case: Some("c".into()),
+                ..row("k", "same", "b-same")
+            },
+            Row {
+                back_comment_id: Some("same".into()),
+                front_case: Some("c".into()),
+                ..row("k", "other", "b-other")
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(store.remove("k", "same", Some("c")).await.unwrap());
+    assert_eq!(fronts(&store.dump(Some("k")).await.unwrap()), ["other"]);
 }
 
 async fn concurrent_records_all_commit(db: Db) {
@@ -648,7 +676,7 @@ async fn ledger_reads_and_writes_pass_through(db: Db) {
     let confirmed = ledger.record_confirmed(row("r", "3", "b3")).await;
     assert!(confirmed.guid.is_some());
     assert_eq!(ledger.pending(), 0);
-    assert!(ledger.remove("r", "2").await.unwrap());
+    assert!(ledger.remove("r", "2", None).await.unwrap());
     assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 2);
     assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);
     let id = ledger.reserve("r", IdForm::Integer).await.unwrap();

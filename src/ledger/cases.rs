@@ -576,7 +576,7 @@ mod tests {
             list(&listings, &ours, &read, "c", 100, "3").await,
             ["1", "2", "3"]
         );
-        assert!(theirs.remove("r", "2").await.unwrap());
+        assert!(theirs.remove("r", "2", None).await.unwrap());
         add(&theirs, "c", &["4"]).await;
         assert_eq!(
             list(&listings, &ours, &read, "c", 100, "4").await,

@@ -173,9 +173,16 @@ pub trait Store: Send + Sync + 'static {
         sha256: &str,
     ) -> BoxFuture<'_, Result<(), LedgerError>>;
 
-    /// Deletes a file's row, named by its front id or by the comment id a Kibana client
-    /// names it by (`back_comment_id`); true when there was one.
-    fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>>;
+    /// Deletes a file's row, named by its front id; when no row has that front id and
+    /// the case is given, by the comment id a Kibana client names it by
+    /// (`back_comment_id`), among that case's rows (an index holds a case's rows, none the
+    /// comment ids). True when there was one.
+    fn remove(
+        &self,
+        route: &str,
+        front_id: &str,
+        front_case: Option<&str>,
+    ) -> BoxFuture<'_, Result<bool, LedgerError>>;
 
     /// A cheap round trip (SELECT 1, or a read as cheap that also proves the database is
     /// the right one and readable).
@@ -605,10 +612,15 @@ impl Ledger {
 
     /// Deletes a file's row, named by its front id or by the comment id a Kibana client
     /// names it by; true when there was one.
-    pub async fn remove(&self, route: &str, front_id: &str) -> Result<bool, LedgerError> {
+    pub async fn remove(
+        &self,
+        route: &str,
+        front_id: &str,
+        front_case: Option<&str>,
+    ) -> Result<bool, LedgerError> {
         self.start_tasks();
         self.inner
-            .call(self.inner.store.remove(route, front_id))
+            .call(self.inner.store.remove(route, front_id, front_case))
             .await
     }
 
@@ -1008,8 +1020,13 @@ mod tests {
         ) -> BoxFuture<'_, Result<(), LedgerError>> {
             self.gate(true, self.inner.set_hashes(route, front_id, md5, sha256))
         }
-        fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>> {
-            self.gate(true, self.inner.remove(route, front_id))
+        fn remove(
+            &self,
+            route: &str,
+            front_id: &str,
+            front_case: Option<&str>,
+        ) -> BoxFuture<'_, Result<bool, LedgerError>> {
+            self.gate(true, self.inner.remove(route, front_id, front_case))
         }
         fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
             self.gate(false, self.inner.ping())

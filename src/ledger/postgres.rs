@@ -154,8 +154,11 @@ const READ_CHANGES: &str = "SELECT value FROM counters WHERE name = 'files.chang
 const SET_HASHES: &str =
     "UPDATE files SET md5 = $3, sha256 = $4 WHERE route = $1 AND front_id = $2";
 // The deletion and the bump of 'files.changes' (see migration 3) in one statement.
-const REMOVE: &str = "WITH gone AS (DELETE FROM files WHERE route = $1 \
-     AND (front_id = $2 OR back_comment_id = $2) RETURNING 1), \
+// A row named by its front id, else (with a case) by its comment id among the case's
+// rows: `files_by_case` finds them, where `back_comment_id` alone would scan the route.
+const REMOVE: &str = "WITH gone AS (DELETE FROM files WHERE route = $1 AND front_id = $2 \
+     OR route = $1 AND front_case = $3 AND back_comment_id = $2 \
+     AND NOT EXISTS (SELECT 1 FROM files WHERE route = $1 AND front_id = $2) RETURNING 1), \
      bumped AS (UPDATE counters SET value = value + 1 WHERE name = 'files.changes' \
      AND EXISTS (SELECT 1 FROM gone)) \
      SELECT COUNT(*) FROM gone";
@@ -345,14 +348,20 @@ impl Store for PostgresStore {
         })
     }
 
-    fn remove(&self, route: &str, front_id: &str) -> BoxFuture<'_, Result<bool, LedgerError>> {
+    fn remove(
+        &self,
+        route: &str,
+        front_id: &str,
+        front_case: Option<&str>,
+    ) -> BoxFuture<'_, Result<bool, LedgerError>> {
         let (route, front_id) = (route.to_string(), front_id.to_string());
+        let front_case = front_case.map(str::to_string);
         self.call(move |conn| {
             Box::pin(async move {
                 let statement = conn.prepare(REMOVE).await?;
                 let n: i64 = conn
                     .client
-                    .query_one(&statement, &[&route, &front_id])
+                    .query_one(&statement, &[&route, &front_id, &front_case])
                     .await?
                     .try_get(0)?;
                 Ok(n > 0)

@@ -632,16 +632,25 @@ impl Harness {
         front: DialectId,
         stored: &emulator::StoredFile,
     ) -> casegate::ledger::Row {
+        let mut rows = self.ledger_rows(front, stored).await;
         let route = self.route(front);
-        let mut rows = self
-            .casegate
-            .gateway()
-            .ledger()
-            .by_back(&route, vec![stored.id.clone()])
-            .await
-            .unwrap();
         assert_eq!(rows.len(), 1, "{route}: one ledger row for {}", stored.id);
         rows.pop().unwrap()
+    }
+
+    /// The ledger's rows (one, or none) of `front`'s route for a file the upstream
+    /// stored.
+    pub async fn ledger_rows(
+        &self,
+        front: DialectId,
+        stored: &emulator::StoredFile,
+    ) -> Vec<casegate::ledger::Row> {
+        self.casegate
+            .gateway()
+            .ledger()
+            .by_back(&self.route(front), vec![stored.id.clone()])
+            .await
+            .unwrap()
     }
 }
 
