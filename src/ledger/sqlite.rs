@@ -1010,7 +1010,14 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| e.to_string())?;
     stable_plans(&conn)?;
-    migrate(&mut conn)?;
+    if migrate(&mut conn)? {
+        // A migration that rebuilt a table wrote all of it into the WAL, and the WAL
+        // file keeps its largest size (version 4: about 400 MB for a million rows).
+        // Copied back and cut to nothing now, once. Another process using the file can
+        // keep that from happening (after up to the busy timeout): then the WAL keeps
+        // its size, which does no harm but take disk.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
     let id = file_id(path).map_err(|e| e.to_string())?;
     Ok((conn, id))
 }
@@ -1043,8 +1050,9 @@ fn stable_plans(conn: &Connection) -> Result<(), String> {
 }
 
 /// Applies the migrations this database has not had, in order, in one transaction (so
-/// processes opening the same file at once take turns).
-fn migrate(conn: &mut Connection) -> Result<(), String> {
+/// processes opening the same file at once take turns). True when it migrated a ledger
+/// that had a schema already.
+fn migrate(conn: &mut Connection) -> Result<bool, String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| format!("cannot start the schema migration: {e}"))?;
@@ -1063,7 +1071,9 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
             "its schema is version {current}, newer than this casegate knows ({newest})"
         ));
     }
+    let mut migrated = false;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        migrated = current > 0;
         tx.execute_batch(migration.sql)
             .map_err(|e| format!("migration {} failed: {e}", migration.name))?;
         tx.execute(
@@ -1074,6 +1084,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         .map_err(|e| format!("cannot record migration {}: {e}", migration.name))?;
     }
     tx.commit()
+        .map(|()| migrated)
         .map_err(|e| format!("cannot commit the schema migration: {e}"))
 }
 
@@ -1399,6 +1410,49 @@ mod tests {
             })
             .await
             .unwrap()
+    }
+
+    /// Migration 4 copies the table through the WAL; the WAL file is cut back to nothing
+    /// after it, not left at the table's size.
+    #[tokio::test]
+    async fn a_migrated_ledger_leaves_no_large_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(SCHEMA_TABLE).unwrap();
+            for m in &MIGRATIONS[..3] {
+                tx.execute_batch(m.sql).unwrap();
+                tx.execute(
+                    "INSERT INTO casegate_schema VALUES (?1, ?2, 'then')",
+                    params![m.version, m.name],
+                )
+                .unwrap();
+            }
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO files (route, front_id, seq, front_case, back_id, name) \
+                     VALUES ('r', ?1, ?1, 'c', 'b-' || ?1, 'a-file-name-of-some-length.pdf')",
+                )
+                .unwrap();
+            for n in 1..=20_000_i64 {
+                insert.execute([n]).unwrap();
+            }
+            drop(insert);
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(versions(&store).await, [1, 2, 3, 4]);
+        assert_eq!(store.dump(Some("r")).await.unwrap().len(), 20_000);
+        let wal = std::fs::metadata(dir.path().join("ledger.sqlite3-wal"))
+            .unwrap()
+            .len();
+        // Without the cut it held the copy: 2.7 MB.
+        assert!(
+            wal < 100_000,
+            "the WAL holds {wal} bytes after the migration"
+        );
     }
 
     #[tokio::test]
