@@ -610,8 +610,8 @@ impl Ledger {
             .await
     }
 
-    /// Deletes a file's row, named by its front id or by the comment id a Kibana client
-    /// names it by; true when there was one.
+    /// Deletes a file's row, named by its front id or (on its case) by the comment id a
+    /// Kibana client names it by ([`Store::remove`]); true when there was one.
     pub async fn remove(
         &self,
         route: &str,
