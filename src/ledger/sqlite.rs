@@ -55,7 +55,7 @@ const MAX_BATCH: usize = 256;
 /// checkpoint's second part holds the session for its `fsync`s, and every upload in
 /// flight waits: with a new file per upload under a random upstream id (about three pages
 /// each), 4000 pages made that every 1300 uploads, and the wait was the p99 at 32
-/// connections (10.3-10.9 ms); at 16 000 it is 4.5-4.9 ms (bench/RESULTS.md, the eleventh
+/// connections (10.3-10.9 ms); at 16 000 it is 4.5-5.2 ms (bench/RESULTS.md, the eleventh
 /// round).
 const CHECKPOINT_PAGES: i32 = 16_000;
 /// WAL pages at which the committing connection checkpoints itself, as SQLite would (see
@@ -90,8 +90,8 @@ const FIRST_SEQ: &str = "INSERT OR IGNORE INTO counters (name, value) VALUES ('f
 const INSERT: &str = "INSERT OR IGNORE INTO files (route, front_id, seq, front_case, back_case, \
      back_id, back_comment_id, name, content_type, size, created_at, uploader, guid, md5, \
      sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-// The same parameters as INSERT, but ?2 is the held row's front id (?3, the sequence,
-// unused), so one list of values serves both.
+// The same parameters as INSERT ([`values`]), ?2 being the held row's front id (?3, the
+// sequence, unused).
 const FILL_NULLS: &str = concat!(
     "UPDATE files SET front_case = COALESCE(front_case, ?4), \
      back_case = COALESCE(back_case, ?5), back_comment_id = COALESCE(back_comment_id, ?7), \
