@@ -205,32 +205,44 @@ token = "upstream-key-material"
 
 #[test]
 fn emulate_serves_a_strict_stand_alone_emulator() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    // Port 0: the emulator picks a free port and logs its URL (a port picked here and
+    // passed on could be taken by another test's connection meanwhile).
     let mut child = Command::new(BIN)
         .args([
-            "emulate", "tines", "--listen", &listen, "--token", "emu-key",
+            "emulate",
+            "tines",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "emu-key",
         ])
-        .stderr(Stdio::null())
+        .env("CASEGATE_LOG", "info")
+        .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(strip_ansi(&line));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listen = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the emulator logs the URL it listens on");
+        if let Some(at) = line.find("url=http://") {
+            let rest = &line[at + "url=http://".len()..];
+            let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+            break rest[..end].trim_end_matches('/').to_string();
+        }
+    };
     let post = |auth: &str, body: &str| -> String {
         use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut s = loop {
-            match std::net::TcpStream::connect(&listen) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => panic!("emulator not listening: {e}"),
-            }
-        };
+        let mut s = std::net::TcpStream::connect(&listen)
+            .unwrap_or_else(|e| panic!("emulator not listening on {listen}: {e}"));
         write!(
             s,
             "POST /api/v2/cases/5/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -36,6 +36,51 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// HAProxy with the README's config, in front of the replicas at `ports` (public, admin);
+/// its own port and the process. The port is picked here and freed before HAProxy binds
+/// it, so another test's connection may take it meanwhile: HAProxy then exits, and it is
+/// started again on another port (at most five times).
+fn start_haproxy(dir: &std::path::Path, ports: &[(u16, u16)]) -> (Child, u16) {
+    for _ in 0..5 {
+        let lb_port = free_port();
+        let cfg = include_str!("../deploy/haproxy/haproxy.cfg")
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{lb_port}"))
+            .replace(
+                "127.0.0.1:8081 check port 9191",
+                &format!("127.0.0.1:{} check port {}", ports[0].0, ports[0].1),
+            )
+            .replace(
+                "127.0.0.1:8082 check port 9192",
+                &format!("127.0.0.1:{} check port {}", ports[1].0, ports[1].1),
+            );
+        let haproxy_cfg = dir.join("haproxy.cfg");
+        std::fs::write(&haproxy_cfg, cfg).unwrap();
+        let mut haproxy = Command::new(haproxy_bin())
+            .args(["-f", haproxy_cfg.to_str().unwrap(), "-db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("these tests need HAProxy (apt-get install haproxy): {e}"));
+        // Listening, or exited (its port taken): whichever comes first, within 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = haproxy.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", lb_port)).is_ok() {
+                return (haproxy, lb_port);
+            }
+            if Instant::now() > deadline {
+                let _ = haproxy.kill();
+                let _ = haproxy.wait();
+                panic!("HAProxy neither listened on {lb_port} nor exited within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("HAProxy could not bind a free port in five tries");
+}
+
 /// The whole set-up; dropped in order: HAProxy, the replicas, the emulators, the folder.
 struct Stack {
     haproxy: Child,
@@ -87,39 +132,20 @@ impl Stack {
         let mut replicas = Vec::new();
         let mut ports = Vec::new();
         for _ in 0..2 {
-            let (listen, admin) = (free_port(), free_port());
-            let listen_s = format!("127.0.0.1:{listen}");
-            let admin_s = format!("127.0.0.1:{admin}");
-            replicas.push(Proc::start_with(
+            // Port 0 for both listeners: each replica logs the ports it got.
+            let replica = Proc::start_with(
                 &config,
                 &[
                     ("PGPASSWORD", pg.password()),
-                    ("CASEGATE_LISTEN", &listen_s),
-                    ("CASEGATE_ADMIN_LISTEN", &admin_s),
+                    ("CASEGATE_LISTEN", "127.0.0.1:0"),
+                    ("CASEGATE_ADMIN_LISTEN", "127.0.0.1:0"),
                 ],
-            ));
-            ports.push((listen, admin));
-        }
-        // The README's HAProxy config, with this run's ports.
-        let lb_port = free_port();
-        let cfg = include_str!("../deploy/haproxy/haproxy.cfg")
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{lb_port}"))
-            .replace(
-                "127.0.0.1:8081 check port 9191",
-                &format!("127.0.0.1:{} check port {}", ports[0].0, ports[0].1),
-            )
-            .replace(
-                "127.0.0.1:8082 check port 9192",
-                &format!("127.0.0.1:{} check port {}", ports[1].0, ports[1].1),
             );
-        let haproxy_cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&haproxy_cfg, cfg).unwrap();
-        let haproxy = Command::new(haproxy_bin())
-            .args(["-f", haproxy_cfg.to_str().unwrap(), "-db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("these tests need HAProxy (apt-get install haproxy): {e}"));
+            let admin = replica.admin.expect("the replica logs its admin address");
+            ports.push((replica.addr.port(), admin.port()));
+            replicas.push(replica);
+        }
+        let (haproxy, lb_port) = start_haproxy(dir.path(), &ports);
         let mut stack = Stack {
             haproxy,
             replicas,
