@@ -55,10 +55,11 @@ fn start_haproxy(dir: &std::path::Path, ports: &[(u16, u16)]) -> (Child, u16) {
             );
         let haproxy_cfg = dir.join("haproxy.cfg");
         std::fs::write(&haproxy_cfg, cfg).unwrap();
+        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
         let mut haproxy = Command::new(haproxy_bin())
             .args(["-f", haproxy_cfg.to_str().unwrap(), "-db"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("these tests need HAProxy (apt-get install haproxy): {e}"));
         // Listening, or exited (its port taken): whichever comes first, within 10 s.
@@ -78,7 +79,8 @@ fn start_haproxy(dir: &std::path::Path, ports: &[(u16, u16)]) -> (Child, u16) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    panic!("HAProxy could not bind a free port in five tries");
+    let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
+    panic!("HAProxy exited five times (a port taken each time, or a refused config); its last words:\n{log}");
 }
 
 /// The whole set-up; dropped in order: HAProxy, the replicas, the emulators, the folder.
