@@ -17,6 +17,7 @@ pub mod error;
 pub mod forward;
 pub mod inbound;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod passthrough;
 pub mod pool;

@@ -116,23 +116,16 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 
 /// Logs to stderr: text lines (coloured on a terminal), or one JSON object per line with
 /// the request's span (its `request_id`) on every line of a request. Lines go through
-/// tracing-appender's non-blocking writer: a thread of its own writes them, every line it
-/// finds queued in one `write` (a buffer it flushes whenever the queue is empty), so a
-/// request never waits for a `write` to stderr (the access log is a line per request).
-/// It never drops a line (when its queue is full, logging waits); the returned guard
-/// flushes what is queued when it is dropped, at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// casegate's [`LineSink`](casegate::logging::LineSink): a request appends its line to a
+/// buffer and goes on, and a thread of its own writes what gathered in one `write` at
+/// most every 2 ms (the access log is a line per request). It never drops a line (when
+/// 4 MiB wait, logging waits); the returned guard writes what is held when it is
+/// dropped, at exit.
+fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSinkGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("casegate-log")
-        // Lines the worker finds queued together go out in one write.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = casegate::logging::LineSink::new(std::io::stderr(), "casegate-log")?;
     match format {
         LogFormat::Text => {
             use std::io::IsTerminal;
@@ -154,7 +147,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
                 .init();
         }
     }
-    guard
+    Ok(guard)
 }
 
 /// Small blocks from mimalloc, large ones from the system's malloc (see [`Split`]).
@@ -279,11 +272,17 @@ fn main() -> ExitCode {
         _ => None,
     };
     // Dropped at the end of main: what the log queue still holds is written then.
-    let _log_flush = init_logging(
+    let _log_flush = match init_logging(
         serve_config
             .as_ref()
             .map_or(LogFormat::Text, |(_, c)| c.log_format),
-    );
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot start the log's writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(casegate::workers::BLOCKING_THREADS)
