@@ -1,5 +1,12 @@
 //! The log: where its lines go, and how a text line is written.
 //!
+//! [`FastText`] and [`FastFields`] write the text format's lines (colour off) exactly as
+//! `tracing-subscriber`'s default `Full` format and `DefaultFields` do, byte for byte,
+//! without its per-piece styling and formatting machinery: the timestamp's date and time
+//! kept per second, names and plain strings copied, integers written directly. What is
+//! rare (a `message`, an error, a raw identifier) goes to `tracing-subscriber`'s own
+//! visitor. Colour on a terminal uses the default format itself.
+//!
 //! [`LineSink`] is the writer behind `tracing-subscriber`'s fmt layer. A line is appended
 //! to one shared buffer under a lock and the request goes on; a thread of its own takes
 //! the whole buffer at once and writes it in one `write`, at most every
@@ -9,10 +16,19 @@
 //! thread waits for room. [`LineSinkGuard`] writes what is held when it is dropped, at
 //! exit.
 
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// How long the writer thread lets lines gather after the first one of a batch.
 pub const GATHER: Duration = Duration::from_millis(2);
@@ -157,6 +173,303 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineSink {
     }
 }
 
+/// The text format's event line: `tracing-subscriber`'s `Full` format with colour off
+/// and its default settings (timestamp, level, the spans from the root with their fields,
+/// target, the event's fields), written directly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastText;
+
+impl<S, N> FormatEvent<S, N> for FastText
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        write_timestamp(&mut writer, SystemTime::now())?;
+        writer.write_str(match *meta.level() {
+            Level::TRACE => "TRACE ",
+            Level::DEBUG => "DEBUG ",
+            Level::INFO => " INFO ",
+            Level::WARN => " WARN ",
+            Level::ERROR => "ERROR ",
+        })?;
+        if let Some(scope) = ctx.event_scope() {
+            let mut seen = false;
+            for span in scope.from_root() {
+                writer.write_str(span.metadata().name())?;
+                seen = true;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        writer.write_char('{')?;
+                        writer.write_str(fields)?;
+                        writer.write_char('}')?;
+                    }
+                }
+                writer.write_char(':')?;
+            }
+            if seen {
+                writer.write_char(' ')?;
+            }
+        }
+        writer.write_str(meta.target())?;
+        writer.write_str(": ")?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writer.write_char('\n')
+    }
+}
+
+thread_local! {
+    /// The last second written, and its `YYYY-MM-DDTHH:MM:SS.` text.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `tracing-subscriber`'s `SystemTime` timer's text, and the space after it:
+/// `2026-12-02T22:15:47.263580Z `.
+fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+    let Ok(since) = now.duration_since(UNIX_EPOCH) else {
+        // A clock before 1970: rare enough for the timer itself.
+        use tracing_subscriber::fmt::time::FormatTime;
+        if tracing_subscriber::fmt::time::SystemTime
+            .format_time(w)
+            .is_err()
+        {
+            w.write_str("<unknown time>")?;
+        }
+        return w.write_char(' ');
+    };
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs {
+            cell.1.clear();
+            date_time(&mut cell.1, secs)?;
+            cell.0 = secs;
+        }
+        w.write_str(&cell.1)
+    })?;
+    let mut micros = [b'0'; 6];
+    let mut n = since.subsec_micros();
+    for d in micros.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Six ASCII digits.
+    w.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)?;
+    w.write_str("Z ")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `secs` after 1970 (UTC), as `tracing-subscriber` writes it
+/// (a year past 9999 gets a `+`).
+fn date_time(out: &mut String, secs: u64) -> fmt::Result {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    if year > 9999 {
+        write!(out, "+{year}")?;
+    } else {
+        write!(out, "{year:04}")?;
+    }
+    write!(
+        out,
+        "-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The text format's fields: `tracing-subscriber`'s `DefaultFields` (`name=value`, a
+/// space between, strings quoted as `{:?}` quotes them), written directly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for FastFields {
+    type Visitor = FastVisitor<'a>;
+
+    fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
+        FastVisitor {
+            writer: target,
+            is_empty: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// [`FastFields`]' visitor.
+pub struct FastVisitor<'a> {
+    writer: Writer<'a>,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl FastVisitor<'_> {
+    /// True when `field` is one `DefaultVisitor` treats specially.
+    fn special(field: &Field) -> bool {
+        let name = field.name();
+        name == "message" || name.starts_with("r#")
+    }
+
+    /// `DefaultVisitor`'s handling of one field, for the rare cases.
+    fn delegate(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut v = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut v);
+        self.result = v.finish();
+        self.is_empty = false;
+    }
+
+    /// The separator and `name=`.
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.writer.write_char(' ')?;
+        }
+        self.writer.write_str(field.name())?;
+        self.writer.write_char('=')
+    }
+
+    fn plain(&mut self, field: &Field, value: &str) -> fmt::Result {
+        self.name(field)?;
+        write_debug_str(&mut self.writer, value)
+    }
+
+    fn integer(&mut self, field: &Field, negative: bool, value: u64) -> fmt::Result {
+        self.name(field)?;
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut n = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if negative {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        self.writer
+            .write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// `{:?}` of a string: quoted as is when it holds only printable ASCII other than `"`
+/// and `\\`, else by `Debug` itself.
+fn write_debug_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        w.write_char('"')?;
+        w.write_str(s)?;
+        w.write_char('"')
+    } else {
+        write!(w, "{s:?}")
+    }
+}
+
+impl Visit for FastVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        if Self::special(field) {
+            self.delegate(|v| v.record_str(field, value));
+        } else {
+            self.result = self.plain(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.result.is_err() {
+            return;
+        }
+        if Self::special(field) {
+            self.delegate(|v| v.record_u64(field, value));
+        } else {
+            self.result = self.integer(field, false, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.result.is_err() {
+            return;
+        }
+        if Self::special(field) {
+            self.delegate(|v| v.record_i64(field, value));
+        } else {
+            self.result = self.integer(field, value < 0, value.unsigned_abs());
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.result.is_err() {
+            return;
+        }
+        if Self::special(field) {
+            self.delegate(|v| v.record_bool(field, value));
+        } else {
+            self.result = self
+                .name(field)
+                .and_then(|()| self.writer.write_str(if value { "true" } else { "false" }));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.result.is_err() {
+            return;
+        }
+        self.delegate(|v| v.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if Self::special(field) {
+            self.delegate(|v| v.record_debug(field, value));
+        } else {
+            self.result = self
+                .name(field)
+                .and_then(|()| write!(self.writer, "{value:?}"));
+        }
+    }
+}
+
+impl VisitOutput<fmt::Result> for FastVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for FastVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +583,184 @@ mod tests {
         write_line(&sink, "last words\n");
         drop(guard);
         assert_eq!(&*out.out.lock().unwrap(), b"last words\n");
+    }
+
+    /// Lines written by a subscriber, for comparing formats.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+        type Writer = LinesWriter;
+        fn make_writer(&'a self) -> LinesWriter {
+            LinesWriter(Arc::clone(&self.0))
+        }
+    }
+
+    struct LinesWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for LinesWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cannot reach the \"upstream\"")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Every kind of field and span casegate logs, and the awkward values.
+    fn log_everything() {
+        let strings = [
+            "",
+            "plain",
+            "with \"quotes\" and \\ backslash",
+            "tab\tnewline\nreturn\r",
+            "escape \u{1b}[31m red",
+            "del \u{7f} c1 \u{85}",
+            "unicode é ü 日本 \u{200b} zero-width",
+            "it's",
+            "say \"hi\"",
+            "back\\slash",
+        ];
+        let err = Outer(std::io::Error::other("connection refused"));
+        let route = "caseiq-to-tines";
+        tracing::info!(target: "casegate::server", route, front = "caseiq", "route");
+        let span = tracing::info_span!("request", request_id = %"0b1c", method = %"POST", path = %"/r/api/v4/cases/7/files");
+        let _entered = span.enter();
+        for s in strings {
+            tracing::info!(target: "casegate::access", request_id = %"0b1c", path = %s, route = s, status = 200u16, code = "-", file_bytes = 5u64, negative = -42i64, zero = 0i64, min = i64::MIN, max = u64::MAX, spooled = false, complete = true, upstream_ms = 0.0f64, ms = 12.5f64, neg = -0.0f64, big = 1e21f64);
+            tracing::warn!(value = ?s, "a message with {s}");
+            tracing::error!(message = s);
+        }
+        let inner = tracing::debug_span!("inner", r#type = "x", n = 3u64);
+        let _inner = inner.enter();
+        tracing::warn!(
+            error = &err as &(dyn std::error::Error + 'static),
+            r#type = "t",
+            "failed"
+        );
+        tracing::trace!(target: "casegate::ledger", dur = ?Duration::from_micros(1500), "");
+        tracing::info!(list = ?vec!["a", "b"]);
+    }
+
+    #[test]
+    fn the_fast_text_format_writes_what_the_default_writes() {
+        let default = Lines::default();
+        let fast = Lines::default();
+        let default_sub = tracing_subscriber::fmt()
+            .with_writer(default.clone())
+            .with_ansi(false)
+            .with_max_level(Level::TRACE)
+            .finish();
+        let fast_sub = tracing_subscriber::fmt()
+            .with_writer(fast.clone())
+            .with_ansi(false)
+            .with_max_level(Level::TRACE)
+            .fmt_fields(FastFields)
+            .event_format(FastText)
+            .finish();
+        tracing::subscriber::with_default(default_sub, log_everything);
+        tracing::subscriber::with_default(fast_sub, log_everything);
+        let (default, fast) = (default.take(), fast.take());
+        // Timestamps differ: each line's is checked for its shape and then masked. (A
+        // value with a raw newline, through `%`, continues on a line of its own.)
+        let mask = |text: &str| -> (String, usize) {
+            let mut stamped = 0;
+            let masked = text
+                .split_inclusive('\n')
+                .map(|line| {
+                    let shape: String = line
+                        .chars()
+                        .take(28)
+                        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                        .collect();
+                    if shape == "9999-99-99T99:99:99.999999Z " {
+                        stamped += 1;
+                        format!("<time> {}", &line[28..])
+                    } else {
+                        line.to_string()
+                    }
+                })
+                .collect();
+            (masked, stamped)
+        };
+        let (d, d_stamped) = mask(&default);
+        let (f, f_stamped) = mask(&fast);
+        assert_eq!(d, f);
+        assert_eq!(d_stamped, f_stamped);
+        assert!(d_stamped > 20, "{d}");
+        assert!(
+            fast.contains("route=\"with \\\"quotes\\\" and \\\\ backslash\""),
+            "{fast}"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_the_default_timers_own() {
+        // The default timer formats the clock's now: take ours between two of its.
+        for _ in 0..50 {
+            let mut before = String::new();
+            use tracing_subscriber::fmt::time::FormatTime;
+            tracing_subscriber::fmt::time::SystemTime
+                .format_time(&mut Writer::new(&mut before))
+                .unwrap();
+            let mut ours = String::new();
+            write_timestamp(&mut Writer::new(&mut ours), SystemTime::now()).unwrap();
+            let mut after = String::new();
+            tracing_subscriber::fmt::time::SystemTime
+                .format_time(&mut Writer::new(&mut after))
+                .unwrap();
+            assert_eq!(ours.len(), before.len() + 1, "{ours:?} {before:?}");
+            let ours = ours.trim_end();
+            assert!(
+                before.as_str() <= ours && ours <= after.as_str(),
+                "{before} {ours} {after}"
+            );
+        }
+        let at = |secs: u64, micros: u32| {
+            let mut s = String::new();
+            write_timestamp(
+                &mut Writer::new(&mut s),
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(u64::from(micros)),
+            )
+            .unwrap();
+            s
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z ");
+        assert_eq!(at(11016 * 86_400 + 3661, 7), "2000-02-29T01:01:01.000007Z ");
+        assert_eq!(
+            at(10956 * 86_400 + 86_399, 999_999),
+            "1999-12-31T23:59:59.999999Z "
+        );
+        assert_eq!(at(19782 * 86_400, 1), "2024-02-29T00:00:00.000001Z ");
+        assert_eq!(
+            at(20789 * 86_400 + 79_347, 263_580),
+            "2026-12-02T22:02:27.263580Z "
+        );
+        assert_eq!(at(47541 * 86_400, 0), "2100-03-01T00:00:00.000000Z ");
+        assert_eq!(at(2_932_897 * 86_400, 0), "+10000-01-01T00:00:00.000000Z ");
+        // Back and forth across a second: the kept date is not reused for another.
+        assert_eq!(at(59, 5), "1970-01-01T00:00:59.000005Z ");
+        assert_eq!(at(60, 5), "1970-01-01T00:01:00.000005Z ");
+        assert_eq!(at(59, 6), "1970-01-01T00:00:59.000006Z ");
     }
 }

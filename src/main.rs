@@ -114,7 +114,8 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("routes.toml"))
 }
 
-/// Logs to stderr: text lines (coloured on a terminal), or one JSON object per line with
+/// Logs to stderr: text lines (coloured on a terminal; otherwise written by casegate's
+/// [`FastText`](casegate::logging::FastText), the same bytes), or one JSON object per line with
 /// the request's span (its `request_id`) on every line of a request. Lines go through
 /// casegate's [`LineSink`](casegate::logging::LineSink): a request appends its line to a
 /// buffer and goes on, and a thread of its own writes what gathered in one `write` at
@@ -130,11 +131,19 @@ fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSin
         LogFormat::Text => {
             use std::io::IsTerminal;
             let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            tracing_subscriber::fmt()
+            let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(writer)
-                .with_ansi(colour)
-                .init();
+                .with_ansi(colour);
+            if colour {
+                builder.init();
+            } else {
+                // The same lines, written without the styling machinery colour needs.
+                builder
+                    .fmt_fields(casegate::logging::FastFields)
+                    .event_format(casegate::logging::FastText)
+                    .init();
+            }
         }
         LogFormat::Json => {
             tracing_subscriber::fmt()

@@ -230,11 +230,11 @@ impl Finished {
         } else {
             info.file_bytes
         };
-        let upstream_ms: f64 = info
+        // A fold from 0.0: an empty `sum` of floats is -0.0, logged as `upstream_ms=-0.0`.
+        let upstream_ms = info
             .upstream_times
             .iter()
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .sum();
+            .fold(0.0, |ms, d| ms + d.as_secs_f64() * 1000.0);
         tracing::info!(
             target: "casegate::access",
             request_id = %self.ctx.id,

@@ -342,3 +342,151 @@ async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_los
     assert_eq!(row["back_id"], stored[0].id.to_string());
     assert_eq!(row["size"], data.len());
 }
+
+/// The default text log, as an operator greps it: one access line per request, in the
+/// documented order, with no query string and `upstream_ms=0.0` when no upstream call
+/// was made.
+#[tokio::test]
+async fn text_access_lines_read_as_documented() {
+    use std::io::{BufRead, BufReader};
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:0\"\n{}", route("r", &emu.url())),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("CASEGATE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = |want: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(want) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {want:?}");
+    };
+    let listening = next_line("casegate listening");
+    let addr = listening
+        .split(' ')
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::new();
+    let upload = |token: &'static str| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt"),
+        );
+        client
+            .post(format!(
+                "http://{addr}/r/api/v4/cases/7/files?touchpoint=t&token={token}"
+            ))
+            .multipart(form)
+            .send()
+    };
+    assert_eq!(upload(CLIENT_TOKEN).await.unwrap().status(), 200);
+    assert_eq!(upload("wrong-token").await.unwrap().status(), 401);
+    let ok = next_line("casegate::access");
+    let refused = next_line("casegate::access");
+    let _ = child.kill();
+    let _ = child.wait();
+    // `2026-12-02T22:15:47.263580Z  INFO casegate::access: request_id=...`
+    let fields = |line: &str| -> Vec<(String, String)> {
+        let shape: String = line
+            .chars()
+            .take(28)
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99T99:99:99.999999Z ", "{line}");
+        let rest = line[28..]
+            .strip_prefix(" INFO casegate::access: ")
+            .unwrap_or_else(|| panic!("{line}"));
+        rest.split(' ')
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{kv} in {line}"));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let names = |f: &[(String, String)]| f.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let (ok, refused) = (fields(&ok), fields(&refused));
+    assert_eq!(
+        names(&ok),
+        [
+            "request_id",
+            "method",
+            "path",
+            "route",
+            "front",
+            "back",
+            "operation",
+            "status",
+            "code",
+            "file_bytes",
+            "spooled",
+            "dropped",
+            "upstream_status",
+            "upstream_ms",
+            "ms",
+            "complete"
+        ]
+    );
+    assert_eq!(names(&refused), names(&ok));
+    let value = |f: &[(String, String)], k: &str| {
+        f.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    for (k, want) in [
+        ("method", "POST"),
+        ("path", "/r/api/v4/cases/7/files"),
+        ("route", "\"r\""),
+        ("front", "\"thalamus\""),
+        ("back", "\"tines\""),
+        ("operation", "\"upload\""),
+        ("status", "200"),
+        ("code", "\"-\""),
+        ("file_bytes", "5"),
+        ("spooled", "false"),
+        ("dropped", ""),
+        ("upstream_status", "200"),
+        ("complete", "true"),
+    ] {
+        assert_eq!(value(&ok, k), want, "{k}");
+    }
+    assert!(value(&ok, "upstream_ms").parse::<f64>().unwrap() >= 0.0);
+    for (k, want) in [
+        ("status", "401"),
+        ("code", "\"unauthorized\""),
+        ("file_bytes", "0"),
+        ("upstream_status", "0"),
+        ("upstream_ms", "0.0"),
+    ] {
+        assert_eq!(value(&refused, k), want, "{k}");
+    }
+    let id = value(&ok, "request_id");
+    assert!(
+        id.len() == 36 && id != value(&refused, "request_id"),
+        "{id}"
+    );
+}
