@@ -5,7 +5,9 @@
 //! without its per-piece styling and formatting machinery: the timestamp's date and time
 //! kept per second, names and plain strings copied, integers written directly. What is
 //! rare (a `message`, an error, a raw identifier) goes to `tracing-subscriber`'s own
-//! visitor. Colour on a terminal uses the default format itself.
+//! visitor. Colour on a terminal uses the default format itself. [`FastJson`] does the
+//! same for the JSON format: the default's bytes, without parsing the span's fields
+//! back into a tree for every line. Tests compare each with the default it stands for.
 //!
 //! [`LineSink`] is the writer behind `tracing-subscriber`'s fmt layer. A line is appended
 //! to one shared buffer under a lock and the request goes on; a thread of its own takes
@@ -233,6 +235,12 @@ thread_local! {
 /// `tracing-subscriber`'s `SystemTime` timer's text, and the space after it:
 /// `2026-12-02T22:15:47.263580Z `.
 fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+    write_time(w, now)?;
+    w.write_char(' ')
+}
+
+/// `tracing-subscriber`'s `SystemTime` timer's text: `2026-12-02T22:15:47.263580Z`.
+fn write_time(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
     let Ok(since) = now.duration_since(UNIX_EPOCH) else {
         // A clock before 1970: rare enough for the timer itself.
         use tracing_subscriber::fmt::time::FormatTime;
@@ -242,7 +250,7 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         {
             w.write_str("<unknown time>")?;
         }
-        return w.write_char(' ');
+        return Ok(());
     };
     let secs = since.as_secs();
     SECOND.with(|cell| {
@@ -262,7 +270,7 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
     }
     // Six ASCII digits.
     w.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)?;
-    w.write_str("Z ")
+    w.write_char('Z')
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` for `secs` after 1970 (UTC), as `tracing-subscriber` writes it
@@ -356,23 +364,7 @@ impl FastVisitor<'_> {
 
     fn integer(&mut self, field: &Field, negative: bool, value: u64) -> fmt::Result {
         self.name(field)?;
-        let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        let mut n = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        if negative {
-            at -= 1;
-            digits[at] = b'-';
-        }
-        self.writer
-            .write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
+        write_integer(&mut self.writer, negative, value)
     }
 }
 
@@ -468,6 +460,189 @@ impl VisitFmt for FastVisitor<'_> {
     fn writer(&mut self) -> &mut dyn fmt::Write {
         &mut self.writer
     }
+}
+
+/// The JSON format's event line: `tracing-subscriber`'s `json()` format as casegate sets
+/// it (the event's fields flattened, the current span with its fields, no span list),
+/// written directly: the same keys in the same order, the same escapes. The span's
+/// fields are `JsonFields`' own text, which the default format parses and writes again
+/// unchanged; here they are copied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastJson;
+
+impl<S, N> FormatEvent<S, N> for FastJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        write_time(&mut writer, SystemTime::now())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
+        let mut fields = JsonEventVisitor {
+            writer: writer.by_ref(),
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        write_json_str(&mut writer, meta.target())?;
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            let ext = span.extensions();
+            // `JsonFields` always leaves an object; anything else goes the default way.
+            let fields = ext
+                .get::<FormattedFields<N>>()
+                .map(|f| f.fields.as_str())
+                .filter(|f| f.starts_with('{') && f.ends_with('}'))
+                .ok_or(fmt::Error)?;
+            writer.write_str(",\"span\":")?;
+            writer.write_str(&fields[..fields.len() - 1])?;
+            if fields.len() > 2 {
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            write_json_str(&mut writer, span.metadata().name())?;
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// The flattened event fields of [`FastJson`]: `,"name":value` each, as
+/// `tracing-serde`'s map visitor writes them.
+struct JsonEventVisitor<'a> {
+    writer: Writer<'a>,
+    result: fmt::Result,
+}
+
+impl JsonEventVisitor<'_> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        self.writer.write_char(',')?;
+        write_json_str(&mut self.writer, field.name())?;
+        self.writer.write_char(':')
+    }
+
+    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| value(&mut self.writer));
+        }
+    }
+}
+
+impl Visit for JsonEventVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field, |w| write_json_str(w, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.entry(field, |w| {
+            w.write_char('"')?;
+            write!(JsonEscape(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field, |w| write_integer(w, false, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field, |w| write_integer(w, value < 0, value.unsigned_abs()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // serde_json's own text for a float (`null` when not finite).
+        self.entry(field, |w| match serde_json::Number::from_f64(value) {
+            Some(n) => write!(w, "{n}"),
+            None => w.write_str("null"),
+        });
+    }
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes.
+fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    JsonEscape(&mut *w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Writes what it is given escaped for the inside of a JSON string, as serde_json does:
+/// `"` and `\\` and the control characters, with the short forms where JSON has them.
+struct JsonEscape<'a, W: fmt::Write + ?Sized>(&'a mut W);
+
+impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            // Every byte escaped is ASCII, so these are character boundaries.
+            self.0.write_str(&s[start..i])?;
+            if short.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let u = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ];
+                self.0
+                    .write_str(std::str::from_utf8(&u).map_err(|_| fmt::Error)?)?;
+            } else {
+                self.0.write_str(short)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+/// An integer's decimal digits.
+fn write_integer(w: &mut impl fmt::Write, negative: bool, value: u64) -> fmt::Result {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    let mut n = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    w.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
 }
 
 #[cfg(test)]
@@ -762,5 +937,71 @@ mod tests {
         assert_eq!(at(59, 5), "1970-01-01T00:00:59.000005Z ");
         assert_eq!(at(60, 5), "1970-01-01T00:01:00.000005Z ");
         assert_eq!(at(59, 6), "1970-01-01T00:00:59.000006Z ");
+    }
+
+    #[test]
+    fn the_fast_json_format_writes_what_the_default_writes() {
+        let default = Lines::default();
+        let fast = Lines::default();
+        let default_sub = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(default.clone())
+            .with_max_level(Level::TRACE)
+            .finish();
+        let fast_sub = tracing_subscriber::fmt()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(FastJson)
+            .with_writer(fast.clone())
+            .with_max_level(Level::TRACE)
+            .finish();
+        let everything = || {
+            log_everything();
+            // Outside any span; a span without fields; one whose fields were recorded late.
+            tracing::info!(n = 1u64, "no span");
+            let bare = tracing::info_span!("bare");
+            bare.in_scope(|| tracing::info!(x = "in a bare span"));
+            let late = tracing::info_span!("late", a = 1u64, b = tracing::field::Empty);
+            late.record("b", "later \"quoted\"");
+            late.in_scope(|| {
+                tracing::warn!(f = 1.5f64, nan = f64::NAN, inf = f64::INFINITY, "late")
+            });
+            // An explicit parent that is not the current span.
+            let parent = tracing::info_span!("parent", p = true);
+            tracing::info!(parent: &parent, c = "\u{1}\u{8}\u{c}\u{1f}\u{7f}", "child of parent");
+        };
+        tracing::subscriber::with_default(default_sub, everything);
+        tracing::subscriber::with_default(fast_sub, everything);
+        let mask = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(|line| {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let ts = v["timestamp"].as_str().unwrap().to_string();
+                    let shape: String = ts
+                        .chars()
+                        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                        .collect();
+                    assert_eq!(shape, "9999-99-99T99:99:99.999999Z", "{line}");
+                    line.replacen(&ts, "<time>", 1)
+                })
+                .collect()
+        };
+        let (d, f) = (mask(&default.take()), mask(&fast.take()));
+        assert!(d.len() > 25, "{d:?}");
+        assert_eq!(d.len(), f.len());
+        for (d, f) in d.iter().zip(&f) {
+            assert_eq!(d, f);
+        }
+        assert!(
+            f.iter()
+                .any(|l| l.contains(r#""span":{"a":1,"b":"later \"quoted\"","name":"late"}"#)),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|l| l.contains(r#""span":{"name":"bare"}"#)),
+            "{f:?}"
+        );
     }
 }

@@ -115,7 +115,8 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 }
 
 /// Logs to stderr: text lines (coloured on a terminal; otherwise written by casegate's
-/// [`FastText`](casegate::logging::FastText), the same bytes), or one JSON object per line with
+/// [`FastText`](casegate::logging::FastText), the same bytes), or one JSON object per line
+/// (by [`FastJson`](casegate::logging::FastJson), the bytes of `tracing-subscriber`'s) with
 /// the request's span (its `request_id`) on every line of a request. Lines go through
 /// casegate's [`LineSink`](casegate::logging::LineSink): a request appends its line to a
 /// buffer and goes on, and a thread of its own writes what gathered in one `write` at
@@ -146,11 +147,11 @@ fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSin
             }
         }
         LogFormat::Json => {
+            // `json()` with the event flattened, the current span and no span list,
+            // written by casegate's own formatter (the same bytes).
             tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(casegate::logging::FastJson)
                 .with_env_filter(filter)
                 .with_writer(writer)
                 .init();

@@ -141,12 +141,19 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// The value of `key=VALUE` in a tracing log line (up to the next space).
+/// The value of `key=VALUE` in a text line, or of `"key":"VALUE"` in a JSON one (casegate
+/// run with `CASEGATE_LOG_FORMAT=json`).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let pattern = format!("{key}=");
     let at = line
         .match_indices(&pattern)
         .map(|(at, _)| at)
-        .find(|&at| at == 0 || line.as_bytes()[at - 1] == b' ')?;
+        .find(|&at| at == 0 || line.as_bytes()[at - 1] == b' ');
+    let Some(at) = at else {
+        let quoted = format!("\"{key}\":\"");
+        let at = line.find(&quoted)?;
+        return line[at + quoted.len()..].split('"').next();
+    };
     let value = &line[at + pattern.len()..];
     let value = value.split_whitespace().next()?;
     Some(value.trim_matches('"'))
@@ -169,5 +176,13 @@ mod tests {
             Some("127.0.0.1:5")
         );
         assert_eq!(field("x myaddr=1", "addr"), None);
+        assert_eq!(
+            field(
+                r#"{"timestamp":"2026-12-02T23:00:00Z","level":"INFO","message":"casegate listening","addr":"127.0.0.1:5","target":"casegate::server"}"#,
+                "addr"
+            ),
+            Some("127.0.0.1:5")
+        );
+        assert_eq!(field(r#"{"myaddr":"1"}"#, "addr"), None);
     }
 }
