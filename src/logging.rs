@@ -356,16 +356,6 @@ impl FastVisitor<'_> {
         self.writer.write_str(field.name())?;
         self.writer.write_char('=')
     }
-
-    fn plain(&mut self, field: &Field, value: &str) -> fmt::Result {
-        self.name(field)?;
-        write_debug_str(&mut self.writer, value)
-    }
-
-    fn integer(&mut self, field: &Field, negative: bool, value: u64) -> fmt::Result {
-        self.name(field)?;
-        write_integer(&mut self.writer, negative, value)
-    }
 }
 
 /// `{:?}` of a string: quoted as is when it holds only printable ASCII other than `"`
@@ -382,71 +372,71 @@ fn write_debug_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     }
 }
 
-impl Visit for FastVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
+impl FastVisitor<'_> {
+    /// One field: `special` (`DefaultVisitor`'s handling) for a `message` or a raw
+    /// identifier, else `name=` and `value`.
+    fn field(
+        &mut self,
+        field: &Field,
+        special: impl FnOnce(&mut DefaultVisitor<'_>),
+        value: impl FnOnce(&mut Writer<'_>) -> fmt::Result,
+    ) {
         if self.result.is_err() {
             return;
         }
         if Self::special(field) {
-            self.delegate(|v| v.record_str(field, value));
+            self.delegate(special);
         } else {
-            self.result = self.plain(field, value);
+            self.result = self.name(field).and_then(|()| value(&mut self.writer));
         }
+    }
+}
+
+impl Visit for FastVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(
+            field,
+            |v| v.record_str(field, value),
+            |w| write_debug_str(w, value),
+        );
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_err() {
-            return;
-        }
-        if Self::special(field) {
-            self.delegate(|v| v.record_u64(field, value));
-        } else {
-            self.result = self.integer(field, false, value);
-        }
+        self.field(
+            field,
+            |v| v.record_u64(field, value),
+            |w| write_integer(w, false, value),
+        );
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_err() {
-            return;
-        }
-        if Self::special(field) {
-            self.delegate(|v| v.record_i64(field, value));
-        } else {
-            self.result = self.integer(field, value < 0, value.unsigned_abs());
-        }
+        self.field(
+            field,
+            |v| v.record_i64(field, value),
+            |w| write_integer(w, value < 0, value.unsigned_abs()),
+        );
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.result.is_err() {
-            return;
-        }
-        if Self::special(field) {
-            self.delegate(|v| v.record_bool(field, value));
-        } else {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(if value { "true" } else { "false" }));
-        }
+        self.field(
+            field,
+            |v| v.record_bool(field, value),
+            |w| w.write_str(if value { "true" } else { "false" }),
+        );
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.result.is_err() {
-            return;
+        if self.result.is_ok() {
+            self.delegate(|v| v.record_error(field, value));
         }
-        self.delegate(|v| v.record_error(field, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
-            return;
-        }
-        if Self::special(field) {
-            self.delegate(|v| v.record_debug(field, value));
-        } else {
-            self.result = self
-                .name(field)
-                .and_then(|()| write!(self.writer, "{value:?}"));
-        }
+        self.field(
+            field,
+            |v| v.record_debug(field, value),
+            |w| write!(w, "{value:?}"),
+        );
     }
 }
 
