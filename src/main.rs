@@ -281,8 +281,8 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
-    // Dropped at the end of main: what the log queue still holds is written then.
-    let _log_flush = match init_logging(
+    // Dropped at the end of main: what the log still holds is written then.
+    let log_flush = match init_logging(
         serve_config
             .as_ref()
             .map_or(LogFormat::Text, |(_, c)| c.log_format),
@@ -349,6 +349,9 @@ fn main() -> ExitCode {
             Command::Check { .. } => Ok(()),
         }
     });
+    // The runtime's last lines logged, then written, before the last word below.
+    drop(rt);
+    drop(log_flush);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
