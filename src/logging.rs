@@ -5,9 +5,10 @@
 //! without its per-piece styling and formatting machinery: the timestamp's date and time
 //! kept per second, names and plain strings copied, integers written directly. What is
 //! rare (a `message`, an error, a raw identifier) goes to `tracing-subscriber`'s own
-//! visitor. Colour on a terminal uses the default format itself. [`FastJson`] does the
-//! same for the JSON format: the default's bytes, without parsing the span's fields
-//! back into a tree for every line. Tests compare each with the default it stands for.
+//! visitor. Colour on a terminal uses the default format itself. [`FastJson`] and
+//! [`FastJsonFields`] do the same for the JSON format: the default's bytes, without
+//! building a map of JSON values for each span nor parsing it back for every line.
+//! Tests compare each with the default it stands for.
 //!
 //! [`LineSink`] is the writer behind `tracing-subscriber`'s fmt layer. A line is appended
 //! to one shared buffer under a lock and the request goes on; a thread of its own takes
@@ -18,6 +19,7 @@
 //! thread waits for room. [`LineSinkGuard`] writes what is held when it is dropped, at
 //! exit.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
@@ -455,8 +457,8 @@ impl VisitFmt for FastVisitor<'_> {
 /// The JSON format's event line: `tracing-subscriber`'s `json()` format as casegate sets
 /// it (the event's fields flattened, the current span with its fields, no span list),
 /// written directly: the same keys in the same order, the same escapes. The span's
-/// fields are `JsonFields`' own text, which the default format parses and writes again
-/// unchanged; here they are copied.
+/// fields are `JsonFields`' text (or [`FastJsonFields`]', the same), which the default
+/// format parses and writes again unchanged; here they are copied.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FastJson;
 
@@ -491,7 +493,7 @@ where
             .or_else(|| ctx.lookup_current());
         if let Some(span) = span {
             let ext = span.extensions();
-            // `JsonFields` always leaves an object; anything else goes the default way.
+            // The fields' formatter always leaves an object; anything else is not a line.
             let fields = ext
                 .get::<FormattedFields<N>>()
                 .map(|f| f.fields.as_str())
@@ -507,6 +509,138 @@ where
             writer.write_char('}')?;
         }
         writer.write_str("}\n")
+    }
+}
+
+/// The JSON format's span fields: `tracing-subscriber`'s `JsonFields` text (an object,
+/// keys in byte order, the last value of a key recorded twice), written without building
+/// a map of JSON values for every span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastJsonFields;
+
+impl<'a> FormatFields<'a> for FastJsonFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'a>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut v = JsonFieldsVisitor::default();
+        fields.record(&mut v);
+        v.write(&mut writer)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'a mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        // Rare (a span's field recorded after it began): the fields so far read back.
+        let mut v = JsonFieldsVisitor::default();
+        if !current.fields.is_empty() {
+            let old: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&current.fields).map_err(|_| fmt::Error)?;
+            for (key, value) in old {
+                v.put(Cow::Owned(key), |t| write!(t, "{value}"));
+            }
+        }
+        fields.record(&mut v);
+        let mut text = String::new();
+        v.write(&mut text)?;
+        current.fields = text;
+        Ok(())
+    }
+}
+
+/// [`FastJsonFields`]' visitor: each value's JSON text, then sorted by key.
+#[derive(Default)]
+struct JsonFieldsVisitor {
+    entries: Vec<(Cow<'static, str>, std::ops::Range<usize>)>,
+    text: String,
+}
+
+impl JsonFieldsVisitor {
+    fn put(&mut self, key: Cow<'static, str>, value: impl FnOnce(&mut String) -> fmt::Result) {
+        let start = self.text.len();
+        if value(&mut self.text).is_ok() {
+            self.entries.push((key, start..self.text.len()));
+        } else {
+            self.text.truncate(start);
+        }
+    }
+
+    fn write(mut self, w: &mut impl fmt::Write) -> fmt::Result {
+        // Stable: of a key recorded twice, the later entry comes last and is kept.
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        w.write_char('{')?;
+        let mut first = true;
+        for (i, (key, range)) in self.entries.iter().enumerate() {
+            if self.entries.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            if !first {
+                w.write_char(',')?;
+            }
+            first = false;
+            write_json_str(w, key)?;
+            w.write_char(':')?;
+            w.write_str(&self.text[range.clone()])?;
+        }
+        w.write_char('}')
+    }
+}
+
+impl Visit for JsonFieldsVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(
+            field.name().into(),
+            |t| match serde_json::Number::from_f64(value) {
+                Some(n) => write!(t, "{n}"),
+                None => t.write_str("null"),
+            },
+        );
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field.name().into(), |t| {
+            write_integer(t, value < 0, value.unsigned_abs())
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field.name().into(), |t| write_integer(t, false, value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field.name().into(), |t| {
+            t.write_str(if value { "true" } else { "false" })
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field.name().into(), |t| write_json_str(t, value));
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.put(field.name().into(), |t| {
+            t.write_char('[')?;
+            for (i, b) in value.iter().enumerate() {
+                if i > 0 {
+                    t.write_char(',')?;
+                }
+                write_integer(t, false, u64::from(*b))?;
+            }
+            t.write_char(']')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        let key = name.strip_prefix("r#").unwrap_or(name);
+        self.put(key.into(), |t| {
+            t.write_char('"')?;
+            write!(JsonEscape(&mut *t), "{value:?}")?;
+            t.write_char('"')
+        });
     }
 }
 
@@ -942,7 +1076,7 @@ mod tests {
             .with_max_level(Level::TRACE)
             .finish();
         let fast_sub = tracing_subscriber::fmt()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .fmt_fields(FastJsonFields)
             .event_format(FastJson)
             .with_writer(fast.clone())
             .with_max_level(Level::TRACE)
@@ -953,8 +1087,21 @@ mod tests {
             tracing::info!(n = 1u64, "no span");
             let bare = tracing::info_span!("bare");
             bare.in_scope(|| tracing::info!(x = "in a bare span"));
-            let late = tracing::info_span!("late", a = 1u64, b = tracing::field::Empty);
+            let late = tracing::info_span!(
+                "late",
+                z = -2i64,
+                a = 1u64,
+                b = tracing::field::Empty,
+                r#kind = ?"debug",
+                r#type = "str",
+                f = 0.5f64,
+                bytes = tracing::field::Empty,
+                e = tracing::field::Empty,
+            );
             late.record("b", "later \"quoted\"");
+            late.record("a", 2u64);
+            late.record("bytes", &b"\x00\xff"[..]);
+            late.record("e", 1.0e300f64 * 1.0e300);
             late.in_scope(|| {
                 tracing::warn!(f = 1.5f64, nan = f64::NAN, inf = f64::INFINITY, "late")
             });
@@ -986,7 +1133,7 @@ mod tests {
         }
         assert!(
             f.iter()
-                .any(|l| l.contains(r#""span":{"a":1,"b":"later \"quoted\"","name":"late"}"#)),
+                .any(|l| l.contains(r#""span":{"a":2,"b":"later \"quoted\"","#)),
             "{f:?}"
         );
         assert!(

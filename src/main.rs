@@ -150,7 +150,7 @@ fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSin
             // `json()` with the event flattened, the current span and no span list,
             // written by casegate's own formatter (the same bytes).
             tracing_subscriber::fmt()
-                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .fmt_fields(casegate::logging::FastJsonFields)
                 .event_format(casegate::logging::FastJson)
                 .with_env_filter(filter)
                 .with_writer(writer)
