@@ -100,7 +100,12 @@ impl LineSink {
     fn append(&self, bytes: &[u8]) {
         let shared = &*self.shared;
         let mut held = shared.lock();
-        while held.buf.len() >= MAX_HELD && !held.closing {
+        while held.buf.len() >= MAX_HELD {
+            if held.closing {
+                // The writer is gone or going: nothing more can be written, and the
+                // buffer must not grow without end.
+                return;
+            }
             held = shared.room.wait(held).unwrap_or_else(|p| p.into_inner());
         }
         let first = held.buf.is_empty();
@@ -358,23 +363,7 @@ impl FastVisitor<'_> {
         self.writer.write_str(field.name())?;
         self.writer.write_char('=')
     }
-}
 
-/// `{:?}` of a string: quoted as is when it holds only printable ASCII other than `"`
-/// and `\\`, else by `Debug` itself.
-fn write_debug_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        w.write_char('"')?;
-        w.write_str(s)?;
-        w.write_char('"')
-    } else {
-        write!(w, "{s:?}")
-    }
-}
-
-impl FastVisitor<'_> {
     /// One field: `special` (`DefaultVisitor`'s handling) for a `message` or a raw
     /// identifier, else `name=` and `value`.
     fn field(
@@ -394,6 +383,20 @@ impl FastVisitor<'_> {
     }
 }
 
+/// `{:?}` of a string: quoted as is when it holds only printable ASCII other than `"`
+/// and `\\`, else by `Debug` itself.
+fn write_debug_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        w.write_char('"')?;
+        w.write_str(s)?;
+        w.write_char('"')
+    } else {
+        write!(w, "{s:?}")
+    }
+}
+
 impl Visit for FastVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.field(
@@ -407,7 +410,7 @@ impl Visit for FastVisitor<'_> {
         self.field(
             field,
             |v| v.record_u64(field, value),
-            |w| write_integer(w, false, value),
+            |w| w.write_str(itoa::Buffer::new().format(value)),
         );
     }
 
@@ -415,7 +418,7 @@ impl Visit for FastVisitor<'_> {
         self.field(
             field,
             |v| v.record_i64(field, value),
-            |w| write_integer(w, value < 0, value.unsigned_abs()),
+            |w| w.write_str(itoa::Buffer::new().format(value)),
         );
     }
 
@@ -591,23 +594,19 @@ impl JsonFieldsVisitor {
 
 impl Visit for JsonFieldsVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(
-            field.name().into(),
-            |t| match serde_json::Number::from_f64(value) {
-                Some(n) => write!(t, "{n}"),
-                None => t.write_str("null"),
-            },
-        );
+        self.put(field.name().into(), |t| write_json_f64(t, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field.name().into(), |t| {
-            write_integer(t, value < 0, value.unsigned_abs())
+            t.write_str(itoa::Buffer::new().format(value))
         });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field.name().into(), |t| write_integer(t, false, value));
+        self.put(field.name().into(), |t| {
+            t.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -627,7 +626,7 @@ impl Visit for JsonFieldsVisitor {
                 if i > 0 {
                     t.write_char(',')?;
                 }
-                write_integer(t, false, u64::from(*b))?;
+                t.write_str(itoa::Buffer::new().format(*b))?;
             }
             t.write_char(']')
         });
@@ -636,11 +635,7 @@ impl Visit for JsonFieldsVisitor {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let name = field.name();
         let key = name.strip_prefix("r#").unwrap_or(name);
-        self.put(key.into(), |t| {
-            t.write_char('"')?;
-            write!(JsonEscape(&mut *t), "{value:?}")?;
-            t.write_char('"')
-        });
+        self.put(key.into(), |t| write_json_debug(t, value));
     }
 }
 
@@ -671,19 +666,15 @@ impl Visit for JsonEventVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.entry(field, |w| {
-            w.write_char('"')?;
-            write!(JsonEscape(w), "{value:?}")?;
-            w.write_char('"')
-        });
+        self.entry(field, |w| write_json_debug(w, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| write_integer(w, false, value));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| write_integer(w, value < 0, value.unsigned_abs()));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -691,11 +682,7 @@ impl Visit for JsonEventVisitor<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // serde_json's own text for a float (`null` when not finite).
-        self.entry(field, |w| match serde_json::Number::from_f64(value) {
-            Some(n) => write!(w, "{n}"),
-            None => w.write_str("null"),
-        });
+        self.entry(field, |w| write_json_f64(w, value));
     }
 }
 
@@ -704,6 +691,21 @@ fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
     JsonEscape(&mut *w).write_str(s)?;
     w.write_char('"')
+}
+
+/// `{:?}` of `value` as a JSON string.
+fn write_json_debug(w: &mut impl fmt::Write, value: &dyn fmt::Debug) -> fmt::Result {
+    w.write_char('"')?;
+    write!(JsonEscape(&mut *w), "{value:?}")?;
+    w.write_char('"')
+}
+
+/// serde_json's own text for a float (`null` when it is not finite).
+fn write_json_f64(w: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    match serde_json::Number::from_f64(value) {
+        Some(n) => write!(w, "{n}"),
+        None => w.write_str("null"),
+    }
 }
 
 /// Writes what it is given escaped for the inside of a JSON string, as serde_json does:
@@ -747,26 +749,6 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
         }
         self.0.write_str(&s[start..])
     }
-}
-
-/// An integer's decimal digits.
-fn write_integer(w: &mut impl fmt::Write, negative: bool, value: u64) -> fmt::Result {
-    let mut digits = [0u8; 21];
-    let mut at = digits.len();
-    let mut n = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if negative {
-        at -= 1;
-        digits[at] = b'-';
-    }
-    w.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
 }
 
 #[cfg(test)]
@@ -872,6 +854,19 @@ mod tests {
         writer.join().unwrap();
         drop(guard);
         assert_eq!(out.out.lock().unwrap().len(), lines * line.len());
+    }
+
+    #[test]
+    fn lines_after_the_close_do_not_pile_up() {
+        let out = Collect::default();
+        out.open();
+        let (sink, guard) = LineSink::new(out.clone(), "test-log").unwrap();
+        drop(guard);
+        let line = format!("{}\n", "z".repeat(1023));
+        for _ in 0..(MAX_HELD / line.len()) * 2 {
+            write_line(&sink, &line);
+        }
+        assert!(sink.shared.lock().buf.len() <= MAX_HELD + line.len());
     }
 
     #[test]
