@@ -26,7 +26,8 @@ pub enum DispositionError {
     BadExtValue,
 }
 
-/// Parses a `Content-Disposition` header value.
+/// Parses a `Content-Disposition` header value. Allocates only for the values it keeps
+/// (it runs for every part of every upload).
 pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
     let text = std::str::from_utf8(raw).map_err(|_| DispositionError::NotUtf8)?;
     let mut out = Disposition::default();
@@ -47,52 +48,52 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
             }
             None => break,
         };
-        let key = rest[..eq].trim().to_ascii_lowercase();
+        let key = Key::of(rest[..eq].trim());
         rest = rest[eq + 1..].trim_start();
-        let value;
+        let value: Value<'_>;
         if let Some(quoted) = rest.strip_prefix('"') {
-            let mut v = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = quoted.len();
-            let mut closed = false;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            v.push(n);
-                        }
+            // The closing quote is the first `"` not escaped by a backslash.
+            let bytes = quoted.as_bytes();
+            let mut i = 0;
+            let mut escaped = false;
+            let mut closed = None;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' => {
+                        escaped = true;
+                        i += 2;
+                        continue;
                     }
-                    '"' => {
-                        end = i + 1;
-                        closed = true;
+                    b'"' => {
+                        closed = Some(i);
                         break;
                     }
-                    c => v.push(c),
+                    _ => i += 1,
                 }
             }
-            value = v;
-            rest = &quoted[end..];
-            if !closed {
-                rest = "";
-            }
-            rest = match rest.find(';') {
-                Some(i) => &rest[i + 1..],
+            let inner = &quoted[..closed.unwrap_or(quoted.len())];
+            value = Value::Quoted { inner, escaped };
+            rest = match closed {
+                Some(end) => match quoted[end + 1..].find(';') {
+                    Some(j) => &quoted[end + 1 + j + 1..],
+                    None => "",
+                },
                 None => "",
             };
         } else {
             let end = rest.find(';').unwrap_or(rest.len());
-            value = rest[..end].trim().to_string();
+            value = Value::Token(rest[..end].trim());
             rest = if end < rest.len() {
                 &rest[end + 1..]
             } else {
                 ""
             };
         }
-        match key.as_str() {
-            "name" if out.name.is_none() => out.name = Some(value),
-            "filename" if out.filename.is_none() => out.filename = Some(value),
-            "filename*" if ext_filename.is_none() => {
-                ext_filename = Some(decode_ext_value(&value)?);
+        match key {
+            Key::Name if out.name.is_none() => out.name = Some(value.text()),
+            Key::Filename if out.filename.is_none() => out.filename = Some(value.text()),
+            Key::ExtFilename if ext_filename.is_none() => {
+                ext_filename = Some(decode_ext_value(&value.text())?);
             }
             _ => {}
         }
@@ -101,6 +102,63 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
         out.filename = ext_filename;
     }
     Ok(out)
+}
+
+/// The parameters [`parse`] keeps, matched without regard to ASCII case.
+enum Key {
+    Name,
+    Filename,
+    ExtFilename,
+    Other,
+}
+
+impl Key {
+    fn of(key: &str) -> Key {
+        if key.eq_ignore_ascii_case("name") {
+            Key::Name
+        } else if key.eq_ignore_ascii_case("filename") {
+            Key::Filename
+        } else if key.eq_ignore_ascii_case("filename*") {
+            Key::ExtFilename
+        } else {
+            Key::Other
+        }
+    }
+}
+
+/// A parameter's value as it stands in the header.
+enum Value<'a> {
+    /// Between quotes (the closing one excluded, or to the end when it is missing);
+    /// `escaped`: it holds a backslash, which keeps the character after it.
+    Quoted { inner: &'a str, escaped: bool },
+    /// Unquoted, trimmed.
+    Token(&'a str),
+}
+
+impl Value<'_> {
+    fn text(&self) -> String {
+        match *self {
+            Value::Token(t) => t.to_string(),
+            Value::Quoted {
+                inner,
+                escaped: false,
+            } => inner.to_string(),
+            Value::Quoted {
+                inner,
+                escaped: true,
+            } => {
+                let mut v = String::with_capacity(inner.len());
+                let mut chars = inner.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => v.extend(chars.next()),
+                        c => v.push(c),
+                    }
+                }
+                v
+            }
+        }
+    }
 }
 
 /// Decodes an RFC 8187 `ext-value`: `charset'lang'percent-encoded`.
@@ -170,17 +228,21 @@ pub fn download_header(inline: bool, name: &str) -> String {
 /// Appends `value` as the inside of a quoted `Content-Disposition` parameter: `"` and `\`
 /// backslash-escaped, control characters (CR, LF, NUL, ...) percent-encoded (`%0D`);
 /// everything else verbatim (UTF-8). A header can carry none of them raw.
-pub fn push_quoted(out: &mut Vec<u8>, value: &str) {
-    for b in value.bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b if b < 0x20 || b == 0x7f => {
-                out.extend_from_slice(percent_encoding::percent_encode_byte(b).as_bytes())
-            }
-            b => out.push(b),
-        }
+pub fn push_quoted(out: &mut impl bytes::BufMut, value: &str) {
+    let bytes = value.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b if b < 0x20 || b == 0x7f => percent_encoding::percent_encode_byte(b).as_bytes(),
+            _ => continue,
+        };
+        out.put_slice(&bytes[plain..i]);
+        out.put_slice(escaped);
+        plain = i + 1;
     }
+    out.put_slice(&bytes[plain..]);
 }
 
 #[cfg(test)]
@@ -218,6 +280,29 @@ mod tests {
         assert_eq!(d.name.as_deref(), Some("file"));
         assert!(parse(b"form-data; filename*=UTF-8''%ZZ").is_err());
         assert!(parse(b"form-data; filename*=UTF-8''%FF").is_err());
+    }
+
+    #[test]
+    fn odd_quoting_and_key_case() {
+        // Keys in any case; the first of a repeated parameter wins.
+        let d = p(r#"form-data; NAME="file"; FileName="a.txt"; filename="b.txt""#);
+        assert_eq!(d.name.as_deref(), Some("file"));
+        assert_eq!(d.filename.as_deref(), Some("a.txt"));
+        // A backslash keeps the character after it, also one of several bytes.
+        let d = p("form-data; name=\"file\"; filename=\"\\ü\\\\x\\y.txt\"");
+        assert_eq!(d.filename.as_deref(), Some("ü\\xy.txt"));
+        // Text after the closing quote up to the next `;` is ignored.
+        let d = p(r#"form-data; filename="a.txt" junk; name="f""#);
+        assert_eq!(d.filename.as_deref(), Some("a.txt"));
+        assert_eq!(d.name.as_deref(), Some("f"));
+        // An unclosed quote runs to the end, `;` included; a trailing backslash is dropped.
+        let d = p(r#"form-data; name="f"; filename="a;b.txt"#);
+        assert_eq!(d.filename.as_deref(), Some("a;b.txt"));
+        let d = p(r#"form-data; name="f"; filename="a\"#);
+        assert_eq!(d.filename.as_deref(), Some("a"));
+        // A parameter without a value is skipped.
+        let d = p(r#"form-data; flag; name="f""#);
+        assert_eq!(d.name.as_deref(), Some("f"));
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Reader {
                     if end + 2 > MAX_HEAD_BYTES {
                         return Err(FormError::HeadTooLarge);
                     }
-                    let head = read_head(&self.buf[..end + 2])?;
+                    let head = read_head(&self.buf.slice(..end + 2))?;
                     self.buf.advance(end + 2);
                     self.state = State::Data;
                     return Ok(Some(Item::Part(head)));
@@ -277,8 +277,9 @@ fn partial_suffix(buf: &[u8], delimiter: &[u8]) -> usize {
     0
 }
 
-/// Reads a part's header block (its lines and the blank line).
-fn read_head(block: &[u8]) -> Result<PartHead, FormError> {
+/// Reads a part's header block (its lines and the blank line). The disposition is kept
+/// as a slice of the block, not a copy.
+fn read_head(block: &Bytes) -> Result<PartHead, FormError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let parsed = httparse::parse_headers(block, &mut headers);
     let Ok(httparse::Status::Complete((_, headers))) = parsed else {
@@ -287,7 +288,7 @@ fn read_head(block: &[u8]) -> Result<PartHead, FormError> {
     let mut head = PartHead::default();
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("content-disposition") {
-            head.disposition = Some(Bytes::copy_from_slice(h.value));
+            head.disposition = Some(block.slice_ref(h.value));
         } else if h.name.eq_ignore_ascii_case("content-type") {
             head.content_type = std::str::from_utf8(h.value).ok().map(str::to_string);
         }

@@ -60,26 +60,33 @@ impl Writer {
     }
 
     fn part_start(&self, out: &mut BytesMut, name: &str, filename: Option<&str>, ct: Option<&str>) {
-        let mut head = Vec::with_capacity(128);
-        head.extend_from_slice(b"--");
-        head.extend_from_slice(self.boundary.as_bytes());
-        head.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
-        push_quoted(&mut head, name);
-        head.push(b'"');
+        out.reserve(self.part_overhead() + name.len() + filename.map_or(0, str::len));
+        out.put_slice(b"--");
+        out.put_slice(self.boundary.as_bytes());
+        out.put_slice(b"\r\nContent-Disposition: form-data; name=\"");
+        push_quoted(out, name);
+        out.put_u8(b'"');
         if let Some(f) = filename {
-            head.extend_from_slice(b"; filename=\"");
-            push_quoted(&mut head, f);
-            head.push(b'"');
+            out.put_slice(b"; filename=\"");
+            push_quoted(out, f);
+            out.put_u8(b'"');
         }
-        head.extend_from_slice(b"\r\n");
+        out.put_slice(b"\r\n");
         if let Some(ct) = ct {
-            head.extend_from_slice(b"Content-Type: ");
+            out.put_slice(b"Content-Type: ");
             // Content types are validated upstream of here; CR/LF are dropped regardless.
-            head.extend(ct.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
-            head.extend_from_slice(b"\r\n");
+            for part in ct.split(['\r', '\n']) {
+                out.put_slice(part.as_bytes());
+            }
+            out.put_slice(b"\r\n");
         }
-        head.extend_from_slice(b"\r\n");
-        out.put_slice(&head);
+        out.put_slice(b"\r\n");
+    }
+
+    /// About how many bytes a part's head takes beside its name and file name (its
+    /// delimiter, `Content-Disposition` and `Content-Type`), to size buffers once.
+    pub fn part_overhead(&self) -> usize {
+        self.boundary.len() + 160
     }
 }
 
