@@ -35,14 +35,18 @@ pub fn content_type(parts: &Parts) -> Option<&str> {
 }
 
 /// Requires `multipart/form-data` with a boundary; 415 otherwise.
+/// The header is parsed once (as `multer::parse_boundary` would parse it again).
 pub fn multipart_boundary(parts: &Parts) -> Result<String, Error> {
-    if !has_type(parts, "multipart/form-data") {
+    let Some(m) =
+        mime(parts).filter(|m| m.essence_str().eq_ignore_ascii_case("multipart/form-data"))
+    else {
         return Err(Error::unsupported_media_type(
             "The request must be sent as multipart/form-data.",
         ));
-    }
-    multer::parse_boundary(content_type(parts).unwrap_or(""))
-        .map_err(|_| Error::bad_request("The multipart/form-data boundary is missing."))
+    };
+    m.get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_owned())
+        .ok_or_else(|| Error::bad_request("The multipart/form-data boundary is missing."))
 }
 
 /// A header value, or `None` when absent or not visible ASCII.
@@ -171,7 +175,15 @@ impl MultipartBody {
         late: LateFields,
     ) -> (Self, HeaderValue) {
         let writer = crate::codec::multipart::Writer::new();
-        let mut head = bytes::BytesMut::new();
+        let size = fields
+            .iter()
+            .map(|(name, value)| writer.part_overhead() + name.len() + value.len())
+            .sum::<usize>()
+            + writer.part_overhead()
+            + file_field.len()
+            + filename.len()
+            + content_type.len();
+        let mut head = bytes::BytesMut::with_capacity(size);
         for (name, value) in fields {
             writer.text(&mut head, name, value);
         }
@@ -202,23 +214,31 @@ impl BodyEncoder for MultipartBody {
     }
 
     fn tail(&mut self, late: &UploadMeta) -> Bytes {
-        let mut out = bytes::BytesMut::new();
-        self.writer.file_end(&mut out);
-        for (name, value) in (self.late)(late) {
-            self.writer.text(&mut out, name, &value);
-        }
-        self.writer.close(&mut out);
-        out.freeze()
+        self.tail_bytes(late).freeze()
     }
 
     fn len(&self, file_len: u64) -> u64 {
-        let mut out = bytes::BytesMut::new();
+        let tail = self.tail_bytes(&UploadMeta::default());
+        self.head_len + file_len + tail.len() as u64
+    }
+}
+
+impl MultipartBody {
+    /// What follows the file: the end of its part, the late fields, the close delimiter.
+    fn tail_bytes(&self, late: &UploadMeta) -> bytes::BytesMut {
+        let fields = (self.late)(late);
+        let size = fields
+            .iter()
+            .map(|(name, value)| self.writer.part_overhead() + name.len() + value.len())
+            .sum::<usize>()
+            + self.writer.part_overhead();
+        let mut out = bytes::BytesMut::with_capacity(size);
         self.writer.file_end(&mut out);
-        for (name, value) in (self.late)(&UploadMeta::default()) {
+        for (name, value) in fields {
             self.writer.text(&mut out, name, &value);
         }
         self.writer.close(&mut out);
-        self.head_len + file_len + out.len() as u64
+        out
     }
 }
 
@@ -278,6 +298,30 @@ mod tests {
             .unwrap()
             .into_parts()
             .0
+    }
+
+    #[test]
+    fn multipart_boundaries() {
+        let with = |ct: Option<&str>| {
+            let mut b = http::Request::builder().uri("/");
+            if let Some(ct) = ct {
+                b = b.header(http::header::CONTENT_TYPE, ct);
+            }
+            multipart_boundary(&b.body(()).unwrap().into_parts().0).map_err(|e| e.status.as_u16())
+        };
+        assert_eq!(
+            with(Some("multipart/form-data; boundary=abc")),
+            Ok("abc".into())
+        );
+        assert_eq!(
+            with(Some("Multipart/Form-Data; charset=utf-8; BOUNDARY=\"a b\"")),
+            Ok("a b".into())
+        );
+        assert_eq!(with(Some("multipart/form-data")), Err(400));
+        assert_eq!(with(Some("multipart/mixed; boundary=abc")), Err(415));
+        assert_eq!(with(Some("application/json")), Err(415));
+        assert_eq!(with(Some("not a type")), Err(415));
+        assert_eq!(with(None), Err(415));
     }
 
     #[test]
