@@ -326,7 +326,12 @@ pub fn json_response<T: serde::Serialize + ?Sized>(
     status: StatusCode,
     value: &T,
 ) -> Response<Body> {
-    json_bytes_response(status, serde_json::to_vec(value).unwrap_or_default())
+    // Sized for a file's answer at once (serde_json starts at 128 bytes and doubles).
+    let mut body = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut body, value).is_err() {
+        body.clear();
+    }
+    json_bytes_response(status, body)
 }
 
 /// A JSON answer from its bytes, written already.

@@ -718,7 +718,7 @@ impl Scanner {
             text: Vec::new(),
             key: String::new(),
             at_file_key: false,
-            seen_keys: HashSet::new(),
+            seen_keys: HashSet::with_capacity(8),
             fields_total: 0,
             pending: Vec::new(),
             scratch: Vec::new(),
@@ -853,7 +853,7 @@ impl Scanner {
             State::ValueStr(mut lexer) => match lexer.step(b).map_err(syntax)? {
                 Lexed::End => {
                     if self.is_top_level() {
-                        let text = std::mem::take(&mut self.text);
+                        let text = self.take_text();
                         self.fields_total = self.fields_total.saturating_add(text.len());
                         let value = String::from_utf8(text)
                             .map_err(|_| syntax("invalid UTF-8 in a string"))?;
@@ -1025,11 +1025,10 @@ impl Scanner {
         if !self.is_top_level() {
             return Ok(());
         }
-        let key =
-            String::from_utf8(std::mem::take(&mut self.text)).map_err(|_| ScanError::Syntax {
-                offset: pos,
-                what: "invalid UTF-8 in a string",
-            })?;
+        let key = String::from_utf8(self.take_text()).map_err(|_| ScanError::Syntax {
+            offset: pos,
+            what: "invalid UTF-8 in a string",
+        })?;
         let is_file = key == self.file_key;
         if !is_file && key.len() > self.limits.max_field_bytes {
             return Err(ScanError::FieldTooLarge(quote_key(key.as_bytes())));
@@ -1047,6 +1046,14 @@ impl Scanner {
         self.key = key;
         self.at_file_key = is_file;
         Ok(())
+    }
+
+    /// The key or value gathered so far, copied out at its size; the buffer stays (and
+    /// keeps its room) for the next one, which then grows it no more.
+    fn take_text(&mut self) -> Vec<u8> {
+        let text = self.text.clone();
+        self.text.clear();
+        text
     }
 
     /// Appends to a top-level value, within both limits.
@@ -1080,8 +1087,7 @@ impl Scanner {
     /// Ends a number at `pos` (the byte after it). Refuses what `serde_json` refuses: a
     /// number too large for an `f64`.
     fn number_done(&mut self, pos: u64, out: &mut Vec<Event>) -> Result<(), ScanError> {
-        let text = std::mem::take(&mut self.text);
-        let in_range = std::str::from_utf8(&text)
+        let in_range = std::str::from_utf8(&self.text)
             .ok()
             .and_then(|t| t.parse::<f64>().ok())
             .is_some_and(f64::is_finite);
@@ -1091,7 +1097,10 @@ impl Scanner {
                 what: "number out of range",
             });
         }
-        if self.is_top_level() {
+        if !self.is_top_level() {
+            self.text.clear();
+        } else {
+            let text = self.take_text();
             self.fields_total = self.fields_total.saturating_add(text.len());
             let number = String::from_utf8(text).unwrap_or_default();
             self.emit_field(Scalar::Number(number), out);

@@ -441,8 +441,6 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         .optional()?;
     let mut seq = counted.unwrap_or(0);
     let mut insert = conn.prepare_cached(INSERT)?;
-    let mut fill = conn.prepare_cached(FILL_NULLS)?;
-    let mut by_back = conn.prepare_cached(BY_BACK)?;
     let mut held = Vec::with_capacity(rows.len());
     for mut row in rows {
         let fresh = row.guid.is_none().then(|| uuid::Uuid::new_v4().to_string());
@@ -463,7 +461,8 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         }
         // Held by back id already (the upstream named the same file again): nothing is
         // written unless the new row knows something the held one does not.
-        let Some(held_row) = by_back
+        let Some(held_row) = conn
+            .prepare_cached(BY_BACK)?
             .query_row(params![row.route, row.back_id], read_row)
             .optional()?
         else {
@@ -475,7 +474,8 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             held.push(held_row);
             continue;
         }
-        let filled = fill
+        let filled = conn
+            .prepare_cached(FILL_NULLS)?
             .query_row(bind(&held_row.front_id), read_row)
             .optional()?;
         // The row was there a moment ago and the transaction holds the write lock.
