@@ -1234,7 +1234,12 @@ mod tests {
         }
         let (off_path, in_commit) = checkpoints(&store);
         assert_eq!(in_commit, 0, "commits checkpointed themselves");
-        assert!(off_path >= 8, "the checkpointer ran {off_path} checkpoints");
+        // At least one nudge, both its checkpoints. Not a count per 16 000 pages: the
+        // pages committed while a checkpoint runs are gone from the WAL's count once it
+        // starts again, so how many nudges the rows make depends on how long each
+        // checkpoint took (8 on a quiet machine, 6 on a busy one). That the WAL started
+        // again is the bound below: the rows wrote twice its pages.
+        assert!(off_path >= 2, "the checkpointer ran {off_path} checkpoints");
         // Restarted, not only copied: the file never held the bound's pages.
         let bound = u64::try_from(CHECKPOINT_HERE_PAGES).unwrap() * 4096;
         assert!(largest < bound, "the WAL grew to {largest} bytes");
