@@ -93,7 +93,28 @@ impl Direction {
 // The label sets are built for every request to look their series up: route names are
 // shared (`Arc<str>`, a reference count to build) and every other label is static, so a
 // lookup allocates nothing.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+//
+// A family's map hashes its keys with std's SipHash, which took each label's bytes (and a
+// terminator per string) in its own call: about 400 instructions a lookup, five lookups an
+// upload (bench/RESULTS.md, the fifteenth round). [`folded_hash!`] folds a label set's
+// values with foldhash first, and SipHash sees one `u64`. The fold reads the same values
+// `Eq` compares, so equal label sets still hash alike. The keys are casegate's own (route
+// and dialect names, operations, statuses, codes), never a client's bytes, so a hash
+// without a random seed is no flooding risk.
+macro_rules! folded_hash {
+    ($($ty:ident { $($field:ident),+ })+) => {$(
+        impl std::hash::Hash for $ty {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                use std::hash::{BuildHasher, Hasher};
+                let mut fold = foldhash::fast::FixedState::default().build_hasher();
+                $( std::hash::Hash::hash(&self.$field, &mut fold); )+
+                state.write_u64(fold.finish());
+            }
+        }
+    )+};
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RequestKey {
     route: Arc<str>,
     front: &'static str,
@@ -103,38 +124,48 @@ struct RequestKey {
     code: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOperation {
     route: Arc<str>,
     operation: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RouteBack {
     route: Arc<str>,
     back: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RouteDirection {
     route: Arc<str>,
     direction: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOnly {
     route: Arc<str>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct RouteCode {
     route: Arc<str>,
     code: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadResult {
     result: &'static str,
+}
+
+folded_hash! {
+    RequestKey { route, front, back, operation, status, code }
+    RouteOperation { route, operation }
+    RouteBack { route, back }
+    RouteDirection { route, direction }
+    RouteOnly { route }
+    RouteCode { route, code }
+    ReloadResult { result }
 }
 
 type Histograms<K> = Family<K, Histogram, fn() -> Histogram>;
@@ -904,6 +935,72 @@ mod tests {
         drop(g3);
         assert_eq!(value(&m, "a"), Some(0.0));
         assert_eq!(value(&m, "b"), Some(0.0));
+    }
+
+    /// A series is found by its labels' values, not by which `Arc` holds the route name
+    /// (a reload builds new ones): the folded hash must agree with `Eq`.
+    #[test]
+    fn equal_labels_from_distinct_arcs_count_in_one_series() {
+        let m = Metrics::new();
+        let labels_of = |route: &'static str, status: u16, code: &'static str| {
+            let route: Arc<str> = Arc::from(route);
+            move |m: &Metrics| {
+                m.request(
+                    &RequestLabels {
+                        route: &route,
+                        front: "caseiq",
+                        back: "tines",
+                        operation: "upload",
+                        status,
+                        code,
+                    },
+                    Duration::from_millis(3),
+                );
+                m.file_bytes(&route, Direction::Upload, 10);
+                m.upstream_error(&route, code);
+            }
+        };
+        for _ in 0..3 {
+            labels_of("r", 201, "-")(&m);
+        }
+        labels_of("r", 502, "upstream_error")(&m);
+        labels_of("r2", 201, "-")(&m);
+        let text = m.render();
+        let requests = samples(&text, "casegate_requests_total");
+        let key = |route: &str, status: &str, code: &str| {
+            (
+                "casegate_requests_total".to_owned(),
+                labels(&[
+                    ("back", "tines"),
+                    ("code", code),
+                    ("front", "caseiq"),
+                    ("operation", "upload"),
+                    ("route", route),
+                    ("status", status),
+                ]),
+            )
+        };
+        let want: BTreeMap<_, _> = [
+            (key("r", "201", "-"), 3.0),
+            (key("r", "502", "upstream_error"), 1.0),
+            (key("r2", "201", "-"), 1.0),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(requests, want, "{text}");
+        let bytes = samples(&text, "casegate_file_bytes_total");
+        assert_eq!(bytes.len(), 2, "{text}");
+        let upload = |route: &str| {
+            bytes[&(
+                "casegate_file_bytes_total".to_owned(),
+                labels(&[("direction", "upload"), ("route", route)]),
+            )]
+        };
+        assert_eq!((upload("r"), upload("r2")), (40.0, 10.0));
+        assert_eq!(samples(&text, "casegate_upstream_errors_total").len(), 3);
+        let count = samples(&text, "casegate_request_duration_seconds_count");
+        assert_eq!(count.values().copied().sum::<f64>(), 5.0, "{text}");
+        assert_eq!(count.len(), 2, "{text}");
     }
 
     #[test]
