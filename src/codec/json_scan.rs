@@ -696,7 +696,7 @@ pub struct Scanner {
     /// The current top-level key, and whether it is the file key.
     key: String,
     at_file_key: bool,
-    seen_keys: HashSet<String>,
+    seen_keys: SeenKeys,
     /// Bytes of completed non-file keys and values.
     fields_total: usize,
     /// File bytes decoded from the current chunk, not yet emitted.
@@ -704,6 +704,62 @@ pub struct Scanner {
     /// The file's base64 gathered from across line breaks, at most one chunk's worth.
     scratch: Vec<u8>,
     offset: u64,
+}
+
+/// The top-level keys an object has had, to refuse a repeated one.
+///
+/// An upload's object has a handful (Tines: `filename`, `file_contents`, a few nulls), so
+/// the first [`SeenKeys::LINEAR`] sit end to end in one buffer and are compared in turn:
+/// no allocation and no hash per key (a `HashSet<String>` cost a copy of each key and
+/// a SipHash of it, about 450 instructions a key). Past that a hostile object could have
+/// thousands, so they move into a set, where each lookup stays constant.
+#[derive(Debug, Default)]
+struct SeenKeys {
+    /// The first keys' bytes, end to end.
+    bytes: Vec<u8>,
+    /// Where each of them ends in `bytes`.
+    ends: Vec<usize>,
+    /// Every key, once there are more than [`SeenKeys::LINEAR`].
+    set: Option<HashSet<Box<[u8]>>>,
+}
+
+impl SeenKeys {
+    const LINEAR: usize = 16;
+
+    fn contains(&self, key: &[u8]) -> bool {
+        if let Some(set) = &self.set {
+            return set.contains(key);
+        }
+        let mut start = 0;
+        self.ends.iter().any(|&end| {
+            let seen = &self.bytes[start..end];
+            start = end;
+            seen == key
+        })
+    }
+
+    /// Adds `key`, which [`SeenKeys::contains`] said is not there.
+    fn insert(&mut self, key: &[u8]) {
+        if let Some(set) = &mut self.set {
+            set.insert(key.into());
+            return;
+        }
+        if self.ends.len() < Self::LINEAR {
+            self.bytes.extend_from_slice(key);
+            self.ends.push(self.bytes.len());
+            return;
+        }
+        let mut set: HashSet<Box<[u8]>> = HashSet::with_capacity(2 * Self::LINEAR);
+        let mut start = 0;
+        for &end in &self.ends {
+            set.insert(self.bytes[start..end].into());
+            start = end;
+        }
+        set.insert(key.into());
+        self.set = Some(set);
+        self.bytes = Vec::new();
+        self.ends = Vec::new();
+    }
 }
 
 impl Scanner {
@@ -718,7 +774,7 @@ impl Scanner {
             text: Vec::new(),
             key: String::new(),
             at_file_key: false,
-            seen_keys: HashSet::with_capacity(8),
+            seen_keys: SeenKeys::default(),
             fields_total: 0,
             pending: Vec::new(),
             scratch: Vec::new(),
@@ -1033,7 +1089,7 @@ impl Scanner {
         if !is_file && key.len() > self.limits.max_field_bytes {
             return Err(ScanError::FieldTooLarge(quote_key(key.as_bytes())));
         }
-        if self.seen_keys.contains(&key) {
+        if self.seen_keys.contains(key.as_bytes()) {
             return Err(ScanError::DuplicateKey(key));
         }
         if !is_file {
@@ -1042,7 +1098,7 @@ impl Scanner {
                 return Err(ScanError::FieldsTooLarge);
             }
         }
-        self.seen_keys.insert(key.clone());
+        self.seen_keys.insert(key.as_bytes());
         self.key = key;
         self.at_file_key = is_file;
         Ok(())
@@ -1526,6 +1582,46 @@ mod tests {
         assert_eq!(events, file_events(b"hi"));
         let (_, result) = scan(br#"{"file_contents":null,"file_contents":"aGk="}"#);
         assert_eq!(result, Err(ScanError::DuplicateKey(FILE_KEY.into())));
+    }
+
+    /// The keys are kept end to end up to [`SeenKeys::LINEAR`], then in a set: a repeat is
+    /// found on either side of the switch, and keys that only share bytes are not repeats.
+    #[test]
+    fn duplicate_keys_are_refused_however_many_came_before() {
+        for n in [
+            1,
+            2,
+            SeenKeys::LINEAR - 1,
+            SeenKeys::LINEAR,
+            SeenKeys::LINEAR + 1,
+            40,
+        ] {
+            let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            let fields: Vec<Event> = keys.iter().map(|k| field(k, number("1"))).collect();
+            let object = |extra: Option<&str>| {
+                let mut members: Vec<String> = keys.iter().map(|k| format!("\"{k}\":1")).collect();
+                members.extend(extra.map(|k| format!("\"{k}\":2")));
+                format!("{{{}}}", members.join(","))
+            };
+            let (events, result) = scan(object(None).as_bytes());
+            assert_eq!(result, Ok(()), "{n} keys");
+            assert_eq!(events[..n], fields[..], "{n} keys");
+            for repeated in [0, n / 2, n - 1] {
+                let (events, result) = scan(object(Some(&keys[repeated])).as_bytes());
+                assert_eq!(
+                    result,
+                    Err(ScanError::DuplicateKey(keys[repeated].clone())),
+                    "{n} keys, k{repeated} again"
+                );
+                assert_eq!(events, fields, "{n} keys, k{repeated} again");
+            }
+            let (_, result) = scan(object(Some("k")).as_bytes());
+            assert_eq!(result, Ok(()), "{n} keys, then k");
+        }
+        let (_, result) = scan(br#"{"ab":1,"c":2,"abc":3,"a":4,"bc":5,"":6}"#);
+        assert_eq!(result, Ok(()));
+        let (_, result) = scan(br#"{"ab":1,"c":2,"":3,"abc":4,"":5}"#);
+        assert_eq!(result, Err(ScanError::DuplicateKey(String::new())));
     }
 
     #[test]
