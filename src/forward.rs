@@ -276,12 +276,13 @@ where
     }
 
     // The ledger keeps the file under the front id the client will see.
-    let content_type = meta.content_type();
     let mut a = std::mem::take(&mut result.attachment);
     a.uploader = a.uploader.or_else(|| result.uploader.take());
     a.size = a.size.or(Some(size));
     a.name = a.name.or_else(|| meta.file_name.clone());
-    a.content_type = a.content_type.or(Some(content_type));
+    a.content_type = a
+        .content_type
+        .or_else(|| Some(meta.content_type().into_owned()));
     a.created_at = a.created_at.or_else(|| Some(now_rfc3339_millis()));
     a.comment = meta.comment.clone().filter(|_| comment_stored);
     let back_case = meta.case_id.clone().unwrap_or_default();

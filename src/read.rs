@@ -96,10 +96,14 @@ pub fn links(rt: &RouteRuntime, settings: &Settings, parts: &Parts) -> Links {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .map(str::to_string)
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-                .unwrap_or_else(|| "localhost".into());
-            format!("{}://{host}", settings.scheme)
+                .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+                .unwrap_or("localhost");
+            // Written out rather than through `format!`: this runs for every answer.
+            let mut base = String::with_capacity(settings.scheme.len() + 3 + host.len());
+            base.push_str(settings.scheme);
+            base.push_str("://");
+            base.push_str(host);
+            base
         });
     Links {
         base,
@@ -126,7 +130,7 @@ pub fn view(
     let content_type = a
         .content_type
         .or_else(|| from_row(|r| r.content_type.clone()))
-        .unwrap_or_else(|| guess_type(&name));
+        .unwrap_or_else(|| guess_type(&name).into_owned());
     let same = rt.front.id() == rt.back.id();
     let comment_id = a
         .comment_id
@@ -754,7 +758,7 @@ async fn download(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| row.and_then(|r| r.content_type.clone()))
-        .unwrap_or_else(|| guess_type(&name));
+        .unwrap_or_else(|| guess_type(&name).into_owned());
     let essence = content_type.split(';').next().unwrap_or("").trim();
     let same = rt.front.id() == rt.back.id();
     // Kibana answers an empty file with 204; only its own clients expect that.

@@ -38,8 +38,7 @@ use crate::context::{self, RequestCtx};
 use crate::dialect::{respond, Dialect};
 use crate::error::{Body, BoxError, Error};
 use crate::metrics::{Direction, Metrics, RequestLabels};
-use crate::router::Target;
-use crate::server::Gateway;
+use crate::server::{Gateway, Routed};
 
 /// The request header carrying a client's request id, and the answer's.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -391,8 +390,7 @@ where
                 self.gateway.serving(),
             )));
         }
-        req.extensions_mut().insert(target);
-        req.extensions_mut().insert(table);
+        req.extensions_mut().insert(Routed { target, table });
         self.inner.call(req)
     }
 }
@@ -434,8 +432,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let front: Option<&'static dyn Dialect> =
-            req.extensions().get::<Target>().and_then(Target::front);
+        let front: Option<&'static dyn Dialect> = req
+            .extensions()
+            .get::<Routed>()
+            .and_then(|r| r.target.front());
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {

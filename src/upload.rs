@@ -1,6 +1,7 @@
 //! The canonical upload and result (SPEC section 2): dialect-neutral types every inbound
 //! request is parsed into and every outbound request is built from.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -234,10 +235,10 @@ impl UploadMeta {
 
     /// The file's content type: the part's own when valid, else guessed from the name's
     /// extension, else `application/octet-stream`.
-    pub fn content_type(&self) -> String {
+    pub fn content_type(&self) -> Cow<'static, str> {
         if let Some(ct) = self.part_content_type.as_deref() {
             if let Ok(m) = ct.trim().parse::<mime_guess::mime::Mime>() {
-                return m.essence_str().to_string();
+                return Cow::Owned(m.essence_str().to_string());
             }
         }
         guess_type(self.file_name.as_deref().unwrap_or(""))
@@ -258,27 +259,30 @@ fn kind_label(k: Kind) -> &'static str {
 }
 
 /// The MIME type guessed from a file name's extension.
-pub fn guess_type(name: &str) -> String {
+pub fn guess_type(name: &str) -> Cow<'static, str> {
     let ext = std::path::Path::new(name)
         .extension()
         .and_then(std::ffi::OsStr::to_str);
     ext.and_then(table_type)
-        .unwrap_or_else(|| "application/octet-stream".to_string())
+        .unwrap_or(Cow::Borrowed("application/octet-stream"))
 }
 
 /// `mime_guess`'s first type for `ext`, lowercased as a parsed `Mime`'s essence is (no
 /// entry has parameters). Its own lookup (a binary search comparing case-insensitively
 /// character by character, then parsing the `Mime`) cost about 1 us per upload, so the
-/// table is read once into a hash map by lowercase extension. An extension that is not
-/// short ASCII (which Unicode case folding could still match) asks `mime_guess` itself.
-fn table_type(ext: &str) -> Option<String> {
+/// table is read once into a hash map by lowercase extension, and its types are lent out
+/// rather than copied. The map hashes with foldhash, not SipHash: its keys are
+/// `mime_guess`'s, fixed, so a client's extensions can only look up, never flood it.
+/// An extension that is not short ASCII (which Unicode case folding could still match)
+/// asks `mime_guess` itself.
+fn table_type(ext: &str) -> Option<Cow<'static, str>> {
     const LONGEST: usize = 24;
-    static TABLE: std::sync::OnceLock<std::collections::HashMap<String, String>> =
-        std::sync::OnceLock::new();
+    type Table = std::collections::HashMap<String, String, foldhash::fast::FixedState>;
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
     if !ext.is_ascii() || ext.len() > LONGEST {
         return mime_guess::from_ext(ext)
             .first_raw()
-            .map(str::to_ascii_lowercase);
+            .map(|t| Cow::Owned(t.to_ascii_lowercase()));
     }
     let table = TABLE.get_or_init(|| {
         mime_guess::get_mime_extensions_str("*/*")
@@ -295,7 +299,7 @@ fn table_type(ext: &str) -> Option<String> {
     lower.copy_from_slice(ext.as_bytes());
     lower.make_ascii_lowercase();
     let lower = std::str::from_utf8(lower).ok()?;
-    table.get(lower).cloned()
+    table.get(lower).map(|t| Cow::Borrowed(t.as_str()))
 }
 
 /// Splits `name` into stem and extension (`"a.tar.gz"` -> `("a.tar", Some("gz"))`); a

@@ -154,8 +154,11 @@ impl Upstream {
         body: Body,
         progress: Arc<Progress>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let uri = format!("{}{}", self.base, path);
-        let mut req = Request::builder().method(method).uri(&uri);
+        // Handed over as a `String`, which the URI keeps without a copy.
+        let mut uri = String::with_capacity(self.base.len() + path.len());
+        uri.push_str(&self.base);
+        uri.push_str(path);
+        let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(k, v);
         }

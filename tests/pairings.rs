@@ -22,7 +22,7 @@ fn files() -> Vec<(String, Vec<u8>)> {
 }
 
 fn guess(name: &str) -> String {
-    casegate::upload::guess_type(name)
+    casegate::upload::guess_type(name).into_owned()
 }
 
 /// The upload a front's client sends, with every field its dialect has.

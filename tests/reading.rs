@@ -21,7 +21,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 fn guess(name: &str) -> String {
-    casegate::upload::guess_type(name)
+    casegate::upload::guess_type(name).into_owned()
 }
 
 fn stem(name: &str) -> &str {
