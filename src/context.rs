@@ -33,7 +33,7 @@ pub struct Info {
     pub operation: &'static str,
     /// The last upstream answer's status, and the time each upstream call took to answer.
     pub upstream_status: Option<u16>,
-    pub upstream_times: Vec<Duration>,
+    pub upstream_times: Times,
     /// File bytes casegate counted through an upload.
     pub file_bytes: u64,
     pub spooled: bool,
@@ -41,7 +41,36 @@ pub struct Info {
     pub dropped: Vec<&'static str>,
     /// Held while the request is in flight (the metrics gauge's guard and the ledger's
     /// load count).
-    pub in_flight: Option<Box<dyn std::any::Any + Send>>,
+    pub in_flight: Option<(crate::metrics::InFlight, crate::ledger::Serving)>,
+}
+
+/// The time each upstream call of a request took: the first [`Times::INLINE`] in place
+/// (a request makes one or two), any more in a vector. A `Vec` alone allocated for
+/// every request.
+#[derive(Debug, Default)]
+pub struct Times {
+    first: [Duration; Times::INLINE],
+    len: usize,
+    more: Vec<Duration>,
+}
+
+impl Times {
+    const INLINE: usize = 4;
+
+    pub fn push(&mut self, d: Duration) {
+        match self.first.get_mut(self.len) {
+            Some(slot) => *slot = d,
+            None => self.more.push(d),
+        }
+        self.len += 1;
+    }
+
+    /// Every time pushed, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Duration> {
+        self.first[..self.len.min(Self::INLINE)]
+            .iter()
+            .chain(self.more.iter())
+    }
 }
 
 impl RequestCtx {
@@ -78,4 +107,22 @@ pub fn record(f: impl FnOnce(&mut Info)) {
 /// Runs `fut` as the request `ctx`.
 pub async fn scope<F: Future>(ctx: Arc<RequestCtx>, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_keep_every_push_in_order_past_the_inline_ones() {
+        for n in 0..=9u64 {
+            let mut times = Times::default();
+            let pushed: Vec<Duration> = (1..=n).map(Duration::from_millis).collect();
+            for d in &pushed {
+                times.push(*d);
+            }
+            let kept: Vec<Duration> = times.iter().copied().collect();
+            assert_eq!(kept, pushed, "{n} pushed");
+        }
+    }
 }

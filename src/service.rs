@@ -94,7 +94,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id: Arc<str> = match req.headers().get(X_REQUEST_ID).and_then(sane_id) {
             Some(id) => id.into(),
-            None => uuid::Uuid::new_v4().to_string().into(),
+            None => new_request_id(),
         };
         let value = HeaderValue::from_str(&id).ok();
         req.extensions_mut().insert(RequestId(id));
@@ -107,6 +107,13 @@ where
             Ok(resp)
         })
     }
+}
+
+/// A new request id: a random UUID, written into one `Arc<str>` (through `to_string`, it
+/// was formatted, then copied once more).
+fn new_request_id() -> Arc<str> {
+    let mut buf = uuid::Uuid::encode_buffer();
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
 }
 
 /// The `request` span of tower-http's trace layer: the request id, method and path (never
@@ -164,14 +171,16 @@ where
             .extensions()
             .get::<RequestId>()
             .map(|r| r.0.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+            .unwrap_or_else(new_request_id);
         let ctx = RequestCtx::new(id);
         // The layers below see it in the extensions while they are called, and the
         // request's future runs inside its task-local scope.
         req.extensions_mut().insert(ctx.clone());
         let method = req.method().clone();
-        // Never the raw URL: a Thalamus token may ride in the query.
-        let path = req.uri().path().to_string();
+        // Never the raw URL when logging: a Thalamus token may ride in the query. The URI
+        // is kept whole (a reference count on the request line's bytes, where copying the
+        // path out cost an allocation per request) and only its path is logged.
+        let uri = req.uri().clone();
         let fut = context::scope(ctx.clone(), self.inner.call(req));
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -191,7 +200,7 @@ where
                 metrics,
                 started,
                 method,
-                path,
+                uri,
                 status: parts.status.as_u16(),
                 code,
             };
@@ -212,7 +221,8 @@ struct Finished {
     metrics: Arc<Metrics>,
     started: Instant,
     method: Method,
-    path: String,
+    /// Logged by its path only.
+    uri: http::Uri,
     status: u16,
     code: &'static str,
 }
@@ -238,7 +248,7 @@ impl Finished {
             target: "casegate::access",
             request_id = %self.ctx.id,
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             route,
             front = info.front,
             back = info.back,
@@ -266,7 +276,7 @@ impl Finished {
             elapsed,
         );
         if info.route.is_some() {
-            for d in &info.upstream_times {
+            for d in info.upstream_times.iter() {
                 m.upstream_duration(route_name, info.back, *d);
             }
             if self.code.starts_with("upstream_") {
@@ -385,10 +395,10 @@ where
             i.front = rt.front.id().name();
             i.back = rt.back.id().name();
             i.operation = target.operation();
-            i.in_flight = Some(Box::new((
+            i.in_flight = Some((
                 self.gateway.metrics().in_flight(&rt.name),
                 self.gateway.serving(),
-            )));
+            ));
         }
         req.extensions_mut().insert(Routed { target, table });
         self.inner.call(req)

@@ -453,7 +453,7 @@ async fn record(conn: &mut Conn, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         .map(|r| {
             r.guid
                 .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+                .unwrap_or_else(|| super::uuid_string(uuid::Uuid::new_v4()))
         })
         .collect();
     // Rows are locked in (route, back id) order whatever the input order; among equal

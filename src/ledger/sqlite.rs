@@ -443,7 +443,10 @@ fn record(conn: &Connection, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     let mut insert = conn.prepare_cached(INSERT)?;
     let mut held = Vec::with_capacity(rows.len());
     for mut row in rows {
-        let fresh = row.guid.is_none().then(|| uuid::Uuid::new_v4().to_string());
+        let fresh = row
+            .guid
+            .is_none()
+            .then(|| super::uuid_string(uuid::Uuid::new_v4()));
         let guid = row.guid.as_ref().or(fresh.as_ref());
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
