@@ -104,10 +104,14 @@ pub fn record(f: impl FnOnce(&mut Info)) {
     }
 }
 
-/// Runs `fut` as the request `ctx`.
-pub async fn scope<F: Future>(ctx: Arc<RequestCtx>, fut: F) -> F::Output {
-    CURRENT.scope(ctx, fut).await
+/// `fut`, run as the request `ctx` (a future of a type that can be named, so that the
+/// service stack's futures need no box).
+pub fn scope<F: Future>(ctx: Arc<RequestCtx>, fut: F) -> Scoped<F> {
+    CURRENT.scope(ctx, fut)
 }
+
+/// A future run as a request: [`scope`]'s.
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Arc<RequestCtx>, F>;
 
 #[cfg(test)]
 mod tests {

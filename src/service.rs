@@ -50,8 +50,6 @@ const MAX_REQUEST_ID: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
 // ---- 1. request ids ----
 
 /// Keeps a sane client `X-Request-Id` or makes one; answers it in `Casegate-Request-Id`.
@@ -81,11 +79,10 @@ fn sane_id(v: &HeaderValue) -> Option<&str> {
 impl<S, B, RB> Service<Request<B>> for RequestIdService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<RB>;
     type Error = S::Error;
-    type Future = BoxFuture<Response<RB>, S::Error>;
+    type Future = RequestIdFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -98,14 +95,37 @@ where
         };
         let value = HeaderValue::from_str(&id).ok();
         req.extensions_mut().insert(RequestId(id));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Some(v) = value {
-                resp.headers_mut().insert(CASEGATE_REQUEST_ID, v);
-            }
-            Ok(resp)
-        })
+        RequestIdFuture {
+            inner: self.inner.call(req),
+            value,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`RequestIdService`]'s future: the inner one's, its answer given the id header.
+    /// Not boxed: a box per layer cost an allocation and a copy of the inner future on
+    /// every request (tower-http's layers name their futures the same way).
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        value: Option<HeaderValue>,
+    }
+}
+
+impl<F, RB, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(v) = this.value.take() {
+            resp.headers_mut().insert(CASEGATE_REQUEST_ID, v);
+        }
+        Poll::Ready(Ok(resp))
     }
 }
 
@@ -155,11 +175,10 @@ pub struct AccessService<S> {
 impl<S, B> Service<Request<B>> for AccessService<S>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<Body>, Infallible>;
+    type Future = AccessFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -181,37 +200,78 @@ where
         // is kept whole (a reference count on the request line's bytes, where copying the
         // path out cost an allocation per request) and only its path is logged.
         let uri = req.uri().clone();
-        let fut = context::scope(ctx.clone(), self.inner.call(req));
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let resp = match fut.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            let (parts, body) = resp.into_parts();
-            let code = parts
-                .headers
-                .get("casegate-error")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|c| Error::code_from_str(c))
-                .unwrap_or("-");
-            let record = Finished {
+        AccessFuture {
+            inner: context::scope(ctx.clone(), self.inner.call(req)),
+            start: Some(Started {
                 ctx,
-                metrics,
+                metrics: self.metrics.clone(),
                 started,
                 method,
                 uri,
-                status: parts.status.as_u16(),
-                code,
-            };
-            let body = AccessBody {
-                inner: body,
-                bytes: 0,
-                complete: false,
-                record: Some(record),
-            };
-            Ok(Response::from_parts(parts, body.boxed_unsync()))
-        })
+            }),
+        }
+    }
+}
+
+/// What a request's access log event needs from its start.
+struct Started {
+    ctx: Arc<RequestCtx>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    method: Method,
+    uri: http::Uri,
+}
+
+pin_project_lite::pin_project! {
+    /// [`AccessService`]'s future: the request run in its context, then its answer's body
+    /// wrapped to log and count the request when it is done. Not boxed (see
+    /// [`RequestIdFuture`]).
+    pub struct AccessFuture<F> {
+        #[pin]
+        inner: context::Scoped<F>,
+        start: Option<Started>,
+    }
+}
+
+impl<F> Future for AccessFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        let Some(start) = this.start.take() else {
+            // Polled again after its answer: a bug of the caller's; the answer stands.
+            return Poll::Ready(Ok(resp));
+        };
+        let (parts, body) = resp.into_parts();
+        let code = parts
+            .headers
+            .get("casegate-error")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| Error::code_from_str(c))
+            .unwrap_or("-");
+        let record = Finished {
+            ctx: start.ctx,
+            metrics: start.metrics,
+            started: start.started,
+            method: start.method,
+            uri: start.uri,
+            status: parts.status.as_u16(),
+            code,
+        };
+        let body = AccessBody {
+            inner: body,
+            bytes: 0,
+            complete: false,
+            record: Some(record),
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body.boxed_unsync())))
     }
 }
 
@@ -427,11 +487,10 @@ impl<S, B> Service<Request<B>> for RescueService<S>
 where
     S: Service<Request<B>, Response = Response<Body>>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<Body>, Infallible>;
+    type Future = RescueFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // LoadShed is always ready; anything else would be answered in `call`.
@@ -446,25 +505,51 @@ where
             .extensions()
             .get::<Routed>()
             .and_then(|r| r.target.front());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(resp) => Ok(resp),
-                Err(e) => {
-                    let e: BoxError = e.into();
-                    let err = if e.is::<tower::load_shed::error::Overloaded>() {
-                        Error::overloaded()
-                    } else {
-                        tracing::error!(error = %e, "a request failed in the service stack");
-                        Error::internal("casegate failed to serve the request.")
-                    };
-                    Ok(match front {
-                        Some(d) => respond(d, &err),
-                        None => crate::error::text_response(err.status, "Service Unavailable"),
-                    })
-                }
-            }
-        })
+        RescueFuture {
+            inner: self.inner.call(req),
+            front,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`RescueService`]'s future: the inner one's answer, or its error answered in the
+    /// front's dialect. Not boxed (see [`RequestIdFuture`]).
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: F,
+        front: Option<&'static dyn Dialect>,
+    }
+}
+
+impl<F, E> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match std::task::ready!(this.inner.poll(cx)) {
+            Ok(resp) => resp,
+            Err(e) => rescue(*this.front, e.into()),
+        }))
+    }
+}
+
+/// The answer to an error of the layers below: 503 when load shedding refused the
+/// request, else 500; in the front's dialect when a route matched.
+fn rescue(front: Option<&'static dyn Dialect>, e: BoxError) -> Response<Body> {
+    let err = if e.is::<tower::load_shed::error::Overloaded>() {
+        Error::overloaded()
+    } else {
+        tracing::error!(error = %e, "a request failed in the service stack");
+        Error::internal("casegate failed to serve the request.")
+    };
+    match front {
+        Some(d) => respond(d, &err),
+        None => crate::error::text_response(err.status, "Service Unavailable"),
     }
 }
 
