@@ -162,8 +162,17 @@ impl Upstream {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        for (k, v) in self.auth_headers().await.map_err(SendError::Auth)? {
-            req = req.header(k, v);
+        if let Some(token) = self.client_credentials().await.map_err(SendError::Auth)? {
+            req = req.header(AUTHORIZATION, token);
+        }
+        // Fixed credentials are cloned header by header (a reference count each), not
+        // gathered into a vector of their own first.
+        let fixed = self
+            .fixed_auth
+            .as_ref()
+            .map_err(|e| SendError::Auth(e.clone()))?;
+        for (k, v) in fixed {
+            req = req.header(k.clone(), v.clone());
         }
         let ctx = crate::context::current();
         if let Some(v) = ctx.as_ref().and_then(|c| HeaderValue::from_str(&c.id).ok()) {
@@ -261,16 +270,15 @@ impl Upstream {
         *self.token.lock().await = None;
     }
 
-    async fn auth_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    /// The `Authorization` value of OAuth2 client credentials; None for the other kinds,
+    /// whose headers do not change ([`fixed_auth`]).
+    async fn client_credentials(&self) -> Result<Option<HeaderValue>, Error> {
         match &self.auth {
             UpstreamAuth::ClientCredentials {
                 client_id,
                 client_secret,
-            } => Ok(vec![(
-                AUTHORIZATION,
-                self.client_token(client_id, client_secret).await?,
-            )]),
-            _ => self.fixed_auth.clone(),
+            } => Ok(Some(self.client_token(client_id, client_secret).await?)),
+            _ => Ok(None),
         }
     }
 

@@ -188,7 +188,8 @@ impl MultipartBody {
             writer.text(&mut head, name, value);
         }
         writer.file_start(&mut head, file_field, filename, content_type);
-        let ct = HeaderValue::from_str(&writer.content_type())
+        // From the `String` itself: `from_str` would copy it.
+        let ct = HeaderValue::try_from(writer.content_type())
             .unwrap_or_else(|_| HeaderValue::from_static("multipart/form-data"));
         let head = head.freeze();
         let head_len = head.len() as u64;
