@@ -245,8 +245,9 @@ where
             Ok(resp) => resp,
             Err(never) => match never {},
         };
+        // Taken when the inner future answers, which it does once (polled again, the
+        // task-local future would panic first); without it the answer goes out unlogged.
         let Some(start) = this.start.take() else {
-            // Polled again after its answer: a bug of the caller's; the answer stands.
             return Poll::Ready(Ok(resp));
         };
         let (parts, body) = resp.into_parts();
