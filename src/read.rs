@@ -98,12 +98,8 @@ pub fn links(rt: &RouteRuntime, settings: &Settings, parts: &Parts) -> Links {
                 .filter(|h| h.parse::<http::uri::Authority>().is_ok())
                 .or_else(|| parts.uri.authority().map(|a| a.as_str()))
                 .unwrap_or("localhost");
-            // Written out rather than through `format!`: this runs for every answer.
-            let mut base = String::with_capacity(settings.scheme.len() + 3 + host.len());
-            base.push_str(settings.scheme);
-            base.push_str("://");
-            base.push_str(host);
-            base
+            // Joined rather than through `format!`: this runs for every answer.
+            [settings.scheme, "://", host].concat()
         });
     Links {
         base,

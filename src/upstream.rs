@@ -155,9 +155,7 @@ impl Upstream {
         progress: Arc<Progress>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         // Handed over as a `String`, which the URI keeps without a copy.
-        let mut uri = String::with_capacity(self.base.len() + path.len());
-        uri.push_str(&self.base);
-        uri.push_str(path);
+        let uri = [self.base.as_str(), path].concat();
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(k, v);
