@@ -10,10 +10,11 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use http_body::Body as HttpBody;
 
 use crate::codec::json_scan::{self, Event as ScanEvent, Scalar, ScanError, Scanner};
@@ -127,9 +128,9 @@ impl<B> BodyReader<B>
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
 {
-    fn end(&mut self, e: Error) -> std::task::Poll<Option<Result<Bytes, Error>>> {
+    fn end(&mut self, e: Error) -> Poll<Option<Result<Bytes, Error>>> {
         self.done = true;
-        std::task::Poll::Ready(Some(Err(e)))
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -140,11 +141,7 @@ where
 {
     type Item = Result<Bytes, Error>;
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.burst >= BURST_BYTES {
             this.burst = 0;
@@ -219,25 +216,51 @@ pub fn multipart(
         fields_total: 0,
         spec,
         limits: *limits,
+        wants_body: false,
     };
     steps(state)
 }
 
 /// A reader that yields one event per step: `Ok(None)` at the end; an error ends it too.
-trait Steps: Send + 'static {
-    fn step(&mut self) -> impl std::future::Future<Output = Result<Option<Event>, Error>> + Send;
+/// A step is polled in place (the reader's state stays where it is between polls), so a
+/// step that waits for the body resumes from its own fields, not from a future holding a
+/// copy of the reader.
+trait Steps: Send + Unpin + 'static {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>>;
 }
 
 /// The stream of a reader's events, ending after its end or its first error.
 fn steps<S: Steps>(reader: S) -> EventStream {
-    Box::pin(stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
-        match reader.step().await {
-            Ok(Some(ev)) => Some((Ok(ev), Some(reader))),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), None)),
+    Box::pin(StepStream {
+        reader: Some(reader),
+    })
+}
+
+struct StepStream<S> {
+    /// None once the reader has ended or failed.
+    reader: Option<S>,
+}
+
+impl<S: Steps> Stream for StepStream<S> {
+    type Item = Result<Event, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(reader) = this.reader.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(reader.poll_step(cx)) {
+            Ok(Some(ev)) => Poll::Ready(Some(Ok(ev))),
+            Ok(None) => {
+                this.reader = None;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.reader = None;
+                Poll::Ready(Some(Err(e)))
+            }
         }
-    }))
+    }
 }
 
 /// The part being read.
@@ -258,20 +281,40 @@ struct FormState {
     fields_total: usize,
     spec: FormSpec,
     limits: Limits,
+    /// The reader needs more of the body before its next item.
+    wants_body: bool,
 }
 
 impl Steps for FormState {
-    async fn step(&mut self) -> Result<Option<Event>, Error> {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
+        Poll::Ready(loop {
+            if self.wants_body {
+                match ready!(self.body.poll_next_unpin(cx)) {
+                    Some(Ok(chunk)) => self.reader.push(chunk),
+                    Some(Err(e)) => break Err(e),
+                    None => self.reader.finish(),
+                }
+                self.wants_body = false;
+            }
+            match self.next_event() {
+                Ok(Some(ev)) => break Ok(Some(ev)),
+                Ok(None) if self.wants_body => continue,
+                done => break done,
+            }
+        })
+    }
+}
+
+impl FormState {
+    /// The next event from what the reader holds: `Ok(None)` with `wants_body` set when
+    /// it needs more of the body first, `Ok(None)` alone at the form's end.
+    fn next_event(&mut self) -> Result<Option<Event>, Error> {
         loop {
             let item = match self.reader.read() {
                 Ok(Some(item)) => item,
                 Ok(None) => {
-                    match self.body.next().await {
-                        Some(Ok(chunk)) => self.reader.push(chunk),
-                        Some(Err(e)) => return Err(e),
-                        None => self.reader.finish(),
-                    }
-                    continue;
+                    self.wants_body = true;
+                    return Ok(None);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed multipart body");
@@ -321,9 +364,7 @@ impl Steps for FormState {
             }
         }
     }
-}
 
-impl FormState {
     /// A part begins: the file's start, or (for a text field) nothing yet.
     fn part_start(&mut self, head: form::PartHead) -> Result<Option<Event>, Error> {
         let disp = match head.disposition {
@@ -421,35 +462,41 @@ struct JsonState {
 }
 
 impl Steps for JsonState {
-    async fn step(&mut self) -> Result<Option<Event>, Error> {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
         loop {
             if let Some(ev) = self.queue.pop_front() {
-                return Ok(Some(ev));
+                return Poll::Ready(Ok(Some(ev)));
             }
             if self.ended {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
-            match self.body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    self.scanner
-                        .feed(&chunk, &mut self.scratch)
-                        .map_err(scan_error)?;
-                }
+            let fed = match ready!(self.body.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) => self.scanner.feed(&chunk, &mut self.scratch),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
                 None => {
-                    self.scanner.finish(&mut self.scratch).map_err(scan_error)?;
                     self.ended = true;
+                    self.scanner.finish(&mut self.scratch)
                 }
-            }
-            let events: Vec<ScanEvent> = self.scratch.drain(..).collect();
-            for ev in events {
-                self.translate(ev)?;
+            };
+            if let Err(e) = fed
+                .map_err(scan_error)
+                .and_then(|()| self.translate_scanned())
+            {
+                return Poll::Ready(Err(e));
             }
         }
     }
 }
 
 impl JsonState {
+    /// Translates the scanner's events, keeping its buffer for the next chunk.
+    fn translate_scanned(&mut self) -> Result<(), Error> {
+        let mut scanned = std::mem::take(&mut self.scratch);
+        let translated = scanned.drain(..).try_for_each(|ev| self.translate(ev));
+        self.scratch = scanned;
+        translated
+    }
+
     fn translate(&mut self, ev: ScanEvent) -> Result<(), Error> {
         match ev {
             ScanEvent::Field { key, value } => match (self.spec.map)(&key, value)? {
@@ -482,4 +529,120 @@ fn scan_error(e: ScanError) -> Error {
     }
     msg.push('.');
     Error::bad_request(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of `chunks` that answers `Pending` (waking itself) before each chunk, as
+    /// a socket does between packets.
+    fn trickled(chunks: Vec<Bytes>) -> BodyStream {
+        let mut chunks = VecDeque::from(chunks);
+        let mut pending = true;
+        Box::pin(futures_util::stream::poll_fn(move |cx| {
+            pending = !pending;
+            if !pending {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(chunks.pop_front().map(Ok))
+        }))
+    }
+
+    /// The events of `body` split into chunks of `size` bytes (all of it when 0), the
+    /// data events joined into the file's bytes: (the other events, the file).
+    async fn read_split(
+        body: &[u8],
+        size: usize,
+        read: &impl Fn(BodyStream) -> EventStream,
+    ) -> (Vec<String>, Vec<u8>) {
+        let chunks = body
+            .chunks(if size == 0 { body.len() } else { size })
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let (mut events, mut file) = (Vec::new(), Vec::new());
+        let mut stream = read(trickled(chunks));
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Event::Data(d)) => file.extend_from_slice(&d),
+                other => events.push(format!("{other:?}")),
+            }
+        }
+        (events, file)
+    }
+
+    /// Whole, and then in chunks of 1 to 9 bytes with a `Pending` before each, `body`
+    /// gives the same events and file; returns them.
+    async fn same_however_split(
+        body: &[u8],
+        read: impl Fn(BodyStream) -> EventStream,
+    ) -> (Vec<String>, Vec<u8>) {
+        let whole = read_split(body, 0, &read).await;
+        for size in 1..10 {
+            assert_eq!(
+                read_split(body, size, &read).await,
+                whole,
+                "chunks of {size}"
+            );
+        }
+        whole
+    }
+
+    #[tokio::test]
+    async fn a_form_read_across_pending_polls_gives_the_same_events() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"caseId\"\r\n\r\n42\r\n\
+            --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+            Content-Type: text/plain\r\n\r\nhello, world\r\n--XyZ--\r\n";
+        let spec = FormSpec {
+            file_field: "file",
+            file_last: true,
+            map: |name, value| Ok((name == "caseId").then_some(Field::CaseId(value))),
+        };
+        let limits = Limits::new(1 << 20);
+        same_however_split(body, |b| multipart(b, "XyZ".into(), spec, &limits)).await;
+        let events: Vec<_> = multipart(
+            trickled(vec![Bytes::from_static(body)]),
+            "XyZ".into(),
+            spec,
+            &limits,
+        )
+        .collect()
+        .await;
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert!(matches!(&events[0], Ok(Event::Field(Field::CaseId(c))) if c == "42"));
+        assert!(matches!(&events[3], Ok(Event::FileEnd)));
+    }
+
+    #[tokio::test]
+    async fn a_json_body_read_across_pending_polls_gives_the_same_events() {
+        let body = br#"{"caseId": "42", "file": "aGVsbG8sIHdvcmxk", "extra": [1, 2]}"#;
+        let spec = JsonSpec {
+            file_key: "file",
+            map: |key, value| {
+                Ok(match (key, value) {
+                    ("caseId", Scalar::String(s)) => Mapped::Field(Field::CaseId(s)),
+                    _ => Mapped::Ignore,
+                })
+            },
+        };
+        let limits = Limits::new(1 << 20);
+        same_however_split(body, |b| json(b, spec, &limits)).await;
+        let events: Vec<_> = json(trickled(vec![Bytes::from_static(body)]), spec, &limits)
+            .collect()
+            .await;
+        let data: Vec<u8> = events
+            .iter()
+            .filter_map(|ev| match ev {
+                Ok(Event::Data(d)) => Some(d.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(data, b"hello, world");
+        assert!(
+            matches!(events.last(), Some(Ok(Event::FileEnd))),
+            "{events:?}"
+        );
+    }
 }
