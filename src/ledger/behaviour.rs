@@ -139,6 +139,7 @@ on_both_stores!(
     allocate_is_distinct_across_concurrent_callers,
     two_stores_allocating_at_once_never_hand_out_the_same_number,
     the_first_record_wins_and_later_ones_fill_nulls_only,
+    a_file_named_again_and_again_is_answered_as_the_table_holds_it_now,
     files_whose_ids_pass_through_are_found_by_back_id_and_recorded_once,
     two_stores_racing_to_record_one_file_agree_on_its_front_id,
     two_stores_racing_with_large_overlapping_batches_agree,
@@ -306,6 +307,62 @@ async fn the_first_record_wins_and_later_ones_fill_nulls_only(db: Db) {
     assert_eq!(fronts(&found), ["1", "3"]);
     assert!(store.by_back("r", Vec::new()).await.unwrap().is_empty());
     assert!(store.record(Vec::new()).await.unwrap().is_empty());
+}
+
+/// An upstream that names one file again and again (a stub answering every upload with
+/// the same id) is answered with the row as the table holds it at that moment, whatever
+/// changed since the file was last named: gaps filled, hashes set, the row deleted, by
+/// this store or by another on the same database. (The SQLite store answers such a file
+/// from the rows it found held before; this is what that must not change.)
+async fn a_file_named_again_and_again_is_answered_as_the_table_holds_it_now(db: Db) {
+    let store = db.open().await;
+    let other = db.open().await;
+    let named = |front: &str| row("r", front, "b");
+    let record = |row: Row| {
+        let store = store.clone();
+        async move {
+            let mut held = store.record(vec![row]).await.unwrap();
+            assert_eq!(held.len(), 1);
+            held.remove(0)
+        }
+    };
+    assert_eq!(record(named("1")).await.front_id, "1");
+    for front in ["2", "3", "4"] {
+        let held = record(named(front)).await;
+        assert_eq!((held.front_id.as_str(), held.size), ("1", None));
+    }
+    // A gap filled, then named again without it.
+    let sized = Row {
+        size: Some(4),
+        ..named("5")
+    };
+    assert_eq!(record(sized).await.size, Some(4));
+    assert_eq!(record(named("6")).await.size, Some(4));
+    // Hashes set by this store, then by the other.
+    store.set_hashes("r", "1", "m1", "s1").await.unwrap();
+    assert_eq!(record(named("7")).await.md5.as_deref(), Some("m1"));
+    assert_eq!(record(named("8")).await.md5.as_deref(), Some("m1"));
+    other.set_hashes("r", "1", "m2", "s2").await.unwrap();
+    let held = record(named("9")).await;
+    assert_eq!(
+        (held.front_id.as_str(), held.md5.as_deref()),
+        ("1", Some("m2"))
+    );
+    // Deleted by this store: recorded anew, under the new front id.
+    assert!(store.remove("r", "1", None).await.unwrap());
+    assert_eq!(record(named("10")).await.front_id, "10");
+    assert_eq!(record(named("11")).await.front_id, "10");
+    assert_eq!(record(named("12")).await.front_id, "10");
+    // Deleted by the other store.
+    assert!(other.remove("r", "10", None).await.unwrap());
+    let held = record(named("13")).await;
+    assert_eq!((held.front_id.as_str(), held.size), ("13", None));
+    assert_eq!(record(named("14")).await.front_id, "13");
+    // Another route's file of the same back id is its own.
+    assert_eq!(record(row("s", "1", "b")).await.front_id, "1");
+    assert_eq!(record(row("s", "2", "b")).await.front_id, "1");
+    assert_eq!(record(named("15")).await.front_id, "13");
+    assert_eq!(fronts(&store.dump(Some("r")).await.unwrap()), ["13"]);
 }
 
 /// A route that passes ids through holds a file with its front id equal to its back id
