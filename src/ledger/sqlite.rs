@@ -6,7 +6,9 @@
 //! undoes only itself, so one failing command does not undo the others), then commits
 //! once and answers each: group commit. One connection also makes `sqlite::memory:` work.
 //! When the process serves one request alone ([`SqliteStore::inline_when_alone`]), that
-//! request runs its command itself, on the same connection, when the thread is idle.
+//! request runs its command itself, on the same connection, when the thread is idle. A
+//! file an upstream names again, already held, is answered from what the session keeps
+//! of it ([`KnownRows`]), on the caller's thread when the session is free.
 //!
 //! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
 //! can be lost only in a crash of the machine) and a 5 s busy timeout, so several
@@ -228,6 +230,33 @@ impl SqliteStore {
         })
     }
 
+    /// The rows as held, when each is a file the session keeps (see [`KnownRows`]) and
+    /// fills none of its gaps: answered here, on the caller's thread, when the session is
+    /// free, with no transaction and no trip to the thread and back. Else the rows come
+    /// back, for [`record`].
+    fn known_now(&self, rows: Vec<Row>) -> Result<Vec<Row>, Vec<Row>> {
+        let Ok(session) = self.session.try_lock() else {
+            return Err(rows);
+        };
+        let Ok(db) = session.ready() else {
+            return Err(rows);
+        };
+        let mut known = db.held.borrow_mut();
+        if known.rows.is_empty() {
+            return Err(rows);
+        }
+        // Read outside a batch: the version is read again, now.
+        known.next_batch();
+        let mut held = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match known.answer(db, row) {
+                Ok(Some(same)) => held.push(same),
+                _ => return Err(rows),
+            }
+        }
+        Ok(held)
+    }
+
     /// Runs `job` here when the process serves one request and the connection is free;
     /// else gives it back for the thread.
     fn try_inline(&self, job: Job) -> Option<Job> {
@@ -248,7 +277,12 @@ impl Store for SqliteStore {
     }
 
     fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-        self.call(true, move |conn| record(conn, rows))
+        Box::pin(async move {
+            match self.known_now(rows) {
+                Ok(held) => Ok(held),
+                Err(rows) => self.call(true, move |conn| record(conn, rows)).await,
+            }
+        })
     }
 
     fn by_front(
@@ -444,13 +478,9 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     for mut row in rows {
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
-        // A file held already, known from an earlier batch, and the new row fills none of
-        // its gaps (a row without a guid is given one, so it always has one to give).
-        if let Some(same) = known.get(conn, &row)? {
-            if !fills_a_gap(same, &row, size.is_some(), true) {
-                held.push(same.clone());
-                continue;
-            }
+        if let Some(same) = known.answer(conn, &row)? {
+            held.push(same);
+            continue;
         }
         let seq = match &mut counter {
             Some((_, seq)) => seq,
@@ -698,9 +728,11 @@ impl std::ops::Deref for Db {
 /// Rows found held when an upstream named their file again, so that the next time it
 /// does the row is answered without the `INSERT` that finds it held and the read that
 /// fetches it (about a fifth of casegate's instructions per upload when every upload
-/// names the same file: bench/RESULTS.md, the sixteenth round). Only rows found held are
-/// kept, never a row just inserted: an upstream naming a new file per upload costs
-/// nothing here.
+/// names the same file: bench/RESULTS.md, the sixteenth round), and, when the session is
+/// free, on the caller's thread without a transaction ([`SqliteStore::known_now`]: no
+/// trip to the ledger thread and back, which cost about one `write`, one `futex` and
+/// 0.7 context switches per upload). Only rows found held are kept, never a row just
+/// inserted: an upstream naming a new file per upload costs nothing here.
 ///
 /// What is kept is what the table held at the end of the last batch that used it, and
 /// stays true while nothing else writes the table. This connection's own writes to a
@@ -736,6 +768,18 @@ impl KnownRows {
             .rows
             .get(&row.back_id)
             .filter(|held| held.route == row.route && passed(held) == passed(row)))
+    }
+
+    /// The held row of `row`'s file when it is known and current (see [`KnownRows::get`])
+    /// and `row` fills none of its gaps: what recording `row` would answer.
+    fn answer(&mut self, conn: &Connection, row: &Row) -> rusqlite::Result<Option<Row>> {
+        // A size beyond BIGINT is kept as unknown; a row without a guid is given one, so
+        // it always has one to give.
+        let size = row.size.is_some_and(|s| i64::try_from(s).is_ok());
+        Ok(self
+            .get(conn, row)?
+            .filter(|same| !fills_a_gap(same, row, size, true))
+            .cloned())
     }
 
     /// `row` was just inserted: a look-up of its back id may now find it first.
