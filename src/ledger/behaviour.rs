@@ -733,6 +733,13 @@ async fn ledger_reads_and_writes_pass_through(db: Db) {
     let confirmed = ledger.record_confirmed(row("r", "3", "b3")).await;
     assert!(confirmed.guid.is_some());
     assert_eq!(ledger.pending(), 0);
+    // The same file confirmed again and again (an upstream naming one id): its row as
+    // held each time, guid and all, and nothing queued.
+    for front in ["4", "5", "6"] {
+        let held = ledger.record_confirmed(row("r", front, "b3")).await;
+        assert_eq!(held, confirmed, "confirmed again as {front}");
+    }
+    assert_eq!(ledger.pending(), 0);
     assert!(ledger.remove("r", "2", None).await.unwrap());
     assert_eq!(ledger.dump(Some("r")).await.unwrap().len(), 2);
     assert_eq!(ledger.dump(Some("other")).await.unwrap().len(), 0);

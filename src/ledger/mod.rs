@@ -118,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
     /// (logged at warn level) and comes back as given.
     fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
 
+    /// What [`Store::record`] would answer for `row`, when the store can tell at once
+    /// without waiting for anything (SQLite: a file it found held before, named again);
+    /// else None, and `row` is recorded as usual.
+    fn held_now(&self, _row: &Row) -> Option<Row> {
+        None
+    }
+
     /// The row of `route` with that front id.
     fn by_front(
         &self,
@@ -481,10 +488,19 @@ impl Ledger {
     /// unhealthy; one that is only slow does not (the probe judges whether it hangs).
     pub async fn record_confirmed(&self, mut row: Row) -> Row {
         self.start_tasks();
+        // Queued rows keep their precedence: while any wait, this one joins them.
+        let first = self.pending() == 0;
+        if first {
+            // A file held already, named again: its row, with no copy of `row` kept for
+            // the retry queue and no wait.
+            if let Some(held) = self.inner.store.held_now(&row) {
+                return held;
+            }
+        }
         if row.guid.is_none() {
             row.guid = Some(uuid_string(uuid::Uuid::new_v4()));
         }
-        if self.pending() == 0 {
+        if first {
             let wait = self.inner.timing.confirm_wait;
             match tokio::time::timeout(wait, self.inner.store.record(vec![row.clone()])).await {
                 Ok(result) => {

@@ -232,29 +232,20 @@ impl SqliteStore {
 
     /// The rows as held, when each is a file the session keeps (see [`KnownRows`]) and
     /// fills none of its gaps: answered here, on the caller's thread, when the session is
-    /// free, with no transaction and no trip to the thread and back. Else the rows come
-    /// back, for [`record`].
-    fn known_now(&self, rows: Vec<Row>) -> Result<Vec<Row>, Vec<Row>> {
-        let Ok(session) = self.session.try_lock() else {
-            return Err(rows);
-        };
-        let Ok(db) = session.ready() else {
-            return Err(rows);
-        };
+    /// free, with no transaction and no trip to the thread and back. Else None, for
+    /// [`record`].
+    fn known_now(&self, rows: &[Row]) -> Option<Vec<Row>> {
+        let session = self.session.try_lock().ok()?;
+        let db = session.ready().ok()?;
         let mut known = db.held.borrow_mut();
         if known.rows.is_empty() {
-            return Err(rows);
+            return None;
         }
         // Read outside a batch: the version is read again, now.
         known.next_batch();
-        let mut held = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match known.answer(db, row) {
-                Ok(Some(same)) => held.push(same),
-                _ => return Err(rows),
-            }
-        }
-        Ok(held)
+        rows.iter()
+            .map(|row| known.answer(db, row).ok().flatten())
+            .collect()
     }
 
     /// Runs `job` here when the process serves one request and the connection is free;
@@ -278,11 +269,15 @@ impl Store for SqliteStore {
 
     fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
         Box::pin(async move {
-            match self.known_now(rows) {
-                Ok(held) => Ok(held),
-                Err(rows) => self.call(true, move |conn| record(conn, rows)).await,
+            match self.known_now(&rows) {
+                Some(held) => Ok(held),
+                None => self.call(true, move |conn| record(conn, rows)).await,
             }
         })
+    }
+
+    fn held_now(&self, row: &Row) -> Option<Row> {
+        self.known_now(std::slice::from_ref(row))?.pop()
     }
 
     fn by_front(
