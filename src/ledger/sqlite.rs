@@ -268,12 +268,10 @@ impl Store for SqliteStore {
     }
 
     fn record(&self, rows: Vec<Row>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
-        Box::pin(async move {
-            match self.known_now(&rows) {
-                Some(held) => Ok(held),
-                None => self.call(true, move |conn| record(conn, rows)).await,
-            }
-        })
+        match self.known_now(&rows) {
+            Some(held) => Box::pin(std::future::ready(Ok(held))),
+            None => self.call(true, move |conn| record(conn, rows)),
+        }
     }
 
     fn held_now(&self, row: &Row) -> Option<Row> {
