@@ -395,19 +395,19 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<bool, LedgerError>> {
         let (route, front_id) = (route.to_string(), front_id.to_string());
         let front_case = front_case.map(str::to_string);
-        self.call(true, move |conn| {
-            conn.held.borrow_mut().forget();
-            let mut n = conn
+        self.call(true, move |db| {
+            db.held.borrow_mut().forget();
+            let mut n = db
                 .prepare_cached(REMOVE)?
                 .execute(params![route, front_id])?;
             if let (0, Some(case)) = (n, &front_case) {
-                n = conn
+                n = db
                     .prepare_cached(REMOVE_BY_COMMENT)?
                     .execute(params![route, front_id, case])?;
             }
             if n > 0 {
                 // In the same transaction: listings held in memory read the case again.
-                conn.prepare_cached(BUMP_CHANGES)?.execute([])?;
+                db.prepare_cached(BUMP_CHANGES)?.execute([])?;
             }
             Ok(n > 0)
         })
@@ -751,16 +751,16 @@ impl KnownRows {
     /// meet it: a row whose front id is its back id conflicts with a held row of that
     /// kind (the primary key), a row with an id of its own with a held row with one too
     /// (`files_by_back`). A route whose id mapping changed can hold one of each.
+    /// The version is read only when there is such a row: a file not kept (a new one)
+    /// costs a look-up in the map, not a statement.
     fn get(&mut self, conn: &Connection, row: &Row) -> rusqlite::Result<Option<&Row>> {
-        if self.rows.is_empty() {
+        let passed = |r: &Row| r.front_id == r.back_id;
+        let meets = |held: &&Row| held.route == row.route && passed(held) == passed(row);
+        if self.rows.get(&row.back_id).filter(meets).is_none() {
             return Ok(None);
         }
         self.check(conn)?;
-        let passed = |r: &Row| r.front_id == r.back_id;
-        Ok(self
-            .rows
-            .get(&row.back_id)
-            .filter(|held| held.route == row.route && passed(held) == passed(row)))
+        Ok(self.rows.get(&row.back_id).filter(meets))
     }
 
     /// The held row of `row`'s file when it is known and current (see [`KnownRows::get`])
