@@ -730,13 +730,35 @@ async fn ledger_reads_and_writes_pass_through(db: Db) {
             .as_deref(),
         Some("m")
     );
-    let confirmed = ledger.record_confirmed(row("r", "3", "b3")).await;
+    let described = |r: Row| Row {
+        name: Some("a.txt".into()),
+        content_type: Some("text/plain".into()),
+        size: Some(5),
+        created_at: Some("2026-12-03T08:00:00Z".into()),
+        md5: Some("m3".into()),
+        sha256: Some("s3".into()),
+        ..r
+    };
+    let confirmed = ledger
+        .record_confirmed(described(row("r", "3", "b3")))
+        .await;
     assert!(confirmed.guid.is_some());
     assert_eq!(ledger.pending(), 0);
-    // The same file confirmed again and again (an upstream naming one id): its row as
-    // held each time, guid and all, and nothing queued.
-    for front in ["4", "5", "6"] {
-        let held = ledger.record_confirmed(row("r", front, "b3")).await;
+    // The same file confirmed again and again (an upstream naming one id), with the
+    // same description or another: its row as held each time, guid and all, and nothing
+    // queued.
+    for (front, name, md5) in [
+        ("4", "a.txt", "m3"),
+        ("5", "b.txt", "other"),
+        ("6", "a much longer name than the first one.txt", "m3"),
+        ("7", "a.txt", "m3"),
+    ] {
+        let again = Row {
+            name: Some(name.into()),
+            md5: Some(md5.into()),
+            ..described(row("r", front, "b3"))
+        };
+        let held = ledger.record_confirmed(again).await;
         assert_eq!(held, confirmed, "confirmed again as {front}");
     }
     assert_eq!(ledger.pending(), 0);

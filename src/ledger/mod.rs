@@ -120,9 +120,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// What [`Store::record`] would answer for `row`, when the store can tell at once
     /// without waiting for anything (SQLite: a file it found held before, named again);
-    /// else None, and `row` is recorded as usual.
-    fn held_now(&self, _row: &Row) -> Option<Row> {
-        None
+    /// else `row` comes back, to be recorded as usual.
+    // Either way a `Row` moves back to the caller; boxing it would cost the allocation
+    // this saves.
+    #[allow(clippy::result_large_err)]
+    fn held_now(&self, row: Row) -> Result<Row, Row> {
+        Err(row)
     }
 
     /// The row of `route` with that front id.
@@ -493,9 +496,10 @@ impl Ledger {
         if first {
             // A file held already, named again: its row, with no copy of `row` kept for
             // the retry queue and no wait.
-            if let Some(held) = self.inner.store.held_now(&row) {
-                return held;
-            }
+            row = match self.inner.store.held_now(row) {
+                Ok(held) => return held,
+                Err(row) => row,
+            };
         }
         if row.guid.is_none() {
             row.guid = Some(uuid_string(uuid::Uuid::new_v4()));

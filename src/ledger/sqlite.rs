@@ -235,17 +235,35 @@ impl SqliteStore {
     /// free, with no transaction and no trip to the thread and back. Else None, for
     /// [`record`].
     fn known_now(&self, rows: &[Row]) -> Option<Vec<Row>> {
-        let session = self.session.try_lock().ok()?;
-        let db = session.ready().ok()?;
+        self.with_known(rows, |db, known, rows| {
+            rows.iter()
+                .map(|row| known.answer(db, row).ok().flatten().cloned())
+                .collect::<Option<Vec<Row>>>()
+                .ok_or(rows)
+        })
+        .ok()
+    }
+
+    /// Runs `f` with the rows the session keeps, when the session is free and keeps
+    /// some; else gives `value` back.
+    fn with_known<T, R>(
+        &self,
+        value: T,
+        f: impl FnOnce(&Db, &mut KnownRows, T) -> Result<R, T>,
+    ) -> Result<R, T> {
+        let Ok(session) = self.session.try_lock() else {
+            return Err(value);
+        };
+        let Ok(db) = session.ready() else {
+            return Err(value);
+        };
         let mut known = db.held.borrow_mut();
         if known.rows.is_empty() {
-            return None;
+            return Err(value);
         }
         // Read outside a batch: the version is read again, now.
         known.next_batch();
-        rows.iter()
-            .map(|row| known.answer(db, row).ok().flatten())
-            .collect()
+        f(db, &mut known, value)
     }
 
     /// Runs `job` here when the process serves one request and the connection is free;
@@ -274,8 +292,12 @@ impl Store for SqliteStore {
         }
     }
 
-    fn held_now(&self, row: &Row) -> Option<Row> {
-        self.known_now(std::slice::from_ref(row))?.pop()
+    #[allow(clippy::result_large_err)] // see the trait
+    fn held_now(&self, row: Row) -> Result<Row, Row> {
+        self.with_known(row, |db, known, row| match known.answer(db, &row) {
+            Ok(Some(held)) => Ok(adopt(held, row)),
+            _ => Err(row),
+        })
     }
 
     fn by_front(
@@ -472,7 +494,7 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         // A size beyond BIGINT cannot be real; it is kept as unknown.
         let size = row.size.and_then(|s| i64::try_from(s).ok());
         if let Some(same) = known.answer(conn, &row)? {
-            held.push(same);
+            held.push(adopt(same, row));
             continue;
         }
         let seq = match &mut counter {
@@ -743,6 +765,49 @@ struct KnownRows {
     checked: bool,
 }
 
+/// `held`, made from `row` (a new row of the same file): the fields equal to the held
+/// row's are `row`'s own, the others copied over, into `row`'s buffers where they fit. An
+/// upload's row mostly says what the held one does (its name, type, size, hashes), so
+/// this copies a few strings where a clone of the held row copied all of them.
+fn adopt(held: &Row, mut row: Row) -> Row {
+    fn take<T: Clone + PartialEq>(mine: &mut T, held: &T) {
+        if mine != held {
+            mine.clone_from(held);
+        }
+    }
+    let Row {
+        route,
+        front_id,
+        front_case,
+        back_case,
+        back_id,
+        back_comment_id,
+        name,
+        content_type,
+        size,
+        created_at,
+        uploader,
+        guid,
+        md5,
+        sha256,
+    } = &mut row;
+    take(route, &held.route);
+    take(front_id, &held.front_id);
+    take(front_case, &held.front_case);
+    take(back_case, &held.back_case);
+    take(back_id, &held.back_id);
+    take(back_comment_id, &held.back_comment_id);
+    take(name, &held.name);
+    take(content_type, &held.content_type);
+    take(size, &held.size);
+    take(created_at, &held.created_at);
+    take(uploader, &held.uploader);
+    take(guid, &held.guid);
+    take(md5, &held.md5);
+    take(sha256, &held.sha256);
+    row
+}
+
 /// The most rows [`KnownRows`] keeps; it starts again from none when full.
 const KNOWN_ROWS: usize = 256;
 
@@ -765,14 +830,13 @@ impl KnownRows {
 
     /// The held row of `row`'s file when it is known and current (see [`KnownRows::get`])
     /// and `row` fills none of its gaps: what recording `row` would answer.
-    fn answer(&mut self, conn: &Connection, row: &Row) -> rusqlite::Result<Option<Row>> {
+    fn answer(&mut self, conn: &Connection, row: &Row) -> rusqlite::Result<Option<&Row>> {
         // A size beyond BIGINT is kept as unknown; a row without a guid is given one, so
         // it always has one to give.
         let size = row.size.is_some_and(|s| i64::try_from(s).is_ok());
         Ok(self
             .get(conn, row)?
-            .filter(|same| !fills_a_gap(same, row, size, true))
-            .cloned())
+            .filter(|same| !fills_a_gap(same, row, size, true)))
     }
 
     /// `row` was just inserted: a look-up of its back id may now find it first.
