@@ -489,6 +489,8 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     // were inserted: a batch of files already held (an upstream naming the same file
     // again) writes nothing. The batch's transaction holds the write lock throughout.
     let mut counter: Option<(Option<i64>, i64)> = None;
+    // Taken from the statement cache at the first insert, once for all the rows.
+    let mut insert = None;
     let mut held = Vec::with_capacity(rows.len());
     for mut row in rows {
         // A size beyond BIGINT cannot be real; it is kept as unknown.
@@ -514,7 +516,11 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         let guid = row.guid.as_ref().or(fresh.as_ref());
         let next = *seq + 1;
         let bind = |front_id| values(&row, front_id, &next, &size, &guid);
-        let inserted = conn.prepare_cached(INSERT)?.execute(bind(&row.front_id))?;
+        let insert = match &mut insert {
+            Some(statement) => statement,
+            None => insert.insert(conn.prepare_cached(INSERT)?),
+        };
+        let inserted = insert.execute(bind(&row.front_id))?;
         if inserted == 1 {
             known.inserted(&row);
             *seq += 1;
