@@ -39,6 +39,7 @@ pub mod postgres;
 mod render;
 pub mod sqlite;
 mod url;
+mod wal_vfs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;

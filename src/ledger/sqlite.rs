@@ -11,7 +11,9 @@
 //! of it ([`KnownRows`]), on the caller's thread when the session is free.
 //!
 //! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
-//! can be lost only in a crash of the machine) and a 5 s busy timeout, so several
+//! can be lost only in a crash of the machine), opened through [`super::wal_vfs`] (a
+//! commit's WAL frames written with one `pwrite`, not two per frame), and a 5 s busy
+//! timeout, so several
 //! processes may share one file: the write lock serialises them, and id allocation is a
 //! single upsert. The file is created if missing, its folder never. Before each batch the
 //! thread checks that the path still names the file it holds: a file moved away, deleted
@@ -1105,7 +1107,7 @@ fn hand_checkpoints_over(
     counts: Arc<Checkpoints>,
 ) -> Result<Checkpointer, String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let own = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    let own = connect(path, flags)?;
     own.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
     // A read opens the WAL now, while the path surely names the file `conn` holds.
     own.query_row("SELECT COUNT(*) FROM casegate_schema", [], |r| {
@@ -1235,7 +1237,7 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    let mut conn = connect(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -1260,6 +1262,22 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     }
     let id = file_id(path).map_err(|e| e.to_string())?;
     Ok((conn, id))
+}
+
+/// A connection to the file at `path`, through [`wal_vfs`] (a commit's WAL frames
+/// written with one `pwrite`), or SQLite's own VFS where that cannot be registered.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, String> {
+    match super::wal_vfs::register() {
+        Ok(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+        Err(e) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(
+                || tracing::warn!(reason = %e, "the ledger writes its WAL frames one by one"),
+            );
+            Connection::open_with_flags(path, flags)
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Statements kept prepared per connection: more than casegate has (about twenty),
