@@ -242,6 +242,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0004_back_ids_mapped_only.sql",
         sql: include_str!("migrations/0004_back_ids_mapped_only.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_no_seq_index.sql",
+        sql: include_str!("migrations/0005_no_seq_index.sql"),
+    },
 ];
 
 /// The table that records which migrations a database has had.

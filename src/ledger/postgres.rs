@@ -982,14 +982,14 @@ mod tests {
             )
             .unwrap(),
             "1|0001_init.sql\n2|0002_case_ids_covering.sql\n3|0003_case_changes.sql\n\
-             4|0004_back_ids_mapped_only.sql"
+             4|0004_back_ids_mapped_only.sql\n5|0005_no_seq_index.sql"
         );
         drop(store);
         open(&pg.url(&db)).await.unwrap();
         assert_eq!(
             pg.psql(&db, "SELECT count(*) FROM casegate_schema")
                 .unwrap(),
-            "4",
+            "5",
             "applied once"
         );
         pg.psql(
@@ -1002,7 +1002,7 @@ mod tests {
     }
 
     /// A ledger of schema version 3 (its rows in the old table, whose back ids were all
-    /// unique) gets version 4 at open, every row and its order kept, and look-ups by
+    /// unique) gets versions 4 and 5 at open, every row and its order kept, and look-ups by
     /// back id find both kinds of row.
     #[tokio::test]
     async fn a_version_3_ledger_is_migrated_with_its_rows() {
@@ -1031,7 +1031,7 @@ mod tests {
         assert_eq!(
             pg.psql(&db, "SELECT max(version) FROM casegate_schema")
                 .unwrap(),
-            "4"
+            "5"
         );
         let dumped: Vec<(String, String, Option<String>)> = store
             .dump(None)
