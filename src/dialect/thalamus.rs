@@ -46,7 +46,7 @@ impl Dialect for Thalamus {
         let Some(segs) = wire::segments(path) else {
             return Match::None;
         };
-        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let s: Vec<&str> = segs.iter().map(|seg| &**seg).collect();
         match s.as_slice() {
             // `/api/v4/cases/files/files` is both paths: the method decides.
             ["api", "v4", "cases", "files", id] if *id != "files" || method == Method::GET => {

@@ -2,6 +2,8 @@
 //! and query strings (with the `percent-encoding`, `form_urlencoded` and `mime` crates),
 //! the outbound multipart body, and short messages read out of upstream errors.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
@@ -37,6 +39,9 @@ pub fn content_type(parts: &Parts) -> Option<&str> {
 /// Requires `multipart/form-data` with a boundary; 415 otherwise.
 /// The header is parsed once (as `multer::parse_boundary` would parse it again).
 pub fn multipart_boundary(parts: &Parts) -> Result<String, Error> {
+    if let Some(boundary) = content_type(parts).and_then(plain_boundary) {
+        return Ok(boundary.to_owned());
+    }
     let Some(m) =
         mime(parts).filter(|m| m.essence_str().eq_ignore_ascii_case("multipart/form-data"))
     else {
@@ -47,6 +52,27 @@ pub fn multipart_boundary(parts: &Parts) -> Result<String, Error> {
     m.get_param(mime::BOUNDARY)
         .map(|b| b.as_str().to_owned())
         .ok_or_else(|| Error::bad_request("The multipart/form-data boundary is missing."))
+}
+
+/// The boundary of the form every client library sends, `multipart/form-data;
+/// boundary=TOKEN` (the type in any case, one `;` and any spaces before `boundary=`, the
+/// token of letters, digits, `-`, `_`, `.`, `'`, `+`), read without the `mime` parser
+/// (about 2 000 instructions and two allocations per upload). Anything else (other
+/// parameters, quotes, spaces after the token) is None, for the parser, which reads
+/// these the same.
+fn plain_boundary(content_type: &str) -> Option<&str> {
+    const ESSENCE: &str = "multipart/form-data";
+    let head = content_type.get(..ESSENCE.len())?;
+    let rest = content_type[ESSENCE.len()..].strip_prefix(';')?;
+    let rest = rest.trim_start_matches(' ');
+    let name = rest.get(..9)?;
+    let token = &rest[9..];
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'\'' | b'+');
+    (head.eq_ignore_ascii_case(ESSENCE)
+        && name.eq_ignore_ascii_case("boundary=")
+        && !token.is_empty()
+        && token.bytes().all(plain))
+    .then_some(token)
 }
 
 /// A header value, or `None` when absent or not visible ASCII.
@@ -126,16 +152,17 @@ pub fn segment(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Splits a path into its segments, percent-decoded (`+` stays `+` in paths); `None` if a
 /// segment does not decode to UTF-8 or holds a `/`.
-pub fn segments(path: &str) -> Option<Vec<String>> {
+/// A segment without escapes is borrowed from the path, not copied.
+pub fn segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
     path.strip_prefix('/')?
         .split('/')
         .map(decode_segment)
         .collect()
 }
 
-fn decode_segment(s: &str) -> Option<String> {
+fn decode_segment(s: &str) -> Option<Cow<'_, str>> {
     let d = percent_decode_str(s).decode_utf8().ok()?;
-    (!d.contains('/')).then(|| d.into_owned())
+    (!d.contains('/')).then_some(d)
 }
 
 /// The Kibana-style `/s/{space}` prefix split off a path.
@@ -144,7 +171,7 @@ pub fn split_space(path: &str) -> (Option<String>, &str) {
         if let Some(i) = rest.find('/') {
             if let Some(space) = decode_segment(&rest[..i]) {
                 if !space.is_empty() {
-                    return (Some(space), &rest[i..]);
+                    return (Some(space.into_owned()), &rest[i..]);
                 }
             }
         }
@@ -318,6 +345,38 @@ mod tests {
             with(Some("Multipart/Form-Data; charset=utf-8; BOUNDARY=\"a b\"")),
             Ok("a b".into())
         );
+        // The forms read without the parser, and ones close to them that go to it: each
+        // is read as the parser reads it.
+        for (ct, boundary) in [
+            (
+                "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW",
+                Some("----WebKitFormBoundary7MA4YWxkTrZu0gW"),
+            ),
+            (
+                "MULTIPART/form-data;boundary=a.b_c'd+e-1",
+                Some("a.b_c'd+e-1"),
+            ),
+            ("multipart/form-data;   Boundary=x", Some("x")),
+            (
+                "multipart/form-data; boundary=abc; charset=utf-8",
+                Some("abc"),
+            ),
+            ("multipart/form-data; boundary=\"abc\"", Some("abc")),
+            ("multipart/form-data; boundary=abc ", None),
+            ("multipart/form-data ; boundary=abc", None),
+            ("multipart/form-data; boundary=a/b", None),
+            ("multipart/form-data; boundary=", Some("")),
+            ("multipart/form-data; boundaries=abc", None),
+            ("multipart/form-datax; boundary=abc", None),
+            ("multipart/form-data, boundary=abc", None),
+        ] {
+            let parsed = with(Some(ct)).ok();
+            assert_eq!(parsed.as_deref(), boundary, "{ct}");
+            let fast = plain_boundary(ct);
+            assert!(fast.is_none() || fast == parsed.as_deref(), "{ct}");
+        }
+        assert!(plain_boundary("multipart/form-data; boundary=abc").is_some());
+        assert!(plain_boundary("multipart/form-data; boundary=\"abc\"").is_none());
         assert_eq!(with(Some("multipart/form-data")), Err(400));
         assert_eq!(with(Some("multipart/mixed; boundary=abc")), Err(415));
         assert_eq!(with(Some("application/json")), Err(415));
