@@ -3,7 +3,7 @@
 //!
 //! The crate is a library with a thin binary (`main.rs`) on top, so integration tests,
 //! benchmarks and fuzz targets drive the same code the binary runs.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(clippy::all)]
 

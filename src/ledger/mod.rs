@@ -39,7 +39,6 @@ pub mod postgres;
 mod render;
 pub mod sqlite;
 mod url;
-mod wal_vfs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;

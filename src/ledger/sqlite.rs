@@ -11,11 +11,10 @@
 //! of it ([`KnownRows`]), on the caller's thread when the session is free.
 //!
 //! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
-//! can be lost only in a crash of the machine), opened through [`super::wal_vfs`] (a
-//! commit's WAL frames written with one `pwrite`, not two per frame), and a 5 s busy
-//! timeout, so several
-//! processes may share one file: the write lock serialises them, and id allocation is a
-//! single upsert. The file is created if missing, its folder never. Before each batch the
+//! can be lost only in a crash of the machine), are opened through the VFS of the
+//! `casegate-walvfs` crate (a commit's WAL frames written with one `pwrite`, not two per
+//! frame), and have a 5 s busy timeout, so several processes may share one file: the
+//! write lock serialises them, and id allocation is a single upsert. The file is created if missing, its folder never. Before each batch the
 //! thread checks that the path still names the file it holds: a file moved away, deleted
 //! or replaced makes every operation fail (rather than write into a file nobody will
 //! read) until the file is back. A replaced file is not reopened on the fly: the `-wal`
@@ -1264,10 +1263,10 @@ fn open_file_once(path: &Path) -> Result<(Connection, FileId), String> {
     Ok((conn, id))
 }
 
-/// A connection to the file at `path`, through [`wal_vfs`] (a commit's WAL frames
+/// A connection to the file at `path`, through `casegate_walvfs` (a commit's WAL frames
 /// written with one `pwrite`), or SQLite's own VFS where that cannot be registered.
 fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, String> {
-    match super::wal_vfs::register() {
+    match casegate_walvfs::register() {
         Ok(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
         Err(e) => {
             static SAID: std::sync::Once = std::sync::Once::new();

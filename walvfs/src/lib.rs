@@ -1,10 +1,12 @@
-//! A VFS over SQLite's default one (`unix`) that writes a commit's WAL frames with one
-//! `pwrite`, where SQLite makes two per frame (the frame's 24-byte header, then its page).
+//! casegate's SQLite VFS: a VFS over SQLite's default one (`unix`) that writes a commit's
+//! WAL frames with one `pwrite`, where SQLite makes two per frame (the frame's 24-byte
+//! header, then its page). A crate of its own because it is casegate's only `unsafe`
+//! code (SQLite's C interface): casegate itself stays `#![forbid(unsafe_code)]`.
 //!
 //! With a new file per upload, the ledger's commits write about 2.5 frames per upload,
 //! five `pwrite`s, and each is a system call into the file system (ext4's write path, the
 //! inode's lock, a page-cache look-up per page touched): a third of the ledger thread's
-//! time (bench/RESULTS.md, the seventeenth round). Here a WAL file's writes that follow
+//! time (casegate's bench/RESULTS.md, the seventeenth round). Here a WAL file's writes that follow
 //! one another are gathered in memory and written together, as soon as the frame that
 //! ends a transaction (its header carries the database size: SQLite's commit mark) is
 //! complete. Nothing else changes: the same bytes reach the same offsets, in the same
@@ -33,7 +35,8 @@
 //! `xClose`, and one at a time (a connection is used by one thread at a time, and each
 //! connection has files of its own). A WAL file and its database file are the same
 //! connection's: SQLite opens the WAL after the database file and closes it before.
-#![allow(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(clippy::all)]
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
