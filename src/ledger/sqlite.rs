@@ -14,11 +14,12 @@
 //! can be lost only in a crash of the machine), are opened through the VFS of the
 //! `casegate-walvfs` crate (a commit's WAL frames written with one `pwrite`, not two per
 //! frame), and have a 5 s busy timeout, so several processes may share one file: the
-//! write lock serialises them, and id allocation is a single upsert. The file is created if missing, its folder never. Before each batch the
-//! thread checks that the path still names the file it holds: a file moved away, deleted
-//! or replaced makes every operation fail (rather than write into a file nobody will
-//! read) until the file is back. A replaced file is not reopened on the fly: the `-wal`
-//! file beside it may still hold pages of the one it replaced.
+//! write lock serialises them, and id allocation is a single upsert. The file is created
+//! if missing, its folder never. Before each batch the thread checks that the path still
+//! names the file it holds: a file moved away, deleted or replaced makes every operation
+//! fail (rather than write into a file nobody will read) until the file is back. A
+//! replaced file is not reopened on the fly: the `-wal` file beside it may still hold
+//! pages of the one it replaced.
 //!
 //! Checkpoints (copying the WAL's pages into the database file, with two `fsync`s) are
 //! the checkpointer thread's, on a connection of its own, not the committing one's. By
