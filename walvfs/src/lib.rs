@@ -25,7 +25,8 @@
 //! - **This connection reads what it wrote.** Every other operation on the WAL file
 //!   (read, size, sync, truncate, file control, close) flushes first.
 //! - **Memory stays bounded.** A transaction larger than [`GATHER_AT_MOST`] (a migration
-//!   rebuilding a table) is written every [`GATHER_AT_MOST`] bytes.
+//!   rebuilding a table) is written every [`GATHER_AT_MOST`] bytes, and a buffer larger
+//!   than [`KEEP_CAPACITY`] is given back once written.
 //!
 //! Only the main database file and its WAL are wrapped; every other file (temporary
 //! files, the rollback journal of a file that cannot use WAL) is the `unix` VFS's own.
@@ -53,6 +54,9 @@ const FRAME_HEADER: usize = 24;
 const MIN_PAGE: usize = 512;
 /// The most bytes a WAL file gathers before it writes them.
 const GATHER_AT_MOST: usize = 1 << 20;
+/// The buffer kept between commits: a commit of a few rows is tens of KiB; what a large
+/// transaction grew is given back.
+const KEEP_CAPACITY: usize = 256 << 10;
 /// The most bytes written by one call of the parent's `xWrite`: the `unix` VFS writes
 /// at most 128 KiB - 1 per call (it masks the length), and reports a longer write as a
 /// full disk.
@@ -295,8 +299,8 @@ unsafe fn flush(inner: *mut ffi::sqlite3_file, gathered: &mut Gathered) -> c_int
         offset += piece.len() as i64;
     }
     gathered.bytes.clear();
-    if gathered.bytes.capacity() > 2 * GATHER_AT_MOST {
-        gathered.bytes.shrink_to(GATHER_AT_MOST);
+    if gathered.bytes.capacity() > KEEP_CAPACITY {
+        gathered.bytes.shrink_to(KEEP_CAPACITY);
     }
     rc
 }
