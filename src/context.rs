@@ -10,6 +10,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use http::{Method, Uri};
+
 tokio::task_local! {
     static CURRENT: Arc<RequestCtx>;
 }
@@ -19,6 +21,10 @@ tokio::task_local! {
 pub struct RequestCtx {
     /// The request id: the client's sane `X-Request-Id`, else a fresh UUID.
     pub id: Arc<str>,
+    pub method: Method,
+    /// The request's URI, kept whole (a reference count on the request line's bytes).
+    /// Only its path is ever logged: a Thalamus token may ride in the query.
+    pub uri: Uri,
     info: Mutex<Info>,
 }
 
@@ -74,9 +80,11 @@ impl Times {
 }
 
 impl RequestCtx {
-    pub fn new(id: Arc<str>) -> Arc<RequestCtx> {
+    pub fn new(id: Arc<str>, method: Method, uri: Uri) -> Arc<RequestCtx> {
         Arc::new(RequestCtx {
             id,
+            method,
+            uri,
             info: Mutex::new(Info {
                 front: "-",
                 back: "-",
@@ -97,6 +105,12 @@ pub fn current() -> Option<Arc<RequestCtx>> {
     CURRENT.try_with(Arc::clone).ok()
 }
 
+/// `f` of the current request's context, if code runs inside one (without the reference
+/// count [`current`] takes).
+pub fn with_current<R>(f: impl FnOnce(&RequestCtx) -> R) -> Option<R> {
+    CURRENT.try_with(|ctx| f(ctx)).ok()
+}
+
 /// Records into the current request's facts (nothing outside a request).
 pub fn record(f: impl FnOnce(&mut Info)) {
     if let Some(ctx) = current() {
@@ -108,6 +122,12 @@ pub fn record(f: impl FnOnce(&mut Info)) {
 /// service stack's futures need no box).
 pub fn scope<F: Future>(ctx: Arc<RequestCtx>, fut: F) -> Scoped<F> {
     CURRENT.scope(ctx, fut)
+}
+
+/// `f`, run as the request `ctx`: for the synchronous parts of a request (a service's
+/// `call`, a poll of its answer's body).
+pub fn sync_scope<R>(ctx: Arc<RequestCtx>, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
 }
 
 /// A future run as a request: [`scope`]'s.

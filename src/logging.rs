@@ -10,6 +10,9 @@
 //! building a map of JSON values for each span nor parsing it back for every line.
 //! Tests compare each with the default it stands for.
 //!
+//! Inside a request both name it from its context, as its `request` span would, without a
+//! span; the access line is written directly ([`request`]'s documentation).
+//!
 //! [`LineSink`] is the writer behind `tracing-subscriber`'s fmt layer. A line is appended
 //! to one shared buffer under a lock and the request goes on; a thread of its own takes
 //! the whole buffer at once and writes it in one `write`, at most every
@@ -26,6 +29,12 @@ use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod request;
+
+pub use request::{
+    request_spans, set_request_spans, write_access_directly, AccessLine, LineFormat,
+};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -208,8 +217,9 @@ where
             Level::WARN => " WARN ",
             Level::ERROR => "ERROR ",
         })?;
+        // The request the line belongs to, outermost, as its span was.
+        let mut seen = request::write_text_scope(&mut writer)?;
         if let Some(scope) = ctx.event_scope() {
-            let mut seen = false;
             for span in scope.from_root() {
                 writer.write_str(span.metadata().name())?;
                 seen = true;
@@ -223,9 +233,9 @@ where
                 }
                 writer.write_char(':')?;
             }
-            if seen {
-                writer.write_char(' ')?;
-            }
+        }
+        if seen {
+            writer.write_char(' ')?;
         }
         writer.write_str(meta.target())?;
         writer.write_str(": ")?;
@@ -536,6 +546,9 @@ where
             writer.write_str("\"name\":")?;
             write_json_str(&mut writer, span.metadata().name())?;
             writer.write_char('}')?;
+        } else {
+            // The request the line belongs to, as its span was.
+            request::write_json_scope(&mut writer)?;
         }
         writer.write_str("}\n")
     }

@@ -117,7 +117,10 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 /// Logs to stderr: text lines (coloured on a terminal; otherwise written by casegate's
 /// [`FastText`](casegate::logging::FastText), the same bytes), or one JSON object per line
 /// (by [`FastJson`](casegate::logging::FastJson), the bytes of `tracing-subscriber`'s) with
-/// the request's span (its `request_id`) on every line of a request. Lines go through
+/// the request (its `request_id`, method and path) on every line of a request, as its span
+/// would show it: named from the request's context, or a real span where the log needs one
+/// (colour, a filter naming spans). The access line is written directly (the same bytes)
+/// when casegate's formatters are in use. Lines go through
 /// casegate's [`LineSink`](casegate::logging::LineSink): a request appends its line to a
 /// buffer and goes on, and a thread of its own writes what gathered in one `write` at
 /// most every 2 ms (the access log is a line per request). It never drops a line (when
@@ -128,18 +131,30 @@ fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSin
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = casegate::logging::LineSink::new(std::io::stderr(), "casegate-log")?;
+    // A filter naming spans (`[request]=debug`, `casegate[request{path=...}]`) needs the
+    // request's span to exist; otherwise casegate's formatters name the request from its
+    // context, without one.
+    let names_spans = filter.to_string().contains('[');
     match format {
         LogFormat::Text => {
             use std::io::IsTerminal;
             let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(writer)
+                .with_writer(writer.clone())
                 .with_ansi(colour);
+            // The coloured format is tracing-subscriber's own: it knows requests by their
+            // spans only.
+            casegate::logging::set_request_spans(colour || names_spans);
             if colour {
                 builder.init();
             } else {
-                // The same lines, written without the styling machinery colour needs.
+                // The same lines, written without the styling machinery colour needs, and
+                // the access line without tracing's dispatch.
+                casegate::logging::write_access_directly(
+                    writer.clone(),
+                    casegate::logging::LineFormat::Text,
+                );
                 builder
                     .fmt_fields(casegate::logging::FastFields)
                     .event_format(casegate::logging::FastText)
@@ -149,6 +164,11 @@ fn init_logging(format: LogFormat) -> std::io::Result<casegate::logging::LineSin
         LogFormat::Json => {
             // `json()` with the event flattened, the current span and no span list,
             // written by casegate's own formatter (the same bytes).
+            casegate::logging::set_request_spans(names_spans);
+            casegate::logging::write_access_directly(
+                writer.clone(),
+                casegate::logging::LineFormat::Json,
+            );
             tracing_subscriber::fmt()
                 .fmt_fields(casegate::logging::FastJsonFields)
                 .event_format(casegate::logging::FastJson)

@@ -410,19 +410,27 @@ type Svc = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infal
 
 fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Svc {
     use http_body_util::BodyExt;
-    let trace = tower_http::trace::TraceLayer::new_for_http()
-        .make_span_with(service::request_span::<Incoming>)
-        .on_request(())
-        .on_response(())
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(());
+    // A `tracing` span per request only where the log needs one (the coloured format, a
+    // filter naming spans); otherwise log lines name the request from its context
+    // (`crate::logging`).
+    let trace = crate::logging::request_spans().then(|| {
+        ServiceBuilder::new()
+            .map_response(|r: Response<_>| {
+                r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed_unsync())
+            })
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(service::request_span::<Incoming>)
+                    .on_request(())
+                    .on_response(())
+                    .on_body_chunk(())
+                    .on_eos(())
+                    .on_failure(()),
+            )
+    });
     let svc = ServiceBuilder::new()
-        .map_response(|r: Response<_>| {
-            r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed_unsync())
-        })
         .layer(service::RequestIdLayer)
-        .layer(trace)
+        .option_layer(trace)
         .layer(service::AccessLayer {
             metrics: gateway.metrics(),
         })

@@ -2,11 +2,13 @@
 //!
 //! 1. [`RequestIdLayer`]: keeps a sane client `X-Request-Id` (visible ASCII, at most 128
 //!    bytes) or makes a UUID, and answers it in `Casegate-Request-Id`.
-//! 2. tower-http's `TraceLayer`: a `request` span carrying the id, so every log line of the
-//!    request names it (its own per-request events are off: the access log is ours).
-//! 3. [`AccessLayer`]: the request's context ([`crate::context`]), then one access-log
-//!    event and the request's metrics when its answer's body is done (complete, failed, or
-//!    dropped by a client that went away), with the bytes of a download counted.
+//! 2. tower-http's `TraceLayer`, only where the log needs a `request` span (see
+//!    [`crate::logging::request_spans`]; its own per-request events are off: the access
+//!    log is ours).
+//! 3. [`AccessLayer`]: the request's context ([`crate::context`]: its id, method and path,
+//!    which every log line of the request names), then one access line and the request's
+//!    metrics when its answer's body is done (complete, failed, or dropped by a client
+//!    that went away), with the bytes of a download counted.
 //! 4. [`RouteLayer`]: which route and operation the request is, against the route table
 //!    of the moment (a reload swaps the table; a request keeps the one it started with).
 //! 5. [`RescueLayer`]: an error from the layers below (load shedding) as an answer in the
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
@@ -191,23 +193,20 @@ where
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_else(new_request_id);
-        let ctx = RequestCtx::new(id);
-        // The layers below see it in the extensions while they are called, and the
-        // request's future runs inside its task-local scope.
+        // The URI is kept whole (a reference count on the request line's bytes, where
+        // copying the path out cost an allocation per request); only its path is logged.
+        let ctx = RequestCtx::new(id, req.method().clone(), req.uri().clone());
+        // The layers below see it in the extensions while they are called; their `call`
+        // and the request's future run inside its task-local scope, where every log line
+        // names the request (see `crate::logging`).
         req.extensions_mut().insert(ctx.clone());
-        let method = req.method().clone();
-        // Never the raw URL when logging: a Thalamus token may ride in the query. The URI
-        // is kept whole (a reference count on the request line's bytes, where copying the
-        // path out cost an allocation per request) and only its path is logged.
-        let uri = req.uri().clone();
+        let inner = context::sync_scope(ctx.clone(), || self.inner.call(req));
         AccessFuture {
-            inner: context::scope(ctx.clone(), self.inner.call(req)),
+            inner: context::scope(ctx.clone(), inner),
             start: Some(Started {
                 ctx,
                 metrics: self.metrics.clone(),
                 started,
-                method,
-                uri,
             }),
         }
     }
@@ -218,8 +217,6 @@ struct Started {
     ctx: Arc<RequestCtx>,
     metrics: Arc<Metrics>,
     started: Instant,
-    method: Method,
-    uri: http::Uri,
 }
 
 pin_project_lite::pin_project! {
@@ -261,8 +258,6 @@ where
             ctx: start.ctx,
             metrics: start.metrics,
             started: start.started,
-            method: start.method,
-            uri: start.uri,
             status: parts.status.as_u16(),
             code,
         };
@@ -281,9 +276,6 @@ struct Finished {
     ctx: Arc<RequestCtx>,
     metrics: Arc<Metrics>,
     started: Instant,
-    method: Method,
-    /// Logged by its path only.
-    uri: http::Uri,
     status: u16,
     code: &'static str,
 }
@@ -305,25 +297,25 @@ impl Finished {
             .upstream_times
             .iter()
             .fold(0.0, |ms, d| ms + d.as_secs_f64() * 1000.0);
-        tracing::info!(
-            target: "casegate::access",
-            request_id = %self.ctx.id,
-            method = %self.method,
-            path = %self.uri.path(),
+        crate::logging::AccessLine {
+            request_id: &self.ctx.id,
+            method: self.ctx.method.as_str(),
+            path: self.ctx.uri.path(),
             route,
-            front = info.front,
-            back = info.back,
-            operation = info.operation,
-            status = self.status,
-            code = self.code,
+            front: info.front,
+            back: info.back,
+            operation: info.operation,
+            status: self.status,
+            code: self.code,
             file_bytes,
-            spooled = info.spooled,
-            dropped = %info.dropped.join(","),
-            upstream_status = info.upstream_status.map_or(0, u64::from),
-            upstream_ms = (upstream_ms * 10.0).round() / 10.0,
-            ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
+            spooled: info.spooled,
+            dropped: &info.dropped,
+            upstream_status: info.upstream_status.map_or(0, u64::from),
+            upstream_ms: (upstream_ms * 10.0).round() / 10.0,
+            ms: (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
             complete,
-        );
+        }
+        .log();
         let m = &self.metrics;
         m.request(
             &RequestLabels {
@@ -374,7 +366,14 @@ impl http_body::Body for AccessBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // Polled as the request, so that what its body logs names it.
+        let this = &mut *self;
+        let polled = match &this.record {
+            Some(r) => {
+                context::sync_scope(r.ctx.clone(), || Pin::new(&mut this.inner).poll_frame(cx))
+            }
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {

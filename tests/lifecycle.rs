@@ -490,3 +490,123 @@ async fn text_access_lines_read_as_documented() {
         "{id}"
     );
 }
+
+/// A line logged while a request is served names the request, in both formats, whether
+/// requests get a `tracing` span (a filter naming spans) or are named from their context
+/// (the default); the access line, logged when the answer is done, names none.
+#[tokio::test]
+async fn lines_inside_a_request_name_it_with_or_without_spans() {
+    use std::io::{BufRead, BufReader};
+    // An upstream that refuses connections: the request logs "upstream request failed"
+    // (and Thalamus answers its `FAILED` with a 200).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let path = "/dead/api/v4/cases/7/files";
+    for (format, filter) in [
+        ("text", "info"),
+        ("text", "info,[request]=info"),
+        ("json", "info"),
+        ("json", "info,[request]=info"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("routes.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\nlog_format = \"{format}\"\n{}",
+                route("dead", &dead_url)
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env("CASEGATE_LOG", filter)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let next_line = |want: &str| -> String {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                    if line.contains(want) {
+                        return line;
+                    }
+                }
+            }
+            panic!("no log line with {want:?} ({format}, {filter})");
+        };
+        let listening = next_line("casegate listening");
+        let addr = match format {
+            "json" => serde_json::from_str::<Value>(&listening).unwrap()["addr"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => listening
+                .split(' ')
+                .find_map(|w| w.strip_prefix("addr="))
+                .unwrap()
+                .to_string(),
+        };
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt"),
+        );
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "http://{addr}{path}?touchpoint=t&token={CLIENT_TOKEN}"
+            ))
+            .header("x-request-id", "t-123")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.headers()["casegate-error"],
+            "upstream_unreachable",
+            "{format}, {filter}"
+        );
+        let failed = next_line("casegate::forward");
+        let access = next_line("casegate::access");
+        let _ = child.kill();
+        let _ = child.wait();
+        match format {
+            "json" => {
+                let want = format!(
+                    r#","span":{{"method":"POST","path":"{path}","request_id":"t-123","name":"request"}}}}"#
+                );
+                assert!(failed.ends_with(&want), "{filter}: {failed}");
+                let v: Value = serde_json::from_str(&failed).unwrap();
+                assert_eq!(v["level"], "WARN", "{failed}");
+                assert_eq!(v["target"], "casegate::forward", "{failed}");
+                let v: Value = serde_json::from_str(&access).unwrap();
+                assert_eq!(v["request_id"], "t-123", "{access}");
+                assert!(v.get("span").is_none(), "{filter}: {access}");
+            }
+            _ => {
+                let want = format!(
+                    " WARN request{{request_id=t-123 method=POST path={path}}}: casegate::forward: upstream request failed route=dead "
+                );
+                assert_eq!(
+                    failed.get(28..28 + want.len()),
+                    Some(&*want),
+                    "{filter}: {failed}"
+                );
+                assert_eq!(failed.matches("request{").count(), 1, "{failed}");
+                assert!(
+                    access[28..].starts_with(" INFO casegate::access: request_id=t-123 "),
+                    "{filter}: {access}"
+                );
+            }
+        }
+        assert!(!failed.contains(CLIENT_TOKEN) && !access.contains(CLIENT_TOKEN));
+    }
+}
