@@ -28,6 +28,9 @@
 //!   rebuilding a table) is written every [`GATHER_AT_MOST`] bytes, and a buffer larger
 //!   than [`KEEP_CAPACITY`] is given back once written.
 //!
+//! It also reads the WAL index header for casegate ([`wal_index_header`]): whether any
+//! connection committed since it last looked, without a statement or a lock.
+//!
 //! Only the main database file and its WAL are wrapped; every other file (temporary
 //! files, the rollback journal of a file that cannot use WAL) is the `unix` VFS's own.
 //!
@@ -41,6 +44,7 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use rusqlite::ffi;
@@ -123,6 +127,9 @@ struct DbFile {
     /// Its WAL file, while SQLite holds it open (SQLite opens it after the database file
     /// and closes it before).
     wal: *mut WalFile,
+    /// The first region of its shared memory (the WAL index, its header first), while
+    /// mapped; else null.
+    shm0: *const u32,
 }
 
 /// A WAL file.
@@ -192,6 +199,7 @@ unsafe extern "C" fn open(
                 base: ffi::sqlite3_file { pMethods: methods },
                 inner,
                 wal: ptr::null_mut(),
+                shm0: ptr::null(),
             },
         );
         return ffi::SQLITE_OK;
@@ -260,6 +268,78 @@ unsafe extern "C" fn db_shm_barrier(file: *mut ffi::sqlite3_file) {
         }
     }
     forward!(file, xShmBarrier, ())
+}
+
+unsafe extern "C" fn db_shm_map(
+    file: *mut ffi::sqlite3_file,
+    page: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    let rc = forward!(file, xShmMap, ffi::SQLITE_IOERR, page, size, extend, out);
+    if page == 0 {
+        let mapped = rc == ffi::SQLITE_OK && !out.is_null() && !(*out).is_null();
+        let enough = usize::try_from(size).is_ok_and(|s| s >= 2 * WAL_INDEX_HEADER * 4);
+        (*file.cast::<DbFile>()).shm0 = if mapped && enough {
+            (*out).cast::<u32>().cast_const()
+        } else {
+            ptr::null()
+        };
+    }
+    rc
+}
+
+unsafe extern "C" fn db_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    (*file.cast::<DbFile>()).shm0 = ptr::null();
+    forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
+}
+
+/// The WAL index header's size in 32-bit words (SQLite's `WalIndexHdr`, 48 bytes: its
+/// change counter, the last valid frame, the database size in pages, the frame checksum,
+/// the salts, its own checksum). The index holds two copies, one after the other.
+pub const WAL_INDEX_HEADER: usize = 12;
+
+/// The WAL index header of `conn`'s main database, read from the shared memory where
+/// every connection to the file (in this process or another) publishes its commits: a
+/// commit appends frames and rewrites the header (the last frame and the frame checksum
+/// change; a WAL started again has new salts), so while the header reads the same, no
+/// connection committed. Read without a lock or a transaction (SQLite's readers read it
+/// so too): about a hundred instructions, where `PRAGMA data_version` runs a statement
+/// in a read transaction, whose lock on the WAL index costs two `fcntl` calls.
+///
+/// `None` when it cannot be read here: `conn` did not open its file through this VFS,
+/// its shared memory is not mapped yet (no transaction yet), or a writer is between its
+/// two copies (they differ); the caller then asks SQLite.
+pub fn wal_index_header(conn: &rusqlite::Connection) -> Option<[u32; WAL_INDEX_HEADER]> {
+    // SAFETY: the handle is `conn`'s, open while `conn` is borrowed, and used only by
+    // this thread meanwhile (a `Connection` is not `Sync`). SQLite answers
+    // `SQLITE_FCNTL_FILE_POINTER` itself with its main database file: when that file's
+    // methods are ours, it is a `DbFile`. `shm0`, when not null, is the start of region 0
+    // as the parent mapped it (at least two headers long, checked at the map), valid
+    // until `xShmUnmap` (which clears it); both run on this connection's thread too. The
+    // header is read as atomic 32-bit words (the region is page-aligned): other
+    // connections, in other threads and processes, write it while we read.
+    unsafe {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        let rc = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast::<c_void>(),
+        );
+        if rc != ffi::SQLITE_OK || file.is_null() || !ptr::eq((*file).pMethods, &DB_METHODS) {
+            return None;
+        }
+        let shm = (*file.cast::<DbFile>()).shm0;
+        if shm.is_null() {
+            return None;
+        }
+        let word = |i: usize| AtomicU32::from_ptr(shm.add(i).cast_mut()).load(Ordering::Acquire);
+        let first: [u32; WAL_INDEX_HEADER] = std::array::from_fn(word);
+        let second: [u32; WAL_INDEX_HEADER] = std::array::from_fn(|i| word(WAL_INDEX_HEADER + i));
+        (first == second).then_some(first)
+    }
 }
 
 // The WAL file's methods: writes gathered, everything else after a flush.
@@ -411,9 +491,7 @@ plain!(check_reserved_lock, xCheckReservedLock, c_int, ffi::SQLITE_IOERR, (out: 
 plain!(file_control, xFileControl, c_int, ffi::SQLITE_NOTFOUND, (op: c_int, arg: *mut c_void));
 plain!(sector_size, xSectorSize, c_int, 4096, ());
 plain!(device_characteristics, xDeviceCharacteristics, c_int, 0, ());
-plain!(shm_map, xShmMap, c_int, ffi::SQLITE_IOERR, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
 plain!(shm_lock, xShmLock, c_int, ffi::SQLITE_IOERR, (offset: c_int, n: c_int, flags: c_int));
-plain!(shm_unmap, xShmUnmap, c_int, ffi::SQLITE_OK, (delete: c_int));
 plain!(fetch, xFetch, c_int, ffi::SQLITE_OK, (offset: ffi::sqlite3_int64, amount: c_int, out: *mut *mut c_void));
 plain!(unfetch, xUnfetch, c_int, ffi::SQLITE_OK, (offset: ffi::sqlite3_int64, page: *mut c_void));
 
@@ -436,10 +514,10 @@ const fn db_methods(shm: bool) -> ffi::sqlite3_io_methods {
         xFileControl: Some(file_control),
         xSectorSize: Some(sector_size),
         xDeviceCharacteristics: Some(device_characteristics),
-        xShmMap: if shm { Some(shm_map) } else { None },
+        xShmMap: if shm { Some(db_shm_map) } else { None },
         xShmLock: if shm { Some(shm_lock) } else { None },
         xShmBarrier: if shm { Some(db_shm_barrier) } else { None },
-        xShmUnmap: if shm { Some(shm_unmap) } else { None },
+        xShmUnmap: if shm { Some(db_shm_unmap) } else { None },
         xFetch: if shm { Some(fetch) } else { None },
         xUnfetch: if shm { Some(unfetch) } else { None },
     }
@@ -514,6 +592,69 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         rows
+    }
+
+    /// The WAL index header reads the same while nobody commits, and differently after
+    /// any commit: this connection's, another's through this VFS, another's through
+    /// SQLite's own (as another process would), after a checkpoint started the WAL again.
+    /// A connection not through this VFS, or an in-memory one, has none to read.
+    #[test]
+    fn the_wal_index_header_changes_with_every_commit_and_only_then() {
+        use super::wal_index_header;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("header.sqlite3");
+        let conn = open(&path);
+        let other = Connection::open_with_flags_and_vfs(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            super::register().unwrap(),
+        )
+        .unwrap();
+        let plain = Connection::open(&path).unwrap();
+        assert_eq!(wal_index_header(&plain), None, "not through the VFS");
+        let memory =
+            Connection::open_in_memory_with_flags_and_vfs(OpenFlags::default(), super::NAME)
+                .unwrap();
+        assert_eq!(wal_index_header(&memory), None, "in memory");
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        let mut n = 0;
+        let mut insert = |c: &Connection| {
+            n += 1;
+            c.execute(
+                "INSERT INTO t (n, body) VALUES (?1, ?2)",
+                params![n, body(n, 0)],
+            )
+            .unwrap();
+        };
+        let mut last = wal_index_header(&conn).expect("mapped after the table's creation");
+        let same = |c: &Connection, last: &[u32; super::WAL_INDEX_HEADER]| {
+            // Reads and statements that write nothing leave it as it is.
+            assert_eq!(count(c), count(&plain));
+            c.execute("DELETE FROM t WHERE n < 0", []).unwrap();
+            assert_eq!(wal_index_header(c).as_ref(), Some(last));
+        };
+        same(&conn, &last);
+        for (round, by) in [&conn, &other, &plain, &conn].into_iter().enumerate() {
+            insert(by);
+            count(&other);
+            let now = wal_index_header(&conn).unwrap();
+            assert_ne!(now, last, "round {round}: a commit not seen");
+            assert_eq!(wal_index_header(&other), Some(now), "round {round}");
+            same(&conn, &now);
+            last = now;
+        }
+        // A checkpoint alone publishes no commit; the next commit starts the WAL again.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        insert(&plain);
+        count(&conn);
+        let now = wal_index_header(&conn).unwrap();
+        assert_ne!(now, last);
+        // Its last frame (the fifth word) went back: the WAL was started again.
+        assert!(now[4] < last[4], "{last:?} {now:?}");
     }
 
     /// A transaction that dirties many pages is written with one write, and another
