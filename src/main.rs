@@ -194,16 +194,38 @@ const LARGE_BLOCK: usize = 32 * 1024;
 /// 32 MiB upload (bench/RESULTS.md, "The sixth round"). A block's size at `dealloc` and
 /// `realloc` is the one it was allocated with (`GlobalAlloc`'s contract), so each block
 /// goes back to the allocator it came from; a `realloc` across the boundary moves it.
+///
+/// mimalloc is called as the system's allocator is (`std::alloc::System` on x86_64): a
+/// block whose alignment is at most 16 bytes and at most its size by `mi_malloc`, whose
+/// blocks are so aligned (16 bytes from 16 up, on 64-bit targets), the rest by the aligned
+/// calls. The `mimalloc` crate's allocator always makes the aligned calls, and mimalloc 3
+/// serves those from its own fast path only for blocks up to 1 KiB that happen to sit
+/// aligned: a larger block whose size is not a power of two (a request's 1-5 KiB buffers)
+/// was over-allocated and aligned by hand, about ten per small upload, each freed again
+/// through the slower path such blocks take (bench/RESULTS.md, the eighteenth round).
 struct Split;
+
+/// The alignment every `mi_malloc` block of more than 8 bytes has (mimalloc's
+/// `MI_MAX_ALIGN_SIZE`; its size classes past one word are whole multiples of it).
+const MI_ALIGN: usize = 16;
+
+/// Whether `mi_malloc(size)` is aligned enough for `align`.
+fn mi_plain(size: usize, align: usize) -> bool {
+    align <= MI_ALIGN && align <= size
+}
 
 // SAFETY: every method forwards to an allocator chosen by the block's size alone, which is
 // the same at allocation and release (GlobalAlloc's contract); a realloc that changes
 // allocator allocates from the new one, copies the smaller of the two sizes and frees
-// through the old one.
+// through the old one. Within mimalloc, `mi_malloc`, `mi_zalloc` and `mi_realloc` are
+// used only where their blocks are aligned enough ([`mi_plain`]), and `mi_free` and
+// `mi_realloc` take any mimalloc block, however it was allocated.
 unsafe impl std::alloc::GlobalAlloc for Split {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if layout.size() >= LARGE_BLOCK {
             std::alloc::System.alloc(layout)
+        } else if mi_plain(layout.size(), layout.align()) {
+            libmimalloc_sys::mi_malloc(layout.size()).cast()
         } else {
             mimalloc::MiMalloc.alloc(layout)
         }
@@ -212,6 +234,8 @@ unsafe impl std::alloc::GlobalAlloc for Split {
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if layout.size() >= LARGE_BLOCK {
             std::alloc::System.alloc_zeroed(layout)
+        } else if mi_plain(layout.size(), layout.align()) {
+            libmimalloc_sys::mi_zalloc(layout.size()).cast()
         } else {
             mimalloc::MiMalloc.alloc_zeroed(layout)
         }
@@ -228,6 +252,9 @@ unsafe impl std::alloc::GlobalAlloc for Split {
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         match (layout.size() >= LARGE_BLOCK, new_size >= LARGE_BLOCK) {
             (true, true) => std::alloc::System.realloc(ptr, layout, new_size),
+            (false, false) if mi_plain(new_size, layout.align()) => {
+                libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
+            }
             (false, false) => mimalloc::MiMalloc.realloc(ptr, layout, new_size),
             _ => {
                 let new_layout =
@@ -401,6 +428,60 @@ mod tests {
         assert_eq!(v, expected);
         let zeroed = vec![0u8; LARGE_BLOCK + 1];
         assert!(zeroed.iter().all(|b| *b == 0));
+    }
+
+    /// Every block is aligned as asked and keeps its bytes through reallocs, whichever of
+    /// mimalloc's calls serves it: every size up to 2 KiB and a spread beyond, at every
+    /// alignment from 1 to 4096, several blocks of each at once (the calls for a 16-byte
+    /// alignment rest on mimalloc's size classes, which this checks for the mimalloc
+    /// linked).
+    #[test]
+    fn every_block_is_aligned_as_asked_and_keeps_its_bytes() {
+        use std::alloc::{GlobalAlloc, Layout};
+        let sizes = (1..=2048).chain((2049..LARGE_BLOCK + 64).step_by(97));
+        for size in sizes {
+            for align in (0..=12).map(|b| 1usize << b) {
+                let Ok(layout) = Layout::from_size_align(size, align) else {
+                    continue;
+                };
+                // SAFETY: non-zero sizes; each block is released with its own layout.
+                unsafe {
+                    let blocks: Vec<*mut u8> = (0..3)
+                        .map(|k| {
+                            let p = if k == 1 {
+                                GLOBAL.alloc_zeroed(layout)
+                            } else {
+                                GLOBAL.alloc(layout)
+                            };
+                            assert!(!p.is_null());
+                            assert_eq!(p as usize % align, 0, "{size} at {align}");
+                            if k == 1 {
+                                let zeroed = std::slice::from_raw_parts(p, size);
+                                assert!(zeroed.iter().all(|b| *b == 0), "{size}");
+                            }
+                            std::ptr::write_bytes(p, (size % 251) as u8, size);
+                            p
+                        })
+                        .collect();
+                    for p in blocks {
+                        let grown = size * 2 + 8;
+                        let q = GLOBAL.realloc(p, layout, grown);
+                        assert!(!q.is_null());
+                        assert_eq!(q as usize % align, 0, "{size} -> {grown} at {align}");
+                        let kept = std::slice::from_raw_parts(q, size);
+                        assert!(kept.iter().all(|b| *b == (size % 251) as u8), "{size}");
+                        let grown_layout = Layout::from_size_align_unchecked(grown, align);
+                        let shrunk = (size / 2).max(1);
+                        let r = GLOBAL.realloc(q, grown_layout, shrunk);
+                        assert!(!r.is_null());
+                        assert_eq!(r as usize % align, 0, "{grown} -> {shrunk} at {align}");
+                        let kept = std::slice::from_raw_parts(r, shrunk);
+                        assert!(kept.iter().all(|b| *b == (size % 251) as u8), "{size}");
+                        GLOBAL.dealloc(r, Layout::from_size_align_unchecked(shrunk, align));
+                    }
+                }
+            }
+        }
     }
 
     /// The option numbers above are mimalloc 3.3's; a different mimalloc (a `cargo update`)
