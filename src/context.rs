@@ -17,7 +17,6 @@ tokio::task_local! {
 }
 
 /// One request's identity and the facts gathered while it is served.
-#[derive(Debug)]
 pub struct RequestCtx {
     /// The request id: the client's sane `X-Request-Id`, else a fresh UUID.
     pub id: Arc<str>,
@@ -79,6 +78,18 @@ impl Times {
     }
 }
 
+/// The URI's path only: its query may carry a Thalamus token.
+impl std::fmt::Debug for RequestCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCtx")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
 impl RequestCtx {
     pub fn new(id: Arc<str>, method: Method, uri: Uri) -> Arc<RequestCtx> {
         Arc::new(RequestCtx {
@@ -136,6 +147,20 @@ pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Arc<RequestCtx>, F>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_debug_form_never_shows_the_query() {
+        let uri: http::Uri = "/r/api/v4/cases/7/files?touchpoint=t&token=s3cret"
+            .parse()
+            .unwrap();
+        let ctx = RequestCtx::new("id-1".into(), Method::POST, uri);
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("/r/api/v4/cases/7/files"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("token"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn times_keep_every_push_in_order_past_the_inline_ones() {
