@@ -343,12 +343,64 @@ async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_los
     assert_eq!(row["size"], data.len());
 }
 
+/// `casegate serve --config cfg` with `CASEGATE_LOG=filter` and its log in whatever format
+/// the file names, read line by line as it comes; killed when dropped.
+struct Logged {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    filter: String,
+}
+
+impl Logged {
+    fn start(cfg: &std::path::Path, filter: &str) -> Logged {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env("CASEGATE_LOG", filter)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Logged {
+            child,
+            lines,
+            filter: filter.to_string(),
+        }
+    }
+
+    /// The next line holding `want`; panics after 20 s.
+    fn next_line(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(want) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {want:?} (CASEGATE_LOG={})", self.filter);
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The default text log, as an operator greps it: one access line per request, in the
 /// documented order, with no query string and `upstream_ms=0.0` when no upstream call
 /// was made.
 #[tokio::test]
 async fn text_access_lines_read_as_documented() {
-    use std::io::{BufRead, BufReader};
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("routes.toml");
@@ -357,31 +409,8 @@ async fn text_access_lines_read_as_documented() {
         format!("listen = \"127.0.0.1:0\"\n{}", route("r", &emu.url())),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env("CASEGATE_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next_line = |want: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(want) {
-                    return line;
-                }
-            }
-        }
-        panic!("no log line with {want:?}");
-    };
+    let log = Logged::start(&cfg, "info");
+    let next_line = |want: &str| log.next_line(want);
     let listening = next_line("casegate listening");
     let addr = listening
         .split(' ')
@@ -405,8 +434,7 @@ async fn text_access_lines_read_as_documented() {
     assert_eq!(upload("wrong-token").await.unwrap().status(), 401);
     let ok = next_line("casegate::access");
     let refused = next_line("casegate::access");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(log);
     // `2026-12-02T22:15:47.263580Z  INFO casegate::access: request_id=...`
     let fields = |line: &str| -> Vec<(String, String)> {
         let shape: String = line
@@ -496,7 +524,6 @@ async fn text_access_lines_read_as_documented() {
 /// (the default); the access line, logged when the answer is done, names none.
 #[tokio::test]
 async fn lines_inside_a_request_name_it_with_or_without_spans() {
-    use std::io::{BufRead, BufReader};
     // An upstream that refuses connections: the request logs "upstream request failed"
     // (and Thalamus answers its `FAILED` with a 200).
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -519,31 +546,8 @@ async fn lines_inside_a_request_name_it_with_or_without_spans() {
             ),
         )
         .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .env("CASEGATE_LOG", filter)
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let next_line = |want: &str| -> String {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-                    if line.contains(want) {
-                        return line;
-                    }
-                }
-            }
-            panic!("no log line with {want:?} ({format}, {filter})");
-        };
+        let log = Logged::start(&cfg, filter);
+        let next_line = |want: &str| log.next_line(want);
         let listening = next_line("casegate listening");
         let addr = match format {
             "json" => serde_json::from_str::<Value>(&listening).unwrap()["addr"]
@@ -576,8 +580,7 @@ async fn lines_inside_a_request_name_it_with_or_without_spans() {
         );
         let failed = next_line("casegate::forward");
         let access = next_line("casegate::access");
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(log);
         match format {
             "json" => {
                 let want = format!(
