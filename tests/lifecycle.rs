@@ -524,60 +524,17 @@ async fn text_access_lines_read_as_documented() {
 /// (the default); the access line, logged when the answer is done, names none.
 #[tokio::test]
 async fn lines_inside_a_request_name_it_with_or_without_spans() {
-    // An upstream that refuses connections: the request logs "upstream request failed"
-    // (and Thalamus answers its `FAILED` with a 200).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let path = "/dead/api/v4/cases/7/files";
+    let path = DeadRoute::PATH;
     for (format, filter) in [
         ("text", "info"),
         ("text", "info,[request]=info"),
         ("json", "info"),
         ("json", "info,[request]=info"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("routes.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen = \"127.0.0.1:0\"\nlog_format = \"{format}\"\n{}",
-                route("dead", &dead_url)
-            ),
-        )
-        .unwrap();
-        let log = Logged::start(&cfg, filter);
+        let dead = DeadRoute::start(format, filter);
+        dead.upload("t-123").await;
+        let log = dead.log;
         let next_line = |want: &str| log.next_line(want);
-        let listening = next_line("casegate listening");
-        let addr = match format {
-            "json" => serde_json::from_str::<Value>(&listening).unwrap()["addr"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            _ => listening
-                .split(' ')
-                .find_map(|w| w.strip_prefix("addr="))
-                .unwrap()
-                .to_string(),
-        };
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt"),
-        );
-        let answer = reqwest::Client::new()
-            .post(format!(
-                "http://{addr}{path}?touchpoint=t&token={CLIENT_TOKEN}"
-            ))
-            .header("x-request-id", "t-123")
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            answer.headers()["casegate-error"],
-            "upstream_unreachable",
-            "{format}, {filter}"
-        );
         let failed = next_line("casegate::forward");
         let access = next_line("casegate::access");
         drop(log);
@@ -611,5 +568,118 @@ async fn lines_inside_a_request_name_it_with_or_without_spans() {
             }
         }
         assert!(!failed.contains(CLIENT_TOKEN) && !access.contains(CLIENT_TOKEN));
+    }
+}
+
+/// A casegate whose one route, `/dead`, leads to an upstream that refuses connections:
+/// every upload logs "upstream request failed" inside the request (and Thalamus answers
+/// its `FAILED` with a 200). It logs in `format` with `CASEGATE_LOG=filter`, which must let
+/// `casegate::server`'s start-up line through.
+struct DeadRoute {
+    log: Logged,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl DeadRoute {
+    const PATH: &'static str = "/dead/api/v4/cases/7/files";
+
+    fn start(format: &str, filter: &str) -> DeadRoute {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("routes.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\nlog_format = \"{format}\"\n{}",
+                route("dead", &dead_url)
+            ),
+        )
+        .unwrap();
+        let log = Logged::start(&cfg, filter);
+        let listening = log.next_line("casegate listening");
+        let addr = match format {
+            "json" => serde_json::from_str::<Value>(&listening).unwrap()["addr"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => listening
+                .split(' ')
+                .find_map(|w| w.strip_prefix("addr="))
+                .unwrap()
+                .to_string(),
+        };
+        DeadRoute {
+            log,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// An upload with `X-Request-Id: id`, answered as a failure to reach the upstream.
+    async fn upload(&self, id: &str) {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt"),
+        );
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "http://{}{}?touchpoint=t&token={CLIENT_TOKEN}",
+                self.addr,
+                Self::PATH
+            ))
+            .header("x-request-id", id)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()["casegate-error"], "upstream_unreachable");
+    }
+}
+
+/// The access line, written without `tracing`'s dispatch, follows the filter as its event
+/// did: on where `casegate::access` is let through at `INFO` though the rest is at `WARN`,
+/// off where it is turned off though the rest is at `INFO`.
+#[tokio::test]
+async fn the_access_line_follows_the_filter() {
+    for format in ["text", "json"] {
+        for (filter, on) in [
+            ("warn,casegate::server=info,casegate::access=info", true),
+            ("info,casegate::access=off", false),
+        ] {
+            let dead = DeadRoute::start(format, filter);
+            dead.upload("first-upload").await;
+            dead.upload("second-upload").await;
+            // Lines arrive in order: the first upload's access line, if any, comes before
+            // the second upload's own warning.
+            let mut lines = Vec::new();
+            loop {
+                let line = dead.log.next_line("");
+                let last = line.contains("second-upload") && line.contains("casegate::forward");
+                lines.push(line);
+                if last {
+                    break;
+                }
+            }
+            let access: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.contains("casegate::access"))
+                .collect();
+            assert_eq!(
+                access.len(),
+                usize::from(on),
+                "{format}, {filter}: {lines:#?}"
+            );
+            if on {
+                assert!(access[0].contains("first-upload"), "{}", access[0]);
+            }
+            let warned = lines
+                .iter()
+                .filter(|l| l.contains("upstream request failed"))
+                .count();
+            assert!(warned >= 2, "{format}, {filter}: {lines:#?}");
+        }
     }
 }
