@@ -32,15 +32,17 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
     let text = std::str::from_utf8(raw).map_err(|_| DispositionError::NotUtf8)?;
     let mut out = Disposition::default();
     let mut ext_filename = None;
-    let mut rest = text;
     // Skip the disposition type (`form-data`).
-    match rest.find(';') {
-        Some(i) => rest = &rest[i + 1..],
+    let mut rest = match after(text, memchr::memchr(b';', text.as_bytes())) {
+        Some(r) => r,
         None => return Ok(out),
-    }
-    while !rest.trim_start().is_empty() {
-        rest = rest.trim_start();
-        let eq = match rest.find(['=', ';']) {
+    };
+    loop {
+        rest = trim_start(rest);
+        if rest.is_empty() {
+            break;
+        }
+        let eq = match memchr::memchr2(b'=', b';', rest.as_bytes()) {
             Some(i) if rest.as_bytes()[i] == b'=' => i,
             Some(i) => {
                 rest = &rest[i + 1..];
@@ -48,8 +50,8 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
             }
             None => break,
         };
-        let key = Key::of(rest[..eq].trim());
-        rest = rest[eq + 1..].trim_start();
+        let key = Key::of(trim(&rest[..eq]));
+        rest = trim_start(&rest[eq + 1..]);
         let value: Value<'_>;
         if let Some(quoted) = rest.strip_prefix('"') {
             // The closing quote is the first `"` not escaped by a backslash.
@@ -57,37 +59,31 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
             let mut i = 0;
             let mut escaped = false;
             let mut closed = None;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' => {
-                        escaped = true;
-                        i += 2;
-                        continue;
-                    }
-                    b'"' => {
-                        closed = Some(i);
-                        break;
-                    }
-                    _ => i += 1,
+            while let Some(j) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                i += j;
+                if bytes[i] == b'"' {
+                    closed = Some(i);
+                    break;
+                }
+                escaped = true;
+                i += 2;
+                if i >= bytes.len() {
+                    break;
                 }
             }
             let inner = &quoted[..closed.unwrap_or(quoted.len())];
             value = Value::Quoted { inner, escaped };
             rest = match closed {
-                Some(end) => match quoted[end + 1..].find(';') {
-                    Some(j) => &quoted[end + 1 + j + 1..],
-                    None => "",
-                },
+                Some(end) => {
+                    let tail = &quoted[end + 1..];
+                    after(tail, memchr::memchr(b';', tail.as_bytes())).unwrap_or("")
+                }
                 None => "",
             };
         } else {
-            let end = rest.find(';').unwrap_or(rest.len());
-            value = Value::Token(rest[..end].trim());
-            rest = if end < rest.len() {
-                &rest[end + 1..]
-            } else {
-                ""
-            };
+            let end = memchr::memchr(b';', rest.as_bytes());
+            value = Value::Token(trim(&rest[..end.unwrap_or(rest.len())]));
+            rest = after(rest, end).unwrap_or("");
         }
         match key {
             Key::Name if out.name.is_none() => out.name = Some(value.text()),
@@ -102,6 +98,38 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
         out.filename = ext_filename;
     }
     Ok(out)
+}
+
+/// What follows the ASCII byte at `at` in `s`, if there is one.
+fn after(s: &str, at: Option<usize>) -> Option<&str> {
+    at.map(|i| &s[i + 1..])
+}
+
+/// Whitespace as `char::is_whitespace` has it, among ASCII bytes.
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
+/// `str::trim_start`, byte by byte over ASCII; the char-aware trim takes over at the first
+/// byte that is not (Unicode's spaces beyond ASCII, such as U+00A0, are trimmed too).
+fn trim_start(s: &str) -> &str {
+    let skip = s.bytes().take_while(|b| is_ascii_space(*b)).count();
+    let s = &s[skip..];
+    match s.as_bytes().first() {
+        Some(b) if !b.is_ascii() => s.trim_start(),
+        _ => s,
+    }
+}
+
+/// `str::trim`, as [`trim_start`] does it, at both ends.
+fn trim(s: &str) -> &str {
+    let s = trim_start(s);
+    let keep = s.len() - s.bytes().rev().take_while(|b| is_ascii_space(*b)).count();
+    let s = &s[..keep];
+    match s.as_bytes().last() {
+        Some(b) if !b.is_ascii() => s.trim_end(),
+        _ => s,
+    }
 }
 
 /// The parameters [`parse`] keeps, matched without regard to ASCII case.
@@ -303,6 +331,29 @@ mod tests {
         // A parameter without a value is skipped.
         let d = p(r#"form-data; flag; name="f""#);
         assert_eq!(d.name.as_deref(), Some("f"));
+    }
+
+    #[test]
+    fn whitespace_is_trimmed_as_str_trims_it() {
+        // ASCII whitespace in all its kinds, and Unicode's beyond it, around keys and
+        // values; a space inside a key keeps it from matching.
+        let d = p("form-data;\x0bname=\x0cf\r;\tfilename = x.txt \n");
+        assert_eq!(d.name.as_deref(), Some("f"));
+        assert_eq!(d.filename.as_deref(), Some("x.txt"));
+        let d = p("form-data;\u{a0}name\u{2003}=\u{a0}\"f\"; filename=\u{3000}x y\u{a0} \u{85}");
+        assert_eq!(d.name.as_deref(), Some("f"));
+        assert_eq!(d.filename.as_deref(), Some("x y"));
+        let d = p("form-data; na\u{a0}me=f; file name=x; filename=\u{a0}");
+        assert_eq!(d.name, None);
+        assert_eq!(d.filename.as_deref(), Some(""));
+        // Non-ASCII that is not whitespace stays, at either end of a token.
+        let d = p("form-data; name=\u{e9}t\u{e9}; filename=\u{20ac}");
+        assert_eq!(d.name.as_deref(), Some("\u{e9}t\u{e9}"));
+        assert_eq!(d.filename.as_deref(), Some("\u{20ac}"));
+        // A backslash at the very end of an unclosed quote, and before a multi-byte char.
+        let d = p("form-data; name=\"a\\\u{fc}\"; filename=\"b\\");
+        assert_eq!(d.name.as_deref(), Some("a\u{fc}"));
+        assert_eq!(d.filename.as_deref(), Some("b"));
     }
 
     #[test]
