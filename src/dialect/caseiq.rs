@@ -334,11 +334,10 @@ struct RecordIn {
 fn read_record_bytes(body: &[u8], what: &str) -> Result<Attachment, String> {
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let fast = is_object
-        .then(|| serde_json::from_slice::<RecordIn>(body).ok())
+        .then(|| wire::from_json::<RecordIn>(body).ok())
         .flatten();
     let Some(r) = fast else {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|_| format!("the {what} is not JSON"))?;
+        let v: Value = wire::from_json(body).map_err(|_| format!("the {what} is not JSON"))?;
         return read_record(&v).ok_or_else(|| format!("the {what} has no id"));
     };
     let text = |v: Option<Value>| match v {

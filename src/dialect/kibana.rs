@@ -499,11 +499,11 @@ fn is_file_comment(c: &Value) -> bool {
 /// not JSON.
 fn read_case(body: &[u8], whole: bool) -> Option<Value> {
     let slim = (!whole)
-        .then(|| serde_json::from_slice::<wire::Obj<CaseIn>>(body).ok())
+        .then(|| wire::from_json::<wire::Obj<CaseIn>>(body).ok())
         .flatten();
     match slim {
         Some(wire::Obj(case)) => Some(case.into_value()),
-        None => serde_json::from_slice(body).ok(),
+        None => wire::from_json(body).ok(),
     }
 }
 

@@ -199,7 +199,7 @@ impl Dialect for Thalamus {
         if self.failed_answer(body) {
             return Answer::Failed(Error::upstream_failed("The case system answered FAILED."));
         }
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Ok(v) = wire::from_json::<Value>(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
         let Some(list) = v

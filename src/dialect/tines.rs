@@ -470,8 +470,8 @@ struct ActivityUserIn {
 /// An activity record from its bytes, with its `activity_type` (the attachment is `None`
 /// when the record has no id); `None` when it is not JSON.
 fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
-    let Ok(wire::Obj(a)) = serde_json::from_slice::<wire::Obj<ActivityIn>>(body) else {
-        let v: Value = serde_json::from_slice(body).ok()?;
+    let Ok(wire::Obj(a)) = wire::from_json::<wire::Obj<ActivityIn>>(body) else {
+        let v: Value = wire::from_json(body).ok()?;
         let activity_type = v
             .get("activity_type")
             .and_then(Value::as_str)
