@@ -36,6 +36,7 @@ pub use request::{
     request_spans, set_request_spans, write_access_directly, AccessLine, LineFormat,
 };
 
+use crate::codec::json_out::{write_json_str, JsonEscape};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
@@ -725,13 +726,6 @@ impl Visit for JsonEventVisitor<'_> {
     }
 }
 
-/// `s` as a JSON string, escaped as serde_json escapes.
-fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    JsonEscape(&mut *w).write_str(s)?;
-    w.write_char('"')
-}
-
 /// `{:?}` of `value` as a JSON string.
 fn write_json_debug(w: &mut impl fmt::Write, value: &dyn fmt::Debug) -> fmt::Result {
     w.write_char('"')?;
@@ -744,49 +738,6 @@ fn write_json_f64(w: &mut impl fmt::Write, value: f64) -> fmt::Result {
     match serde_json::Number::from_f64(value) {
         Some(n) => write!(w, "{n}"),
         None => w.write_str("null"),
-    }
-}
-
-/// Writes what it is given escaped for the inside of a JSON string, as serde_json does:
-/// `"` and `\\` and the control characters, with the short forms where JSON has them.
-struct JsonEscape<'a, W: fmt::Write + ?Sized>(&'a mut W);
-
-impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            // Every byte escaped is ASCII, so these are character boundaries.
-            self.0.write_str(&s[start..i])?;
-            if short.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let u = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ];
-                self.0
-                    .write_str(std::str::from_utf8(&u).map_err(|_| fmt::Error)?)?;
-            } else {
-                self.0.write_str(short)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
     }
 }
 

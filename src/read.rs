@@ -75,7 +75,7 @@ pub fn ledger_down(e: LedgerError) -> Error {
 
 /// An uploader as the ledger keeps it (JSON text).
 pub fn uploader_text(p: Option<&Person>) -> Option<String> {
-    p.and_then(|p| serde_json::to_string(p).ok())
+    p.map(Person::to_json)
 }
 
 fn uploader_of(text: Option<&str>) -> Option<Person> {

@@ -353,6 +353,16 @@ impl serde::Serialize for JsonId<'_> {
     }
 }
 
+impl JsonId<'_> {
+    /// The id as a member of `o`, as its `Serialize` writes it.
+    pub fn write(&self, o: &mut crate::codec::json_out::Object<'_>, key: &'static str) {
+        match id_number(self.0) {
+            Some(n) => o.u64(key, n),
+            None => o.str(key, self.0),
+        };
+    }
+}
+
 /// The id as a JSON number, when it is one written canonically (no leading zero).
 fn id_number(id: &str) -> Option<u64> {
     let canonical = !id.is_empty()
@@ -421,6 +431,34 @@ pub struct Person {
     pub avatar_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_service_account: Option<bool>,
+}
+
+impl Person {
+    /// The person as its derived `Serialize` writes it (absent fields left out), written
+    /// by hand: the ledger keeps it with every upload.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(128);
+        let mut o = crate::codec::json_out::Object::new(&mut out);
+        let texts = [
+            ("id", &self.id),
+            ("first_name", &self.first_name),
+            ("last_name", &self.last_name),
+            ("username", &self.username),
+            ("full_name", &self.full_name),
+            ("email", &self.email),
+            ("avatar_url", &self.avatar_url),
+        ];
+        for (key, text) in texts {
+            if let Some(t) = text {
+                o.str(key, t);
+            }
+        }
+        if let Some(b) = self.is_service_account {
+            o.bool("is_service_account", b);
+        }
+        o.end();
+        out
+    }
 }
 
 /// What the upstream said about a stored upload, dialect-neutral.
@@ -605,6 +643,28 @@ pub fn now_rfc3339_seconds() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_person_written_by_hand_is_what_serde_writes() {
+        let awkward = crate::codec::json_out::AWKWARD;
+        for (i, text) in awkward.iter().enumerate() {
+            // Each field present or absent by its own bit of `n`.
+            for n in [0_u32, 0xff, 0x55, 0xaa, 1 << i] {
+                let opt = |bit: u32| (n & (1 << bit) != 0).then(|| text.to_string());
+                let p = Person {
+                    id: opt(0),
+                    first_name: opt(1),
+                    last_name: opt(2),
+                    username: opt(3),
+                    full_name: opt(4),
+                    email: opt(5),
+                    avatar_url: opt(6),
+                    is_service_account: opt(7).map(|_| i % 2 == 0),
+                };
+                assert_eq!(p.to_json(), serde_json::to_string(&p).unwrap(), "{p:?}");
+            }
+        }
+    }
+
     #[test]
     fn guessed_types_are_the_parsed_essence() {
         let exts = std::fs::read_to_string(concat!(

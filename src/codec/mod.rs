@@ -2,6 +2,7 @@
 //! tokio, so each is unit-tested with exact byte fixtures and fuzzed on its own.
 //!
 //! - [`b64`]: base64 behind one pair of functions, plus a streaming encoder.
+//! - [`json_out`]: JSON objects written by hand, as serde_json writes them.
 //! - [`json_scan`]: the streaming scanner for a Tines upload body (JSON with a base64
 //!   field decoded as it streams).
 //! - [`multipart`]: the outbound multipart/form-data writer.
@@ -12,6 +13,7 @@
 pub mod b64;
 pub mod disposition;
 pub mod form;
+pub mod json_out;
 pub mod json_scan;
 pub mod multipart;
 

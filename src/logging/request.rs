@@ -28,8 +28,8 @@ use std::time::SystemTime;
 use tracing::Level;
 use tracing_subscriber::fmt::format::Writer;
 
-use super::{write_debug_f64, write_debug_str, write_json_f64, write_json_str, write_time};
-use super::{JsonEscape, LineSink};
+use super::{write_debug_f64, write_debug_str, write_json_f64, write_time, LineSink};
+use crate::codec::json_out::{write_json_str, JsonEscape};
 use crate::context::{self, RequestCtx};
 
 /// Whether requests get a `tracing` span (see the module's documentation).
