@@ -440,8 +440,9 @@ pub fn json(body: BodyStream, spec: JsonSpec, limits: &Limits) -> EventStream {
     let state = JsonState {
         body,
         scanner: Scanner::new(spec.file_key, scan_limits),
-        queue: VecDeque::new(),
-        scratch: Vec::new(),
+        // A usual body's events at once (its fields, the file's start, data and end).
+        queue: VecDeque::with_capacity(8),
+        scratch: Vec::with_capacity(8),
         decoded: 0,
         max_file: limits.max_file_bytes,
         spec,

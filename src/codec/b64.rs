@@ -25,6 +25,8 @@ pub fn decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), base64::Decode
     // Whole groups of four before the last (up to four) characters: no padding may
     // appear there, so they decode the same under any padding rule.
     let bulk = input.len().saturating_sub(1) / 4 * 4;
+    // Room for all of it at once: the two decoders would otherwise grow `out` in turn.
+    out.reserve(input.len() / 4 * 3 + 3);
     if bulk > 0 {
         base64_simd::STANDARD_NO_PAD
             .decode_append(&input[..bulk], out)

@@ -770,8 +770,9 @@ impl Scanner {
             file_key: file_key.to_owned(),
             limits,
             state: State::Start,
-            stack: Vec::new(),
-            text: Vec::new(),
+            // Sized for a usual body, so they do not grow as its first strings are read.
+            stack: Vec::with_capacity(4),
+            text: Vec::with_capacity(64),
             key: String::new(),
             at_file_key: false,
             seen_keys: SeenKeys::default(),

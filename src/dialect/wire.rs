@@ -154,10 +154,13 @@ pub fn segment(s: &str) -> std::borrow::Cow<'_, str> {
 /// segment does not decode to UTF-8 or holds a `/`.
 /// A segment without escapes is borrowed from the path, not copied.
 pub fn segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
-    path.strip_prefix('/')?
-        .split('/')
-        .map(decode_segment)
-        .collect()
+    let rest = path.strip_prefix('/')?;
+    // Collected into an `Option` the iterator gives no size: room for all made first.
+    let mut out = Vec::with_capacity(rest.bytes().filter(|&b| b == b'/').count() + 1);
+    for segment in rest.split('/') {
+        out.push(decode_segment(segment)?);
+    }
+    Some(out)
 }
 
 fn decode_segment(s: &str) -> Option<Cow<'_, str>> {
