@@ -156,13 +156,26 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
 }
 
 /// How many bytes `bytes` starts with that a JSON string holds as they are (all but `"`,
-/// `\\` and the control characters below 0x20), eight at a time: in each word, a byte
-/// below 0x20, or equal to `"` or `\\` after an exclusive or, sets its top bit in
+/// `\` and the control characters below 0x20), eight at a time: in each word, a byte
+/// below 0x20, or equal to `"` or `\` after an exclusive or, sets its top bit in
 /// `(w - 0x01..) & !w & 0x80..`, the lowest such byte exactly (a borrow can only mark the
 /// bytes above it).
 fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const TOPS: u64 = ONES * 0x80;
+    run_len(bytes, false)
+}
+
+/// [`plain_len`] for printable ASCII only: it also stops at a byte past 0x7F (the JSON
+/// scanner checks those as UTF-8 one by one).
+pub fn ascii_plain_len(bytes: &[u8]) -> usize {
+    run_len(bytes, true)
+}
+
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const TOPS: u64 = ONES * 0x80;
+
+/// The run [`plain_len`] measures; with `ascii`, a byte with its top bit set ends it too.
+fn run_len(bytes: &[u8], ascii: bool) -> usize {
+    let high = if ascii { TOPS } else { 0 };
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & TOPS;
     let mut words = bytes.chunks_exact(8);
     let mut done = 0;
@@ -172,7 +185,8 @@ fn plain_len(bytes: &[u8]) -> usize {
         let w = u64::from_le_bytes(word);
         let hits = below(w, 0x20)
             | below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1);
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | (w & high);
         if hits != 0 {
             // The lowest marked byte is the first in memory (little-endian order).
             return done + (hits.trailing_zeros() / 8) as usize;
@@ -182,7 +196,7 @@ fn plain_len(bytes: &[u8]) -> usize {
     done + words
         .remainder()
         .iter()
-        .take_while(|&&b| b >= 0x20 && b != b'"' && b != b'\\')
+        .take_while(|&&b| b >= 0x20 && b != b'"' && b != b'\\' && !(ascii && b >= 0x80))
         .count()
 }
 
@@ -234,6 +248,17 @@ mod tests {
         }
         assert_eq!(plain_len(b""), 0);
         assert_eq!(plain_len(&[0x7f; 17]), 17);
+        // The ASCII run: the same, and a byte past 0x7F ends it too.
+        for b in 0..=255_u8 {
+            let plain = (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
+            for at in 0..20 {
+                let mut bytes: Vec<u8> = (0..at).map(|i| [b'a', 0x7f, b' ', b'~'][i % 4]).collect();
+                bytes.push(b);
+                bytes.extend_from_slice(b"\xff\x00\"\\");
+                let want = if plain { at + 1 } else { at };
+                assert_eq!(ascii_plain_len(&bytes), want, "byte {b:#x} at {at}");
+            }
+        }
     }
 
     #[test]

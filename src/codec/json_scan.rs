@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::b64;
+use super::{b64, json_out};
 
 /// Bounds on what the scanner holds.
 #[derive(Debug, Clone, Copy)]
@@ -243,6 +243,11 @@ impl StrLexer {
             utf8_lo: 0x80,
             utf8_hi: 0xBF,
         }
+    }
+
+    /// Between characters: no escape or UTF-8 sequence under way.
+    fn is_plain(&self) -> bool {
+        matches!(self.escape, Escape::None) && self.utf8_due == 0
     }
 
     fn step(&mut self, b: u8) -> Result<Lexed, &'static str> {
@@ -838,11 +843,47 @@ impl Scanner {
                     }
                 }
             }
+            if let Some(run) = self.string_run(&chunk[*used..]) {
+                *used += run;
+                continue;
+            }
             let pos = self.pos(*used);
             self.step(chunk[*used], pos, out)?;
             *used += 1;
         }
         Ok(())
+    }
+
+    /// Inside a key or a string value, between characters: takes the printable ASCII
+    /// bytes `input` starts with (no `"`, `\`, control character or byte past 0x7F) in
+    /// one piece, as [`Scanner::step`] would take them one by one, when there are at least
+    /// two and the text stays within the limits with all of them. Otherwise `None`, and
+    /// `step` takes the next byte (and finds the limit at the byte that crosses it).
+    fn string_run(&mut self, input: &[u8]) -> Option<usize> {
+        let key = match &self.state {
+            State::KeyStr(lexer) if lexer.is_plain() => true,
+            State::ValueStr(lexer) if lexer.is_plain() => false,
+            _ => return None,
+        };
+        let run = json_out::ascii_plain_len(input);
+        if run < 2 {
+            return None;
+        }
+        // Nested strings are read, not kept, as `step` does.
+        if self.is_top_level() {
+            let len = self.text.len().saturating_add(run);
+            let fits = if key {
+                len <= self.limits.max_field_bytes.max(self.file_key.len())
+            } else {
+                len <= self.limits.max_field_bytes
+                    && self.fields_total.saturating_add(len) <= self.limits.max_fields_total
+            };
+            if !fits {
+                return None;
+            }
+            self.text.extend_from_slice(&input[..run]);
+        }
+        Some(run)
     }
 
     fn pos(&self, index: usize) -> u64 {
@@ -1969,6 +2010,67 @@ mod tests {
         assert_eq!(
             scan_with(br#"{"abcdefgh":"12345678","x":true}"#, limits).1,
             Err(ScanError::FieldsTooLarge)
+        );
+    }
+
+    #[test]
+    fn plain_runs_in_strings_read_as_byte_by_byte() {
+        // Printable ASCII in keys and strings is taken in runs; `scan_with` compares each
+        // body with one byte at a time, where no run is longer than a byte.
+        let limits = Limits {
+            max_field_bytes: 8,
+            max_fields_total: 12,
+            ..Limits::default()
+        };
+        // Runs ended by escapes, non-ASCII, a control character, and the quote.
+        let (events, result) = scan(
+            "{\"ab cd\":\"x\\ty~\u{7f} \u{fc}z\\u0041\\\\ \u{20ac}!\",\"n\":\"nested? {\\\"no\\\"}\"}"
+                .as_bytes(),
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            events,
+            vec![
+                field("ab cd", string("x\ty~\u{7f} \u{fc}zA\\ \u{20ac}!")),
+                field("n", string("nested? {\"no\"}")),
+                Event::End
+            ]
+        );
+        assert!(
+            scan(b"{\"a\":\"b\x01c\"}").1.is_err(),
+            "a control character"
+        );
+        // The total crossed inside a run, the field limit not: `FieldsTooLarge`, at the
+        // byte that crosses it.
+        let (events, result) = scan_with(br#"{"abcd":"123456","x":"12345"}"#, limits);
+        assert_eq!(result, Err(ScanError::FieldsTooLarge));
+        assert_eq!(events, vec![field("abcd", string("123456"))]);
+        // Both crossed by one run: the field limit is checked first, as byte by byte.
+        assert_eq!(
+            scan_with(br#"{"a":"123456789012"}"#, limits).1,
+            Err(ScanError::FieldTooLarge("a".into()))
+        );
+        // A key up to the limit, and past it.
+        assert_eq!(scan_with(br#"{"abcdefgh":1}"#, limits).1, Ok(()));
+        assert_eq!(
+            scan_with(br#"{"abcdefghi":1}"#, limits).1,
+            Err(ScanError::FieldTooLarge("abcdefghi".into()))
+        );
+        // Nested strings are read but not kept: no limit applies to them.
+        let nested = format!(
+            r#"{{"a":{{"b":"{}"}},"c":["{}"]}}"#,
+            "x".repeat(40),
+            "y".repeat(40)
+        );
+        let (events, result) = scan_with(nested.as_bytes(), limits);
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            events,
+            vec![
+                field("a", Scalar::Composite),
+                field("c", Scalar::Composite),
+                Event::End
+            ]
         );
     }
 
