@@ -62,18 +62,11 @@ impl<'a> Object<'a> {
         self
     }
 
-    /// A member serde writes (for what is rare or has no writer here).
-    pub fn serialized<T: serde::Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> &mut Self {
+    /// A member holding a JSON tree (for what is rare, or kept as the upstream gave it).
+    pub fn value(&mut self, key: &'static str, value: &serde_json::Value) -> &mut Self {
         self.key(key);
-        match serde_json::to_string(value) {
-            Ok(json) => self.out.push_str(&json),
-            // serde_json fails only for a map with keys that are not strings.
-            Err(_) => self.out.push_str("null"),
-        }
+        // A `Value`'s `Display` is its compact JSON; writing into a `String` cannot fail.
+        let _ = write!(self.out, "{value}");
         self
     }
 
@@ -275,7 +268,7 @@ mod tests {
                     o.str("g", s);
                 })
                 .object("h", |_| {})
-                .serialized("i", &serde_json::json!({"j": [s, 1, null]}))
+                .value("i", &serde_json::json!({"j": [s, 1, null]}))
                 .raw("k", "17");
             o.end();
             let want = serde_json::json!({

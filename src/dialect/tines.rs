@@ -416,7 +416,7 @@ impl Activity<'_> {
         let mut o = json_out::Object::new(&mut out);
         o.str("activity_type", self.activity_type);
         if let Some(block) = self.block_id {
-            o.serialized("block_id", block);
+            o.value("block_id", block);
         }
         self.case_id.write(&mut o, "case_id");
         o.str("created_at", &self.created_at).object("file", |o| {
