@@ -873,10 +873,9 @@ impl Scanner {
         if self.is_top_level() {
             let len = self.text.len().saturating_add(run);
             let fits = if key {
-                len <= self.limits.max_field_bytes.max(self.file_key.len())
+                self.key_fits(len)
             } else {
-                len <= self.limits.max_field_bytes
-                    && self.fields_total.saturating_add(len) <= self.limits.max_fields_total
+                self.value_limit(len).is_ok()
             };
             if !fits {
                 return None;
@@ -1109,8 +1108,7 @@ impl Scanner {
     fn push_key(&mut self, lexed: Lexed) -> Result<(), ScanError> {
         let mut buf = [0; 4];
         let bytes = lexed_bytes(&lexed, &mut buf);
-        let limit = self.limits.max_field_bytes.max(self.file_key.len());
-        if self.text.len().saturating_add(bytes.len()) > limit {
+        if !self.key_fits(self.text.len().saturating_add(bytes.len())) {
             self.text.extend_from_slice(bytes);
             return Err(ScanError::FieldTooLarge(quote_key(&self.text)));
         }
@@ -1158,14 +1156,25 @@ impl Scanner {
     fn push_value(&mut self, lexed: Lexed) -> Result<(), ScanError> {
         let mut buf = [0; 4];
         let bytes = lexed_bytes(&lexed, &mut buf);
-        let len = self.text.len().saturating_add(bytes.len());
+        self.value_limit(self.text.len().saturating_add(bytes.len()))?;
+        self.text.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Whether a top-level key of `len` bytes is within the limit (the file's key always
+    /// is, whatever its length).
+    fn key_fits(&self, len: usize) -> bool {
+        len <= self.limits.max_field_bytes.max(self.file_key.len())
+    }
+
+    /// The limit a top-level string value of `len` bytes breaks, the field's first.
+    fn value_limit(&self, len: usize) -> Result<(), ScanError> {
         if len > self.limits.max_field_bytes {
             return Err(ScanError::FieldTooLarge(self.key.clone()));
         }
         if self.fields_total.saturating_add(len) > self.limits.max_fields_total {
             return Err(ScanError::FieldsTooLarge);
         }
-        self.text.extend_from_slice(bytes);
         Ok(())
     }
 
