@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
@@ -69,12 +69,56 @@ use crate::secret::Secret;
 pub struct Upstream {
     pool: Arc<Pool>,
     base: String,
+    /// `base` parsed once: each request's URI is its scheme and authority (reference
+    /// counts) and a path, and its `Host` header is made here, not per request. None
+    /// for a base these do not hold (a query in it): then the whole URL is parsed per
+    /// request, as before.
+    origin: Option<Origin>,
     timeout: Duration,
     auth: UpstreamAuth,
     /// The credentials' headers, built once (none for client credentials: their token is
     /// fetched and cached as needed).
     fixed_auth: Result<Vec<(HeaderName, HeaderValue)>, Error>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+/// An upstream's scheme, authority, path prefix (no trailing slash) and `Host` value.
+struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    host: HeaderValue,
+}
+
+impl Origin {
+    fn parse(base: &str) -> Option<Origin> {
+        let uri = base.parse::<Uri>().ok()?;
+        let parts = uri.into_parts();
+        let (scheme, authority) = (parts.scheme?, parts.authority?);
+        let prefix = match &parts.path_and_query {
+            Some(pq) if pq.query().is_some() => return None,
+            Some(pq) => pq.path().trim_end_matches('/').to_string(),
+            None => String::new(),
+        };
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        Some(Origin {
+            scheme,
+            authority,
+            prefix,
+            host,
+        })
+    }
+
+    /// The absolute URI of `path` (which starts with `/`) at this origin.
+    fn uri(&self, path: &str) -> Option<Uri> {
+        // Handed over as a `String`, which the path keeps without a copy.
+        let path = Bytes::from([self.prefix.as_str(), path].concat());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
+        Uri::from_parts(parts).ok()
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -124,9 +168,11 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let base = base.trim_end_matches('/').to_string();
         Ok(Upstream {
             pool: Pool::new(https, UPSTREAM_BUF_BYTES),
-            base: base.trim_end_matches('/').to_string(),
+            origin: Origin::parse(&base),
+            base,
             timeout: cfg.timeout,
             auth: cfg.auth.clone(),
             fixed_auth: fixed_auth(&cfg.auth),
@@ -154,31 +200,49 @@ impl Upstream {
         body: Body,
         progress: Arc<Progress>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        // Handed over as a `String`, which the URI keeps without a copy.
-        let uri = [self.base.as_str(), path].concat();
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        if let Some(token) = self.client_credentials().await.map_err(SendError::Auth)? {
-            req = req.header(AUTHORIZATION, token);
-        }
+        let uri = match &self.origin {
+            Some(origin) => origin.uri(path),
+            // Handed over as a `String`, which the URI keeps without a copy.
+            None => Uri::try_from([self.base.as_str(), path].concat()).ok(),
+        };
+        let Some(uri) = uri else {
+            return Err(SendError::Auth(Error::internal(
+                "The upstream request could not be built.",
+            )));
+        };
+        let token = self.client_credentials().await.map_err(SendError::Auth)?;
         // Fixed credentials are cloned header by header (a reference count each), not
         // gathered into a vector of their own first.
         let fixed = self
             .fixed_auth
             .as_ref()
             .map_err(|e| SendError::Auth(e.clone()))?;
+        // Built in place: a `request::Builder` moves the whole request through each of
+        // its calls and converts each header again.
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(headers.len() + fixed.len() + 3);
+        for (k, v) in headers {
+            h.append(k, v);
+        }
+        if let Some(token) = token {
+            h.append(AUTHORIZATION, token);
+        }
         for (k, v) in fixed {
-            req = req.header(k.clone(), v.clone());
+            h.append(k.clone(), v.clone());
         }
         let ctx = crate::context::current();
         if let Some(v) = ctx.as_ref().and_then(|c| HeaderValue::from_str(&c.id).ok()) {
-            req = req.header(X_REQUEST_ID, v);
+            h.append(X_REQUEST_ID, v);
         }
-        let mut req = req.body(body).map_err(|_| {
-            SendError::Auth(Error::internal("The upstream request could not be built."))
-        })?;
+        // Where the pool would put it, last, from the same authority.
+        if let Some(origin) = &self.origin {
+            if !h.contains_key(HOST) {
+                h.insert(HOST, origin.host.clone());
+            }
+        }
         progress.touch();
         req.extensions_mut().insert(progress);
         let started = Instant::now();
