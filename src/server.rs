@@ -373,7 +373,7 @@ async fn build_route(r: &config::Route) -> Result<RouteRuntime, String> {
     });
     let auth = FrontAuth {
         tokens: r.client_tokens.clone(),
-        signing_key,
+        signing_key: crate::secret::MacKey::new(&signing_key),
         route: r.name.clone(),
     };
     Ok(RouteRuntime::new(r.clone(), upstream, auth, emulator))

@@ -9,11 +9,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::wire::{self, encode_segment as seg, MultipartBody};
 use super::{
@@ -23,7 +22,7 @@ use super::{
 use crate::codec::json_out;
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
-use crate::secret::{ct_any, Secret};
+use crate::secret::{ct_any, MacKey};
 use crate::upload::{
     id_text, split_ext, Attachment, Field, FileRef, FileView, Kind, Kinds, Listing, Outcome, Page,
     UploadMeta, UploadResult,
@@ -446,13 +445,11 @@ fn now_secs() -> u64 {
 
 const TOKEN_PREFIX: &str = "cgt1";
 
-fn signature(key: &Secret, route: &str, exp: u64, nonce: &str) -> String {
-    // HMAC takes keys of any length; were it ever to refuse one, a random signature
-    // makes every token fail to verify rather than pass.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
-        return uuid::Uuid::new_v4().simple().to_string();
-    };
-    // The signed text is `cgt1.{route}.{exp}.{nonce}`, fed in pieces (no string built).
+/// The HMAC-SHA256 of `cgt1.{route}.{exp}.{nonce}` under the route's key; None when the
+/// key could not be used (then nothing is signed and nothing verifies).
+fn signature(key: &MacKey, route: &str, exp: u64, nonce: &str) -> Option<[u8; 32]> {
+    let mut mac = key.mac()?;
+    // Fed in pieces (no string built).
     let mut digits = [0u8; 20];
     for piece in [
         TOKEN_PREFIX.as_bytes(),
@@ -465,7 +462,7 @@ fn signature(key: &Secret, route: &str, exp: u64, nonce: &str) -> String {
     ] {
         mac.update(piece);
     }
-    crate::codec::hex(&mac.finalize().into_bytes())
+    Some(mac.finalize().into_bytes().into())
 }
 
 /// `n` in decimal, written into the end of `buf`.
@@ -485,33 +482,47 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 fn issue_token(auth: &FrontAuth, ttl: u64, now: u64) -> String {
     let exp = now + ttl;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let sig = signature(&auth.signing_key, &auth.route, exp, &nonce);
+    // A key HMAC refused signs with random text, which verifies against nothing.
+    let sig = signature(&auth.signing_key, &auth.route, exp, &nonce).map_or_else(
+        || uuid::Uuid::new_v4().simple().to_string(),
+        |sig| crate::codec::hex(&sig),
+    );
     format!("{TOKEN_PREFIX}.{exp}.{nonce}.{sig}")
 }
 
 /// True when `token` was issued for this route with its key and has not expired.
 fn verify_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
-    let mut parts = token.split('.');
-    let (Some(prefix), Some(exp), Some(nonce), Some(sig), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
+    // Four parts between three dots, found as bytes (a `char` split decodes each one).
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (Some(a), Some(b), Some(c), None) = (dots.next(), dots.next(), dots.next(), dots.next())
+    else {
+        return false;
+    };
+    let (prefix, exp, nonce, sig) = (
+        &token[..a],
+        &token[a + 1..b],
+        &token[b + 1..c],
+        &token[c + 1..],
+    );
+    // The expiry as issued, in plain decimal: `+1060` or `01060` would parse to the same
+    // number, and so carry its signature, in another spelling.
+    let mut digits = [0u8; 20];
+    let Some(exp_n) = exp
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| decimal(n, &mut digits) == exp.as_bytes())
+    else {
+        return false;
+    };
+    // The signature is read back from its lowercase hex (any other spelling is refused,
+    // as the text comparison did) and its 32 bytes compared in constant time.
+    let (Some(expected), Some(presented)) = (
+        signature(&auth.signing_key, &auth.route, exp_n, nonce),
+        crate::codec::unhex::<32>(sig),
     ) else {
         return false;
     };
-    let Ok(exp_n) = exp.parse::<u64>() else {
-        return false;
-    };
-    let expected = signature(&auth.signing_key, &auth.route, exp_n, nonce);
-    // The expected signature's length is public (64 hex digits), so the lengths are
-    // compared first and the bytes in constant time, without `ct_eq`'s two hashes.
-    let good = sig.len() == expected.len()
-        && bool::from(subtle::ConstantTimeEq::ct_eq(
-            sig.as_bytes(),
-            expected.as_bytes(),
-        ));
+    let good = bool::from(subtle::ConstantTimeEq::ct_eq(&presented[..], &expected[..]));
     prefix == TOKEN_PREFIX && good && exp_n > now
 }
 
@@ -660,11 +671,14 @@ mod tests {
     }
 
     use super::*;
+    use crate::secret::Secret;
+    use hmac::Hmac;
+    use sha2::Sha256;
 
     fn auth(route: &str, key: &str) -> FrontAuth {
         FrontAuth {
             tokens: vec![Secret::new("s3cret")],
-            signing_key: Secret::new(key),
+            signing_key: MacKey::new(&Secret::new(key)),
             route: route.into(),
         }
     }
@@ -680,10 +694,8 @@ mod tests {
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            assert_eq!(
-                signature(&Secret::new("k3y"), "route-a", exp, "n0nce"),
-                want
-            );
+            let sig = signature(&MacKey::new(&Secret::new("k3y")), "route-a", exp, "n0nce");
+            assert_eq!(crate::codec::hex(&sig.unwrap()), want);
         }
     }
 
@@ -712,6 +724,16 @@ mod tests {
             1000
         ));
         assert!(verify_token(&format!("{head}.{sig}"), &a, 1000));
+        // One spelling only, and four parts only.
+        assert_ne!(sig.to_uppercase(), sig);
+        let upper = format!("{head}.{}", sig.to_uppercase());
+        assert!(!verify_token(&upper, &a, 1000), "capital hex");
+        assert!(!verify_token(&format!("{t}.x"), &a, 1000), "a fifth part");
+        assert!(!verify_token(&format!("x{t}"), &a, 1000), "another prefix");
+        for spelling in [".+1060.", ".01060."] {
+            let other = t.replacen(".1060.", spelling, 1);
+            assert!(!verify_token(&other, &a, 1000), "{spelling}");
+        }
     }
 
     #[test]

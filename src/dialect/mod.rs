@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode};
 
 use crate::error::{Body, Error};
 use crate::inbound::{BodyStream, Inbound, Limits};
-use crate::secret::Secret;
+use crate::secret::{MacKey, Secret};
 use crate::upload::{
     Attachment, CommentsPage, FileRef, FileView, Kind, Kinds, Links, Listed, Listing, Outcome,
     Page, UploadMeta, UploadResult,
@@ -205,7 +205,8 @@ pub enum IdKind {
 pub struct FrontAuth {
     /// Empty: an open route.
     pub tokens: Vec<Secret>,
-    pub signing_key: Secret,
+    /// The key that signs and verifies its access tokens, keyed once.
+    pub signing_key: MacKey,
     /// The route's name, bound into issued tokens so one route's token opens no other.
     pub route: String,
 }

@@ -422,7 +422,9 @@ pub fn token_request(body: &[u8], form: bool) {
     let d = dialect::get(DialectId::Caseiq);
     let auth = FrontAuth {
         tokens: vec![Secret::new("the-secret")],
-        signing_key: Secret::new("0123456789abcdef0123456789abcdef"),
+        signing_key: casegate::secret::MacKey::new(&Secret::new(
+            "0123456789abcdef0123456789abcdef",
+        )),
         route: "r".into(),
     };
     let ct = if form {
