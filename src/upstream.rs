@@ -542,3 +542,31 @@ impl SendError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_makes_the_uri_and_host_the_whole_url_parsed_made() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "https://cases.example",
+            "https://cases.example/api/v1",
+            "http://[::1]:9/x/y",
+            "http://user@h:1/p",
+        ] {
+            let origin = Origin::parse(base).unwrap();
+            for path in ["/", "/api/v2/cases/7/files", "/a%20b?x=1&y", "/%E2%82%AC#"] {
+                let whole = Uri::try_from([base, path].concat()).ok();
+                assert_eq!(origin.uri(path), whole, "{base} {path}");
+                let authority = whole.as_ref().and_then(|u| u.authority()).unwrap();
+                assert_eq!(origin.host, authority.as_str(), "{base}");
+            }
+        }
+        // A query in the base, or no authority: the whole URL is parsed per request.
+        for base in ["http://h?q=1", "/relative", "h:80", "not a url"] {
+            assert!(Origin::parse(base).is_none(), "{base}");
+        }
+    }
+}
