@@ -258,12 +258,12 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
 }
 
 /// `tracing-subscriber`'s `SystemTime` timer's text: `2026-12-02T22:15:47.263580Z`.
-fn write_time(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_time(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let Ok(since) = now.duration_since(UNIX_EPOCH) else {
         // A clock before 1970: rare enough for the timer itself.
         use tracing_subscriber::fmt::time::FormatTime;
         if tracing_subscriber::fmt::time::SystemTime
-            .format_time(w)
+            .format_time(&mut Writer::new(w))
             .is_err()
         {
             w.write_str("<unknown time>")?;

@@ -154,8 +154,10 @@ impl AccessLine<'_> {
             line.clear();
             let now = SystemTime::now();
             let written = match direct.format {
-                LineFormat::Text => self.text(&mut Writer::new(line), now),
-                LineFormat::Json => self.json(&mut Writer::new(line), now),
+                // Into the `String` itself: through tracing's `Writer` each piece took a
+                // dynamic call (about 30 instructions each, 25 pieces a line).
+                LineFormat::Text => self.text(line, now),
+                LineFormat::Json => self.json(line, now),
             };
             if written.is_ok() {
                 direct.sink.append(line.as_bytes());
@@ -175,7 +177,7 @@ impl AccessLine<'_> {
 
     /// The text format's line ([`FastText`](super::FastText) over
     /// [`FastFields`](super::FastFields)): `%` fields bare, strings quoted.
-    fn text(&self, w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+    fn text(&self, w: &mut String, now: SystemTime) -> fmt::Result {
         write_time(w, now)?;
         w.write_str("  INFO casegate::access: request_id=")?;
         w.write_str(self.request_id)?;
@@ -215,7 +217,7 @@ impl AccessLine<'_> {
     /// The JSON format's line ([`FastJson`](super::FastJson)): the fields flattened
     /// between the level and the target, no span (the event is logged when the answer's
     /// body is done, outside the request's scope).
-    fn json(&self, w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+    fn json(&self, w: &mut String, now: SystemTime) -> fmt::Result {
         w.write_str("{\"timestamp\":\"")?;
         write_time(w, now)?;
         w.write_str("\",\"level\":\"INFO\"")?;
@@ -465,10 +467,9 @@ mod tests {
         let direct = |format: LineFormat| {
             let mut out = String::new();
             for line in access_lines() {
-                let mut w = Writer::new(&mut out);
                 match format {
-                    LineFormat::Text => line.text(&mut w, SystemTime::now()).unwrap(),
-                    LineFormat::Json => line.json(&mut w, SystemTime::now()).unwrap(),
+                    LineFormat::Text => line.text(&mut out, SystemTime::now()).unwrap(),
+                    LineFormat::Json => line.json(&mut out, SystemTime::now()).unwrap(),
                 }
             }
             out
