@@ -28,6 +28,11 @@ pub fn mime(parts: &Parts) -> Option<mime::Mime> {
 
 /// Whether the request's content type is `essence` (`application/json`), parameters aside.
 pub fn has_type(parts: &Parts, essence: &str) -> bool {
+    // The header as it mostly comes, the essence alone, needs no parser (about 600
+    // instructions a request); anything else (parameters, spaces) goes through it.
+    if content_type(parts).is_some_and(|ct| ct.eq_ignore_ascii_case(essence)) {
+        return true;
+    }
     mime(parts).is_some_and(|m| m.essence_str().eq_ignore_ascii_case(essence))
 }
 
@@ -361,6 +366,34 @@ mod tests {
             .unwrap()
             .into_parts()
             .0
+    }
+
+    #[test]
+    fn a_content_type_is_matched_as_the_parser_matches_it() {
+        for ct in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json ; charset=utf-8",
+            " application/json",
+            "application/json;",
+            "application/json; =x",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "text/json",
+            "",
+        ] {
+            let mut p = parts("/");
+            p.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+            let parsed = ct
+                .parse::<mime::Mime>()
+                .is_ok_and(|m| m.essence_str().eq_ignore_ascii_case("application/json"));
+            assert_eq!(has_type(&p, "application/json"), parsed, "{ct:?}");
+        }
+        assert!(!has_type(&parts("/"), "application/json"));
     }
 
     #[test]
