@@ -653,6 +653,10 @@ where
         if self.ended || body.is_end_stream() {
             return;
         }
+        // Only inside a runtime, as before: the timeout wrapper's timer needs one.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         // A look first, with no waker: a body dropped early is most often at its end
         // already (a form read to its closing boundary, under a timeout wrapper that does
         // not say so), and what has arrived is read here. Only a body still coming gets a
@@ -670,9 +674,6 @@ where
                 Poll::Pending => break,
             }
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         handle.spawn(async move {
             let drain = async {
                 while seen < DRAIN_BYTES {
@@ -722,6 +723,21 @@ mod tests {
                 Poll::Pending
             }
         }
+    }
+
+    #[test]
+    fn outside_a_runtime_a_body_dropped_early_is_left_alone() {
+        // Its timeout wrapper's timer would need a runtime; nothing polls it.
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        drop(DrainOnDrop {
+            inner: Some(Box::pin(Script {
+                ready: 1,
+                end: true,
+                polls: polls.clone(),
+            })),
+            ended: false,
+        });
+        assert_eq!(polls.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
