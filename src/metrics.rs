@@ -186,12 +186,33 @@ thread_local! {
     static LAST: std::cell::RefCell<Last> = std::cell::RefCell::new(Last::default());
 }
 
-/// `f` on this thread's [`Last`]; None when it cannot be had (the thread is ending, or
-/// recording re-entered itself), and the caller looks its series up.
-fn with_last(f: impl FnOnce(&mut Last)) -> Option<()> {
-    LAST.try_with(|last| last.try_borrow_mut().ok().map(|mut last| f(&mut last)))
-        .ok()
-        .flatten()
+/// Records (`record`) into the series `slot` of this thread's [`Last`] holds when they
+/// are registry `id`'s for `key`; else into the ones `series` looks up in the families,
+/// which the slot then keeps. When this thread's `Last` cannot be had (the thread is
+/// ending, or recording re-entered itself), the look-up alone.
+fn through_last<K: PartialEq + Clone, S>(
+    slot: fn(&mut Last) -> &mut Option<(u64, K, S)>,
+    id: u64,
+    key: K,
+    series: impl Fn(&K) -> S,
+    record: impl Fn(&S),
+) {
+    let kept = LAST.try_with(|last| {
+        let mut last = last.try_borrow_mut().ok()?;
+        let slot = slot(&mut last);
+        match slot {
+            Some((i, k, s)) if *i == id && *k == key => record(s),
+            _ => {
+                let s = series(&key);
+                record(&s);
+                *slot = Some((id, key.clone(), s));
+            }
+        }
+        Some(())
+    });
+    if kept.ok().flatten().is_none() {
+        record(&series(&key));
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -333,17 +354,7 @@ impl Metrics {
             count.inc();
             duration_s.observe(duration.as_secs_f64());
         };
-        let cached = with_last(|last| match &last.request {
-            Some((id, k, s)) if *id == self.id && *k == key => record(s),
-            _ => {
-                let s = series(&key);
-                record(&s);
-                last.request = Some((self.id, key.clone(), s));
-            }
-        });
-        if cached.is_none() {
-            record(&series(&key));
-        }
+        through_last(|last| &mut last.request, self.id, key, series, record);
     }
 
     /// Observes one upstream call's duration (`casegate_upstream_duration_seconds`).
@@ -352,19 +363,13 @@ impl Metrics {
             route: route.clone(),
             back,
         };
-        let series = |key: &RouteBack| self.upstream_duration.get_or_create(key).clone();
-        let record = |s: &Histogram| s.observe(duration.as_secs_f64());
-        let cached = with_last(|last| match &last.upstream {
-            Some((id, k, s)) if *id == self.id && *k == key => record(s),
-            _ => {
-                let s = series(&key);
-                record(&s);
-                last.upstream = Some((self.id, key.clone(), s));
-            }
-        });
-        if cached.is_none() {
-            record(&series(&key));
-        }
+        through_last(
+            |last| &mut last.upstream,
+            self.id,
+            key,
+            |key| self.upstream_duration.get_or_create(key).clone(),
+            |s| s.observe(duration.as_secs_f64()),
+        );
     }
 
     /// Counts one failed upstream call (`casegate_upstream_errors_total{route,code}`).
