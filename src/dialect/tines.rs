@@ -234,7 +234,7 @@ impl Dialect for Tines {
 
     fn build_upload(&self, meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Result<Outbound, Error> {
         let case = meta.case_id.as_deref().unwrap_or_default();
-        let fields = json_fields(meta);
+        let fields = json_fields(meta, |_| true);
         let mut head = String::with_capacity(256);
         head.push('{');
         let mut emitted = Vec::with_capacity(fields.len());
@@ -605,18 +605,24 @@ fn map_field(key: &str, value: Scalar) -> Result<Mapped, Error> {
 }
 
 /// The JSON members of an upload other than the file, in the documented order.
-fn json_fields(meta: &UploadMeta) -> Vec<(&'static str, Value)> {
+/// The body's members from `meta` whose keys `keep` takes; a value is made only for
+/// those (the tail's look at the late fields skips the ones the head already holds).
+fn json_fields(meta: &UploadMeta, keep: impl Fn(&str) -> bool) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
-    if let Some(n) = &meta.file_name {
+    if let Some(n) = meta.file_name.as_ref().filter(|_| keep("filename")) {
         out.push(("filename", Value::from(n.as_str())));
     }
-    if let Some(c) = &meta.comment {
+    if let Some(c) = meta.comment.as_ref().filter(|_| keep("value")) {
         out.push(("value", Value::from(c.as_str())));
     }
-    if let Some(e) = &meta.author_email {
+    if let Some(e) = meta.author_email.as_ref().filter(|_| keep("author_email")) {
         out.push(("author_email", Value::from(e.as_str())));
     }
-    if let Some(b) = &meta.block_id {
+    if let Some(b) = meta
+        .block_id
+        .as_ref()
+        .filter(|_| keep("team_case_block_id"))
+    {
         out.push(("team_case_block_id", id_json(b)));
     }
     out
@@ -641,12 +647,10 @@ struct JsonBody {
 impl JsonBody {
     fn tail_bytes(&self, rest: Bytes, late: &UploadMeta) -> Bytes {
         let mut members = String::new();
-        for (k, v) in json_fields(late) {
-            if !self.emitted.contains(&k) {
-                members.reserve(128);
-                members.push(',');
-                push_member(&mut members, k, &v);
-            }
+        for (k, v) in json_fields(late, |k| !self.emitted.contains(&k)) {
+            members.reserve(128);
+            members.push(',');
+            push_member(&mut members, k, &v);
         }
         let mut out = Vec::with_capacity(rest.len() + members.len() + 2);
         out.extend_from_slice(&rest);
