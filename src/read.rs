@@ -113,7 +113,7 @@ pub fn links(rt: &RouteRuntime, settings: &Settings, parts: &Parts) -> Links {
 /// an answer).
 fn valid_host(host: &str) -> bool {
     let b = host.as_bytes();
-    let name_end = memchr::memchr(b':', b).unwrap_or(b.len());
+    let name_end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
     let plain = name_end > 0
         && b[..name_end]
             .iter()
