@@ -275,14 +275,22 @@ unsafe impl std::alloc::GlobalAlloc for Split {
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed memory stays with the process before mimalloc returns it.
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
 /// Runs before anything allocates (an ELF constructor, ahead of Rust's `main`): memory
-/// freed goes back to the system after 10 ms (mimalloc 3 keeps it a second by default,
-/// which doubled casegate's peak RSS under eight concurrent uploads; 0, at once, costs a
-/// `madvise` so often that the CPU saved is lost again) and arenas are committed as they
-/// are used, not when reserved. The environment's `MIMALLOC_*` variables, read later,
-/// still override both.
+/// freed goes back to the system after a second, and arenas are committed as they are
+/// used, not when reserved. The environment's `MIMALLOC_*` variables, read later, still
+/// override both.
+///
+/// The purge delay was 10 ms while mimalloc served every block: a second (mimalloc 3's
+/// default) doubled casegate's peak RSS under eight concurrent big uploads, whose chunks
+/// it then held. With those chunks from glibc's malloc ([`Split`]), a second leaves the
+/// memory benchmark's peaks where they were (12.2-19.3 MiB against 12.3-19.5), and 10 ms
+/// returned the pages of a request's small blocks so soon that the next requests faulted
+/// them back in: about 1 800 page faults a second under small uploads (0.2 per upload),
+/// against about 130 with a second, and 4-6 % more CPU per small upload (bench/RESULTS.md,
+/// the twenty-first round). 0, at once, costs a `madvise` so often that the CPU saved is
+/// lost again.
 extern "C" fn allocator_options() {
     // SAFETY: mi_option_set_default only stores a number in mimalloc's option table; it
     // is called once, on the one thread that exists before main.
