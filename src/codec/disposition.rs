@@ -29,11 +29,50 @@ pub enum DispositionError {
 /// Parses a `Content-Disposition` header value. Allocates only for the values it keeps
 /// (it runs for every part of every upload).
 pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
+    match plain(raw) {
+        Some(d) => Ok(d),
+        None => parse_any(raw),
+    }
+}
+
+/// The form every client library writes, `form-data; name="NAME"` and after it at most
+/// `; filename="FILE"`, the values without `"` or `\` inside, read in one pass (a part's
+/// disposition through [`parse_any`] costs about 800 instructions, most of them in its
+/// trims and key matching). Anything else is None, for [`parse_any`], which reads these
+/// the same (the test holds the two together).
+fn plain(raw: &[u8]) -> Option<Disposition> {
+    /// A quoted value's text, up to its closing quote, and what follows the quote.
+    fn quoted(s: &[u8]) -> Option<(String, &[u8])> {
+        let end = find(s, |b| b == b'"' || b == b'\\')?;
+        if s[end] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&s[..end]).ok()?;
+        Some((text.to_owned(), &s[end + 1..]))
+    }
+    let (name, rest) = quoted(raw.strip_prefix(b"form-data; name=\"")?)?;
+    let filename = match rest.strip_prefix(b"; filename=\"") {
+        Some(rest) => match quoted(rest)? {
+            (file, b"") => Some(file),
+            _ => return None,
+        },
+        None if rest.is_empty() => None,
+        None => return None,
+    };
+    Some(Disposition {
+        name: Some(name),
+        filename,
+    })
+}
+
+/// [`parse`] for any form: parameters in any order and case, tokens, escapes, spaces,
+/// `filename*`.
+fn parse_any(raw: &[u8]) -> Result<Disposition, DispositionError> {
     let text = std::str::from_utf8(raw).map_err(|_| DispositionError::NotUtf8)?;
     let mut out = Disposition::default();
     let mut ext_filename = None;
     // Skip the disposition type (`form-data`).
-    let mut rest = match after(text, memchr::memchr(b';', text.as_bytes())) {
+    let mut rest = match after(text, find(text.as_bytes(), |b| b == b';')) {
         Some(r) => r,
         None => return Ok(out),
     };
@@ -42,7 +81,7 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
         if rest.is_empty() {
             break;
         }
-        let eq = match memchr::memchr2(b'=', b';', rest.as_bytes()) {
+        let eq = match find(rest.as_bytes(), |b| b == b'=' || b == b';') {
             Some(i) if rest.as_bytes()[i] == b'=' => i,
             Some(i) => {
                 rest = &rest[i + 1..];
@@ -59,7 +98,7 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
             let mut i = 0;
             let mut escaped = false;
             let mut closed = None;
-            while let Some(j) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+            while let Some(j) = find(&bytes[i..], |b| b == b'"' || b == b'\\') {
                 i += j;
                 if bytes[i] == b'"' {
                     closed = Some(i);
@@ -76,12 +115,12 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
             rest = match closed {
                 Some(end) => {
                     let tail = &quoted[end + 1..];
-                    after(tail, memchr::memchr(b';', tail.as_bytes())).unwrap_or("")
+                    after(tail, find(tail.as_bytes(), |b| b == b';')).unwrap_or("")
                 }
                 None => "",
             };
         } else {
-            let end = memchr::memchr(b';', rest.as_bytes());
+            let end = find(rest.as_bytes(), |b| b == b';');
             value = Value::Token(trim(&rest[..end.unwrap_or(rest.len())]));
             rest = after(rest, end).unwrap_or("");
         }
@@ -98,6 +137,13 @@ pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
         out.filename = ext_filename;
     }
     Ok(out)
+}
+
+/// The first byte of `s` that `hit` picks. A plain loop: a disposition's pieces are a few
+/// bytes each, where `memchr`'s set-up costs more than the search (about 1 000
+/// instructions of a part's 1 000 went to it).
+fn find(s: &[u8], hit: impl Fn(u8) -> bool) -> Option<usize> {
+    s.iter().position(|&b| hit(b))
 }
 
 /// What follows the ASCII byte at `at` in `s`, if there is one.
@@ -279,6 +325,65 @@ mod tests {
 
     fn p(s: &str) -> Disposition {
         parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_usual_form_is_read_as_the_general_parser_reads_it() {
+        for usual in [
+            r#"form-data; name="file"; filename="screenshot.png""#,
+            r#"form-data; name="case_id""#,
+            r#"form-data; name="file"; filename="""#,
+            "form-data; name=\"file\"; filename=\"Prüfbericht ü.pdf\"",
+        ] {
+            let fast = plain(usual.as_bytes());
+            assert!(fast.is_some(), "{usual}");
+            assert_eq!(fast, parse_any(usual.as_bytes()).ok(), "{usual}");
+        }
+        // Every text of up to four pieces from an alphabet of what a disposition may and
+        // may not hold, inside and around the usual form.
+        let alphabet: [&[u8]; 11] = [
+            b"a",
+            b"\"",
+            b"\\",
+            b";",
+            b" ",
+            b"=",
+            b"\t",
+            "é".as_bytes(),
+            b"\xff",
+            b"*",
+            b"F",
+        ];
+        let mut pieces: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = pieces.clone();
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |a| [p.as_slice(), a].concat()))
+                .collect();
+            pieces.extend(last.iter().cloned());
+        }
+        let frames: [(&[u8], &[u8]); 7] = [
+            (b"form-data; name=\"", b""),
+            (b"form-data; name=\"", b"\""),
+            (b"form-data; name=\"x\"", b""),
+            (b"form-data; name=\"x\"; filename=\"", b""),
+            (b"form-data; name=\"x\"; filename=\"", b"\""),
+            (b"form-data; name=\"x\"; filename=\"y\"", b""),
+            (b"", b"form-data; name=\"x\""),
+        ];
+        let mut taken = 0;
+        for (before, after) in frames {
+            for piece in &pieces {
+                let raw = [before, piece.as_slice(), after].concat();
+                if let Some(fast) = plain(&raw) {
+                    taken += 1;
+                    let text = String::from_utf8_lossy(&raw);
+                    assert_eq!(Ok(fast), parse_any(&raw), "{text:?}");
+                }
+            }
+        }
+        assert!(taken > 1000, "the usual form was read {taken} times");
     }
 
     #[test]
