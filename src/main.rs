@@ -288,7 +288,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 /// memory benchmark's peaks where they were (12.2-19.3 MiB against 12.3-19.5), and 10 ms
 /// returned the pages of a request's small blocks so soon that the next requests faulted
 /// them back in: about 1 800 page faults a second under small uploads (0.2 per upload),
-/// against about 130 with a second, and 4-6 % more CPU per small upload (bench/RESULTS.md,
+/// against about 130 with a second, and 4-9 % more CPU per small upload (bench/RESULTS.md,
 /// the twenty-first round). 0, at once, costs a `madvise` so often that the CPU saved is
 /// lost again.
 extern "C" fn allocator_options() {
