@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,6 +35,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::error::{Body, BoxError};
 
+mod raw;
+
 /// How long a connection may sit idle in the pool.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most idle connections kept per route.
@@ -43,15 +46,34 @@ const REAP_EVERY: Duration = Duration::from_secs(5);
 
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
-/// One connection: the sender and the connection future that does its I/O.
-struct Conn {
+/// One connection: casegate's own over plain TCP, or hyper's over TLS.
+// Always boxed itself (`Box<Conn>`), and the plain connection is the common one.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Raw(raw::RawConn),
+    /// Boxed: hyper's connection is seven times the size of casegate's own.
+    Hyper(Box<HyperConn>),
+}
+
+impl Conn {
+    /// Still open, as far as can be told without waiting.
+    fn usable(&self) -> bool {
+        match self {
+            Conn::Raw(c) => c.alive(),
+            Conn::Hyper(c) => !c.ended() && !c.send.is_closed(),
+        }
+    }
+}
+
+/// A TLS connection: hyper's sender and the connection future that does its I/O.
+struct HyperConn {
     send: http1::SendRequest<Body>,
     /// None once it has ended (closed, or failed). It is dropped then, which fails
     /// whatever still waits on it (a request not sent comes back for another try).
     io: Option<http1::Connection<Io, Body>>,
 }
 
-impl Conn {
+impl HyperConn {
     /// Polls the connection future, unless it has ended.
     fn poll_io(&mut self, cx: &mut Context<'_>) {
         poll_io(&mut self.io, cx);
@@ -83,6 +105,8 @@ pub enum PoolError {
     Connect(BoxError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Raw(#[from] raw::RawError),
 }
 
 /// Idle connections, kept apart per connection worker ([`crate::workers::current`]): a
@@ -136,7 +160,7 @@ impl Pool {
         let slot = idle.slot(crate::workers::current());
         while let Some(i) = slot.pop() {
             taken += 1;
-            if !i.conn.ended() && !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
+            if i.since.elapsed() < IDLE_TIMEOUT && i.conn.usable() {
                 found = Some(i.conn);
                 break;
             }
@@ -166,11 +190,32 @@ impl Pool {
         let io = tower::Service::call(&mut self.connector.clone(), uri.clone())
             .await
             .map_err(PoolError::Connect)?;
-        let (send, io) = http1::Builder::new()
-            .max_buf_size(self.max_buf)
-            .handshake(io)
-            .await?;
-        Ok(Box::new(Conn { send, io: Some(io) }))
+        match io {
+            MaybeHttpsStream::Http(tcp) => Ok(Box::new(Conn::Raw(raw::RawConn::new(
+                tcp.into_inner(),
+                self.max_buf,
+            )))),
+            tls @ MaybeHttpsStream::Https(_) => {
+                let (send, io) = http1::Builder::new()
+                    .max_buf_size(self.max_buf)
+                    .handshake(tls)
+                    .await?;
+                Ok(Box::new(Conn::Hyper(Box::new(HyperConn {
+                    send,
+                    io: Some(io),
+                }))))
+            }
+        }
+    }
+
+    /// A connection: the calling worker's idle one, else a new one (boxed: connecting,
+    /// with TCP, maybe TLS and the handshake, is a large future that a request on a
+    /// reused connection need not carry). True when reused.
+    async fn conn(&self, target: &Uri) -> Result<(Box<Conn>, bool), PoolError> {
+        match self.checkout() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((Box::pin(self.connect(target)).await?, false)),
+        }
     }
 
     /// Sends `req` (its URI absolute: it says where to connect; it goes out in origin
@@ -180,7 +225,8 @@ impl Pool {
         self: &Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, PoolError> {
-        let target = req.uri().clone();
+        // Taken, not cloned: the request goes out with its path alone.
+        let target = std::mem::take(req.uri_mut());
         if !req.headers().contains_key(HOST) {
             if let Some(host) = target
                 .authority()
@@ -189,17 +235,19 @@ impl Pool {
                 req.headers_mut().insert(HOST, host);
             }
         }
+        if target.scheme() == Some(&Scheme::HTTP) {
+            let path = target.path_and_query().map_or("/", |p| p.as_str());
+            return self.send_raw(raw::Outgoing::new(req, path), &target).await;
+        }
         if let Some(path) = target.path_and_query() {
             *req.uri_mut() = Uri::from(path.clone());
         }
         loop {
-            let (mut conn, reused) = match self.checkout() {
-                Some(conn) => (conn, true),
-                // Boxed: connecting (TCP, maybe TLS, the handshake) is a large future
-                // that a request on a reused connection need not carry.
-                None => (Box::pin(self.connect(&target)).await?, false),
+            let (mut conn, reused) = self.conn(&target).await?;
+            let Conn::Hyper(hyper) = &mut *conn else {
+                continue; // a plain connection, from a pool whose scheme changed: closed
             };
-            let Conn { send, io } = &mut *conn;
+            let HyperConn { send, io } = &mut **hyper;
             let ready = std::future::poll_fn(|cx| {
                 poll_io(io, cx);
                 send.poll_ready(cx)
@@ -221,8 +269,10 @@ impl Pool {
                 Ok(resp) => {
                     let pool = Arc::downgrade(self);
                     return Ok(resp.map(|body| UpstreamBody {
-                        body,
-                        conn: Some(conn),
+                        inner: Inner::Hyper {
+                            body,
+                            conn: Some(conn),
+                        },
                         pool,
                     }));
                 }
@@ -231,6 +281,39 @@ impl Pool {
                     Some(again) if reused => req = again,
                     _ => return Err(e.into_error().into()),
                 },
+            }
+        }
+    }
+
+    /// [`Pool::send`] on casegate's own connections (plain TCP).
+    async fn send_raw(
+        self: &Arc<Self>,
+        mut out: raw::Outgoing,
+        target: &Uri,
+    ) -> Result<Response<UpstreamBody>, PoolError> {
+        loop {
+            let (mut conn, reused) = self.conn(target).await?;
+            let Conn::Raw(c) = &mut *conn else {
+                continue; // a TLS connection, from a pool whose scheme changed: closed
+            };
+            c.start(out);
+            match std::future::poll_fn(|cx| c.poll_head(cx)).await {
+                Ok(head) => {
+                    let mut body = UpstreamBody {
+                        inner: Inner::Raw(Some(conn)),
+                        pool: Arc::downgrade(self),
+                    };
+                    body.release_if_done();
+                    return Ok(head.map(|()| body));
+                }
+                Err(e) => {
+                    let retry = matches!(e, raw::RawError::Io(_) | raw::RawError::Closed);
+                    match c.take_unsent() {
+                        // Never went out: a reused connection the upstream had closed.
+                        Some(again) if reused && retry => out = again,
+                        _ => return Err(e.into()),
+                    }
+                }
             }
         }
     }
@@ -248,7 +331,7 @@ async fn reap(pool: Weak<Pool>) {
             for slot in idle.per_worker.iter_mut() {
                 let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(slot)
                     .into_iter()
-                    .partition(|i| !i.conn.send.is_closed() && i.since.elapsed() < IDLE_TIMEOUT);
+                    .partition(|i| i.since.elapsed() < IDLE_TIMEOUT && i.conn.usable());
                 *slot = keep;
                 stale.extend(gone);
             }
@@ -262,17 +345,30 @@ async fn reap(pool: Weak<Pool>) {
 /// An upstream answer's body. Reading it drives its connection; read to the end, the
 /// connection goes back to the pool, dropped before, it is closed.
 pub struct UpstreamBody {
-    body: Incoming,
-    /// Boxed: a connection (hyper's buffers and state) is large, and an answer is moved
-    /// through several futures; it is allocated once per connection, not per request.
-    conn: Option<Box<Conn>>,
+    inner: Inner,
     pool: Weak<Pool>,
+}
+
+enum Inner {
+    /// On casegate's own connection; None once the body ended (the connection is back
+    /// in the pool, or closed).
+    ///
+    /// Boxed: a connection (its buffers and state) is large, and an answer is moved
+    /// through several futures; it is allocated once per connection, not per request.
+    Raw(Option<Box<Conn>>),
+    Hyper {
+        body: Incoming,
+        conn: Option<Box<Conn>>,
+    },
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pooled = match &self.inner {
+            Inner::Raw(conn) | Inner::Hyper { conn, .. } => conn.is_some(),
+        };
         f.debug_struct("UpstreamBody")
-            .field("pooled", &self.conn.is_some())
+            .field("pooled", &pooled)
             .finish()
     }
 }
@@ -283,29 +379,72 @@ impl UpstreamBody {
     pub async fn drive_while<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
-            if let Some(conn) = self.conn.as_mut() {
-                conn.poll_io(cx);
+            match &mut self.inner {
+                Inner::Raw(Some(conn))
+                | Inner::Hyper {
+                    conn: Some(conn), ..
+                } => match &mut **conn {
+                    Conn::Raw(c) => c.drive_quietly(cx),
+                    Conn::Hyper(c) => c.poll_io(cx),
+                },
+                _ => {}
             }
             fut.as_mut().poll(cx)
         })
         .await
     }
 
+    /// A body that has ended before it is read (nothing after a `HEAD`, a `204`, an
+    /// empty one) gives its connection back at once, when its request is all sent.
+    fn release_if_done(&mut self) {
+        if let Inner::Raw(slot) = &mut self.inner {
+            if let Some(Conn::Raw(c)) = slot.as_deref() {
+                if c.body_ended() && c.idle_now() {
+                    self.release_raw();
+                }
+            }
+        }
+    }
+
+    /// At the body's end: a plain connection back to the pool when it can be used
+    /// again, else closed.
+    fn release_raw(&mut self) {
+        let Inner::Raw(slot) = &mut self.inner else {
+            return;
+        };
+        let Some(conn) = slot.take() else {
+            return;
+        };
+        if let Conn::Raw(c) = &*conn {
+            if c.reusable() {
+                if let Some(pool) = self.pool.upgrade() {
+                    pool.put(conn);
+                }
+            }
+        }
+    }
+
     /// At the body's end: back to the pool when the connection is ready for more.
-    fn release(&mut self, cx: &mut Context<'_>) {
-        let Some(mut conn) = self.conn.take() else {
+    fn release_hyper(&mut self, cx: &mut Context<'_>) {
+        let Inner::Hyper { conn: slot, .. } = &mut self.inner else {
+            return;
+        };
+        let Some(mut conn) = slot.take() else {
+            return;
+        };
+        let Conn::Hyper(c) = &mut *conn else {
             return;
         };
         // One more turn lets the connection see the answer is over and become idle.
-        conn.poll_io(cx);
-        if conn.ended() {
+        c.poll_io(cx);
+        if c.ended() {
             return;
         }
-        if conn.send.is_ready() {
+        if c.send.is_ready() {
             if let Some(pool) = self.pool.upgrade() {
                 pool.put(conn);
             }
-        } else if let Some(io) = conn.io.take() {
+        } else if let Some(io) = c.io.take() {
             // Still busy (the request's body after an early answer): let it finish on
             // its own, not to be reused.
             tokio::spawn(async move {
@@ -317,31 +456,62 @@ impl UpstreamBody {
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(conn) = this.conn.as_mut() {
-            conn.poll_io(cx);
+        match &mut this.inner {
+            Inner::Raw(slot) => {
+                let Some(Conn::Raw(c)) = slot.as_deref_mut() else {
+                    return Poll::Ready(None);
+                };
+                c.drive_quietly(cx);
+                match std::task::ready!(c.poll_body(cx)) {
+                    Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Some(Err(e)) => {
+                        *slot = None; // closed
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    None => {
+                        this.release_raw();
+                        Poll::Ready(None)
+                    }
+                }
+            }
+            Inner::Hyper { body, conn } => {
+                if let Some(Conn::Hyper(c)) = conn.as_deref_mut() {
+                    c.poll_io(cx);
+                }
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() {
+                    this.release_hyper(cx);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
         }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
-        if frame.is_none() {
-            this.release(cx);
-        }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        // While it holds its connection, the body is read to its end (`None`), which is
-        // where the connection goes back to the pool.
-        self.conn.is_none() && self.body.is_end_stream()
+        match &self.inner {
+            Inner::Raw(conn) => conn.is_none(),
+            // While it holds its connection, the body is read to its end (`None`), which
+            // is where the connection goes back to the pool.
+            Inner::Hyper { body, conn } => conn.is_none() && body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::Raw(Some(conn)) => match &**conn {
+                Conn::Raw(c) => c.size_hint(),
+                Conn::Hyper(_) => SizeHint::default(),
+            },
+            Inner::Raw(None) => SizeHint::with_exact(0),
+            Inner::Hyper { body, .. } => body.size_hint(),
+        }
     }
 }
 
@@ -367,6 +537,7 @@ impl tower::Service<Request<Body>> for PoolService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -497,6 +668,402 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A scripted upstream on 127.0.0.1: on every connection it reads requests (the
+    /// head, then a body framed by `content-length` or chunked) and answers each with the
+    /// next of `answers`, as raw bytes; `close` ends a connection after each answer.
+    /// Gives the base URL, every request as it came on the wire, and the connections.
+    async fn scripted(
+        answers: Vec<&'static [u8]>,
+        close: bool,
+    ) -> (String, Arc<Mutex<Vec<Vec<u8>>>>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        let (log, count) = (seen.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (log, answers) = (log.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(request) = read_request(&mut s, &mut buf).await else {
+                            return;
+                        };
+                        log.lock().unwrap().push(request);
+                        let Some(answer) = answers.lock().unwrap().pop_front() else {
+                            return;
+                        };
+                        if s.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, seen, accepted)
+    }
+
+    /// One request off the wire: its head and its body as they came.
+    async fn read_request(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = s.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let done = |b: &[u8]| -> Option<usize> {
+            if head.contains("transfer-encoding: chunked") {
+                b[end..]
+                    .windows(5)
+                    .position(|w| w == b"0\r\n\r\n")
+                    .map(|p| end + p + 5)
+            } else {
+                let n: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse().unwrap());
+                (b.len() >= end + n).then_some(end + n)
+            }
+        };
+        loop {
+            if let Some(total) = done(buf) {
+                return Some(buf.drain(..total).collect());
+            }
+            let n = s.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn post(url: &str, body: Body) -> Request<Body> {
+        Request::post(url).body(body).unwrap()
+    }
+
+    /// A body of unknown length: `pieces`, then `fail` as an error when set.
+    fn streamed(pieces: &[&'static [u8]], fail: bool) -> Body {
+        let mut items: Vec<Result<Frame<Bytes>, BoxError>> = pieces
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        if fail {
+            items.push(Err("the client went away".into()));
+        }
+        http_body_util::StreamBody::new(futures_util::stream::iter(items)).boxed_unsync()
+    }
+
+    async fn text(resp: Response<UpstreamBody>) -> Result<String, BoxError> {
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_out_chunked_and_a_known_one_with_its_length() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (base, seen, accepted) = scripted(vec![ok, ok, ok], false).await;
+        let pool = pool();
+        let resp = pool
+            .send(post(
+                &format!("{base}/a?b=c"),
+                streamed(&[b"hello ", b"", b"world"], false),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(text(resp).await.unwrap(), "ok");
+        let resp = pool
+            .send(post(&format!("{base}/d"), crate::error::full("exact")))
+            .await
+            .unwrap();
+        assert_eq!(text(resp).await.unwrap(), "ok");
+        let resp = pool.send(get(&format!("{base}/e"))).await.unwrap();
+        assert_eq!(text(resp).await.unwrap(), "ok");
+        let host = base.trim_start_matches("http://");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            String::from_utf8(seen[0].clone()).unwrap(),
+            format!(
+                "POST /a?b=c HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\r\n\
+                 6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            String::from_utf8(seen[1].clone()).unwrap(),
+            format!("POST /d HTTP/1.1\r\nhost: {host}\r\ncontent-length: 5\r\n\r\nexact")
+        );
+        assert_eq!(
+            String::from_utf8(seen[2].clone()).unwrap(),
+            format!("GET /e HTTP/1.1\r\nhost: {host}\r\n\r\n")
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_goes_out_whole_in_chunks_as_it_comes() {
+        let ok: &[u8] = b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
+        let (base, seen, _) = scripted(vec![ok], false).await;
+        let big: &'static [u8] = Box::leak(vec![b'x'; 300 * 1024].into_boxed_slice());
+        let pieces = [b"head".as_slice(), big, b"tail", big];
+        let resp = pool()
+            .send(post(&format!("{base}/big"), streamed(&pieces, false)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let mut expected = Vec::new();
+        for p in pieces {
+            expected.extend_from_slice(format!("{:X}\r\n", p.len()).as_bytes());
+            expected.extend_from_slice(p);
+            expected.extend_from_slice(b"\r\n");
+        }
+        expected.extend_from_slice(b"0\r\n\r\n");
+        let seen = seen.lock().unwrap()[0].clone();
+        let start = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(seen[start..] == expected[..]);
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_with_extensions_and_trailers_are_read_and_the_connection_kept() {
+        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+            5;name=value\r\nhello\r\n1 \r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let (base, _, accepted) = scripted(vec![chunked, chunked], false).await;
+        let pool = pool();
+        for _ in 0..2 {
+            let resp = pool.send(get(&format!("{base}/c"))).await.unwrap();
+            assert_eq!(text(resp).await.unwrap(), "hello 0123456789");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_bodiless_answers_end_at_once() {
+        let answers: Vec<&[u8]> = vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: 1\r\nx-a: 2\r\n\r\nabc",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+        ];
+        let (base, _, accepted) = scripted(answers, false).await;
+        let pool = pool();
+        let resp = pool.send(get(&format!("{base}/a"))).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let values: Vec<_> = resp.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(resp.body().size_hint().exact(), Some(3));
+        assert_eq!(text(resp).await.unwrap(), "abc");
+        let resp = pool.send(get(&format!("{base}/b"))).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        assert!(resp.body().is_end_stream());
+        let head = Request::head(format!("{base}/c"))
+            .body(crate::error::full(Bytes::new()))
+            .unwrap();
+        let resp = pool.send(head).await.unwrap();
+        // The length of what a GET would give; no body follows a HEAD's answer.
+        assert_eq!(resp.headers()["content-length"], "10");
+        assert!(resp.body().is_end_stream());
+        assert_eq!(text(resp).await.unwrap(), "");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn answers_that_end_with_the_connection_or_ask_to_close_are_not_reused() {
+        let answers: Vec<&[u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na",
+            b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nb",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\ncEXTRA",
+        ];
+        let (base, _, accepted) = scripted(answers, false).await;
+        let pool = pool();
+        for want in ["a", "b", "c"] {
+            let resp = pool.send(get(&format!("{base}/x"))).await.unwrap();
+            assert_eq!(text(resp).await.unwrap(), want);
+            assert_eq!(pool.idle_count(), 0);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        // Framed by the connection's end.
+        let (base, _, _) = scripted(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"], true).await;
+        let resp = pool.send(get(&format!("{base}/y"))).await.unwrap();
+        assert_eq!(text(resp).await.unwrap(), "until the end");
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors() {
+        let long: &'static [u8] = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nx-long: {}\r\n\r\n",
+                "a".repeat(70 * 1024)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let heads: Vec<(&[u8], &str)> = vec![
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+                "Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+                "Content-Length",
+            ),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", "cannot be parsed"),
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "switches"),
+            (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "cannot be parsed"),
+            (long, "too large"),
+            (b"HTTP/1.1 200 O", "closed the connection"),
+        ];
+        for (answer, why) in heads {
+            let (base, _, _) = scripted(vec![answer], true).await;
+            let err = pool().send(get(&format!("{base}/h"))).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{err} for {answer:?}");
+        }
+        let bodies: Vec<(&[u8], &str)> = vec![
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+                "closed the connection",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZ\r\n",
+                "size is invalid",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000000000000000\r\n",
+                "size is invalid",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabX\r\n",
+                "CRLF",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n",
+                "closed the connection",
+            ),
+        ];
+        for (answer, why) in bodies {
+            let (base, _, _) = scripted(vec![answer], true).await;
+            let pool = pool();
+            let resp = pool.send(get(&format!("{base}/b"))).await.unwrap();
+            let err = text(resp).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{err} for {answer:?}");
+            assert_eq!(pool.idle_count(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_never_reaches_its_end_upstream() {
+        // The upstream gets the body's first piece, then the connection closes without
+        // the last chunk: it cannot take the request as whole.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let got = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let failing = http_body_util::BodyExt::boxed_unsync(Failing(0));
+        let err = pool()
+            .send(post(&format!("{base}/f"), failing))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the client went away"), "{err}");
+        let all = String::from_utf8(got.await.unwrap()).unwrap();
+        assert!(all.ends_with("\r\n\r\n5\r\nfirst\r\n"), "{all:?}");
+        // A body longer than it said it was is refused the same way.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let got = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let lying = http_body_util::BodyExt::boxed_unsync(Lying);
+        let err = pool()
+            .send(post(&format!("{base}/g"), lying))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("longer than its declared length"),
+            "{err}"
+        );
+        // Found before anything went out: the upstream saw nothing at all.
+        let all = String::from_utf8(got.await.unwrap()).unwrap();
+        assert_eq!(all, "");
+    }
+
+    /// A body that gives `first`, waits a turn, and fails.
+    struct Failing(u8);
+
+    impl http_body::Body for Failing {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0 += 1;
+            match self.0 {
+                1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first"))))),
+                2 => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Some(Err("the client went away".into()))),
+            }
+        }
+    }
+
+    /// A body that says it has 2 bytes and gives 3.
+    struct Lying;
+
+    impl http_body::Body for Lying {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"abc")))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(2)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_is_read_while_the_rest_of_the_body_cannot_go() {
+        // The upstream refuses after the head and closes without reading the body.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big!")
+                .await;
+            let _ = s.shutdown().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        let big: &'static [u8] = Box::leak(vec![b'x'; 8 << 20].into_boxed_slice());
+        let pool = pool();
+        let resp = pool
+            .send(post(&format!("{base}/u"), crate::error::full(big)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413);
+        assert_eq!(text(resp).await.unwrap(), "too big!");
+        assert_eq!(pool.idle_count(), 0);
     }
 
     #[tokio::test]

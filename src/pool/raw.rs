@@ -1,0 +1,749 @@
+//! casegate's own HTTP/1.1 client connection, for upstreams reached over plain TCP
+//! (`http://`; a TLS upstream keeps hyper's, [`super`]). The request's head and body are
+//! written and the answer's head and body read by the task that sends it, straight on
+//! the socket: no dispatcher, request channel or callback between the request and its
+//! connection (bench/RESULTS.md, "The twenty-second round", has what that saves).
+//!
+//! What it speaks (RFC 9112), as hyper's client did:
+//! - the request goes out in origin form with the headers it was given, framed by its
+//!   `Content-Length` when the body's length is known, else chunked (`GET`, `HEAD` and
+//!   `CONNECT` with a body of unknown length send none, as hyper does); a body longer or
+//!   shorter than its declared length is an error, and the upstream never sees its end;
+//! - the answer's head is at most `max_head` bytes and 100 headers; `1xx` heads other
+//!   than `101` are skipped; the body is framed by `Transfer-Encoding: chunked`, else by
+//!   `Content-Length` (every value the same), else by the connection's close; none
+//!   after `HEAD`, `204` and `304`;
+//! - a connection is used again only when both messages ended cleanly, the answer was
+//!   HTTP/1.1 without `Connection: close`, and nothing came after it.
+//!
+//! The answer may come before the request's body is all sent (an upstream refusing an
+//! upload early): the rest keeps going out while the answer is read, and a connection
+//! whose request was not all sent is closed, not reused.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body as _, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::error::{Body, BoxError};
+
+/// The most headers an answer may have (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Encoded request bytes held before the body is asked for more: what bounds a
+/// connection's memory when the upstream reads slower than the client sends.
+const FLUSH_AT: usize = 64 * 1024;
+/// Body data up to this size is copied beside its framing, into one write; larger data
+/// goes out as it came, beside it (`writev`).
+const COPY_MAX: usize = 16 * 1024;
+/// The longest chunk-size line (with its extensions) of a chunked answer.
+const MAX_CHUNK_LINE: usize = 4096;
+/// The most bytes of trailers after a chunked answer's last chunk (they are dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+/// The first read's size; reads that fill their room double it, up to `max_head`.
+const FIRST_READ: usize = 8 * 1024;
+
+/// Why an exchange on a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the request's body failed: {0}")]
+    Body(BoxError),
+    #[error("the request's body is {0} than its declared length")]
+    Length(&'static str),
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Protocol(&'static str),
+    #[error("the upstream closed the connection before the end of its answer")]
+    Closed,
+}
+
+/// How the request's body is framed.
+enum OutFraming {
+    Chunked,
+    /// The bytes still to come.
+    Length(u64),
+}
+
+/// A request on its way out: encoded bytes not yet written and the body still to read.
+/// It belongs to no connection until one takes it, so a request that never left can be
+/// handed to another.
+pub struct Outgoing {
+    /// None once the body ended (and its end is encoded).
+    body: Option<Body>,
+    framing: OutFraming,
+    /// Encoded bytes waiting to be written, in order, before `buf`.
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Encoded bytes after `queue`'s.
+    buf: BytesMut,
+    /// Bytes written so far.
+    written: u64,
+    head_request: bool,
+}
+
+impl Outgoing {
+    /// Encodes `req`'s head (its target `path` in origin form) and takes its body.
+    pub fn new(req: Request<Body>, path: &str) -> Outgoing {
+        let (parts, body) = req.into_parts();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        buf.put_slice(parts.method.as_str().as_bytes());
+        buf.put_u8(b' ');
+        buf.put_slice(if path.is_empty() { "/" } else { path }.as_bytes());
+        buf.put_slice(b" HTTP/1.1\r\n");
+        // The body says how it is framed: a caller's own framing headers are not sent.
+        let (framing, line): (OutFraming, Option<&[u8]>) = if body.is_end_stream() {
+            (OutFraming::Length(0), None)
+        } else if let Some(n) = body.size_hint().exact() {
+            (OutFraming::Length(n), Some(b"content-length: "))
+        } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
+            (OutFraming::Length(0), None)
+        } else {
+            (
+                OutFraming::Chunked,
+                Some(b"transfer-encoding: chunked\r\n".as_slice()),
+            )
+        };
+        for (name, value) in parts.headers.iter() {
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                continue;
+            }
+            buf.put_slice(name.as_str().as_bytes());
+            buf.put_slice(b": ");
+            buf.put_slice(value.as_bytes());
+            buf.put_slice(b"\r\n");
+        }
+        match (&framing, line) {
+            (OutFraming::Length(n), Some(line)) => {
+                buf.put_slice(line);
+                buf.put_slice(itoa::Buffer::new().format(*n).as_bytes());
+                buf.put_slice(b"\r\n");
+            }
+            (_, Some(line)) => buf.put_slice(line),
+            _ => {}
+        }
+        buf.put_slice(b"\r\n");
+        Outgoing {
+            body: Some(body),
+            framing,
+            queue: VecDeque::new(),
+            queued: 0,
+            buf,
+            written: 0,
+            head_request: parts.method == Method::HEAD,
+        }
+    }
+
+    /// Encoded bytes not yet written.
+    fn pending(&self) -> usize {
+        self.queued + self.buf.len()
+    }
+
+    fn push_data(&mut self, data: Bytes) -> Result<(), RawError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            OutFraming::Chunked => {
+                put_hex(&mut self.buf, data.len());
+                self.buf.put_slice(b"\r\n");
+            }
+            OutFraming::Length(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(RawError::Length("longer"))?;
+            }
+        }
+        if data.len() <= COPY_MAX {
+            self.buf.put_slice(&data);
+        } else {
+            if !self.buf.is_empty() {
+                self.queued += self.buf.len();
+                self.queue.push_back(self.buf.split().freeze());
+            }
+            self.queued += data.len();
+            self.queue.push_back(data);
+        }
+        if let OutFraming::Chunked = self.framing {
+            self.buf.put_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), RawError> {
+        self.body = None;
+        match self.framing {
+            OutFraming::Chunked => self.buf.put_slice(b"0\r\n\r\n"),
+            OutFraming::Length(0) => {}
+            OutFraming::Length(_) => return Err(RawError::Length("shorter")),
+        }
+        Ok(())
+    }
+
+    /// Writes and encodes until the body ended and everything is written (`Ready(Ok)`),
+    /// or the body or the socket has to wait.
+    fn poll_send(
+        &mut self,
+        io: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), RawError>> {
+        loop {
+            while self.pending() < FLUSH_AT {
+                let Some(body) = self.body.as_mut() else {
+                    break;
+                };
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.push_data(data)?;
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(RawError::Body(e))),
+                    Poll::Ready(None) => self.finish()?,
+                    Poll::Pending => break,
+                }
+            }
+            if self.pending() == 0 {
+                return match self.body {
+                    None => Poll::Ready(Ok(())),
+                    Some(_) => Poll::Pending,
+                };
+            }
+            ready!(self.poll_write(io, cx))?;
+        }
+    }
+
+    /// Writes until nothing encoded is left.
+    fn poll_write(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.pending() > 0 {
+            let n = if self.queue.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let mut k = 0;
+                for seg in self.queue.iter().take(slices.len() - 1) {
+                    slices[k] = IoSlice::new(seg);
+                    k += 1;
+                }
+                if k == self.queue.len() && !self.buf.is_empty() {
+                    slices[k] = IoSlice::new(&self.buf);
+                    k += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n as u64;
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            match self.queue.front_mut() {
+                Some(seg) if n >= seg.len() => {
+                    n -= seg.len();
+                    self.queued -= seg.len();
+                    self.queue.pop_front();
+                }
+                Some(seg) => {
+                    seg.advance(n);
+                    self.queued -= n;
+                    n = 0;
+                }
+                None => {
+                    self.buf.advance(n.min(self.buf.len()));
+                    n = 0;
+                }
+            }
+        }
+        if self.buf.is_empty() {
+            self.buf.clear();
+        }
+    }
+}
+
+/// Writes `n` in hexadecimal (a chunk's size).
+fn put_hex(buf: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789ABCDEF"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[i..]);
+}
+
+/// Every `Content-Length` value (comma-separated lists too), when they agree: Ok(None)
+/// when there is none, Err when one is not a number or two differ.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether any value of `name` holds `token` in its comma-separated list.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// How the answer's body is framed, and how far it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFraming {
+    /// No answer read yet.
+    Head,
+    /// The bytes still to come.
+    Length(u64),
+    /// Until the connection closes.
+    Close,
+    ChunkSize,
+    /// The bytes of the current chunk still to come.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: the trailers' bytes so far.
+    Trailers(usize),
+    /// Read to its end.
+    Done,
+}
+
+/// One plain-TCP connection to an upstream.
+pub struct RawConn {
+    io: TcpStream,
+    /// Read but not yet used.
+    rbuf: BytesMut,
+    next_read: usize,
+    max_head: usize,
+    /// The request still going out, if any.
+    out: Option<Outgoing>,
+    /// Why writing the request failed after some of it went out (the answer may still
+    /// come: an upstream may refuse and close before reading it all).
+    write_error: Option<io::Error>,
+    reading: InFraming,
+    /// The answer allows the connection to be used again, and nothing failed.
+    reusable: bool,
+    /// The request was a `HEAD` (its answer has no body).
+    head_request: bool,
+}
+
+impl RawConn {
+    pub fn new(io: TcpStream, max_head: usize) -> RawConn {
+        RawConn {
+            io,
+            rbuf: BytesMut::new(),
+            next_read: FIRST_READ,
+            max_head,
+            out: None,
+            write_error: None,
+            reading: InFraming::Done,
+            reusable: true,
+            head_request: false,
+        }
+    }
+
+    /// An idle connection the upstream has not closed (nor written to): looked at without
+    /// a system call unless the socket became readable since it was last read.
+    pub fn alive(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Takes a request to send.
+    pub fn start(&mut self, out: Outgoing) {
+        self.reading = InFraming::Head;
+        self.write_error = None;
+        self.head_request = out.head_request;
+        self.out = Some(out);
+    }
+
+    /// The request back, when none of it was written (to go out on another connection).
+    pub fn take_unsent(&mut self) -> Option<Outgoing> {
+        if self.rbuf.is_empty() && self.out.as_ref().is_some_and(|o| o.written == 0) {
+            self.out.take()
+        } else {
+            None
+        }
+    }
+
+    /// Sends what it can of the request. Fails when the body failed, or the socket did
+    /// before any of the request went out; a write failing later only stops the writing
+    /// (the answer is still read).
+    fn drive(&mut self, cx: &mut Context<'_>) -> Result<(), RawError> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        match out.poll_send(&mut self.io, cx) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(())) => {
+                self.out = None;
+                Ok(())
+            }
+            Poll::Ready(Err(RawError::Io(e))) if out.written > 0 => {
+                self.reusable = false;
+                self.out = None;
+                self.write_error = Some(e);
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => {
+                self.reusable = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends what it can of the rest of the request while the answer's body is read: a
+    /// failure only stops the writing.
+    pub fn drive_quietly(&mut self, cx: &mut Context<'_>) {
+        if self.drive(cx).is_err() {
+            self.out = None;
+        }
+    }
+
+    /// Sends the request and reads the answer's head.
+    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<()>, RawError>> {
+        self.drive(cx)?;
+        loop {
+            if !self.rbuf.is_empty() {
+                if let Some(head) = self.parse_head()? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.rbuf.len() >= self.max_head {
+                    return Poll::Ready(Err(RawError::Protocol("its head is too large")));
+                }
+            }
+            if ready!(self.poll_read(cx))? == 0 {
+                self.reusable = false;
+                return Poll::Ready(Err(self
+                    .write_error
+                    .take()
+                    .map_or(RawError::Closed, RawError::Io)));
+            }
+        }
+    }
+
+    /// Reads into `rbuf`: the bytes read, 0 at the end.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
+            self.rbuf.reserve(self.next_read);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.rbuf
+        ))?;
+        if n == room {
+            self.next_read = (self.next_read * 2).min(self.max_head.max(FIRST_READ));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// The answer's head, once `rbuf` holds all of it; 1xx heads are skipped.
+    fn parse_head(&mut self) -> Result<Option<Response<()>>, RawError> {
+        loop {
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let config = httparse::ParserConfig::default();
+            let len = match config.parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.rbuf,
+                &mut headers,
+            ) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(RawError::Protocol("it has too many headers"))
+                }
+                Err(_) => return Err(RawError::Protocol("its head cannot be parsed")),
+            };
+            if len > self.max_head {
+                return Err(RawError::Protocol("its head is too large"));
+            }
+            let code = parsed.code.unwrap_or(0);
+            let version = match parsed.version {
+                Some(1) => Version::HTTP_11,
+                _ => Version::HTTP_10,
+            };
+            // Where each name and value lies, to take the values from the head's bytes.
+            let start = self.rbuf.as_ptr() as usize;
+            let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+            let count = parsed.headers.len();
+            for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+                let name = h.name.as_ptr() as usize - start;
+                let value = h.value.as_ptr() as usize - start;
+                *span = (
+                    name as u32,
+                    (name + h.name.len()) as u32,
+                    value as u32,
+                    (value + h.value.len()) as u32,
+                );
+            }
+            let head = self.rbuf.split_to(len).freeze();
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(RawError::Protocol("it switches protocols"));
+                }
+                continue;
+            }
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| RawError::Protocol("its status is not a status"))?;
+            let mut map = HeaderMap::with_capacity(count);
+            for &(a, b, c, d) in &spans[..count] {
+                let name = HeaderName::from_bytes(&head[a as usize..b as usize])
+                    .map_err(|_| RawError::Protocol("a header's name is invalid"))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(c as usize..d as usize))
+                    .map_err(|_| RawError::Protocol("a header's value is invalid"))?;
+                map.append(name, value);
+            }
+            self.reusable &= version == Version::HTTP_11 && !has_token(&map, &CONNECTION, "close");
+            self.reading = self.framing(status, &map)?;
+            let mut resp = Response::new(());
+            *resp.status_mut() = status;
+            *resp.version_mut() = version;
+            *resp.headers_mut() = map;
+            return Ok(Some(resp));
+        }
+    }
+
+    /// How the answer's body is framed (RFC 9112 section 6.3).
+    fn framing(&mut self, status: StatusCode, headers: &HeaderMap) -> Result<InFraming, RawError> {
+        if self.head_request
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok(InFraming::Done);
+        }
+        let length = content_length(headers);
+        if headers.contains_key(TRANSFER_ENCODING) {
+            // A length beside a coding may have fooled something on the way: not reused.
+            if headers.contains_key(CONTENT_LENGTH) {
+                self.reusable = false;
+            }
+            let chunked = headers
+                .get_all(TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+                .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked {
+                return Ok(InFraming::ChunkSize);
+            }
+            self.reusable = false;
+            return Ok(InFraming::Close);
+        }
+        match length {
+            Ok(Some(0)) => Ok(InFraming::Done),
+            Ok(Some(n)) => Ok(InFraming::Length(n)),
+            Ok(None) => {
+                self.reusable = false;
+                Ok(InFraming::Close)
+            }
+            Err(()) => Err(RawError::Protocol("its Content-Length is invalid")),
+        }
+    }
+
+    /// The request is all sent.
+    pub fn idle_now(&self) -> bool {
+        self.out.is_none()
+    }
+
+    /// The answer's body has no more to give.
+    pub fn body_ended(&self) -> bool {
+        self.reading == InFraming::Done
+    }
+
+    /// The answer's body's size, as far as it is known.
+    pub fn size_hint(&self) -> SizeHint {
+        match self.reading {
+            InFraming::Length(n) => SizeHint::with_exact(n),
+            InFraming::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    /// Read to its end, with nothing after it, its request all sent, and the answer
+    /// allowing it: ready for another request.
+    pub fn reusable(&self) -> bool {
+        self.reusable
+            && self.reading == InFraming::Done
+            && self.out.is_none()
+            && self.rbuf.is_empty()
+    }
+
+    /// The answer's body's next bytes; None at its end.
+    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RawError>>> {
+        loop {
+            match self.reading {
+                InFraming::Head | InFraming::Done => {
+                    return Poll::Ready(None);
+                }
+                InFraming::Length(0) => {
+                    self.reading = InFraming::Done;
+                    return Poll::Ready(None);
+                }
+                InFraming::Length(left) => {
+                    if self.rbuf.is_empty() && ready!(self.read_more(cx))? == 0 {
+                        return Poll::Ready(Some(Err(self.fail(RawError::Closed))));
+                    }
+                    let take = (self.rbuf.len() as u64).min(left);
+                    self.reading = InFraming::Length(left - take);
+                    return Poll::Ready(Some(Ok(self.rbuf.split_to(take as usize).freeze())));
+                }
+                InFraming::Close => {
+                    if self.rbuf.is_empty() && ready!(self.read_more(cx))? == 0 {
+                        self.reusable = false;
+                        self.reading = InFraming::Done;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(self.rbuf.split().freeze())));
+                }
+                InFraming::ChunkSize => {
+                    let Some(end) = memchr::memchr(b'\n', &self.rbuf) else {
+                        if self.rbuf.len() > MAX_CHUNK_LINE {
+                            return Poll::Ready(Some(Err(
+                                self.fail(RawError::Protocol("a chunk's size line is too long"))
+                            )));
+                        }
+                        if ready!(self.read_more(cx))? == 0 {
+                            return Poll::Ready(Some(Err(self.fail(RawError::Closed))));
+                        }
+                        continue;
+                    };
+                    let Some(size) = chunk_size(&self.rbuf[..end]) else {
+                        return Poll::Ready(Some(Err(
+                            self.fail(RawError::Protocol("a chunk's size is invalid"))
+                        )));
+                    };
+                    self.rbuf.advance(end + 1);
+                    self.reading = match size {
+                        0 => InFraming::Trailers(0),
+                        n => InFraming::ChunkData(n),
+                    };
+                }
+                InFraming::ChunkData(left) => {
+                    if self.rbuf.is_empty() && ready!(self.read_more(cx))? == 0 {
+                        return Poll::Ready(Some(Err(self.fail(RawError::Closed))));
+                    }
+                    let take = (self.rbuf.len() as u64).min(left);
+                    self.reading = match left - take {
+                        0 => InFraming::ChunkEnd,
+                        n => InFraming::ChunkData(n),
+                    };
+                    return Poll::Ready(Some(Ok(self.rbuf.split_to(take as usize).freeze())));
+                }
+                InFraming::ChunkEnd => {
+                    if self.rbuf.len() < 2 {
+                        if ready!(self.read_more(cx))? == 0 {
+                            return Poll::Ready(Some(Err(self.fail(RawError::Closed))));
+                        }
+                        continue;
+                    }
+                    if &self.rbuf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(
+                            self.fail(RawError::Protocol("a chunk does not end with CRLF"))
+                        )));
+                    }
+                    self.rbuf.advance(2);
+                    self.reading = InFraming::ChunkSize;
+                }
+                InFraming::Trailers(seen) => {
+                    let Some(end) = memchr::memchr(b'\n', &self.rbuf) else {
+                        if seen + self.rbuf.len() > MAX_TRAILERS {
+                            return Poll::Ready(Some(Err(
+                                self.fail(RawError::Protocol("its trailers are too large"))
+                            )));
+                        }
+                        if ready!(self.read_more(cx))? == 0 {
+                            return Poll::Ready(Some(Err(self.fail(RawError::Closed))));
+                        }
+                        continue;
+                    };
+                    let blank = self.rbuf[..end] == *b"\r" || end == 0;
+                    self.rbuf.advance(end + 1);
+                    if blank {
+                        self.reading = InFraming::Done;
+                        return Poll::Ready(None);
+                    }
+                    if seen + end + 1 > MAX_TRAILERS {
+                        return Poll::Ready(Some(Err(
+                            self.fail(RawError::Protocol("its trailers are too large"))
+                        )));
+                    }
+                    self.reading = InFraming::Trailers(seen + end + 1);
+                }
+            }
+        }
+    }
+
+    /// Reads more of the body: 0 at the end; an error ends the connection's use.
+    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, RawError>> {
+        match ready!(self.poll_read(cx)) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(self.fail(RawError::Io(e)))),
+        }
+    }
+
+    /// The connection is not to be used again after `e`.
+    fn fail(&mut self, e: RawError) -> RawError {
+        self.reusable = false;
+        self.reading = InFraming::Done;
+        e
+    }
+}
+
+/// A chunk-size line's size (RFC 9112 section 7.1): hexadecimal digits, then optional
+/// whitespace and extensions (ignored), ended by CRLF (the `\n` is not in `line`).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = &line[digits..];
+    let rest = rest.trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    if rest.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in &line[..digits] {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => d - b'A' + 10,
+        };
+        n = (n << 4) | u64::from(v);
+    }
+    Some(n)
+}
