@@ -894,6 +894,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn answers_split_anywhere_on_the_wire_read_back_byte_for_byte() {
+        // Seeded cases: a body framed by its length or in chunks of random sizes (some
+        // with extensions, some with trailers), written in pieces of 1-40 bytes, two
+        // answers on one connection. What the client reads is the body, and the
+        // connection is used again.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..150 {
+            let mut bodies = Vec::new();
+            let mut answers = Vec::new();
+            for _ in 0..2 {
+                let body: Vec<u8> = (0..next(3000)).map(|_| next(256) as u8).collect();
+                let mut wire = Vec::new();
+                if next(2) == 0 {
+                    wire.extend_from_slice(
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    );
+                    wire.extend_from_slice(&body);
+                } else {
+                    wire.extend_from_slice(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                    );
+                    let mut rest = &body[..];
+                    while !rest.is_empty() {
+                        let n = (1 + next(700)).min(rest.len());
+                        let ext = if next(3) == 0 { ";a=b" } else { "" };
+                        wire.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
+                        wire.extend_from_slice(&rest[..n]);
+                        wire.extend_from_slice(b"\r\n");
+                        rest = &rest[n..];
+                    }
+                    let trailer = if next(3) == 0 { "x-sum: 1\r\n" } else { "" };
+                    wire.extend_from_slice(format!("0\r\n{trailer}\r\n").as_bytes());
+                }
+                let pieces: Vec<usize> = (0..wire.len()).map(|_| 1 + next(40)).collect();
+                answers.push((wire, pieces));
+                bodies.push(body);
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut buf = Vec::new();
+                for (wire, pieces) in answers {
+                    read_request(&mut s, &mut buf).await.unwrap();
+                    let mut at = 0;
+                    for n in pieces {
+                        let end = (at + n).min(wire.len());
+                        s.write_all(&wire[at..end]).await.unwrap();
+                        tokio::task::yield_now().await;
+                        at = end;
+                    }
+                }
+                // Nothing more: the client closes the connection when its pool goes.
+                read_request(&mut s, &mut buf).await
+            });
+            let pool = pool();
+            for (i, body) in bodies.iter().enumerate() {
+                let resp = pool.send(get(&format!("{base}/{i}"))).await.unwrap();
+                let got = resp.into_body().collect().await.unwrap().to_bytes();
+                assert!(got[..] == body[..], "case {case}, answer {i}");
+            }
+            assert_eq!(pool.idle_count(), 1, "case {case}");
+            drop(pool);
+            assert!(server.await.unwrap().is_none(), "case {case}");
+        }
+    }
+
+    #[tokio::test]
     async fn malformed_answers_are_errors() {
         let long: &'static [u8] = Box::leak(
             format!(
