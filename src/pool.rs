@@ -1,13 +1,16 @@
 //! casegate's upstream connections: HTTP/1 over TCP or TLS, kept alive in a small pool
-//! per route, and driven by the request that uses them. A connection is hyper's
-//! `client::conn::http1` pair (the sender and the connection future); the request's own
-//! task polls the connection future while it waits for the answer's head, and the
-//! answer's body polls it while it is read. So an upload's bytes go from the client's
-//! connection to the upstream's inside one task (the client's connection task), with no
-//! hand-off to a connection task of the pool's and no wake-up across threads per chunk.
-//! (hyper-util's pooled client, which STYLE.md names, spawns a task per connection and
-//! reaches it through a channel; measured side by side, this costs 5-9 % less CPU per
-//! small upload: bench/RESULTS.md.)
+//! per route, and driven by the request that uses them. Over plain TCP a connection is
+//! casegate's own (`pool/raw.rs`): the request's task writes the request and reads the
+//! answer's head straight on the socket, and the answer's body reads the rest. Over TLS
+//! it is hyper's `client::conn::http1` pair (the sender and the connection future),
+//! whose connection future the request's task polls while it waits for the answer's
+//! head, and the answer's body while it is read. Either way an upload's bytes go from
+//! the client's connection to the upstream's inside one task (the client's connection
+//! task), with no hand-off to a connection task of the pool's and no wake-up across
+//! threads per chunk. (hyper-util's pooled client, which STYLE.md names, spawns a task
+//! per connection and reaches it through a channel; driving hyper's connections here
+//! cost 5-9 % less CPU per small upload, and casegate's own client on plain TCP
+//! 6-12 % less again: bench/RESULTS.md, the fourth and twenty-second rounds.)
 //!
 //! A connection goes back to the pool only once its answer was read to the end and it
 //! is ready for another request; an answer dropped part-way closes its connection.
@@ -245,7 +248,7 @@ impl Pool {
         loop {
             let (mut conn, reused) = self.conn(&target).await?;
             let Conn::Hyper(hyper) = &mut *conn else {
-                continue; // a plain connection, from a pool whose scheme changed: closed
+                continue; // not one of hyper's (a pool serves one upstream): closed
             };
             let HyperConn { send, io } = &mut **hyper;
             let ready = std::future::poll_fn(|cx| {
@@ -294,7 +297,7 @@ impl Pool {
         loop {
             let (mut conn, reused) = self.conn(target).await?;
             let Conn::Raw(c) = &mut *conn else {
-                continue; // a TLS connection, from a pool whose scheme changed: closed
+                continue; // not one of casegate's own (a pool serves one upstream): closed
             };
             c.start(out);
             match std::future::poll_fn(|cx| c.poll_head(cx)).await {
@@ -1035,14 +1038,7 @@ mod tests {
     async fn a_body_that_fails_never_reaches_its_end_upstream() {
         // The upstream gets the body's first piece, then the connection closes without
         // the last chunk: it cannot take the request as whole.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let got = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut all = Vec::new();
-            s.read_to_end(&mut all).await.unwrap();
-            all
-        });
+        let (base, got) = sink().await;
         let failing = http_body_util::BodyExt::boxed_unsync(Failing(0));
         let err = pool()
             .send(post(&format!("{base}/f"), failing))
@@ -1052,14 +1048,7 @@ mod tests {
         let all = String::from_utf8(got.await.unwrap()).unwrap();
         assert!(all.ends_with("\r\n\r\n5\r\nfirst\r\n"), "{all:?}");
         // A body longer than it said it was is refused the same way.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let got = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut all = Vec::new();
-            s.read_to_end(&mut all).await.unwrap();
-            all
-        });
+        let (base, got) = sink().await;
         let lying = http_body_util::BodyExt::boxed_unsync(Lying);
         let err = pool()
             .send(post(&format!("{base}/g"), lying))
@@ -1072,6 +1061,20 @@ mod tests {
         // Found before anything went out: the upstream saw nothing at all.
         let all = String::from_utf8(got.await.unwrap()).unwrap();
         assert_eq!(all, "");
+    }
+
+    /// An upstream on 127.0.0.1 that takes one connection and answers nothing: gives
+    /// everything that came on it, once the client closed it.
+    async fn sink() -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let got = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        (base, got)
     }
 
     /// A body that gives `first`, waits a turn, and fails.

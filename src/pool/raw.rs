@@ -5,10 +5,11 @@
 //! connection (bench/RESULTS.md, "The twenty-second round", has what that saves).
 //!
 //! What it speaks (RFC 9112), as hyper's client did:
-//! - the request goes out in origin form with the headers it was given, framed by its
-//!   `Content-Length` when the body's length is known, else chunked (`GET`, `HEAD` and
-//!   `CONNECT` with a body of unknown length send none, as hyper does); a body longer or
-//!   shorter than its declared length is an error, and the upstream never sees its end;
+//! - the request goes out in origin form with the headers it was given, less any
+//!   `Content-Length` or `Transfer-Encoding`: the body's own size hint frames it, with a
+//!   `Content-Length` when it is exact, else chunked (`GET`, `HEAD` and `CONNECT` with a
+//!   body of unknown length send none, as hyper does); a body longer or shorter than its
+//!   hint said is an error, and the upstream never sees its end;
 //! - the answer's head is at most `max_head` bytes and 100 headers; `1xx` heads other
 //!   than `101` are skipped; the body is framed by `Transfer-Encoding: chunked`, else by
 //!   `Content-Length` (every value the same), else by the connection's close; none
