@@ -543,7 +543,6 @@ impl RawConn {
         {
             return Ok(InFraming::Done);
         }
-        let length = content_length(headers);
         if headers.contains_key(TRANSFER_ENCODING) {
             // A length beside a coding may have fooled something on the way: not reused.
             if headers.contains_key(CONTENT_LENGTH) {
@@ -561,7 +560,7 @@ impl RawConn {
             self.reusable = false;
             return Ok(InFraming::Close);
         }
-        match length {
+        match content_length(headers) {
             Ok(Some(0)) => Ok(InFraming::Done),
             Ok(Some(n)) => Ok(InFraming::Length(n)),
             Ok(None) => {
