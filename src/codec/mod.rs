@@ -3,6 +3,7 @@
 //!
 //! - [`b64`]: base64 behind one pair of functions, plus a streaming encoder.
 //! - [`json_out`]: JSON objects written by hand, as serde_json writes them.
+//! - [`json_read`]: the members of an answer's JSON object read in place.
 //! - [`json_scan`]: the streaming scanner for a Tines upload body (JSON with a base64
 //!   field decoded as it streams).
 //! - [`multipart`]: the outbound multipart/form-data writer.
@@ -14,6 +15,7 @@ pub mod b64;
 pub mod disposition;
 pub mod form;
 pub mod json_out;
+pub mod json_read;
 pub mod json_scan;
 pub mod multipart;
 

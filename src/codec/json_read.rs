@@ -1,0 +1,607 @@
+//! A JSON object's members read in place, for the one record an upstream answers an upload
+//! with: keys and values are borrowed from the body, nothing is allocated, and a nested
+//! object is read where it stands (no tree, no second pass).
+//!
+//! It is a fast path, not a JSON parser of record. A [`Reader`] takes only what it reads
+//! exactly as `serde_json` would, and gives `None` for anything else: a string with an
+//! escape or a control character, a body that is not UTF-8, nesting deeper than
+//! [`MAX_DEPTH`], anything `serde_json` refuses. Its caller then reads the body the slower
+//! way (and declines, the same way, what it does not want to read itself), so the two
+//! agree on everything this reader takes; the dialects' tests hold them to it on
+//! generated answers.
+//!
+//! ```text
+//! let mut r = Reader::new(body)?;
+//! while let Some(key) = r.next_key()? {
+//!     match key {
+//!         "id" => id = r.value()?,
+//!         "user" if r.object()? => while let Some(k) = r.next_key()? { ... },
+//!         _ => r.skip()?,
+//!     }
+//! }
+//! r.finish()?;
+//! ```
+
+/// The deepest nesting read (the body's object is depth 1); deeper is declined.
+/// serde_json refuses nesting past 128.
+pub const MAX_DEPTH: usize = 64;
+
+/// A value, borrowed from the body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Bool(bool),
+    /// A number written as a plain non-negative integer of at most 19 digits (so within
+    /// `u64`, read as `serde_json` reads it).
+    Int(u64),
+    /// Any other number (signed, with a fraction or an exponent, or of 20 digits and
+    /// more); callers that need its value decline it.
+    Num,
+    /// A string without escapes.
+    Str(&'a str),
+    /// An object (checked, not kept: [`Reader::object`] reads one's members).
+    Obj,
+    /// An array (checked, not kept).
+    Arr,
+}
+
+/// Reads a JSON object's members in order; see the module's docs. Every method gives
+/// `None` when what comes next is not what it reads, after which the reader is not to be
+/// used.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    /// `b` as text: every slice taken of it starts and ends beside an ASCII byte.
+    text: &'a str,
+    i: usize,
+    /// Objects open.
+    depth: usize,
+    /// Just inside an object's `{`: no `,` before the next key.
+    first: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of `body`, which must be a JSON object (whitespace around it).
+    pub fn new(body: &'a [u8]) -> Option<Reader<'a>> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut r = Reader {
+            b: body,
+            text,
+            i: 0,
+            depth: 0,
+            first: true,
+        };
+        r.ws();
+        r.open()?;
+        Some(r)
+    }
+
+    /// The next member's key; `Some(None)` once the object (the body's, or the one
+    /// [`Reader::object`] entered) has closed. Its value is to be read next, by
+    /// [`Reader::value`], [`Reader::skip`] or [`Reader::object`].
+    pub fn next_key(&mut self) -> Option<Option<&'a str>> {
+        self.ws();
+        if self.eat(b'}').is_some() {
+            self.depth = self.depth.checked_sub(1)?;
+            self.first = false;
+            return Some(None);
+        }
+        if !self.first {
+            self.eat(b',')?;
+            self.ws();
+        }
+        self.first = false;
+        self.eat(b'"')?;
+        let key = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(Some(key))
+    }
+
+    /// The value here (an object or array checked and passed over).
+    pub fn value(&mut self) -> Option<Val<'a>> {
+        self.any(self.depth)
+    }
+
+    /// Passes over the value here.
+    pub fn skip(&mut self) -> Option<()> {
+        self.value().map(drop)
+    }
+
+    /// Enters the value here when it is an object (`true`: its members follow, through
+    /// [`Reader::next_key`]); `false` (nothing read) when it is something else.
+    pub fn object(&mut self) -> Option<bool> {
+        if self.b.get(self.i) != Some(&b'{') {
+            return Some(false);
+        }
+        self.open()?;
+        Some(true)
+    }
+
+    /// Checks that nothing but whitespace follows the body's object, once it has closed.
+    pub fn finish(mut self) -> Option<()> {
+        self.ws();
+        (self.depth == 0 && self.i == self.b.len()).then_some(())
+    }
+
+    fn open(&mut self) -> Option<()> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        self.depth += 1;
+        self.first = true;
+        Some(())
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    /// A string whose `"` was just read, through its closing `"`.
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let n = plain_len(&self.b[start..]);
+        if self.b.get(start + n) != Some(&b'"') {
+            return None;
+        }
+        self.i = start + n + 1;
+        self.text.get(start..start + n)
+    }
+
+    /// Any value, inside `depth` containers.
+    fn any(&mut self, depth: usize) -> Option<Val<'a>> {
+        match *self.b.get(self.i)? {
+            b'"' => {
+                self.i += 1;
+                self.string().map(Val::Str)
+            }
+            b'{' => {
+                self.container(depth, b'}', true)?;
+                Some(Val::Obj)
+            }
+            b'[' => {
+                self.container(depth, b']', false)?;
+                Some(Val::Arr)
+            }
+            b't' => self.literal(b"true", Val::Bool(true)),
+            b'f' => self.literal(b"false", Val::Bool(false)),
+            b'n' => self.literal(b"null", Val::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// An object or array here, checked and passed over.
+    fn container(&mut self, depth: usize, close: u8, keyed: bool) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.eat(close).is_some() {
+            return Some(());
+        }
+        loop {
+            if keyed {
+                self.eat(b'"')?;
+                self.string()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+            }
+            self.any(depth + 1)?;
+            self.ws();
+            match *self.b.get(self.i)? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                c if c == close => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], v: Val<'a>) -> Option<Val<'a>> {
+        self.b[self.i..].starts_with(word).then(|| {
+            self.i += word.len();
+            v
+        })
+    }
+
+    /// A number, by RFC 8259's grammar (as serde_json reads it).
+    fn number(&mut self) -> Option<Val<'a>> {
+        let negative = self.eat(b'-').is_some();
+        let int_start = self.i;
+        match self.b.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let int_end = self.i;
+        let mut plain = !negative;
+        if self.eat(b'.').is_some() {
+            self.some_digits()?;
+            plain = false;
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+            plain = false;
+        }
+        if !plain || int_end - int_start > 19 {
+            return Some(Val::Num);
+        }
+        let n = self.b[int_start..int_end]
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        Some(Val::Int(n))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+}
+
+/// How many bytes of `s` come before its first `"`, `\\` or control character (all of
+/// `s` when it has none). Eight bytes at a time: the keys and values of a record are
+/// mostly shorter than a vectorized search's setup.
+fn plain_len(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
+    let mut at = 0;
+    while let Some(word) = s.get(at..at + 8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes);
+        // A byte's high bit is set where it is zero (a quote or backslash once xored) or
+        // below 0x20; only bytes above the first such byte can be flagged wrongly.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let found = zero(x ^ QUOTE) | zero(x ^ BACKSLASH) | (x.wrapping_sub(SPACE) & !x & HIGH);
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + s[at..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(s.len() - at)
+}
+
+#[cfg(test)]
+pub mod gen {
+    /// A small seeded generator of JSON objects, most of them valid, some broken, for tests
+    /// that hold a reader built on [`Reader`](super::Reader) to a reader of the JSON tree.
+    pub struct Gen {
+        state: u64,
+        /// The keys members are given (quoted), at every depth.
+        keys: &'static [&'static str],
+    }
+
+    impl Gen {
+        pub fn new(seed: u64, keys: &'static [&'static str]) -> Gen {
+            Gen {
+                state: seed | 1,
+                keys,
+            }
+        }
+
+        fn next(&mut self, n: usize) -> usize {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            (self.state % n as u64) as usize
+        }
+
+        fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
+            from[self.next(from.len())]
+        }
+
+        fn value(&mut self, out: &mut String, depth: usize) {
+            const SCALARS: &[&str] = &[
+                "\"v\"",
+                "\"\"",
+                "\"é ü\"",
+                "\"a\\\"b\"",
+                "\"a\\u0041\"",
+                "\"a\tb\"",
+                "0",
+                "7",
+                "-3",
+                "-0",
+                "1.5",
+                "2e3",
+                "1E-2",
+                "18446744073709551615",
+                "18446744073709551616",
+                "9999999999999999999",
+                "true",
+                "false",
+                "null",
+            ];
+            match self.next(if depth > 3 { 1 } else { 5 }) {
+                0..=2 => out.push_str(self.pick(SCALARS)),
+                3 => self.object(out, depth + 1),
+                _ => {
+                    out.push('[');
+                    for i in 0..self.next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(out, depth + 1);
+                    }
+                    out.push(']');
+                }
+            }
+        }
+
+        fn object(&mut self, out: &mut String, depth: usize) {
+            const WS: &[&str] = &["", "", " ", "\n\t", "\r\n "];
+            out.push('{');
+            for i in 0..self.next(self.keys.len() + 2) {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(self.pick(WS));
+                out.push_str(self.pick(self.keys));
+                out.push_str(self.pick(WS));
+                out.push(':');
+                out.push_str(self.pick(WS));
+                self.value(out, depth);
+            }
+            out.push('}');
+        }
+
+        /// An object, broken one time in three (a byte dropped, one put in, or the end cut).
+        pub fn body(&mut self) -> String {
+            let mut s = String::new();
+            self.object(&mut s, 1);
+            let at = self.next(s.len() + 1);
+            if !s.is_char_boundary(at) {
+                return s;
+            }
+            match self.next(9) {
+                0 if at < s.len() && s.is_char_boundary(at + 1) => {
+                    s.remove(at);
+                }
+                1 => s.insert_str(at, self.pick(&[",", "}", "]", "\"", ":", "x", "1"])),
+                2 => s.truncate(at),
+                _ => {}
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// What the reader reads of the rest of an object: its members, each object's members
+    /// read by entering it, every other value as [`Val`].
+    #[derive(Debug, PartialEq)]
+    enum Read<'a> {
+        Val(Val<'a>),
+        Obj(Vec<(&'a str, Read<'a>)>),
+    }
+
+    fn members<'a>(r: &mut Reader<'a>) -> Option<Vec<(&'a str, Read<'a>)>> {
+        let mut out = Vec::new();
+        while let Some(k) = r.next_key()? {
+            let v = if r.object()? {
+                Read::Obj(members(r)?)
+            } else {
+                Read::Val(r.value()?)
+            };
+            out.push((k, v));
+        }
+        Some(out)
+    }
+
+    fn all(body: &str) -> Option<Vec<(&str, Read<'_>)>> {
+        let mut r = Reader::new(body.as_bytes())?;
+        let out = members(&mut r)?;
+        r.finish()?;
+        Some(out)
+    }
+
+    fn v(v: Val<'_>) -> Read<'_> {
+        Read::Val(v)
+    }
+
+    #[test]
+    fn reads_members_in_place() {
+        let body = r#" { "a" : "x" , "b":0,"c":-1,"d":1.5,"e":18446744073709551615,
+            "f":9999999999999999999,"g":true,"h":false,"i":null,"j":{"k":[1,{"l":[]}],"m":{}},"n":[] }
+        "#;
+        assert_eq!(
+            all(body).unwrap(),
+            vec![
+                ("a", v(Val::Str("x"))),
+                ("b", v(Val::Int(0))),
+                ("c", v(Val::Num)),
+                ("d", v(Val::Num)),
+                ("e", v(Val::Num)),
+                ("f", v(Val::Int(9_999_999_999_999_999_999))),
+                ("g", v(Val::Bool(true))),
+                ("h", v(Val::Bool(false))),
+                ("i", v(Val::Null)),
+                (
+                    "j",
+                    Read::Obj(vec![("k", v(Val::Arr)), ("m", Read::Obj(vec![]))])
+                ),
+                ("n", v(Val::Arr)),
+            ]
+        );
+        assert_eq!(all("{}"), Some(vec![]));
+        assert_eq!(all(r#"{"é":"ü"}"#), Some(vec![("é", v(Val::Str("ü")))]));
+        // An object passed over by `value` is checked all the same.
+        let mut r = Reader::new(br#"{"a":{"b":[1,{"c":null}]},"d":2}"#).unwrap();
+        assert_eq!(r.next_key(), Some(Some("a")));
+        assert_eq!(r.value(), Some(Val::Obj));
+        assert_eq!(r.next_key(), Some(Some("d")));
+        assert_eq!(r.value(), Some(Val::Int(2)));
+        assert_eq!(r.next_key(), Some(None));
+        assert_eq!(r.finish(), Some(()));
+        let mut r = Reader::new(br#"{"a":{"b":1,}}"#).unwrap();
+        assert_eq!(r.next_key(), Some(Some("a")));
+        assert_eq!(r.value(), None);
+        // Not finished: the body's object has not closed.
+        let mut r = Reader::new(br#"{"a":{}}"#).unwrap();
+        assert_eq!(r.next_key(), Some(Some("a")));
+        assert_eq!(r.object(), Some(true));
+        assert_eq!(r.next_key(), Some(None));
+        assert_eq!(r.finish(), None);
+    }
+
+    #[test]
+    fn declines_what_it_does_not_read_exactly() {
+        for body in [
+            "",
+            "[]",
+            r#""x""#,
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":"x\ny"}"#,
+            "{\"a\":\"x\ty\"}",
+            r#"{"a\u0062":1}"#,
+            r#"{"a":1,}"#,
+            r#"{,"a":1}"#,
+            r#"{"a":1"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1}}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":{"b":1 "c":2}}"#,
+            r#"{"a":{"b":1}"#,
+            r#"{"a":[}"#,
+            r#"{a:1}"#,
+            r#"{"a" 1}"#,
+            "{\"a\":1}\u{c}",
+        ] {
+            assert_eq!(all(body), None, "{body:?}");
+            if !body.contains('\\') {
+                let object = serde_json::from_str::<serde_json::Map<String, Value>>;
+                assert!(object(body).is_err(), "{body:?}");
+            }
+        }
+        let nested = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(all(&nested(MAX_DEPTH)), None);
+        assert_eq!(all(&nested(MAX_DEPTH - 1)), Some(vec![("a", v(Val::Arr))]));
+        let objects = |n: usize| format!("{}{{}}{}", "{\"a\":".repeat(n), "}".repeat(n));
+        assert!(all(&objects(MAX_DEPTH - 1)).is_some());
+        assert_eq!(all(&objects(MAX_DEPTH)), None);
+        assert!(Reader::new(b"{\"a\":\"\xff\"}").is_none());
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_quote_backslash_or_control_character() {
+        let slow = |s: &[u8]| {
+            s.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(s.len())
+        };
+        let mut s = Vec::new();
+        for len in 0..40 {
+            for at in 0..=len {
+                for stop in [
+                    b'"', b'\\', 0x00, 0x1f, b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff,
+                ] {
+                    s.clear();
+                    s.extend((0..len).map(|i| [b'a', 0xc3, 0xa9, b'~', b'!'][i % 5]));
+                    if at < len {
+                        s[at] = stop;
+                    }
+                    assert_eq!(plain_len(&s), slow(&s), "{s:?}");
+                }
+            }
+        }
+    }
+
+    fn same(read: &Read<'_>, t: &Value) -> bool {
+        match read {
+            Read::Obj(members) => {
+                let Some(t) = t.as_object() else {
+                    return false;
+                };
+                // A key given twice is kept once by the tree, with its last value.
+                let mut last = std::collections::HashMap::new();
+                for (k, v) in members {
+                    last.insert(*k, v);
+                }
+                last.len() == t.len()
+                    && last
+                        .iter()
+                        .all(|(k, v)| t.get(*k).is_some_and(|t| same(v, t)))
+            }
+            Read::Val(v) => match *v {
+                Val::Null => t.is_null(),
+                Val::Bool(b) => t.as_bool() == Some(b),
+                Val::Int(n) => t.is_u64() && t.as_u64() == Some(n),
+                Val::Num => t.is_number() && (t.as_u64().is_none() || t.to_string().len() > 19),
+                Val::Str(s) => t.as_str() == Some(s),
+                Val::Obj => t.is_object(),
+                Val::Arr => t.is_array(),
+            },
+        }
+    }
+
+    /// Every body taken reads as serde_json reads it (the same keys, each with the value
+    /// serde_json keeps), and nothing is taken that serde_json refuses.
+    #[test]
+    fn what_it_takes_serde_json_reads_the_same() {
+        let mut g = super::gen::Gen::new(
+            0x2545_f491_4f6c_dd1d,
+            &["\"id\"", "\"name\"", "\"k\"", "\"é\"", "\"\""],
+        );
+        let (mut taken, mut declined) = (0, 0);
+        for _ in 0..20_000 {
+            let body = g.body();
+            let Some(got) = all(&body) else {
+                declined += 1;
+                continue;
+            };
+            taken += 1;
+            let tree: Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body:?}: {e}"));
+            assert!(same(&Read::Obj(got), &tree), "{body:?}");
+        }
+        assert!(
+            taken > 5_000 && declined > 5_000,
+            "{taken} taken, {declined} declined"
+        );
+    }
+}
