@@ -153,7 +153,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
 /// below 0x20, or equal to `"` or `\` after an exclusive or, sets its top bit in
 /// `(w - 0x01..) & !w & 0x80..`, the lowest such byte exactly (a borrow can only mark the
 /// bytes above it).
-fn plain_len(bytes: &[u8]) -> usize {
+pub fn plain_len(bytes: &[u8]) -> usize {
     run_len(bytes, false)
 }
 

@@ -147,7 +147,8 @@ impl<'a> Reader<'a> {
     /// A string whose `"` was just read, through its closing `"`.
     fn string(&mut self) -> Option<&'a str> {
         let start = self.i;
-        let n = plain_len(&self.b[start..]);
+        // The run a JSON string holds as it is (what `json_out` writes unescaped).
+        let n = super::json_out::plain_len(&self.b[start..]);
         if self.b.get(start + n) != Some(&b'"') {
             return None;
         }
@@ -262,35 +263,6 @@ impl<'a> Reader<'a> {
         self.digits();
         (self.i > start).then_some(())
     }
-}
-
-/// How many bytes of `s` come before its first `"`, `\\` or control character (all of
-/// `s` when it has none). Eight bytes at a time: the keys and values of a record are
-/// mostly shorter than a vectorized search's setup.
-fn plain_len(s: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
-    let mut at = 0;
-    while let Some(word) = s.get(at..at + 8) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let x = u64::from_le_bytes(bytes);
-        // A byte's high bit is set where it is zero (a quote or backslash once xored) or
-        // below 0x20; only bytes above the first such byte can be flagged wrongly.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let found = zero(x ^ QUOTE) | zero(x ^ BACKSLASH) | (x.wrapping_sub(SPACE) & !x & HIGH);
-        if found != 0 {
-            return at + (found.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + s[at..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .unwrap_or(s.len() - at)
 }
 
 #[cfg(test)]
@@ -525,30 +497,6 @@ mod tests {
         assert!(all(&objects(MAX_DEPTH - 1)).is_some());
         assert_eq!(all(&objects(MAX_DEPTH)), None);
         assert!(Reader::new(b"{\"a\":\"\xff\"}").is_none());
-    }
-
-    #[test]
-    fn a_string_ends_at_its_first_quote_backslash_or_control_character() {
-        let slow = |s: &[u8]| {
-            s.iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .unwrap_or(s.len())
-        };
-        let mut s = Vec::new();
-        for len in 0..40 {
-            for at in 0..=len {
-                for stop in [
-                    b'"', b'\\', 0x00, 0x1f, b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff,
-                ] {
-                    s.clear();
-                    s.extend((0..len).map(|i| [b'a', 0xc3, 0xa9, b'~', b'!'][i % 5]));
-                    if at < len {
-                        s[at] = stop;
-                    }
-                    assert_eq!(plain_len(&s), slow(&s), "{s:?}");
-                }
-            }
-        }
     }
 
     fn same(read: &Read<'_>, t: &Value) -> bool {
