@@ -53,9 +53,11 @@ pub struct Reader<'a> {
     /// `b` as text: every slice taken of it starts and ends beside an ASCII byte.
     text: &'a str,
     i: usize,
-    /// Objects open.
+    /// Objects and arrays entered and still open.
     depth: usize,
-    /// Just inside an object's `{`: no `,` before the next key.
+    /// Bit `d` set when the container at depth `d + 1` is an array.
+    arrays: u64,
+    /// Just inside a container's `{` or `[`: no `,` before what comes next.
     first: bool,
 }
 
@@ -68,34 +70,33 @@ impl<'a> Reader<'a> {
             text,
             i: 0,
             depth: 0,
+            arrays: 0,
             first: true,
         };
         r.ws();
-        r.open()?;
+        r.open(b'{')?;
         Some(r)
     }
 
     /// The next member's key; `Some(None)` once the object (the body's, or the one
     /// [`Reader::object`] entered) has closed. Its value is to be read next, by
-    /// [`Reader::value`], [`Reader::skip`] or [`Reader::object`].
+    /// [`Reader::value`], [`Reader::skip`], [`Reader::object`] or [`Reader::array`].
     pub fn next_key(&mut self) -> Option<Option<&'a str>> {
-        self.ws();
-        if self.eat(b'}').is_some() {
-            self.depth = self.depth.checked_sub(1)?;
-            self.first = false;
+        if !self.next_in(false)? {
             return Some(None);
         }
-        if !self.first {
-            self.eat(b',')?;
-            self.ws();
-        }
-        self.first = false;
         self.eat(b'"')?;
         let key = self.string()?;
         self.ws();
         self.eat(b':')?;
         self.ws();
         Some(Some(key))
+    }
+
+    /// Whether another value of the array [`Reader::array`] entered follows (to be read
+    /// next, as a member's value is); `false` once the array has closed.
+    pub fn next_item(&mut self) -> Option<bool> {
+        self.next_in(true)
     }
 
     /// The value here (an object or array checked and passed over).
@@ -111,11 +112,13 @@ impl<'a> Reader<'a> {
     /// Enters the value here when it is an object (`true`: its members follow, through
     /// [`Reader::next_key`]); `false` (nothing read) when it is something else.
     pub fn object(&mut self) -> Option<bool> {
-        if self.b.get(self.i) != Some(&b'{') {
-            return Some(false);
-        }
-        self.open()?;
-        Some(true)
+        self.enter(b'{')
+    }
+
+    /// Enters the value here when it is an array (`true`: its values follow, through
+    /// [`Reader::next_item`]); `false` (nothing read) when it is something else.
+    pub fn array(&mut self) -> Option<bool> {
+        self.enter(b'[')
     }
 
     /// Checks that nothing but whitespace follows the body's object, once it has closed.
@@ -124,14 +127,49 @@ impl<'a> Reader<'a> {
         (self.depth == 0 && self.i == self.b.len()).then_some(())
     }
 
-    fn open(&mut self) -> Option<()> {
+    fn enter(&mut self, open: u8) -> Option<bool> {
+        if self.b.get(self.i) != Some(&open) {
+            return Some(false);
+        }
+        self.open(open)?;
+        Some(true)
+    }
+
+    fn open(&mut self, open: u8) -> Option<()> {
         if self.depth >= MAX_DEPTH {
             return None;
         }
-        self.eat(b'{')?;
+        self.eat(open)?;
+        let bit = 1u64 << self.depth;
+        self.arrays = if open == b'[' {
+            self.arrays | bit
+        } else {
+            self.arrays & !bit
+        };
         self.depth += 1;
         self.first = true;
         Some(())
+    }
+
+    /// Past the `,` before the next member or value of the open container (an array
+    /// when `array`), or past its close (`false`).
+    fn next_in(&mut self, array: bool) -> Option<bool> {
+        let top = self.depth.checked_sub(1)?;
+        if (self.arrays >> top & 1 == 1) != array {
+            return None;
+        }
+        self.ws();
+        if self.eat(if array { b']' } else { b'}' }).is_some() {
+            self.depth = top;
+            self.first = false;
+            return Some(false);
+        }
+        if !self.first {
+            self.eat(b',')?;
+            self.ws();
+        }
+        self.first = false;
+        Some(true)
     }
 
     fn ws(&mut self) {
@@ -283,18 +321,20 @@ pub mod gen {
             }
         }
 
-        fn next(&mut self, n: usize) -> usize {
+        /// A number below `n`.
+        pub fn next(&mut self, n: usize) -> usize {
             self.state ^= self.state << 13;
             self.state ^= self.state >> 7;
             self.state ^= self.state << 17;
             (self.state % n as u64) as usize
         }
 
-        fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
+        pub fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
             from[self.next(from.len())]
         }
 
-        fn value(&mut self, out: &mut String, depth: usize) {
+        /// Any JSON value (a scalar, an object of the keys, or an array), onto `out`.
+        pub fn value(&mut self, out: &mut String, depth: usize) {
             const SCALARS: &[&str] = &[
                 "\"v\"",
                 "\"\"",
@@ -353,6 +393,11 @@ pub mod gen {
         pub fn body(&mut self) -> String {
             let mut s = String::new();
             self.object(&mut s, 1);
+            self.break_sometimes(s)
+        }
+
+        /// `s`, broken one time in three.
+        pub fn break_sometimes(&mut self, mut s: String) -> String {
             let at = self.next(s.len() + 1);
             if !s.is_char_boundary(at) {
                 return s;
@@ -375,23 +420,33 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// What the reader reads of the rest of an object: its members, each object's members
-    /// read by entering it, every other value as [`Val`].
+    /// What the reader reads of a value: an object's members and an array's values read by
+    /// entering them, every other value as [`Val`].
     #[derive(Debug, PartialEq)]
     enum Read<'a> {
         Val(Val<'a>),
         Obj(Vec<(&'a str, Read<'a>)>),
+        Arr(Vec<Read<'a>>),
+    }
+
+    fn read<'a>(r: &mut Reader<'a>) -> Option<Read<'a>> {
+        if r.object()? {
+            return members(r).map(Read::Obj);
+        }
+        if r.array()? {
+            let mut items = Vec::new();
+            while r.next_item()? {
+                items.push(read(r)?);
+            }
+            return Some(Read::Arr(items));
+        }
+        r.value().map(Read::Val)
     }
 
     fn members<'a>(r: &mut Reader<'a>) -> Option<Vec<(&'a str, Read<'a>)>> {
         let mut out = Vec::new();
         while let Some(k) = r.next_key()? {
-            let v = if r.object()? {
-                Read::Obj(members(r)?)
-            } else {
-                Read::Val(r.value()?)
-            };
-            out.push((k, v));
+            out.push((k, read(r)?));
         }
         Some(out)
     }
@@ -426,9 +481,18 @@ mod tests {
                 ("i", v(Val::Null)),
                 (
                     "j",
-                    Read::Obj(vec![("k", v(Val::Arr)), ("m", Read::Obj(vec![]))])
+                    Read::Obj(vec![
+                        (
+                            "k",
+                            Read::Arr(vec![
+                                v(Val::Int(1)),
+                                Read::Obj(vec![("l", Read::Arr(vec![]))])
+                            ])
+                        ),
+                        ("m", Read::Obj(vec![]))
+                    ])
                 ),
-                ("n", v(Val::Arr)),
+                ("n", Read::Arr(vec![])),
             ]
         );
         assert_eq!(all("{}"), Some(vec![]));
@@ -444,6 +508,19 @@ mod tests {
         let mut r = Reader::new(br#"{"a":{"b":1,}}"#).unwrap();
         assert_eq!(r.next_key(), Some(Some("a")));
         assert_eq!(r.value(), None);
+        // A key is not an array's, nor an item an object's.
+        let mut r = Reader::new(br#"{"a":[1],"b":2}"#).unwrap();
+        assert_eq!(r.next_item(), None);
+        let mut r = Reader::new(br#"{"a":[1],"b":2}"#).unwrap();
+        assert_eq!(r.next_key(), Some(Some("a")));
+        assert_eq!(r.array(), Some(true));
+        assert_eq!(r.next_key(), None);
+        let mut r = Reader::new(br#"{"a":[1}"#).unwrap();
+        assert_eq!(r.next_key(), Some(Some("a")));
+        assert_eq!(r.array(), Some(true));
+        assert_eq!(r.next_item(), Some(true));
+        assert_eq!(r.value(), Some(Val::Int(1)));
+        assert_eq!(r.next_item(), None);
         // Not finished: the body's object has not closed.
         let mut r = Reader::new(br#"{"a":{}}"#).unwrap();
         assert_eq!(r.next_key(), Some(Some("a")));
@@ -492,7 +569,7 @@ mod tests {
         }
         let nested = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
         assert_eq!(all(&nested(MAX_DEPTH)), None);
-        assert_eq!(all(&nested(MAX_DEPTH - 1)), Some(vec![("a", v(Val::Arr))]));
+        assert!(all(&nested(MAX_DEPTH - 1)).is_some());
         let objects = |n: usize| format!("{}{{}}{}", "{\"a\":".repeat(n), "}".repeat(n));
         assert!(all(&objects(MAX_DEPTH - 1)).is_some());
         assert_eq!(all(&objects(MAX_DEPTH)), None);
@@ -515,6 +592,9 @@ mod tests {
                         .iter()
                         .all(|(k, v)| t.get(*k).is_some_and(|t| same(v, t)))
             }
+            Read::Arr(items) => t.as_array().is_some_and(|t| {
+                t.len() == items.len() && items.iter().zip(t).all(|(v, t)| same(v, t))
+            }),
             Read::Val(v) => match *v {
                 Val::Null => t.is_null(),
                 Val::Bool(b) => t.as_bool() == Some(b),

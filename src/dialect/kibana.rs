@@ -18,6 +18,7 @@ use super::{
     Outbound, Request,
 };
 use crate::codec::b64;
+use crate::codec::json_read::{Reader, Val};
 use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
@@ -283,10 +284,10 @@ impl Dialect for Kibana {
     }
 
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, ctx: &BackCtx<'_>) -> Answer {
-        let Some(case) = read_case(body, ctx.raw_wanted) else {
+        let Some(read) = read_case_files(body, ctx.raw_wanted) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let Some(files) = case_files(&case, ctx.raw_wanted) else {
+        let Some(files) = read.files else {
             return Answer::StoredUnreadable("the case has no comments".into());
         };
         let part_name = with_extension(
@@ -317,12 +318,12 @@ impl Dialect for Kibana {
             );
         }
         Answer::Stored(Box::new(UploadResult {
-            case_id: case.get("id").and_then(id_text),
-            owner: wire::text(&case, "owner"),
+            case_id: read.id,
+            owner: read.owner,
             uploader: attachment.uploader.clone(),
             attachment,
             attachments: files,
-            case: ctx.raw_wanted.then_some(case),
+            case: read.case,
             ..Default::default()
         }))
     }
@@ -377,12 +378,12 @@ impl Dialect for Kibana {
     }
 
     fn read_list(&self, body: &[u8], ctx: &BackCtx<'_>) -> Result<Listed, String> {
-        let case = read_case(body, ctx.raw_wanted).ok_or("the case is not JSON")?;
-        let files = case_files(&case, ctx.raw_wanted).ok_or("the case has no comments")?;
+        let read = read_case_files(body, ctx.raw_wanted).ok_or("the case is not JSON")?;
+        let files = read.files.ok_or("the case has no comments")?;
         Ok(Listed {
             total: Some(files.len() as u64),
             files,
-            case: ctx.raw_wanted.then_some(case),
+            case: read.case,
             whole: true,
         })
     }
@@ -491,6 +492,177 @@ fn is_file_comment(c: &Value) -> bool {
         && c.get("externalReferenceAttachmentTypeId")
             .and_then(Value::as_str)
             == Some(FILES_TYPE)
+}
+
+/// What an upload's answer or a list's says of a case: its id and owner, its `.files`
+/// comments as [`case_files`] gives them (`None`: the case has no array of comments), and
+/// the case itself when a Kibana client is to be shown it.
+struct CaseRead {
+    id: Option<String>,
+    owner: Option<String>,
+    files: Option<Vec<Attachment>>,
+    case: Option<Value>,
+}
+
+/// A case from its bytes (`None`: not JSON). For another dialect's client it is read in
+/// place ([`case_in_place`]) when it can be, else as [`read_case`] reads it; the two read
+/// the same answer the same way.
+fn read_case_files(body: &[u8], raw_wanted: bool) -> Option<CaseRead> {
+    if let Some(read) = (!raw_wanted).then(|| case_in_place(body)).flatten() {
+        return Some(read);
+    }
+    let case = read_case(body, raw_wanted)?;
+    Some(CaseRead {
+        id: case.get("id").and_then(id_text),
+        owner: wire::text(&case, "owner"),
+        files: case_files(&case, raw_wanted),
+        case: raw_wanted.then_some(case),
+    })
+}
+
+/// A case's id, owner and `.files` comments read in place by a [`Reader`], as
+/// [`case_files`] reads them from the tree (a key given twice keeps its last value);
+/// `None` when it is read the slower way (an escape, an id written other than as a string
+/// or a plain integer).
+fn case_in_place(body: &[u8]) -> Option<CaseRead> {
+    let mut r = Reader::new(body)?;
+    let (mut id, mut owner, mut files) = (None, None, None);
+    while let Some(key) = r.next_key()? {
+        match key {
+            "id" => id = read_id(r.value()?)?,
+            "owner" => owner = read_text(r.value()?),
+            "comments" => {
+                files = None;
+                if !r.array()? {
+                    r.skip()?;
+                    continue;
+                }
+                let mut list = Vec::new();
+                while r.next_item()? {
+                    if r.object()? {
+                        list.extend(comment_in_place(&mut r)?);
+                    } else {
+                        r.skip()?;
+                    }
+                }
+                files = Some(list);
+            }
+            _ => r.skip()?,
+        }
+    }
+    r.finish()?;
+    for a in files.iter_mut().flatten() {
+        a.case_id.clone_from(&id);
+    }
+    Some(CaseRead {
+        id,
+        owner,
+        files,
+        case: None,
+    })
+}
+
+/// The rest of a comment object the reader has entered, as [`comment_attachment`] reads
+/// it: `Some(None)` when it is not a `.files` comment or names no file.
+fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
+    let mut a = Attachment::default();
+    let (mut kind, mut type_id, mut created_at) = (None, None, None);
+    // `externalReferenceMetadata.files[0]`: name, extension, type, creation.
+    let mut file: [Option<String>; 4] = Default::default();
+    while let Some(key) = r.next_key()? {
+        match key {
+            "id" => a.comment_id = read_id(r.value()?)?,
+            "type" => kind = read_text(r.value()?),
+            "externalReferenceAttachmentTypeId" => type_id = read_text(r.value()?),
+            "externalReferenceId" => a.id = read_id(r.value()?)?,
+            "created_at" => created_at = read_text(r.value()?),
+            "created_by" => {
+                let mut who = Person::default();
+                if r.object()? {
+                    while let Some(key) = r.next_key()? {
+                        match key {
+                            "username" => who.username = read_text(r.value()?),
+                            "full_name" => who.full_name = read_text(r.value()?),
+                            "email" => who.email = read_text(r.value()?),
+                            _ => r.skip()?,
+                        }
+                    }
+                } else {
+                    r.skip()?;
+                }
+                a.uploader = Some(who);
+            }
+            "externalReferenceMetadata" => {
+                file = Default::default();
+                if !r.object()? {
+                    r.skip()?;
+                    continue;
+                }
+                while let Some(key) = r.next_key()? {
+                    if key != "files" {
+                        r.skip()?;
+                        continue;
+                    }
+                    file = Default::default();
+                    if !r.array()? {
+                        r.skip()?;
+                        continue;
+                    }
+                    let mut first = true;
+                    while r.next_item()? {
+                        if !std::mem::take(&mut first) || !r.object()? {
+                            r.skip()?;
+                            continue;
+                        }
+                        while let Some(key) = r.next_key()? {
+                            let at = match key {
+                                "name" => 0,
+                                "extension" => 1,
+                                "mimeType" => 2,
+                                "created" => 3,
+                                _ => {
+                                    r.skip()?;
+                                    continue;
+                                }
+                            };
+                            file[at] = read_text(r.value()?);
+                        }
+                    }
+                }
+            }
+            _ => r.skip()?,
+        }
+    }
+    if kind.as_deref() != Some("externalReference") || type_id.as_deref() != Some(FILES_TYPE) {
+        return Some(None);
+    }
+    let [name, extension, mime, created] = file;
+    a.name = match (name, extension) {
+        (Some(n), Some(e)) if !e.is_empty() => Some(format!("{n}.{e}")),
+        (name, _) => name,
+    };
+    a.content_type = mime;
+    a.created_at = created.or(created_at);
+    Some(a.id.is_some().then_some(a))
+}
+
+/// An id read in place as [`id_text`] reads it from the tree; `None` (read the slower
+/// way) for a number that is not a plain integer.
+fn read_id(v: Val<'_>) -> Option<Option<String>> {
+    match v {
+        Val::Str(s) => Some(Some(s.to_string())),
+        Val::Int(n) => Some(Some(n.to_string())),
+        Val::Num => None,
+        _ => Some(None),
+    }
+}
+
+/// A string read in place; anything else is none.
+fn read_text(v: Val<'_>) -> Option<String> {
+    match v {
+        Val::Str(s) => Some(s.to_string()),
+        _ => None,
+    }
 }
 
 /// A Kibana case from its bytes: whole when `whole` (a Kibana client is shown it as it
@@ -1077,15 +1249,20 @@ mod tests {
         r#"["c","cases",[{"id":"k","type":"externalReference","externalReferenceAttachmentTypeId":".files","externalReferenceId":"f"}]]"#,
     ];
 
-    #[test]
-    fn a_case_read_for_another_dialect_gives_what_the_whole_case_gives() {
-        let options = Default::default();
-        let ctx = |raw_wanted| BackCtx {
+    fn read_ctx(options: &crate::dialect::UpstreamOptions, raw_wanted: bool) -> BackCtx<'_> {
+        BackCtx {
             base_url: "",
-            options: &options,
+            options,
             client_space: None,
             raw_wanted,
-        };
+        }
+    }
+
+    /// Reads `body` for a Kibana client (the whole tree) and for another dialect's (in
+    /// place, or through the slimmer readers), and checks that the two agree.
+    fn assert_same_reading(body: &str) {
+        let options = Default::default();
+        let ctx = |raw_wanted| read_ctx(&options, raw_wanted);
         let meta = UploadMeta {
             file_name: Some("notes.txt".into()),
             ..Default::default()
@@ -1098,42 +1275,54 @@ mod tests {
             }
             r
         };
-        // The first five are read without the whole tree; the rest fall back to it.
+        let whole = Kibana.read_stored(body.as_bytes(), &meta, &ctx(true));
+        let slim = Kibana.read_stored(body.as_bytes(), &meta, &ctx(false));
+        match (whole, slim) {
+            (Answer::Stored(w), Answer::Stored(s)) => {
+                assert!(w.case.is_some() && s.case.is_none(), "{body}");
+                assert!(w.attachment.raw.is_some() && s.attachment.raw.is_none());
+                assert_eq!(strip(*w), strip(*s), "{body}");
+            }
+            (Answer::StoredUnreadable(w), Answer::StoredUnreadable(s)) => {
+                assert_eq!(w, s, "{body}")
+            }
+            _ => panic!("the two readings differ: {body}"),
+        }
+        let whole = Kibana.read_list(body.as_bytes(), &ctx(true));
+        let slim = Kibana.read_list(body.as_bytes(), &ctx(false));
+        match (whole, slim) {
+            (Ok(w), Ok(s)) => {
+                assert!(w.case.is_some() && s.case.is_none(), "{body}");
+                let bare = |files: Vec<Attachment>| {
+                    files
+                        .into_iter()
+                        .map(|a| Attachment { raw: None, ..a })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bare(w.files), bare(s.files), "{body}");
+                assert_eq!(w.total, s.total);
+            }
+            (Err(w), Err(s)) => assert_eq!(w, s, "{body}"),
+            _ => panic!("the two readings differ: {body}"),
+        }
+    }
+
+    #[test]
+    fn a_case_read_for_another_dialect_gives_what_the_whole_case_gives() {
+        let options = Default::default();
+        let ctx = |raw_wanted| read_ctx(&options, raw_wanted);
+        let meta = UploadMeta {
+            file_name: Some("notes.txt".into()),
+            ..Default::default()
+        };
+        // The first five fit the typed reader, the rest fall back to the tree; all but the
+        // last (an array) are read in place.
         for (i, body) in CASES.iter().enumerate() {
             let slim = serde_json::from_slice::<wire::Obj<CaseIn>>(body.as_bytes());
             assert_eq!(slim.is_ok(), i < 5, "{body}");
-        }
-        for body in CASES {
-            let whole = Kibana.read_stored(body.as_bytes(), &meta, &ctx(true));
-            let slim = Kibana.read_stored(body.as_bytes(), &meta, &ctx(false));
-            match (whole, slim) {
-                (Answer::Stored(w), Answer::Stored(s)) => {
-                    assert!(w.case.is_some() && s.case.is_none(), "{body}");
-                    assert!(w.attachment.raw.is_some() && s.attachment.raw.is_none());
-                    assert_eq!(strip(*w), strip(*s), "{body}");
-                }
-                (Answer::StoredUnreadable(w), Answer::StoredUnreadable(s)) => {
-                    assert_eq!(w, s, "{body}")
-                }
-                _ => panic!("the two readings differ: {body}"),
-            }
-            let whole = Kibana.read_list(body.as_bytes(), &ctx(true));
-            let slim = Kibana.read_list(body.as_bytes(), &ctx(false));
-            match (whole, slim) {
-                (Ok(w), Ok(s)) => {
-                    assert!(w.case.is_some() && s.case.is_none(), "{body}");
-                    let bare = |files: Vec<Attachment>| {
-                        files
-                            .into_iter()
-                            .map(|a| Attachment { raw: None, ..a })
-                            .collect::<Vec<_>>()
-                    };
-                    assert_eq!(bare(w.files), bare(s.files), "{body}");
-                    assert_eq!(w.total, s.total);
-                }
-                (Err(w), Err(s)) => assert_eq!(w, s, "{body}"),
-                _ => panic!("the two readings differ: {body}"),
-            }
+            let in_place = case_in_place(body.as_bytes()).is_some();
+            assert_eq!(in_place, i < 9, "{body}");
+            assert_same_reading(body);
         }
         // The first case as read: both files, the newest named like the upload.
         let Answer::Stored(r) = Kibana.read_stored(CASES[0].as_bytes(), &meta, &ctx(false)) else {
@@ -1153,6 +1342,172 @@ mod tests {
         );
         assert_eq!(r.case_id.as_deref(), Some("c1"));
         assert_eq!(r.owner.as_deref(), Some("cases"));
+    }
+
+    /// A case as Kibana answers one, with members, comments and files picked at random
+    /// (ids and texts of every kind, keys given twice, values of the wrong kind), broken
+    /// now and then.
+    fn generated_case(g: &mut crate::codec::json_read::gen::Gen) -> String {
+        const IDS: &[&str] = &[
+            "\"f1\"",
+            "\"f2\"",
+            "7",
+            "1.5",
+            "-2",
+            "null",
+            "\"\"",
+            "{}",
+            "\"a\\\"b\"",
+        ];
+        const TEXTS: &[&str] = &[
+            "\"notes\"",
+            "\"txt\"",
+            "\"\"",
+            "null",
+            "5",
+            "\"é\"",
+            "\"x\\ny\"",
+            "[]",
+        ];
+        // One `comments` member among a few others (now and then a second one).
+        let mut members = Vec::new();
+        for _ in 0..g.next(5) {
+            members.push(match g.next(7) {
+                0 | 1 => format!("\"id\":{}", g.pick(IDS)),
+                2 => format!("\"owner\":{}", g.pick(TEXTS)),
+                3 => format!("\"comments\":{}", g.pick(&["null", "\"x\"", "{}", "[]"])),
+                _ => format!("\"other\":{}", other(g)),
+            });
+        }
+        let comments = if g.next(8) == 0 {
+            g.pick(&["null", "\"x\"", "{}"]).to_string()
+        } else {
+            let items: Vec<String> = (0..=g.next(4))
+                .map(|_| generated_comment(g, IDS, TEXTS))
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        let at = g.next(members.len() + 1);
+        members.insert(at, format!("\"comments\":{comments}"));
+        g.break_sometimes(format!("{{{}}}", members.join(",")))
+    }
+
+    /// A member nothing reads: any JSON now and then (escapes included), else a plain one.
+    fn other(g: &mut crate::codec::json_read::gen::Gen) -> String {
+        if g.next(4) > 0 {
+            return g.pick(&["\"x\"", "0", "true", "null", "[1,{}]"]).into();
+        }
+        let mut v = String::new();
+        g.value(&mut v, 3);
+        v
+    }
+
+    fn generated_comment(
+        g: &mut crate::codec::json_read::gen::Gen,
+        ids: &[&str],
+        texts: &[&str],
+    ) -> String {
+        if g.next(6) == 0 {
+            return g.pick(&["1", "\"k\"", "null", "[]"]).into();
+        }
+        // Most comments name a file, as Kibana's `.files` comments do.
+        let mut members = vec![
+            format!(
+                "\"type\":{}",
+                g.pick(&[
+                    "\"externalReference\"",
+                    "\"externalReference\"",
+                    "\"externalReference\"",
+                    "\"user\""
+                ])
+            ),
+            format!(
+                "\"externalReferenceAttachmentTypeId\":{}",
+                g.pick(&["\".files\"", "\".files\"", "\".files\"", "\".other\""])
+            ),
+            format!(
+                "\"externalReferenceId\":{}",
+                g.pick(&["\"f1\"", "\"f2\"", "9", "null"])
+            ),
+        ];
+        for _ in 0..g.next(6) {
+            let (key, value) = match g.next(9) {
+                0 => ("id", g.pick(ids).to_string()),
+                1 => (
+                    "type",
+                    g.pick(&[
+                        "\"externalReference\"",
+                        "\"externalReference\"",
+                        "\"user\"",
+                        "3",
+                    ])
+                    .into(),
+                ),
+                2 => (
+                    "externalReferenceAttachmentTypeId",
+                    g.pick(&["\".files\"", "\".files\"", "\".other\"", "null"])
+                        .into(),
+                ),
+                3 => ("externalReferenceId", g.pick(ids).to_string()),
+                4 => ("created_at", g.pick(texts).to_string()),
+                5 => {
+                    let who = if g.next(4) == 0 {
+                        g.pick(texts).to_string()
+                    } else {
+                        let keys = ["username", "full_name", "email", "other"];
+                        let fields: Vec<String> = (0..g.next(4))
+                            .map(|_| format!("\"{}\":{}", g.pick(&keys), g.pick(texts)))
+                            .collect();
+                        format!("{{{}}}", fields.join(","))
+                    };
+                    ("created_by", who)
+                }
+                6 | 7 => {
+                    let files: Vec<String> = (0..g.next(3))
+                        .map(|_| {
+                            if g.next(5) == 0 {
+                                return g.pick(texts).to_string();
+                            }
+                            let keys = ["name", "extension", "mimeType", "created", "other"];
+                            let fields: Vec<String> = (0..g.next(6))
+                                .map(|_| format!("\"{}\":{}", g.pick(&keys), g.pick(texts)))
+                                .collect();
+                            format!("{{{}}}", fields.join(","))
+                        })
+                        .collect();
+                    let meta = match g.next(5) {
+                        0 => g.pick(texts).to_string(),
+                        1 => format!("{{\"files\":{}}}", g.pick(texts)),
+                        _ => format!("{{\"files\":[{}]}}", files.join(",")),
+                    };
+                    ("externalReferenceMetadata", meta)
+                }
+                _ => ("other", other(g)),
+            };
+            members.push(format!("\"{key}\":{value}"));
+        }
+        format!("{{{}}}", members.join(","))
+    }
+
+    #[test]
+    fn generated_cases_read_in_place_give_what_the_whole_case_gives() {
+        let mut g = crate::codec::json_read::gen::Gen::new(
+            0xbb67_ae85_84ca_a73b,
+            &["\"id\"", "\"comments\"", "\"files\"", "\"name\""],
+        );
+        let (mut in_place, mut files) = (0, 0);
+        for _ in 0..10_000 {
+            let body = generated_case(&mut g);
+            if let Some(read) = case_in_place(body.as_bytes()) {
+                in_place += 1;
+                files += read.files.map_or(0, |f| f.len());
+            }
+            assert_same_reading(&body);
+        }
+        assert!(
+            in_place > 3_000 && files > 1_000,
+            "{in_place} read in place, {files} files"
+        );
     }
 
     #[test]
