@@ -453,8 +453,6 @@ impl Person {
     /// The person as its derived `Serialize` writes it (absent fields left out), written
     /// by hand: the ledger keeps it with every upload.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(128);
-        let mut o = crate::codec::json_out::Object::new(&mut out);
         let texts = [
             ("id", &self.id),
             ("first_name", &self.first_name),
@@ -464,6 +462,14 @@ impl Person {
             ("email", &self.email),
             ("avatar_url", &self.avatar_url),
         ];
+        // Room for every key and its quotes and text unescaped (a realloc and a copy
+        // otherwise, once a person is longer than a guess).
+        let room: usize = texts
+            .iter()
+            .map(|(k, t)| t.as_ref().map_or(0, |t| k.len() + t.len() + 6))
+            .sum();
+        let mut out = String::with_capacity(room + 32);
+        let mut o = crate::codec::json_out::Object::new(&mut out);
         for (key, text) in texts {
             if let Some(t) = text {
                 o.str(key, t);
