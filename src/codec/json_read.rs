@@ -45,6 +45,28 @@ pub enum Val<'a> {
     Arr,
 }
 
+impl Val<'_> {
+    /// The value as an id is read from a tree (`upload::id_text`: a string, or a number's
+    /// text): `Some(None)` for anything else; `None` for a number that is not a plain
+    /// integer, whose text serde_json would write its own way (its reader declines it).
+    pub fn id_text(self) -> Option<Option<String>> {
+        match self {
+            Val::Str(s) => Some(Some(s.to_string())),
+            Val::Int(n) => Some(Some(n.to_string())),
+            Val::Num => None,
+            _ => Some(None),
+        }
+    }
+
+    /// The value as text when it is a string (as `Value::as_str` reads a tree).
+    pub fn text(self) -> Option<String> {
+        match self {
+            Val::Str(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// Reads a JSON object's members in order; see the module's docs. Every method gives
 /// `None` when what comes next is not what it reads, after which the reader is not to be
 /// used.

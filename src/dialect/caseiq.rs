@@ -410,12 +410,7 @@ fn record_in_place(body: &[u8]) -> Option<Option<Attachment>> {
             "createdDate" => &mut a.created_at,
             "encoding" => &mut a.encoding,
             "id" => {
-                a.id = match r.value()? {
-                    Val::Str(s) => Some(s.to_string()),
-                    Val::Int(n) => Some(n.to_string()),
-                    Val::Num => return None,
-                    _ => None,
-                };
+                a.id = r.value()?.id_text()?;
                 continue;
             }
             "sizeBytes" => {
@@ -431,10 +426,7 @@ fn record_in_place(body: &[u8]) -> Option<Option<Attachment>> {
                 continue;
             }
         };
-        *field = match r.value()? {
-            Val::Str(s) => Some(s.to_string()),
-            _ => None,
-        };
+        *field = r.value()?.text();
     }
     r.finish()?;
     Some(a.id.is_some().then_some(a))

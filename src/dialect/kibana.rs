@@ -18,7 +18,7 @@ use super::{
     Outbound, Request,
 };
 use crate::codec::b64;
-use crate::codec::json_read::{Reader, Val};
+use crate::codec::json_read::Reader;
 use crate::error::{json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::secret::ct_any;
@@ -529,8 +529,8 @@ fn case_in_place(body: &[u8]) -> Option<CaseRead> {
     let (mut id, mut owner, mut files) = (None, None, None);
     while let Some(key) = r.next_key()? {
         match key {
-            "id" => id = read_id(r.value()?)?,
-            "owner" => owner = read_text(r.value()?),
+            "id" => id = r.value()?.id_text()?,
+            "owner" => owner = r.value()?.text(),
             "comments" => {
                 files = None;
                 if !r.array()? {
@@ -571,19 +571,19 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
     let mut file: [Option<String>; 4] = Default::default();
     while let Some(key) = r.next_key()? {
         match key {
-            "id" => a.comment_id = read_id(r.value()?)?,
-            "type" => kind = read_text(r.value()?),
-            "externalReferenceAttachmentTypeId" => type_id = read_text(r.value()?),
-            "externalReferenceId" => a.id = read_id(r.value()?)?,
-            "created_at" => created_at = read_text(r.value()?),
+            "id" => a.comment_id = r.value()?.id_text()?,
+            "type" => kind = r.value()?.text(),
+            "externalReferenceAttachmentTypeId" => type_id = r.value()?.text(),
+            "externalReferenceId" => a.id = r.value()?.id_text()?,
+            "created_at" => created_at = r.value()?.text(),
             "created_by" => {
                 let mut who = Person::default();
                 if r.object()? {
                     while let Some(key) = r.next_key()? {
                         match key {
-                            "username" => who.username = read_text(r.value()?),
-                            "full_name" => who.full_name = read_text(r.value()?),
-                            "email" => who.email = read_text(r.value()?),
+                            "username" => who.username = r.value()?.text(),
+                            "full_name" => who.full_name = r.value()?.text(),
+                            "email" => who.email = r.value()?.text(),
                             _ => r.skip()?,
                         }
                     }
@@ -625,7 +625,7 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
                                     continue;
                                 }
                             };
-                            file[at] = read_text(r.value()?);
+                            file[at] = r.value()?.text();
                         }
                     }
                 }
@@ -644,25 +644,6 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
     a.content_type = mime;
     a.created_at = created.or(created_at);
     Some(a.id.is_some().then_some(a))
-}
-
-/// An id read in place as [`id_text`] reads it from the tree; `None` (read the slower
-/// way) for a number that is not a plain integer.
-fn read_id(v: Val<'_>) -> Option<Option<String>> {
-    match v {
-        Val::Str(s) => Some(Some(s.to_string())),
-        Val::Int(n) => Some(Some(n.to_string())),
-        Val::Num => None,
-        _ => Some(None),
-    }
-}
-
-/// A string read in place; anything else is none.
-fn read_text(v: Val<'_>) -> Option<String> {
-    match v {
-        Val::Str(s) => Some(s.to_string()),
-        _ => None,
-    }
 }
 
 /// A Kibana case from its bytes: whole when `whole` (a Kibana client is shown it as it

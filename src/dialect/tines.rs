@@ -562,30 +562,16 @@ fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
 /// or a boolean), read as [`activity`] reads the tree (a key given twice keeps its last
 /// value); `None` when it is read the slower way.
 fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
-    fn id(v: Val<'_>) -> Option<Option<String>> {
-        match v {
-            Val::Str(s) => Some(Some(s.to_string())),
-            Val::Int(n) => Some(Some(n.to_string())),
-            Val::Num => None,
-            _ => Some(None),
-        }
-    }
-    fn text(v: Val<'_>) -> Option<String> {
-        match v {
-            Val::Str(s) => Some(s.to_string()),
-            _ => None,
-        }
-    }
     let mut a = Attachment::default();
     let mut activity_type = None;
     let mut r = Reader::new(body)?;
     while let Some(key) = r.next_key()? {
         match key {
-            "id" => a.id = id(r.value()?)?,
-            "case_id" => a.case_id = id(r.value()?)?,
-            "created_at" => a.created_at = text(r.value()?),
-            "value" => a.comment = text(r.value()?).filter(|c| !c.is_empty()),
-            "activity_type" => activity_type = text(r.value()?),
+            "id" => a.id = r.value()?.id_text()?,
+            "case_id" => a.case_id = r.value()?.id_text()?,
+            "created_at" => a.created_at = r.value()?.text(),
+            "value" => a.comment = r.value()?.text().filter(|c| !c.is_empty()),
+            "activity_type" => activity_type = r.value()?.text(),
             "block_id" => {
                 a.block_id = match r.value()? {
                     Val::Null => None,
@@ -603,8 +589,8 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
                 }
                 while let Some(key) = r.next_key()? {
                     match key {
-                        "filename" => a.name = text(r.value()?),
-                        "url" => a.url = text(r.value()?),
+                        "filename" => a.name = r.value()?.text(),
+                        "url" => a.url = r.value()?.text(),
                         _ => r.skip()?,
                     }
                 }
@@ -618,11 +604,11 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
                 let mut p = Person::default();
                 while let Some(key) = r.next_key()? {
                     match key {
-                        "user_id" => p.id = id(r.value()?)?,
-                        "first_name" => p.first_name = text(r.value()?),
-                        "last_name" => p.last_name = text(r.value()?),
-                        "email" => p.email = text(r.value()?),
-                        "avatar_url" => p.avatar_url = text(r.value()?),
+                        "user_id" => p.id = r.value()?.id_text()?,
+                        "first_name" => p.first_name = r.value()?.text(),
+                        "last_name" => p.last_name = r.value()?.text(),
+                        "email" => p.email = r.value()?.text(),
+                        "avatar_url" => p.avatar_url = r.value()?.text(),
                         "is_service_account" => {
                             p.is_service_account = match r.value()? {
                                 Val::Bool(b) => Some(b),
