@@ -396,7 +396,7 @@ fn read_record_bytes(body: &[u8], what: &str) -> Result<Attachment, String> {
 }
 
 /// [`read_record_bytes`] for an answer whose members a [`Reader`] reads in place (no
-/// escape, no id or size written other than as a plain integer; a key given twice keeps
+/// escape in a text it keeps, no id or size written other than as a plain integer; a key given twice keeps
 /// its last value, as the tree does): `Some(None)` when it has no id, `None` when it is
 /// read the slower way.
 fn record_in_place(body: &[u8]) -> Option<Option<Attachment>> {
@@ -426,7 +426,7 @@ fn record_in_place(body: &[u8]) -> Option<Option<Attachment>> {
                 continue;
             }
         };
-        *field = r.value()?.text();
+        *field = r.value()?.text()?;
     }
     r.finish()?;
     Some(a.id.is_some().then_some(a))

@@ -522,15 +522,15 @@ fn read_case_files(body: &[u8], raw_wanted: bool) -> Option<CaseRead> {
 
 /// A case's id, owner and `.files` comments read in place by a [`Reader`], as
 /// [`case_files`] reads them from the tree (a key given twice keeps its last value);
-/// `None` when it is read the slower way (an escape, an id written other than as a string
-/// or a plain integer).
+/// `None` when it is read the slower way (an escape in a text it keeps, an id written other
+/// than as a string or a plain integer).
 fn case_in_place(body: &[u8]) -> Option<CaseRead> {
     let mut r = Reader::new(body)?;
     let (mut id, mut owner, mut files) = (None, None, None);
     while let Some(key) = r.next_key()? {
         match key {
             "id" => id = r.value()?.id_text()?,
-            "owner" => owner = r.value()?.text(),
+            "owner" => owner = r.value()?.text()?,
             "comments" => {
                 files = None;
                 if !r.array()? {
@@ -572,18 +572,18 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
     while let Some(key) = r.next_key()? {
         match key {
             "id" => a.comment_id = r.value()?.id_text()?,
-            "type" => kind = r.value()?.text(),
-            "externalReferenceAttachmentTypeId" => type_id = r.value()?.text(),
+            "type" => kind = r.value()?.text()?,
+            "externalReferenceAttachmentTypeId" => type_id = r.value()?.text()?,
             "externalReferenceId" => a.id = r.value()?.id_text()?,
-            "created_at" => created_at = r.value()?.text(),
+            "created_at" => created_at = r.value()?.text()?,
             "created_by" => {
                 let mut who = Person::default();
                 if r.object()? {
                     while let Some(key) = r.next_key()? {
                         match key {
-                            "username" => who.username = r.value()?.text(),
-                            "full_name" => who.full_name = r.value()?.text(),
-                            "email" => who.email = r.value()?.text(),
+                            "username" => who.username = r.value()?.text()?,
+                            "full_name" => who.full_name = r.value()?.text()?,
+                            "email" => who.email = r.value()?.text()?,
                             _ => r.skip()?,
                         }
                     }
@@ -625,7 +625,7 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
                                     continue;
                                 }
                             };
-                            file[at] = r.value()?.text();
+                            file[at] = r.value()?.text()?;
                         }
                     }
                 }

@@ -557,10 +557,10 @@ fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
     Some((Some(attachment), a.activity_type))
 }
 
-/// [`activity_bytes`] for an answer whose members a [`Reader`] reads in place (no escape,
-/// no id written other than as a plain integer, a `block_id` that is a string, an integer
-/// or a boolean), read as [`activity`] reads the tree (a key given twice keeps its last
-/// value); `None` when it is read the slower way.
+/// [`activity_bytes`] for an answer whose members a [`Reader`] reads in place (no escape
+/// in a text it keeps, no id written other than as a plain integer, a `block_id` that is
+/// a string, an integer or a boolean), read as [`activity`] reads the tree (a key given
+/// twice keeps its last value); `None` when it is read the slower way.
 fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
     let mut a = Attachment::default();
     let mut activity_type = None;
@@ -569,16 +569,16 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
         match key {
             "id" => a.id = r.value()?.id_text()?,
             "case_id" => a.case_id = r.value()?.id_text()?,
-            "created_at" => a.created_at = r.value()?.text(),
-            "value" => a.comment = r.value()?.text().filter(|c| !c.is_empty()),
-            "activity_type" => activity_type = r.value()?.text(),
+            "created_at" => a.created_at = r.value()?.text()?,
+            "value" => a.comment = r.value()?.text()?.filter(|c| !c.is_empty()),
+            "activity_type" => activity_type = r.value()?.text()?,
             "block_id" => {
                 a.block_id = match r.value()? {
                     Val::Null => None,
                     Val::Str(s) => Some(Value::String(s.to_string())),
                     Val::Int(n) => Some(Value::from(n)),
                     Val::Bool(b) => Some(Value::Bool(b)),
-                    Val::Num | Val::Obj | Val::Arr => return None,
+                    Val::Num | Val::Esc | Val::Obj | Val::Arr => return None,
                 }
             }
             "file" => {
@@ -589,8 +589,8 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
                 }
                 while let Some(key) = r.next_key()? {
                     match key {
-                        "filename" => a.name = r.value()?.text(),
-                        "url" => a.url = r.value()?.text(),
+                        "filename" => a.name = r.value()?.text()?,
+                        "url" => a.url = r.value()?.text()?,
                         _ => r.skip()?,
                     }
                 }
@@ -605,10 +605,10 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
                 while let Some(key) = r.next_key()? {
                     match key {
                         "user_id" => p.id = r.value()?.id_text()?,
-                        "first_name" => p.first_name = r.value()?.text(),
-                        "last_name" => p.last_name = r.value()?.text(),
-                        "email" => p.email = r.value()?.text(),
-                        "avatar_url" => p.avatar_url = r.value()?.text(),
+                        "first_name" => p.first_name = r.value()?.text()?,
+                        "last_name" => p.last_name = r.value()?.text()?,
+                        "email" => p.email = r.value()?.text()?,
+                        "avatar_url" => p.avatar_url = r.value()?.text()?,
                         "is_service_account" => {
                             p.is_service_account = match r.value()? {
                                 Val::Bool(b) => Some(b),
