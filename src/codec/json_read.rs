@@ -216,25 +216,32 @@ impl<'a> Reader<'a> {
     /// holds an escape (each checked as serde_json checks it).
     fn string(&mut self) -> Option<Option<&'a str>> {
         let start = self.i;
-        let mut at = start;
-        let mut plain = true;
+        // The run a JSON string holds as it is (what `json_out` writes unescaped).
+        let n = super::json_out::plain_len(&self.b[start..]);
+        match *self.b.get(start + n)? {
+            b'"' => {
+                self.i = start + n + 1;
+                self.text.get(start..start + n).map(Some)
+            }
+            b'\\' => {
+                self.i = self.escaped_rest(start + n)?;
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+
+    /// Past the closing `"` of a string with an escape at `at`, each escape checked. Kept
+    /// out of [`Reader::string`], which the usual answer's strings (no escape) go through.
+    #[inline(never)]
+    fn escaped_rest(&self, mut at: usize) -> Option<usize> {
         loop {
-            // The run a JSON string holds as it is (what `json_out` writes unescaped).
-            at += super::json_out::plain_len(&self.b[at..]);
             match *self.b.get(at)? {
-                b'"' => break,
-                b'\\' => {
-                    plain = false;
-                    at = self.escape(at + 1)?;
-                }
+                b'"' => return Some(at + 1),
+                b'\\' => at = self.escape(at + 1)?,
                 _ => return None,
             }
-        }
-        self.i = at + 1;
-        if plain {
-            self.text.get(start..at).map(Some)
-        } else {
-            Some(None)
+            at += super::json_out::plain_len(&self.b[at..]);
         }
     }
 
