@@ -7,6 +7,8 @@
 //! Thalamus has no list, record or info of its own, so casegate answers those from its
 //! ledger.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -16,6 +18,8 @@ use super::{
     by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
     Outbound, Request,
 };
+use crate::codec::json_out::Object;
+use crate::codec::json_read::Reader;
 use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::ledger::CaseFiles;
@@ -74,11 +78,11 @@ impl Dialect for Thalamus {
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
         let token = wire::header(parts, "thalamus-token")
-            .map(str::to_string)
-            .or_else(|| wire::query_param(parts, "token"));
+            .map(Cow::Borrowed)
+            .or_else(|| wire::query_value(parts, "token"));
         let touchpoint = wire::header(parts, "thalamus-touchpoint")
-            .map(str::to_string)
-            .or_else(|| wire::query_param(parts, "touchpoint"));
+            .map(Cow::Borrowed)
+            .or_else(|| wire::query_value(parts, "touchpoint"));
         match (token, touchpoint) {
             (Some(t), Some(tp)) if !tp.is_empty() && ct_any(&t, &auth.tokens) => Ok(()),
             _ => Err(Error::unauthorized(
@@ -132,20 +136,9 @@ impl Dialect for Thalamus {
     }
 
     fn render_upload(&self, o: &Outcome) -> Response<Body> {
-        let who = o.file.uploader.clone().unwrap_or_default();
-        let first = who
-            .first_name
-            .or(who.full_name)
-            .or(who.username)
-            .unwrap_or_default();
-        let context = json!({"simpleProfile": {
-            "firstname": first,
-            "lastname": who.last_name.unwrap_or_default(),
-            "email": who.email.unwrap_or_default(),
-        }});
         json_bytes_response(
             StatusCode::OK,
-            upload_answer(&context, &o.case_files, &o.links),
+            upload_answer(&context(o.file.uploader.as_ref()), &o.case_files, &o.links),
         )
     }
 
@@ -199,23 +192,16 @@ impl Dialect for Thalamus {
         if self.failed_answer(body) {
             return Answer::Failed(Error::upstream_failed("The case system answered FAILED."));
         }
-        let Ok(v) = wire::from_json::<Value>(body) else {
-            return Answer::StoredUnreadable("the answer is not JSON".into());
+        let read = match answer_in_place(body) {
+            Some(read) => read,
+            None => match answer_by_tree(body) {
+                Some(read) => read,
+                None => return Answer::StoredUnreadable("the answer is not JSON".into()),
+            },
         };
-        let Some(list) = v
-            .pointer("/attachments/attachements")
-            .and_then(Value::as_array)
-        else {
+        let (Some(attachments), uploader) = read else {
             return Answer::StoredUnreadable("the answer has no attachments.attachements".into());
         };
-        let attachments: Vec<Attachment> = list
-            .iter()
-            .map(|a| Attachment {
-                id: a.get("id").and_then(id_text),
-                url: a.get("url").and_then(Value::as_str).map(str::to_string),
-                ..Default::default()
-            })
-            .collect();
         // The answer does not say which attachment is new: the highest id is.
         let newest = attachments
             .iter()
@@ -224,20 +210,6 @@ impl Dialect for Thalamus {
             .cloned();
         let Some(attachment) = newest else {
             return Answer::StoredUnreadable("the answer lists no attachment".into());
-        };
-        let profile = v.pointer("/context/simpleProfile");
-        let field = |k: &str| {
-            profile
-                .and_then(|p| p.get(k))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        let uploader = Person {
-            first_name: field("firstname"),
-            last_name: field("lastname"),
-            email: field("email"),
-            ..Default::default()
         };
         Answer::Stored(Box::new(UploadResult {
             attachment,
@@ -302,6 +274,124 @@ impl Dialect for Thalamus {
     }
 }
 
+/// What an upload's answer says: every attachment it lists (`None` without
+/// `attachments.attachements`), and the uploader's profile. A key given twice keeps its
+/// last value, as in a tree.
+type Read = (Option<Vec<Attachment>>, Person);
+
+/// An upload's answer read in place by a [`Reader`], as [`answer_by_tree`] reads it;
+/// `None` when it is read that way instead (an escape in a text it keeps, an id written
+/// other than as a string or a plain integer, anything the reader does not take). The
+/// answer lists every file of the case, so a tree of it cost an allocation per file.
+fn answer_in_place(body: &[u8]) -> Option<Read> {
+    let mut r = Reader::new(body)?;
+    let (mut list, mut who) = (None, Person::default());
+    while let Some(key) = r.next_key()? {
+        match key {
+            "attachments" => {
+                list = None;
+                if !r.object()? {
+                    r.skip()?;
+                    continue;
+                }
+                while let Some(key) = r.next_key()? {
+                    if key != "attachements" {
+                        r.skip()?;
+                        continue;
+                    }
+                    list = None;
+                    if !r.array()? {
+                        r.skip()?;
+                        continue;
+                    }
+                    let mut items = Vec::new();
+                    while r.next_item()? {
+                        let mut a = Attachment::default();
+                        if r.object()? {
+                            while let Some(key) = r.next_key()? {
+                                match key {
+                                    "id" => a.id = r.value()?.id_text()?,
+                                    "url" => a.url = r.value()?.text()?,
+                                    _ => r.skip()?,
+                                }
+                            }
+                        } else {
+                            r.skip()?;
+                        }
+                        items.push(a);
+                    }
+                    list = Some(items);
+                }
+            }
+            "context" => {
+                who = Person::default();
+                if !r.object()? {
+                    r.skip()?;
+                    continue;
+                }
+                while let Some(key) = r.next_key()? {
+                    if key != "simpleProfile" {
+                        r.skip()?;
+                        continue;
+                    }
+                    who = Person::default();
+                    if !r.object()? {
+                        r.skip()?;
+                        continue;
+                    }
+                    while let Some(key) = r.next_key()? {
+                        let field = match key {
+                            "firstname" => &mut who.first_name,
+                            "lastname" => &mut who.last_name,
+                            "email" => &mut who.email,
+                            _ => {
+                                r.skip()?;
+                                continue;
+                            }
+                        };
+                        *field = r.value()?.text()?.filter(|s| !s.is_empty());
+                    }
+                }
+            }
+            _ => r.skip()?,
+        }
+    }
+    r.finish()?;
+    Some((list, who))
+}
+
+/// An upload's answer read from its JSON tree; `None` when it is not JSON.
+fn answer_by_tree(body: &[u8]) -> Option<Read> {
+    let v = wire::from_json::<Value>(body).ok()?;
+    let list = v
+        .pointer("/attachments/attachements")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|a| Attachment {
+                    id: a.get("id").and_then(id_text),
+                    url: a.get("url").and_then(Value::as_str).map(str::to_string),
+                    ..Default::default()
+                })
+                .collect()
+        });
+    let profile = v.pointer("/context/simpleProfile");
+    let field = |k: &str| {
+        profile
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let who = Person {
+        first_name: field("firstname"),
+        last_name: field("lastname"),
+        email: field("email"),
+        ..Default::default()
+    };
+    Some((list, who))
+}
+
 /// Orders ids numerically when both are all digits, else as text.
 fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     let (a, b) = (a.unwrap_or(""), b.unwrap_or(""));
@@ -312,6 +402,30 @@ fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     } else {
         a.cmp(b)
     }
+}
+
+/// The answer's `context`: `{"simpleProfile":{"email":…,"firstname":…,"lastname":…}}`
+/// (serde_json's map order, as the answer was written from a tree before), `""` for what
+/// the uploader lacks; the first name falls back to the full name, then the user name.
+fn context(who: Option<&Person>) -> String {
+    let text = |f: fn(&Person) -> Option<&String>| who.and_then(f).map_or("", |s| s.as_str());
+    let first = who
+        .and_then(|p| {
+            p.first_name
+                .as_ref()
+                .or(p.full_name.as_ref())
+                .or(p.username.as_ref())
+        })
+        .map_or("", |s| s.as_str());
+    let mut out = String::with_capacity(64 + first.len());
+    let mut context = Object::new(&mut out);
+    context.object("simpleProfile", |p| {
+        p.str("email", text(|p| p.email.as_ref()))
+            .str("firstname", first)
+            .str("lastname", text(|p| p.last_name.as_ref()));
+    });
+    context.end();
+    out
 }
 
 /// Where a file's download link points, before its id (under the route's prefix).
@@ -325,7 +439,7 @@ const FILES_PATH: &str = "/api/v4/cases/files/";
 /// per entry was most of the answer's cost), and the entries are kept written with the
 /// case's listing ([`CaseFiles::with_written`]): an answer copies them, and writes only the
 /// files added since the last.
-fn upload_answer(context: &Value, files: &CaseFiles, links: &Links) -> Vec<u8> {
+fn upload_answer(context: &str, files: &CaseFiles, links: &Links) -> Vec<u8> {
     let start = serde_json::to_string(&links.url(FILES_PATH)).unwrap_or_default();
     // The JSON string's content, without its quotes.
     let start = start
@@ -334,8 +448,7 @@ fn upload_answer(context: &Value, files: &CaseFiles, links: &Links) -> Vec<u8> {
         .unwrap_or_default();
     let mut out = Vec::with_capacity(128 + files.count() * (start.len() + 32));
     out.extend_from_slice(b"{\"context\":");
-    // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, context);
+    out.extend_from_slice(context.as_bytes());
     out.extend_from_slice(b",\"attachments\":{\"attachements\":[");
     // One file's entry; the comma after the last is taken off below.
     let entry = |id: &str, out: &mut Vec<u8>| {
@@ -426,7 +539,11 @@ mod tests {
         };
         for links in [&plain, &odd] {
             for n in [0, 1, 3, ids.len()] {
-                let ours = upload_answer(&context, &CaseFiles::of(ids[..n].to_vec()), links);
+                let ours = upload_answer(
+                    &context.to_string(),
+                    &CaseFiles::of(ids[..n].to_vec()),
+                    links,
+                );
                 assert_eq!(
                     String::from_utf8(ours).unwrap(),
                     String::from_utf8(answer_by_serde(&context, &ids[..n], links)).unwrap()
@@ -438,10 +555,180 @@ mod tests {
         let held = CaseFiles::of(ids.clone());
         for links in [&plain, &odd, &plain] {
             assert_eq!(
-                String::from_utf8(upload_answer(&context, &held, links)).unwrap(),
+                String::from_utf8(upload_answer(&context.to_string(), &held, links)).unwrap(),
                 String::from_utf8(answer_by_serde(&context, &ids, links)).unwrap()
             );
         }
+    }
+
+    /// The context as it was built before, a tree written by serde_json: the oracle for
+    /// [`context`].
+    fn context_by_tree(who: Option<&Person>) -> String {
+        let who = who.cloned().unwrap_or_default();
+        let first = who
+            .first_name
+            .or(who.full_name)
+            .or(who.username)
+            .unwrap_or_default();
+        json!({"simpleProfile": {
+            "firstname": first,
+            "lastname": who.last_name.unwrap_or_default(),
+            "email": who.email.unwrap_or_default(),
+        }})
+        .to_string()
+    }
+
+    #[test]
+    fn the_context_has_the_bytes_its_tree_had() {
+        let texts = [None, Some(""), Some("Ann"), Some("\"q\" \\ \u{1}\n ü€ </")];
+        let mut seen = std::collections::HashSet::new();
+        assert_eq!(context(None), context_by_tree(None));
+        for (i, first) in texts.iter().enumerate() {
+            for (j, full) in texts.iter().enumerate() {
+                for (k, user) in texts.iter().enumerate() {
+                    let (last, email) = (texts[(i + k) % 4], texts[(j + k + 1) % 4]);
+                    let who = Person {
+                        first_name: first.map(String::from),
+                        full_name: full.map(String::from),
+                        username: user.map(String::from),
+                        last_name: last.map(String::from),
+                        email: email.map(String::from),
+                        ..Default::default()
+                    };
+                    let ours = context(Some(&who));
+                    assert_eq!(ours, context_by_tree(Some(&who)), "{who:?}");
+                    seen.insert(ours);
+                }
+            }
+        }
+        // Each text reached each member somewhere.
+        assert!(seen.len() >= 20, "{}", seen.len());
+    }
+
+    /// A generated upload answer: `context.simpleProfile` and `attachments.attachements`
+    /// of entries with ids and links, most of them as Thalamus writes them, the rest odd
+    /// (members given twice, of the wrong kind, with escapes), broken one time in three.
+    fn generated_answer(g: &mut crate::codec::json_read::gen::Gen) -> String {
+        const IDS: &[&str] = &[
+            "7",
+            "12",
+            "\"9\"",
+            "\"a\"",
+            "1.5",
+            "-2",
+            "null",
+            "\"\"",
+            "{}",
+            "\"a\\\"b\"",
+            "18446744073709551616",
+        ];
+        const TEXTS: &[&str] = &[
+            "\"Ann\"",
+            "\"\"",
+            "null",
+            "5",
+            "\"é\"",
+            "\"x\\ny\"",
+            "[]",
+            "\"a@b\"",
+        ];
+        // A member nothing reads: any JSON now and then (escapes included), else a plain one.
+        let other = |g: &mut crate::codec::json_read::gen::Gen| {
+            if g.next(4) > 0 {
+                return g
+                    .pick(&["\"x\"", "0", "true", "null", "[1,{}]", "\"a\\nb\""])
+                    .into();
+            }
+            let mut v = String::new();
+            g.value(&mut v, 3);
+            v
+        };
+        let object = |g: &mut crate::codec::json_read::gen::Gen, mut members: Vec<String>| {
+            for _ in 0..g.next(3) {
+                let at = g.next(members.len() + 1);
+                members.insert(at, format!("\"other\":{}", other(g)));
+            }
+            format!("{{{}}}", members.join(","))
+        };
+        let mut members = Vec::new();
+        for _ in 0..=g.next(2) {
+            let entries: Vec<String> = (0..g.next(5))
+                .map(|_| match g.next(8) {
+                    0 => g.pick(&["1", "\"k\"", "null", "[]"]).to_string(),
+                    _ => {
+                        // Mostly ids and links as Thalamus writes them.
+                        let id = match g.next(4) {
+                            0 => g.pick(IDS),
+                            _ => g.pick(&["7", "12", "\"9\""]),
+                        };
+                        let mut m = vec![format!("\"id\":{id}")];
+                        if g.next(4) > 0 {
+                            let url = match g.next(3) {
+                                0 => g.pick(TEXTS),
+                                _ => "\"http://t/api/v4/cases/files/7\"",
+                            };
+                            m.push(format!("\"url\":{url}"));
+                        }
+                        if g.next(8) == 0 {
+                            m.push(format!("\"id\":{}", g.pick(IDS)));
+                        }
+                        object(g, m)
+                    }
+                })
+                .collect();
+            let list = match g.next(10) {
+                0 => g.pick(&["null", "{}", "\"x\""]).to_string(),
+                _ => format!("[{}]", entries.join(",")),
+            };
+            let attachments = match g.next(10) {
+                0 => g.pick(&["null", "[]", "7"]).to_string(),
+                _ => object(g, vec![format!("\"attachements\":{list}")]),
+            };
+            members.push(format!("\"attachments\":{attachments}"));
+        }
+        for _ in 0..g.next(3) {
+            let mut profile = Vec::new();
+            for k in ["firstname", "lastname", "email", "email"] {
+                if g.next(4) > 0 {
+                    profile.push(format!("\"{k}\":{}", g.pick(TEXTS)));
+                }
+            }
+            let profile = match g.next(10) {
+                0 => g.pick(&["null", "[]", "\"p\""]).to_string(),
+                _ => object(g, profile),
+            };
+            members.push(format!(
+                "\"context\":{}",
+                object(g, vec![format!("\"simpleProfile\":{profile}")])
+            ));
+        }
+        let body = object(g, members);
+        g.break_sometimes(body)
+    }
+
+    /// Generated answers read in place give what their tree gives.
+    #[test]
+    fn generated_answers_read_in_place_give_what_the_tree_gives() {
+        let mut g = crate::codec::json_read::gen::Gen::new(
+            0x3c6e_f372_fe94_f82b,
+            &["\"id\"", "\"url\"", "\"attachements\"", "\"simpleProfile\""],
+        );
+        let (mut in_place, mut listed, mut named) = (0, 0, 0);
+        for _ in 0..10_000 {
+            let body = generated_answer(&mut g);
+            let Some(read) = answer_in_place(body.as_bytes()) else {
+                continue;
+            };
+            in_place += 1;
+            let files = read.0.as_ref().map_or(0, Vec::len);
+            listed += files;
+            named += usize::from(read.1 != Person::default());
+            assert_eq!(Some(read), answer_by_tree(body.as_bytes()), "{body}");
+        }
+        assert!(
+            in_place > 3_000 && listed > 3_000 && named > 1_000 && in_place < 9_000,
+            "{in_place} read in place, {listed} files listed, {named} profiles"
+        );
     }
 
     fn ctx() -> BackCtx<'static> {

@@ -100,10 +100,25 @@ pub fn authorization<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
 /// A query parameter, decoded (`application/x-www-form-urlencoded` rules); the first
 /// when given twice.
 pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
-    let q = parts.uri.query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    query_value(parts, name).map(Cow::into_owned)
+}
+
+/// The first query parameter named `name`, decoded as `application/x-www-form-urlencoded`
+/// (as [`form_urlencoded::parse`] reads it), borrowed from the URI when it needs no
+/// decoding: a pair without `%` or `+` is compared and returned as it stands, so a
+/// credential read on every request is not copied.
+pub fn query_value<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, str>> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        if pair.bytes().any(|b| b == b'%' || b == b'+') {
+            form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v)
+        } else {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (!pair.is_empty() && k == name).then_some(Cow::Borrowed(v))
+        }
+    })
 }
 
 /// A query parameter as a positive integer: `Ok(None)` when absent, 400 when it is not one.
@@ -559,6 +574,57 @@ mod tests {
             "flag&q=a%20b+c&x=%2f"
         );
         assert_eq!(query_without("token=x", &["token"]), "");
+    }
+
+    /// `query_value` reads each query as `form_urlencoded::parse` does, and borrows what
+    /// needs no decoding.
+    #[test]
+    fn query_values_read_as_form_urlencoded_reads_them() {
+        let pieces = [
+            "token",
+            "t%6Fken",
+            "tok+en",
+            "token=",
+            "=",
+            "",
+            "a",
+            "%",
+            "%zz",
+            "+",
+            "x=1=2",
+            "token=a%2Bb",
+            "token=t+p",
+            "token=%C3%BC",
+            "token=%FF",
+            "touchpoint=tp",
+        ];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for sep in ["&", "&&"] {
+                    let query = format!("{a}{sep}{b}");
+                    let p = parts(&format!("/x?{query}"));
+                    for name in ["token", "touchpoint", "tok en", "", "a"] {
+                        let want = form_urlencoded::parse(query.as_bytes())
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.into_owned());
+                        let got = query_value(&p, name);
+                        assert_eq!(got.as_deref(), want.as_deref(), "{query:?} {name:?}");
+                        if let Some(Cow::Owned(_)) = got {
+                            assert!(query.contains(['%', '+']), "{query:?}");
+                        }
+                        checked += usize::from(want.is_some());
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+        let p = parts("/x?touchpoint=tp&token=abc");
+        assert!(matches!(
+            query_value(&p, "token"),
+            Some(Cow::Borrowed("abc"))
+        ));
+        assert_eq!(query_value(&parts("/x"), "token"), None);
     }
 
     #[test]
