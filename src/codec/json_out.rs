@@ -83,6 +83,25 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// An array member: each of `items` written onto the buffer by `each`, commas between.
+    pub fn items<T>(
+        &mut self,
+        key: &'static str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut String, T),
+    ) -> &mut Self {
+        self.key(key);
+        self.out.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            each(self.out, item);
+        }
+        self.out.push(']');
+        self
+    }
+
     /// Closes the object.
     pub fn end(self) {
         self.out.push('}');
