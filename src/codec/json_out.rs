@@ -83,6 +83,17 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// Members written as they are, `"key":value` pairs with commas between them (a run of
+    /// members whose values never change, written at once).
+    pub fn members(&mut self, json: &'static str) -> &mut Self {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push_str(json);
+        self
+    }
+
     /// An array member: each of `items` written onto the buffer by `each`, commas between.
     pub fn items<T>(
         &mut self,
