@@ -275,7 +275,13 @@ impl Dialect for Kibana {
         };
         let (enc, ct) = MultipartBody::new(&fields, "file", &part_name, &content_type, late);
         Ok(Outbound {
-            path: format!("{}/api/cases/{}/files", space_prefix(ctx), seg(case)),
+            path: [
+                &space_prefix(ctx),
+                "/api/cases/",
+                &wire::segment(case),
+                "/files",
+            ]
+            .concat(),
             headers: vec![
                 (http::header::CONTENT_TYPE, ct),
                 (
@@ -352,7 +358,13 @@ impl Dialect for Kibana {
             .unwrap_or(DEFAULT_OWNER);
         Some(
             Call::post_json(
-                format!("{}/api/cases/{}/comments", space_prefix(ctx), seg(case)),
+                [
+                    &space_prefix(ctx),
+                    "/api/cases/",
+                    &wire::segment(case),
+                    "/comments",
+                ]
+                .concat(),
                 json!({"type": "user", "comment": comment, "owner": owner}),
             )
             .header("kbn-xsrf", "true"),

@@ -182,7 +182,7 @@ impl Dialect for Thalamus {
         let (enc, ct) =
             MultipartBody::new(&[], "file", name, &meta.content_type(), wire::no_late());
         Ok(Outbound {
-            path: format!("/api/v4/cases/{}/files", seg(case)),
+            path: ["/api/v4/cases/", &wire::segment(case), "/files"].concat(),
             headers: vec![(http::header::CONTENT_TYPE, ct)],
             body: Box::new(enc),
         })
@@ -240,7 +240,7 @@ impl Dialect for Thalamus {
     ) -> Option<Call> {
         let case = meta.case_id.as_deref()?;
         Some(Call::post_json(
-            format!("/api/v4/cases/{}/notes", seg(case)),
+            ["/api/v4/cases/", &wire::segment(case), "/notes"].concat(),
             json!({ "description": comment }),
         ))
     }

@@ -150,11 +150,13 @@ impl Dialect for Tines {
     }
 
     fn link(&self, links: &Links, case_id: &str, file_id: &str) -> Option<String> {
-        Some(links.url(&format!(
-            "/api/v2/cases/{}/files/{}/download",
-            seg(case_id),
-            seg(file_id)
-        )))
+        Some(links.url_of(&[
+            "/api/v2/cases/",
+            &wire::segment(case_id),
+            "/files/",
+            &wire::segment(file_id),
+            "/download",
+        ]))
     }
 
     fn render_upload(&self, o: &Outcome) -> Response<Body> {
@@ -247,7 +249,7 @@ impl Dialect for Tines {
         head.push_str("\"file_contents\":\"");
         let head = Bytes::from(head);
         Ok(Outbound {
-            path: format!("/api/v2/cases/{}/files", seg(case)),
+            path: ["/api/v2/cases/", &wire::segment(case), "/files"].concat(),
             headers: vec![wire::json_content_type()],
             body: Box::new(JsonBody {
                 head_len: head.len() as u64,
