@@ -277,7 +277,7 @@ impl Upstream {
         extra: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let body = match &call.body {
-            Some(v) => full(serde_json::to_vec(v).unwrap_or_default()),
+            Some(json) => full(json.clone()),
             None => full(Bytes::new()),
         };
         let mut headers = call.headers.clone();

@@ -119,6 +119,15 @@ impl<'a> Object<'a> {
     }
 }
 
+/// A JSON object written by `members` into a new `String`.
+pub fn json_object(members: impl FnOnce(&mut Object<'_>)) -> String {
+    let mut out = String::with_capacity(128);
+    let mut o = Object::new(&mut out);
+    members(&mut o);
+    o.end();
+    out
+}
+
 /// `s` as a JSON string, escaped as serde_json escapes it, onto a `String`.
 pub fn push_json_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);

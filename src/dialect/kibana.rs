@@ -18,7 +18,7 @@ use super::{
     Outbound, Request,
 };
 use crate::codec::b64;
-use crate::codec::json_out::Object;
+use crate::codec::json_out::{json_object, Object};
 use crate::codec::json_read::Reader;
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
@@ -365,7 +365,12 @@ impl Dialect for Kibana {
                     "/comments",
                 ]
                 .concat(),
-                json!({"type": "user", "comment": comment, "owner": owner}),
+                // In serde_json's (sorted) key order, as it was written from a tree.
+                json_object(|o| {
+                    o.str("comment", comment)
+                        .str("owner", owner)
+                        .str("type", "user");
+                }),
             )
             .header("kbn-xsrf", "true"),
         )
@@ -1159,6 +1164,28 @@ mod tests {
             options,
             client_space: None,
             raw_wanted,
+        }
+    }
+
+    /// The comment carrying an upload's comment has the bytes its tree had.
+    #[test]
+    fn a_comment_call_has_the_bytes_its_tree_had() {
+        let options = Default::default();
+        let meta = UploadMeta::from_path(Some("c 1".into()), None);
+        for comment in crate::codec::json_out::AWKWARD {
+            for owner in [None, Some("o\"b")] {
+                let result = UploadResult {
+                    owner: owner.map(String::from),
+                    ..Default::default()
+                };
+                let call = Kibana
+                    .comment_call(comment, &meta, &result, &read_ctx(&options, false))
+                    .unwrap();
+                assert_eq!(call.path, "/api/cases/c%201/comments");
+                let owner = owner.unwrap_or(DEFAULT_OWNER);
+                let tree = json!({"type": "user", "comment": comment, "owner": owner});
+                assert_eq!(call.body.as_deref(), Some(tree.to_string().as_bytes()));
+            }
         }
     }
 

@@ -281,8 +281,8 @@ pub struct Call {
     /// Path and query, appended to the upstream's base URL.
     pub path: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// A JSON body (the second call that carries a comment).
-    pub body: Option<serde_json::Value>,
+    /// A JSON body, written (the second call that carries a comment).
+    pub body: Option<Bytes>,
 }
 
 impl Call {
@@ -302,12 +302,16 @@ impl Call {
         }
     }
 
-    pub fn post_json(path: String, body: serde_json::Value) -> Self {
+    /// A POST of `json`, a JSON object written by [`json_out::Object`] (the tests' calls
+    /// read it back as JSON).
+    ///
+    /// [`json_out::Object`]: crate::codec::json_out::Object
+    pub fn post_json(path: String, json: String) -> Self {
         Call {
             method: Method::POST,
             path,
             headers: vec![wire::json_content_type()],
-            body: Some(body),
+            body: Some(Bytes::from(json)),
         }
     }
 

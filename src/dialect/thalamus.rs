@@ -11,14 +11,14 @@ use std::borrow::Cow;
 
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::wire::{self, encode_segment as seg, MultipartBody};
 use super::{
     by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
     Outbound, Request,
 };
-use crate::codec::json_out::Object;
+use crate::codec::json_out::{json_object, Object};
 use crate::codec::json_read::Reader;
 use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
@@ -241,7 +241,9 @@ impl Dialect for Thalamus {
         let case = meta.case_id.as_deref()?;
         Some(Call::post_json(
             ["/api/v4/cases/", &wire::segment(case), "/notes"].concat(),
-            json!({ "description": comment }),
+            json_object(|o| {
+                o.str("description", comment);
+            }),
         ))
     }
 
@@ -477,6 +479,7 @@ fn upload_answer(context: &str, files: &CaseFiles, links: &Links) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The answer as serde wrote it from structs before it was written by hand: the
     /// oracle for [`upload_answer`].
@@ -557,6 +560,22 @@ mod tests {
             assert_eq!(
                 String::from_utf8(upload_answer(&context.to_string(), &held, links)).unwrap(),
                 String::from_utf8(answer_by_serde(&context, &ids, links)).unwrap()
+            );
+        }
+    }
+
+    /// The note carrying a comment has the bytes its tree had.
+    #[test]
+    fn a_note_has_the_bytes_its_tree_had() {
+        let meta = UploadMeta::from_path(Some("4 2".into()), None);
+        for comment in crate::codec::json_out::AWKWARD {
+            let call = Thalamus
+                .comment_call(comment, &meta, &UploadResult::default(), &ctx())
+                .unwrap();
+            assert_eq!(call.path, "/api/v4/cases/4%202/notes");
+            assert_eq!(
+                call.body.as_deref(),
+                Some(json!({ "description": comment }).to_string().as_bytes())
             );
         }
     }
