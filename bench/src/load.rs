@@ -3,7 +3,7 @@
 //! emulator.
 //!
 //! Scenarios: the pairings tines->kibana, thalamus->tines, caseiq->caseiq, kibana->caseiq,
-//! tines->tines, tines->caseiq and caseiq->tines; files of 4 KiB (1, 32 and 64
+//! tines->tines, tines->caseiq, caseiq->tines and tines->thalamus; files of 4 KiB (1, 32 and 64
 //! connections) and 32 MiB (1 and 8), and for the first four pairings 1 MiB (1 and 8).
 //! Each runs three times with the same file, concurrency and duration: straight to the
 //! upstream emulator in the back dialect (direct), through casegate in the front dialect,
@@ -27,7 +27,7 @@ use crate::stack::{Stack, StackOptions, CASEGATE_LOG};
 use crate::{Options, Res};
 
 /// The pairings, and whether each runs the 1 MiB scenarios too.
-const PAIRINGS: [(Pairing, bool); 7] = [
+const PAIRINGS: [(Pairing, bool); 8] = [
     (Pairing::new(Tines, Kibana), true),
     (Pairing::new(Thalamus, Tines), true),
     (Pairing::new(Caseiq, Caseiq), true),
@@ -35,6 +35,7 @@ const PAIRINGS: [(Pairing, bool); 7] = [
     (Pairing::new(Tines, Tines), false),
     (Pairing::new(Tines, Caseiq), false),
     (Pairing::new(Caseiq, Tines), false),
+    (Pairing::new(Tines, Thalamus), false),
 ];
 
 const KIB: u64 = 1 << 10;
