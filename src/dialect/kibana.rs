@@ -864,19 +864,24 @@ fn write_user(o: &mut Object<'_>, key: &'static str, who: Option<&Person>, profi
         if profile_uid {
             u.raw("profile_uid", "null");
         }
-        match who.map(|w| {
-            (
-                &w.username,
-                [w.first_name.as_deref(), w.last_name.as_deref()],
-            )
-        }) {
-            Some((Some(name), _)) => u.str("username", name),
-            Some((None, names)) => {
-                let full = names.into_iter().flatten().collect::<Vec<_>>().join(" ");
-                u.opt_str("username", (!full.is_empty()).then_some(full.as_str()))
+        // The user name, else the first and last names (`null` when both are absent).
+        let full;
+        let username = match who {
+            Some(Person {
+                username: Some(name),
+                ..
+            }) => Some(name.as_str()),
+            Some(w) => {
+                full = [w.first_name.as_deref(), w.last_name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (!full.is_empty()).then_some(full.as_str())
             }
-            None => u.raw("username", "null"),
+            None => None,
         };
+        u.opt_str("username", username);
     });
 }
 
