@@ -151,6 +151,39 @@ impl<'a> Reader<'a> {
         self.enter(b'[')
     }
 
+    /// Enters the value here when it is an object (`true`, as [`Reader::object`]); passes
+    /// over it when it is anything else (`false`).
+    pub fn object_or_skip(&mut self) -> Option<bool> {
+        self.enter_or_skip(b'{')
+    }
+
+    /// Enters the value here when it is an array (`true`, as [`Reader::array`]); passes
+    /// over it when it is anything else (`false`).
+    pub fn array_or_skip(&mut self) -> Option<bool> {
+        self.enter_or_skip(b'[')
+    }
+
+    /// Reads on to the next member named `name` of the object entered, passing over the
+    /// others: `true` with its value to be read next, `false` once the object has closed.
+    /// A name given twice is found twice (the last found is the one a tree keeps).
+    pub fn next_named(&mut self, name: &str) -> Option<bool> {
+        while let Some(key) = self.next_key()? {
+            if key == name {
+                return Some(true);
+            }
+            self.skip()?;
+        }
+        Some(false)
+    }
+
+    fn enter_or_skip(&mut self, open: u8) -> Option<bool> {
+        if self.enter(open)? {
+            return Some(true);
+        }
+        self.skip()?;
+        Some(false)
+    }
+
     /// Checks that nothing but whitespace follows the body's object, once it has closed.
     pub fn finish(mut self) -> Option<()> {
         self.ws();
@@ -500,6 +533,39 @@ pub mod gen {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn named_members_found_and_containers_entered_or_passed_over() {
+        let body = br#"{"a":{"x":1,"y":2},"b":[1,2],"a":"s","c":{"a":[{"k":true}]},"d":[3,{}]}"#;
+        let mut r = Reader::new(body).unwrap();
+        assert_eq!(r.next_named("a"), Some(true));
+        assert_eq!(r.object_or_skip(), Some(true));
+        assert_eq!(r.next_named("y"), Some(true));
+        assert_eq!(r.value(), Some(Val::Int(2)));
+        assert_eq!(r.next_named("x"), Some(false));
+        // `b` passed over; the second `a` found.
+        assert_eq!(r.next_named("a"), Some(true));
+        assert_eq!(r.object_or_skip(), Some(false));
+        // The string was passed over: the next key follows; an object is passed over whole.
+        assert_eq!(r.next_key(), Some(Some("c")));
+        assert_eq!(r.array_or_skip(), Some(false));
+        assert_eq!(r.next_key(), Some(Some("d")));
+        assert_eq!(r.array_or_skip(), Some(true));
+        assert_eq!(r.next_item(), Some(true));
+        assert_eq!(r.value(), Some(Val::Int(3)));
+        assert_eq!(r.next_item(), Some(true));
+        assert_eq!(r.object_or_skip(), Some(true));
+        assert_eq!(r.next_named("a"), Some(false));
+        assert_eq!(r.next_item(), Some(false));
+        assert_eq!(r.next_named("a"), Some(false));
+        assert_eq!(r.finish(), Some(()));
+        // A body broken inside what is passed over is declined there.
+        let mut r = Reader::new(br#"{"b":[1,,2],"a":1}"#).unwrap();
+        assert_eq!(r.next_named("a"), None);
+        let mut r = Reader::new(br#"{"a":{"x":}}"#).unwrap();
+        assert_eq!(r.next_named("a"), Some(true));
+        assert_eq!(r.array_or_skip(), None);
+    }
 
     /// What the reader reads of a value: an object's members and an array's values read by
     /// entering them, every other value as [`Val`].

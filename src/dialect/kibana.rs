@@ -554,16 +554,13 @@ fn case_in_place(body: &[u8]) -> Option<CaseRead> {
             "owner" => owner = r.value()?.text()?,
             "comments" => {
                 files = None;
-                if !r.array()? {
-                    r.skip()?;
+                if !r.array_or_skip()? {
                     continue;
                 }
                 let mut list = Vec::new();
                 while r.next_item()? {
-                    if r.object()? {
+                    if r.object_or_skip()? {
                         list.extend(comment_in_place(&mut r)?);
-                    } else {
-                        r.skip()?;
                     }
                 }
                 files = Some(list);
@@ -599,7 +596,7 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
             "created_at" => created_at = r.value()?.text()?,
             "created_by" => {
                 let mut who = Person::default();
-                if r.object()? {
+                if r.object_or_skip()? {
                     while let Some(key) = r.next_key()? {
                         match key {
                             "username" => who.username = r.value()?.text()?,
@@ -608,25 +605,17 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
                             _ => r.skip()?,
                         }
                     }
-                } else {
-                    r.skip()?;
                 }
                 a.uploader = Some(who);
             }
             "externalReferenceMetadata" => {
                 file = Default::default();
-                if !r.object()? {
-                    r.skip()?;
+                if !r.object_or_skip()? {
                     continue;
                 }
-                while let Some(key) = r.next_key()? {
-                    if key != "files" {
-                        r.skip()?;
-                        continue;
-                    }
+                while r.next_named("files")? {
                     file = Default::default();
-                    if !r.array()? {
-                        r.skip()?;
+                    if !r.array_or_skip()? {
                         continue;
                     }
                     let mut first = true;

@@ -292,24 +292,18 @@ fn answer_in_place(body: &[u8]) -> Option<Read> {
         match key {
             "attachments" => {
                 list = None;
-                if !r.object()? {
-                    r.skip()?;
+                if !r.object_or_skip()? {
                     continue;
                 }
-                while let Some(key) = r.next_key()? {
-                    if key != "attachements" {
-                        r.skip()?;
-                        continue;
-                    }
+                while r.next_named("attachements")? {
                     list = None;
-                    if !r.array()? {
-                        r.skip()?;
+                    if !r.array_or_skip()? {
                         continue;
                     }
                     let mut items = Vec::new();
                     while r.next_item()? {
                         let mut a = Attachment::default();
-                        if r.object()? {
+                        if r.object_or_skip()? {
                             while let Some(key) = r.next_key()? {
                                 match key {
                                     "id" => a.id = r.value()?.id_text()?,
@@ -317,8 +311,6 @@ fn answer_in_place(body: &[u8]) -> Option<Read> {
                                     _ => r.skip()?,
                                 }
                             }
-                        } else {
-                            r.skip()?;
                         }
                         items.push(a);
                     }
@@ -327,18 +319,12 @@ fn answer_in_place(body: &[u8]) -> Option<Read> {
             }
             "context" => {
                 who = Person::default();
-                if !r.object()? {
-                    r.skip()?;
+                if !r.object_or_skip()? {
                     continue;
                 }
-                while let Some(key) = r.next_key()? {
-                    if key != "simpleProfile" {
-                        r.skip()?;
-                        continue;
-                    }
+                while r.next_named("simpleProfile")? {
                     who = Person::default();
-                    if !r.object()? {
-                        r.skip()?;
+                    if !r.object_or_skip()? {
                         continue;
                     }
                     while let Some(key) = r.next_key()? {

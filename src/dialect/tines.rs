@@ -585,8 +585,7 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
             }
             "file" => {
                 (a.name, a.url) = (None, None);
-                if !r.object()? {
-                    r.skip()?;
+                if !r.object_or_skip()? {
                     continue;
                 }
                 while let Some(key) = r.next_key()? {
@@ -599,8 +598,7 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
             }
             "user" => {
                 a.uploader = None;
-                if !r.object()? {
-                    r.skip()?;
+                if !r.object_or_skip()? {
                     continue;
                 }
                 let mut p = Person::default();
