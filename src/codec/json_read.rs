@@ -419,6 +419,38 @@ impl<'a> Reader<'a> {
 pub mod gen {
     /// A small seeded generator of JSON objects, most of them valid, some broken, for tests
     /// that hold a reader built on [`Reader`](super::Reader) to a reader of the JSON tree.
+    /// Ids as upstreams write them, and otherwise: strings, integers, numbers that are not
+    /// plain integers (serde_json writes their text its own way), an escape, `null`, an
+    /// object.
+    pub const IDS: &[&str] = &[
+        "\"f1\"",
+        "\"f2\"",
+        "7",
+        "12",
+        "\"9\"",
+        "1.5",
+        "-2",
+        "null",
+        "\"\"",
+        "{}",
+        "\"a\\\"b\"",
+        "18446744073709551616",
+    ];
+
+    /// Texts of every kind a member might hold: plain, empty, non-ASCII, with an escape,
+    /// and values that are not strings.
+    pub const TEXTS: &[&str] = &[
+        "\"notes\"",
+        "\"txt\"",
+        "\"a@b\"",
+        "\"\"",
+        "null",
+        "5",
+        "\"é\"",
+        "\"x\\ny\"",
+        "[]",
+    ];
+
     pub struct Gen {
         state: u64,
         /// The keys members are given (quoted), at every depth.
@@ -501,6 +533,19 @@ pub mod gen {
                 self.value(out, depth);
             }
             out.push('}');
+        }
+
+        /// A member's value nothing reads: any JSON now and then (escapes included), else a
+        /// plain one.
+        pub fn other(&mut self) -> String {
+            if self.next(4) > 0 {
+                return self
+                    .pick(&["\"x\"", "0", "true", "null", "[1,{}]", "\"a\\nb\""])
+                    .into();
+            }
+            let mut v = String::new();
+            self.value(&mut v, 3);
+            v
         }
 
         /// An object, broken one time in three (a byte dropped, one put in, or the end cut).

@@ -1273,27 +1273,7 @@ mod tests {
     /// (ids and texts of every kind, keys given twice, values of the wrong kind), broken
     /// now and then.
     fn generated_case(g: &mut crate::codec::json_read::gen::Gen) -> String {
-        const IDS: &[&str] = &[
-            "\"f1\"",
-            "\"f2\"",
-            "7",
-            "1.5",
-            "-2",
-            "null",
-            "\"\"",
-            "{}",
-            "\"a\\\"b\"",
-        ];
-        const TEXTS: &[&str] = &[
-            "\"notes\"",
-            "\"txt\"",
-            "\"\"",
-            "null",
-            "5",
-            "\"é\"",
-            "\"x\\ny\"",
-            "[]",
-        ];
+        use crate::codec::json_read::gen::{IDS, TEXTS};
         // One `comments` member among a few others (now and then a second one).
         let mut members = Vec::new();
         for _ in 0..g.next(5) {
@@ -1301,7 +1281,7 @@ mod tests {
                 0 | 1 => format!("\"id\":{}", g.pick(IDS)),
                 2 => format!("\"owner\":{}", g.pick(TEXTS)),
                 3 => format!("\"comments\":{}", g.pick(&["null", "\"x\"", "{}", "[]"])),
-                _ => format!("\"other\":{}", other(g)),
+                _ => format!("\"other\":{}", g.other()),
             });
         }
         let comments = if g.next(8) == 0 {
@@ -1315,16 +1295,6 @@ mod tests {
         let at = g.next(members.len() + 1);
         members.insert(at, format!("\"comments\":{comments}"));
         g.break_sometimes(format!("{{{}}}", members.join(",")))
-    }
-
-    /// A member nothing reads: any JSON now and then (escapes included), else a plain one.
-    fn other(g: &mut crate::codec::json_read::gen::Gen) -> String {
-        if g.next(4) > 0 {
-            return g.pick(&["\"x\"", "0", "true", "null", "[1,{}]"]).into();
-        }
-        let mut v = String::new();
-        g.value(&mut v, 3);
-        v
     }
 
     fn generated_comment(
@@ -1400,14 +1370,20 @@ mod tests {
                             format!("{{{}}}", fields.join(","))
                         })
                         .collect();
-                    let meta = match g.next(5) {
+                    let meta = match g.next(6) {
                         0 => g.pick(texts).to_string(),
                         1 => format!("{{\"files\":{}}}", g.pick(texts)),
+                        // `files` given twice, the second of the wrong kind or empty.
+                        2 => format!(
+                            "{{\"files\":[{}],\"files\":{}}}",
+                            files.join(","),
+                            g.pick(&["null", "[]", "{}"])
+                        ),
                         _ => format!("{{\"files\":[{}]}}", files.join(",")),
                     };
                     ("externalReferenceMetadata", meta)
                 }
-                _ => ("other", other(g)),
+                _ => ("other", g.other()),
             };
             members.push(format!("\"{key}\":{value}"));
         }

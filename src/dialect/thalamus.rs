@@ -614,44 +614,11 @@ mod tests {
     /// of entries with ids and links, most of them as Thalamus writes them, the rest odd
     /// (members given twice, of the wrong kind, with escapes), broken one time in three.
     fn generated_answer(g: &mut crate::codec::json_read::gen::Gen) -> String {
-        const IDS: &[&str] = &[
-            "7",
-            "12",
-            "\"9\"",
-            "\"a\"",
-            "1.5",
-            "-2",
-            "null",
-            "\"\"",
-            "{}",
-            "\"a\\\"b\"",
-            "18446744073709551616",
-        ];
-        const TEXTS: &[&str] = &[
-            "\"Ann\"",
-            "\"\"",
-            "null",
-            "5",
-            "\"é\"",
-            "\"x\\ny\"",
-            "[]",
-            "\"a@b\"",
-        ];
-        // A member nothing reads: any JSON now and then (escapes included), else a plain one.
-        let other = |g: &mut crate::codec::json_read::gen::Gen| {
-            if g.next(4) > 0 {
-                return g
-                    .pick(&["\"x\"", "0", "true", "null", "[1,{}]", "\"a\\nb\""])
-                    .into();
-            }
-            let mut v = String::new();
-            g.value(&mut v, 3);
-            v
-        };
+        use crate::codec::json_read::gen::{IDS, TEXTS};
         let object = |g: &mut crate::codec::json_read::gen::Gen, mut members: Vec<String>| {
             for _ in 0..g.next(3) {
                 let at = g.next(members.len() + 1);
-                members.insert(at, format!("\"other\":{}", other(g)));
+                members.insert(at, format!("\"other\":{}", g.other()));
             }
             format!("{{{}}}", members.join(","))
         };
@@ -687,6 +654,15 @@ mod tests {
             };
             let attachments = match g.next(10) {
                 0 => g.pick(&["null", "[]", "7"]).to_string(),
+                // The list given twice, the second of the wrong kind or empty.
+                1 => {
+                    let second = g.pick(&["null", "{}", "[]"]);
+                    let twice = vec![
+                        format!("\"attachements\":{list}"),
+                        format!("\"attachements\":{second}"),
+                    ];
+                    object(g, twice)
+                }
                 _ => object(g, vec![format!("\"attachements\":{list}")]),
             };
             members.push(format!("\"attachments\":{attachments}"));
