@@ -882,7 +882,7 @@ fn write_file_comment(out: &mut String, f: &FileView) {
         return;
     }
     let (stem, ext) = split_ext(&f.name);
-    let created = f.created_at.clone().unwrap_or_else(now_rfc3339_millis);
+    let created = stamp(f.created_at.as_deref());
     let mut c = Object::new(out);
     c.str("created_at", &created);
     write_user(&mut c, "created_by", f.uploader.as_ref(), false);
@@ -908,6 +908,11 @@ fn write_file_comment(out: &mut String, f: &FileView) {
     c.end();
 }
 
+/// A time as the ledger gave it (borrowed), else now.
+fn stamp(at: Option<&str>) -> std::borrow::Cow<'_, str> {
+    at.map_or_else(|| now_rfc3339_millis().into(), Into::into)
+}
+
 /// A file's `.files` comment as its JSON text.
 fn file_comment(f: &FileView) -> String {
     let mut out = String::with_capacity(COMMENT_BYTES);
@@ -922,9 +927,7 @@ const COMMENT_BYTES: usize = 640;
 /// Kibana's answer, the files as its `.files` comments.
 fn synthesized_case_response(case_id: &str, files: &[FileView]) -> Response<Body> {
     let first = files.first();
-    let created = first
-        .and_then(|f| f.created_at.clone())
-        .unwrap_or_else(now_rfc3339_millis);
+    let created = stamp(first.and_then(|f| f.created_at.as_deref()));
     let updated = files.last().and_then(|f| f.created_at.as_deref());
     let case_user = first.and_then(|f| f.uploader.as_ref());
     let mut out = String::with_capacity(1024 + files.len() * COMMENT_BYTES);
