@@ -33,11 +33,23 @@ pub struct Kibana;
 /// Longest display name Kibana accepts in the `filename` field.
 pub const MAX_DISPLAY_CHARS: usize = 160;
 const XSRF_MESSAGE: &str = "Request must contain a kbn-xsrf header.";
-const FILES_TYPE: &str = ".files";
-/// The `version` of the cases and comments casegate makes (written into them as a literal;
-/// the tests' trees, which hold their bytes, use this).
+/// The attachment type of a file's comment, as a literal for `concat!` (the made
+/// comment's fixed members are written as one run) and as [`FILES_TYPE`].
+macro_rules! files_type {
+    () => {
+        ".files"
+    };
+}
+/// The `version` of the cases and comments casegate makes, likewise.
+macro_rules! made_version {
+    () => {
+        "WzAsMV0="
+    };
+}
+const FILES_TYPE: &str = files_type!();
+/// The `version` of the cases and comments casegate makes (the tests' trees use it).
 #[cfg(test)]
-const VERSION: &str = "WzAsMV0=";
+const VERSION: &str = made_version!();
 /// The owner of cases when nobody says otherwise.
 const DEFAULT_OWNER: &str = "cases";
 /// Words under `/api/cases/` that are Kibana's own endpoints, never case ids.
@@ -886,25 +898,31 @@ fn write_file_comment(out: &mut String, f: &FileView) {
     let mut c = Object::new(out);
     c.str("created_at", &created);
     write_user(&mut c, "created_by", f.uploader.as_ref(), false);
-    c.members(r#""externalReferenceAttachmentTypeId":".files""#)
-        .str("externalReferenceId", &f.id)
-        .object("externalReferenceMetadata", |m| {
-            m.items("files", [()], |out, ()| {
-                let mut file = Object::new(out);
-                file.str("created", &created)
-                    .str("extension", ext.unwrap_or(""))
-                    .str("mimeType", &f.content_type)
-                    .str("name", stem);
-                file.end();
-            });
-        })
-        .members(r#""externalReferenceStorage":{"soType":"file","type":"savedObject"}"#)
-        .str("id", &f.comment_id)
-        .str("owner", &f.owner)
-        .members(concat!(
-            r#""pushed_at":null,"pushed_by":null,"type":"externalReference","#,
-            r#""updated_at":null,"updated_by":null,"version":"WzAsMV0=""#
-        ));
+    c.members(concat!(
+        r#""externalReferenceAttachmentTypeId":""#,
+        files_type!(),
+        '"'
+    ))
+    .str("externalReferenceId", &f.id)
+    .object("externalReferenceMetadata", |m| {
+        m.items("files", [()], |out, ()| {
+            let mut file = Object::new(out);
+            file.str("created", &created)
+                .str("extension", ext.unwrap_or(""))
+                .str("mimeType", &f.content_type)
+                .str("name", stem);
+            file.end();
+        });
+    })
+    .members(r#""externalReferenceStorage":{"soType":"file","type":"savedObject"}"#)
+    .str("id", &f.comment_id)
+    .str("owner", &f.owner)
+    .members(concat!(
+        r#""pushed_at":null,"pushed_by":null,"type":"externalReference","#,
+        r#""updated_at":null,"updated_by":null,"version":""#,
+        made_version!(),
+        '"'
+    ));
     c.end();
 }
 
@@ -946,7 +964,7 @@ fn synthesized_case_response(case_id: &str, files: &[FileView]) -> Response<Body
         ))
         .str("updated_at", updated.unwrap_or(&created));
     write_user(&mut case, "updated_by", case_user, true);
-    case.members(r#""version":"WzAsMV0=""#);
+    case.members(concat!(r#""version":""#, made_version!(), '"'));
     case.end();
     json_bytes_response(StatusCode::OK, out.into_bytes())
 }
