@@ -396,21 +396,23 @@ fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
 /// (serde_json's map order, as the answer was written from a tree before), `""` for what
 /// the uploader lacks; the first name falls back to the full name, then the user name.
 fn context(who: Option<&Person>) -> String {
-    let text = |f: fn(&Person) -> Option<&String>| who.and_then(f).map_or("", |s| s.as_str());
-    let first = who
-        .and_then(|p| {
-            p.first_name
-                .as_ref()
-                .or(p.full_name.as_ref())
-                .or(p.username.as_ref())
-        })
-        .map_or("", |s| s.as_str());
+    let text = |f: fn(&Person) -> Option<&str>| who.and_then(f).unwrap_or("");
+    let first = text(|p| {
+        p.first_name
+            .as_deref()
+            .or(p.full_name.as_deref())
+            .or(p.username.as_deref())
+    });
+    let (email, last) = (
+        text(|p| p.email.as_deref()),
+        text(|p| p.last_name.as_deref()),
+    );
     let mut out = String::with_capacity(64 + first.len());
     let mut context = Object::new(&mut out);
     context.object("simpleProfile", |p| {
-        p.str("email", text(|p| p.email.as_ref()))
+        p.str("email", email)
             .str("firstname", first)
-            .str("lastname", text(|p| p.last_name.as_ref()));
+            .str("lastname", last);
     });
     context.end();
     out
