@@ -6,10 +6,10 @@
 //! exactly as `serde_json` would, and gives `None` for anything else: a key with an escape,
 //! a control character in a string, a body that is not UTF-8, nesting deeper than
 //! [`MAX_DEPTH`], anything `serde_json` refuses. A string with an escape is checked and
-//! passed over ([`Val::Esc`]); a caller that wants its text declines it. Its caller then reads the body the slower
-//! way (and declines, the same way, what it does not want to read itself), so the two
-//! agree on everything this reader takes; the dialects' tests hold them to it on
-//! generated answers.
+//! passed over ([`Val::Esc`]); a caller that wants its text declines it. Its caller then
+//! reads the body the slower way (and declines, the same way, what it does not want to
+//! read itself), so the two agree on everything this reader takes; the dialects' tests
+//! hold them to it on generated answers.
 //!
 //! ```text
 //! let mut r = Reader::new(body)?;
@@ -417,8 +417,6 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 pub mod gen {
-    /// A small seeded generator of JSON objects, most of them valid, some broken, for tests
-    /// that hold a reader built on [`Reader`](super::Reader) to a reader of the JSON tree.
     /// Ids as upstreams write them, and otherwise: strings, integers, numbers that are not
     /// plain integers (serde_json writes their text its own way), an escape, `null`, an
     /// object.
@@ -451,6 +449,8 @@ pub mod gen {
         "[]",
     ];
 
+    /// A small seeded generator of JSON objects, most of them valid, some broken, for tests
+    /// that hold a reader built on [`Reader`](super::Reader) to a reader of the JSON tree.
     pub struct Gen {
         state: u64,
         /// The keys members are given (quoted), at every depth.

@@ -396,9 +396,9 @@ fn read_record_bytes(body: &[u8], what: &str) -> Result<Attachment, String> {
 }
 
 /// [`read_record_bytes`] for an answer whose members a [`Reader`] reads in place (no
-/// escape in a text it keeps, no id or size written other than as a plain integer; a key given twice keeps
-/// its last value, as the tree does): `Some(None)` when it has no id, `None` when it is
-/// read the slower way.
+/// escape in a text it keeps, no id or size written other than as a plain integer; a key
+/// given twice keeps its last value, as the tree does): `Some(None)` when it has no id,
+/// `None` when it is read the slower way.
 fn record_in_place(body: &[u8]) -> Option<Option<Attachment>> {
     let mut a = Attachment::default();
     let mut r = Reader::new(body)?;
