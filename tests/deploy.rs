@@ -1650,3 +1650,141 @@ fn the_promql_reader_tells_metrics_from_labels_and_functions() {
         "bench/README.md"
     ));
 }
+
+/// pgo/rustc-wrapper run as cargo runs it, with `echo` in rustc's place: the command it
+/// runs, as one line.
+fn through_pgo_wrapper(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(repo().join("pgo/rustc-wrapper"));
+    cmd.arg("echo").args(args).env_remove("CASEGATE_PGO");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("pgo/rustc-wrapper runs");
+    assert!(out.status.success(), "pgo/rustc-wrapper failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("echo's output is UTF-8")
+        .trim_end()
+        .to_owned()
+}
+
+#[test]
+fn cargo_config_names_the_pgo_wrapper_and_its_profile_is_llvms() {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        build: Build,
+    }
+    #[derive(serde::Deserialize)]
+    struct Build {
+        #[serde(rename = "rustc-wrapper")]
+        rustc_wrapper: String,
+    }
+    use figment::providers::Format as _;
+    let config: Config = figment::Figment::from(figment::providers::Toml::string(&read(
+        ".cargo/config.toml",
+    )))
+    .extract()
+    .expect(".cargo/config.toml");
+    assert_eq!(
+        config.build.rustc_wrapper, "pgo/rustc-wrapper",
+        ".cargo/config.toml must name pgo/rustc-wrapper (relative to the repository root)"
+    );
+    let profile =
+        std::fs::read(repo().join("pgo/casegate.profdata")).expect("pgo/casegate.profdata");
+    // LLVM's indexed profile: its magic, then a format version.
+    assert_eq!(
+        &profile[..8],
+        b"\xfflprofi\x81",
+        "pgo/casegate.profdata is not an indexed LLVM profile"
+    );
+}
+
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn release_compiles_get_the_profile_and_nothing_else_does() {
+    let profile = repo()
+        .join("pgo/casegate.profdata")
+        .canonicalize()
+        .expect("pgo/casegate.profdata");
+    let flag = format!("-Cprofile-use={}", profile.display());
+    let release = [
+        "--crate-name",
+        "casegate",
+        "src/lib.rs",
+        "-C",
+        "opt-level=3",
+        "-C",
+        "lto",
+    ];
+    assert_eq!(
+        through_pgo_wrapper(&release, &[]),
+        format!("{} {flag}", release.join(" "))
+    );
+    let mut host = release.to_vec();
+    host.extend(["--target", "x86_64-unknown-linux-gnu"]);
+    assert_eq!(
+        through_pgo_wrapper(&host, &[]),
+        format!("{} {flag}", host.join(" "))
+    );
+    let unchanged: [&[&str]; 7] = [
+        // debug builds and tests
+        &[
+            "--crate-name",
+            "casegate",
+            "src/lib.rs",
+            "-C",
+            "opt-level=0",
+        ],
+        &[
+            "--crate-name",
+            "casegate",
+            "src/lib.rs",
+            "-C",
+            "debuginfo=2",
+        ],
+        // another target
+        &[
+            "--crate-name",
+            "casegate",
+            "src/lib.rs",
+            "-C",
+            "opt-level=3",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+        ],
+        // bench/pgo's instrumented build, a build for fuzzing
+        &[
+            "--crate-name",
+            "casegate",
+            "src/lib.rs",
+            "-C",
+            "opt-level=3",
+            "-Cprofile-generate=/tmp/raw",
+        ],
+        &[
+            "--crate-name",
+            "casegate",
+            "src/lib.rs",
+            "-C",
+            "opt-level=3",
+            "-Cpasses=sancov-module",
+        ],
+        // cargo's questions to rustc
+        &[
+            "-",
+            "--crate-name",
+            "___",
+            "--print=cfg",
+            "-C",
+            "opt-level=3",
+        ],
+        &["-vV"],
+    ];
+    for args in unchanged {
+        assert_eq!(through_pgo_wrapper(args, &[]), args.join(" "), "{args:?}");
+    }
+    assert_eq!(
+        through_pgo_wrapper(&release, &[("CASEGATE_PGO", "0")]),
+        release.join(" "),
+        "CASEGATE_PGO=0 leaves the profile out"
+    );
+}
