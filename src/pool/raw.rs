@@ -41,9 +41,15 @@ const MAX_HEADERS: usize = 100;
 /// Encoded request bytes held before the body is asked for more: what bounds a
 /// connection's memory when the upstream reads slower than the client sends.
 const FLUSH_AT: usize = 64 * 1024;
-/// Body data up to this size is copied beside its framing, into one write; larger data
-/// goes out as it came, beside it (`writev`).
-const COPY_MAX: usize = 16 * 1024;
+/// Body data up to this size is copied beside its framing, into one buffer; larger data
+/// goes out as it came, beside it (`writev`), never copied. A 4 KiB file's bytes copied
+/// into the head's buffer were about 3 % of casegate's CPU time per small upload
+/// (bench/RESULTS.md, the twenty-sixth round); the kernel copies them either way.
+const COPY_MAX: usize = 1024;
+/// The most pieces one `writev` takes: all that [`FLUSH_AT`] can hold when every piece of
+/// data is just over [`COPY_MAX`], each with the framing before it, and the buffer after
+/// them. Fewer would take several writes where the copy took one.
+const MAX_SLICES: usize = 2 * (FLUSH_AT / COPY_MAX + 1) + 1;
 /// The longest chunk-size line (with its extensions) of a chunked answer.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The most bytes of trailers after a chunked answer's last chunk (they are dropped).
@@ -227,16 +233,8 @@ impl Outgoing {
             let n = if self.queue.is_empty() {
                 ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?
             } else {
-                let mut slices = [IoSlice::new(&[]); 8];
-                let mut k = 0;
-                for seg in self.queue.iter().take(slices.len() - 1) {
-                    slices[k] = IoSlice::new(seg);
-                    k += 1;
-                }
-                if k == self.queue.len() && !self.buf.is_empty() {
-                    slices[k] = IoSlice::new(&self.buf);
-                    k += 1;
-                }
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let k = self.gather(&mut slices);
                 ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
             };
             if n == 0 {
@@ -246,6 +244,20 @@ impl Outgoing {
             self.advance(n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// The encoded bytes in order, as many pieces as `slices` holds: how many it got.
+    fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut k = 0;
+        for (slice, seg) in slices.iter_mut().zip(&self.queue) {
+            *slice = IoSlice::new(seg);
+            k += 1;
+        }
+        if k == self.queue.len() && k < slices.len() && !self.buf.is_empty() {
+            slices[k] = IoSlice::new(&self.buf);
+            k += 1;
+        }
+        k
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -746,4 +758,89 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         n = (n << 4) | u64::from(v);
     }
     Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// What `out` would write, piece by piece, as one `writev` gathers it: where each
+    /// piece lies, and its bytes.
+    fn gathered(out: &Outgoing) -> Vec<(*const u8, Vec<u8>)> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let k = out.gather(&mut slices);
+        slices[..k]
+            .iter()
+            .map(|s| (s.as_ptr(), s.to_vec()))
+            .collect()
+    }
+
+    /// A request whose body `pieces` are pushed as the body gives them.
+    fn encoded(pieces: &[Bytes], chunked: bool) -> Outgoing {
+        let total: usize = pieces.iter().map(Bytes::len).sum();
+        let body = if chunked {
+            http_body_util::StreamBody::new(futures_util::stream::empty::<
+                Result<http_body::Frame<Bytes>, BoxError>,
+            >())
+            .boxed_unsync()
+        } else {
+            crate::error::full(Bytes::from(vec![0u8; total]))
+        };
+        let req = Request::post("http://upstream/p").body(body).unwrap();
+        let mut out = Outgoing::new(req, "/p");
+        for p in pieces {
+            out.push_data(p.clone()).unwrap();
+        }
+        out.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn data_over_the_copy_limit_goes_out_as_it_came_and_the_rest_is_copied_beside_it() {
+        // A small upload's 4 KiB file is over the limit: its bytes are not copied.
+        let small = Bytes::from(vec![b's'; COPY_MAX]);
+        let large = Bytes::from(vec![b'L'; 4096]);
+        for chunked in [false, true] {
+            let pieces = [small.clone(), large.clone(), small.clone()];
+            let out = encoded(&pieces, chunked);
+            let got = gathered(&out);
+            // The head with the first (copied) piece, the large piece itself, the rest.
+            assert_eq!(got.len(), 3, "chunked: {chunked}");
+            assert_eq!(got[1].0, large.as_ptr(), "not copied");
+            let mut want = Vec::new();
+            for p in &pieces {
+                if chunked {
+                    want.extend_from_slice(format!("{:X}\r\n", p.len()).as_bytes());
+                }
+                want.extend_from_slice(p);
+                if chunked {
+                    want.extend_from_slice(b"\r\n");
+                }
+            }
+            if chunked {
+                want.extend_from_slice(b"0\r\n\r\n");
+            }
+            let wire: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
+            let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(wire[head_end..], want[..], "chunked: {chunked}");
+            assert_eq!(wire.len(), out.pending());
+        }
+    }
+
+    #[test]
+    fn all_a_flush_holds_goes_out_in_one_write() {
+        // The most pieces the body loop lets wait: data just over the copy limit until
+        // FLUSH_AT is reached, each with its chunk line copied before it.
+        let piece = Bytes::from(vec![b'x'; COPY_MAX + 1]);
+        let n = FLUSH_AT.div_ceil(COPY_MAX + 1);
+        let pieces = vec![piece; n];
+        let out = encoded(&pieces, true);
+        let got = gathered(&out);
+        assert_eq!(
+            got.iter().map(|(_, b)| b.len()).sum::<usize>(),
+            out.pending()
+        );
+        assert!(got.len() <= MAX_SLICES);
+    }
 }
