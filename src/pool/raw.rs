@@ -21,7 +21,6 @@
 //! upload early): the rest keeps going out while the answer is read, and a connection
 //! whose request was not all sent is closed, not reused.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -31,6 +30,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, SizeHint};
+use smallvec::SmallVec;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
@@ -79,6 +79,14 @@ enum OutFraming {
     Length(u64),
 }
 
+/// A piece of the encoded request waiting to be written, in order.
+enum Piece {
+    /// The next this many bytes of the copied ones (`buf`).
+    Copied(usize),
+    /// Body data as it came.
+    Data(Bytes),
+}
+
 /// A request on its way out: encoded bytes not yet written and the body still to read.
 /// It belongs to no connection until one takes it, so a request that never left can be
 /// handed to another.
@@ -86,10 +94,15 @@ pub struct Outgoing {
     /// None once the body ended (and its end is encoded).
     body: Option<Body>,
     framing: OutFraming,
-    /// Encoded bytes waiting to be written, in order, before `buf`.
-    queue: VecDeque<Bytes>,
+    /// What waits to be written, in order, from `pieces[front]`; then the rest of `buf`.
+    /// A small upload's (its head, its file's data) fit inline: no allocation.
+    pieces: SmallVec<[Piece; 4]>,
+    front: usize,
+    /// Bytes of the data pieces.
     queued: usize,
-    /// Encoded bytes after `queue`'s.
+    /// Bytes of `buf` its pieces name.
+    marked: usize,
+    /// The copied bytes: the head, framing, small data.
     buf: BytesMut,
     /// Bytes written so far.
     written: u64,
@@ -140,8 +153,10 @@ impl Outgoing {
         Outgoing {
             body: Some(body),
             framing,
-            queue: VecDeque::new(),
+            pieces: SmallVec::new(),
+            front: 0,
             queued: 0,
+            marked: 0,
             buf,
             written: 0,
             head_request: parts.method == Method::HEAD,
@@ -171,12 +186,13 @@ impl Outgoing {
         if data.len() <= COPY_MAX {
             self.buf.put_slice(&data);
         } else {
-            if !self.buf.is_empty() {
-                self.queued += self.buf.len();
-                self.queue.push_back(self.buf.split().freeze());
+            let copied = self.buf.len() - self.marked;
+            if copied > 0 {
+                self.marked += copied;
+                self.pieces.push(Piece::Copied(copied));
             }
             self.queued += data.len();
-            self.queue.push_back(data);
+            self.pieces.push(Piece::Data(data));
         }
         if let OutFraming::Chunked = self.framing {
             self.buf.put_slice(b"\r\n");
@@ -230,7 +246,7 @@ impl Outgoing {
     /// Writes until nothing encoded is left.
     fn poll_write(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending() > 0 {
-            let n = if self.queue.is_empty() {
+            let n = if self.front == self.pieces.len() {
                 ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -249,35 +265,56 @@ impl Outgoing {
     /// The encoded bytes in order, as many pieces as `slices` holds: how many it got.
     fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut k = 0;
-        for (slice, seg) in slices.iter_mut().zip(&self.queue) {
-            *slice = IoSlice::new(seg);
+        let mut at = 0;
+        for (slice, piece) in slices.iter_mut().zip(&self.pieces[self.front..]) {
+            *slice = IoSlice::new(match piece {
+                Piece::Copied(n) => {
+                    at += n;
+                    &self.buf[at - n..at]
+                }
+                Piece::Data(data) => data,
+            });
             k += 1;
         }
-        if k == self.queue.len() && k < slices.len() && !self.buf.is_empty() {
-            slices[k] = IoSlice::new(&self.buf);
+        if k == self.pieces.len() - self.front && k < slices.len() && at < self.buf.len() {
+            slices[k] = IoSlice::new(&self.buf[at..]);
             k += 1;
         }
         k
     }
 
+    /// `n` bytes were written.
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            match self.queue.front_mut() {
-                Some(seg) if n >= seg.len() => {
-                    n -= seg.len();
-                    self.queued -= seg.len();
-                    self.queue.pop_front();
+            let Some(piece) = self.pieces.get_mut(self.front) else {
+                self.buf.advance(n.min(self.buf.len()));
+                break;
+            };
+            let (left, took) = match piece {
+                Piece::Copied(len) => {
+                    let k = n.min(*len);
+                    self.buf.advance(k);
+                    self.marked -= k;
+                    *len -= k;
+                    (*len, k)
                 }
-                Some(seg) => {
-                    seg.advance(n);
-                    self.queued -= n;
-                    n = 0;
+                Piece::Data(data) => {
+                    let k = n.min(data.len());
+                    data.advance(k);
+                    self.queued -= k;
+                    (data.len(), k)
                 }
-                None => {
-                    self.buf.advance(n.min(self.buf.len()));
-                    n = 0;
-                }
+            };
+            n -= took;
+            if left == 0 {
+                // Written: the data's buffer goes back now, not when the request ends.
+                *piece = Piece::Copied(0);
+                self.front += 1;
             }
+        }
+        if self.front == self.pieces.len() {
+            self.pieces.clear();
+            self.front = 0;
         }
         if self.buf.is_empty() {
             self.buf.clear();
@@ -796,6 +833,29 @@ mod tests {
         out
     }
 
+    /// The body as it should go out after the head.
+    fn framed(pieces: &[Bytes], chunked: bool) -> Vec<u8> {
+        let mut want = Vec::new();
+        for p in pieces {
+            if chunked {
+                want.extend_from_slice(format!("{:X}\r\n", p.len()).as_bytes());
+            }
+            want.extend_from_slice(p);
+            if chunked {
+                want.extend_from_slice(b"\r\n");
+            }
+        }
+        if chunked {
+            want.extend_from_slice(b"0\r\n\r\n");
+        }
+        want
+    }
+
+    /// What follows the head on `wire`.
+    fn after_head(wire: &[u8]) -> &[u8] {
+        &wire[wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..]
+    }
+
     #[test]
     fn data_over_the_copy_limit_goes_out_as_it_came_and_the_rest_is_copied_beside_it() {
         // A small upload's 4 KiB file is over the limit: its bytes are not copied.
@@ -808,23 +868,62 @@ mod tests {
             // The head with the first (copied) piece, the large piece itself, the rest.
             assert_eq!(got.len(), 3, "chunked: {chunked}");
             assert_eq!(got[1].0, large.as_ptr(), "not copied");
-            let mut want = Vec::new();
-            for p in &pieces {
-                if chunked {
-                    want.extend_from_slice(format!("{:X}\r\n", p.len()).as_bytes());
-                }
-                want.extend_from_slice(p);
-                if chunked {
-                    want.extend_from_slice(b"\r\n");
-                }
-            }
-            if chunked {
-                want.extend_from_slice(b"0\r\n\r\n");
-            }
             let wire: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
-            let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-            assert_eq!(wire[head_end..], want[..], "chunked: {chunked}");
+            assert!(
+                after_head(&wire) == framed(&pieces, chunked),
+                "chunked: {chunked}"
+            );
             assert_eq!(wire.len(), out.pending());
+        }
+    }
+
+    /// Writes at most `n` bytes of what `out` holds, as a socket taking them would.
+    fn write_some(out: &mut Outgoing, wire: &mut Vec<u8>, n: usize) {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let k = out.gather(&mut slices);
+        let mut left = n;
+        for slice in &slices[..k] {
+            let take = left.min(slice.len());
+            wire.extend_from_slice(&slice[..take]);
+            left -= take;
+        }
+        out.advance(n - left);
+    }
+
+    #[test]
+    fn writes_cut_anywhere_put_the_request_on_the_wire_byte_for_byte() {
+        let pieces: Vec<Bytes> = [3, COPY_MAX + 1, 1, 5000, COPY_MAX, 2 * COPY_MAX, 7, 9000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from(vec![b'a' + i as u8; n]))
+            .collect();
+        for chunked in [false, true] {
+            let want = framed(&pieces, chunked);
+            // Each write takes a different length, from 1 byte to more than is left, and
+            // the body gives its next piece between writes, as it does on a socket.
+            for step in [1, 2, 7, 100, COPY_MAX + 3, 5001, 1 << 20] {
+                let mut out = encoded(&[], chunked);
+                if chunked {
+                    // `encoded` ended the body: start again from the head alone.
+                    out.buf.truncate(out.buf.len() - b"0\r\n\r\n".len());
+                }
+                out.framing = if chunked {
+                    OutFraming::Chunked
+                } else {
+                    OutFraming::Length(want.len() as u64)
+                };
+                let mut wire = Vec::new();
+                for (turn, p) in pieces.iter().enumerate() {
+                    out.push_data(p.clone()).unwrap();
+                    write_some(&mut out, &mut wire, step + turn % 3);
+                }
+                out.finish().unwrap();
+                while out.pending() > 0 {
+                    write_some(&mut out, &mut wire, step);
+                }
+                assert!(after_head(&wire) == want, "chunked: {chunked}, step {step}");
+                assert!(gathered(&out).is_empty());
+            }
         }
     }
 
