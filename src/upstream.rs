@@ -498,13 +498,12 @@ pub enum Silent<E> {
 impl<S, B> tower::Service<Request<B>> for SilenceTimeout<S>
 where
     S: tower::Service<Request<B>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = Silent<S::Error>;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<S::Response, Silent<S::Error>>> + Send>,
-    >;
+    /// Not boxed: the box cost an allocation and a copy of the pool's future on every
+    /// upstream call (bench/RESULTS.md, the twenty-sixth round).
+    type Future = SilenceFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -519,21 +518,53 @@ where
             .get::<Arc<Progress>>()
             .cloned()
             .unwrap_or_else(Progress::new);
-        let timeout = self.timeout;
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            tokio::pin!(fut);
-            loop {
-                let wait = timeout.saturating_sub(progress.idle());
-                if wait.is_zero() {
-                    return Err(Silent::Silent);
-                }
-                tokio::select! {
-                    r = &mut fut => return r.map_err(Silent::Inner),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+        let wait = self.timeout.saturating_sub(progress.idle());
+        SilenceFuture {
+            inner: self.inner.call(req),
+            sleep: tokio::time::sleep(wait),
+            progress,
+            timeout: self.timeout,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`SilenceTimeout`]'s future: the call's, unless the upstream stays silent for the
+    /// timeout. The timer is set again only when it fires after bytes moved meanwhile.
+    pub struct SilenceFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        progress: Arc<Progress>,
+        timeout: Duration,
+    }
+}
+
+impl<F, T, E> std::future::Future for SilenceFuture<F>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, Silent<E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if let std::task::Poll::Ready(r) = this.inner.poll(cx) {
+            return std::task::Poll::Ready(r.map_err(Silent::Inner));
+        }
+        loop {
+            std::task::ready!(this.sleep.as_mut().poll(cx));
+            let wait = this.timeout.saturating_sub(this.progress.idle());
+            if wait.is_zero() {
+                return std::task::Poll::Ready(Err(Silent::Silent));
             }
-        })
+            this.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
     }
 }
 
@@ -661,5 +692,81 @@ mod tests {
         for base in ["http://h?q=1", "/relative", "h:80", "not a url"] {
             assert!(Origin::parse(base).is_none(), "{base}");
         }
+    }
+
+    /// A service that answers after `after`, touching the request's progress every
+    /// `every` meanwhile (bytes of its body going out), or never when `after` is None.
+    #[derive(Clone)]
+    struct Slow {
+        after: Option<Duration>,
+        every: Option<Duration>,
+    }
+
+    impl tower::Service<Request<()>> for Slow {
+        type Response = &'static str;
+        type Error = std::convert::Infallible;
+        type Future = futures_util::future::BoxFuture<'static, Result<&'static str, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            let progress = req.extensions().get::<Arc<Progress>>().cloned().unwrap();
+            let (after, every) = (self.after, self.every);
+            Box::pin(async move {
+                let started = tokio::time::Instant::now();
+                loop {
+                    if after.is_some_and(|a| started.elapsed() >= a) {
+                        return Ok("answered");
+                    }
+                    tokio::time::sleep(every.unwrap_or(Duration::from_millis(20))).await;
+                    if every.is_some() {
+                        progress.touch();
+                    }
+                }
+            })
+        }
+    }
+
+    async fn silence(after: Option<Duration>, every: Option<Duration>) -> Result<&'static str, ()> {
+        let mut svc = SilenceTimeout {
+            inner: Slow { after, every },
+            timeout: Duration::from_millis(300),
+        };
+        let mut req = Request::new(());
+        let progress = Progress::new();
+        progress.touch();
+        req.extensions_mut().insert(progress);
+        match tower::Service::call(&mut svc, req).await {
+            Ok(answer) => Ok(answer),
+            Err(Silent::Silent) => Err(()),
+            Err(Silent::Inner(never)) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn the_upstream_timeout_counts_silence_not_time() {
+        // Three timeouts long, with bytes moving every 50 ms: answered.
+        let started = Instant::now();
+        let moving = Some(Duration::from_millis(50));
+        assert_eq!(
+            silence(Some(Duration::from_millis(900)), moving).await,
+            Ok("answered")
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        // Silent: cut after the timeout, not before, and long before the answer.
+        let started = Instant::now();
+        assert_eq!(silence(Some(Duration::from_secs(5)), None).await, Err(()));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // An answer within the timeout.
+        assert_eq!(silence(Some(Duration::ZERO), None).await, Ok("answered"));
     }
 }
