@@ -694,47 +694,23 @@ mod tests {
         }
     }
 
-    /// A service that answers after `after`, touching the request's progress every
-    /// `every` meanwhile (bytes of its body going out), or never when `after` is None.
-    #[derive(Clone)]
-    struct Slow {
-        after: Option<Duration>,
-        every: Option<Duration>,
-    }
-
-    impl tower::Service<Request<()>> for Slow {
-        type Response = &'static str;
-        type Error = std::convert::Infallible;
-        type Future = futures_util::future::BoxFuture<'static, Result<&'static str, Self::Error>>;
-
-        fn poll_ready(
-            &mut self,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), Self::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, req: Request<()>) -> Self::Future {
+    /// A call through [`SilenceTimeout`] (300 ms) to a service that answers after `after`,
+    /// touching the request's progress every `every` meanwhile (bytes of its body going
+    /// out) when set.
+    async fn silence(after: Duration, every: Option<Duration>) -> Result<&'static str, ()> {
+        let slow = tower::service_fn(move |req: Request<()>| async move {
             let progress = req.extensions().get::<Arc<Progress>>().cloned().unwrap();
-            let (after, every) = (self.after, self.every);
-            Box::pin(async move {
-                let started = tokio::time::Instant::now();
-                loop {
-                    if after.is_some_and(|a| started.elapsed() >= a) {
-                        return Ok("answered");
-                    }
-                    tokio::time::sleep(every.unwrap_or(Duration::from_millis(20))).await;
-                    if every.is_some() {
-                        progress.touch();
-                    }
+            let started = tokio::time::Instant::now();
+            while started.elapsed() < after {
+                tokio::time::sleep(every.unwrap_or(Duration::from_millis(20))).await;
+                if every.is_some() {
+                    progress.touch();
                 }
-            })
-        }
-    }
-
-    async fn silence(after: Option<Duration>, every: Option<Duration>) -> Result<&'static str, ()> {
+            }
+            Ok::<_, std::convert::Infallible>("answered")
+        });
         let mut svc = SilenceTimeout {
-            inner: Slow { after, every },
+            inner: slow,
             timeout: Duration::from_millis(300),
         };
         let mut req = Request::new(());
@@ -754,19 +730,19 @@ mod tests {
         let started = Instant::now();
         let moving = Some(Duration::from_millis(50));
         assert_eq!(
-            silence(Some(Duration::from_millis(900)), moving).await,
+            silence(Duration::from_millis(900), moving).await,
             Ok("answered")
         );
         assert!(started.elapsed() >= Duration::from_millis(900));
         // Silent: cut after the timeout, not before, and long before the answer.
         let started = Instant::now();
-        assert_eq!(silence(Some(Duration::from_secs(5)), None).await, Err(()));
+        assert_eq!(silence(Duration::from_secs(5), None).await, Err(()));
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(300) && took < Duration::from_secs(3),
             "{took:?}"
         );
         // An answer within the timeout.
-        assert_eq!(silence(Some(Duration::ZERO), None).await, Ok("answered"));
+        assert_eq!(silence(Duration::ZERO, None).await, Ok("answered"));
     }
 }
