@@ -372,7 +372,7 @@ async fn build_route(r: &config::Route) -> Result<RouteRuntime, String> {
         ))
     });
     let auth = FrontAuth {
-        tokens: r.client_tokens.clone(),
+        tokens: crate::secret::Accepted::new(&r.client_tokens),
         signing_key: crate::secret::MacKey::new(&signing_key),
         route: r.name.clone(),
     };

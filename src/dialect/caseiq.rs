@@ -23,7 +23,7 @@ use crate::codec::json_out;
 use crate::codec::json_read::{Reader, Val};
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
-use crate::secret::{ct_any, MacKey};
+use crate::secret::MacKey;
 use crate::upload::{
     id_text, split_ext, Attachment, Field, FileRef, FileView, Kind, Kinds, Listing, Outcome, Page,
     UploadMeta, UploadResult,
@@ -629,7 +629,7 @@ async fn token_endpoint(parts: &Parts, mut body: BodyStream, auth: &FrontAuth) -
     };
     if !auth.tokens.is_empty() {
         let secret = text("client_secret").unwrap_or_default();
-        if !ct_any(secret, &auth.tokens) {
+        if !auth.tokens.matches(secret) {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
         }
     }
@@ -740,13 +740,13 @@ mod tests {
     }
 
     use super::*;
-    use crate::secret::Secret;
+    use crate::secret::{Accepted, Secret};
     use hmac::Hmac;
     use sha2::Sha256;
 
     fn auth(route: &str, key: &str) -> FrontAuth {
         FrontAuth {
-            tokens: vec![Secret::new("s3cret")],
+            tokens: Accepted::new(&[Secret::new("s3cret")]),
             signing_key: MacKey::new(&Secret::new(key)),
             route: route.into(),
         }

@@ -22,7 +22,6 @@ use crate::codec::json_out::{json_object, Object};
 use crate::codec::json_read::Reader;
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
-use crate::secret::ct_any;
 use crate::upload::{
     id_text, now_rfc3339_millis, split_ext, Attachment, CommentsPage, Field, FileRef, FileView,
     Kind, Kinds, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
@@ -147,7 +146,7 @@ impl Dialect for Kibana {
             None
         };
         match presented {
-            Some(p) if ct_any(&p, &auth.tokens) => Ok(()),
+            Some(p) if auth.tokens.matches(&p) => Ok(()),
             _ => Err(Error::unauthorized("Unauthorized")),
         }
     }

@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode};
 
 use crate::error::{Body, Error};
 use crate::inbound::{BodyStream, Inbound, Limits};
-use crate::secret::{MacKey, Secret};
+use crate::secret::{Accepted, MacKey};
 use crate::upload::{
     Attachment, CommentsPage, FileRef, FileView, Kind, Kinds, Links, Listed, Listing, Outcome,
     Page, UploadMeta, UploadResult,
@@ -204,7 +204,7 @@ pub enum IdKind {
 #[derive(Debug, Clone)]
 pub struct FrontAuth {
     /// Empty: an open route.
-    pub tokens: Vec<Secret>,
+    pub tokens: Accepted,
     /// The key that signs and verifies its access tokens, keyed once.
     pub signing_key: MacKey,
     /// The route's name, bound into issued tokens so one route's token opens no other.

@@ -23,7 +23,6 @@ use crate::codec::json_read::Reader;
 use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::ledger::CaseFiles;
-use crate::secret::ct_any;
 use crate::upload::{
     id_text, Attachment, FileRef, JsonId, Kind, Kinds, Links, Outcome, Person, UploadMeta,
     UploadResult,
@@ -84,7 +83,7 @@ impl Dialect for Thalamus {
             .map(Cow::Borrowed)
             .or_else(|| wire::query_value(parts, "touchpoint"));
         match (token, touchpoint) {
-            (Some(t), Some(tp)) if !tp.is_empty() && ct_any(&t, &auth.tokens) => Ok(()),
+            (Some(t), Some(tp)) if !tp.is_empty() && auth.tokens.matches(&t) => Ok(()),
             _ => Err(Error::unauthorized(
                 "A valid touchpoint and token are required.",
             )),

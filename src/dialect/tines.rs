@@ -23,7 +23,6 @@ use crate::codec::json_read::{Reader, Val};
 use crate::codec::json_scan::Scalar;
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, Inbound, JsonSpec, Limits, Mapped};
-use crate::secret::ct_any;
 use crate::upload::{
     id_json, id_text, now_rfc3339_seconds, Attachment, Field, FileRef, FileView, JsonId, Kind,
     Kinds, Links, Listed, Listing, Outcome, Page, Person, UploadMeta, UploadResult,
@@ -87,7 +86,7 @@ impl Dialect for Tines {
         let key =
             wire::authorization(parts, "bearer").or_else(|| wire::header(parts, "x-user-token"));
         match key {
-            Some(k) if ct_any(k, &auth.tokens) => Ok(()),
+            Some(k) if auth.tokens.matches(k) => Ok(()),
             _ => Err(Error::unauthorized("Unauthorized")),
         }
     }

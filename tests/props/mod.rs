@@ -421,7 +421,7 @@ pub fn config_text(text: &str) {
 pub fn token_request(body: &[u8], form: bool) {
     let d = dialect::get(DialectId::Caseiq);
     let auth = FrontAuth {
-        tokens: vec![Secret::new("the-secret")],
+        tokens: casegate::secret::Accepted::new(&[Secret::new("the-secret")]),
         signing_key: casegate::secret::MacKey::new(&Secret::new(
             "0123456789abcdef0123456789abcdef",
         )),
