@@ -66,8 +66,9 @@ where
     B::Error: Into<crate::error::BoxError>,
 {
     let mut report = Report::default();
-    // Boxed: the upload's future is several KiB (see `Gateway::handle`).
-    match Box::pin(run(rt, settings, parts, body, req, &mut report)).await {
+    // Boxed, and built in its box: the upload's future is several KiB (see
+    // `Gateway::handle` and [`crate::boxed`]).
+    match crate::boxed(|| run(rt, settings, parts, body, req, &mut report)).await {
         Ok(resp) => (resp, report),
         Err(e) => (respond(rt.front, &e), report),
     }

@@ -31,3 +31,13 @@ pub mod tls;
 pub mod upload;
 pub mod upstream;
 pub mod workers;
+
+/// Boxes the future `make` builds, in its box. A future is as large as its largest state
+/// (several KiB for an upload's), however little its first state holds; `Box::pin(f())`
+/// builds it on the stack and then copies all of it into the new box. Here the box is
+/// allocated first, so the future can be built where it stays.
+#[inline(always)]
+pub(crate) fn boxed<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let slot = Box::<F>::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}

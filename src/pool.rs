@@ -533,7 +533,7 @@ impl tower::Service<Request<Body>> for PoolService {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let pool = self.0.clone();
-        Box::pin(async move { pool.send(req).await })
+        crate::boxed(|| async move { pool.send(req).await })
     }
 }
 

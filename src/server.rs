@@ -219,7 +219,8 @@ impl Gateway {
     /// Each operation's future is boxed where it starts (an upload's in
     /// [`forward::upload`]): they are several KiB, and a future moves into each one that
     /// awaits it, so carried inline they would be copied once per level above (the
-    /// handler's future, then the stack's) on every request.
+    /// handler's future, then the stack's) on every request. Each is built in its box
+    /// ([`crate::boxed`]), not built and then copied there.
     async fn handle(&self, mut req: Request<ReqBody>) -> Response<Body> {
         let Some(Routed { target, table }) = req.extensions_mut().remove::<Routed>() else {
             return crate::error::text_response(
@@ -235,10 +236,8 @@ impl Gateway {
                 let rest = crate::router::strip_prefix(parts.uri.path(), &rt.cfg.prefix)
                     .unwrap_or("/")
                     .to_string();
-                Box::pin(crate::passthrough::forward(
-                    &rt, settings, parts, body, &rest,
-                ))
-                .await
+                crate::boxed(|| crate::passthrough::forward(&rt, settings, parts, body, &rest))
+                    .await
             }
             Target::Method(rt, allow) => respond(rt.front, &Error::method_not_allowed(allow)),
             Target::Other(rt, _) => respond(rt.front, &Error::not_found("Not Found")),
@@ -291,7 +290,7 @@ impl Gateway {
             }
             _ => {
                 drop(body);
-                Box::pin(crate::read::serve(rt, settings, parts, req)).await
+                crate::boxed(|| crate::read::serve(rt, settings, parts, req)).await
             }
         }
     }
@@ -401,7 +400,7 @@ impl tower::Service<Request<ReqBody>> for Handler {
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let gw = self.0.clone();
-        Box::pin(async move { Ok(gw.handle(req).await) })
+        crate::boxed(|| async move { Ok(gw.handle(req).await) })
     }
 }
 
