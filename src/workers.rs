@@ -22,13 +22,15 @@
 //! place they were. Their upstream pools are shared, with idle connections kept per
 //! worker.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::time::MissedTickBehavior;
 
 /// The most blocking threads of all the workers together, and of the process's
 /// multi-threaded runtime (its reloads, admin and ledger work): spool reads and writes,
@@ -39,9 +41,41 @@ use tokio::sync::oneshot;
 /// arenas are resident memory.
 pub const BLOCKING_THREADS: usize = 16;
 
+/// How far ahead each worker always has a timer set: see [`heartbeat`].
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
 thread_local! {
     /// The worker this thread is (1, 2, ...), or 0 on any other thread.
     static WORKER: Cell<usize> = const { Cell::new(0) };
+    /// The worker's runtime, on a worker's thread.
+    static POST: RefCell<Option<Post>> = const { RefCell::new(None) };
+}
+
+/// A worker's runtime, for another thread to run work there ([`Post::run`]).
+#[derive(Clone)]
+pub struct Post(Arc<Handle>);
+
+/// The calling worker's [`Post`]; None on any other thread.
+pub fn post() -> Option<Post> {
+    POST.with(|p| p.borrow().clone())
+}
+
+impl Post {
+    /// Runs `f` on the worker's thread, as one task; dropped unrun if the worker has
+    /// stopped. A thread that completes several of a worker's requests at once (the
+    /// ledger's, after a group commit) completes them through here in one go: completed
+    /// one by one from its own thread, each waiting task was scheduled from outside its
+    /// runtime, and tokio writes the runtime's eventfd for each such task (one system call
+    /// per request on that thread, and a wake-up of the worker each time it had gone back
+    /// to sleep in between). From the worker's own thread, they are woken in its queue.
+    pub fn run(&self, f: impl FnOnce() + Send + 'static) {
+        drop(self.0.spawn(async move { f() }));
+    }
+
+    /// Whether both are the same worker's.
+    pub fn is(&self, other: &Post) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// The worker the calling thread is (1, 2, ...), 0 when it is not one (the
@@ -52,6 +86,8 @@ pub fn current() -> usize {
 
 struct Worker {
     handle: Handle,
+    #[cfg(test)]
+    post: Post,
     /// Connections being served.
     connections: Arc<AtomicUsize>,
     /// Dropped: the worker's runtime ends (its tasks are dropped) and its thread exits.
@@ -80,19 +116,26 @@ impl Workers {
                 .max_blocking_threads(blocking)
                 .build()?;
             let handle = rt.handle().clone();
+            let post = Post(Arc::new(handle.clone()));
+            let own = post.clone();
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("casegate-worker-{i}"))
                 .spawn(move || {
                     WORKER.with(|w| w.set(i));
+                    POST.with(|p| *p.borrow_mut() = Some(own));
                     rt.block_on(async {
+                        let beat = tokio::spawn(heartbeat());
                         let _ = stopped.await;
+                        beat.abort();
                     });
                     // The runtime is dropped here, on its own thread: its tasks are
                     // dropped, its blocking threads finish what they run.
                 })?;
             workers.push(Worker {
                 handle,
+                #[cfg(test)]
+                post,
                 connections: Arc::new(AtomicUsize::new(0)),
                 _stop: stop,
             });
@@ -128,12 +171,39 @@ impl Workers {
         (w.handle.clone(), fut)
     }
 
+    /// Each worker's post, in order (worker 1 first).
+    #[cfg(test)]
+    pub fn posts(&self) -> Vec<Post> {
+        self.workers.iter().map(|w| w.post.clone()).collect()
+    }
+
     /// Connections being served, per worker.
     pub fn connections(&self) -> Vec<usize> {
         self.workers
             .iter()
             .map(|w| w.connections.load(Ordering::Relaxed))
             .collect()
+    }
+}
+
+/// Keeps a timer at most [`HEARTBEAT`] ahead on the worker's runtime, so that no timer a
+/// request sets falls before the wake-up the runtime planned when it last went to sleep.
+///
+/// tokio's timer driver wakes its own thread (a write to the runtime's eventfd, then one
+/// more turn of `epoll_wait`) whenever a timer is set earlier than that planned wake-up,
+/// even when the thread setting it is the runtime's own and awake. A request sets several
+/// timers of a second or more (tower-http's body timeout, a new one for each frame of the
+/// body; the upstream's silence timeout; the ledger's waits), and between two sleeps
+/// the planned wake-up is the earliest timer there was when the worker last slept, often
+/// none at all: about one wasted write per request (bench/RESULTS.md, the twenty-eighth
+/// round). With this timer always set, the planned wake-up is never more than a second
+/// away, and timers of a second or more never come before it. The cost: each worker
+/// wakes once a second when idle.
+async fn heartbeat() {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
     }
 }
 
@@ -187,6 +257,88 @@ mod tests {
         let (h, fut) =
             workers.assign(async { tokio::task::spawn_blocking(current).await.unwrap() });
         assert_eq!(h.spawn(fut).await.unwrap(), 0);
+    }
+
+    /// The write system calls the calling thread has made (`syscw` of
+    /// /proc/thread-self/io).
+    fn writes_of_this_thread() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io")
+            .expect("/proc/thread-self/io (Linux, with task I/O accounting)");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a syscw line")
+    }
+
+    #[test]
+    fn timers_a_request_sets_do_not_wake_its_own_worker() {
+        let workers = Workers::start(1).unwrap();
+        let (h, fut) = workers.assign(async {
+            // The worker sleeps once, with its heartbeat set.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = writes_of_this_thread();
+            for _ in 0..200 {
+                // Set a timer of a few seconds, as a request's timeouts are, and drop it
+                // before the worker next looks for events (a body's frame came in time).
+                {
+                    let timer = tokio::time::sleep(Duration::from_secs(5));
+                    tokio::pin!(timer);
+                    let first = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(timer.as_mut().poll(cx).is_pending())
+                    });
+                    assert!(first.await);
+                }
+                tokio::task::yield_now().await;
+            }
+            writes_of_this_thread() - before
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let writes = rt.block_on(h.spawn(fut)).unwrap();
+        // Without the heartbeat: one write to the worker's own eventfd per timer.
+        assert!(writes < 10, "{writes} writes for 200 timers");
+    }
+
+    #[test]
+    fn work_posted_to_a_worker_runs_on_its_thread() {
+        let workers = Workers::start(2).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(post().is_none());
+        // On a worker's thread, post() is that worker's.
+        let (h, fut) = workers.assign(async { (current(), post()) });
+        let (worker, own) = rt.block_on(h.spawn(fut)).unwrap();
+        let posts = workers.posts();
+        assert!(own.expect("a worker has a post").is(&posts[worker - 1]));
+        assert!(!posts[0].is(&posts[1]));
+        // Posted from this thread (no worker), each runs on its own worker.
+        for (i, p) in posts.iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            p.run(move || tx.send(current()).unwrap());
+            let ran_on = rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the posted work ran");
+            assert_eq!(ran_on, i + 1);
+        }
+        // A stopped worker's post drops the work unrun.
+        let stale = posts[0].clone();
+        drop(posts);
+        drop(workers);
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let tx = tx.clone();
+            stale.run(move || tx.send(current()).unwrap());
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(_) if std::time::Instant::now() < deadline => continue,
+                Ok(_) => panic!("the stopped worker still runs posted work"),
+                Err(_) => break,
+            }
+        }
     }
 
     #[test]

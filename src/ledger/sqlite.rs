@@ -4,7 +4,9 @@
 //! await a oneshot reply. The thread takes every command already queued (up to 256) and
 //! runs them in one transaction (`BEGIN IMMEDIATE` when any writes; a failing statement
 //! undoes only itself, so one failing command does not undo the others), then commits
-//! once and answers each: group commit. One connection also makes `sqlite::memory:` work.
+//! once and answers each: group commit. A caller waiting on a connection worker is
+//! answered through that worker, all of a batch's callers there in one go
+//! ([`crate::workers::Post`]), so the batch wakes each worker once, not once per caller. One connection also makes `sqlite::memory:` work.
 //! When the process serves one request alone ([`SqliteStore::inline_when_alone`]), that
 //! request runs its command itself, on the same connection, when the thread is idle. A
 //! file an upstream names again, already held, is answered from what the session keeps
@@ -699,6 +701,9 @@ type Run = Box<dyn FnOnce(Result<&Db, LedgerError>) -> Done + Send>;
 struct Job {
     write: bool,
     run: Run,
+    /// The worker the caller waits on, if it is one: the thread answers there
+    /// ([`answer`]).
+    post: Option<crate::workers::Post>,
 }
 
 struct Done {
@@ -723,7 +728,8 @@ where
         });
         Done { reply }
     });
-    (Job { write, run }, receiver)
+    let post = crate::workers::post();
+    (Job { write, run, post }, receiver)
 }
 
 enum Place {
@@ -1020,7 +1026,7 @@ impl Session {
         let mut broken: Option<LedgerError> = None;
         for job in batch {
             if let Some(e) = &broken {
-                done.push((job.run)(Err(e.clone())));
+                done.push((job.post, (job.run)(Err(e.clone()))));
                 continue;
             }
             // No savepoint per command: a failing statement undoes only itself (SQLite's
@@ -1035,7 +1041,7 @@ impl Session {
                     "SQLite rolled the transaction back".to_string(),
                 ));
             }
-            done.push(outcome);
+            done.push((job.post, outcome));
         }
         let failure = match broken {
             Some(e) => {
@@ -1054,9 +1060,7 @@ impl Session {
             // Rows kept in this batch may have been inserted in it.
             conn.held.borrow_mut().forget();
         }
-        for outcome in done {
-            (outcome.reply)(failure.clone());
-        }
+        answer(done, failure);
     }
 
     /// The connection, once the path is known to still name the file it holds.
@@ -1089,6 +1093,32 @@ impl Session {
             }
         }
         Ok(&self.db)
+    }
+}
+
+/// Answers a batch's commands: here, when this is a worker's thread (a lone request's
+/// command) or the caller is not on one; else through each caller's worker, once per
+/// worker ([`crate::workers::Post::run`]), where each reply wakes its task in the worker's
+/// own queue.
+fn answer(done: Vec<(Option<crate::workers::Post>, Done)>, failure: Option<LedgerError>) {
+    let here = crate::workers::current() != 0;
+    let mut posts: Vec<(crate::workers::Post, Vec<Reply>)> = Vec::new();
+    for (post, outcome) in done {
+        match post.filter(|_| !here) {
+            None => (outcome.reply)(failure.clone()),
+            Some(post) => match posts.iter_mut().find(|(p, _)| p.is(&post)) {
+                Some((_, replies)) => replies.push(outcome.reply),
+                None => posts.push((post, vec![outcome.reply])),
+            },
+        }
+    }
+    for (post, replies) in posts {
+        let failure = failure.clone();
+        post.run(move || {
+            for reply in replies {
+                reply(failure.clone());
+            }
+        });
     }
 }
 
@@ -1374,6 +1404,35 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn a_batch_answers_callers_on_workers_through_their_worker_and_others_here() {
+        let workers = crate::workers::Workers::start(2).unwrap();
+        let posts = workers.posts();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply = |tx: &std::sync::mpsc::Sender<usize>| {
+            let tx = tx.clone();
+            Done {
+                reply: Box::new(move |failure| {
+                    assert!(failure.is_none());
+                    let _ = tx.send(crate::workers::current());
+                }),
+            }
+        };
+        let done = vec![
+            (Some(posts[0].clone()), reply(&tx)),
+            (Some(posts[1].clone()), reply(&tx)),
+            (None, reply(&tx)),
+            (Some(posts[0].clone()), reply(&tx)),
+        ];
+        // From a thread that is no worker, as the ledger's is.
+        answer(done, None);
+        let mut ran_on: Vec<usize> = (0..4)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("answered"))
+            .collect();
+        ran_on.sort_unstable();
+        assert_eq!(ran_on, vec![0, 1, 1, 2]);
+    }
 
     #[tokio::test]
     async fn a_bound_limit_does_not_make_sqlite_prepare_again() {
