@@ -14,9 +14,10 @@
 //!   the store answers; an upload asks [`Ledger::check`] (no I/O) before it sends
 //!   anything, so a dead ledger is a fast 503 rather than a file nobody can find again.
 //! - **Id blocks.** Integer front ids are taken from the store 32 at a time and handed
-//!   out from memory, so most uploads cost no write before they are sent. The price:
-//!   numbers left in a block when casegate stops are never used (gaps), and ids are
-//!   increasing per process, not across replicas.
+//!   out from memory, so most uploads cost no write before they are sent; the next block
+//!   is taken when half of one is used, so that a steady stream of uploads never waits
+//!   for it. The price: numbers left in the blocks when casegate stops are never used
+//!   (gaps), and ids are increasing per process, not across replicas.
 //! - **A retry queue.** A file the upstream has confirmed must be recorded even if the
 //!   store is failing right then ([`Ledger::record_confirmed`]): the row waits in memory
 //!   and is retried with backoff. The queue is bounded (by default 2000 rows, 5 minutes);
@@ -324,30 +325,58 @@ struct Inner {
     listings: cases::Listings,
 }
 
-/// A route's integer ids: the block being handed out, and who takes the next one.
+/// A route's integer ids: the block being handed out, and the one after it.
 #[derive(Default)]
 struct Ids {
-    /// Held only to take a number, never across an await: most uploads take their id
-    /// here and never wait. (A tokio mutex held for every id made each upload that had
-    /// waited behind a new block's allocation wake the next waiter in turn, often on the
-    /// other worker thread, bench/RESULTS.md, the twenty-eighth round.)
+    /// Held only to take a number or move to the next block, never across an await: an
+    /// upload takes its id here and, in a steady stream, never waits. (A tokio mutex held
+    /// for every id made each upload that had waited behind a block's allocation wake the
+    /// next waiter in turn, often on the other worker thread, bench/RESULTS.md, the
+    /// twenty-eighth round.)
     block: Mutex<Block>,
-    /// Held by the one task taking the next block from the store, while others wait.
-    refill: tokio::sync::Mutex<()>,
+    /// Woken when a fetch of the next block ends, taken or failed.
+    fetched: Notify,
 }
 
 #[derive(Default)]
 struct Block {
     next: u64,
     end: u64,
+    /// The first id of the block after this one, once fetched.
+    spare: Option<u64>,
+    /// A task is fetching the next block.
+    fetching: bool,
 }
 
 impl Block {
-    fn take(&mut self) -> Option<u64> {
-        (self.next < self.end).then(|| {
+    /// The next id (None: none left, nor a next block yet), moving on to the next block
+    /// when this one is used up; and whether the caller is now to fetch the next block:
+    /// half of this one is used (or none is left) and nobody fetches it yet.
+    fn take(&mut self) -> (Option<u64>, bool) {
+        if self.next >= self.end {
+            if let Some(first) = self.spare.take() {
+                self.next = first;
+                self.end = first.saturating_add(BLOCK);
+            }
+        }
+        let id = (self.next < self.end).then(|| {
             self.next += 1;
             self.next - 1
-        })
+        });
+        let fetch = !self.fetching && self.spare.is_none() && self.end - self.next <= BLOCK / 2;
+        self.fetching |= fetch;
+        (id, fetch)
+    }
+}
+
+/// Ends a fetch of the next block however it ends (taken, failed, or its task dropped):
+/// no longer fetching, and the waiters woken.
+struct Fetching(Arc<Ids>);
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        lock(&self.0.block).fetching = false;
+        self.0.fetched.notify_waiters();
     }
 }
 
@@ -483,25 +512,43 @@ impl Ledger {
                         }
                     }
                 };
-                if let Some(id) = lock(&ids.block).take() {
-                    return Ok(id.to_string());
+                loop {
+                    // Registered before looking, so that a fetch ending in between wakes it.
+                    let fetched = ids.fetched.notified();
+                    tokio::pin!(fetched);
+                    fetched.as_mut().enable();
+                    let (id, fetch) = lock(&ids.block).take();
+                    match (id, fetch) {
+                        (Some(id), false) => return Ok(id.to_string()),
+                        (Some(id), true) => {
+                            // Half the block is used: the next one is fetched beside the
+                            // uploads, so that none waits for it.
+                            let (ledger, ids) = (self.clone(), ids.clone());
+                            let route = route.to_string();
+                            drop(tokio::spawn(async move {
+                                let _ = ledger.fetch_block(ids, &route).await;
+                            }));
+                            return Ok(id.to_string());
+                        }
+                        // None left, and nobody fetches the next block: this upload does.
+                        (None, true) => self.fetch_block(ids.clone(), route).await?,
+                        // None left: the next block is on its way.
+                        (None, false) => fetched.await,
+                    }
                 }
-                let _refill = ids.refill.lock().await;
-                // The task that held `refill` before may have taken a block already.
-                if let Some(id) = lock(&ids.block).take() {
-                    return Ok(id.to_string());
-                }
-                let first = self
-                    .inner
-                    .call(self.inner.store.allocate(route, BLOCK))
-                    .await?;
-                *lock(&ids.block) = Block {
-                    next: first.saturating_add(1),
-                    end: first.saturating_add(BLOCK),
-                };
-                Ok(first.to_string())
             }
         }
+    }
+
+    /// Takes the next block of `route`'s ids from the store, as the spare of `ids`.
+    async fn fetch_block(&self, ids: Arc<Ids>, route: &str) -> Result<(), LedgerError> {
+        let fetching = Fetching(ids);
+        let first = self
+            .inner
+            .call(self.inner.store.allocate(route, BLOCK))
+            .await?;
+        lock(&fetching.0.block).spare = Some(first);
+        Ok(())
     }
 
     /// [`Store::record`] (after writing any queued rows first, so they keep precedence);
@@ -1192,6 +1239,39 @@ mod tests {
         // Each one after the last, also within one millisecond: as text too, which is how
         // the ledger's index orders them.
         assert!(uuids.windows(2).all(|w| w[0] < w[1]), "{uuids:?}");
+    }
+
+    #[tokio::test]
+    async fn the_next_block_is_taken_while_ids_are_left_so_nobody_waits_for_it() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store(store.clone());
+        for n in 1..=17 {
+            assert_eq!(
+                ledger.reserve("r", IdForm::Integer).await.unwrap(),
+                n.to_string()
+            );
+        }
+        // Half the first block is used: the second is being taken, beside the uploads.
+        let ids = lock(&ledger.inner.blocks).get("r").cloned().unwrap();
+        eventually("the next block is taken", || {
+            lock(&ids.block).spare.is_some()
+        })
+        .await;
+        // The store is slow now (300 ms a write): the ids up to the third block's
+        // half-way mark come without waiting for it.
+        Flaky::set(&store.writes_slow, true);
+        let start = Instant::now();
+        for n in 18..=48 {
+            assert_eq!(
+                ledger.reserve("r", IdForm::Integer).await.unwrap(),
+                n.to_string()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
