@@ -1251,14 +1251,16 @@ mod tests {
                 n.to_string()
             );
         }
-        // Half the first block is used: the second is being taken, beside the uploads.
+        // Half the first block is used (its 16th id): the second is being taken, beside
+        // the uploads.
         let ids = lock(&ledger.inner.blocks).get("r").cloned().unwrap();
         eventually("the next block is taken", || {
             lock(&ids.block).spare.is_some()
         })
         .await;
-        // The store is slow now (300 ms a write): the ids up to the third block's
-        // half-way mark come without waiting for it.
+        // The store is slow now (300 ms a write): ids 18-48, the rest of the first block
+        // and the second up to its half-way mark (where the third's fetch is spawned),
+        // come without waiting for it.
         Flaky::set(&store.writes_slow, true);
         let start = Instant::now();
         for n in 18..=48 {
@@ -1290,8 +1292,8 @@ mod tests {
         }
         let expected: HashSet<String> = (1..=100).map(|n| n.to_string()).collect();
         assert_eq!(ids, expected);
-        // Four blocks of 32, each taken by one of the tasks that found the last one used
-        // up: the store's next number is 129.
+        // Four blocks of 32, each taken once (the first by a task that found none, the
+        // others when half the one before was used): the store's next number is 129.
         assert_eq!(store.allocate("r", 1).await.unwrap(), 129);
     }
 
