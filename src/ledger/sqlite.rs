@@ -6,11 +6,12 @@
 //! undoes only itself, so one failing command does not undo the others), then commits
 //! once and answers each: group commit. A caller waiting on a connection worker is
 //! answered through that worker, all of a batch's callers there in one go
-//! ([`crate::workers::Post`]), so the batch wakes each worker once, not once per caller. One connection also makes `sqlite::memory:` work.
-//! When the process serves one request alone ([`SqliteStore::inline_when_alone`]), that
-//! request runs its command itself, on the same connection, when the thread is idle. A
-//! file an upstream names again, already held, is answered from what the session keeps
-//! of it ([`KnownRows`]), on the caller's thread when the session is free.
+//! ([`crate::workers::Post`]), so the batch wakes each worker once, not once per caller.
+//! One connection also makes `sqlite::memory:` work. When the process serves one
+//! request alone ([`SqliteStore::inline_when_alone`]), that request runs its command
+//! itself, on the same connection, when the thread is idle. A file an upstream names
+//! again, already held, is answered from what the session keeps of it ([`KnownRows`]),
+//! on the caller's thread when the session is free.
 //!
 //! Files use WAL with `synchronous=NORMAL` (a commit survives a crash of casegate, and
 //! can be lost only in a crash of the machine), are opened through the VFS of the
