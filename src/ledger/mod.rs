@@ -513,10 +513,6 @@ impl Ledger {
                     }
                 };
                 loop {
-                    // Registered before looking, so that a fetch ending in between wakes it.
-                    let fetched = ids.fetched.notified();
-                    tokio::pin!(fetched);
-                    fetched.as_mut().enable();
                     let (id, fetch) = lock(&ids.block).take();
                     match (id, fetch) {
                         (Some(id), false) => return Ok(id.to_string()),
@@ -532,8 +528,17 @@ impl Ledger {
                         }
                         // None left, and nobody fetches the next block: this upload does.
                         (None, true) => self.fetch_block(ids.clone(), route).await?,
-                        // None left: the next block is on its way.
-                        (None, false) => fetched.await,
+                        // None left: the next block is on its way. The wait is
+                        // registered before looking again, so that a fetch ending in
+                        // between is not missed (only waiting uploads touch the Notify).
+                        (None, false) => {
+                            let fetched = ids.fetched.notified();
+                            tokio::pin!(fetched);
+                            fetched.as_mut().enable();
+                            if lock(&ids.block).fetching {
+                                fetched.await;
+                            }
+                        }
                     }
                 }
             }
