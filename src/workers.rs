@@ -85,8 +85,7 @@ pub fn current() -> usize {
 }
 
 struct Worker {
-    handle: Handle,
-    #[cfg(test)]
+    /// Its runtime's handle.
     post: Post,
     /// Connections being served.
     connections: Arc<AtomicUsize>,
@@ -115,8 +114,7 @@ impl Workers {
                 .enable_all()
                 .max_blocking_threads(blocking)
                 .build()?;
-            let handle = rt.handle().clone();
-            let post = Post(Arc::new(handle.clone()));
+            let post = Post(Arc::new(rt.handle().clone()));
             let own = post.clone();
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()
@@ -133,8 +131,6 @@ impl Workers {
                     // dropped, its blocking threads finish what they run.
                 })?;
             workers.push(Worker {
-                handle,
-                #[cfg(test)]
                 post,
                 connections: Arc::new(AtomicUsize::new(0)),
                 _stop: stop,
@@ -168,7 +164,7 @@ impl Workers {
             let _counted = counted;
             connection.await
         };
-        (w.handle.clone(), fut)
+        (Handle::clone(&w.post.0), fut)
     }
 
     /// Each worker's post, in order (worker 1 first).
