@@ -92,8 +92,8 @@ impl Limits {
 }
 
 /// Wraps an HTTP body as a stream of chunks: at most `max_raw` bytes (more is 413), and a
-/// body error is the client's: 408 when the body stopped arriving (tower-http's body
-/// timeout, set in [`crate::service`]), else 400. Trailers are ignored. Dropping it early
+/// body error is the client's: 408 when the body stopped arriving
+/// ([`crate::service::BodyIdle`]), else 400. Trailers are ignored. Dropping it early
 /// drops the body, which [`crate::service::DrainOnDrop`] then drains a little so the
 /// client reads the answer.
 pub fn body_stream<B>(body: B, max_raw: u64) -> BodyStream
@@ -165,7 +165,7 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     this.body = None;
                     let e: BoxError = e.into();
-                    if e.is::<tower_http::timeout::TimeoutError>() {
+                    if e.is::<crate::service::BodyIdle>() {
                         return this.end(Error::client_timeout());
                     }
                     tracing::debug!(error = %e, "request body broke off");

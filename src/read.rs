@@ -12,7 +12,6 @@
 //! passed off as whole).
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -886,8 +885,7 @@ async fn comments(
 pub struct DownloadBody {
     prefix: Option<Bytes>,
     inner: UpstreamBody,
-    timeout: Duration,
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: crate::service::Idle,
 }
 
 /// The upstream stopped sending a body.
@@ -901,8 +899,7 @@ impl DownloadBody {
         DownloadBody {
             prefix: None,
             inner,
-            timeout,
-            idle: None,
+            idle: crate::service::Idle::new(timeout),
         }
     }
 
@@ -944,20 +941,14 @@ impl http_body::Body for DownloadBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle = None;
+                this.idle.moved();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let timeout = this.timeout;
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Silent)))),
-                    Poll::Pending => Poll::Pending,
-                }
+                std::task::ready!(this.idle.poll_wait(cx));
+                Poll::Ready(Some(Err(Box::new(Silent))))
             }
         }
     }

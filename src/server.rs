@@ -58,7 +58,7 @@ pub const MAX_STREAMS: u32 = 256;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of a request as the gateway sees it, after the service stack.
-pub type ReqBody = DrainOnDrop<tower_http::timeout::TimeoutBody<Incoming>>;
+pub type ReqBody = DrainOnDrop<service::IdleBody<Incoming>>;
 
 /// One generation of the configuration: the routes and what every request shares.
 pub struct Table {
@@ -439,7 +439,7 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Sv
         .layer(service::RescueLayer)
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_idle))
+        .layer(service::BodyIdleLayer { limit: body_idle })
         .layer(service::DrainLayer)
         .service(Handler(gateway));
     tower::util::BoxCloneService::new(svc)

@@ -15,8 +15,9 @@
 //!    route's front dialect.
 //! 6. tower's `LoadShed` + `ConcurrencyLimit`: at most `max_in_flight` requests in the
 //!    handler at once; beyond that 503 `overloaded` at once rather than a queue.
-//! 7. tower-http's `RequestBodyTimeout`: a request body that stops arriving for 60 s
-//!    fails (408).
+//! 7. [`BodyIdleLayer`]: a request body that stops arriving for 60 s fails (408). In
+//!    tower-http's shape, but not its `RequestBodyTimeout`, which sets a new timer for
+//!    every frame before looking at the body (see [`Idle`]).
 //! 8. [`DrainLayer`]: a request body dropped before its end (an early refusal) is read
 //!    and discarded a little longer (16 MiB, 2 s) so a client still sending reads the
 //!    answer instead of a reset.
@@ -553,6 +554,155 @@ fn rescue(front: Option<&'static dyn Dialect>, e: BoxError) -> Response<Body> {
     }
 }
 
+// ---- 7. request body idle timeout ----
+
+/// A bound on how long a stream may wait for its next item, counted from the poll that
+/// first finds nothing ready: time the caller spends between polls is not the stream's
+/// silence. A stream whose items are ready when polled never touches a timer.
+///
+/// tower-http's `TimeoutBody` sets a new timer for every frame and polls it before the
+/// body: a registration in the runtime's timer wheel and its removal per frame, even when
+/// the frame is already there (about 550 instructions each, three per small upload:
+/// bench/RESULTS.md, the twenty-ninth round). Here the timer is set at the first wait and
+/// kept: a later wait only notes when it began, and when the timer fires for a wait that
+/// began after it was set, it is set again for that wait's end.
+pub struct Idle {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// An item came since the current wait began: the next wait is a new one.
+    moved: bool,
+    /// When the current wait began, when that was after the timer was set.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Idle {
+    pub fn new(limit: Duration) -> Idle {
+        Idle {
+            limit,
+            timer: None,
+            moved: false,
+            since: None,
+        }
+    }
+
+    /// The stream gave an item.
+    pub fn moved(&mut self) {
+        self.moved = true;
+    }
+
+    /// The stream has nothing ready: Ready once this wait has lasted the limit (needs a
+    /// tokio runtime, for the timer).
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.timer.is_none() {
+            self.moved = false;
+            self.since = None;
+        } else if std::mem::take(&mut self.moved) {
+            self.since = Some(tokio::time::Instant::now());
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            match self.since.take().map(|began| began + limit) {
+                Some(end) if end > tokio::time::Instant::now() => timer.as_mut().reset(end),
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// A request body that stopped arriving for longer than the limit (answered 408).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving")]
+pub struct BodyIdle;
+
+/// Wraps request bodies in [`IdleBody`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyIdleLayer {
+    pub limit: Duration,
+}
+
+impl<S> Layer<S> for BodyIdleLayer {
+    type Service = BodyIdleService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyIdleService {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BodyIdleService<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, B> Service<Request<B>> for BodyIdleService<S>
+where
+    S: Service<Request<IdleBody<B>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let limit = self.limit;
+        self.inner.call(req.map(|body| IdleBody {
+            body,
+            idle: Idle::new(limit),
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyIdle`] when it waits longer than the limit
+    /// for its next frame.
+    pub struct IdleBody<B> {
+        #[pin]
+        body: B,
+        idle: Idle,
+    }
+}
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            this.idle.moved();
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        std::task::ready!(this.idle.poll_wait(cx));
+        Poll::Ready(Some(Err(Box::new(BodyIdle))))
+    }
+
+    /// The body's own: a body read to its end says so (tower-http's wrapper did not, so a
+    /// form read to its closing boundary was polled once more when dropped).
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 // ---- 8. drain on early refusal ----
 
 /// What an early answer lets a client still send before the connection closes. A client
@@ -653,7 +803,7 @@ where
         if self.ended || body.is_end_stream() {
             return;
         }
-        // Only inside a runtime, as before: the timeout wrapper's timer needs one.
+        // Only inside a runtime: the idle timeout's timer, set when the body waits, needs one.
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -769,6 +919,97 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(load(&waiting), DRAIN_NOW_FRAMES + 3);
+    }
+
+    /// What polling a body gives.
+    type Polled<B> =
+        Poll<Option<Result<Frame<<B as http_body::Body>::Data>, <B as http_body::Body>::Error>>>;
+
+    /// Polls `body` once, with a waker that does nothing.
+    fn poll_once<B: http_body::Body + Unpin>(body: &mut B) -> Polled<B> {
+        Pin::new(body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_frames_are_ready_sets_no_timer_and_says_when_it_ended() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut body = IdleBody {
+            body: Script {
+                ready: 3,
+                end: true,
+                polls,
+            },
+            idle: Idle::new(Duration::from_secs(60)),
+        };
+        for _ in 0..3 {
+            assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        }
+        assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
+        assert!(body.idle.timer.is_none(), "a timer was set");
+
+        // A body read to its end says so, so that dropping it polls nothing more.
+        let mut full = IdleBody {
+            body: http_body_util::Full::new(Bytes::from_static(b"form")),
+            idle: Idle::new(Duration::from_secs(60)),
+        };
+        assert!(!full.is_end_stream());
+        assert!(matches!(poll_once(&mut full), Poll::Ready(Some(Ok(_)))));
+        assert!(full.is_end_stream());
+    }
+
+    /// A body that gives what is queued, else waits.
+    struct Gate(Arc<std::sync::Mutex<std::collections::VecDeque<Bytes>>>);
+
+    impl http_body::Body for Gate {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.0.lock().unwrap().pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_fails_once_it_has_waited_the_limit_since_its_wait_began() {
+        let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let mut body = IdleBody {
+            body: Gate(queue.clone()),
+            idle: Idle::new(Duration::from_secs(60)),
+        };
+        let after = |s| tokio::time::advance(Duration::from_secs(s));
+        let failed = |p: Poll<Option<Result<Frame<Bytes>, BoxError>>>| matches!(p, Poll::Ready(Some(Err(e))) if e.is::<BodyIdle>());
+        // 0 s: nothing there, the wait begins (the timer is set for 60 s).
+        assert!(poll_once(&mut body).is_pending());
+        after(10).await;
+        queue.lock().unwrap().push_back(Bytes::from_static(b"part"));
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        // The caller takes 30 s before it asks again (an upstream slow to take the
+        // frame): not the body's silence. A new wait begins at 40 s.
+        after(30).await;
+        assert!(poll_once(&mut body).is_pending());
+        // 60 s: the timer fires, for a wait that began at 40 s: set again, for 100 s.
+        after(20).await;
+        assert!(poll_once(&mut body).is_pending());
+        after(39).await;
+        assert!(poll_once(&mut body).is_pending());
+        after(1).await;
+        assert!(failed(poll_once(&mut body)));
+
+        // A body that never gives a frame fails at the limit itself.
+        let mut silent = IdleBody {
+            body: Gate(Default::default()),
+            idle: Idle::new(Duration::from_secs(60)),
+        };
+        assert!(poll_once(&mut silent).is_pending());
+        after(59).await;
+        assert!(poll_once(&mut silent).is_pending());
+        after(1).await;
+        assert!(failed(poll_once(&mut silent)));
     }
 
     #[test]
