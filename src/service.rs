@@ -625,24 +625,39 @@ pub struct BodyIdleLayer {
 }
 
 impl<S> Layer<S> for BodyIdleLayer {
-    type Service = BodyIdleService<S>;
+    type Service = WrapBodies<S, BodyIdleLayer>;
     fn layer(&self, inner: S) -> Self::Service {
-        BodyIdleService {
-            inner,
-            limit: self.limit,
+        WrapBodies { inner, wrap: *self }
+    }
+}
+
+impl<B> WrapBody<B> for BodyIdleLayer {
+    type Body = IdleBody<B>;
+    fn wrap(&self, body: B) -> IdleBody<B> {
+        IdleBody {
+            body,
+            idle: Idle::new(self.limit),
         }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct BodyIdleService<S> {
-    inner: S,
-    limit: Duration,
+/// How a body layer ([`BodyIdleLayer`], [`DrainLayer`]) wraps a request's body.
+pub trait WrapBody<B> {
+    type Body;
+    fn wrap(&self, body: B) -> Self::Body;
 }
 
-impl<S, B> Service<Request<B>> for BodyIdleService<S>
+/// The service of a body layer: the request as it came, its body wrapped by `W`.
+#[derive(Debug, Clone)]
+pub struct WrapBodies<S, W> {
+    inner: S,
+    wrap: W,
+}
+
+impl<S, W, B> Service<Request<B>> for WrapBodies<S, W>
 where
-    S: Service<Request<IdleBody<B>>>,
+    W: WrapBody<B>,
+    S: Service<Request<W::Body>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -653,11 +668,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = self.limit;
-        self.inner.call(req.map(|body| IdleBody {
-            body,
-            idle: Idle::new(limit),
-        }))
+        let req = req.map(|body| self.wrap.wrap(body));
+        self.inner.call(req)
     }
 }
 
@@ -720,35 +732,19 @@ const DRAIN_NOW_FRAMES: usize = 8;
 pub struct DrainLayer;
 
 impl<S> Layer<S> for DrainLayer {
-    type Service = DrainService<S>;
+    type Service = WrapBodies<S, DrainLayer>;
     fn layer(&self, inner: S) -> Self::Service {
-        DrainService { inner }
+        WrapBodies { inner, wrap: *self }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct DrainService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for DrainService<S>
-where
-    S: Service<Request<DrainOnDrop<B>>>,
-    B: http_body::Body + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(req.map(|b| DrainOnDrop {
-            inner: Some(Box::pin(b)),
+impl<B: http_body::Body + Send + 'static> WrapBody<B> for DrainLayer {
+    type Body = DrainOnDrop<B>;
+    fn wrap(&self, body: B) -> DrainOnDrop<B> {
+        DrainOnDrop {
+            inner: Some(Box::pin(body)),
             ended: false,
-        }))
+        }
     }
 }
 
@@ -958,27 +954,22 @@ mod tests {
     }
 
     /// A body that gives what is queued, else waits.
-    struct Gate(Arc<std::sync::Mutex<std::collections::VecDeque<Bytes>>>);
-
-    impl http_body::Body for Gate {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            match self.0.lock().unwrap().pop_front() {
+    fn gate(
+        queue: Arc<std::sync::Mutex<std::collections::VecDeque<Bytes>>>,
+    ) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Unpin {
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |_| {
+            match queue.lock().unwrap().pop_front() {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 None => Poll::Pending,
             }
-        }
+        }))
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_body_fails_once_it_has_waited_the_limit_since_its_wait_began() {
         let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let mut body = IdleBody {
-            body: Gate(queue.clone()),
+            body: gate(queue.clone()),
             idle: Idle::new(Duration::from_secs(60)),
         };
         let after = |s| tokio::time::advance(Duration::from_secs(s));
@@ -1002,7 +993,7 @@ mod tests {
 
         // A body that never gives a frame fails at the limit itself.
         let mut silent = IdleBody {
-            body: Gate(Default::default()),
+            body: gate(Default::default()),
             idle: Idle::new(Duration::from_secs(60)),
         };
         assert!(poll_once(&mut silent).is_pending());
