@@ -562,7 +562,7 @@ fn rescue(front: Option<&'static dyn Dialect>, e: BoxError) -> Response<Body> {
 ///
 /// tower-http's `TimeoutBody` sets a new timer for every frame and polls it before the
 /// body: a registration in the runtime's timer wheel and its removal per frame, even when
-/// the frame is already there (about 550 instructions each, three per small upload:
+/// the frame is already there (about 585 instructions a poll, three per small upload:
 /// bench/RESULTS.md, the twenty-ninth round). Here the timer is set at the first wait and
 /// kept: a later wait only notes when it began, and when the timer fires for a wait that
 /// began after it was set, it is set again for that wait's end.
