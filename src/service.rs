@@ -804,8 +804,8 @@ where
             return;
         };
         // A look first, with no waker: a body dropped early is most often at its end
-        // already (a form read to its closing boundary, under a timeout wrapper that does
-        // not say so), and what has arrived is read here. Only a body still coming gets a
+        // already (a form read to its closing boundary, under a wrapper that does not say
+        // so; [`IdleBody`] does), and what has arrived is read here. Only a body still coming gets a
         // task (a spawn and a poll per upload were about 2 000 instructions).
         let mut seen = 0u64;
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -873,7 +873,7 @@ mod tests {
 
     #[test]
     fn outside_a_runtime_a_body_dropped_early_is_left_alone() {
-        // Its timeout wrapper's timer would need a runtime; nothing polls it.
+        // Its idle timeout's timer would need a runtime; nothing polls it.
         let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         drop(DrainOnDrop {
             inner: Some(Box::pin(Script {

@@ -188,8 +188,9 @@ impl Workers {
 /// tokio's timer driver wakes its own thread (a write to the runtime's eventfd, then one
 /// more turn of `epoll_wait`) whenever a timer is set earlier than that planned wake-up,
 /// even when the thread setting it is the runtime's own and awake. A request sets several
-/// timers of a second or more (tower-http's body timeout, a new one for each frame of the
-/// body; the upstream's silence timeout; the ledger's waits), and between two sleeps
+/// timers of a second or more (the request body's idle timeout when the body waits, and
+/// until the twenty-ninth round one for each of its frames; the upstream's silence
+/// timeout; the ledger's waits), and between two sleeps
 /// the planned wake-up is the earliest timer there was when the worker last slept, often
 /// none at all: about one wasted write per request (bench/RESULTS.md, the twenty-eighth
 /// round). With this timer always set, the planned wake-up is never more than a second
