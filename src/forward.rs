@@ -108,7 +108,15 @@ where
             None
         }
     };
-    let inbound = front.read_upload(&parts, &req, stream, limits)?;
+    // A back that sends base64 takes the client's own where it can (not kept past here:
+    // the future holds what lives across its awaits).
+    let inbound = {
+        let reading = Limits {
+            keep_base64: back.sends_base64(),
+            ..*limits
+        };
+        front.read_upload(&parts, &req, stream, &reading)?
+    };
     let mut meta = inbound.meta;
     let mut events = inbound.events;
 
@@ -132,7 +140,7 @@ where
                 meta.part_content_type = content_type;
                 break;
             }
-            Some(Event::Data(_)) | Some(Event::FileEnd) => {
+            Some(Event::Data(_) | Event::Coded { .. } | Event::FileEnd) => {
                 return Err(Error::internal("The upload's events are out of order."))
             }
             None => return Err(Error::bad_request("The upload has no file.")),
@@ -434,14 +442,18 @@ async fn spool_file(
     let mut in_file = true;
     while let Some(ev) = events.next().await {
         match ev? {
-            Event::Data(d) if in_file => file.write(d).await.map_err(spool_failed)?,
+            Event::Data(d) | Event::Coded { data: d, .. } if in_file => {
+                file.write(d).await.map_err(spool_failed)?
+            }
             Event::FileEnd => in_file = false,
             Event::Field(f) => meta.apply(f)?,
             Event::Absent(k) => meta.mark_seen(k),
             Event::FileStart { .. } => {
                 return Err(Error::bad_request("The upload has more than one file."))
             }
-            Event::Data(_) => return Err(Error::internal("The upload's events are out of order.")),
+            Event::Data(_) | Event::Coded { .. } => {
+                return Err(Error::internal("The upload's events are out of order."))
+            }
         }
     }
     if in_file {
@@ -585,7 +597,7 @@ impl OutboundBody {
                             "The upload has more than one file.",
                         )))
                     }
-                    Event::Data(_) | Event::FileEnd => {
+                    Event::Data(_) | Event::Coded { .. } | Event::FileEnd => {
                         return Poll::Ready(Err(Error::internal(
                             "The upload's events are out of order.",
                         )))
@@ -624,10 +636,13 @@ impl http_body::Body for OutboundBody {
                     }
                 }
                 Stage::File => {
-                    let chunk = match &mut this.source {
+                    let (chunk, base64) = match &mut this.source {
                         Source::Events(events) => match events.as_mut().poll_next(cx) {
                             Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Some(Ok(Event::Data(d)))) => d,
+                            Poll::Ready(Some(Ok(Event::Data(d)))) => (d, None),
+                            Poll::Ready(Some(Ok(Event::Coded { data, base64 }))) => {
+                                (data, Some(base64))
+                            }
                             Poll::Ready(Some(Ok(Event::FileEnd))) => {
                                 this.stage = Stage::Late;
                                 continue;
@@ -654,7 +669,7 @@ impl http_body::Body for OutboundBody {
                                 this.stage = Stage::Tail;
                                 continue;
                             }
-                            Poll::Ready(Ok(Some(chunk))) => chunk,
+                            Poll::Ready(Ok(Some(chunk))) => (chunk, None),
                         },
                     };
                     this.count += chunk.len() as u64;
@@ -664,7 +679,10 @@ impl http_body::Body for OutboundBody {
                         this.small = Vec::new();
                     }
                     this.progress.touch();
-                    let wire = this.enc.data(chunk);
+                    let wire = match base64 {
+                        Some(text) => this.enc.data_coded(chunk, text),
+                        None => this.enc.data(chunk),
+                    };
                     if !wire.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(wire))));
                     }

@@ -41,6 +41,13 @@ pub enum Event {
     },
     /// Decoded file bytes.
     Data(Bytes),
+    /// Decoded file bytes with the base64 the client sent them as: the padded standard
+    /// encoding of `data`, whole groups (a JSON front's plain runs, see
+    /// [`json_scan::Event::FileCoded`]). A back that sends base64 passes it on.
+    Coded {
+        data: Bytes,
+        base64: Bytes,
+    },
     FileEnd,
 }
 
@@ -61,6 +68,10 @@ pub struct Limits {
     pub max_fields_total: usize,
     /// Longest wait for the next chunk of a request body.
     pub body_idle: Duration,
+    /// Whether a JSON body's reader hands out the client's base64 beside the bytes it
+    /// decodes ([`Event::Coded`]), for a back that sends base64 too
+    /// ([`crate::dialect::Dialect::sends_base64`]). Off, it gives [`Event::Data`] only.
+    pub keep_base64: bool,
 }
 
 impl Limits {
@@ -70,6 +81,7 @@ impl Limits {
             max_field_bytes: 64 * 1024,
             max_fields_total: 1024 * 1024,
             body_idle: Duration::from_secs(60),
+            keep_base64: false,
         }
     }
 
@@ -445,6 +457,7 @@ pub fn json(body: BodyStream, spec: JsonSpec, limits: &Limits) -> EventStream {
         scratch: Vec::with_capacity(8),
         decoded: 0,
         max_file: limits.max_file_bytes,
+        keep_base64: limits.keep_base64,
         spec,
         ended: false,
     };
@@ -458,6 +471,8 @@ struct JsonState {
     scratch: Vec<ScanEvent>,
     decoded: u64,
     max_file: u64,
+    /// Feed the scanner `Bytes`, so that it hands out the client's base64 too.
+    keep_base64: bool,
     spec: JsonSpec,
     ended: bool,
 }
@@ -472,6 +487,9 @@ impl Steps for JsonState {
                 return Poll::Ready(Ok(None));
             }
             let fed = match ready!(self.body.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) if self.keep_base64 => {
+                    self.scanner.feed_bytes(&chunk, &mut self.scratch)
+                }
                 Some(Ok(chunk)) => self.scanner.feed(&chunk, &mut self.scratch),
                 Some(Err(e)) => return Poll::Ready(Err(e)),
                 None => {
@@ -498,6 +516,15 @@ impl JsonState {
         translated
     }
 
+    /// Counts the file's bytes: more than the largest file allowed is 413.
+    fn count(&mut self, data: &Bytes) -> Result<(), Error> {
+        self.decoded = self.decoded.saturating_add(data.len() as u64);
+        if self.decoded > self.max_file {
+            return Err(Error::too_large(self.max_file));
+        }
+        Ok(())
+    }
+
     fn translate(&mut self, ev: ScanEvent) -> Result<(), Error> {
         match ev {
             ScanEvent::Field { key, value } => match (self.spec.map)(&key, value)? {
@@ -510,11 +537,12 @@ impl JsonState {
                 content_type: None,
             }),
             ScanEvent::FileData(data) => {
-                self.decoded = self.decoded.saturating_add(data.len() as u64);
-                if self.decoded > self.max_file {
-                    return Err(Error::too_large(self.max_file));
-                }
+                self.count(&data)?;
                 self.queue.push_back(Event::Data(data));
+            }
+            ScanEvent::FileCoded { data, base64 } => {
+                self.count(&data)?;
+                self.queue.push_back(Event::Coded { data, base64 });
             }
             ScanEvent::FileEnd { .. } => self.queue.push_back(Event::FileEnd),
             ScanEvent::End => {}
@@ -566,7 +594,7 @@ mod tests {
         let mut stream = read(trickled(chunks));
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(Event::Data(d)) => file.extend_from_slice(&d),
+                Ok(Event::Data(d) | Event::Coded { data: d, .. }) => file.extend_from_slice(&d),
                 other => events.push(format!("{other:?}")),
             }
         }
@@ -635,7 +663,7 @@ mod tests {
         let data: Vec<u8> = events
             .iter()
             .filter_map(|ev| match ev {
-                Ok(Event::Data(d)) => Some(d.to_vec()),
+                Ok(Event::Data(d) | Event::Coded { data: d, .. }) => Some(d.to_vec()),
                 _ => None,
             })
             .flatten()

@@ -73,14 +73,15 @@ impl Encoder {
 
     /// Encodes as much of `data` (after what was carried) as makes whole 3-byte groups.
     pub fn push(&mut self, mut data: &[u8]) -> Bytes {
+        if self.carried + data.len() < 3 {
+            // Not a group yet: held, and nothing allocated.
+            self.carry[self.carried..self.carried + data.len()].copy_from_slice(data);
+            self.carried += data.len();
+            return Bytes::new();
+        }
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4 + 4);
         if self.carried > 0 {
             let need = 3 - self.carried;
-            if data.len() < need {
-                self.carry[self.carried..self.carried + data.len()].copy_from_slice(data);
-                self.carried += data.len();
-                return Bytes::new();
-            }
             let mut group = [0u8; 3];
             group[..self.carried].copy_from_slice(&self.carry[..self.carried]);
             group[self.carried..].copy_from_slice(&data[..need]);
@@ -94,6 +95,12 @@ impl Encoder {
         self.carry[..rest.len()].copy_from_slice(rest);
         self.carried = rest.len();
         Bytes::from(out)
+    }
+
+    /// Whether no bytes are held for the next group: the output so far is the whole
+    /// encoding of the input so far, and text encoded elsewhere may follow it.
+    pub fn holds_nothing(&self) -> bool {
+        self.carried == 0
     }
 
     /// Encodes what is left, with padding.

@@ -7,6 +7,7 @@
 //! current chunk, never by the size of the file.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -64,9 +65,21 @@ pub enum Event {
     FileStart,
     /// Decoded file bytes (never empty).
     FileData(Bytes),
+    /// Decoded file bytes (never empty) with the text they were decoded from, a slice of
+    /// the chunk given to [`Scanner::feed_bytes`]: whole groups of the standard alphabet,
+    /// no padding, whitespace or escapes, so exactly the padded standard encoding of
+    /// `data`. A back that sends the file as base64 passes it on instead of encoding
+    /// `data` again.
+    FileCoded {
+        /// The decoded bytes.
+        data: Bytes,
+        /// Their base64, as the client sent it.
+        base64: Bytes,
+    },
     /// The file string ended; `decoded_len` = total decoded bytes.
     FileEnd {
-        /// Sum of the lengths of all [`Event::FileData`] of this file.
+        /// Sum of the lengths of all [`Event::FileData`] and [`Event::FileCoded`] of this
+        /// file.
         decoded_len: u64,
     },
     /// The top-level object closed (only whitespace may follow).
@@ -423,6 +436,23 @@ enum FileFault {
     Base64,
 }
 
+/// A run of whole groups that [`FileLexer::whole_run`] decoded in one call.
+struct WholeRun {
+    /// Where the run lies in the input [`FileLexer::bulk`] was given.
+    text: Range<usize>,
+    /// Where its decoded bytes start in the pending bytes.
+    decoded_from: usize,
+}
+
+/// A run of the current chunk's file text and the pending bytes it decoded to, handed
+/// out together as an [`Event::FileCoded`].
+struct CodedRun {
+    /// Where the text lies in the chunk.
+    text: Range<usize>,
+    /// Where its bytes lie in the pending bytes.
+    decoded: Range<usize>,
+}
+
 /// The file string after its opening quote: whitespace skipped, base64 decoded in whole
 /// 4-character groups.
 #[derive(Debug, Clone, Copy)]
@@ -470,11 +500,14 @@ impl FileLexer {
     /// Takes the leading alphabet bytes of `input` (plain state only), and more after any
     /// spaces or `\n`, `\r`, `\t` escapes between them: tops up the incomplete group,
     /// decodes whole groups in one call, keeps the rest. Returns how many bytes were taken.
+    /// A run the fast path decoded whole ([`FileLexer::whole_run`]) is put in `run`:
+    /// where it starts in `input`, how long it is, and where its bytes start in `pending`.
     fn bulk(
         &mut self,
         input: &[u8],
         pending: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
+        run: &mut Option<WholeRun>,
     ) -> Result<usize, FileFault> {
         let mut taken = 0;
         while self.grouped > 0 {
@@ -487,7 +520,12 @@ impl FileLexer {
             }
         }
         let start = taken;
+        let before = pending.len();
         if let Some(whole) = self.whole_run(&input[start..], pending) {
+            *run = Some(WholeRun {
+                text: start..start + whole,
+                decoded_from: before,
+            });
             return Ok(start + whole);
         }
         let mut end = start + alphabet_run(&input[start..]);
@@ -688,7 +726,8 @@ enum State {
 /// (the events and the error do not depend on where the chunks split), then call
 /// [`Scanner::finish`]. Events come in body order: one [`Event::Field`] per top-level
 /// field, [`Event::FileStart`], [`Event::FileData`]… and [`Event::FileEnd`] for the file
-/// field, and [`Event::End`] when the object closes.
+/// field, and [`Event::End`] when the object closes. Fed with [`Scanner::feed_bytes`],
+/// the file's plain runs come as [`Event::FileCoded`] among the [`Event::FileData`].
 pub struct Scanner {
     file_key: String,
     limits: Limits,
@@ -708,6 +747,10 @@ pub struct Scanner {
     pending: Vec<u8>,
     /// The file's base64 gathered from across line breaks, at most one chunk's worth.
     scratch: Vec<u8>,
+    /// The chunk being fed, while [`Scanner::feed_bytes`] feeds it.
+    source: Option<Bytes>,
+    /// The runs of `source` whose text goes out with the pending bytes they decoded to.
+    coded: Vec<CodedRun>,
     offset: u64,
 }
 
@@ -784,6 +827,8 @@ impl Scanner {
             fields_total: 0,
             pending: Vec::new(),
             scratch: Vec::new(),
+            source: None,
+            coded: Vec::new(),
             offset: 0,
         }
     }
@@ -792,6 +837,21 @@ impl Scanner {
     /// failed (every later call returns the same error); the events up to the error,
     /// including the file bytes decoded before it, are still appended.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), ScanError> {
+        self.feed_slice(chunk, out)
+    }
+
+    /// As [`Scanner::feed`], and the file's text where it is plain base64 in whole groups
+    /// goes out beside its bytes as [`Event::FileCoded`], sliced from `chunk` (no copy).
+    /// The events and the error are otherwise the same: joined, the data of the file
+    /// events is the same file.
+    pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Event>) -> Result<(), ScanError> {
+        self.source = Some(chunk.clone());
+        let fed = self.feed_slice(chunk, out);
+        self.source = None;
+        fed
+    }
+
+    fn feed_slice(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), ScanError> {
         if let State::Failed(e) = &self.state {
             return Err(e.clone());
         }
@@ -834,9 +894,22 @@ impl Scanner {
             if let State::File(lexer) = &mut self.state {
                 if lexer.is_plain() {
                     let start = *used;
-                    match lexer.bulk(&chunk[start..], &mut self.pending, &mut self.scratch) {
+                    let mut run = None;
+                    let bulk = lexer.bulk(
+                        &chunk[start..],
+                        &mut self.pending,
+                        &mut self.scratch,
+                        &mut run,
+                    );
+                    match bulk {
                         Ok(taken) => *used += taken,
                         Err(fault) => return Err(self.file_fault(fault, self.pos(start))),
+                    }
+                    if let Some(run) = run.filter(|_| self.source.is_some()) {
+                        self.coded.push(CodedRun {
+                            text: start + run.text.start..start + run.text.end,
+                            decoded: run.decoded_from..self.pending.len(),
+                        });
                     }
                     if *used == chunk.len() {
                         break;
@@ -889,11 +962,33 @@ impl Scanner {
         self.offset.saturating_add(index as u64)
     }
 
+    /// Hands out the pending bytes: as one [`Event::FileData`], or, with runs of the chunk
+    /// to go beside them, split into [`Event::FileCoded`] for each run and
+    /// [`Event::FileData`] around them (slices of one buffer, no copy).
     fn flush_file_data(&mut self, out: &mut Vec<Event>) {
-        if !self.pending.is_empty() {
-            out.push(Event::FileData(Bytes::from(std::mem::take(
-                &mut self.pending,
-            ))));
+        if self.pending.is_empty() {
+            self.coded.clear();
+            return;
+        }
+        let data = Bytes::from(std::mem::take(&mut self.pending));
+        let Some(source) = self.source.as_ref().filter(|_| !self.coded.is_empty()) else {
+            self.coded.clear();
+            out.push(Event::FileData(data));
+            return;
+        };
+        let mut at = 0;
+        for run in self.coded.drain(..) {
+            if run.decoded.start > at {
+                out.push(Event::FileData(data.slice(at..run.decoded.start)));
+            }
+            at = run.decoded.end;
+            out.push(Event::FileCoded {
+                data: data.slice(run.decoded),
+                base64: source.slice(run.text),
+            });
+        }
+        if at < data.len() {
+            out.push(Event::FileData(data.slice(at..)));
         }
     }
 
@@ -1236,13 +1331,39 @@ mod tests {
 
     type Outcome = (Vec<Event>, Result<(), ScanError>);
 
-    /// Runs the scanner over `chunks`, then checks that the error (if any) sticks.
+    /// Runs the scanner over `chunks`, then checks that the error (if any) sticks; and
+    /// again fed as `Bytes`, which must give the same, once each [`Event::FileCoded`]'s
+    /// text is checked to be its bytes' encoding and it is taken as [`Event::FileData`].
     fn run_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, limits: Limits) -> Outcome {
+        let chunks: Vec<&[u8]> = chunks.into_iter().collect();
+        let plain = run_fed(&chunks, limits, false);
+        let (coded, result) = run_fed(&chunks, limits, true);
+        let coded = coded
+            .into_iter()
+            .map(|event| match event {
+                Event::FileCoded { data, base64 } => {
+                    assert!(!data.is_empty(), "empty FileCoded");
+                    assert_eq!(base64, encode(&data).as_bytes(), "FileCoded's text");
+                    Event::FileData(data)
+                }
+                other => other,
+            })
+            .collect();
+        assert_eq!((merge(coded), result), plain, "fed as Bytes");
+        plain
+    }
+
+    /// The events of `chunks` (not merged when `as_bytes`, which feeds them as `Bytes`).
+    fn run_fed(chunks: &[&[u8]], limits: Limits, as_bytes: bool) -> Outcome {
         let mut scanner = Scanner::new(FILE_KEY, limits);
         let mut events = Vec::new();
         let mut result = Ok(());
         for chunk in chunks {
-            result = scanner.feed(chunk, &mut events);
+            result = if as_bytes {
+                scanner.feed_bytes(&Bytes::copy_from_slice(chunk), &mut events)
+            } else {
+                scanner.feed(chunk, &mut events)
+            };
             if result.is_err() {
                 break;
             }
@@ -1256,7 +1377,64 @@ mod tests {
             assert_eq!(scanner.finish(&mut events).as_ref(), Err(e));
             assert_eq!(events.len(), before);
         }
+        if as_bytes {
+            return (events, result);
+        }
         (merge(events), result)
+    }
+
+    /// The bytes of `events`' [`Event::FileCoded`], and of all their file events.
+    fn coded_share(events: &[Event]) -> (usize, usize) {
+        events.iter().fold((0, 0), |(coded, all), e| match e {
+            Event::FileCoded { data, .. } => (coded + data.len(), all + data.len()),
+            Event::FileData(data) => (coded, all + data.len()),
+            _ => (coded, all),
+        })
+    }
+
+    #[test]
+    fn plain_base64_goes_out_with_its_text_and_the_rest_decoded() {
+        let file: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let text = encode(&file);
+        let body = format!(r#"{{"filename":"a.bin","file_contents":"{text}","value":null}}"#);
+        let fed = |chunks: &[&[u8]]| {
+            let mut scanner = Scanner::new(FILE_KEY, Limits::default());
+            let mut events = Vec::new();
+            for chunk in chunks {
+                scanner
+                    .feed_bytes(&Bytes::copy_from_slice(chunk), &mut events)
+                    .unwrap();
+            }
+            scanner.finish(&mut events).unwrap();
+            assert_eq!(decoded_file(&events), file);
+            coded_share(&events)
+        };
+        // Whole: every group but the last (4096 = 3 x 1365 + 1, padded) goes out as sent.
+        assert_eq!(fed(&[body.as_bytes()]), (4095, 4096));
+        // Split in the file (its text starts at byte 37): a group across the split is
+        // decoded, the runs on either side (256 characters or more) go out as sent.
+        let split = |at: usize| {
+            let (a, b) = body.split_at(at);
+            fed(&[a.as_bytes(), b.as_bytes()])
+        };
+        assert_eq!(split(37 + 1964), (4095, 4096));
+        assert_eq!(split(37 + 1966), (4092, 4096));
+        // A run shorter than 256 characters is decoded.
+        assert_eq!(split(37 + 5300), (3975, 4096));
+        // Lines broken as MIME does, or groups spaced: decoded, nothing goes out as sent.
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(76)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        let broken = format!(r#"{{"file_contents":"{}"}}"#, lines.join("\\r\\n"));
+        assert_eq!(fed(&[broken.as_bytes()]), (0, 4096));
+        // Fed as a slice, nothing goes out as sent.
+        let mut scanner = Scanner::new(FILE_KEY, Limits::default());
+        let mut events = Vec::new();
+        scanner.feed(body.as_bytes(), &mut events).unwrap();
+        scanner.finish(&mut events).unwrap();
+        assert_eq!(coded_share(&events), (0, 4096));
     }
 
     #[test]
@@ -1350,7 +1528,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::FileData(d) => Some(d.to_vec()),
+                Event::FileData(d) | Event::FileCoded { data: d, .. } => Some(d.to_vec()),
                 _ => None,
             })
             .flatten()

@@ -259,6 +259,13 @@ pub trait BodyEncoder: Send {
     fn head(&mut self) -> Bytes;
     /// The file's bytes as they go on the wire (for JSON: base64).
     fn data(&mut self, chunk: Bytes) -> Bytes;
+    /// As [`BodyEncoder::data`], for bytes that came with the base64 the client sent
+    /// them as (their padded standard encoding, whole groups: [`crate::inbound::Event::Coded`]).
+    /// A body that sends base64 may send `base64` rather than encode `chunk` again.
+    fn data_coded(&mut self, chunk: Bytes, base64: Bytes) -> Bytes {
+        drop(base64);
+        self.data(chunk)
+    }
     /// Everything after the file. `late` holds the fields that arrived after it.
     fn tail(&mut self, late: &UploadMeta) -> Bytes;
     /// Total body length for a file of `file_len` bytes, when no field can arrive late.
@@ -488,6 +495,13 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Fields that must be known before the first byte of the file is sent.
     fn needs_before_file(&self) -> Kinds;
+
+    /// Whether this dialect's upstream takes the file as base64, and its body passes on
+    /// base64 a client sent ([`BodyEncoder::data_coded`]) rather than encoding the bytes
+    /// again: a JSON front then reads with [`crate::inbound::Limits::keep_base64`].
+    fn sends_base64(&self) -> bool {
+        false
+    }
 
     /// The credential kinds an upstream of this dialect accepts.
     fn auth_kinds(&self) -> &'static [AuthKind];
