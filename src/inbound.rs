@@ -57,7 +57,8 @@ pub struct Inbound {
     pub events: EventStream,
 }
 
-/// Bounds on what a client may send.
+/// Bounds on what a client may send, and whether a JSON body's base64 is kept beside the
+/// bytes it decodes to ([`Limits::keep_base64`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest file, in decoded bytes (`max_upload_bytes`).
