@@ -1421,7 +1421,7 @@ mod tests {
         assert_eq!(split(37 + 1966), (4092, 4096));
         // A run shorter than 256 characters is decoded.
         assert_eq!(split(37 + 5300), (3975, 4096));
-        // Lines broken as MIME does, or groups spaced: decoded, nothing goes out as sent.
+        // Lines broken as MIME does (`\r\n` escapes): decoded, nothing goes out as sent.
         let lines: Vec<&str> = text
             .as_bytes()
             .chunks(76)
