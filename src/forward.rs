@@ -23,6 +23,7 @@ use http::{Method, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use crate::codec::b64;
 use crate::dialect::{respond, upstream_error, Answer, BodyEncoder, Dialect, Request};
 use crate::error::{Body, BoxError, Error};
 use crate::inbound::{body_stream, Event, EventStream, Limits};
@@ -140,7 +141,7 @@ where
                 meta.part_content_type = content_type;
                 break;
             }
-            Some(Event::Data(_) | Event::Coded { .. } | Event::FileEnd) => {
+            Some(Event::Data(_) | Event::Coded(_) | Event::FileEnd) => {
                 return Err(Error::internal("The upload's events are out of order."))
             }
             None => return Err(Error::bad_request("The upload has no file.")),
@@ -442,7 +443,9 @@ async fn spool_file(
     let mut in_file = true;
     while let Some(ev) = events.next().await {
         match ev? {
-            Event::Data(d) | Event::Coded { data: d, .. } if in_file => {
+            Event::Data(d) if in_file => file.write(d).await.map_err(spool_failed)?,
+            Event::Coded(text) if in_file => {
+                let d = Event::coded_bytes(&text)?;
                 file.write(d).await.map_err(spool_failed)?
             }
             Event::FileEnd => in_file = false,
@@ -451,7 +454,7 @@ async fn spool_file(
             Event::FileStart { .. } => {
                 return Err(Error::bad_request("The upload has more than one file."))
             }
-            Event::Data(_) | Event::Coded { .. } => {
+            Event::Data(_) | Event::Coded(_) => {
                 return Err(Error::internal("The upload's events are out of order."))
             }
         }
@@ -597,7 +600,7 @@ impl OutboundBody {
                             "The upload has more than one file.",
                         )))
                     }
-                    Event::Data(_) | Event::Coded { .. } | Event::FileEnd => {
+                    Event::Data(_) | Event::Coded(_) | Event::FileEnd => {
                         return Poll::Ready(Err(Error::internal(
                             "The upload's events are out of order.",
                         )))
@@ -640,9 +643,7 @@ impl http_body::Body for OutboundBody {
                         Source::Events(events) => match events.as_mut().poll_next(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Some(Ok(Event::Data(d)))) => (d, None),
-                            Poll::Ready(Some(Ok(Event::Coded { data, base64 }))) => {
-                                (data, Some(base64))
-                            }
+                            Poll::Ready(Some(Ok(Event::Coded(text)))) => (Bytes::new(), Some(text)),
                             Poll::Ready(Some(Ok(Event::FileEnd))) => {
                                 this.stage = Stage::Late;
                                 continue;
@@ -672,16 +673,33 @@ impl http_body::Body for OutboundBody {
                             Poll::Ready(Ok(Some(chunk))) => (chunk, None),
                         },
                     };
-                    this.count += chunk.len() as u64;
+                    // Coded text is decoded only where its bytes are needed: kept for a
+                    // small file, or encoded again after bytes the body holds back.
+                    let mut chunk = chunk;
+                    let len = match &base64 {
+                        Some(text) => b64::whole_decoded_len(text.len()),
+                        None => chunk.len(),
+                    };
+                    this.count += len as u64;
                     if this.count <= read::PEEK_BYTES as u64 {
+                        if let Some(text) = &base64 {
+                            chunk = match Event::coded_bytes(text) {
+                                Ok(bytes) => bytes,
+                                Err(e) => return this.fail(e),
+                            };
+                        }
                         this.small.extend_from_slice(&chunk);
                     } else if !this.small.is_empty() {
                         this.small = Vec::new();
                     }
                     this.progress.touch();
-                    let wire = match base64 {
-                        Some(text) => this.enc.data_coded(chunk, text),
-                        None => this.enc.data(chunk),
+                    let wire = match base64.map(|text| this.enc.data_coded(text)) {
+                        Some(Ok(wire)) => wire,
+                        Some(Err(text)) if chunk.is_empty() => match Event::coded_bytes(&text) {
+                            Ok(bytes) => this.enc.data(bytes),
+                            Err(e) => return this.fail(e),
+                        },
+                        Some(Err(_)) | None => this.enc.data(chunk),
                     };
                     if !wire.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(wire))));

@@ -41,14 +41,21 @@ pub enum Event {
     },
     /// Decoded file bytes.
     Data(Bytes),
-    /// Decoded file bytes with the base64 the client sent them as: the padded standard
-    /// encoding of `data`, whole groups (a JSON front's plain runs, see
-    /// [`json_scan::Event::FileCoded`]). A back that sends base64 passes it on.
-    Coded {
-        data: Bytes,
-        base64: Bytes,
-    },
+    /// File bytes as the base64 the client sent them, checked but not decoded: whole
+    /// groups of the standard alphabet, so the padded standard encoding of the bytes (a
+    /// JSON front's plain runs, see [`json_scan::Event::FileCoded`]). A back that sends
+    /// base64 passes it on; [`Event::coded_bytes`] decodes it where the bytes are needed.
+    Coded(Bytes),
     FileEnd,
+}
+
+impl Event {
+    /// The bytes a [`Event::Coded`]'s text stands for. It was checked when read, so this
+    /// fails only if that check was wrong: an internal error, never a client's.
+    pub fn coded_bytes(text: &[u8]) -> Result<Bytes, Error> {
+        crate::codec::b64::decode_whole(text)
+            .map_err(|_| Error::internal("casegate could not decode base64 it had checked."))
+    }
 }
 
 /// What a front dialect's reader returns: the fields its path carries, and the body's.
@@ -518,8 +525,8 @@ impl JsonState {
     }
 
     /// Counts the file's bytes: more than the largest file allowed is 413.
-    fn count(&mut self, data: &Bytes) -> Result<(), Error> {
-        self.decoded = self.decoded.saturating_add(data.len() as u64);
+    fn count(&mut self, len: usize) -> Result<(), Error> {
+        self.decoded = self.decoded.saturating_add(len as u64);
         if self.decoded > self.max_file {
             return Err(Error::too_large(self.max_file));
         }
@@ -538,12 +545,12 @@ impl JsonState {
                 content_type: None,
             }),
             ScanEvent::FileData(data) => {
-                self.count(&data)?;
+                self.count(data.len())?;
                 self.queue.push_back(Event::Data(data));
             }
-            ScanEvent::FileCoded { data, base64 } => {
-                self.count(&data)?;
-                self.queue.push_back(Event::Coded { data, base64 });
+            ScanEvent::FileCoded(text) => {
+                self.count(crate::codec::b64::whole_decoded_len(text.len()))?;
+                self.queue.push_back(Event::Coded(text));
             }
             ScanEvent::FileEnd { .. } => self.queue.push_back(Event::FileEnd),
             ScanEvent::End => {}
@@ -595,7 +602,10 @@ mod tests {
         let mut stream = read(trickled(chunks));
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(Event::Data(d) | Event::Coded { data: d, .. }) => file.extend_from_slice(&d),
+                Ok(Event::Data(d)) => file.extend_from_slice(&d),
+                Ok(Event::Coded(text)) => {
+                    file.extend_from_slice(&Event::coded_bytes(&text).unwrap())
+                }
                 other => events.push(format!("{other:?}")),
             }
         }
@@ -664,7 +674,8 @@ mod tests {
         let data: Vec<u8> = events
             .iter()
             .filter_map(|ev| match ev {
-                Ok(Event::Data(d) | Event::Coded { data: d, .. }) => Some(d.to_vec()),
+                Ok(Event::Data(d)) => Some(d.to_vec()),
+                Ok(Event::Coded(text)) => Some(Event::coded_bytes(text).unwrap().to_vec()),
                 _ => None,
             })
             .flatten()

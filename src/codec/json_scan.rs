@@ -65,21 +65,17 @@ pub enum Event {
     FileStart,
     /// Decoded file bytes (never empty).
     FileData(Bytes),
-    /// Decoded file bytes (never empty) with the text they were decoded from, a slice of
-    /// the chunk given to [`Scanner::feed_bytes`]: whole groups of the standard alphabet,
-    /// no padding, whitespace or escapes, so exactly the padded standard encoding of
-    /// `data`. A back that sends the file as base64 passes it on instead of encoding
-    /// `data` again.
-    FileCoded {
-        /// The decoded bytes.
-        data: Bytes,
-        /// Their base64, as the client sent it.
-        base64: Bytes,
-    },
+    /// File text checked but not decoded (never empty), a slice of the chunk given to
+    /// [`Scanner::feed_bytes`]: whole groups of the standard alphabet, no padding,
+    /// whitespace or escapes, so exactly the padded standard encoding of the bytes it
+    /// stands for ([`b64::decode_whole`] gives them, [`b64::whole_decoded_len`] their
+    /// number). A back that sends the file as base64 passes it on as it came; the bytes
+    /// are decoded only where they are needed.
+    FileCoded(Bytes),
     /// The file string ended; `decoded_len` = total decoded bytes.
     FileEnd {
-        /// Sum of the lengths of all [`Event::FileData`] and [`Event::FileCoded`] of this
-        /// file.
+        /// Sum of the lengths of all [`Event::FileData`] and of the bytes of all
+        /// [`Event::FileCoded`] of this file.
         decoded_len: u64,
     },
     /// The top-level object closed (only whitespace may follow).
@@ -436,21 +432,20 @@ enum FileFault {
     Base64,
 }
 
-/// A run of whole groups that [`FileLexer::whole_run`] decoded in one call.
+/// A run of whole groups that [`FileLexer::whole_run`] took in one call, checked and
+/// kept as text.
 struct WholeRun {
     /// Where the run lies in the input [`FileLexer::bulk`] was given.
     text: Range<usize>,
-    /// Where its decoded bytes start in the pending bytes.
-    decoded_from: usize,
 }
 
-/// A run of the current chunk's file text and the pending bytes it decoded to, handed
-/// out together as an [`Event::FileCoded`].
+/// A run of the current chunk's file text, handed out as an [`Event::FileCoded`] at its
+/// place among the pending bytes.
 struct CodedRun {
     /// Where the text lies in the chunk.
     text: Range<usize>,
-    /// Where its bytes lie in the pending bytes.
-    decoded: Range<usize>,
+    /// How many pending bytes come before it.
+    at: usize,
 }
 
 /// The file string after its opening quote: whitespace skipped, base64 decoded in whole
@@ -500,14 +495,15 @@ impl FileLexer {
     /// Takes the leading alphabet bytes of `input` (plain state only), and more after any
     /// spaces or `\n`, `\r`, `\t` escapes between them: tops up the incomplete group,
     /// decodes whole groups in one call, keeps the rest. Returns how many bytes were taken.
-    /// A run the fast path decoded whole ([`FileLexer::whole_run`]) is put in `run`:
-    /// where it starts in `input`, how long it is, and where its bytes start in `pending`.
+    /// With `keep`, a run the fast path takes whole ([`FileLexer::whole_run`]) is checked
+    /// rather than decoded, and put in `run`: where it lies in `input`.
     fn bulk(
         &mut self,
         input: &[u8],
         pending: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
         run: &mut Option<WholeRun>,
+        keep: bool,
     ) -> Result<usize, FileFault> {
         let mut taken = 0;
         while self.grouped > 0 {
@@ -520,12 +516,12 @@ impl FileLexer {
             }
         }
         let start = taken;
-        let before = pending.len();
-        if let Some(whole) = self.whole_run(&input[start..], pending) {
-            *run = Some(WholeRun {
-                text: start..start + whole,
-                decoded_from: before,
-            });
+        if let Some(whole) = self.whole_run(&input[start..], pending, keep) {
+            if keep {
+                *run = Some(WholeRun {
+                    text: start..start + whole,
+                });
+            }
             return Ok(start + whole);
         }
         let mut end = start + alphabet_run(&input[start..]);
@@ -557,8 +553,9 @@ impl FileLexer {
     /// to the byte-exact path: a short run, an escape first (lines are gathered there),
     /// or a byte the decoder refused (a space, or bad base64, whose exact offset that
     /// path finds); after a refusal the string stays on the exact path, so a string of
-    /// spaced groups is not decoded twice.
-    fn whole_run(&mut self, input: &[u8], pending: &mut Vec<u8>) -> Option<usize> {
+    /// spaced groups is not decoded twice. With `keep`, the run is only checked (its text
+    /// goes out as [`Event::FileCoded`]), and counted.
+    fn whole_run(&mut self, input: &[u8], pending: &mut Vec<u8>, keep: bool) -> Option<usize> {
         /// Below this the exact path costs as little.
         const MIN_RUN: usize = 256;
         if self.exact || input.len() < MIN_RUN {
@@ -571,6 +568,15 @@ impl FileLexer {
         let whole = stop - stop % 4;
         if whole < MIN_RUN {
             return None;
+        }
+        if keep {
+            if !b64::is_whole_groups(&input[..whole]) {
+                self.exact = true;
+                return None;
+            }
+            let added = b64::whole_decoded_len(whole) as u64;
+            self.decoded = self.decoded.saturating_add(added);
+            return Some(whole);
         }
         let before = pending.len();
         if b64::decode_into(&input[..whole], pending).is_err() {
@@ -841,9 +847,9 @@ impl Scanner {
     }
 
     /// As [`Scanner::feed`], and the file's text where it is plain base64 in whole groups
-    /// goes out beside its bytes as [`Event::FileCoded`], sliced from `chunk` (no copy).
-    /// The events and the error are otherwise the same: joined, the data of the file
-    /// events is the same file.
+    /// goes out, checked but not decoded, as [`Event::FileCoded`], sliced from `chunk` (no
+    /// copy). The events and the error are otherwise the same: joined, the bytes of the
+    /// file events are the same file.
     pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Event>) -> Result<(), ScanError> {
         self.source = Some(chunk.clone());
         let fed = self.feed_slice(chunk, out);
@@ -891,6 +897,7 @@ impl Scanner {
         out: &mut Vec<Event>,
     ) -> Result<(), ScanError> {
         while *used < chunk.len() {
+            let keep = self.source.is_some();
             if let State::File(lexer) = &mut self.state {
                 if lexer.is_plain() {
                     let start = *used;
@@ -900,15 +907,16 @@ impl Scanner {
                         &mut self.pending,
                         &mut self.scratch,
                         &mut run,
+                        keep,
                     );
                     match bulk {
                         Ok(taken) => *used += taken,
                         Err(fault) => return Err(self.file_fault(fault, self.pos(start))),
                     }
-                    if let Some(run) = run.filter(|_| self.source.is_some()) {
+                    if let Some(run) = run {
                         self.coded.push(CodedRun {
                             text: start + run.text.start..start + run.text.end,
-                            decoded: run.decoded_from..self.pending.len(),
+                            at: self.pending.len(),
                         });
                     }
                     if *used == chunk.len() {
@@ -963,29 +971,27 @@ impl Scanner {
     }
 
     /// Hands out the pending bytes: as one [`Event::FileData`], or, with runs of the chunk
-    /// to go beside them, split into [`Event::FileCoded`] for each run and
+    /// to go among them, an [`Event::FileCoded`] for each run at its place and
     /// [`Event::FileData`] around them (slices of one buffer, no copy).
     fn flush_file_data(&mut self, out: &mut Vec<Event>) {
-        if self.pending.is_empty() {
+        let source = self.source.as_ref().filter(|_| !self.coded.is_empty());
+        let Some(source) = source else {
             self.coded.clear();
-            return;
-        }
-        let data = Bytes::from(std::mem::take(&mut self.pending));
-        let Some(source) = self.source.as_ref().filter(|_| !self.coded.is_empty()) else {
-            self.coded.clear();
-            out.push(Event::FileData(data));
+            if !self.pending.is_empty() {
+                out.push(Event::FileData(Bytes::from(std::mem::take(
+                    &mut self.pending,
+                ))));
+            }
             return;
         };
+        let data = Bytes::from(std::mem::take(&mut self.pending));
         let mut at = 0;
         for run in self.coded.drain(..) {
-            if run.decoded.start > at {
-                out.push(Event::FileData(data.slice(at..run.decoded.start)));
+            if run.at > at {
+                out.push(Event::FileData(data.slice(at..run.at)));
+                at = run.at;
             }
-            at = run.decoded.end;
-            out.push(Event::FileCoded {
-                data: data.slice(run.decoded),
-                base64: source.slice(run.text),
-            });
+            out.push(Event::FileCoded(source.slice(run.text)));
         }
         if at < data.len() {
             out.push(Event::FileData(data.slice(at..)));
@@ -1333,7 +1339,8 @@ mod tests {
 
     /// Runs the scanner over `chunks`, then checks that the error (if any) sticks; and
     /// again fed as `Bytes`, which must give the same, once each [`Event::FileCoded`]'s
-    /// text is checked to be its bytes' encoding and it is taken as [`Event::FileData`].
+    /// text is checked to be whole groups of the standard alphabet (so the padded encoding
+    /// of its bytes) and taken as [`Event::FileData`] of those bytes.
     fn run_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, limits: Limits) -> Outcome {
         let chunks: Vec<&[u8]> = chunks.into_iter().collect();
         let plain = run_fed(&chunks, limits, false);
@@ -1341,11 +1348,7 @@ mod tests {
         let coded = coded
             .into_iter()
             .map(|event| match event {
-                Event::FileCoded { data, base64 } => {
-                    assert!(!data.is_empty(), "empty FileCoded");
-                    assert_eq!(base64, encode(&data).as_bytes(), "FileCoded's text");
-                    Event::FileData(data)
-                }
+                Event::FileCoded(text) => Event::FileData(coded_bytes(&text)),
                 other => other,
             })
             .collect();
@@ -1383,10 +1386,23 @@ mod tests {
         (merge(events), result)
     }
 
+    /// The bytes an [`Event::FileCoded`]'s text stands for, once it is checked to be their
+    /// padded encoding (never empty).
+    fn coded_bytes(text: &Bytes) -> Bytes {
+        let data = b64::decode_whole(text).expect("FileCoded's text decodes");
+        assert!(!data.is_empty(), "empty FileCoded");
+        assert_eq!(text, encode(&data).as_bytes(), "FileCoded's text");
+        assert_eq!(data.len(), b64::whole_decoded_len(text.len()));
+        data
+    }
+
     /// The bytes of `events`' [`Event::FileCoded`], and of all their file events.
     fn coded_share(events: &[Event]) -> (usize, usize) {
         events.iter().fold((0, 0), |(coded, all), e| match e {
-            Event::FileCoded { data, .. } => (coded + data.len(), all + data.len()),
+            Event::FileCoded(text) => {
+                let n = coded_bytes(text).len();
+                (coded + n, all + n)
+            }
             Event::FileData(data) => (coded, all + data.len()),
             _ => (coded, all),
         })
@@ -1528,7 +1544,8 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::FileData(d) | Event::FileCoded { data: d, .. } => Some(d.to_vec()),
+                Event::FileData(d) => Some(d.to_vec()),
+                Event::FileCoded(text) => Some(coded_bytes(text).to_vec()),
                 _ => None,
             })
             .flatten()

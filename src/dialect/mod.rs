@@ -259,12 +259,12 @@ pub trait BodyEncoder: Send {
     fn head(&mut self) -> Bytes;
     /// The file's bytes as they go on the wire (for JSON: base64).
     fn data(&mut self, chunk: Bytes) -> Bytes;
-    /// As [`BodyEncoder::data`], for bytes that came with the base64 the client sent
-    /// them as (their padded standard encoding, whole groups: [`crate::inbound::Event::Coded`]).
-    /// A body that sends base64 may send `base64` rather than encode `chunk` again.
-    fn data_coded(&mut self, chunk: Bytes, base64: Bytes) -> Bytes {
-        drop(base64);
-        self.data(chunk)
+    /// The wire bytes for file bytes given as the base64 the client sent them as (their
+    /// padded standard encoding, whole groups: [`crate::inbound::Event::Coded`]), when
+    /// this body can send that text as it is; else the text back, and the caller decodes
+    /// it for [`BodyEncoder::data`]. Only a body that sends base64 can.
+    fn data_coded(&mut self, base64: Bytes) -> Result<Bytes, Bytes> {
+        Err(base64)
     }
     /// Everything after the file. `late` holds the fields that arrived after it.
     fn tail(&mut self, late: &UploadMeta) -> Bytes;

@@ -751,12 +751,12 @@ impl BodyEncoder for JsonBody {
 
     /// The client's own text, when nothing is held back from the bytes before it (always,
     /// for a Tines front: its file comes decoded in whole groups until the last); else
-    /// encoded.
-    fn data_coded(&mut self, chunk: Bytes, base64: Bytes) -> Bytes {
+    /// the text back, to be decoded and encoded again after what is held.
+    fn data_coded(&mut self, base64: Bytes) -> Result<Bytes, Bytes> {
         if self.enc.holds_nothing() {
-            base64
+            Ok(base64)
         } else {
-            self.enc.push(&chunk)
+            Err(base64)
         }
     }
 
@@ -793,8 +793,18 @@ mod tests {
             let mut b = body();
             let mut wire = b.data(piece(0..split)).to_vec();
             let text = encoded(&file[split..900]);
-            let out = b.data_coded(piece(split..900), text.clone());
-            // After whole groups (a multiple of 3 bytes), the text itself, not a copy.
+            // After whole groups (a multiple of 3 bytes), the text itself, not a copy;
+            // otherwise the text comes back, and its bytes are encoded after those held.
+            let out = match b.data_coded(text.clone()) {
+                Ok(out) => {
+                    assert_eq!(out.as_ptr(), text.as_ptr(), "after {split}");
+                    out
+                }
+                Err(back) => {
+                    assert_eq!(back.as_ptr(), text.as_ptr(), "after {split}");
+                    b.data(piece(split..900))
+                }
+            };
             assert_eq!(
                 out.as_ptr() == text.as_ptr(),
                 split % 3 == 0,

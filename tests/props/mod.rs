@@ -225,11 +225,13 @@ fn read_events(
                     }
                 }
                 Event::Data(d) => file.extend_from_slice(&d),
-                Event::Coded { data, base64 } => {
+                Event::Coded(text) => {
                     // The text a back may send instead of the bytes: exactly their encoding.
+                    let data = Event::coded_bytes(&text)?;
+                    assert!(!data.is_empty(), "an empty coded chunk");
                     let mut encoded = String::new();
                     b64::encode_into(&data, &mut encoded);
-                    assert_eq!(base64, encoded.as_bytes(), "a coded chunk's text");
+                    assert_eq!(text, encoded.as_bytes(), "a coded chunk's text");
                     file.extend_from_slice(&data);
                 }
                 Event::FileEnd => {}
