@@ -693,6 +693,9 @@ impl http_body::Body for OutboundBody {
                         this.small = Vec::new();
                     }
                     this.progress.touch();
+                    // Given back, the text's bytes go after those the body holds: decoded
+                    // now unless they were above (`chunk` is empty until then, and a coded
+                    // run never decodes to nothing).
                     let wire = match base64.map(|text| this.enc.data_coded(text)) {
                         Some(Ok(wire)) => wire,
                         Some(Err(text)) if chunk.is_empty() => match Event::coded_bytes(&text) {
