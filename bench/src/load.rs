@@ -85,12 +85,18 @@ struct Scenario {
     pairing: Pairing,
     file_len: u64,
     concurrency: usize,
+    /// In the full run's last pass: the emulators name a new file in every upload answer.
+    new_files: bool,
 }
 
 impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let size = report::size(self.file_len);
-        write!(f, "{} {size} c={}", self.pairing, self.concurrency)
+        write!(f, "{} {size} c={}", self.pairing, self.concurrency)?;
+        if self.new_files {
+            f.write_str(" new files")?;
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +154,7 @@ pub async fn run(opts: &Options) -> Res<()> {
                     pairing,
                     file_len,
                     concurrency,
+                    new_files: false,
                 })
         })
         .filter(|scenario| opts.selects(&scenario.to_string()))
@@ -156,8 +163,23 @@ pub async fn run(opts: &Options) -> Res<()> {
         let only = opts.only.as_deref().unwrap_or_default();
         return Err(format!("no load scenario matches --only {only:?}"));
     }
-    let mut pairings: Vec<Pairing> = scenarios.iter().map(|s| s.pairing).collect();
-    pairings.dedup();
+    // A full run (no --only, no --unique-ids) ends with the 4 KiB c=32 scenarios again,
+    // the emulators naming a new file in every upload answer as a real case system does,
+    // on a casegate of their own: its ledger grows a row per upload.
+    let new_files: Vec<Scenario> = if opts.quick || opts.only.is_some() || opts.unique_ids {
+        Vec::new()
+    } else {
+        PAIRINGS
+            .iter()
+            .map(|&(pairing, _)| Scenario {
+                pairing,
+                file_len: 4 * KIB,
+                concurrency: 32,
+                new_files: true,
+            })
+            .collect()
+    };
+    let total = scenarios.len() + new_files.len();
     let per_run = timing.warmup + timing.measured;
     let paths = if opts.nginx { 3 } else { 2 };
     println!("{}", report::machine_facts());
@@ -165,7 +187,7 @@ pub async fn run(opts: &Options) -> Res<()> {
         "load ({}): {} scenarios x ({}), {:?} warm-up + {:?} each \
          (at most {} requests), ~{} s",
         if opts.quick { "quick" } else { "full" },
-        scenarios.len(),
+        total,
         if opts.nginx {
             "direct, casegate, nginx"
         } else {
@@ -174,110 +196,59 @@ pub async fn run(opts: &Options) -> Res<()> {
         timing.warmup,
         timing.measured,
         timing.max_requests,
-        (per_run * paths * scenarios.len() as u32).as_secs()
+        (per_run * paths * total as u32).as_secs()
     );
+    if !new_files.is_empty() {
+        println!(
+            "the last {} scenarios (\"new files\"): emulators naming a new file in every \
+             upload answer, on a casegate and nginx of their own",
+            new_files.len()
+        );
+    }
 
     let log = if opts.casegate_log == "warn" {
         CASEGATE_LOG.to_owned()
     } else {
         format!("{},casegate::server=info", opts.casegate_log)
     };
-    let mut stack = Stack::start(
-        &opts.casegate,
-        &pairings,
-        &StackOptions {
-            casegate_log: log.clone(),
-            nginx: opts.nginx,
-            unique_ids: opts.unique_ids,
-            ..StackOptions::default()
-        },
-    )?;
-    println!("casegate: pid {}, CASEGATE_LOG={log}", stack.casegate_pid());
-    if let Some(nginx) = stack.nginx() {
-        println!(
-            "nginx: {} (master and workers: pids {})",
-            nginx.version(),
-            join(&nginx.pids())
-        );
-    }
-    if !stack.can_reset_peak {
-        println!(
-            "note: casegate's peak RSS cannot be reset in place; \
-             restarting it before every scenario"
-        );
-    }
     let mut results = Vec::new();
     let mut notes = Vec::new();
-    for (i, scenario) in scenarios.iter().enumerate() {
-        eprintln!("[{}/{}] {scenario}", i + 1, scenarios.len());
-        let pairing = scenario.pairing;
-        let direct = Endpoint::direct(stack.upstream_addr(pairing.back)?, pairing);
-        let (outcome, _) = measure(&direct, scenario, &timing, None, None)
-            .await
-            .map_err(|e| format!("{scenario} direct: {e}"))?;
-        let direct = Run {
-            outcome,
-            usage: None,
-        };
+    let mut done = 0;
+    for (pass, unique_ids) in [(&scenarios, opts.unique_ids), (&new_files, true)] {
+        if pass.is_empty() {
+            continue;
+        }
+        let mut pairings: Vec<Pairing> = pass.iter().map(|s| s.pairing).collect();
+        pairings.dedup();
+        let mut stack = Stack::start(
+            &opts.casegate,
+            &pairings,
+            &StackOptions {
+                casegate_log: log.clone(),
+                nginx: opts.nginx,
+                unique_ids,
+                ..StackOptions::default()
+            },
+        )?;
+        println!("casegate: pid {}, CASEGATE_LOG={log}", stack.casegate_pid());
+        if let Some(nginx) = stack.nginx() {
+            println!(
+                "nginx: {} (master and workers: pids {})",
+                nginx.version(),
+                join(&nginx.pids())
+            );
+        }
         if !stack.can_reset_peak {
-            stack.restart_casegate()?;
+            println!(
+                "note: casegate's peak RSS cannot be reset in place; \
+                 restarting it before every scenario"
+            );
         }
-        let via = Endpoint::casegate(stack.casegate_addr(), pairing);
-        let meter = Some((vec![stack.casegate_pid()], stack.can_reset_peak));
-        let attach = attach_command(opts, Path::Casegate, scenario, &[stack.casegate_pid()]);
-        let (outcome, usage) = measure(&via, scenario, &timing, meter, attach)
-            .await
-            .map_err(|e| format!("{scenario} casegate: {e}{}", stack.casegate_log()))?;
-        let casegate = Run { outcome, usage };
-        let nginx = match stack.nginx() {
-            Some(nginx) => {
-                let pids = nginx.pids();
-                let reset = pids.iter().all(|&pid| measure::can_reset_peak(pid));
-                let endpoint = Endpoint::direct(nginx.addr(pairing.back)?, pairing);
-                let attach = attach_command(opts, Path::Nginx, scenario, &pids);
-                let (outcome, usage) =
-                    measure(&endpoint, scenario, &timing, Some((pids, reset)), attach)
-                        .await
-                        .map_err(|e| format!("{scenario} nginx: {e}{}", nginx.recent_log()))?;
-                Some(Run { outcome, usage })
-            }
-            None => None,
-        };
-        stack.check_alive()?;
-
-        let runs = [
-            (Path::Direct, Some(&direct)),
-            (Path::Casegate, Some(&casegate)),
-            (Path::Nginx, nginx.as_ref()),
-        ];
-        for (path, run) in runs {
-            let Some(outcome) = run.map(|r| &r.outcome) else {
-                continue;
-            };
-            let path = path.name();
-            if let Some(error) = &outcome.first_error {
-                let note = format!(
-                    "{scenario} {path}: {} errors, the first: {error}",
-                    outcome.errors
-                );
-                eprintln!("  {note}");
-                notes.push(note);
-            }
-            if let Some(dropped) = &outcome.first_dropped {
-                let note = format!(
-                    "{scenario} {path}: {} of {} answers had Casegate-Dropped: {dropped}",
-                    outcome.dropped, outcome.ok
-                );
-                eprintln!("  {note}");
-                notes.push(note);
-            }
+        for scenario in pass.iter() {
+            done += 1;
+            eprintln!("[{done}/{total}] {scenario}");
+            results.push(measure_one(opts, &mut stack, scenario, &timing, &mut notes).await?);
         }
-        results.push(Measured {
-            scenario: *scenario,
-            direct,
-            casegate,
-            nginx,
-        });
     }
 
     let mut table = Table::new(&[
@@ -372,6 +343,85 @@ pub async fn run(opts: &Options) -> Res<()> {
         eprintln!("chart: {}", path.display());
     }
     Ok(())
+}
+
+/// One scenario's three runs (direct, through casegate, through nginx), with a note for
+/// each run that had errors or answers naming dropped fields.
+async fn measure_one(
+    opts: &Options,
+    stack: &mut Stack,
+    scenario: &Scenario,
+    timing: &Timing,
+    notes: &mut Vec<String>,
+) -> Res<Measured> {
+    let pairing = scenario.pairing;
+    let direct = Endpoint::direct(stack.upstream_addr(pairing.back)?, pairing);
+    let (outcome, _) = measure(&direct, scenario, timing, None, None)
+        .await
+        .map_err(|e| format!("{scenario} direct: {e}"))?;
+    let direct = Run {
+        outcome,
+        usage: None,
+    };
+    if !stack.can_reset_peak {
+        stack.restart_casegate()?;
+    }
+    let via = Endpoint::casegate(stack.casegate_addr(), pairing);
+    let meter = Some((vec![stack.casegate_pid()], stack.can_reset_peak));
+    let attach = attach_command(opts, Path::Casegate, scenario, &[stack.casegate_pid()]);
+    let (outcome, usage) = measure(&via, scenario, timing, meter, attach)
+        .await
+        .map_err(|e| format!("{scenario} casegate: {e}{}", stack.casegate_log()))?;
+    let casegate = Run { outcome, usage };
+    let nginx = match stack.nginx() {
+        Some(nginx) => {
+            let pids = nginx.pids();
+            let reset = pids.iter().all(|&pid| measure::can_reset_peak(pid));
+            let endpoint = Endpoint::direct(nginx.addr(pairing.back)?, pairing);
+            let attach = attach_command(opts, Path::Nginx, scenario, &pids);
+            let (outcome, usage) =
+                measure(&endpoint, scenario, timing, Some((pids, reset)), attach)
+                    .await
+                    .map_err(|e| format!("{scenario} nginx: {e}{}", nginx.recent_log()))?;
+            Some(Run { outcome, usage })
+        }
+        None => None,
+    };
+    stack.check_alive()?;
+
+    let runs = [
+        (Path::Direct, Some(&direct)),
+        (Path::Casegate, Some(&casegate)),
+        (Path::Nginx, nginx.as_ref()),
+    ];
+    for (path, run) in runs {
+        let Some(outcome) = run.map(|r| &r.outcome) else {
+            continue;
+        };
+        let path = path.name();
+        if let Some(error) = &outcome.first_error {
+            let note = format!(
+                "{scenario} {path}: {} errors, the first: {error}",
+                outcome.errors
+            );
+            eprintln!("  {note}");
+            notes.push(note);
+        }
+        if let Some(dropped) = &outcome.first_dropped {
+            let note = format!(
+                "{scenario} {path}: {} of {} answers had Casegate-Dropped: {dropped}",
+                outcome.dropped, outcome.ok
+            );
+            eprintln!("  {note}");
+            notes.push(note);
+        }
+    }
+    Ok(Measured {
+        scenario: *scenario,
+        direct,
+        casegate,
+        nginx,
+    })
 }
 
 fn join(pids: &[u32]) -> String {
