@@ -64,8 +64,8 @@ pub struct Inbound {
     pub events: EventStream,
 }
 
-/// Bounds on what a client may send, and whether a JSON body's base64 is kept beside the
-/// bytes it decodes to ([`Limits::keep_base64`]).
+/// Bounds on what a client may send, and whether a JSON body's plain base64 is handed out
+/// as the client sent it ([`Limits::keep_base64`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest file, in decoded bytes (`max_upload_bytes`).
@@ -76,8 +76,8 @@ pub struct Limits {
     pub max_fields_total: usize,
     /// Longest wait for the next chunk of a request body.
     pub body_idle: Duration,
-    /// Whether a JSON body's reader hands out the client's base64 beside the bytes it
-    /// decodes ([`Event::Coded`]), for a back that sends base64 too
+    /// Whether a JSON body's reader hands out the client's plain base64 as it came,
+    /// checked but not decoded ([`Event::Coded`]), for a back that sends base64 too
     /// ([`crate::dialect::Dialect::sends_base64`]). Off, it gives [`Event::Data`] only.
     pub keep_base64: bool,
 }

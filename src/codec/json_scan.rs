@@ -755,7 +755,8 @@ pub struct Scanner {
     scratch: Vec<u8>,
     /// The chunk being fed, while [`Scanner::feed_bytes`] feeds it.
     source: Option<Bytes>,
-    /// The runs of `source` whose text goes out with the pending bytes they decoded to.
+    /// The runs of `source` checked but not decoded, whose text goes out among the pending
+    /// bytes.
     coded: Vec<CodedRun>,
     offset: u64,
 }
