@@ -376,20 +376,40 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<CaseIds, LedgerError>> {
         let (route, front_case) = (route.to_string(), front_case.to_string());
         self.call(false, move |conn| {
-            // First (see the trait): a deletion after this read is a change next time.
-            let changes = conn
-                .prepare_cached(READ_CHANGES)?
-                .query_row([], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            let mut ids = conn.prepare_cached(CASE_IDS)?;
-            let rows = ids
-                .query_map(params![route, front_case, after, clamp(limit)], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
-            Ok(CaseIds { changes, rows })
+            Ok(read_case_ids(conn, &route, &front_case, after, limit)?)
         })
+    }
+
+    /// Read here, on the caller's thread, when the session is free: no trip to the
+    /// ledger's thread and back. While no connection has committed since this case was
+    /// last read here and found to hold nothing after `after` ([`CaseMemo`]), answered
+    /// without a statement. Else None, for the thread (which also reports any error).
+    fn case_ids_now(
+        &self,
+        route: &str,
+        front_case: &str,
+        after: i64,
+        limit: u64,
+    ) -> Option<Result<CaseIds, LedgerError>> {
+        let session = self.session.try_lock().ok()?;
+        let db = session.ready().ok()?;
+        let mut memo = db.cases.borrow_mut();
+        let header = casegate_walvfs::wal_index_header(db);
+        if header.is_none() || header != memo.header {
+            memo.start(header);
+        } else if let Some(changes) = memo.nothing_after(route, front_case, after) {
+            return Some(Ok(CaseIds {
+                changes,
+                rows: Vec::new(),
+            }));
+        }
+        let read = read_case_ids(db, route, front_case, after, limit).ok()?;
+        // Every row after `after` was read: none came after the last one then.
+        if memo.header.is_some() && (read.rows.len() as u64) < limit {
+            let last = read.rows.last().map_or(after, |&(seq, _)| seq);
+            memo.keep(route, front_case, last, read.changes);
+        }
+        Some(Ok(read))
     }
 
     fn seq_follows_commits(&self) -> bool {
@@ -745,6 +765,86 @@ type FileId = (u64, u64);
 struct Db {
     conn: Connection,
     held: std::cell::RefCell<KnownRows>,
+    cases: std::cell::RefCell<CaseMemo>,
+}
+
+/// The front ids of a case's rows after `after`, and the ledger's count of deleted rows
+/// ([`Store::case_ids`]).
+fn read_case_ids(
+    conn: &Connection,
+    route: &str,
+    front_case: &str,
+    after: i64,
+    limit: u64,
+) -> rusqlite::Result<CaseIds> {
+    // First (see the trait): a deletion after this read is a change next time.
+    let changes = conn
+        .prepare_cached(READ_CHANGES)?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut ids = conn.prepare_cached(CASE_IDS)?;
+    let rows = ids
+        .query_map(params![route, front_case, after, clamp(limit)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    Ok(CaseIds { changes, rows })
+}
+
+/// What case listings read on the caller's thread found ([`SqliteStore::case_ids_now`]):
+/// per route and case, that no row came after a `seq`, with the count of deleted rows
+/// then. True while the WAL index header reads as it did before they were read: no
+/// connection (this one included) committed since. A Thalamus upload whose file the
+/// upstream names again (nothing written) then lists its case without a statement;
+/// any commit anywhere starts the memo again. A file opened without the WAL index
+/// header (in memory) keeps nothing.
+#[derive(Default)]
+struct CaseMemo {
+    /// The header every entry was read under.
+    header: Option<[u32; casegate_walvfs::WAL_INDEX_HEADER]>,
+    /// By case, then route: the last `seq` and the count of deleted rows.
+    cases: std::collections::HashMap<String, Vec<(String, i64, i64)>, foldhash::fast::RandomState>,
+    /// Answers given from the memo (for tests).
+    #[cfg(test)]
+    hits: usize,
+}
+
+/// The most cases a [`CaseMemo`] holds; it starts again from none when full.
+const CASE_MEMO: usize = 256;
+
+impl CaseMemo {
+    /// Forgets everything; what is read next is read under `header`.
+    fn start(&mut self, header: Option<[u32; casegate_walvfs::WAL_INDEX_HEADER]>) {
+        self.cases.clear();
+        self.header = header;
+    }
+
+    /// The count of deleted rows, when no row of the case came after `after`.
+    fn nothing_after(&mut self, route: &str, front_case: &str, after: i64) -> Option<i64> {
+        let (_, _, changes) = self
+            .cases
+            .get(front_case)?
+            .iter()
+            .find(|(r, last, _)| r == route && *last == after)?;
+        #[cfg(test)]
+        {
+            self.hits += 1;
+        }
+        Some(*changes)
+    }
+
+    /// No row of the case came after `last`.
+    fn keep(&mut self, route: &str, front_case: &str, last: i64, changes: i64) {
+        if self.cases.len() >= CASE_MEMO && !self.cases.contains_key(front_case) {
+            self.cases.clear();
+        }
+        let routes = self.cases.entry(front_case.to_string()).or_default();
+        match routes.iter_mut().find(|(r, _, _)| r == route) {
+            Some(entry) => (entry.1, entry.2) = (last, changes),
+            None => routes.push((route.to_string(), last, changes)),
+        }
+    }
 }
 
 impl std::ops::Deref for Db {
@@ -958,6 +1058,7 @@ impl Session {
             db: Db {
                 conn,
                 held: Default::default(),
+                cases: Default::default(),
             },
             file,
             checked: std::cell::Cell::new(None),
@@ -1664,6 +1765,85 @@ mod tests {
         assert_eq!(kept(13), None);
     }
 
+    /// A case read on the caller's thread is answered from the memo while nothing
+    /// commits, and read again once anything does: this process's own rows, another
+    /// process's, and its deletions (which move the count of deleted rows).
+    #[tokio::test]
+    async fn a_case_read_here_is_read_again_once_anything_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let ours = SqliteStore::open(&path).await.unwrap();
+        let theirs = SqliteStore::open(&path).await.unwrap();
+        let in_case = |front: &str| Row {
+            front_case: Some("c".into()),
+            ..row("r", front, front)
+        };
+        let hits = || ours.session.lock().unwrap().db.cases.borrow().hits;
+        // Read here, once the ledger's thread has let go of the session (it may still
+        // hold it just after answering).
+        let now = |after: i64, limit: u64| {
+            for _ in 0..2000 {
+                if let Some(got) = ours.case_ids_now("r", "c", after, limit) {
+                    return got.unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!("the session stayed busy");
+        };
+        let read = |after: i64| {
+            let got = now(after, 100);
+            let ids = got
+                .rows
+                .iter()
+                .map(|(_, id)| id.clone())
+                .collect::<Vec<_>>();
+            let last = got.rows.last().map_or(after, |&(seq, _)| seq);
+            (ids, last, got.changes)
+        };
+        ours.record(vec![in_case("1"), in_case("2")]).await.unwrap();
+        let (ids, last, changes) = read(i64::MIN);
+        assert_eq!(ids, ["1", "2"]);
+        assert_eq!(hits(), 0);
+        // Nothing committed since: answered without a statement, as often as asked.
+        assert_eq!(read(last), (vec![], last, changes));
+        assert_eq!(read(last), (vec![], last, changes));
+        assert_eq!(hits(), 2);
+        // Another `after` is not what the memo knows.
+        assert_eq!(read(i64::MIN).0, ["1", "2"]);
+        assert_eq!(hits(), 2);
+        // This process's own row.
+        ours.record(vec![in_case("3")]).await.unwrap();
+        let (ids, last, _) = read(last);
+        assert_eq!(ids, ["3"]);
+        assert_eq!(read(last).0, Vec::<String>::new());
+        assert_eq!(hits(), 3);
+        // Another process's row, in this case and in another.
+        theirs.record(vec![in_case("4")]).await.unwrap();
+        let (ids, last, _) = read(last);
+        assert_eq!(ids, ["4"]);
+        assert_eq!(read(last).0, Vec::<String>::new());
+        theirs
+            .record(vec![Row {
+                front_case: Some("d".into()),
+                ..row("r", "5", "5")
+            }])
+            .await
+            .unwrap();
+        let before = hits();
+        assert_eq!(read(last).0, Vec::<String>::new());
+        assert_eq!(hits(), before, "read again after another process's commit");
+        // Another process's deletion moves the count.
+        assert!(theirs.remove("r", "2", None).await.unwrap());
+        assert_eq!(read(last).2, changes + 1);
+        assert_eq!(hits(), before);
+        // A page cut short by its limit says nothing of what follows it.
+        let cut = now(i64::MIN, 1);
+        assert_eq!(cut.rows.len(), 1);
+        let after_cut = now(cut.rows[0].0, 100);
+        assert_eq!(after_cut.rows.len(), 2);
+        assert_eq!(hits(), before);
+    }
+
     fn fronts(rows: &[Row]) -> Vec<&str> {
         rows.iter().map(|r| r.front_id.as_str()).collect()
     }
@@ -1970,6 +2150,7 @@ mod tests {
             let db = Db {
                 conn,
                 held: Default::default(),
+                cases: Default::default(),
             };
             record(&db, vec![row("r", "7", "seven")]).unwrap();
             db.conn.close().map_err(|(_, e)| e).unwrap();
