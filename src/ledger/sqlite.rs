@@ -1774,8 +1774,8 @@ mod tests {
         let path = dir.path().join("ledger.sqlite3");
         let ours = SqliteStore::open(&path).await.unwrap();
         let theirs = SqliteStore::open(&path).await.unwrap();
-        let in_case = |front: &str| Row {
-            front_case: Some("c".into()),
+        let in_case = |case: &str, front: &str| Row {
+            front_case: Some(case.into()),
             ..row("r", front, front)
         };
         let hits = || ours.session.lock().unwrap().db.cases.borrow().hits;
@@ -1800,7 +1800,9 @@ mod tests {
             let last = got.rows.last().map_or(after, |&(seq, _)| seq);
             (ids, last, got.changes)
         };
-        ours.record(vec![in_case("1"), in_case("2")]).await.unwrap();
+        ours.record(vec![in_case("c", "1"), in_case("c", "2")])
+            .await
+            .unwrap();
         let (ids, last, changes) = read(i64::MIN);
         assert_eq!(ids, ["1", "2"]);
         assert_eq!(hits(), 0);
@@ -1812,23 +1814,17 @@ mod tests {
         assert_eq!(read(i64::MIN).0, ["1", "2"]);
         assert_eq!(hits(), 2);
         // This process's own row.
-        ours.record(vec![in_case("3")]).await.unwrap();
+        ours.record(vec![in_case("c", "3")]).await.unwrap();
         let (ids, last, _) = read(last);
         assert_eq!(ids, ["3"]);
         assert_eq!(read(last).0, Vec::<String>::new());
         assert_eq!(hits(), 3);
         // Another process's row, in this case and in another.
-        theirs.record(vec![in_case("4")]).await.unwrap();
+        theirs.record(vec![in_case("c", "4")]).await.unwrap();
         let (ids, last, _) = read(last);
         assert_eq!(ids, ["4"]);
         assert_eq!(read(last).0, Vec::<String>::new());
-        theirs
-            .record(vec![Row {
-                front_case: Some("d".into()),
-                ..row("r", "5", "5")
-            }])
-            .await
-            .unwrap();
+        theirs.record(vec![in_case("d", "5")]).await.unwrap();
         let before = hits();
         assert_eq!(read(last).0, Vec::<String>::new());
         assert_eq!(hits(), before, "read again after another process's commit");
