@@ -383,7 +383,8 @@ impl Store for SqliteStore {
     /// Read here, on the caller's thread, when the session is free: no trip to the
     /// ledger's thread and back. While no connection has committed since this case was
     /// last read here and found to hold nothing after `after` ([`CaseMemo`]), answered
-    /// without a statement. Else None, for the thread (which also reports any error).
+    /// without a statement. Else None, for the thread (which also reports any error, and
+    /// waits for a lock where this does not).
     fn case_ids_now(
         &self,
         route: &str,
@@ -403,7 +404,15 @@ impl Store for SqliteStore {
                 rows: Vec::new(),
             }));
         }
-        let read = read_case_ids(db, route, front_case, after, limit).ok()?;
+        // Never a wait here, on the request's thread, for a lock another process holds
+        // (a reader meets one only while the WAL is recovered or started again): the
+        // thread asks instead, waiting up to the busy timeout as always.
+        db.busy_timeout(Duration::ZERO).ok()?;
+        let read = read_case_ids(db, route, front_case, after, limit);
+        let restored = db.busy_timeout(BUSY_TIMEOUT);
+        let (Ok(read), Ok(())) = (read, restored) else {
+            return None;
+        };
         // Every row after `after` was read: none came after the last one then.
         if memo.header.is_some() && (read.rows.len() as u64) < limit {
             let last = read.rows.last().map_or(after, |&(seq, _)| seq);
