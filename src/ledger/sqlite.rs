@@ -1653,7 +1653,13 @@ mod tests {
     /// Without the checkpointer, SQLite checkpoints inside the commit that takes the WAL
     /// past 1000 pages, and every upload in that commit waits for it; without its second
     /// checkpoint (holding the session), the WAL never starts again while commits go on.
+    /// Whether the checkpointer keeps up with one writer committing as fast as it can
+    /// depends on the machine's timing: alone it takes about 2 s and always passed; with
+    /// every other test beside it on two cores, it once found 1 324 commits checkpointing
+    /// themselves (2026-12-05, after a dozen passing runs). So it is run alone: `.ci/run`
+    /// runs it after `cargo test`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "timing: needs the machine to itself; .ci/run runs it alone"]
     async fn commits_leave_checkpoints_to_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite3");
