@@ -812,11 +812,19 @@ fn read_case_ids(
 struct CaseMemo {
     /// The header every entry was read under.
     header: Option<[u32; casegate_walvfs::WAL_INDEX_HEADER]>,
-    /// By case, then route: the last `seq` and the count of deleted rows.
-    cases: std::collections::HashMap<String, Vec<(String, i64, i64)>, foldhash::fast::RandomState>,
+    /// By case: what is known of it, per route.
+    cases: std::collections::HashMap<String, Vec<CaseSeen>, foldhash::fast::RandomState>,
     /// Answers given from the memo (for tests).
     #[cfg(test)]
     hits: usize,
+}
+
+/// One route's case in a [`CaseMemo`]: no row of it after `last`, `changes` rows deleted
+/// from the ledger then.
+struct CaseSeen {
+    route: String,
+    last: i64,
+    changes: i64,
 }
 
 /// The most cases a [`CaseMemo`] holds; it starts again from none when full.
@@ -831,16 +839,17 @@ impl CaseMemo {
 
     /// The count of deleted rows, when no row of the case came after `after`.
     fn nothing_after(&mut self, route: &str, front_case: &str, after: i64) -> Option<i64> {
-        let (_, _, changes) = self
+        let seen = self
             .cases
             .get(front_case)?
             .iter()
-            .find(|(r, last, _)| r == route && *last == after)?;
+            .find(|seen| seen.route == route && seen.last == after)?;
+        let changes = seen.changes;
         #[cfg(test)]
         {
             self.hits += 1;
         }
-        Some(*changes)
+        Some(changes)
     }
 
     /// No row of the case came after `last`.
@@ -849,9 +858,13 @@ impl CaseMemo {
             self.cases.clear();
         }
         let routes = self.cases.entry(front_case.to_string()).or_default();
-        match routes.iter_mut().find(|(r, _, _)| r == route) {
-            Some(entry) => (entry.1, entry.2) = (last, changes),
-            None => routes.push((route.to_string(), last, changes)),
+        match routes.iter_mut().find(|seen| seen.route == route) {
+            Some(seen) => (seen.last, seen.changes) = (last, changes),
+            None => routes.push(CaseSeen {
+                route: route.to_string(),
+                last,
+                changes,
+            }),
         }
     }
 }
