@@ -490,8 +490,6 @@ pub struct UploadResult {
     /// The new attachment (for Kibana: `id` is the file id, `comment_id` the comment's).
     pub attachment: Attachment,
     pub uploader: Option<Person>,
-    /// Every attachment of the case, where the upstream lists them (Thalamus, Kibana).
-    pub attachments: Vec<Attachment>,
     /// The case object, where the upstream returns one (Kibana).
     pub case: Option<Value>,
     /// The comment was stored with the file (Tines `FILE_ATTACHED_AND_COMMENTED`).

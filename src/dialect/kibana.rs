@@ -308,7 +308,7 @@ impl Dialect for Kibana {
         let Some(read) = read_case_files(body, ctx.raw_wanted) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let Some(files) = read.files else {
+        let Some(mut files) = read.files else {
             return Answer::StoredUnreadable("the case has no comments".into());
         };
         let part_name = with_extension(
@@ -323,14 +323,13 @@ impl Dialect for Kibana {
             ),
             None => part_name.clone(),
         };
-        // Cheap to copy unless it carries its comment's JSON (a Kibana client's).
+        // The newest named like the upload, else the newest; taken out, not copied (it
+        // carries its comment's JSON for a Kibana client).
         let newest = files
             .iter()
-            .rev()
-            .find(|a| a.name.as_deref() == Some(&want))
-            .or(files.last())
-            .cloned();
-        let Some(attachment) = newest else {
+            .rposition(|a| a.name.as_deref() == Some(&want))
+            .or_else(|| files.len().checked_sub(1));
+        let Some(attachment) = newest.map(|at| files.swap_remove(at)) else {
             return Answer::StoredUnreadable("the case holds no .files comment".into());
         };
         if attachment.id.is_none() {
@@ -343,7 +342,6 @@ impl Dialect for Kibana {
             owner: read.owner,
             uploader: attachment.uploader.clone(),
             attachment,
-            attachments: files,
             case: read.case,
             ..Default::default()
         }))
@@ -1215,9 +1213,6 @@ mod tests {
         let strip = |mut r: UploadResult| {
             r.case = None;
             r.attachment.raw = None;
-            for a in &mut r.attachments {
-                a.raw = None;
-            }
             r
         };
         let whole = Kibana.read_stored(body.as_bytes(), &meta, &ctx(true));
@@ -1273,7 +1268,8 @@ mod tests {
         let Answer::Stored(r) = Kibana.read_stored(CASES[0].as_bytes(), &meta, &ctx(false)) else {
             panic!("not stored");
         };
-        assert_eq!(r.attachments.len(), 2);
+        let files = case_in_place(CASES[0].as_bytes()).and_then(|c| c.files);
+        assert_eq!(files.map(|f| f.len()), Some(2));
         assert_eq!(r.attachment.id.as_deref(), Some("f1"));
         assert_eq!(r.attachment.comment_id.as_deref(), Some("k1"));
         assert_eq!(r.attachment.name.as_deref(), Some("notes.txt"));

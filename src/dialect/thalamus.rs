@@ -19,7 +19,7 @@ use super::{
     Outbound, Request,
 };
 use crate::codec::json_out::{json_object, Object};
-use crate::codec::json_read::Reader;
+use crate::codec::json_read::{Reader, Val};
 use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::ledger::CaseFiles;
@@ -198,21 +198,14 @@ impl Dialect for Thalamus {
                 None => return Answer::StoredUnreadable("the answer is not JSON".into()),
             },
         };
-        let (Some(attachments), uploader) = read else {
+        let (Some(newest), uploader) = read else {
             return Answer::StoredUnreadable("the answer has no attachments.attachements".into());
         };
-        // The answer does not say which attachment is new: the highest id is.
-        let newest = attachments
-            .iter()
-            .filter(|a| a.id.is_some())
-            .max_by(|a, b| id_order(a.id.as_deref(), b.id.as_deref()))
-            .cloned();
         let Some(attachment) = newest else {
             return Answer::StoredUnreadable("the answer lists no attachment".into());
         };
         Answer::Stored(Box::new(UploadResult {
             attachment,
-            attachments,
             uploader: Some(uploader),
             ..Default::default()
         }))
@@ -275,45 +268,63 @@ impl Dialect for Thalamus {
     }
 }
 
-/// What an upload's answer says: every attachment it lists (`None` without
-/// `attachments.attachements`), and the uploader's profile. A key given twice keeps its
-/// last value, as in a tree.
-type Read = (Option<Vec<Attachment>>, Person);
+/// What an upload's answer says: its newest attachment (`None` without
+/// `attachments.attachements`, `Some(None)` when no entry has an id), and the uploader's
+/// profile. A key given twice keeps its last value, as in a tree.
+///
+/// The answer does not say which attachment is new: the highest id is ([`id_order`]; of
+/// equal ids, the last listed, as `Iterator::max_by` picks). Only that one is kept: the
+/// answer lists every file of the case, which may be thousands.
+type Read = (Option<Option<Attachment>>, Person);
 
 /// An upload's answer read in place by a [`Reader`], as [`answer_by_tree`] reads it;
 /// `None` when it is read that way instead (an escape in a text it keeps, an id written
-/// other than as a string or a plain integer, anything the reader does not take). The
-/// answer lists every file of the case, so a tree of it cost an allocation per file.
+/// other than as a string or a plain integer, anything the reader does not take). Each
+/// entry's id and link stay borrowed from the body; only the newest is copied out.
 fn answer_in_place(body: &[u8]) -> Option<Read> {
     let mut r = Reader::new(body)?;
-    let (mut list, mut who) = (None, Person::default());
+    let (mut newest, mut who) = (None, Person::default());
     while let Some(key) = r.next_key()? {
         match key {
             "attachments" => {
-                list = None;
+                newest = None;
                 if !r.object_or_skip()? {
                     continue;
                 }
                 while r.next_named("attachements")? {
-                    list = None;
+                    newest = None;
                     if !r.array_or_skip()? {
                         continue;
                     }
-                    let mut items = Vec::new();
+                    // The newest entry so far: its id's text, and its link as read.
+                    let mut best: Option<(Cow<'_, str>, Val<'_>)> = None;
                     while r.next_item()? {
-                        let mut a = Attachment::default();
+                        let (mut id, mut url) = (None, Val::Null);
                         if r.object_or_skip()? {
                             while let Some(key) = r.next_key()? {
                                 match key {
-                                    "id" => a.id = r.value()?.id_text()?,
-                                    "url" => a.url = r.value()?.text()?,
+                                    "id" => id = id_in_place(r.value()?)?,
+                                    "url" => url = r.value()?,
                                     _ => r.skip()?,
                                 }
                             }
                         }
-                        items.push(a);
+                        let Some(id) = id else { continue };
+                        let newer = best.as_ref().is_none_or(|(held, _)| {
+                            id_order(&id, held) != std::cmp::Ordering::Less
+                        });
+                        if newer {
+                            best = Some((id, url));
+                        }
                     }
-                    list = Some(items);
+                    newest = Some(match best {
+                        None => None,
+                        Some((id, url)) => Some(Attachment {
+                            id: Some(id.into_owned()),
+                            url: url.text()?,
+                            ..Default::default()
+                        }),
+                    });
                 }
             }
             "context" => {
@@ -344,23 +355,34 @@ fn answer_in_place(body: &[u8]) -> Option<Read> {
         }
     }
     r.finish()?;
-    Some((list, who))
+    Some((newest, who))
+}
+
+/// An entry's id as [`Val::id_text`] reads it, borrowed where it is a string: `Some(None)`
+/// when it is not a string or a number; `None` (declined) where `id_text` declines.
+fn id_in_place(v: Val<'_>) -> Option<Option<Cow<'_, str>>> {
+    match v {
+        Val::Str(s) => Some(Some(Cow::Borrowed(s))),
+        Val::Int(n) => Some(Some(Cow::Owned(n.to_string()))),
+        other => Some(other.id_text()?.map(Cow::Owned)),
+    }
 }
 
 /// An upload's answer read from its JSON tree; `None` when it is not JSON.
 fn answer_by_tree(body: &[u8]) -> Option<Read> {
     let v = wire::from_json::<Value>(body).ok()?;
-    let list = v
+    let newest = v
         .pointer("/attachments/attachements")
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
-                .map(|a| Attachment {
-                    id: a.get("id").and_then(id_text),
+                .filter_map(|a| Some((a.get("id").and_then(id_text)?, a)))
+                .max_by(|(a, _), (b, _)| id_order(a, b))
+                .map(|(id, a)| Attachment {
+                    id: Some(id),
                     url: a.get("url").and_then(Value::as_str).map(str::to_string),
                     ..Default::default()
                 })
-                .collect()
         });
     let profile = v.pointer("/context/simpleProfile");
     let field = |k: &str| {
@@ -376,12 +398,11 @@ fn answer_by_tree(body: &[u8]) -> Option<Read> {
         email: field("email"),
         ..Default::default()
     };
-    Some((list, who))
+    Some((newest, who))
 }
 
 /// Orders ids numerically when both are all digits, else as text.
-fn id_order(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
-    let (a, b) = (a.unwrap_or(""), b.unwrap_or(""));
+fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     if digits(a) && digits(b) {
         let (ta, tb) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
@@ -695,21 +716,20 @@ mod tests {
             0x3c6e_f372_fe94_f82b,
             &["\"id\"", "\"url\"", "\"attachements\"", "\"simpleProfile\""],
         );
-        let (mut in_place, mut listed, mut named) = (0, 0, 0);
+        let (mut in_place, mut picked, mut named) = (0, 0, 0);
         for _ in 0..10_000 {
             let body = generated_answer(&mut g);
             let Some(read) = answer_in_place(body.as_bytes()) else {
                 continue;
             };
             in_place += 1;
-            let files = read.0.as_ref().map_or(0, Vec::len);
-            listed += files;
+            picked += usize::from(matches!(read.0, Some(Some(_))));
             named += usize::from(read.1 != Person::default());
             assert_eq!(Some(read), answer_by_tree(body.as_bytes()), "{body}");
         }
         assert!(
-            in_place > 3_000 && listed > 3_000 && named > 1_000 && in_place < 9_000,
-            "{in_place} read in place, {listed} files listed, {named} profiles"
+            in_place > 3_000 && picked > 1_000 && named > 1_000 && in_place < 9_000,
+            "{in_place} read in place, {picked} with a newest file, {named} profiles"
         );
     }
 
@@ -733,8 +753,37 @@ mod tests {
         };
         assert_eq!(r.attachment.id.as_deref(), Some("10"));
         assert_eq!(r.attachment.url.as_deref(), Some("u10"));
-        assert_eq!(r.attachments.len(), 3);
         assert_eq!(r.uploader.unwrap().email.as_deref(), Some("c@d"));
+    }
+
+    #[test]
+    fn a_case_of_many_files_gives_its_highest_id() {
+        // 20 000 entries in a shuffled order (a stride prime to the count), the highest
+        // id (a number past the others' length) in the middle, the rest strings and numbers.
+        let n = 20_000u64;
+        let entries: Vec<String> = (0..n)
+            .map(|i| (i * 7_919) % n)
+            .map(|id| match id {
+                10_000 => r#"{"id":100000,"url":"new"}"#.to_string(),
+                id if id % 2 == 0 => format!(r#"{{"id":{id},"url":"u{id}"}}"#),
+                id => format!(r#"{{"url":"u{id}","id":"{id}"}}"#),
+            })
+            .collect();
+        let body = format!(
+            r#"{{"context":{{}},"attachments":{{"attachements":[{}]}}}}"#,
+            entries.join(",")
+        );
+        let Answer::Stored(r) =
+            Thalamus.read_stored(body.as_bytes(), &UploadMeta::default(), &ctx())
+        else {
+            panic!("not stored")
+        };
+        assert_eq!(r.attachment.id.as_deref(), Some("100000"));
+        assert_eq!(r.attachment.url.as_deref(), Some("new"));
+        assert_eq!(
+            answer_in_place(body.as_bytes()),
+            answer_by_tree(body.as_bytes())
+        );
     }
 
     #[test]
