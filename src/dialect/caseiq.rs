@@ -57,7 +57,7 @@ impl Dialect for CaseIq {
         let Some(segs) = wire::segments(path) else {
             return Match::None;
         };
-        let s: Vec<&str> = segs.iter().map(|seg| &**seg).collect();
+        let s = wire::segment_strs(&segs);
         let ops = |list: &[(Method, Op)], id: Option<&str>| {
             by_method(method, list, |op| {
                 let r = Request::new(op);

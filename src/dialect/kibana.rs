@@ -81,7 +81,7 @@ impl Dialect for Kibana {
         let Some(segs) = wire::segments(rest) else {
             return Match::None;
         };
-        let s: Vec<&str> = segs.iter().map(|seg| &**seg).collect();
+        let s = wire::segment_strs(&segs);
         let make = |op: Op, case: Option<&str>, file: Option<&str>| {
             let mut r = Request::new(op);
             r.case_id = case.map(str::to_string);

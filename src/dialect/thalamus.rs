@@ -49,7 +49,7 @@ impl Dialect for Thalamus {
         let Some(segs) = wire::segments(path) else {
             return Match::None;
         };
-        let s: Vec<&str> = segs.iter().map(|seg| &**seg).collect();
+        let s = wire::segment_strs(&segs);
         match s.as_slice() {
             // `/api/v4/cases/files/files` is both paths: the method decides.
             ["api", "v4", "cases", "files", id] if *id != "files" || method == Method::GET => {

@@ -52,7 +52,7 @@ impl Dialect for Tines {
         let Some(segs) = wire::segments(path) else {
             return Match::None;
         };
-        let s: Vec<&str> = segs.iter().map(|seg| &**seg).collect();
+        let s = wire::segment_strs(&segs);
         match s.as_slice() {
             ["api", "v2", "cases", case, "files"] => by_method(
                 method,

@@ -182,13 +182,14 @@ pub fn segment(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Splits a path into its segments, percent-decoded (`+` stays `+` in paths); `None` if a
 /// segment does not decode to UTF-8 or holds a `/`.
-/// A segment without escapes is borrowed from the path, not copied.
-pub fn segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
+/// A segment without escapes is borrowed from the path, not copied; up to eight segments
+/// (every path casegate serves) are held without an allocation.
+pub fn segments(path: &str) -> Option<Segments<'_>> {
     let rest = path.strip_prefix('/')?;
     let bytes = rest.as_bytes();
     // A path is short: plain loops over its bytes, where memchr's set-up for each search
     // cost more than the search (and a `char` split decodes every character).
-    let mut out = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'/').count() + 1);
+    let mut out = Segments::new();
     let mut start = 0;
     loop {
         let end = bytes[start..]
@@ -207,6 +208,14 @@ pub fn segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
         }
         start = end + 1;
     }
+}
+
+/// A path's segments, as [`segments`] gives them.
+pub type Segments<'a> = smallvec::SmallVec<[Cow<'a, str>; 8]>;
+
+/// The segments as text, for matching a path against slice patterns.
+pub fn segment_strs<'a>(segs: &'a [Cow<'_, str>]) -> smallvec::SmallVec<[&'a str; 8]> {
+    segs.iter().map(|seg| &**seg).collect()
 }
 
 fn decode_segment(s: &str) -> Option<Cow<'_, str>> {
@@ -504,14 +513,17 @@ mod tests {
     #[test]
     fn segments_decode_and_refuse_slashes() {
         assert_eq!(
-            segments("/api/a%20b/c+d/%C3%BC").unwrap(),
+            segments("/api/a%20b/c+d/%C3%BC").unwrap().as_slice(),
             ["api", "a b", "c+d", "ü"]
         );
         assert!(segments("/a/b%2Fc").is_none());
         assert!(segments("/a/%FF").is_none());
         assert!(segments("relative").is_none());
-        assert_eq!(segments("/").unwrap(), [""]);
-        assert_eq!(segments("//a//").unwrap(), ["", "a", "", ""]);
+        assert_eq!(segments("/").unwrap().as_slice(), [""]);
+        assert_eq!(segments("//a//").unwrap().as_slice(), ["", "a", "", ""]);
+        // Past eight segments they are still all there (held on the heap).
+        let long = segments("/a/b/c/d/e/f/g/h/i/j").unwrap();
+        assert_eq!(segment_strs(&long).join(""), "abcdefghij");
     }
 
     #[test]
