@@ -363,7 +363,6 @@ fn answer_in_place(body: &[u8]) -> Option<Read> {
 fn id_in_place(v: Val<'_>) -> Option<Option<Cow<'_, str>>> {
     match v {
         Val::Str(s) => Some(Some(Cow::Borrowed(s))),
-        Val::Int(n) => Some(Some(Cow::Owned(n.to_string()))),
         other => Some(other.id_text()?.map(Cow::Owned)),
     }
 }
