@@ -251,11 +251,11 @@ impl Upstream {
             }
         }
         progress.touch();
-        req.extensions_mut().insert(progress);
         let started = Instant::now();
         let mut svc = SilenceTimeout {
             inner: PoolService(self.pool.clone()),
             timeout: self.timeout,
+            progress,
         };
         let answered = tower::Service::call(&mut svc, req).await;
         crate::context::record(|i| {
@@ -481,12 +481,15 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A tower middleware over the upstream client: fails a request when the upstream stays
 /// silent for the timeout, counted from the last byte of the request body that went out
-/// (the request's [`Progress`], in its extensions) or from the start, never from the
-/// start alone, so a large upload on a slow link is not cut for being large.
+/// (its [`Progress`]) or from the start, never from the start alone, so a large upload on
+/// a slow link is not cut for being large. Made for each upstream request, with that
+/// request's progress: carried in the request's extensions it cost three allocations
+/// per request (the value's box, the map's, its table).
 #[derive(Clone)]
 pub struct SilenceTimeout<S> {
     inner: S,
     timeout: Duration,
+    progress: Arc<Progress>,
 }
 
 /// A request the upstream did not answer: silent too long, or the inner error.
@@ -514,11 +517,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let progress = req
-            .extensions()
-            .get::<Arc<Progress>>()
-            .cloned()
-            .unwrap_or_else(Progress::new);
+        let progress = self.progress.clone();
         let wait = self.timeout.saturating_sub(progress.idle());
         SilenceFuture {
             inner: self.inner.call(req),
@@ -699,26 +698,28 @@ mod tests {
     /// touching the request's progress every `every` meanwhile (bytes of its body going
     /// out) when set.
     async fn silence(after: Duration, every: Option<Duration>) -> Result<&'static str, ()> {
-        let slow = tower::service_fn(move |req: Request<()>| async move {
-            let progress = req.extensions().get::<Arc<Progress>>().cloned().unwrap();
-            let started = tokio::time::Instant::now();
-            while started.elapsed() < after {
-                tokio::time::sleep(every.unwrap_or(Duration::from_millis(20))).await;
-                if every.is_some() {
-                    progress.touch();
+        let progress = Progress::new();
+        progress.touch();
+        let body = progress.clone();
+        let slow = tower::service_fn(move |_: Request<()>| {
+            let progress = body.clone();
+            async move {
+                let started = tokio::time::Instant::now();
+                while started.elapsed() < after {
+                    tokio::time::sleep(every.unwrap_or(Duration::from_millis(20))).await;
+                    if every.is_some() {
+                        progress.touch();
+                    }
                 }
+                Ok::<_, std::convert::Infallible>("answered")
             }
-            Ok::<_, std::convert::Infallible>("answered")
         });
         let mut svc = SilenceTimeout {
             inner: slow,
             timeout: Duration::from_millis(300),
+            progress,
         };
-        let mut req = Request::new(());
-        let progress = Progress::new();
-        progress.touch();
-        req.extensions_mut().insert(progress);
-        match tower::Service::call(&mut svc, req).await {
+        match tower::Service::call(&mut svc, Request::new(())).await {
             Ok(answer) => Ok(answer),
             Err(Silent::Silent) => Err(()),
             Err(Silent::Inner(never)) => match never {},
