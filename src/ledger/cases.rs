@@ -386,7 +386,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::ledger::sqlite::SqliteStore;
+    use crate::ledger::sqlite::{two_processes, SqliteStore};
     use crate::ledger::{Row, Store};
 
     fn row(front: &str, case: &str) -> Row {
@@ -566,10 +566,7 @@ mod tests {
     /// the case whole again and no longer lists it.
     #[tokio::test]
     async fn a_deletion_by_another_process_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.sqlite3");
-        let ours = SqliteStore::open(&path).await.unwrap();
-        let theirs = SqliteStore::open(&path).await.unwrap();
+        let (_dir, ours, theirs) = two_processes().await;
         let (listings, read) = (Listings::default(), AtomicUsize::new(0));
         add(&ours, "c", &["1", "2", "3"]).await;
         assert_eq!(

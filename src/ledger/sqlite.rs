@@ -1524,6 +1524,17 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
     std::fs::metadata(path).map(|_| (0, 0))
 }
 
+/// Two stores on one new ledger file, as two processes sharing it; the file goes with
+/// the directory returned beside them.
+#[cfg(test)]
+pub(crate) async fn two_processes() -> (tempfile::TempDir, SqliteStore, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let ours = SqliteStore::open(&path).await.unwrap();
+    let theirs = SqliteStore::open(&path).await.unwrap();
+    (dir, ours, theirs)
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -1746,10 +1757,7 @@ mod tests {
     /// and everything kept is forgotten.
     #[tokio::test]
     async fn kept_rows_are_forgotten_when_another_process_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.sqlite3");
-        let ours = SqliteStore::open(&path).await.unwrap();
-        let theirs = SqliteStore::open(&path).await.unwrap();
+        let (_dir, ours, theirs) = two_processes().await;
         let front = |rows: Vec<Row>| rows[0].front_id.clone();
         // What `held_now` answers, waiting for the session where it would give up when
         // the ledger's thread holds it.
@@ -1798,10 +1806,7 @@ mod tests {
     /// process's, and its deletions (which move the count of deleted rows).
     #[tokio::test]
     async fn a_case_read_here_is_read_again_once_anything_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.sqlite3");
-        let ours = SqliteStore::open(&path).await.unwrap();
-        let theirs = SqliteStore::open(&path).await.unwrap();
+        let (_dir, ours, theirs) = two_processes().await;
         let in_case = |case: &str, front: &str| Row {
             front_case: Some(case.into()),
             ..row("r", front, front)
