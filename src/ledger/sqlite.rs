@@ -517,12 +517,32 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    // The counter is read at the transaction's first insert and written once before its
+    // `COMMIT` (`run_begun`), only when rows were inserted: a batch of files already held
+    // (an upstream naming the same file again) writes nothing, and a batch of new files
+    // reads and writes it once, not once per upload (a query and an `UPDATE`, about a
+    // tenth of the ledger's work per new file). The transaction holds the write lock
+    // throughout. It is put back whatever happens here: a later command of the same
+    // transaction goes on from the seqs given so far, never from the row, which is behind
+    // them until the `COMMIT`.
+    let alone = db.conn.is_autocommit();
+    let mut counter = db.seq.take();
+    let recorded = record_rows(db, rows, &mut counter);
+    db.seq.set(counter);
+    if alone {
+        // Outside a transaction (a test's store), each statement commits itself.
+        db.write_seq()?;
+    }
+    recorded
+}
+
+fn record_rows(
+    db: &Db,
+    rows: Vec<Row>,
+    counter: &mut Option<SeqCounter>,
+) -> Result<Vec<Row>, DbError> {
     let conn = &db.conn;
     let mut known = db.held.borrow_mut();
-    // The counter is read at the first insert and written once at the end, only when rows
-    // were inserted: a batch of files already held (an upstream naming the same file
-    // again) writes nothing. The batch's transaction holds the write lock throughout.
-    let mut counter: Option<(Option<i64>, i64)> = None;
     // Taken from the statement cache at the first insert, once for all the rows.
     let mut insert = None;
     let mut held = Vec::with_capacity(rows.len());
@@ -533,14 +553,15 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
             held.push(adopt(same, row));
             continue;
         }
-        let seq = match &mut counter {
-            Some((_, seq)) => seq,
+        let seq = match counter {
+            Some(SeqCounter { last, .. }) => last,
             None => {
-                let counted: Option<i64> = conn
+                let read: Option<i64> = conn
                     .prepare_cached(READ_SEQ)?
                     .query_row([], |r| r.get(0))
                     .optional()?;
-                &mut counter.insert((counted, counted.unwrap_or(0))).1
+                let last = read.unwrap_or(0);
+                &mut counter.insert(SeqCounter { read, last }).last
             }
         };
         let fresh = row
@@ -589,16 +610,6 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
         let filled = filled.unwrap_or(held_row);
         known.keep(conn, &filled)?;
         held.push(filled);
-    }
-    match counter {
-        None => {}
-        Some((Some(was), seq)) if was == seq => {}
-        Some((Some(_), seq)) => {
-            conn.prepare_cached(SET_SEQ)?.execute([seq])?;
-        }
-        Some((None, seq)) => {
-            conn.prepare_cached(FIRST_SEQ)?.execute([seq])?;
-        }
     }
     Ok(held)
 }
@@ -775,6 +786,51 @@ struct Db {
     conn: Connection,
     held: std::cell::RefCell<KnownRows>,
     cases: std::cell::RefCell<CaseMemo>,
+    /// The `files.seq` counter inside the open transaction: read by its first insert,
+    /// moved on in memory by each, written once just before the `COMMIT`
+    /// ([`Db::write_seq`]). `None` outside a transaction and before its first insert.
+    seq: std::cell::Cell<Option<SeqCounter>>,
+}
+
+/// The `files.seq` counter as the transaction read it (`None`: no counter row yet) and
+/// the last seq given since.
+#[derive(Debug, Clone, Copy)]
+struct SeqCounter {
+    read: Option<i64>,
+    last: i64,
+}
+
+impl Db {
+    fn new(conn: Connection) -> Db {
+        Db {
+            conn,
+            held: Default::default(),
+            cases: Default::default(),
+            seq: Default::default(),
+        }
+    }
+
+    /// Writes the counter the open transaction moved on (nothing when it did not), and
+    /// forgets it: what the next transaction gives starts from the row again.
+    fn write_seq(&self) -> rusqlite::Result<()> {
+        match self.seq.take() {
+            None => {}
+            Some(SeqCounter {
+                read: Some(was),
+                last,
+            }) if was == last => {}
+            Some(SeqCounter {
+                read: Some(_),
+                last,
+            }) => {
+                self.conn.prepare_cached(SET_SEQ)?.execute([last])?;
+            }
+            Some(SeqCounter { read: None, last }) => {
+                self.conn.prepare_cached(FIRST_SEQ)?.execute([last])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The front ids of a case's rows after `after`, and the ledger's count of deleted rows
@@ -1077,11 +1133,7 @@ impl Session {
         };
         Ok(Session {
             place,
-            db: Db {
-                conn,
-                held: Default::default(),
-                cases: Default::default(),
-            },
+            db: Db::new(conn),
             file,
             checked: std::cell::Cell::new(None),
             checkpoints,
@@ -1146,6 +1198,7 @@ impl Session {
     /// answers each command.
     fn run_begun(&self, conn: &Db, batch: Vec<Job>) {
         conn.held.borrow_mut().next_batch();
+        conn.seq.set(None);
         let mut done = Vec::with_capacity(batch.len());
         let mut broken: Option<LedgerError> = None;
         for job in batch {
@@ -1169,10 +1222,12 @@ impl Session {
         }
         let failure = match broken {
             Some(e) => {
+                conn.seq.set(None);
                 let _ = control(conn, "ROLLBACK");
                 Some(e)
             }
-            None => match control(conn, "COMMIT") {
+            // The counter the batch's inserts moved on is written with them.
+            None => match conn.write_seq().and_then(|()| control(conn, "COMMIT")) {
                 Ok(()) => None,
                 Err(e) => {
                     let _ = control(conn, "ROLLBACK");
@@ -2151,6 +2206,60 @@ mod tests {
         );
     }
 
+    /// The `files.seq` counter is read once per transaction, goes on from command to
+    /// command (also past one that failed after inserting a row), and is written at the
+    /// `COMMIT`; the next transaction goes on from it.
+    #[test]
+    fn seqs_go_on_across_a_batch_and_are_written_at_its_commit() {
+        let session = Session::open(Place::Memory).unwrap();
+        session
+            .db
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON files WHEN NEW.front_id = 'bad' \
+                 BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END",
+            )
+            .unwrap();
+        let seqs = || -> Vec<(String, i64)> {
+            let mut q = session
+                .db
+                .prepare("SELECT front_id, seq FROM files ORDER BY seq, front_id")
+                .unwrap();
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        let counter = || -> i64 {
+            session
+                .db
+                .query_row(
+                    "SELECT value FROM counters WHERE name = 'files.seq'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let (one, mut reply1) = job(true, |db| record(db, vec![row("r", "1", "a")]));
+        let (two, mut reply2) = job(true, |db| {
+            record(db, vec![row("r", "2", "b"), row("r", "bad", "c")])
+        });
+        let (three, mut reply3) = job(true, |db| record(db, vec![row("r", "3", "d")]));
+        session.run_batch(vec![one, two, three]);
+        assert!(reply1.try_recv().unwrap().is_ok());
+        let err = reply2.try_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("refused on purpose"), "{err}");
+        assert!(reply3.try_recv().unwrap().is_ok());
+        let numbered = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs.iter().map(|(id, n)| (id.to_string(), *n)).collect()
+        };
+        assert_eq!(seqs(), numbered(&[("1", 1), ("2", 2), ("3", 3)]));
+        assert_eq!(counter(), 3, "written at the commit");
+
+        let (four, mut reply4) = job(true, |db| record(db, vec![row("r", "4", "e")]));
+        session.run_batch(vec![four]);
+        assert!(reply4.try_recv().unwrap().is_ok());
+        assert_eq!(seqs().last(), Some(&("4".to_string(), 4)));
+        assert_eq!(counter(), 4);
+    }
+
     #[tokio::test]
     async fn a_file_moved_away_or_replaced_fails_until_it_is_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -2176,11 +2285,7 @@ mod tests {
         let other = dir.path().join("other.sqlite3");
         {
             let (conn, _) = open_file(&other).unwrap();
-            let db = Db {
-                conn,
-                held: Default::default(),
-                cases: Default::default(),
-            };
+            let db = Db::new(conn);
             record(&db, vec![row("r", "7", "seven")]).unwrap();
             db.conn.close().map_err(|(_, e)| e).unwrap();
         }
