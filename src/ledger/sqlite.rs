@@ -794,7 +794,7 @@ struct Db {
 
 /// The `files.seq` counter as the transaction read it (`None`: no counter row yet) and
 /// the last seq given since.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct SeqCounter {
     read: Option<i64>,
     last: i64,
@@ -813,23 +813,15 @@ impl Db {
     /// Writes the counter the open transaction moved on (nothing when it did not), and
     /// forgets it: what the next transaction gives starts from the row again.
     fn write_seq(&self) -> rusqlite::Result<()> {
-        match self.seq.take() {
-            None => {}
-            Some(SeqCounter {
-                read: Some(was),
-                last,
-            }) if was == last => {}
-            Some(SeqCounter {
-                read: Some(_),
-                last,
-            }) => {
-                self.conn.prepare_cached(SET_SEQ)?.execute([last])?;
-            }
-            Some(SeqCounter { read: None, last }) => {
-                self.conn.prepare_cached(FIRST_SEQ)?.execute([last])?;
-            }
-        }
-        Ok(())
+        let Some(SeqCounter { read, last }) = self.seq.take() else {
+            return Ok(());
+        };
+        let sql = match read {
+            Some(was) if was == last => return Ok(()),
+            Some(_) => SET_SEQ,
+            None => FIRST_SEQ,
+        };
+        self.conn.prepare_cached(sql)?.execute([last]).map(drop)
     }
 }
 
