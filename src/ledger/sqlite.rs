@@ -1848,6 +1848,36 @@ mod tests {
         assert_eq!(kept(13), None);
     }
 
+    /// Two processes recording at once, each in batches of many commands: every row
+    /// gets a seq of its own and the counter ends at the highest. Each transaction reads
+    /// the counter under the write lock and writes it before its commit; one carried
+    /// from a process's earlier transaction would give the other's seqs again.
+    #[tokio::test]
+    async fn two_processes_recording_at_once_give_every_row_its_own_seq() {
+        async fn many(store: &SqliteStore, who: &str) {
+            let records = (0..150).map(|i| {
+                let id = format!("{who}{i}");
+                store.record(vec![row("r", &id, &id)])
+            });
+            for recorded in futures_util::future::join_all(records).await {
+                recorded.unwrap();
+            }
+        }
+        let (dir, ours, theirs) = two_processes().await;
+        tokio::join!(many(&ours, "a"), many(&theirs, "b"));
+        let conn = Connection::open(dir.path().join("ledger.sqlite3")).unwrap();
+        let (rows, seqs, highest): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM files",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, seqs, highest), (300, 300, 300));
+        let counter: i64 = conn.query_row(READ_SEQ, [], |r| r.get(0)).unwrap();
+        assert_eq!(counter, 300);
+    }
+
     /// A case read on the caller's thread is answered from the memo while nothing
     /// commits, and read again once anything does: this process's own rows, another
     /// process's, and its deletions (which move the count of deleted rows).
