@@ -521,7 +521,8 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     // `COMMIT` (`run_begun`), only when rows were inserted: a batch of files already held
     // (an upstream naming the same file again) writes nothing, and a batch of new files
     // reads and writes it once, not once per upload (a query and an `UPDATE`, about a
-    // tenth of the ledger's work per new file). The transaction holds the write lock
+    // fifth of the ledger thread's instructions per new file: bench/RESULTS.md, the
+    // thirty-fourth round). The transaction holds the write lock
     // throughout. It is put back whatever happens here: a later command of the same
     // transaction goes on from the seqs given so far, never from the row, which is behind
     // them until the `COMMIT`.
