@@ -522,10 +522,10 @@ fn record(db: &Db, rows: Vec<Row>) -> Result<Vec<Row>, DbError> {
     // (an upstream naming the same file again) writes nothing, and a batch of new files
     // reads and writes it once, not once per upload (a query and an `UPDATE`, about a
     // fifth of the ledger thread's instructions per new file: bench/RESULTS.md, the
-    // thirty-fourth round). The transaction holds the write lock
-    // throughout. It is put back whatever happens here: a later command of the same
-    // transaction goes on from the seqs given so far, never from the row, which is behind
-    // them until the `COMMIT`.
+    // thirty-fourth round). The transaction holds the write lock throughout. It is put
+    // back whatever happens here: a later command of the same transaction goes on from
+    // the seqs given so far, never from the row, which is behind them until the
+    // `COMMIT`.
     let alone = db.conn.is_autocommit();
     let mut counter = db.seq.take();
     let recorded = record_rows(db, rows, &mut counter);
