@@ -449,7 +449,8 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Sv
 fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        // Its one timer, the header-read timeout, is coarse on a worker (crate::coarse).
+        .timer(crate::coarse::WorkerTimer)
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES.max(8192));

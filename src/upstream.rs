@@ -521,7 +521,7 @@ where
         let wait = self.timeout.saturating_sub(progress.idle());
         SilenceFuture {
             inner: self.inner.call(req),
-            sleep: tokio::time::sleep(wait),
+            sleep: crate::coarse::Timer::after(wait),
             progress,
             timeout: self.timeout,
         }
@@ -535,7 +535,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        sleep: tokio::time::Sleep,
+        sleep: crate::coarse::Timer,
         progress: Arc<Progress>,
         timeout: Duration,
     }
@@ -561,9 +561,7 @@ where
             if wait.is_zero() {
                 return std::task::Poll::Ready(Err(Silent::Silent));
             }
-            this.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + wait);
+            this.sleep.as_mut().reset(wait);
         }
     }
 }

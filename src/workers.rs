@@ -195,12 +195,14 @@ impl Workers {
 /// none at all: about one wasted write per request (bench/RESULTS.md, the twenty-eighth
 /// round). With this timer always set, the planned wake-up is never more than a second
 /// away, and timers of a second or more never come before it. The cost: each worker
-/// wakes once a second when idle.
+/// wakes once a second when idle. Each beat also fires the worker's coarse timers that
+/// are due ([`crate::coarse`]).
 async fn heartbeat() {
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         beat.tick().await;
+        crate::coarse::beat();
     }
 }
 
