@@ -28,6 +28,10 @@ use crate::workers::{self, HEARTBEAT};
 /// The shortest wait a coarse timer serves: a heartbeat late is then at most a fifth more.
 pub const COARSE_MIN: Duration = Duration::from_secs(5);
 
+/// A list emptied with room for more timers than this is given back (a burst of
+/// connections leaves it at its peak otherwise).
+const SHRINK_ABOVE: usize = 1024;
+
 /// A worker's coarse timers.
 #[derive(Default)]
 struct Deadlines {
@@ -94,6 +98,11 @@ impl Deadlines {
                 }
                 self.free.push(i as u32);
             }
+        }
+        // Emptied after a burst: the list gives back what the burst made it hold.
+        if self.free.len() == self.slots.len() && self.slots.capacity() > SHRINK_ABOVE {
+            self.slots = Vec::new();
+            self.free = Vec::new();
         }
     }
 
@@ -451,6 +460,31 @@ mod tests {
             d.get(b).is_some(),
             "removing the fired one leaves the new one"
         );
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_list_emptied_after_a_burst_gives_its_room_back() {
+        let mut d = Deadlines::default();
+        let waker = std::task::Waker::noop().clone();
+        let now = Instant::now();
+        let keys: Vec<_> = (0..5000).map(|_| d.insert(now, waker.clone())).collect();
+        let mut wake = Vec::new();
+        d.due(now, &mut wake);
+        assert_eq!(wake.len(), 5000);
+        assert_eq!(d.slots.capacity(), 0, "given back once empty");
+        // A timer of the burst dropped afterwards finds nothing to remove.
+        d.remove(keys[4999]);
+        let a = d.insert(now, waker.clone());
+        assert_eq!(a.0, 0);
+        // A list still holding a timer keeps its room.
+        for _ in 0..5000 {
+            d.insert(now, waker.clone());
+        }
+        let later = d.insert(now + Duration::from_secs(60), waker);
+        d.due(now, &mut wake);
+        assert!(d.slots.capacity() >= 5000);
+        assert!(d.get(later).is_some());
         assert_eq!(d.len(), 1);
     }
 }
