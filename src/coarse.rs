@@ -8,10 +8,11 @@
 //! wheel each costs an entry, its insertion when first polled and its removal when
 //! dropped: about 1 100 instructions an upload of the 71 000 a small same-dialect upload
 //! takes, against about 500 for the coarse ones (bench/RESULTS.md, the thirty-sixth
-//! round). A coarse timer is an entry in a list
-//! the worker keeps (a vector with a free list): set when first polled, taken out when
-//! dropped, and woken by the first heartbeat at or after its deadline. So it fires at
-//! most one [`HEARTBEAT`] late, and never early: each heartbeat reads the clock.
+//! round). A coarse timer is an entry in a list the worker keeps (a vector with a free
+//! list): set when first polled, taken out when dropped, and woken by the first
+//! heartbeat at or after its deadline. So it fires at most one
+//! [`HEARTBEAT`](workers::HEARTBEAT) late, and never early: each heartbeat reads the
+//! clock.
 //!
 //! Only deadlines of [`COARSE_MIN`] or more use it, and only on a worker: elsewhere (the
 //! admin listener, a test's runtime with its paused clock) and for shorter waits, the
@@ -23,7 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::workers::{self, HEARTBEAT};
+use crate::workers;
 
 /// The shortest wait a coarse timer serves: a heartbeat late is then at most a fifth more.
 pub const COARSE_MIN: Duration = Duration::from_secs(5);
@@ -295,14 +296,14 @@ impl Future for Timer {
     }
 }
 
-/// How late a coarse timer may fire: one heartbeat, and the time the worker takes to
-/// run the heartbeat's task once it is due.
-pub const COARSE_SLACK: Duration = HEARTBEAT;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::workers::Workers;
+
+    /// How late a coarse timer may fire: one heartbeat (the tests add the time the
+    /// worker takes to run the heartbeat's task once it is due).
+    const COARSE_SLACK: Duration = crate::workers::HEARTBEAT;
 
     fn on_worker<T: Send + 'static>(
         workers: &Workers,
