@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::wire::{self, encode_segment as seg, MultipartBody};
+use super::wire::{self, segment as seg, MultipartBody};
 use super::{
     by_method, Answer, AuthKind, BackCtx, Call, Dialect, DialectId, FrontAuth, IdKind, Match, Op,
     Outbound, Request,

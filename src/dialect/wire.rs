@@ -175,9 +175,20 @@ pub fn encode_segment(s: &str) -> String {
 }
 
 /// [`encode_segment`], borrowing `s` when nothing in it needs encoding (an id in a list
-/// of thousands).
-pub fn segment(s: &str) -> std::borrow::Cow<'_, str> {
+/// of thousands, a case id in an upstream path). Ids are nearly always unreserved already:
+/// one pass over their bytes says so (about 3 instructions a byte, where the encoder's
+/// iterator took 10 to 20 for a UUID), and only the others go through the encoder.
+pub fn segment(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(unreserved) {
+        return Cow::Borrowed(s);
+    }
     utf8_percent_encode(s, SEGMENT).into()
+}
+
+/// Whether `b` is one of RFC 3986's unreserved characters, which [`SEGMENT`] leaves as
+/// they are.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// Splits a path into its segments, percent-decoded (`+` stays `+` in paths); `None` if a
@@ -567,6 +578,21 @@ mod tests {
             assert_eq!(decode_segment(&encode_segment(s)).as_deref(), Some(s));
         }
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+        // The shortcut for unreserved text agrees with the encoder on every byte (and
+        // borrows exactly when the encoder would leave the text as it is).
+        let mut all: Vec<String> = (0..=0x7f_u8).map(|b| format!("a{}z", b as char)).collect();
+        all.extend(
+            ["", "ü", "0b2c1d6e-9f3a-4b5c-8d7e-6f5a4b3c2d1e", "a~b.c_d-e"].map(String::from),
+        );
+        for s in &all {
+            let encoder: String = utf8_percent_encode(s, SEGMENT).to_string();
+            assert_eq!(segment(s), encoder, "{s:?}");
+            assert_eq!(
+                matches!(segment(s), Cow::Borrowed(_)),
+                encoder == *s,
+                "{s:?}"
+            );
+        }
         // A segment never decodes to a path separator.
         assert_eq!(decode_segment(&encode_segment("a/b")), None);
     }
