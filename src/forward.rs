@@ -270,19 +270,14 @@ where
         result.case = None;
     }
     let mut dropped = names(front, meta.present().intersect(droppable));
-    let mut comment_stored = result.comment_stored;
+    // The call carrying the comment, made from the answer before its file is taken out.
+    let mut comment_call = None;
     if let Some(comment) = meta.comment.as_deref() {
         if !back.carries().contains(Kind::Comment) {
             dropped.push(front.field_name(Kind::Comment));
-        } else if let Some(call) = back.comment_call(comment, &meta, &result, &ctx) {
-            comment_stored = second_call(rt, call, &mut result).await;
-            if !comment_stored {
-                dropped.push(front.field_name(Kind::Comment));
-            }
+        } else {
+            comment_call = back.comment_call(comment, &meta, &result, &ctx);
         }
-    }
-    if !dropped.is_empty() {
-        tracing::info!(route = %rt.cfg.name, dropped = %dropped.join(", "), "fields the upstream cannot store were dropped");
     }
 
     // The ledger keeps the file under the front id the client will see.
@@ -294,33 +289,49 @@ where
         .content_type
         .or_else(|| Some(meta.content_type().into_owned()));
     a.created_at = a.created_at.or_else(|| Some(now_rfc3339_millis()));
-    a.comment = meta.comment.clone().filter(|_| comment_stored);
     let back_case = meta.case_id.clone().unwrap_or_default();
-    let row = match a.id.clone() {
-        Some(back_id) => {
-            let row = Row {
-                route: rt.cfg.name.clone(),
-                front_id: reserved.clone().unwrap_or_else(|| back_id.clone()),
-                front_case: Some(front_case.clone()),
-                back_case: Some(back_case),
-                back_id,
-                back_comment_id: a.comment_id.clone(),
-                name: a.name.clone(),
-                content_type: a.content_type.clone(),
-                size: Some(size),
-                created_at: a.created_at.clone(),
-                uploader: read::uploader_text(a.uploader.as_ref()),
-                md5: small_hashes.as_ref().map(|h| h.0.clone()),
-                sha256: small_hashes.map(|h| h.1),
-                ..Default::default()
-            };
-            Some(settings.ledger.record_confirmed(row).await)
-        }
-        None => {
-            tracing::warn!(route = %rt.cfg.name, "the upstream stored a file without saying its id; casegate cannot record it");
-            None
+    let row = a.id.clone().map(|back_id| Row {
+        route: rt.cfg.name.clone(),
+        front_id: reserved.clone().unwrap_or_else(|| back_id.clone()),
+        front_case: Some(front_case.clone()),
+        back_case: Some(back_case),
+        back_id,
+        back_comment_id: a.comment_id.clone(),
+        name: a.name.clone(),
+        content_type: a.content_type.clone(),
+        size: Some(size),
+        created_at: a.created_at.clone(),
+        uploader: read::uploader_text(a.uploader.as_ref()),
+        md5: small_hashes.as_ref().map(|h| h.0.clone()),
+        sha256: small_hashes.map(|h| h.1),
+        ..Default::default()
+    });
+    // The file is stored: its row and the call carrying its comment go out together, as
+    // neither needs the other, so the upload waits for the longer of the two, not both.
+    let record = async {
+        match row {
+            Some(row) => Some(settings.ledger.record_confirmed(row).await),
+            None => {
+                tracing::warn!(route = %rt.cfg.name, "the upstream stored a file without saying its id; casegate cannot record it");
+                None
+            }
         }
     };
+    let comment = async {
+        match comment_call {
+            Some(call) => Some(second_call(rt, call, &mut result).await),
+            None => None,
+        }
+    };
+    let (row, comment_sent) = futures_util::future::join(record, comment).await;
+    let comment_stored = comment_sent.unwrap_or(result.comment_stored);
+    if comment_sent == Some(false) {
+        dropped.push(front.field_name(Kind::Comment));
+    }
+    if !dropped.is_empty() {
+        tracing::info!(route = %rt.cfg.name, dropped = %dropped.join(", "), "fields the upstream cannot store were dropped");
+    }
+    a.comment = meta.comment.clone().filter(|_| comment_stored);
     let links = read::links(rt, settings, &parts);
     let front_id = row
         .as_ref()

@@ -1,13 +1,15 @@
 //! The ledger's failures as clients and operators see them (SPEC 7.3 and 8): a ledger that
 //! cannot be reached when an upload starts refuses it with 503 `ledger_unavailable` in the
 //! client's dialect and nothing sent upstream; `/readyz` turns 503 within 5 s; when the
-//! ledger answers again, uploads and readiness recover without a restart.
+//! ledger answers again, uploads and readiness recover without a restart. A file's row
+//! does not wait for the call that carries its comment.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use casegate::dialect::DialectId;
+use casegate::dialect::DialectId::{self, Kibana, Thalamus, Tines};
+use casegate::emulator::Fault;
 use common::*;
 
 /// Polls `check` every 100 ms until it is true; panics with `what` after `limit`.
@@ -68,4 +70,67 @@ async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() 
         assert_eq!(r.status, 200, "{front} after recovery: {}", r.text());
     }
     h.stop().await;
+}
+
+/// SPEC 7.3: a file's row is written once the upstream has confirmed the file. The second
+/// call that carries its comment (a Kibana comment, a Thalamus note) does not hold the row
+/// back: they go out together. With the comment call held 4 s upstream, the row is in the
+/// ledger's file while the upload still waits, and the answer still says the comment was
+/// stored.
+#[tokio::test]
+async fn a_file_is_recorded_while_its_comment_call_is_still_out() {
+    const HELD: Duration = Duration::from_secs(4);
+    for back in [Kibana, Thalamus] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.sqlite3");
+        let o = Opts {
+            extra_top_keys: format!("ledger = \"sqlite://{}\"\n", file.display()),
+            fault: Some(Fault::CommentDelay(HELD)),
+            ..Opts::default()
+        };
+        let h = setup(&[Tines], back, o).await;
+        let base = format!("{}{}", h.base(), Harness::prefix(Tines));
+        let up = Up {
+            comment: Some("recorded before this is".into()),
+            ..small_upload(back)
+        };
+        let started = Instant::now();
+        let upload = tokio::spawn({
+            let http = h.http.clone();
+            async move { send(&http, Tines, &base, &up, Cred::Good).await }
+        });
+        // Read as an operator would, beside the running casegate (a busy file counts none).
+        let rows = || {
+            let file = file.clone();
+            async move {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+                rusqlite::Connection::open_with_flags(&file, flags)
+                    .and_then(|db| db.query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0)))
+                    .is_ok_and(|n: i64| n == 1)
+            }
+        };
+        within(
+            HELD - Duration::from_secs(1),
+            "the row while the comment call is out",
+            rows,
+        )
+        .await;
+        assert!(
+            !upload.is_finished(),
+            "{back}: the upload waits for its comment call"
+        );
+        let r = upload.await.unwrap();
+        assert!(
+            started.elapsed() >= HELD,
+            "{back}: answered before the comment was stored"
+        );
+        assert_eq!(r.status, 200, "{back}: {}", r.text());
+        assert_eq!(
+            r.json()["activity_type"],
+            "FILE_ATTACHED_AND_COMMENTED",
+            "{back}"
+        );
+        assert!(r.dropped().is_empty(), "{back}: {:?}", r.dropped());
+        h.stop().await;
+    }
 }

@@ -2,7 +2,7 @@
 //! dropped connections, bodies that are not what they claim), their text form for the
 //! command line, and the answers they turn a normal answer into. Which requests a fault
 //! touches is decided in `server.rs`: uploads and reads (lists, gets, downloads, deletes),
-//! and for `comment-status` the second calls only.
+//! and for `comment-status` and `comment-delay` the second calls only.
 
 use std::time::Duration;
 
@@ -15,8 +15,8 @@ use http_body_util::BodyExt as _;
 use super::wire::{self, Dropped, Resp, Served};
 
 /// A misbehaviour injected into the answers to uploads and reads (and, for
-/// [`Fault::CommentStatus`], into the second calls that carry a comment: Kibana comments
-/// and Thalamus notes). "Serve" below is what the request does when all is well: store an
+/// [`Fault::CommentStatus`] and [`Fault::CommentDelay`], into the second calls that carry
+/// a comment: Kibana comments and Thalamus notes). "Serve" below is what the request does when all is well: store an
 /// upload, read or delete a file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
@@ -53,6 +53,9 @@ pub enum Fault {
     /// `comment-status=N`: uploads and reads are normal; comment and note calls answer
     /// status N.
     CommentStatus(u16),
+    /// `comment-delay=SECS`: uploads and reads are normal; comment and note calls wait
+    /// SECS, then are served.
+    CommentDelay(Duration),
     /// `flaky=P`: P uploads and reads in every hundred (evenly spread, counted together)
     /// answer 500 and serve nothing; the others are normal.
     Flaky(u8),
@@ -60,13 +63,22 @@ pub enum Fault {
 
 const FORMS: &str = "status=N, delay=SECS, failed, reset-before-answer, reset-mid-body, \
 headers-then-hang, html, html-error, truncated-json, empty-body, trickle, huge-body, comment-status=N, \
-flaky=PERCENT";
+comment-delay=SECS, flaky=PERCENT";
 
 fn parse_status(text: &str, s: &str) -> Result<u16, String> {
     text.parse::<u16>()
         .ok()
         .filter(|&n| StatusCode::from_u16(n).is_ok())
         .ok_or_else(|| format!("fault \"{s}\": \"{text}\" is not an HTTP status (100-999)"))
+}
+
+/// A number of seconds (`2.5`) or a duration (`250ms`).
+fn parse_secs(text: &str, s: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+        .or_else(|| humantime::parse_duration(text).ok())
+        .ok_or_else(|| format!("fault \"{s}\": \"{text}\" is not a number of seconds"))
 }
 
 impl std::str::FromStr for Fault {
@@ -80,17 +92,8 @@ impl std::str::FromStr for Fault {
         let fault = match (name, arg) {
             ("status", Some(n)) => Fault::Status(parse_status(n, s)?),
             ("comment-status", Some(n)) => Fault::CommentStatus(parse_status(n, s)?),
-            ("delay", Some(secs)) => {
-                let delay = secs
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|f| Duration::try_from_secs_f64(f).ok())
-                    .or_else(|| humantime::parse_duration(secs).ok())
-                    .ok_or_else(|| {
-                        format!("fault \"{s}\": \"{secs}\" is not a number of seconds")
-                    })?;
-                Fault::Delay(delay)
-            }
+            ("delay", Some(secs)) => Fault::Delay(parse_secs(secs, s)?),
+            ("comment-delay", Some(secs)) => Fault::CommentDelay(parse_secs(secs, s)?),
             ("flaky", Some(p)) => Fault::Flaky(
                 p.parse::<u8>()
                     .ok()
@@ -129,6 +132,7 @@ impl std::fmt::Display for Fault {
             Fault::Trickle => f.write_str("trickle"),
             Fault::HugeBody => f.write_str("huge-body"),
             Fault::CommentStatus(n) => write!(f, "comment-status={n}"),
+            Fault::CommentDelay(d) => write!(f, "comment-delay={}", d.as_secs_f64()),
             Fault::Flaky(p) => write!(f, "flaky={p}"),
         }
     }
@@ -289,6 +293,7 @@ mod tests {
             Fault::Trickle,
             Fault::HugeBody,
             Fault::CommentStatus(500),
+            Fault::CommentDelay(Duration::from_millis(1500)),
             Fault::Flaky(10),
         ];
         for fault in all {
@@ -315,6 +320,7 @@ mod tests {
             "status=42",
             "delay=-1",
             "delay=soon",
+            "comment-delay=later",
             "html=1",
             "boom",
         ] {

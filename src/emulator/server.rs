@@ -357,18 +357,23 @@ async fn answer<A: Api>(sh: &Arc<Shared>, parts: Parts, body: ReqBody) -> Result
     }
     let fault = sh.fault();
     match kind {
-        Kind::Second => match fault {
-            Some(Fault::CommentStatus(n)) => {
-                body.drain().await;
-                Ok(A::error(fault::status(n), EMULATED))
+        Kind::Second => {
+            if let Some(Fault::CommentDelay(delay)) = fault {
+                tokio::time::sleep(delay).await;
             }
-            // Fast mode stores no cases, so the second call gets the canned success too.
-            _ if sh.cfg.fast => {
-                let drained = body.drain().await;
-                Ok(A::fast(sh, &call, &parts, drained))
+            match fault {
+                Some(Fault::CommentStatus(n)) => {
+                    body.drain().await;
+                    Ok(A::error(fault::status(n), EMULATED))
+                }
+                // Fast mode stores no cases, so the second call gets the canned success too.
+                _ if sh.cfg.fast => {
+                    let drained = body.drain().await;
+                    Ok(A::fast(sh, &call, &parts, drained))
+                }
+                _ => Ok(A::handle(sh.clone(), call, parts, body).await),
             }
-            _ => Ok(A::handle(sh.clone(), call, parts, body).await),
-        },
+        }
         Kind::Token => Ok(A::handle(sh.clone(), call, parts, body).await),
         Kind::Upload | Kind::Read => {
             let request = Faulted {
@@ -445,7 +450,7 @@ async fn faulted<A: Api>(
     } = request;
     match fault {
         // Uploads and reads are normal under a fault meant for comments.
-        Fault::CommentStatus(_) => Ok(normal.await),
+        Fault::CommentStatus(_) | Fault::CommentDelay(_) => Ok(normal.await),
         Fault::Delay(delay) => {
             let resp = normal.await;
             tokio::time::sleep(delay).await;
