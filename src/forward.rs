@@ -308,22 +308,25 @@ where
     });
     // The file is stored: its row and the call carrying its comment go out together, as
     // neither needs the other, so the upload waits for the longer of the two, not both.
-    let record = async {
-        match row {
-            Some(row) => Some(settings.ledger.record_confirmed(row).await),
-            None => {
-                tracing::warn!(route = %rt.cfg.name, "the upstream stored a file without saying its id; casegate cannot record it");
-                None
-            }
+    let (row, comment_sent) = match (row, comment_call) {
+        (Some(row), None) => (Some(settings.ledger.record_confirmed(row).await), None),
+        (Some(row), Some(call)) => {
+            let (row, stored) = futures_util::future::join(
+                settings.ledger.record_confirmed(row),
+                second_call(rt, call, &mut result),
+            )
+            .await;
+            (Some(row), Some(stored))
+        }
+        (None, call) => {
+            tracing::warn!(route = %rt.cfg.name, "the upstream stored a file without saying its id; casegate cannot record it");
+            let stored = match call {
+                Some(call) => Some(second_call(rt, call, &mut result).await),
+                None => None,
+            };
+            (None, stored)
         }
     };
-    let comment = async {
-        match comment_call {
-            Some(call) => Some(second_call(rt, call, &mut result).await),
-            None => None,
-        }
-    };
-    let (row, comment_sent) = futures_util::future::join(record, comment).await;
     let comment_stored = comment_sent.unwrap_or(result.comment_stored);
     if comment_sent == Some(false) {
         dropped.push(front.field_name(Kind::Comment));
