@@ -16,8 +16,8 @@ use super::wire::{self, Dropped, Resp, Served};
 
 /// A misbehaviour injected into the answers to uploads and reads (and, for
 /// [`Fault::CommentStatus`] and [`Fault::CommentDelay`], into the second calls that carry
-/// a comment: Kibana comments and Thalamus notes). "Serve" below is what the request does when all is well: store an
-/// upload, read or delete a file.
+/// a comment: Kibana comments and Thalamus notes). "Serve" below is what the request does
+/// when all is well: store an upload, read or delete a file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// `status=N`: read the request, serve nothing, answer status N in the dialect's error
