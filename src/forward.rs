@@ -334,19 +334,19 @@ where
     if !dropped.is_empty() {
         tracing::info!(route = %rt.cfg.name, dropped = %dropped.join(", "), "fields the upstream cannot store were dropped");
     }
-    a.comment = meta.comment.clone().filter(|_| comment_stored);
+    a.comment = meta.comment.take().filter(|_| comment_stored);
     let links = read::links(rt, settings, &parts);
     let front_id = row
         .as_ref()
         .map(|r| r.front_id.clone())
         .or(reserved)
         .unwrap_or_default();
-    let mut file = read::view(rt, &links, &front_id, &front_case, a, row.as_ref());
-    if let Some(owner) = &result.owner {
-        file.owner = owner.clone();
+    let mut file = read::view(rt, &links, front_id, front_case, a, row.as_ref());
+    if let Some(owner) = result.owner.take() {
+        file.owner = owner.into();
     }
     let case_files = if front.upload_lists_case() {
-        case_files(rt, settings, &front_case, &file).await
+        case_files(rt, settings, &file.case_id, &file).await
     } else {
         CaseFiles::default()
     };

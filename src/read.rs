@@ -102,7 +102,7 @@ pub fn links(rt: &RouteRuntime, settings: &Settings, parts: &Parts) -> Links {
         });
     Links {
         base,
-        prefix: rt.cfg.prefix.clone(),
+        prefix: rt.prefix.clone(),
     }
 }
 
@@ -126,8 +126,8 @@ fn valid_host(host: &str) -> bool {
 pub fn view(
     rt: &RouteRuntime,
     links: &Links,
-    front_id: &str,
-    front_case: &str,
+    front_id: String,
+    front_case: String,
     a: Attachment,
     row: Option<&Row>,
 ) -> FileView {
@@ -136,7 +136,7 @@ pub fn view(
     let name = a
         .name
         .or_else(|| from_row(|r| r.name.clone()))
-        .unwrap_or_else(|| front_id.to_string());
+        .unwrap_or_else(|| front_id.clone());
     let content_type = a
         .content_type
         .or_else(|| from_row(|r| r.content_type.clone()))
@@ -146,12 +146,12 @@ pub fn view(
         .comment_id
         .or_else(|| from_row(|r| r.back_comment_id.clone()))
         .filter(|_| rt.ids.is_none())
-        .unwrap_or_else(|| front_id.to_string());
+        .unwrap_or_else(|| front_id.clone());
     FileView {
-        id: front_id.to_string(),
+        link: rt.front.link(links, &front_case, &front_id),
+        id: front_id,
         comment_id,
-        case_id: front_case.to_string(),
-        link: rt.front.link(links, front_case, front_id),
+        case_id: front_case,
         size: a.size.or_else(|| row.and_then(|r| r.size)),
         created_at: a.created_at.or_else(|| from_row(|r| r.created_at.clone())),
         uploader: a
@@ -172,11 +172,11 @@ pub fn view(
 
 /// A file the ledger knows, as the front renders it.
 pub fn view_of_row(rt: &RouteRuntime, links: &Links, row: &Row) -> FileView {
-    let case = row.front_case.as_deref().unwrap_or_default();
+    let case = row.front_case.clone().unwrap_or_default();
     view(
         rt,
         links,
-        &row.front_id,
+        row.front_id.clone(),
         case,
         Attachment::default(),
         Some(row),
@@ -258,7 +258,14 @@ async fn list(
             .zip(rows)
             .filter_map(|(a, row)| {
                 let front_id = row.as_ref().map(|r| r.front_id.clone()).or(a.id.clone())?;
-                Some(view(rt, links, &front_id, &front_case, a, row.as_ref()))
+                Some(view(
+                    rt,
+                    links,
+                    front_id,
+                    front_case.clone(),
+                    a,
+                    row.as_ref(),
+                ))
             })
             .collect();
         Listing {
@@ -501,7 +508,7 @@ async fn record(
         .clone()
         .or_else(|| a.case_id.as_deref().map(|c| rt.front_case(c)))
         .unwrap_or_default();
-    let file = view(rt, links, &r.front_id, &front_case, a, r.row.as_ref());
+    let file = view(rt, links, r.front_id.clone(), front_case, a, r.row.as_ref());
     Ok(match req.op {
         Op::Info => rt.front.render_info(&file),
         _ => rt.front.render_record(&file),

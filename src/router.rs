@@ -19,6 +19,8 @@ pub struct RouteRuntime {
     pub cfg: Route,
     /// `cfg.name`, shared: what every request's log and metrics labels hold.
     pub name: Arc<str>,
+    /// `cfg.prefix`, shared: what every answer's links hold.
+    pub prefix: Arc<str>,
     pub front: &'static dyn Dialect,
     pub back: &'static dyn Dialect,
     pub upstream: Upstream,
@@ -44,6 +46,7 @@ impl RouteRuntime {
         });
         RouteRuntime {
             name: Arc::from(cfg.name.as_str()),
+            prefix: Arc::from(cfg.prefix.as_str()),
             cfg,
             front,
             back,

@@ -523,8 +523,8 @@ pub struct FileView {
     pub guid: Option<String>,
     pub md5: Option<String>,
     pub sha256: Option<String>,
-    /// Kibana: the case's owner (`cases` when unknown).
-    pub owner: String,
+    /// Kibana: the case's owner (`cases` when unknown, not copied for each file).
+    pub owner: std::borrow::Cow<'static, str>,
     /// The back's own JSON for the file when the back speaks the front's dialect.
     pub raw: Option<Value>,
 }
@@ -605,8 +605,8 @@ pub struct Listing {
 pub struct Links {
     /// `scheme://host[:port]`, or the configured `public_url` (no trailing slash).
     pub base: String,
-    /// The route's prefix (`""` or `/kibana`).
-    pub prefix: String,
+    /// The route's prefix (`""` or `/kibana`), shared with the route.
+    pub prefix: std::sync::Arc<str>,
 }
 
 impl Links {

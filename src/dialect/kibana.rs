@@ -954,7 +954,7 @@ fn synthesized_case_response(case_id: &str, files: &[FileView]) -> Response<Body
     write_user(&mut case, "created_by", case_user, true);
     case.members(r#""customFields":[],"description":"","duration":null,"external_service":null"#)
         .str("id", case_id)
-        .str("owner", first.map_or(DEFAULT_OWNER, |f| f.owner.as_str()))
+        .str("owner", first.map_or(DEFAULT_OWNER, |f| &f.owner))
         .members(concat!(
             r#""settings":{"syncAlerts":false},"severity":"low","status":"open","tags":[],"#,
             r#""title":"","totalAlerts":0,"totalComment":0"#
@@ -1020,7 +1020,7 @@ mod tests {
     /// answer, the files as its `.files` comments.
     fn synthesized_case_tree(case_id: &str, files: &[FileView]) -> Value {
         let first = files.first();
-        let owner = first.map_or(DEFAULT_OWNER, |f| f.owner.as_str());
+        let owner = first.map_or(DEFAULT_OWNER, |f| &f.owner);
         let created = first
             .and_then(|f| f.created_at.clone())
             .unwrap_or_else(now_rfc3339_millis);

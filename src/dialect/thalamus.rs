@@ -541,7 +541,7 @@ mod tests {
         .to_vec();
         let plain = Links {
             base: "http://127.0.0.1:8080".into(),
-            prefix: String::new(),
+            prefix: "".into(),
         };
         let odd = Links {
             base: "https://cases.example/a\"b\\".into(),
