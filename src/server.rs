@@ -405,9 +405,21 @@ impl tower::Service<Request<ReqBody>> for Handler {
 }
 
 /// The service every connection serves: the stack of [`crate::service`] over the gateway.
-type Svc = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infallible>;
-
-fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Svc {
+/// Its type is left unnamed rather than boxed: hyper clones the service for each request,
+/// and tower's `BoxCloneService` allocated for that clone and again for the request's
+/// future.
+fn stack(
+    gateway: Arc<Gateway>,
+    max_in_flight: usize,
+    body_idle: Duration,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
     use http_body_util::BodyExt;
     // A `tracing` span per request only where the log needs one (the coloured format, a
     // filter naming spans); otherwise log lines name the request from its context
@@ -427,7 +439,7 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Sv
                     .on_failure(()),
             )
     });
-    let svc = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(service::RequestIdLayer)
         .option_layer(trace)
         .layer(service::AccessLayer {
@@ -441,8 +453,7 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> Sv
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
         .layer(service::BodyIdleLayer { limit: body_idle })
         .layer(service::DrainLayer)
-        .service(Handler(gateway));
-    tower::util::BoxCloneService::new(svc)
+        .service(Handler(gateway))
 }
 
 /// The connection settings of the public listener.
@@ -549,7 +560,7 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         None => None,
     };
     let (stop, stopped) = watch::channel(None);
-    let svc: Svc = stack(
+    let svc = stack(
         gateway.clone(),
         cfg.max_in_flight,
         Limits::new(cfg.max_upload_bytes).body_idle,
@@ -577,13 +588,19 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
 
 /// Accepts connections and hands each to a connection worker ([`crate::workers`]); on
 /// stop, lets the connections finish (up to the drain limit), then ends the workers.
-async fn accept_loop(
+async fn accept_loop<S>(
     listener: TcpListener,
     workers: crate::workers::Workers,
     gateway: Arc<Gateway>,
-    svc: Svc,
+    svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
-) {
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let builder = Arc::new(http_builder());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -638,13 +655,19 @@ async fn accept_loop(
 
 /// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
-async fn connection(
+async fn connection<S>(
     stream: std::net::TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    svc: Svc,
+    svc: S,
     watcher: hyper_util::server::graceful::Watcher,
-) {
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
         Err(e) => {
