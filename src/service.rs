@@ -1,12 +1,13 @@
 //! The tower stack every request goes through, outermost first:
 //!
 //! 1. [`RequestIdLayer`]: keeps a sane client `X-Request-Id` (visible ASCII, at most 128
-//!    bytes) or makes a UUID, and answers it in `Casegate-Request-Id`.
+//!    bytes) or makes a UUID, and answers it in `Casegate-Request-Id`. The request's
+//!    context ([`crate::context`]: its id, method and path) starts here, in its extensions.
 //! 2. tower-http's `TraceLayer`, only where the log needs a `request` span (see
 //!    [`crate::logging::request_spans`]; its own per-request events are off: the access
 //!    log is ours).
-//! 3. [`AccessLayer`]: the request's context ([`crate::context`]: its id, method and path,
-//!    which every log line of the request names), then one access line and the request's
+//! 3. [`AccessLayer`]: the request run in its context (which every log line of the
+//!    request names), then one access line and the request's
 //!    metrics when its answer's body is done (complete, failed, or dropped by a client
 //!    that went away), with the bytes of a download counted.
 //! 4. [`RouteLayer`]: which route and operation the request is, against the route table
@@ -49,13 +50,11 @@ pub const CASEGATE_REQUEST_ID: HeaderName = HeaderName::from_static("casegate-re
 /// Longest client request id kept.
 const MAX_REQUEST_ID: usize = 128;
 
-/// A request's id, in its extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
-
 // ---- 1. request ids ----
 
 /// Keeps a sane client `X-Request-Id` or makes one; answers it in `Casegate-Request-Id`.
+/// The request's context, which holds the id, goes in its extensions (the one extension
+/// the layers above the route's add: each costs an allocation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
@@ -97,7 +96,8 @@ where
             None => new_request_id(),
         };
         let value = HeaderValue::from_str(&id).ok();
-        req.extensions_mut().insert(RequestId(id));
+        let ctx = RequestCtx::new(id, req.method().clone(), req.uri().clone());
+        req.extensions_mut().insert(ctx);
         RequestIdFuture {
             inner: self.inner.call(req),
             value,
@@ -144,8 +144,8 @@ fn new_request_id() -> Arc<str> {
 pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
     let id = req
         .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
+        .get::<Arc<RequestCtx>>()
+        .map(|c| c.id.clone())
         .unwrap_or_else(|| "-".into());
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
@@ -189,18 +189,19 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(new_request_id);
-        // The URI is kept whole (a reference count on the request line's bytes, where
-        // copying the path out cost an allocation per request); only its path is logged.
-        let ctx = RequestCtx::new(id, req.method().clone(), req.uri().clone());
-        // The layers below see it in the extensions while they are called; their `call`
-        // and the request's future run inside its task-local scope, where every log line
-        // names the request (see `crate::logging`).
-        req.extensions_mut().insert(ctx.clone());
+        // The layers below see the context in the extensions while they are called; their
+        // `call` and the request's future run inside its task-local scope, where every log
+        // line names the request (see `crate::logging`). Made here when no request-id
+        // layer made it above.
+        let ctx = match req.extensions().get::<Arc<RequestCtx>>() {
+            Some(ctx) => ctx.clone(),
+            None => {
+                let ctx =
+                    RequestCtx::new(new_request_id(), req.method().clone(), req.uri().clone());
+                req.extensions_mut().insert(ctx.clone());
+                ctx
+            }
+        };
         let inner = context::sync_scope(ctx.clone(), || self.inner.call(req));
         AccessFuture {
             inner: context::scope(ctx.clone(), inner),
