@@ -40,6 +40,8 @@ use crate::error::{Body, BoxError};
 
 mod raw;
 
+pub use raw::Outgoing;
+
 /// How long a connection may sit idle in the pool.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most idle connections kept per route.
@@ -534,6 +536,29 @@ impl tower::Service<Request<Body>> for PoolService {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let pool = self.0.clone();
         crate::boxed(|| async move { pool.send(req).await })
+    }
+}
+
+/// [`PoolService`] for a request encoded already for casegate's own connections (plain
+/// TCP, [`Outgoing::from_head`]): `root` is the upstream's origin, where a new
+/// connection goes.
+pub struct EncodedService {
+    pub pool: Arc<Pool>,
+    pub root: Uri,
+}
+
+impl tower::Service<Outgoing> for EncodedService {
+    type Response = Response<UpstreamBody>;
+    type Error = PoolError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, PoolError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), PoolError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, out: Outgoing) -> Self::Future {
+        let (pool, root) = (self.pool.clone(), self.root.clone());
+        crate::boxed(|| async move { pool.send_raw(out, &root).await })
     }
 }
 

@@ -94,6 +94,9 @@ struct Origin {
     authority: http::uri::Authority,
     prefix: String,
     host: HeaderValue,
+    /// `http://authority/`: where casegate's own connections (plain TCP) go; None over
+    /// https, whose requests go through hyper with a URI each.
+    root: Option<Uri>,
 }
 
 impl Origin {
@@ -107,12 +110,32 @@ impl Origin {
             None => String::new(),
         };
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        let root = (scheme == http::uri::Scheme::HTTP)
+            .then(|| {
+                Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .ok()
+            })
+            .flatten();
         Some(Origin {
             scheme,
             authority,
             prefix,
             host,
+            root,
         })
+    }
+
+    /// The request target of `path` (which starts with `/`) at this origin.
+    fn target<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        if self.prefix.is_empty() {
+            path.into()
+        } else {
+            [self.prefix.as_str(), path].concat().into()
+        }
     }
 
     /// The absolute URI of `path` (which starts with `/`) at this origin.
@@ -207,6 +230,46 @@ impl Upstream {
         body: Body,
         progress: Arc<Progress>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let token = self.client_credentials().await.map_err(SendError::Auth)?;
+        // Fixed credentials are cloned header by header (a reference count each), not
+        // gathered into a vector of their own first.
+        let fixed = self
+            .fixed_auth
+            .as_ref()
+            .map_err(|e| SendError::Auth(e.clone()))?;
+        let ctx = crate::context::current();
+        let request_id = ctx.as_ref().and_then(|c| HeaderValue::from_str(&c.id).ok());
+        // Over plain TCP the head is encoded straight from the list, in this order: no
+        // URI parsed and no header map built for a request that only goes out as bytes.
+        if let Some((origin, root)) = self
+            .origin
+            .as_ref()
+            .and_then(|o| Some((o, o.root.as_ref()?)))
+        {
+            let target = origin.target(path);
+            let token = token.map(|t| (AUTHORIZATION, t));
+            let names = (X_REQUEST_ID, HOST);
+            let host = !headers.iter().chain(fixed).any(|(k, _)| k == HOST);
+            let head = headers
+                .iter()
+                .chain(token.iter())
+                .chain(fixed)
+                .map(|(k, v)| (k, v))
+                .chain(request_id.iter().map(|v| (&names.0, v)))
+                .chain(host.then_some((&names.1, &origin.host)));
+            let out = crate::pool::Outgoing::from_head(&method, &target, head, body);
+            let mut svc = SilenceTimeout {
+                inner: crate::pool::EncodedService {
+                    pool: self.pool.clone(),
+                    root: root.clone(),
+                },
+                timeout: self.timeout,
+                progress,
+            };
+            svc.progress.touch();
+            let started = Instant::now();
+            return Self::answered(started, tower::Service::call(&mut svc, out).await);
+        }
         let uri = match &self.origin {
             Some(origin) => origin.uri(path),
             // Handed over as a `String`, which the URI keeps without a copy.
@@ -217,13 +280,6 @@ impl Upstream {
                 "The upstream request could not be built.",
             )));
         };
-        let token = self.client_credentials().await.map_err(SendError::Auth)?;
-        // Fixed credentials are cloned header by header (a reference count each), not
-        // gathered into a vector of their own first.
-        let fixed = self
-            .fixed_auth
-            .as_ref()
-            .map_err(|e| SendError::Auth(e.clone()))?;
         // Built in place: a `request::Builder` moves the whole request through each of
         // its calls and converts each header again.
         let mut req = Request::new(body);
@@ -240,8 +296,7 @@ impl Upstream {
         for (k, v) in fixed {
             h.append(k.clone(), v.clone());
         }
-        let ctx = crate::context::current();
-        if let Some(v) = ctx.as_ref().and_then(|c| HeaderValue::from_str(&c.id).ok()) {
+        if let Some(v) = request_id {
             h.append(X_REQUEST_ID, v);
         }
         // Where the pool would put it, last, from the same authority.
@@ -250,14 +305,21 @@ impl Upstream {
                 h.insert(HOST, origin.host.clone());
             }
         }
-        progress.touch();
-        let started = Instant::now();
         let mut svc = SilenceTimeout {
             inner: PoolService(self.pool.clone()),
             timeout: self.timeout,
             progress,
         };
-        let answered = tower::Service::call(&mut svc, req).await;
+        svc.progress.touch();
+        let started = Instant::now();
+        Self::answered(started, tower::Service::call(&mut svc, req).await)
+    }
+
+    /// An upstream call's outcome, its wait recorded for the access log.
+    fn answered(
+        started: Instant,
+        answered: Result<Response<UpstreamBody>, Silent<PoolError>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         crate::context::record(|i| {
             i.upstream_times.push(started.elapsed());
             if let Ok(resp) = &answered {
@@ -499,9 +561,9 @@ pub enum Silent<E> {
     Inner(E),
 }
 
-impl<S, B> tower::Service<Request<B>> for SilenceTimeout<S>
+impl<S, R> tower::Service<R> for SilenceTimeout<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<R>,
 {
     type Response = S::Response;
     type Error = Silent<S::Error>;
@@ -516,7 +578,7 @@ where
         self.inner.poll_ready(cx).map_err(Silent::Inner)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: R) -> Self::Future {
         let progress = self.progress.clone();
         let wait = self.timeout.saturating_sub(progress.idle());
         SilenceFuture {

@@ -115,8 +115,20 @@ impl Outgoing {
     /// Encodes `req`'s head (its target `path` in origin form) and takes its body.
     pub fn new(req: Request<Body>, path: &str) -> Outgoing {
         let (parts, body) = req.into_parts();
+        Outgoing::from_head(&parts.method, path, parts.headers.iter(), body)
+    }
+
+    /// Encodes a head of `method`, the target `path` (origin form) and `headers` in their
+    /// order, for `body`: what [`Outgoing::new`] encodes of a request, without a header
+    /// map built first (the upload's own calls know their headers as a list).
+    pub fn from_head<'h>(
+        method: &Method,
+        path: &str,
+        headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+        body: Body,
+    ) -> Outgoing {
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        buf.put_slice(parts.method.as_str().as_bytes());
+        buf.put_slice(method.as_str().as_bytes());
         buf.put_u8(b' ');
         buf.put_slice(if path.is_empty() { "/" } else { path }.as_bytes());
         buf.put_slice(b" HTTP/1.1\r\n");
@@ -125,7 +137,7 @@ impl Outgoing {
             (OutFraming::Length(0), None)
         } else if let Some(n) = body.size_hint().exact() {
             (OutFraming::Length(n), Some(b"content-length: "))
-        } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
+        } else if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
             (OutFraming::Length(0), None)
         } else {
             (
@@ -133,7 +145,7 @@ impl Outgoing {
                 Some(b"transfer-encoding: chunked\r\n".as_slice()),
             )
         };
-        for (name, value) in parts.headers.iter() {
+        for (name, value) in headers {
             if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
                 continue;
             }
@@ -161,7 +173,7 @@ impl Outgoing {
             marked: 0,
             buf,
             written: 0,
-            head_request: parts.method == Method::HEAD,
+            head_request: method == Method::HEAD,
         }
     }
 
