@@ -234,11 +234,12 @@ impl UploadMeta {
     }
 
     /// The file's content type: the part's own when valid, else guessed from the name's
-    /// extension, else `application/octet-stream`.
-    pub fn content_type(&self) -> Cow<'static, str> {
+    /// extension, else `application/octet-stream`. The part's own is borrowed when it is
+    /// written as the essence already.
+    pub fn content_type(&self) -> Cow<'_, str> {
         if let Some(ct) = self.part_content_type.as_deref() {
             if let Some(plain) = plain_essence(ct) {
-                return Cow::Owned(plain.to_string());
+                return Cow::Borrowed(plain);
             }
             if let Ok(m) = ct.trim().parse::<mime_guess::mime::Mime>() {
                 return Cow::Owned(m.essence_str().to_string());

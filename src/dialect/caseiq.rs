@@ -212,8 +212,9 @@ impl Dialect for CaseIq {
     }
 
     fn build_upload(&self, meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Result<Outbound, Error> {
-        let mut fields: Vec<(&str, &str)> =
-            vec![("caseId", meta.case_id.as_deref().unwrap_or_default())];
+        // On the stack for the usual few fields.
+        let mut fields: smallvec::SmallVec<[(&str, &str); 4]> =
+            smallvec::smallvec![("caseId", meta.case_id.as_deref().unwrap_or_default())];
         if let Some(d) = &meta.comment {
             fields.push(("description", d));
         }

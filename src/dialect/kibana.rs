@@ -292,7 +292,8 @@ impl Dialect for Kibana {
                 &wire::segment(case),
                 "/files",
             ]
-            .concat(),
+            .concat()
+            .into(),
             headers: vec![
                 (http::header::CONTENT_TYPE, ct),
                 (

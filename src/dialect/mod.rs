@@ -274,8 +274,8 @@ pub trait BodyEncoder: Send {
 
 /// An outbound upload request, minus credentials.
 pub struct Outbound {
-    /// Path and query, appended to the upstream's base URL.
-    pub path: String,
+    /// Path and query, appended to the upstream's base URL (a fixed one not copied).
+    pub path: std::borrow::Cow<'static, str>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Box<dyn BodyEncoder>,
 }

@@ -181,7 +181,9 @@ impl Dialect for Thalamus {
         let (enc, ct) =
             MultipartBody::new(&[], "file", name, &meta.content_type(), wire::no_late());
         Ok(Outbound {
-            path: ["/api/v4/cases/", &wire::segment(case), "/files"].concat(),
+            path: ["/api/v4/cases/", &wire::segment(case), "/files"]
+                .concat()
+                .into(),
             headers: vec![(http::header::CONTENT_TYPE, ct)],
             body: Box::new(enc),
         })

@@ -252,7 +252,9 @@ impl Dialect for Tines {
         head.push_str("\"file_contents\":\"");
         let head = Bytes::from(head);
         Ok(Outbound {
-            path: ["/api/v2/cases/", &wire::segment(case), "/files"].concat(),
+            path: ["/api/v2/cases/", &wire::segment(case), "/files"]
+                .concat()
+                .into(),
             headers: vec![wire::json_content_type()],
             body: Box::new(JsonBody {
                 head_len: head.len() as u64,
