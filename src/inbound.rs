@@ -290,7 +290,7 @@ enum Part {
     /// The file: its bytes so far.
     File(u64),
     /// A text field: its name and value so far.
-    Text(String, Vec<u8>),
+    Text(disposition::FieldName, Vec<u8>),
 }
 
 struct FormState {
@@ -372,7 +372,7 @@ impl FormState {
                 form::Item::PartEnd => match std::mem::replace(&mut self.part, Part::None) {
                     Part::File(_) => return Ok(Some(Event::FileEnd)),
                     Part::Text(name, value) => {
-                        if let Some(field) = self.text_field(&name, value)? {
+                        if let Some(field) = self.text_field(name.as_str(), value)? {
                             return Ok(Some(Event::Field(field)));
                         }
                     }
@@ -387,22 +387,23 @@ impl FormState {
 
     /// A part begins: the file's start, or (for a text field) nothing yet.
     fn part_start(&mut self, head: form::PartHead) -> Result<Option<Event>, Error> {
-        let disp = match head.disposition {
-            Some(v) => disposition::parse(&v).map_err(|e| Error::bad_request(format!("{e}.")))?,
+        let (name, filename) = match head.disposition {
+            Some(v) => {
+                disposition::parse_field(&v).map_err(|e| Error::bad_request(format!("{e}.")))?
+            }
             None => {
                 return Err(Error::bad_request(
                     "A multipart part has no Content-Disposition header.",
                 ))
             }
         };
-        let name = disp.name.unwrap_or_default();
         if self.seen_file && self.spec.file_last {
             return Err(Error::bad_request(format!(
                 "The {} part must be the last part of the form.",
                 self.spec.file_field
             )));
         }
-        if name == self.spec.file_field {
+        if name.is(self.spec.file_field) {
             if self.seen_file {
                 return Err(Error::bad_request(format!(
                     "The form has more than one {} part.",
@@ -412,7 +413,7 @@ impl FormState {
             self.seen_file = true;
             self.part = Part::File(0);
             return Ok(Some(Event::FileStart {
-                filename: disp.filename,
+                filename,
                 content_type: head.content_type,
             }));
         }

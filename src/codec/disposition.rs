@@ -30,39 +30,89 @@ pub enum DispositionError {
 /// (it runs for every part of every upload).
 pub fn parse(raw: &[u8]) -> Result<Disposition, DispositionError> {
     match plain(raw) {
-        Some(d) => Ok(d),
+        Some((name, filename)) => Ok(Disposition {
+            name: Some(text(raw, name).to_owned()),
+            filename: filename.map(|f| text(raw, f).to_owned()),
+        }),
         None => parse_any(raw),
     }
+}
+
+/// A part's field name, as [`parse_field`] reads it: a slice of the header's own bytes
+/// (no copy) when it is written plainly. Always UTF-8.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldName(bytes::Bytes);
+
+impl FieldName {
+    /// Whether the name is `name` (compared as bytes: no UTF-8 check).
+    pub fn is(&self, name: &str) -> bool {
+        self.0 == name.as_bytes()
+    }
+
+    pub fn as_str(&self) -> &str {
+        // UTF-8 from where it was made; never empty for another reason.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for FieldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`parse`] of a part's header for its field name (`""` when it has none) and file
+/// name: the name is not copied out of `raw` when written plainly (three allocations an
+/// upload of three parts).
+pub fn parse_field(raw: &bytes::Bytes) -> Result<(FieldName, Option<String>), DispositionError> {
+    match plain(raw) {
+        Some((name, filename)) => Ok((
+            FieldName(raw.slice(name)),
+            filename.map(|f| text(raw, f).to_owned()),
+        )),
+        None => {
+            let d = parse_any(raw)?;
+            Ok((FieldName(d.name.unwrap_or_default().into()), d.filename))
+        }
+    }
+}
+
+/// The text of a span [`plain`] found (checked UTF-8 there).
+fn text(raw: &[u8], span: std::ops::Range<usize>) -> &str {
+    std::str::from_utf8(&raw[span]).unwrap_or_default()
 }
 
 /// The form every client library writes, `form-data; name="NAME"` and after it at most
 /// `; filename="FILE"`, the values without `"` or `\` inside, read in one pass (a part's
 /// disposition through [`parse_any`] costs about 800 instructions, most of them in its
-/// trims and key matching). Anything else is None, for [`parse_any`], which reads these
-/// the same (the test holds the two together).
-fn plain(raw: &[u8]) -> Option<Disposition> {
-    /// A quoted value's text, up to its closing quote, and what follows the quote.
-    fn quoted(s: &[u8]) -> Option<(String, &[u8])> {
+/// trims and key matching): the spans of the name and the file name, each UTF-8.
+/// Anything else is None, for [`parse_any`], which reads these the same (the test holds
+/// the two together).
+type Span = std::ops::Range<usize>;
+fn plain(raw: &[u8]) -> Option<(Span, Option<Span>)> {
+    /// The span of a quoted value starting at `at`, up to its closing quote.
+    fn quoted(raw: &[u8], at: usize) -> Option<Span> {
+        let s = &raw[at..];
         let end = find(s, |b| b == b'"' || b == b'\\')?;
         if s[end] != b'"' {
             return None;
         }
-        let text = std::str::from_utf8(&s[..end]).ok()?;
-        Some((text.to_owned(), &s[end + 1..]))
+        std::str::from_utf8(&s[..end]).ok()?;
+        Some(at..at + end)
     }
-    let (name, rest) = quoted(raw.strip_prefix(b"form-data; name=\"")?)?;
-    let filename = match rest.strip_prefix(b"; filename=\"") {
-        Some(rest) => match quoted(rest)? {
-            (file, b"") => Some(file),
-            _ => return None,
-        },
+    const NAME: &[u8] = b"form-data; name=\"";
+    const FILENAME: &[u8] = b"; filename=\"";
+    let name = quoted(raw, raw.starts_with(NAME).then_some(NAME.len())?)?;
+    let rest = &raw[name.end + 1..];
+    let filename = match rest.strip_prefix(FILENAME) {
+        Some(_) => {
+            let file = quoted(raw, name.end + 1 + FILENAME.len())?;
+            (file.end + 1 == raw.len()).then_some(Some(file))?
+        }
         None if rest.is_empty() => None,
         None => return None,
     };
-    Some(Disposition {
-        name: Some(name),
-        filename,
-    })
+    Some((name, filename))
 }
 
 /// [`parse`] for any form: parameters in any order and case, tokens, escapes, spaces,
@@ -327,6 +377,34 @@ mod tests {
         parse(s.as_bytes()).unwrap()
     }
 
+    /// What [`plain`] reads, as a [`Disposition`].
+    fn fast(raw: &[u8]) -> Option<Disposition> {
+        plain(raw).map(|(name, filename)| Disposition {
+            name: Some(text(raw, name).to_owned()),
+            filename: filename.map(|f| text(raw, f).to_owned()),
+        })
+    }
+
+    /// [`parse_field`] reads what [`parse`] reads, the name as a slice of the header only
+    /// where [`plain`] took it.
+    fn field_as_parsed(raw: &[u8]) {
+        let shared = bytes::Bytes::copy_from_slice(raw);
+        let text = String::from_utf8_lossy(raw);
+        match (parse(raw), parse_field(&shared)) {
+            (Ok(d), Ok((name, filename))) => {
+                assert_eq!(name.as_str(), d.name.as_deref().unwrap_or(""), "{text:?}");
+                assert_eq!(filename, d.filename, "{text:?}");
+                // (An empty name is no copy either way.)
+                if !name.0.is_empty() {
+                    let inside = shared.as_ptr_range().contains(&name.0.as_ptr());
+                    assert_eq!(inside, plain(raw).is_some(), "{text:?}");
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+            (a, b) => panic!("{text:?}: {a:?} against {b:?}"),
+        }
+    }
+
     #[test]
     fn the_usual_form_is_read_as_the_general_parser_reads_it() {
         for usual in [
@@ -335,9 +413,10 @@ mod tests {
             r#"form-data; name="file"; filename="""#,
             "form-data; name=\"file\"; filename=\"Prüfbericht ü.pdf\"",
         ] {
-            let fast = plain(usual.as_bytes());
+            let fast = fast(usual.as_bytes());
             assert!(fast.is_some(), "{usual}");
             assert_eq!(fast, parse_any(usual.as_bytes()).ok(), "{usual}");
+            field_as_parsed(usual.as_bytes());
         }
         // Every text of up to four pieces from an alphabet of what a disposition may and
         // may not hold, inside and around the usual form.
@@ -376,7 +455,8 @@ mod tests {
         for (before, after) in frames {
             for piece in &pieces {
                 let raw = [before, piece.as_slice(), after].concat();
-                if let Some(fast) = plain(&raw) {
+                field_as_parsed(&raw);
+                if let Some(fast) = fast(&raw) {
                     taken += 1;
                     let text = String::from_utf8_lossy(&raw);
                     assert_eq!(Ok(fast), parse_any(&raw), "{text:?}");
