@@ -219,6 +219,8 @@ where
             out.headers,
             body.boxed_unsync(),
             progress,
+            // Its status and body are all the upload reads of the answer.
+            crate::upstream::AnswerHeaders::Skipped,
         )
         .await;
     let mut resp = match sent {

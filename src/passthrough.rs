@@ -73,7 +73,14 @@ where
     .boxed_unsync();
     let resp = match rt
         .upstream
-        .send(parts.method.clone(), &path, headers, out, Progress::new())
+        .send(
+            parts.method.clone(),
+            &path,
+            headers,
+            out,
+            Progress::new(),
+            crate::upstream::AnswerHeaders::Read,
+        )
         .await
     {
         Ok(resp) => resp,

@@ -998,6 +998,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn answers_read_without_their_headers_are_framed_as_with_them() {
+        // Names in any case, lists, the connection's end, an HTTP/1.0 answer, lengths
+        // that disagree: what the framing reads from the head's fields directly (an
+        // answer whose headers are not wanted) is what it reads through the header map.
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nuntil the end",
+            b"HTTP/1.1 201 Created\r\ncontent-length: 2, 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nCONNECTION: keep-alive, Close\r\ncontent-length: 1\r\n\r\na",
+            b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nb",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nContent-Length: 2\r\n\r\nab",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        ];
+        for answer in answers {
+            let mut read = Vec::new();
+            for wanted in [true, false] {
+                let (base, _, _) = scripted(vec![answer], true).await;
+                let pool = pool();
+                let root: Uri = base.parse().unwrap();
+                let body = crate::error::full(Bytes::new());
+                let mut out =
+                    Outgoing::from_head(&http::Method::GET, "/x", std::iter::empty(), body);
+                if !wanted {
+                    out = out.without_answer_headers();
+                }
+                read.push(match pool.send_raw(out, &root).await {
+                    Ok(resp) => {
+                        // Read, every header of the head; skipped, none.
+                        let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n");
+                        let fields = head_end.is_some_and(|end| answer[..end].contains(&b':'));
+                        assert_eq!(!resp.headers().is_empty(), wanted && fields, "{answer:?}");
+                        let status = resp.status();
+                        let text = text(resp).await.map_err(|e| e.to_string());
+                        (Some(status), text, pool.idle_count())
+                    }
+                    Err(e) => (None, Err(e.to_string()), pool.idle_count()),
+                });
+            }
+            assert_eq!(read[0], read[1], "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn malformed_answers_are_errors() {
         let long: &'static [u8] = Box::leak(
             format!(

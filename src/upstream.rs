@@ -160,6 +160,15 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Whether an upstream answer's headers are read (a download passes them on), or only
+/// its status and body (an upload's answer, a call read whole): over plain TCP, skipped
+/// headers are not copied into a header map. Over https the answer has them either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerHeaders {
+    Read,
+    Skipped,
+}
+
 /// The outcome of reading an answer's body.
 pub struct AnswerBody {
     pub bytes: Bytes,
@@ -229,6 +238,7 @@ impl Upstream {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Body,
         progress: Arc<Progress>,
+        answer: AnswerHeaders,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let token = self.client_credentials().await.map_err(SendError::Auth)?;
         // Fixed credentials are cloned header by header (a reference count each), not
@@ -257,7 +267,10 @@ impl Upstream {
                 .map(|(k, v)| (k, v))
                 .chain(request_id.iter().map(|v| (&names.0, v)))
                 .chain(host.then_some((&names.1, &origin.host)));
-            let out = crate::pool::Outgoing::from_head(&method, &target, head, body);
+            let mut out = crate::pool::Outgoing::from_head(&method, &target, head, body);
+            if answer == AnswerHeaders::Skipped {
+                out = out.without_answer_headers();
+            }
             let mut svc = SilenceTimeout {
                 inner: crate::pool::EncodedService {
                     pool: self.pool.clone(),
@@ -339,6 +352,15 @@ impl Upstream {
         call: &Call,
         extra: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        self.open_with(call, extra, AnswerHeaders::Read).await
+    }
+
+    async fn open_with(
+        &self,
+        call: &Call,
+        extra: Vec<(HeaderName, HeaderValue)>,
+        answer: AnswerHeaders,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let body = match &call.body {
             Some(json) => full(json.clone()),
             None => full(Bytes::new()),
@@ -351,13 +373,17 @@ impl Upstream {
             headers,
             body,
             Progress::new(),
+            answer,
         )
         .await
     }
 
-    /// Sends a call and reads its whole answer (at most [`MAX_ANSWER_BYTES`]).
+    /// Sends a call and reads its whole answer (at most [`MAX_ANSWER_BYTES`]); its
+    /// headers are not read.
     pub async fn call(&self, call: &Call) -> Result<(StatusCode, AnswerBody), SendError> {
-        let resp = self.open(call, Vec::new()).await?;
+        let resp = self
+            .open_with(call, Vec::new(), AnswerHeaders::Skipped)
+            .await?;
         let status = resp.status();
         Ok((status, self.read_answer(resp).await))
     }

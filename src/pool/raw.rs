@@ -109,6 +109,9 @@ pub struct Outgoing {
     /// Bytes written so far.
     written: u64,
     head_request: bool,
+    /// The answer's headers are wanted (else only its status and body: the head's
+    /// framing is read, its headers are not copied into a map).
+    answer_headers: bool,
 }
 
 impl Outgoing {
@@ -174,7 +177,15 @@ impl Outgoing {
             buf,
             written: 0,
             head_request: method == Method::HEAD,
+            answer_headers: true,
         }
+    }
+
+    /// The answer's headers are not wanted: its head comes back with none (its status,
+    /// and a body framed as its headers say).
+    pub fn without_answer_headers(mut self) -> Outgoing {
+        self.answer_headers = false;
+        self
     }
 
     /// Encoded bytes not yet written.
@@ -365,31 +376,56 @@ fn put_hex(buf: &mut BytesMut, mut n: usize) {
 
 /// Every `Content-Length` value (comma-separated lists too), when they agree: Ok(None)
 /// when there is none, Err when one is not a number or two differ.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(());
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
+/// An answer head's fields where the parser found them: each name's and value's span in
+/// the head's bytes. Framing is read from here, so an answer whose headers are not wanted
+/// is not copied into a map.
+struct Fields<'a> {
+    head: &'a [u8],
+    spans: &'a [(u32, u32, u32, u32)],
 }
 
-/// Whether any value of `name` holds `token` in its comma-separated list.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+impl Fields<'_> {
+    /// The values of the fields named `name` (names compared without case), in order.
+    fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.spans
+            .iter()
+            .filter(move |&&(a, b, _, _)| {
+                self.head[a as usize..b as usize].eq_ignore_ascii_case(name.as_str().as_bytes())
+            })
+            .map(|&(_, _, c, d)| &self.head[c as usize..d as usize])
+    }
+
+    fn has(&self, name: HeaderName) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// Whether any value of `name` holds `token` in its comma-separated list.
+    fn has_token(&self, name: HeaderName, token: &str) -> bool {
+        self.values(name).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    }
+
+    /// The Content-Length, every value and list item the same number; Err when they are
+    /// not, or one is not a number.
+    fn content_length(&self) -> Result<Option<u64>, ()> {
+        let mut found = None;
+        for value in self.values(CONTENT_LENGTH) {
+            for item in value.split(|&b| b == b',') {
+                let item = item.trim_ascii();
+                if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                    return Err(());
+                }
+                let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if found.is_some_and(|f| f != n) {
+                    return Err(());
+                }
+                found = Some(n);
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// How the answer's body is framed, and how far it was read.
@@ -429,6 +465,8 @@ pub struct RawConn {
     reusable: bool,
     /// The request was a `HEAD` (its answer has no body).
     head_request: bool,
+    /// The request wants its answer's headers ([`Outgoing::without_answer_headers`]).
+    answer_headers: bool,
 }
 
 impl RawConn {
@@ -443,6 +481,7 @@ impl RawConn {
             reading: InFraming::Done,
             reusable: true,
             head_request: false,
+            answer_headers: true,
         }
     }
 
@@ -458,6 +497,7 @@ impl RawConn {
         self.reading = InFraming::Head;
         self.write_error = None;
         self.head_request = out.head_request;
+        self.answer_headers = out.answer_headers;
         self.out = Some(out);
     }
 
@@ -592,42 +632,47 @@ impl RawConn {
             }
             let status = StatusCode::from_u16(code)
                 .map_err(|_| RawError::Protocol("its status is not a status"))?;
-            let mut map = HeaderMap::with_capacity(count);
-            for &(a, b, c, d) in &spans[..count] {
-                let name = HeaderName::from_bytes(&head[a as usize..b as usize])
-                    .map_err(|_| RawError::Protocol("a header's name is invalid"))?;
-                let value = HeaderValue::from_maybe_shared(head.slice(c as usize..d as usize))
-                    .map_err(|_| RawError::Protocol("a header's value is invalid"))?;
-                map.append(name, value);
-            }
-            self.reusable &= version == Version::HTTP_11 && !has_token(&map, &CONNECTION, "close");
-            self.reading = self.framing(status, &map)?;
+            let fields = Fields {
+                head: &head,
+                spans: &spans[..count],
+            };
+            self.reusable &= version == Version::HTTP_11 && !fields.has_token(CONNECTION, "close");
+            self.reading = self.framing(status, &fields)?;
             let mut resp = Response::new(());
             *resp.status_mut() = status;
             *resp.version_mut() = version;
-            *resp.headers_mut() = map;
+            if self.answer_headers {
+                let mut map = HeaderMap::with_capacity(count);
+                for &(a, b, c, d) in fields.spans {
+                    let name = HeaderName::from_bytes(&head[a as usize..b as usize])
+                        .map_err(|_| RawError::Protocol("a header's name is invalid"))?;
+                    let value = HeaderValue::from_maybe_shared(head.slice(c as usize..d as usize))
+                        .map_err(|_| RawError::Protocol("a header's value is invalid"))?;
+                    map.append(name, value);
+                }
+                *resp.headers_mut() = map;
+            }
             return Ok(Some(resp));
         }
     }
 
     /// How the answer's body is framed (RFC 9112 section 6.3).
-    fn framing(&mut self, status: StatusCode, headers: &HeaderMap) -> Result<InFraming, RawError> {
+    fn framing(&mut self, status: StatusCode, headers: &Fields<'_>) -> Result<InFraming, RawError> {
         if self.head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             return Ok(InFraming::Done);
         }
-        if headers.contains_key(TRANSFER_ENCODING) {
+        if headers.has(TRANSFER_ENCODING) {
             // A length beside a coding may have fooled something on the way: not reused.
-            if headers.contains_key(CONTENT_LENGTH) {
+            if headers.has(CONTENT_LENGTH) {
                 self.reusable = false;
             }
             let chunked = headers
-                .get_all(TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+                .values(TRANSFER_ENCODING)
+                .last()
+                .and_then(|v| v.rsplit(|&b| b == b',').next())
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             if chunked {
                 return Ok(InFraming::ChunkSize);
@@ -635,7 +680,7 @@ impl RawConn {
             self.reusable = false;
             return Ok(InFraming::Close);
         }
-        match content_length(headers) {
+        match headers.content_length() {
             Ok(Some(0)) => Ok(InFraming::Done),
             Ok(Some(n)) => Ok(InFraming::Length(n)),
             Ok(None) => {
