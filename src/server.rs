@@ -404,22 +404,36 @@ impl tower::Service<Request<ReqBody>> for Handler {
     }
 }
 
+/// What every connection serves ([`stack`]), whatever its type.
+trait ConnService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The service every connection serves: the stack of [`crate::service`] over the gateway.
 /// Its type is left unnamed rather than boxed: hyper clones the service for each request,
 /// and tower's `BoxCloneService` allocated for that clone and again for the request's
 /// future.
-fn stack(
-    gateway: Arc<Gateway>,
-    max_in_flight: usize,
-    body_idle: Duration,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
-       + Send
-       + 'static {
+fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> impl ConnService {
     use http_body_util::BodyExt;
     // A `tracing` span per request only where the log needs one (the coloured format, a
     // filter naming spans); otherwise log lines name the request from its context
@@ -588,19 +602,13 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
 
 /// Accepts connections and hands each to a connection worker ([`crate::workers`]); on
 /// stop, lets the connections finish (up to the drain limit), then ends the workers.
-async fn accept_loop<S>(
+async fn accept_loop<S: ConnService>(
     listener: TcpListener,
     workers: crate::workers::Workers,
     gateway: Arc<Gateway>,
     svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let builder = Arc::new(http_builder());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -655,19 +663,13 @@ async fn accept_loop<S>(
 
 /// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
-async fn connection<S>(
+async fn connection<S: ConnService>(
     stream: std::net::TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     svc: S,
     watcher: hyper_util::server::graceful::Watcher,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
         Err(e) => {
