@@ -374,8 +374,6 @@ fn put_hex(buf: &mut BytesMut, mut n: usize) {
     buf.put_slice(&digits[i..]);
 }
 
-/// Every `Content-Length` value (comma-separated lists too), when they agree: Ok(None)
-/// when there is none, Err when one is not a number or two differ.
 /// An answer head's fields where the parser found them: each name's and value's span in
 /// the head's bytes. Framing is read from here, so an answer whose headers are not wanted
 /// is not copied into a map.
@@ -407,8 +405,8 @@ impl Fields<'_> {
         })
     }
 
-    /// The Content-Length, every value and list item the same number; Err when they are
-    /// not, or one is not a number.
+    /// Every `Content-Length` value (comma-separated lists too), when they agree: Ok(None)
+    /// when there is none, Err when one is not a number or two differ.
     fn content_length(&self) -> Result<Option<u64>, ()> {
         let mut found = None;
         for value in self.values(CONTENT_LENGTH) {
