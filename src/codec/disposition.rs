@@ -50,7 +50,8 @@ impl FieldName {
     }
 
     pub fn as_str(&self) -> &str {
-        // UTF-8 from where it was made; never empty for another reason.
+        // UTF-8 by construction (a span `plain` checked, or a `String`): the fallback is
+        // never taken.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
@@ -82,13 +83,15 @@ fn text(raw: &[u8], span: std::ops::Range<usize>) -> &str {
     std::str::from_utf8(&raw[span]).unwrap_or_default()
 }
 
+/// Where a value lies in a header's bytes.
+type Span = std::ops::Range<usize>;
+
 /// The form every client library writes, `form-data; name="NAME"` and after it at most
 /// `; filename="FILE"`, the values without `"` or `\` inside, read in one pass (a part's
 /// disposition through [`parse_any`] costs about 800 instructions, most of them in its
 /// trims and key matching): the spans of the name and the file name, each UTF-8.
 /// Anything else is None, for [`parse_any`], which reads these the same (the test holds
 /// the two together).
-type Span = std::ops::Range<usize>;
 fn plain(raw: &[u8]) -> Option<(Span, Option<Span>)> {
     /// The span of a quoted value starting at `at`, up to its closing quote.
     fn quoted(raw: &[u8], at: usize) -> Option<Span> {
