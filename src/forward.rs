@@ -96,7 +96,7 @@ where
     }
     // The front id is reserved before anything is sent (SPEC 7.3); a ledger that cannot
     // be reached refuses the upload now.
-    let reserved = match rt.ids {
+    let mut reserved = match rt.ids {
         Some(form) => Some(
             settings
                 .ledger
@@ -292,9 +292,12 @@ where
         .or_else(|| Some(meta.content_type().into_owned()));
     a.created_at = a.created_at.or_else(|| Some(now_rfc3339_millis()));
     let back_case = meta.case_id.clone().unwrap_or_default();
-    let row = a.id.clone().map(|back_id| Row {
+    // The row takes what the answer's view does not read (the back id, the hashes, a
+    // reserved front id); the view takes the row's fields back by value.
+    let (md5, sha256) = small_hashes.unzip();
+    let row = a.id.take().map(|back_id| Row {
         route: rt.cfg.name.clone(),
-        front_id: reserved.clone().unwrap_or_else(|| back_id.clone()),
+        front_id: reserved.take().unwrap_or_else(|| back_id.clone()),
         front_case: Some(front_case.clone()),
         back_case: Some(back_case),
         back_id,
@@ -304,13 +307,13 @@ where
         size: Some(size),
         created_at: a.created_at.clone(),
         uploader: read::uploader_text(a.uploader.as_ref()),
-        md5: small_hashes.as_ref().map(|h| h.0.clone()),
-        sha256: small_hashes.map(|h| h.1),
+        md5,
+        sha256,
         ..Default::default()
     });
     // The file is stored: its row and the call carrying its comment go out together, as
     // neither needs the other, so the upload waits for the longer of the two, not both.
-    let (row, comment_sent) = match (row, comment_call) {
+    let (mut row, comment_sent) = match (row, comment_call) {
         (Some(row), None) => (Some(settings.ledger.record_confirmed(row).await), None),
         (Some(row), Some(call)) => {
             let (row, stored) = futures_util::future::join(
@@ -339,11 +342,11 @@ where
     a.comment = meta.comment.take().filter(|_| comment_stored);
     let links = read::links(rt, settings, &parts);
     let front_id = row
-        .as_ref()
-        .map(|r| r.front_id.clone())
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.front_id))
         .or(reserved)
         .unwrap_or_default();
-    let mut file = read::view(rt, &links, front_id, front_case, a, row.as_ref());
+    let mut file = read::view(rt, &links, front_id, front_case, a, row);
     if let Some(owner) = result.owner.take() {
         file.owner = owner.into();
     }

@@ -122,29 +122,37 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// A file in the front's terms: what the upstream said (`a`), filled in from the ledger
-/// (`row`), under its front id and case, with the front's link.
+/// (`row`), under its front id and case, with the front's link. Both are taken by value:
+/// a field the upstream did not say is moved out of the row, not copied.
 pub fn view(
     rt: &RouteRuntime,
     links: &Links,
     front_id: String,
     front_case: String,
     a: Attachment,
-    row: Option<&Row>,
+    row: Option<Row>,
 ) -> FileView {
-    // The attachment's fields are moved; the row's are cloned only where it lacks one.
-    let from_row = |f: fn(&Row) -> Option<String>| row.and_then(f);
-    let name = a
-        .name
-        .or_else(|| from_row(|r| r.name.clone()))
-        .unwrap_or_else(|| front_id.clone());
+    let Row {
+        back_comment_id,
+        name,
+        content_type,
+        size,
+        created_at,
+        uploader,
+        guid,
+        md5,
+        sha256,
+        ..
+    } = row.unwrap_or_default();
+    let name = a.name.or(name).unwrap_or_else(|| front_id.clone());
     let content_type = a
         .content_type
-        .or_else(|| from_row(|r| r.content_type.clone()))
+        .or(content_type)
         .unwrap_or_else(|| guess_type(&name).into_owned());
     let same = rt.front.id() == rt.back.id();
     let comment_id = a
         .comment_id
-        .or_else(|| from_row(|r| r.back_comment_id.clone()))
+        .or(back_comment_id)
         .filter(|_| rt.ids.is_none())
         .unwrap_or_else(|| front_id.clone());
     FileView {
@@ -152,17 +160,15 @@ pub fn view(
         id: front_id,
         comment_id,
         case_id: front_case,
-        size: a.size.or_else(|| row.and_then(|r| r.size)),
-        created_at: a.created_at.or_else(|| from_row(|r| r.created_at.clone())),
-        uploader: a
-            .uploader
-            .or_else(|| uploader_of(row.and_then(|r| r.uploader.as_deref()))),
+        size: a.size.or(size),
+        created_at: a.created_at.or(created_at),
+        uploader: a.uploader.or_else(|| uploader_of(uploader.as_deref())),
         comment: a.comment,
         block_id: a.block_id,
         encoding: a.encoding,
-        guid: a.guid.or_else(|| from_row(|r| r.guid.clone())),
-        md5: a.md5.or_else(|| from_row(|r| r.md5.clone())),
-        sha256: a.sha256.or_else(|| from_row(|r| r.sha256.clone())),
+        guid: a.guid.or(guid),
+        md5: a.md5.or(md5),
+        sha256: a.sha256.or(sha256),
         owner: "cases".into(),
         raw: a.raw.filter(|_| same),
         name,
@@ -171,16 +177,10 @@ pub fn view(
 }
 
 /// A file the ledger knows, as the front renders it.
-pub fn view_of_row(rt: &RouteRuntime, links: &Links, row: &Row) -> FileView {
-    let case = row.front_case.clone().unwrap_or_default();
-    view(
-        rt,
-        links,
-        row.front_id.clone(),
-        case,
-        Attachment::default(),
-        Some(row),
-    )
+pub fn view_of_row(rt: &RouteRuntime, links: &Links, mut row: Row) -> FileView {
+    let front_id = std::mem::take(&mut row.front_id);
+    let case = row.front_case.take().unwrap_or_default();
+    view(rt, links, front_id, case, Attachment::default(), Some(row))
 }
 
 /// The error of a call that got no answer.
@@ -256,16 +256,12 @@ async fn list(
             .files
             .into_iter()
             .zip(rows)
-            .filter_map(|(a, row)| {
-                let front_id = row.as_ref().map(|r| r.front_id.clone()).or(a.id.clone())?;
-                Some(view(
-                    rt,
-                    links,
-                    front_id,
-                    front_case.clone(),
-                    a,
-                    row.as_ref(),
-                ))
+            .filter_map(|(mut a, mut row)| {
+                let front_id = match row.as_mut() {
+                    Some(r) => std::mem::take(&mut r.front_id),
+                    None => a.id.take()?,
+                };
+                Some(view(rt, links, front_id, front_case.clone(), a, row))
             })
             .collect();
         Listing {
@@ -283,7 +279,10 @@ async fn list(
             .await
             .map_err(ledger_down)?;
         Listing {
-            files: rows.iter().map(|r| view_of_row(rt, links, r)).collect(),
+            files: rows
+                .into_iter()
+                .map(|r| view_of_row(rt, links, r))
+                .collect(),
             total,
             case_id: front_case,
             page,
@@ -508,7 +507,7 @@ async fn record(
         .clone()
         .or_else(|| a.case_id.as_deref().map(|c| rt.front_case(c)))
         .unwrap_or_default();
-    let file = view(rt, links, r.front_id.clone(), front_case, a, r.row.as_ref());
+    let file = view(rt, links, r.front_id, front_case, a, r.row);
     Ok(match req.op {
         Op::Info => rt.front.render_info(&file),
         _ => rt.front.render_record(&file),
