@@ -269,7 +269,7 @@ where
             complete: false,
             record: Some(record),
         };
-        Poll::Ready(Ok(Response::from_parts(parts, body.boxed_unsync())))
+        Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
     }
 }
 
