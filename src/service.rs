@@ -739,11 +739,11 @@ impl<S> Layer<S> for DrainLayer {
     }
 }
 
-impl<B: http_body::Body + Send + 'static> WrapBody<B> for DrainLayer {
+impl<B: http_body::Body + Send + Unpin + 'static> WrapBody<B> for DrainLayer {
     type Body = DrainOnDrop<B>;
     fn wrap(&self, body: B) -> DrainOnDrop<B> {
         DrainOnDrop {
-            inner: Some(Box::pin(body)),
+            inner: Some(body),
             ended: false,
         }
     }
@@ -751,15 +751,16 @@ impl<B: http_body::Body + Send + 'static> WrapBody<B> for DrainLayer {
 
 /// A request body that, dropped before its end, is read and discarded a little longer in
 /// the background (at most 16 MiB, 2 s): a client still sending then reads the early answer
-/// instead of a connection reset.
-pub struct DrainOnDrop<B: http_body::Body + Send + 'static> {
-    inner: Option<Pin<Box<B>>>,
+/// instead of a connection reset. The body is kept in place (it is `Unpin`: moved into
+/// that task as it is, not boxed for every request in case it is).
+pub struct DrainOnDrop<B: http_body::Body + Send + Unpin + 'static> {
+    inner: Option<B>,
     ended: bool,
 }
 
 impl<B> http_body::Body for DrainOnDrop<B>
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
 {
     type Data = B::Data;
     type Error = B::Error;
@@ -771,7 +772,7 @@ where
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = inner.as_mut().poll_frame(cx);
+        let polled = Pin::new(inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.ended = true;
         }
@@ -791,7 +792,7 @@ where
 
 impl<B> Drop for DrainOnDrop<B>
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
 {
     fn drop(&mut self) {
         let Some(mut body) = self.inner.take() else {
@@ -811,7 +812,7 @@ where
         let mut seen = 0u64;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..DRAIN_NOW_FRAMES {
-            match body.as_mut().poll_frame(&mut cx) {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
                 Poll::Ready(Some(Ok(f))) => {
                     if let Some(d) = f.data_ref() {
                         seen += bytes::Buf::remaining(d) as u64;
