@@ -67,12 +67,24 @@ pub struct Table {
     pub config: Config,
 }
 
-/// Where the service stack routed a request, and the table it routed it by (one
-/// extension rather than two: each costs a box and a map entry on every request).
-#[derive(Clone)]
-pub struct Routed {
+/// A request the service stack routed: the request, where it goes, and the table it was
+/// routed by. The layers below the route's take this rather than a `Request` carrying the
+/// route in its extensions (a box, a map and its table on every request).
+pub struct Routed<B> {
+    pub req: Request<B>,
     pub target: Target,
     pub table: Arc<Table>,
+}
+
+impl<B> Routed<B> {
+    /// The same request with its body mapped.
+    pub fn map_body<C>(self, f: impl FnOnce(B) -> C) -> Routed<C> {
+        Routed {
+            req: self.req.map(f),
+            target: self.target,
+            table: self.table,
+        }
+    }
 }
 
 /// Everything a request needs: the route table of the moment, the ledger, the metrics,
@@ -221,13 +233,8 @@ impl Gateway {
     /// awaits it, so carried inline they would be copied once per level above (the
     /// handler's future, then the stack's) on every request. Each is built in its box
     /// ([`crate::boxed`]), not built and then copied there.
-    async fn handle(&self, mut req: Request<ReqBody>) -> Response<Body> {
-        let Some(Routed { target, table }) = req.extensions_mut().remove::<Routed>() else {
-            return crate::error::text_response(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "not routed",
-            );
-        };
+    async fn handle(&self, routed: Routed<ReqBody>) -> Response<Body> {
+        let Routed { req, target, table } = routed;
         let settings = &table.settings;
         let (parts, body) = req.into_parts();
         match target {
@@ -389,7 +396,7 @@ fn tls_config(files: &config::TlsFiles) -> Result<rustls::ServerConfig, String> 
 #[derive(Clone)]
 struct Handler(Arc<Gateway>);
 
-impl tower::Service<Request<ReqBody>> for Handler {
+impl tower::Service<Routed<ReqBody>> for Handler {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -398,7 +405,7 @@ impl tower::Service<Request<ReqBody>> for Handler {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Routed<ReqBody>) -> Self::Future {
         let gw = self.0.clone();
         crate::boxed(|| async move { Ok(gw.handle(req).await) })
     }
@@ -439,6 +446,7 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> im
     // (`crate::logging`).
     let trace = crate::logging::request_spans().then(|| {
         ServiceBuilder::new()
+            .layer(service::RequestIdLayer)
             .map_response(|r: Response<_>| {
                 r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| Body::new(b))
             })
@@ -453,7 +461,6 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> im
             )
     });
     ServiceBuilder::new()
-        .layer(service::RequestIdLayer)
         .option_layer(trace)
         .layer(service::AccessLayer {
             metrics: gateway.metrics(),

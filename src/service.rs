@@ -1,28 +1,30 @@
 //! The tower stack every request goes through, outermost first:
 //!
-//! 1. [`RequestIdLayer`]: keeps a sane client `X-Request-Id` (visible ASCII, at most 128
-//!    bytes) or makes a UUID, and answers it in `Casegate-Request-Id`. The request's
-//!    context ([`crate::context`]: its id, method and path) starts here, in its extensions.
-//! 2. tower-http's `TraceLayer`, only where the log needs a `request` span (see
-//!    [`crate::logging::request_spans`]; its own per-request events are off: the access
-//!    log is ours).
-//! 3. [`AccessLayer`]: the request run in its context (which every log line of the
-//!    request names), then one access line and the request's
-//!    metrics when its answer's body is done (complete, failed, or dropped by a client
-//!    that went away), with the bytes of a download counted.
-//! 4. [`RouteLayer`]: which route and operation the request is, against the route table
-//!    of the moment (a reload swaps the table; a request keeps the one it started with).
-//! 5. [`RescueLayer`]: an error from the layers below (load shedding) as an answer in the
+//! 1. [`RequestIdLayer`] and tower-http's `TraceLayer`, only where the log needs a
+//!    `request` span (see [`crate::logging::request_spans`]; the trace layer's own
+//!    per-request events are off: the access log is ours): the request's context
+//!    ([`crate::context`]: its id, method and path) made first, in its extensions, for
+//!    the span.
+//! 2. [`AccessLayer`]: the request's context (made here without a span): its id a sane
+//!    client `X-Request-Id` (visible ASCII, at most 128 bytes) or a new UUID, answered in
+//!    `Casegate-Request-Id`. The request runs in its context (which every log line of the
+//!    request names), then one access line and the request's metrics when its answer's
+//!    body is done (complete, failed, or dropped by a client that went away), with the
+//!    bytes of a download counted.
+//! 3. [`RouteLayer`]: which route and operation the request is, against the route table
+//!    of the moment (a reload swaps the table; a request keeps the one it started with);
+//!    the layers below take the request as a [`Routed`] one.
+//! 4. [`RescueLayer`]: an error from the layers below (load shedding) as an answer in the
 //!    route's front dialect.
-//! 6. tower's `LoadShed` + `ConcurrencyLimit`: at most `max_in_flight` requests in the
+//! 5. tower's `LoadShed` + `ConcurrencyLimit`: at most `max_in_flight` requests in the
 //!    handler at once; beyond that 503 `overloaded` at once rather than a queue.
-//! 7. [`BodyIdleLayer`]: a request body that stops arriving for 60 s fails (408). In
+//! 6. [`BodyIdleLayer`]: a request body that stops arriving for 60 s fails (408). In
 //!    tower-http's shape, but not its `RequestBodyTimeout`, which sets a new timer for
 //!    every frame before looking at the body (see [`Idle`]).
-//! 8. [`DrainLayer`]: a request body dropped before its end (an early refusal) is read
+//! 7. [`DrainLayer`]: a request body dropped before its end (an early refusal) is read
 //!    and discarded a little longer (16 MiB, 2 s) so a client still sending reads the
 //!    answer instead of a reset.
-//! 9. the gateway itself ([`crate::server::Gateway`]).
+//! 8. the gateway itself ([`crate::server::Gateway`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,9 +54,11 @@ const MAX_REQUEST_ID: usize = 128;
 
 // ---- 1. request ids ----
 
-/// Keeps a sane client `X-Request-Id` or makes one; answers it in `Casegate-Request-Id`.
-/// The request's context, which holds the id, goes in its extensions (the one extension
-/// the layers above the route's add: each costs an allocation).
+/// Makes the request's context ([`RequestCtx`]: its id, method and URI) and puts it in the
+/// request's extensions, for a layer between this one and [`AccessLayer`] that needs the
+/// id (tower-http's trace layer, for its span). Without such a layer the access layer
+/// makes the context itself and keeps it out of the extensions (a box, a map and its
+/// table on every request).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
@@ -78,57 +82,31 @@ fn sane_id(v: &HeaderValue) -> Option<&str> {
     ok.then(|| v.to_str().ok()).flatten()
 }
 
-impl<S, B, RB> Service<Request<B>> for RequestIdService<S>
+/// A request's context: its id the client's sane `X-Request-Id`, else a new one.
+fn new_context<B>(req: &Request<B>) -> Arc<RequestCtx> {
+    let id: Arc<str> = match req.headers().get(X_REQUEST_ID).and_then(sane_id) {
+        Some(id) => id.into(),
+        None => new_request_id(),
+    };
+    RequestCtx::new(id, req.method().clone(), req.uri().clone())
+}
+
+impl<S, B> Service<Request<B>> for RequestIdService<S>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>>,
 {
-    type Response = Response<RB>;
+    type Response = S::Response;
     type Error = S::Error;
-    type Future = RequestIdFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id: Arc<str> = match req.headers().get(X_REQUEST_ID).and_then(sane_id) {
-            Some(id) => id.into(),
-            None => new_request_id(),
-        };
-        let value = HeaderValue::from_str(&id).ok();
-        let ctx = RequestCtx::new(id, req.method().clone(), req.uri().clone());
+        let ctx = new_context(&req);
         req.extensions_mut().insert(ctx);
-        RequestIdFuture {
-            inner: self.inner.call(req),
-            value,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// [`RequestIdService`]'s future: the inner one's, its answer given the id header.
-    /// Not boxed: a box per layer cost an allocation and a copy of the inner future on
-    /// every request (tower-http's layers name their futures the same way).
-    pub struct RequestIdFuture<F> {
-        #[pin]
-        inner: F,
-        value: Option<HeaderValue>,
-    }
-}
-
-impl<F, RB, E> Future for RequestIdFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(v) = this.value.take() {
-            resp.headers_mut().insert(CASEGATE_REQUEST_ID, v);
-        }
-        Poll::Ready(Ok(resp))
+        self.inner.call(req)
     }
 }
 
@@ -150,7 +128,7 @@ pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
-// ---- 3. access log and metrics ----
+// ---- 2. access log and metrics ----
 
 /// One access-log event (target `casegate::access`) and the request's metrics per request,
 /// when its answer's body is done.
@@ -189,18 +167,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        // The layers below see the context in the extensions while they are called; their
-        // `call` and the request's future run inside its task-local scope, where every log
-        // line names the request (see `crate::logging`). Made here when no request-id
-        // layer made it above.
-        let ctx = match req.extensions().get::<Arc<RequestCtx>>() {
-            Some(ctx) => ctx.clone(),
-            None => {
-                let ctx =
-                    RequestCtx::new(new_request_id(), req.method().clone(), req.uri().clone());
-                req.extensions_mut().insert(ctx.clone());
-                ctx
-            }
+        // The layers below see the context in its task-local scope: their `call` and the
+        // request's future run inside it, where every log line names the request (see
+        // `crate::logging`). Made here when no request-id layer made it above.
+        let ctx = match req.extensions_mut().remove::<Arc<RequestCtx>>() {
+            Some(ctx) => ctx,
+            None => new_context(&req),
         };
         let inner = context::sync_scope(ctx.clone(), || self.inner.call(req));
         AccessFuture {
@@ -222,9 +194,10 @@ struct Started {
 }
 
 pin_project_lite::pin_project! {
-    /// [`AccessService`]'s future: the request run in its context, then its answer's body
-    /// wrapped to log and count the request when it is done. Not boxed (see
-    /// [`RequestIdFuture`]).
+    /// [`AccessService`]'s future: the request run in its context, then its answer given
+    /// the request id and its body wrapped to log and count the request when it is done.
+    /// Not boxed: a box per layer cost an allocation and a copy of the inner future on
+    /// every request (tower-http's layers name their futures the same way).
     pub struct AccessFuture<F> {
         #[pin]
         inner: context::Scoped<F>,
@@ -249,7 +222,10 @@ where
         let Some(start) = this.start.take() else {
             return Poll::Ready(Ok(resp));
         };
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        if let Ok(id) = HeaderValue::from_str(&start.ctx.id) {
+            parts.headers.insert(CASEGATE_REQUEST_ID, id);
+        }
         let code = parts
             .headers
             .get("casegate-error")
@@ -406,10 +382,10 @@ impl Drop for AccessBody {
     }
 }
 
-// ---- 4. routing ----
+// ---- 3. routing ----
 
-/// Routes each request against the route table of the moment and puts the table and the
-/// [`Target`] into its extensions.
+/// Routes each request against the route table of the moment and hands it on as a
+/// [`Routed`] request (the [`Target`] and the table beside it).
 #[derive(Clone)]
 pub struct RouteLayer {
     pub gateway: Arc<Gateway>,
@@ -433,7 +409,7 @@ pub struct RouteService<S> {
 
 impl<S, B> Service<Request<B>> for RouteService<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Routed<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -443,7 +419,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let table = self.gateway.table();
         let host = req
             .headers()
@@ -451,23 +427,25 @@ where
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let target = table.router.route(host, req.method(), req.uri().path());
-        if let (Some(rt), Some(ctx)) = (target.route(), req.extensions().get::<Arc<RequestCtx>>()) {
-            let mut i = ctx.info();
-            i.route = Some(rt.name.clone());
-            i.front = rt.front.id().name();
-            i.back = rt.back.id().name();
-            i.operation = target.operation();
-            i.in_flight = Some((
-                self.gateway.metrics().in_flight(&rt.name),
-                self.gateway.serving(),
-            ));
+        // Run inside the request's context (the access layer's `call`).
+        if let Some(rt) = target.route() {
+            context::with_current(|ctx| {
+                let mut i = ctx.info();
+                i.route = Some(rt.name.clone());
+                i.front = rt.front.id().name();
+                i.back = rt.back.id().name();
+                i.operation = target.operation();
+                i.in_flight = Some((
+                    self.gateway.metrics().in_flight(&rt.name),
+                    self.gateway.serving(),
+                ));
+            });
         }
-        req.extensions_mut().insert(Routed { target, table });
-        self.inner.call(req)
+        self.inner.call(Routed { req, target, table })
     }
 }
 
-// ---- 5. errors from below, as answers ----
+// ---- 4. errors from below, as answers ----
 
 /// Answers an error of the layers below (load shedding) in the route's front dialect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -485,9 +463,9 @@ pub struct RescueService<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for RescueService<S>
+impl<S, B> Service<Routed<B>> for RescueService<S>
 where
-    S: Service<Request<B>, Response = Response<Body>>,
+    S: Service<Routed<B>, Response = Response<Body>>,
     S::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
@@ -502,11 +480,8 @@ where
         }
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let front: Option<&'static dyn Dialect> = req
-            .extensions()
-            .get::<Routed>()
-            .and_then(|r| r.target.front());
+    fn call(&mut self, req: Routed<B>) -> Self::Future {
+        let front: Option<&'static dyn Dialect> = req.target.front();
         RescueFuture {
             inner: self.inner.call(req),
             front,
@@ -516,7 +491,7 @@ where
 
 pin_project_lite::pin_project! {
     /// [`RescueService`]'s future: the inner one's answer, or its error answered in the
-    /// front's dialect. Not boxed (see [`RequestIdFuture`]).
+    /// front's dialect. Not boxed (see [`AccessFuture`]).
     pub struct RescueFuture<F> {
         #[pin]
         inner: F,
@@ -555,7 +530,7 @@ fn rescue(front: Option<&'static dyn Dialect>, e: BoxError) -> Response<Body> {
     }
 }
 
-// ---- 7. request body idle timeout ----
+// ---- 6. request body idle timeout ----
 
 /// A bound on how long a stream may wait for its next item, counted from the poll that
 /// first finds nothing ready: time the caller spends between polls is not the stream's
@@ -655,10 +630,10 @@ pub struct WrapBodies<S, W> {
     wrap: W,
 }
 
-impl<S, W, B> Service<Request<B>> for WrapBodies<S, W>
+impl<S, W, B> Service<Routed<B>> for WrapBodies<S, W>
 where
     W: WrapBody<B>,
-    S: Service<Request<W::Body>>,
+    S: Service<Routed<W::Body>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -668,8 +643,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = req.map(|body| self.wrap.wrap(body));
+    fn call(&mut self, req: Routed<B>) -> Self::Future {
+        let req = req.map_body(|body| self.wrap.wrap(body));
         self.inner.call(req)
     }
 }
@@ -716,7 +691,7 @@ where
     }
 }
 
-// ---- 8. drain on early refusal ----
+// ---- 7. drain on early refusal ----
 
 /// What an early answer lets a client still send before the connection closes. A client
 /// busy writing its body may not read the answer until the body is out (hyper's client
