@@ -10,79 +10,17 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
+/// The body type of every response casegate sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// The error type of bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body of every response casegate sends, and of the requests it sends upstream: a
-/// whole body held in place ([`full`]), or any other body boxed ([`Body::new`]). Most
-/// answers are whole (an upload's, an error's): held in place, they are not boxed on
-/// every request.
-pub struct Body(BodyKind);
-
-enum BodyKind {
-    /// Its bytes until they are sent; `None` once sent, or when there are none.
-    Full(Option<Bytes>),
-    Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
-}
-
-impl Body {
-    /// `body`, boxed.
-    pub fn new<B>(body: B) -> Body
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        use http_body_util::BodyExt;
-        Body(BodyKind::Boxed(body.map_err(Into::into).boxed_unsync()))
-    }
-}
-
-impl std::fmt::Debug for Body {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            BodyKind::Full(b) => f.debug_tuple("Body::Full").field(b).finish(),
-            BodyKind::Boxed(_) => f.write_str("Body::Boxed"),
-        }
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().0 {
-            BodyKind::Full(b) => {
-                std::task::Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b))))
-            }
-            BodyKind::Boxed(b) => std::pin::Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            BodyKind::Full(b) => b.is_none(),
-            BodyKind::Boxed(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match &self.0 {
-            BodyKind::Full(b) => {
-                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            BodyKind::Boxed(b) => b.size_hint(),
-        }
-    }
-}
-
-/// A full in-memory body, held in place.
+/// A full in-memory response body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    let bytes: Bytes = bytes.into();
-    Body(BodyKind::Full((!bytes.is_empty()).then_some(bytes)))
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// What went wrong, as operators see it in the `Casegate-Error` header.

@@ -21,6 +21,7 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Response};
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use crate::codec::b64;
 use crate::dialect::{respond, upstream_error, Answer, BodyEncoder, Dialect, Request};
@@ -216,7 +217,7 @@ where
             Method::POST,
             &out.path,
             out.headers,
-            Body::new(body),
+            body.boxed_unsync(),
             progress,
             // Its status and body are all the upload reads of the answer.
             crate::upstream::AnswerHeaders::Skipped,

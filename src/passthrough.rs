@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::Response;
+use http_body_util::BodyExt;
 
 use crate::dialect::{respond, wire};
 use crate::error::Body;
@@ -65,12 +66,11 @@ where
         .collect();
     let limits = &settings.limits;
     let stream = body_stream(body, limits.multipart_body());
-    let out = Body::new(http_body_util::StreamBody::new(
-        futures_util::StreamExt::map(stream, |r| {
-            r.map(http_body::Frame::data)
-                .map_err(|e| Box::new(e) as crate::error::BoxError)
-        }),
-    ));
+    let out = http_body_util::StreamBody::new(futures_util::StreamExt::map(stream, |r| {
+        r.map(http_body::Frame::data)
+            .map_err(|e| Box::new(e) as crate::error::BoxError)
+    }))
+    .boxed_unsync();
     let resp = match rt
         .upstream
         .send(
@@ -91,7 +91,7 @@ where
         }
     };
     let (head, incoming) = resp.into_parts();
-    let body = Body::new(DownloadBody::new(incoming, rt.upstream.timeout()));
+    let body = DownloadBody::new(incoming, rt.upstream.timeout()).boxed_unsync();
     let mut out = Response::new(body);
     *out.status_mut() = head.status;
     for (k, v) in end_to_end(&head.headers) {

@@ -783,9 +783,7 @@ mod tests {
         if fail {
             items.push(Err("the client went away".into()));
         }
-        Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
-            items,
-        )))
+        http_body_util::StreamBody::new(futures_util::stream::iter(items)).boxed_unsync()
     }
 
     async fn text(resp: Response<UpstreamBody>) -> Result<String, BoxError> {
@@ -1112,7 +1110,7 @@ mod tests {
         // The upstream gets the body's first piece, then the connection closes without
         // the last chunk: it cannot take the request as whole.
         let (base, got) = sink().await;
-        let failing = Body::new(Failing(0));
+        let failing = http_body_util::BodyExt::boxed_unsync(Failing(0));
         let err = pool()
             .send(post(&format!("{base}/f"), failing))
             .await
@@ -1122,7 +1120,7 @@ mod tests {
         assert!(all.ends_with("\r\n\r\n5\r\nfirst\r\n"), "{all:?}");
         // A body longer than it said it was is refused the same way.
         let (base, got) = sink().await;
-        let lying = Body::new(Lying);
+        let lying = http_body_util::BodyExt::boxed_unsync(Lying);
         let err = pool()
             .send(post(&format!("{base}/g"), lying))
             .await

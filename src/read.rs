@@ -783,7 +783,7 @@ async fn download(
         StatusCode::PARTIAL_CONTENT => StatusCode::PARTIAL_CONTENT,
         _ => StatusCode::OK,
     };
-    let mut resp = Response::new(Body::new(body));
+    let mut resp = Response::new(body.boxed_unsync());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&content_type) {

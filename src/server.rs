@@ -441,6 +441,7 @@ impl<S> ConnService for S where
 /// and tower's `BoxCloneService` allocated for that clone and again for the request's
 /// future.
 fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> impl ConnService {
+    use http_body_util::BodyExt;
     // A `tracing` span per request only where the log needs one (the coloured format, a
     // filter naming spans); otherwise log lines name the request from its context
     // (`crate::logging`).
@@ -448,7 +449,7 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> im
         ServiceBuilder::new()
             .layer(service::RequestIdLayer)
             .map_response(|r: Response<_>| {
-                r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| Body::new(b))
+                r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed_unsync())
             })
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()

@@ -245,7 +245,7 @@ where
             complete: false,
             record: Some(record),
         };
-        Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
+        Poll::Ready(Ok(Response::from_parts(parts, body.boxed_unsync())))
     }
 }
 

@@ -869,6 +869,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     /// What `out` would write, piece by piece, as one `writev` gathers it: where each
     /// piece lies, and its bytes.
@@ -885,9 +886,10 @@ mod tests {
     fn encoded(pieces: &[Bytes], chunked: bool) -> Outgoing {
         let total: usize = pieces.iter().map(Bytes::len).sum();
         let body = if chunked {
-            crate::error::Body::new(http_body_util::StreamBody::new(
-                futures_util::stream::empty::<Result<http_body::Frame<Bytes>, BoxError>>(),
-            ))
+            http_body_util::StreamBody::new(futures_util::stream::empty::<
+                Result<http_body::Frame<Bytes>, BoxError>,
+            >())
+            .boxed_unsync()
         } else {
             crate::error::full(Bytes::from(vec![0u8; total]))
         };
