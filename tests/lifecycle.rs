@@ -618,7 +618,8 @@ impl DeadRoute {
         }
     }
 
-    /// An upload with `X-Request-Id: id`, answered as a failure to reach the upstream.
+    /// An upload with `X-Request-Id: id`, answered as a failure to reach the upstream,
+    /// with the id in `Casegate-Request-Id` (with request spans or without).
     async fn upload(&self, id: &str) {
         let form = reqwest::multipart::Form::new().part(
             "file",
@@ -636,6 +637,7 @@ impl DeadRoute {
             .await
             .unwrap();
         assert_eq!(answer.headers()["casegate-error"], "upstream_unreachable");
+        assert_eq!(answer.headers()["casegate-request-id"], id);
     }
 }
 
