@@ -1218,9 +1218,10 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_listening_is_a_connect_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound, never listening: refused, and the port not free for another test.
+        let bound = tokio::net::TcpSocket::new_v4().unwrap();
+        bound.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = bound.local_addr().unwrap();
         let err = pool()
             .send(get(&format!("http://{addr}/")))
             .await

@@ -425,14 +425,11 @@ async fn kibana_upstream_failures() {
 #[tokio::test]
 async fn upstream_down() {
     for back in DialectId::ALL {
-        let gone = casegate::emulator::Emulator::start(
-            casegate::emulator::Config::new(back),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let url = gone.url();
-        gone.shutdown().await;
+        // A port bound and never listening: connections are refused, and nothing else can
+        // take the port meanwhile (as it could one let go).
+        let gone = tokio::net::TcpSocket::new_v4().unwrap();
+        gone.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{}", gone.local_addr().unwrap());
         let cg = start_casegate(&routes_toml(&DialectId::ALL, back, &url, &Opts::default())).await;
         let http = client();
         for front in DialectId::ALL {

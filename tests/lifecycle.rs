@@ -578,6 +578,7 @@ async fn lines_inside_a_request_name_it_with_or_without_spans() {
 struct DeadRoute {
     log: Logged,
     addr: String,
+    _dead: tokio::net::TcpSocket,
     _dir: tempfile::TempDir,
 }
 
@@ -585,9 +586,12 @@ impl DeadRoute {
     const PATH: &'static str = "/dead/api/v4/cases/7/files";
 
     fn start(format: &str, filter: &str) -> DeadRoute {
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound and never listening: a connection is refused, and no other process can
+        // take the port while the test runs (a port bound and let go could be, and
+        // answered: this test once saw `upstream_rejected`).
+        let dead = tokio::net::TcpSocket::new_v4().unwrap();
+        dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let dead_url = format!("http://{}", dead.local_addr().unwrap());
-        drop(dead);
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("routes.toml");
         std::fs::write(
@@ -614,6 +618,7 @@ impl DeadRoute {
         DeadRoute {
             log,
             addr,
+            _dead: dead,
             _dir: dir,
         }
     }
