@@ -96,18 +96,23 @@ where
     }
     // The front id is reserved before anything is sent (SPEC 7.3); a ledger that cannot
     // be reached refuses the upload now.
-    let mut reserved = match rt.ids {
-        Some(form) => Some(
-            settings
-                .ledger
-                .reserve(&rt.cfg.name, form)
-                .await
-                .map_err(ledger_down)?,
-        ),
-        None => {
-            settings.ledger.check().map_err(ledger_down)?;
-            None
-        }
+    // An id no row or answer took goes back to the ledger (see `Reserved`).
+    let mut reserved = Reserved {
+        ledger: &settings.ledger,
+        route: &rt.cfg.name,
+        id: match rt.ids {
+            Some(form) => Some(
+                settings
+                    .ledger
+                    .reserve(&rt.cfg.name, form)
+                    .await
+                    .map_err(ledger_down)?,
+            ),
+            None => {
+                settings.ledger.check().map_err(ledger_down)?;
+                None
+            }
+        },
     };
     // A back that sends base64 takes the client's own where it can (not kept past here:
     // the future holds what lives across its awaits).
@@ -295,9 +300,17 @@ where
     // The row takes what the answer's view does not read (the back id, the hashes, a
     // reserved front id); the view takes the row's fields back by value.
     let (md5, sha256) = small_hashes.unzip();
+    // The reserved id as a number, to tell whether the row recorded kept it.
+    let mut offered = None;
     let row = a.id.take().map(|back_id| Row {
         route: rt.cfg.name.clone(),
-        front_id: reserved.take().unwrap_or_else(|| back_id.clone()),
+        front_id: match reserved.id.take() {
+            Some(id) => {
+                offered = id.parse::<u64>().ok();
+                id
+            }
+            None => back_id.clone(),
+        },
         front_case: Some(front_case.clone()),
         back_case: Some(back_case),
         back_id,
@@ -332,6 +345,12 @@ where
             (None, stored)
         }
     };
+    // A file the ledger holds already keeps its front id: the one reserved was not used.
+    if let (Some(n), Some(row)) = (offered, &row) {
+        if row.front_id.parse::<u64>().ok() != Some(n) {
+            settings.ledger.give_back(&rt.cfg.name, n);
+        }
+    }
     let comment_stored = comment_sent.unwrap_or(result.comment_stored);
     if comment_sent == Some(false) {
         dropped.push(front.field_name(Kind::Comment));
@@ -344,7 +363,7 @@ where
     let front_id = row
         .as_mut()
         .map(|r| std::mem::take(&mut r.front_id))
-        .or(reserved)
+        .or_else(|| reserved.id.take())
         .unwrap_or_default();
     let mut file = read::view(rt, &links, front_id, front_case, a, row);
     if let Some(owner) = result.owner.take() {
@@ -369,6 +388,23 @@ where
     }
     report.dropped = dropped;
     Ok(resp)
+}
+
+/// A front id reserved for an upload (SPEC 7.3), given back to the ledger when the upload
+/// ends without a row or an answer taking it: it failed (the id was never shown), or the
+/// future was dropped (the client went away). See [`Ledger::give_back`].
+struct Reserved<'a> {
+    ledger: &'a Ledger,
+    route: &'a str,
+    id: Option<String>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.id.take().and_then(|id| id.parse::<u64>().ok()) {
+            self.ledger.give_back(self.route, n);
+        }
+    }
 }
 
 /// The files of the case the ledger knows (the first

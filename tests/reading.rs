@@ -1055,6 +1055,32 @@ async fn front_ids_survive_a_restart() {
     h.stop().await;
 }
 
+/// An integer front id reserved for an upload that failed was never shown to anyone: the
+/// next upload gets it, so failed uploads leave no gaps in a route's ids.
+#[tokio::test]
+async fn a_failed_uploads_reserved_id_goes_to_the_next_upload() {
+    let h = setup(&[Tines], Caseiq, Opts::default()).await;
+    let case = case_id_for(Caseiq);
+    let t = h.client(Tines).await;
+    let first = attach(&h, &t, case, "first.txt", b"first").await;
+    let first_id: u64 = first.id.parse().unwrap();
+    for fault in [Fault::Status(500), Fault::ResetBeforeAnswer] {
+        h.upstream.set_fault(Some(fault.clone()));
+        let r = t.upload(&upload_of(Tines, case, "lost.txt", b"lost")).await;
+        assert!(r.status >= 500, "{fault:?}: {} {}", r.status, r.text());
+        h.upstream.set_fault(None);
+    }
+    let second = attach(&h, &t, case, "second.txt", b"second").await;
+    assert_eq!(
+        second.id,
+        (first_id + 1).to_string(),
+        "the failed uploads' ids came back"
+    );
+    let third = attach(&h, &t, case, "third.txt", b"third").await;
+    assert_eq!(third.id, (first_id + 2).to_string());
+    h.stop().await;
+}
+
 /// A file casegate first sees in a list (attached straight to the upstream) gets its
 /// front id then, keeps it on every list, and after a restart.
 #[tokio::test]

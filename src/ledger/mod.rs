@@ -353,6 +353,8 @@ struct Ids {
 
 #[derive(Default)]
 struct Block {
+    /// Ids reserved and given back unused ([`Ledger::give_back`]), taken again first.
+    returned: Vec<u64>,
     next: u64,
     end: u64,
     /// The first id of the block after this one, once fetched.
@@ -366,6 +368,9 @@ impl Block {
     /// when this one is used up; and whether the caller is now to fetch the next block:
     /// half of this one is used (or none is left) and nobody fetches it yet.
     fn take(&mut self) -> (Option<u64>, bool) {
+        if let Some(id) = self.returned.pop() {
+            return (Some(id), false);
+        }
         if self.next >= self.end {
             if let Some(first) = self.spare.take() {
                 self.next = first;
@@ -555,6 +560,23 @@ impl Ledger {
                     }
                 }
             }
+        }
+    }
+
+    /// Gives back an integer id [`Ledger::reserve`] gave for `route` that no row took
+    /// (the upload failed, or its upstream named a file the ledger holds under another
+    /// front id): the next reservation takes it again. Only the caller had it, and
+    /// nothing recorded it, so no client sees it twice; ids stay dense, and an upstream
+    /// that names one file again and again no longer uses up a block (a write
+    /// transaction) every 32 uploads. An id of a route without blocks is left alone, and
+    /// so is one past the most that are kept (a gap, as after a restart).
+    pub fn give_back(&self, route: &str, id: u64) {
+        let Some(ids) = lock(&self.inner.blocks).get(route).cloned() else {
+            return;
+        };
+        let mut block = lock(&ids.block);
+        if block.returned.len() < BLOCK as usize && !block.returned.contains(&id) {
+            block.returned.push(id);
         }
     }
 
@@ -1268,6 +1290,35 @@ mod tests {
         // Each one after the last, also within one millisecond: as text too, which is how
         // the ledger's index orders them.
         assert!(uuids.windows(2).all(|w| w[0] < w[1]), "{uuids:?}");
+    }
+
+    #[tokio::test]
+    async fn an_id_given_back_is_reserved_again_first_and_once() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store(store.clone());
+        let take = || {
+            let ledger = ledger.clone();
+            async move { ledger.reserve("r", IdForm::Integer).await.unwrap() }
+        };
+        assert_eq!(
+            (take().await, take().await, take().await),
+            ("1".into(), "2".into(), "3".into())
+        );
+        ledger.give_back("r", 2);
+        ledger.give_back("r", 2);
+        // Another route's ids, and a route that never reserved, are apart.
+        ledger.give_back("elsewhere", 1);
+        assert_eq!(take().await, "2");
+        assert_eq!(take().await, "4", "given back once, taken once");
+        // At most a block's worth is kept; the rest are gaps.
+        for n in 100..100 + 2 * BLOCK {
+            ledger.give_back("r", n);
+        }
+        let again: Vec<String> =
+            futures_util::future::join_all((0..BLOCK + 1).map(|_| take())).await;
+        assert_eq!(again.last().map(String::as_str), Some("5"), "{again:?}");
+        assert_eq!(store.allocate("r", 1).await.unwrap(), 33, "one block taken");
+        assert!(lock(&ledger.inner.blocks).get("elsewhere").is_none());
     }
 
     #[tokio::test]
