@@ -477,22 +477,110 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> im
         .service(Handler(gateway))
 }
 
-/// The connection settings of the public listener.
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        // Its one timer, the header-read timeout, is coarse on a worker (crate::coarse).
-        .timer(crate::coarse::WorkerTimer)
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS)
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
-        .keep_alive_interval(Some(Duration::from_secs(60)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+/// The settings of the public listener's HTTP/1 connections, on hyper's builder or
+/// hyper-util's (the same method names on two types).
+macro_rules! http1_settings {
+    ($b:expr) => {
+        $b
+            // Its one timer, the header-read timeout, is coarse on a worker (crate::coarse).
+            .timer(crate::coarse::WorkerTimer)
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD_BYTES.max(8192))
+    };
+}
+
+/// The settings of the public listener's HTTP/2 connections, as [`http1_settings`].
+macro_rules! http2_settings {
+    ($b:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .keep_alive_interval(Some(Duration::from_secs(60)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+/// How the public listener serves a connection, set up once: HTTP/1.1 or HTTP/2 directly
+/// when the connection's first bytes (or its ALPN protocol) say which, and hyper-util's
+/// `auto` builder, which reads them itself, when they do not yet ([`connection`]).
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+fn builders() -> Builders {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1_settings!(http1);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2_settings!(http2);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1());
+    http2_settings!(auto.http2());
+    Builders { http1, http2, auto }
+}
+
+/// The client preface that opens every HTTP/2 connection (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection speaks, from its first bytes or its ALPN protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Http1,
+    Http2,
+    /// Not known yet: no bytes, or a start of the HTTP/2 preface and no more.
+    Unknown,
+}
+
+impl Speaks {
+    /// From a connection's first bytes: a request of HTTP/1 differs from the HTTP/2
+    /// preface within its first two bytes (no method is `PRI`).
+    fn from_first_bytes(first: &[u8]) -> Speaks {
+        let n = first.len().min(H2_PREFACE.len());
+        if first[..n] != H2_PREFACE[..n] {
+            Speaks::Http1
+        } else if n == H2_PREFACE.len() {
+            Speaks::Http2
+        } else {
+            Speaks::Unknown
+        }
+    }
+
+    /// From the protocol a TLS handshake agreed on (ALPN), if any.
+    fn from_alpn(protocol: Option<&[u8]>) -> Speaks {
+        match protocol {
+            Some(b"h2") => Speaks::Http2,
+            Some(b"http/1.1") => Speaks::Http1,
+            _ => Speaks::Unknown,
+        }
+    }
+}
+
+/// What a plain connection's first bytes say it speaks, looked at without reading them
+/// (`MSG_PEEK`), so that hyper's own first read takes the whole request head: hyper-util's
+/// `auto` builder reads the first 24 bytes itself and hands them back to HTTP/1 apart,
+/// which then parses the head twice (the first time cut at 24 bytes) and makes one more
+/// system call. `None`: nothing came within the header-read timeout, or the connection
+/// failed.
+async fn sniff(stream: &TcpStream) -> Option<Speaks> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let peek = stream.peek(&mut first);
+    let quiet = crate::coarse::Timer::after(HEADER_READ_TIMEOUT);
+    tokio::select! {
+        biased;
+        peeked = peek => match peeked {
+            Ok(n) => Some(Speaks::from_first_bytes(&first[..n])),
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed before its first byte");
+                None
+            }
+        },
+        () = quiet => {
+            tracing::debug!("connection closed: nothing sent within the header-read timeout");
+            None
+        }
+    }
 }
 
 /// A running casegate: its addresses, and the ways to reload and stop it.
@@ -616,7 +704,7 @@ async fn accept_loop<S: ConnService>(
     svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(builders());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let drain_timeout = loop {
@@ -639,6 +727,7 @@ async fn accept_loop<S: ConnService>(
                         builder.clone(),
                         svc.clone(),
                         graceful.watcher(),
+                        stopped.clone(),
                     ));
                     connections.spawn_on(conn, &worker);
                 }
@@ -668,14 +757,43 @@ async fn accept_loop<S: ConnService>(
     drop(workers);
 }
 
+/// Serves HTTP on a connection whose protocol is `speaks` (hyper-util's `auto` builder
+/// finds out when it is not known), until it ends or a drain ends it.
+async fn serve_http<I, S>(
+    builder: &Builders,
+    speaks: Speaks,
+    io: I,
+    svc: TowerToHyperService<S>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: ConnService,
+{
+    match speaks {
+        Speaks::Http1 => Ok(watcher
+            .watch(builder.http1.serve_connection(io, svc))
+            .await?),
+        Speaks::Http2 => Ok(watcher
+            .watch(builder.http2.serve_connection(io, svc))
+            .await?),
+        Speaks::Unknown => {
+            watcher
+                .watch(builder.auto.serve_connection(io, svc).into_owned())
+                .await
+        }
+    }
+}
+
 /// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
 async fn connection<S: ConnService>(
     stream: std::net::TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     svc: S,
     watcher: hyper_util::server::graceful::Watcher,
+    mut stopping: watch::Receiver<Option<Duration>>,
 ) {
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
@@ -685,32 +803,65 @@ async fn connection<S: ConnService>(
         }
     };
     let svc = TowerToHyperService::new(svc);
+    // The connection's HTTP state (and under TLS the handshake's and the session's) in a
+    // box of its own, made in a statement before it is awaited, so that its size is not
+    // this future's: tokio copies a task's whole future when it is spawned and its whole
+    // place again as it ends (bench/RESULTS.md, the forty-first round). A local that
+    // lives across an await keeps its place in the future even once moved out.
     let result = match tls {
         None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            watcher.watch(conn.into_owned()).await
+            // Until hyper has the connection, the drain's watcher cannot end it: a
+            // connection still silent when the drain starts is closed then.
+            let speaks = tokio::select! {
+                biased;
+                speaks = sniff(&stream) => speaks,
+                _ = stopping.wait_for(Option::is_some) => None,
+            };
+            let Some(speaks) = speaks else {
+                return;
+            };
+            let served = Box::pin(serve_http(
+                &builder,
+                speaks,
+                TokioIo::new(stream),
+                svc,
+                watcher,
+            ));
+            served.await
         }
         Some(cfg) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                };
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            watcher.watch(conn.into_owned()).await
+            let served = Box::pin(serve_tls(stream, cfg, builder, svc, watcher));
+            served.await
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// A TLS connection: the handshake, within [`TLS_HANDSHAKE_TIMEOUT`], then HTTP/1.1 or
+/// HTTP/2 as ALPN agreed (as the first bytes say, without ALPN).
+async fn serve_tls<S: ConnService>(
+    stream: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    builder: Arc<Builders>,
+    svc: TowerToHyperService<S>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    let speaks = Speaks::from_alpn(stream.get_ref().1.alpn_protocol());
+    serve_http(&builder, speaks, TokioIo::new(stream), svc, watcher).await
 }
 
 /// How long a shutdown waits for the ledger to take rows still waiting in its retry queue.
@@ -773,5 +924,48 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Speaks, H2_PREFACE};
+
+    #[test]
+    fn first_bytes_tell_http1_from_the_http2_preface() {
+        for request in [
+            &b"POST /x HTTP/1.1\r\n"[..],
+            b"GET / HTTP/1.1",
+            b"PUT",
+            b"PA",
+            b"X",
+        ] {
+            assert_eq!(
+                Speaks::from_first_bytes(request),
+                Speaks::Http1,
+                "{request:?}"
+            );
+        }
+        // "PR" could still be either; so could nothing at all.
+        for start in [&b""[..], b"P", b"PR", b"PRI * HTTP/2.0\r\n"] {
+            assert_eq!(
+                Speaks::from_first_bytes(start),
+                Speaks::Unknown,
+                "{start:?}"
+            );
+        }
+        assert_eq!(Speaks::from_first_bytes(H2_PREFACE), Speaks::Http2);
+        // A preface that goes wrong late is not HTTP/2.
+        let mut wrong = *H2_PREFACE;
+        wrong[23] = b'x';
+        assert_eq!(Speaks::from_first_bytes(&wrong), Speaks::Http1);
+    }
+
+    #[test]
+    fn alpn_names_the_protocol_or_leaves_it_to_the_bytes() {
+        assert_eq!(Speaks::from_alpn(Some(b"h2")), Speaks::Http2);
+        assert_eq!(Speaks::from_alpn(Some(b"http/1.1")), Speaks::Http1);
+        assert_eq!(Speaks::from_alpn(None), Speaks::Unknown);
+        assert_eq!(Speaks::from_alpn(Some(b"spdy/3")), Speaks::Unknown);
     }
 }

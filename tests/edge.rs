@@ -377,3 +377,56 @@ async fn request_ids_are_answered_and_sent_upstream_on_every_call() {
         h.stop().await;
     }
 }
+
+/// A connection's first bytes arriving apart (a byte, or the start of the HTTP/2 preface,
+/// then the rest a moment later) are served as the protocol the whole says: casegate looks
+/// at what came first without reading it, and leaves it to hyper-util's `auto` builder to
+/// read on when it cannot tell yet.
+#[tokio::test]
+async fn first_bytes_arriving_apart_are_served_as_what_they_make() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cg, _emulators) = all_pairings("").await;
+    let pause = std::time::Duration::from_millis(150);
+    // HTTP/1.1: "P" alone is also how the HTTP/2 preface starts.
+    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(pause).await;
+    s.write_all(
+        b"OST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    // The same request in one piece, for comparison.
+    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
+    s.write_all(
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut whole = Vec::new();
+    s.read_to_end(&mut whole).await.unwrap();
+    let whole = String::from_utf8_lossy(&whole);
+    let status = |a: &str| a.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(status(&answer), status(&whole));
+    // HTTP/2 with prior knowledge, the preface in two parts, then an empty SETTINGS frame:
+    // the server's first frame is its own SETTINGS (type 4 on stream 0).
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
+    s.write_all(&preface[..10]).await.unwrap();
+    tokio::time::sleep(pause).await;
+    s.write_all(&preface[10..]).await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("no frame from the server")
+        .unwrap();
+    assert_eq!(head[3], 4, "the server's first frame: {head:?}");
+    assert_eq!(&head[5..9], &[0, 0, 0, 0], "on stream 0: {head:?}");
+    drop(s);
+    cg.shutdown().await;
+}
