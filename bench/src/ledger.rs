@@ -185,6 +185,7 @@ pub async fn run(opts: &Options) -> Res<()> {
         duration,
         max_requests: 1_000_000,
         request_timeout: REQUEST_TIMEOUT,
+        new_connections: false,
     };
     for round in 1..=rounds {
         for l in &mut live {

@@ -59,17 +59,21 @@ struct Timing {
     warmup: Duration,
     measured: Duration,
     max_requests: u64,
+    /// Every request on a connection of its own (`--new-connections`).
+    new_connections: bool,
 }
 
 const FULL_TIMING: Timing = Timing {
     warmup: Duration::from_secs(1),
     measured: Duration::from_secs(5),
     max_requests: 1_000_000,
+    new_connections: false,
 };
 const QUICK_TIMING: Timing = Timing {
     warmup: Duration::from_millis(500),
     measured: Duration::from_secs(2),
     max_requests: 200_000,
+    new_connections: false,
 };
 
 /// One request may take this long before it counts as an error.
@@ -144,6 +148,7 @@ pub async fn run(opts: &Options) -> Res<()> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("--seconds {seconds}: not a positive number of seconds"))?;
     }
+    timing.new_connections = opts.new_connections;
     let scenarios: Vec<Scenario> = PAIRINGS
         .iter()
         .flat_map(|&(pairing, with_mib)| {
@@ -184,9 +189,14 @@ pub async fn run(opts: &Options) -> Res<()> {
     let paths = if opts.nginx { 3 } else { 2 };
     println!("{}", report::machine_facts());
     println!(
-        "load ({}): {} scenarios x ({}), {:?} warm-up + {:?} each \
+        "load ({}{}): {} scenarios x ({}), {:?} warm-up + {:?} each \
          (at most {} requests), ~{} s",
         if opts.quick { "quick" } else { "full" },
+        if timing.new_connections {
+            ", a new connection per request"
+        } else {
+            ""
+        },
         total,
         if opts.nginx {
             "direct, casegate, nginx"
@@ -511,6 +521,7 @@ async fn measure(
         duration,
         max_requests: timing.max_requests,
         request_timeout: REQUEST_TIMEOUT,
+        new_connections: timing.new_connections,
     };
     runner::run(&upload, plan(timing.warmup)).await;
     let attached = match attach {

@@ -73,6 +73,12 @@ struct Cli {
     /// file, and the ledger finds it already recorded).
     #[arg(long, global = true)]
     unique_ids: bool,
+    /// load: every request on a connection of its own, which the server closes after the
+    /// answer (`Connection: close`), as from a client that keeps no connections (Python
+    /// `requests` without a Session, `ab` without `-k`); by default each of the load
+    /// generator's connections is kept alive for the whole run.
+    #[arg(long, global = true)]
+    new_connections: bool,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +119,7 @@ pub struct Options {
     pub casegate_log: String,
     pub attach: Option<String>,
     pub unique_ids: bool,
+    pub new_connections: bool,
 }
 
 impl Options {
@@ -138,6 +145,7 @@ fn main() -> ExitCode {
                 casegate_log: cli.casegate_log,
                 attach: cli.attach,
                 unique_ids: cli.unique_ids,
+                new_connections: cli.new_connections,
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;

@@ -294,6 +294,7 @@ fn at_once(n: usize) -> Plan {
         duration: CASE_TIMEOUT,
         max_requests: n as u64,
         request_timeout: CASE_TIMEOUT,
+        new_connections: false,
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -164,6 +164,9 @@ pub struct Plan {
     pub max_requests: u64,
     /// One request (send and answer) may take this long before it counts as an error.
     pub request_timeout: Duration,
+    /// Each request asks for `Connection: close` and goes on a new connection (the time
+    /// to connect counts in its latency); otherwise each worker keeps its connection.
+    pub new_connections: bool,
 }
 
 /// What a run measured.
@@ -320,11 +323,19 @@ async fn worker<J: Job>(
                 Some(sender) => conn.insert(sender),
                 None => conn.insert(connect(job.addr()).await?),
             };
-            exchange(sender, job.request()?, job.expect_len()).await
+            let mut req = job.request()?;
+            if plan.new_connections {
+                req.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            exchange(sender, req, job.expect_len()).await
         };
         let result = tokio::time::timeout(plan.request_timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", plan.request_timeout)));
+        if plan.new_connections {
+            conn = None;
+        }
         match result {
             Ok(answer) if !answer.judged_ok(job.expect_len()) => {
                 // A 200 whose body is not the file's length: the connection is left to
