@@ -386,40 +386,41 @@ async fn request_ids_are_answered_and_sent_upstream_on_every_call() {
 async fn first_bytes_arriving_apart_are_served_as_what_they_make() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (cg, _emulators) = all_pairings("").await;
-    let pause = std::time::Duration::from_millis(150);
-    // HTTP/1.1: "P" alone is also how the HTTP/2 preface starts.
-    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
-    s.write_all(b"P").await.unwrap();
-    tokio::time::sleep(pause).await;
-    s.write_all(
-        b"OST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
-    // The same request in one piece, for comparison.
-    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
-    s.write_all(
-        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut whole = Vec::new();
-    s.read_to_end(&mut whole).await.unwrap();
-    let whole = String::from_utf8_lossy(&whole);
-    let status = |a: &str| a.lines().next().unwrap_or_default().to_owned();
-    assert_eq!(status(&answer), status(&whole));
+    let (addr, pause) = (cg.addr(), std::time::Duration::from_millis(150));
+    // Writes `parts` on a new connection, `pause` apart.
+    let connect = |parts: Vec<&'static [u8]>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            s.write_all(part).await.unwrap();
+        }
+        s
+    };
+    let request: &'static [u8] =
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let mut answers = Vec::new();
+    // HTTP/1.1, its "P" alone first (also how the HTTP/2 preface starts), then in one piece.
+    for parts in [vec![&request[..1], &request[1..]], vec![request]] {
+        let mut answer = Vec::new();
+        connect(parts).await.read_to_end(&mut answer).await.unwrap();
+        answers.push(
+            String::from_utf8_lossy(&answer)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(answers[0].starts_with("HTTP/1.1 404 "), "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
     // HTTP/2 with prior knowledge, the preface in two parts, then an empty SETTINGS frame:
     // the server's first frame is its own SETTINGS (type 4 on stream 0).
-    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
-    s.write_all(&preface[..10]).await.unwrap();
-    tokio::time::sleep(pause).await;
-    s.write_all(&preface[10..]).await.unwrap();
-    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let preface: &'static [u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let settings: &'static [u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let mut s = connect(vec![&preface[..10], &preface[10..]]).await;
+    s.write_all(settings).await.unwrap();
     let mut head = [0u8; 9];
     tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut head))
         .await
