@@ -535,7 +535,8 @@ enum Speaks {
 
 impl Speaks {
     /// From a connection's first bytes: a request of HTTP/1 differs from the HTTP/2
-    /// preface within its first two bytes (no method is `PRI`).
+    /// preface within its method (at the second byte for `POST`, `PUT` and `PATCH`; the
+    /// method `PRI` is the preface's own, RFC 9113 section 3.4).
     fn from_first_bytes(first: &[u8]) -> Speaks {
         let n = first.len().min(H2_PREFACE.len());
         if first[..n] != H2_PREFACE[..n] {
