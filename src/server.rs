@@ -696,47 +696,106 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
     })
 }
 
-/// Accepts connections and hands each to a connection worker ([`crate::workers`]); on
-/// stop, lets the connections finish (up to the drain limit), then ends the workers.
+/// Starts an accept loop on every connection worker ([`crate::workers`]), each on the
+/// one listening socket; on stop, they let their connections finish (up to the drain
+/// limit), then the workers end.
 async fn accept_loop<S: ConnService>(
     listener: TcpListener,
     workers: crate::workers::Workers,
     gateway: Arc<Gateway>,
     svc: S,
+    stopped: watch::Receiver<Option<Duration>>,
+) {
+    // Off this runtime's reactor: each worker registers a duplicate with its own.
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the listening socket cannot be shared with the workers");
+            return;
+        }
+    };
+    let loops = workers.accept_on_each(|seat, inbox| {
+        let listener = listener.try_clone();
+        let (gateway, svc, stopped) = (gateway.clone(), svc.clone(), stopped.clone());
+        async move {
+            match listener {
+                Ok(l) => accept_here(l, seat, inbox, gateway, svc, stopped).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "a worker cannot share the listening socket")
+                }
+            }
+        }
+    });
+    drop(listener);
+    for l in loops {
+        let _ = l.await;
+    }
+    drop(workers);
+}
+
+/// One worker's accept loop: serves what it accepts, unless another worker serves
+/// fewer connections ([`crate::workers::Seat::place`]), and what other workers hand to
+/// it; on stop, closes its part of the listener and drains its connections.
+async fn accept_here<S: ConnService>(
+    listener: std::net::TcpListener,
+    seat: crate::workers::Seat,
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<crate::workers::Handed>,
+    gateway: Arc<Gateway>,
+    svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker cannot listen");
+            return;
+        }
+    };
     let builder = Arc::new(builders());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let (stopping, shutdown) = (stopped.clone(), &graceful);
+    let serve = move |stream: TcpStream| {
+        connection(
+            stream,
+            gateway.tls.load_full(),
+            builder.clone(),
+            svc.clone(),
+            shutdown.watcher(),
+            stopping.clone(),
+        )
+    };
     let drain_timeout = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    // Off this runtime's reactor, onto the worker's (in `connection`).
-                    let stream = match stream.into_std() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepted connection lost");
-                            continue;
-                        }
+                    let Some(other) = seat.place() else {
+                        connections.spawn(seat.count_here(serve(stream)));
+                        continue;
                     };
-                    let tls = gateway.tls.load_full();
-                    let (worker, conn) = workers.assign(connection(
-                        stream,
-                        tls,
-                        builder.clone(),
-                        svc.clone(),
-                        graceful.watcher(),
-                        stopped.clone(),
-                    ));
-                    connections.spawn_on(conn, &worker);
+                    // Off this worker's reactor, onto the other's.
+                    match stream.into_std().map(|s| seat.hand(other, s)) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(back)) => match TcpStream::from_std(back) {
+                            Ok(s) => drop(connections.spawn(seat.count_here(serve(s)))),
+                            Err(e) => tracing::warn!(error = %e, "accepted connection lost"),
+                        },
+                        Err(e) => tracing::warn!(error = %e, "accepted connection lost"),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            Some(h) = handed.recv() => {
+                let (stream, counted) = h.into_parts();
+                match TcpStream::from_std(stream) {
+                    Ok(s) => drop(connections.spawn(counted.around(serve(s)))),
+                    Err(e) => tracing::warn!(error = %e, "accepted connection lost"),
+                }
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stopped.changed() => {
                 break stopped.borrow().unwrap_or(Duration::ZERO);
@@ -744,18 +803,22 @@ async fn accept_loop<S: ConnService>(
         }
     };
     drop(listener);
+    // Connections handed over but not yet served are closed, as those still in the
+    // listen queue are.
+    handed.close();
+    while handed.try_recv().is_ok() {}
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             left = connections.len(),
+            worker = crate::workers::current(),
             "drain limit reached; cutting the requests still in flight (their upstream requests are aborted)"
         );
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-    drop(workers);
 }
 
 /// Serves HTTP on a connection whose protocol is `speaks` (hyper-util's `auto` builder
@@ -789,20 +852,13 @@ where
 /// One connection: the TLS handshake (bounded) when casegate serves HTTPS, then HTTP/1.1
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
 async fn connection<S: ConnService>(
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     builder: Arc<Builders>,
     svc: S,
     watcher: hyper_util::server::graceful::Watcher,
     mut stopping: watch::Receiver<Option<Duration>>,
 ) {
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "accepted connection lost");
-            return;
-        }
-    };
     let svc = TowerToHyperService::new(svc);
     // The connection's HTTP state (and under TLS the handshake's and the session's) in a
     // box of its own, made in a statement before it is awaited, so that its size is not

@@ -1,26 +1,33 @@
-//! Connection workers: one single-threaded tokio runtime per core, each serving the
-//! connections handed to it from accept to close, as nginx's workers and Pingora's
+//! Connection workers: one single-threaded tokio runtime per core, each accepting and
+//! serving its connections from accept to close, as nginx's workers and Pingora's
 //! thread-per-core mode do.
 //!
-//! The accept loop stays on the process's multi-threaded runtime (with the admin
-//! listener, the ledger's tasks, the pools' reapers and reloads). Each connection it
-//! accepts goes to the worker serving the fewest connections, and stays there: its
-//! requests, their upstream connections (the pool keeps each worker's idle connections
-//! apart, see [`current`]) and whatever they spawn run on that one thread. A request
-//! therefore never wakes a second runtime thread: on tokio's work-stealing runtime, a
-//! lone request woke an idle sibling about once, which cost more CPU than the request's
-//! own handling at one connection (bench/RESULTS.md). The ledger thread (SQLite) stays
-//! a thread of its own.
+//! Each worker runs an accept loop of its own on the one listening socket (a duplicate of
+//! its descriptor registered with the worker's reactor), made by [`Workers::accept_on_each`]
+//! and given the worker's [`Seat`]. A connection stays on the worker that accepted it:
+//! its requests, their upstream connections (the pool keeps each worker's idle
+//! connections apart, see [`current`]) and whatever they spawn run on that one thread. A
+//! request therefore never wakes a second runtime thread: on tokio's work-stealing
+//! runtime, a lone request woke an idle sibling about once, which cost more CPU than the
+//! request's own handling at one connection (bench/RESULTS.md). Nor does a connection:
+//! until the forty-second round one accept loop on the multi-threaded runtime handed each
+//! connection to a worker, which cost three registrations with a reactor, a wake-up of
+//! the worker and two of the accept loop's thread per connection.
 //!
-//! A busy worker's connections are not moved to an idle one; the accept loop balances new
-//! connections by count only. The workers stop when [`Workers`] is dropped, which the
-//! accept loop does once its connections have ended.
+//! Whichever worker's accept comes first takes a connection; a worker serving more than
+//! the least busy one (by more than an eighth of its own count) hands what it accepts to
+//! that one instead ([`Seat::place`]), through the worker's inbox, so a burst of
+//! connections that one worker happens to take is still spread evenly. A busy worker's
+//! connections are not moved once served. The process's other work (the admin
+//! listener, the ledger's tasks, the pools' reapers and reloads) stays on the
+//! multi-threaded runtime; the ledger thread (SQLite) is a thread of its own. The
+//! workers stop when [`Workers`] is dropped, which the server does once their accept
+//! loops have drained their connections.
 //!
-//! Unlike nginx and Pingora (STYLE.md), the workers share one listener and its accept
-//! loop rather than each accepting on its own (`SO_REUSEPORT`): the hand-off costs a hop
-//! per connection, not per request, and draining, reloads and TLS changes stay in the one
-//! place they were. Their upstream pools are shared, with idle connections kept per
-//! worker.
+//! Unlike nginx with `reuseport` and Pingora (STYLE.md), the workers share one listening
+//! socket rather than each binding its own with `SO_REUSEPORT`: a second process of the
+//! same user could join such a group and take a share of the connections without an
+//! error, and the kernel's hash would spread connections without regard to load.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -29,7 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 /// The most blocking threads of all the workers together, and of the process's
@@ -147,8 +155,40 @@ impl Workers {
         self.workers.is_empty()
     }
 
+    /// Runs `accept(seat, inbox)` on every worker, as a task of its runtime, and returns
+    /// their handles: `seat` is the worker's place among the others ([`Seat`]), `inbox`
+    /// the connections other workers hand to it.
+    pub fn accept_on_each<A, F>(&self, mut accept: A) -> Vec<JoinHandle<()>>
+    where
+        A: FnMut(Seat, mpsc::UnboundedReceiver<Handed>) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = self
+            .workers
+            .iter()
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let inboxes: Arc<[mpsc::UnboundedSender<Handed>]> = inboxes.into();
+        let counts: Arc<[Arc<AtomicUsize>]> =
+            self.workers.iter().map(|w| w.connections.clone()).collect();
+        self.workers
+            .iter()
+            .zip(receivers)
+            .enumerate()
+            .map(|(me, (w, inbox))| {
+                let seat = Seat {
+                    me,
+                    counts: counts.clone(),
+                    inboxes: inboxes.clone(),
+                };
+                w.post.0.spawn(accept(seat, inbox))
+            })
+            .collect()
+    }
+
     /// The worker serving the fewest connections (the first of those tied), its handle,
     /// and `connection` wrapped to count itself there while it lives.
+    #[cfg(test)]
     pub fn assign<F>(&self, connection: F) -> (Handle, impl Future<Output = F::Output>)
     where
         F: Future,
@@ -158,12 +198,7 @@ impl Workers {
             .iter()
             .min_by_key(|w| w.connections.load(Ordering::Relaxed))
             .unwrap_or_else(|| unreachable!("Workers::start makes at least one"));
-        w.connections.fetch_add(1, Ordering::Relaxed);
-        let counted = Counted(w.connections.clone());
-        let fut = async move {
-            let _counted = counted;
-            connection.await
-        };
+        let fut = Counted::on(&w.connections).around(connection);
         (Handle::clone(&w.post.0), fut)
     }
 
@@ -174,6 +209,7 @@ impl Workers {
     }
 
     /// Connections being served, per worker.
+    #[cfg(test)]
     pub fn connections(&self) -> Vec<usize> {
         self.workers
             .iter()
@@ -206,8 +242,77 @@ async fn heartbeat() {
     }
 }
 
+/// A worker's place among the workers, for its accept loop: which worker serves what it
+/// accepts, and the count of the connections it serves.
+pub struct Seat {
+    /// This worker's index (its number less one).
+    me: usize,
+    /// Connections being served, per worker.
+    counts: Arc<[Arc<AtomicUsize>]>,
+    /// Each worker's inbox of handed connections.
+    inboxes: Arc<[mpsc::UnboundedSender<Handed>]>,
+}
+
+impl Seat {
+    /// The worker that is to serve a connection this one has just accepted: None for this
+    /// one, unless it serves more connections than the least busy worker by more than an
+    /// eighth of its own count (then that worker's index). The slack keeps a steady load
+    /// from handing a connection over whenever the counts differ by one; at eight
+    /// connections or fewer a worker, the counts stay within one of each other.
+    pub fn place(&self) -> Option<usize> {
+        let mine = self.counts[self.me].load(Ordering::Relaxed);
+        let (least, fewest) = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, n)| n)?;
+        (mine > fewest + mine / 8).then_some(least)
+    }
+
+    /// `connection` counted on this worker while it lives.
+    pub fn count_here<F: Future>(&self, connection: F) -> impl Future<Output = F::Output> {
+        Counted::on(&self.counts[self.me]).around(connection)
+    }
+
+    /// Hands `stream` to worker `to` (counted there at once); gives it back when that
+    /// worker no longer takes connections (it is draining).
+    pub fn hand(&self, to: usize, stream: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
+        let counted = Counted::on(&self.counts[to]);
+        self.inboxes[to]
+            .send(Handed { stream, counted })
+            .map_err(|e| e.0.stream)
+    }
+}
+
+/// A connection another worker accepted and handed to this one, already counted here.
+pub struct Handed {
+    stream: std::net::TcpStream,
+    counted: Counted,
+}
+
+impl Handed {
+    /// The connection's socket, and its count on this worker (to keep while it is served).
+    pub fn into_parts(self) -> (std::net::TcpStream, Counted) {
+        (self.stream, self.counted)
+    }
+}
+
 /// One connection counted on its worker until dropped.
-struct Counted(Arc<AtomicUsize>);
+pub struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn on(count: &Arc<AtomicUsize>) -> Counted {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count.clone())
+    }
+
+    /// `connection`, keeping the count while it lives.
+    pub async fn around<F: Future>(self, connection: F) -> F::Output {
+        let _counted = self;
+        connection.await
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -256,6 +361,65 @@ mod tests {
         let (h, fut) =
             workers.assign(async { tokio::task::spawn_blocking(current).await.unwrap() });
         assert_eq!(h.spawn(fut).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn a_worker_serving_more_than_the_least_busy_hands_connections_to_it() {
+        let workers = Workers::start(2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loops = workers.accept_on_each(|seat, inbox| {
+            tx.send((seat, inbox)).unwrap();
+            async {}
+        });
+        assert_eq!(loops.len(), 2);
+        let mut seats: Vec<_> = rx.try_iter().collect();
+        let (b, mut inbox_b) = seats.pop().unwrap();
+        let (a, _inbox_a) = seats.pop().unwrap();
+        let counts = |a: &Seat| {
+            a.counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        // Both idle, or tied: each keeps what it accepts.
+        assert_eq!((a.place(), b.place()), (None, None));
+        let first = a.count_here(async {});
+        assert_eq!(counts(&a), vec![1, 0]);
+        assert_eq!((a.place(), b.place()), (Some(1), None));
+        let second = b.count_here(async {});
+        assert_eq!((a.place(), b.place()), (None, None));
+        drop((first, second));
+        assert_eq!(counts(&a), vec![0, 0]);
+        // Busier, a worker keeps its connections while within an eighth of its count of
+        // the least busy.
+        let on_a: Vec<_> = (0..16).map(|_| a.count_here(async {})).collect();
+        let mut on_b: Vec<_> = (0..14).map(|_| b.count_here(async {})).collect();
+        assert_eq!((a.place(), b.place()), (None, None));
+        drop(on_b.pop());
+        assert_eq!(counts(&a), vec![16, 13]);
+        assert_eq!((a.place(), b.place()), (Some(1), None));
+        drop(on_a);
+        // A handed connection is counted on the worker it goes to while its count is held.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let (port, peer) = (accepted.local_addr().unwrap(), client.local_addr().unwrap());
+        a.hand(1, accepted).unwrap();
+        assert_eq!(counts(&a)[1], 13 + 1);
+        let (stream, counted) = inbox_b.try_recv().unwrap().into_parts();
+        assert_eq!(
+            (stream.local_addr().unwrap(), stream.peer_addr().unwrap()),
+            (port, peer)
+        );
+        drop(counted);
+        assert_eq!(counts(&a)[1], 13);
+        // A worker that no longer takes connections gives the socket back, uncounted.
+        drop(inbox_b);
+        let back = a.hand(1, stream).unwrap_err();
+        assert_eq!(back.peer_addr().unwrap(), peer);
+        assert_eq!(counts(&a), vec![0, 13]);
+        drop(on_b);
+        assert_eq!(counts(&b), vec![0, 0]);
     }
 
     /// The write system calls the calling thread has made (`syscw` of
