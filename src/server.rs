@@ -715,7 +715,7 @@ async fn accept_loop<S: ConnService>(
         }
     };
     let loops = workers.accept_on_each(|seat, inbox| {
-        let listener = listener.try_clone();
+        let listener = seat.accepts().then(|| listener.try_clone()).transpose();
         let (gateway, svc, stopped) = (gateway.clone(), svc.clone(), stopped.clone());
         async move {
             match listener {
@@ -733,22 +733,29 @@ async fn accept_loop<S: ConnService>(
     drop(workers);
 }
 
-/// One worker's accept loop: serves what it accepts, unless another worker serves
-/// fewer connections ([`crate::workers::Seat::place`]), and what other workers hand to
-/// it; on stop, closes its part of the listener and drains its connections.
+/// One worker's accept loop: serves what it accepts (when it has a part of the listener,
+/// [`crate::workers::Seat::accepts`]), unless another worker serves fewer connections
+/// ([`crate::workers::Seat::place`]), and what other workers hand to it; on stop, closes
+/// its part of the listener and drains its connections.
 async fn accept_here<S: ConnService>(
-    listener: std::net::TcpListener,
+    listener: Option<std::net::TcpListener>,
     seat: crate::workers::Seat,
     mut handed: tokio::sync::mpsc::UnboundedReceiver<crate::workers::Handed>,
     gateway: Arc<Gateway>,
     svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
+    let listener = match listener.map(TcpListener::from_std).transpose() {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "a worker cannot listen");
             return;
+        }
+    };
+    let accept = || async {
+        match &listener {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
         }
     };
     let builder = Arc::new(builders());
@@ -767,7 +774,7 @@ async fn accept_here<S: ConnService>(
     };
     let drain_timeout = loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     let Some(other) = seat.place() else {

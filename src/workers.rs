@@ -27,7 +27,11 @@
 //! Unlike nginx with `reuseport` and Pingora (STYLE.md), the workers share one listening
 //! socket rather than each binding its own with `SO_REUSEPORT`: a second process of the
 //! same user could join such a group and take a share of the connections without an
-//! error, and the kernel's hash would spread connections without regard to load.
+//! error, and the kernel's hash would spread connections without regard to load. A new
+//! connection on a shared socket wakes every worker asleep on it (tokio cannot ask for
+//! `EPOLLEXCLUSIVE`, which nginx uses), and all but one find nothing to accept: so only
+//! the first [`ACCEPTING`] workers accept, and with more workers than that the others
+//! take their connections as handed ones.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -48,6 +52,11 @@ use tokio::time::MissedTickBehavior;
 /// thread is not idle yet when the next call arrives), and their stacks and allocator
 /// arenas are resident memory.
 pub const BLOCKING_THREADS: usize = 16;
+
+/// The most workers that accept on the listening socket (the first ones): each new
+/// connection wakes every one of them that sleeps, so their number bounds the wasted
+/// wake-ups a connection at low load.
+pub const ACCEPTING: usize = 4;
 
 /// How far ahead each worker always has a timer set: see [`heartbeat`].
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -270,6 +279,12 @@ impl Seat {
         (mine > fewest + mine / 8).then_some(least)
     }
 
+    /// Whether this worker accepts on the listening socket (one of the first
+    /// [`ACCEPTING`]); the others serve only connections handed to them.
+    pub fn accepts(&self) -> bool {
+        self.me < ACCEPTING
+    }
+
     /// `connection` counted on this worker while it lives.
     pub fn count_here<F: Future>(&self, connection: F) -> impl Future<Output = F::Output> {
         Counted::on(&self.counts[self.me]).around(connection)
@@ -420,6 +435,21 @@ mod tests {
         assert_eq!(counts(&a), vec![0, 13]);
         drop(on_b);
         assert_eq!(counts(&b), vec![0, 0]);
+    }
+
+    #[test]
+    fn only_the_first_workers_accept() {
+        let workers = Workers::start(ACCEPTING + 2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loops = workers.accept_on_each(|seat, _| {
+            tx.send(seat.accepts()).unwrap();
+            async {}
+        });
+        assert_eq!(loops.len(), ACCEPTING + 2);
+        let accepts: Vec<bool> = rx.try_iter().collect();
+        let mut expected = vec![true; ACCEPTING];
+        expected.extend([false, false]);
+        assert_eq!(accepts, expected);
     }
 
     /// The write system calls the calling thread has made (`syscw` of

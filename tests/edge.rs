@@ -431,3 +431,44 @@ async fn first_bytes_arriving_apart_are_served_as_what_they_make() {
     drop(s);
     cg.shutdown().await;
 }
+
+/// With more workers than accept on the listening socket, the others serve the
+/// connections the accepting ones hand them: every connection of a crowd held open at
+/// once is answered.
+#[tokio::test]
+async fn connections_handed_between_workers_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let workers = casegate::workers::ACCEPTING + 2;
+    let (cg, _emulators) = all_pairings(&format!("workers = {workers}\n")).await;
+    // All open at once (each waits in casegate for its first bytes), so the accepting
+    // workers, each busier than the two that do not accept, hand some of them over.
+    let mut crowd = Vec::new();
+    for _ in 0..4 * workers {
+        crowd.push(tokio::net::TcpStream::connect(cg.addr()).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let request: &[u8] =
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let answers = futures_util::future::join_all(crowd.into_iter().map(|mut s| async move {
+        s.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.read_to_end(&mut answer),
+        )
+        .await
+        .expect("an answer")
+        .unwrap();
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }))
+    .await;
+    assert_eq!(answers.len(), 4 * workers);
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 404 "), "{answers:?}");
+    }
+    cg.shutdown().await;
+}
