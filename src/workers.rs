@@ -266,8 +266,8 @@ impl Seat {
     /// The worker that is to serve a connection this one has just accepted: None for this
     /// one, unless it serves more connections than the least busy worker by more than an
     /// eighth of its own count (then that worker's index). The slack keeps a steady load
-    /// from handing a connection over whenever the counts differ by one; at eight
-    /// connections or fewer a worker, the counts stay within one of each other.
+    /// from handing a connection over whenever the counts differ by one; below eight
+    /// connections a worker, the counts stay within one of each other.
     pub fn place(&self) -> Option<usize> {
         let mine = self.counts[self.me].load(Ordering::Relaxed);
         let (least, fewest) = self
