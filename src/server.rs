@@ -669,7 +669,7 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         Some(a) => Some(Admin::start(a, gateway.metrics(), gateway.clone()).await?),
         None => None,
     };
-    let (stop, stopped) = watch::channel(None);
+    let stop = watch::Sender::new(None);
     let svc = stack(
         gateway.clone(),
         cfg.max_in_flight,
@@ -678,13 +678,15 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
     let workers =
         crate::workers::Workers::start(cfg.workers.unwrap_or_else(crate::workers::default_count))
             .map_err(|e| format!("cannot start the connection workers: {e}"))?;
-    let task = tokio::spawn(accept_loop(
-        listener,
-        workers,
-        gateway.clone(),
-        svc,
-        stopped,
-    ));
+    let task = match accept_on_workers(listener, workers, gateway.clone(), svc, &stop).await {
+        Ok(task) => task,
+        Err(e) => {
+            if let Some(admin) = admin {
+                admin.shutdown().await;
+            }
+            return Err(format!("cannot listen on {}: {e}", cfg.listen));
+        }
+    };
     Ok(Running {
         addr,
         admin,
@@ -696,41 +698,63 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
     })
 }
 
-/// Starts an accept loop on every connection worker ([`crate::workers`]), each on the
-/// one listening socket; on stop, they let their connections finish (up to the drain
-/// limit), then the workers end.
-async fn accept_loop<S: ConnService>(
+/// Starts an accept loop on every connection worker ([`crate::workers`]), each on a
+/// duplicate of the one listening socket registered with that worker's reactor, and
+/// returns the task that waits for them once each has its part: when one cannot have it
+/// (descriptors or the reactor's watches exhausted), those started are stopped and the
+/// error returned, so that casegate does not run without accepting. On stop, they let
+/// their connections finish (up to the drain limit), then the workers end.
+async fn accept_on_workers<S: ConnService>(
     listener: TcpListener,
     workers: crate::workers::Workers,
     gateway: Arc<Gateway>,
     svc: S,
-    stopped: watch::Receiver<Option<Duration>>,
-) {
+    stop: &watch::Sender<Option<Duration>>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
     // Off this runtime's reactor: each worker registers a duplicate with its own.
-    let listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "the listening socket cannot be shared with the workers");
-            return;
-        }
-    };
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("the listening socket cannot be shared with the workers: {e}"))?;
+    let mut parts = Vec::new();
     let loops = workers.accept_on_each(|seat, inbox| {
-        let listener = seat.accepts().then(|| listener.try_clone()).transpose();
-        let (gateway, svc, stopped) = (gateway.clone(), svc.clone(), stopped.clone());
+        let part = seat.accepts().then(|| listener.try_clone()).transpose();
+        let (has_part, told) = tokio::sync::oneshot::channel();
+        parts.push(told);
+        let (gateway, svc, stopped) = (gateway.clone(), svc.clone(), stop.subscribe());
         async move {
-            match listener {
-                Ok(l) => accept_here(l, seat, inbox, gateway, svc, stopped).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "a worker cannot share the listening socket")
+            match part.and_then(|l| l.map(TcpListener::from_std).transpose()) {
+                Ok(l) => {
+                    let _ = has_part.send(Ok(()));
+                    accept_here(l, seat, inbox, gateway, svc, stopped).await
                 }
+                Err(e) => drop(has_part.send(Err(e))),
             }
         }
     });
     drop(listener);
-    for l in loops {
-        let _ = l.await;
+    let mut failed = None;
+    for told in parts {
+        let error = match told.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("a connection worker cannot share the listening socket: {e}"),
+            Err(_) => "a connection worker stopped before it could accept".to_string(),
+        };
+        failed.get_or_insert(error);
     }
-    drop(workers);
+    let ended = async move {
+        for l in loops {
+            let _ = l.await;
+        }
+        drop(workers);
+    };
+    match failed {
+        None => Ok(tokio::spawn(ended)),
+        Some(error) => {
+            let _ = stop.send(Some(Duration::ZERO));
+            ended.await;
+            Err(error)
+        }
+    }
 }
 
 /// One worker's accept loop: serves what it accepts (when it has a part of the listener,
@@ -738,20 +762,13 @@ async fn accept_loop<S: ConnService>(
 /// ([`crate::workers::Seat::place`]), and what other workers hand to it; on stop, closes
 /// its part of the listener and drains its connections.
 async fn accept_here<S: ConnService>(
-    listener: Option<std::net::TcpListener>,
+    listener: Option<TcpListener>,
     seat: crate::workers::Seat,
     mut handed: tokio::sync::mpsc::UnboundedReceiver<crate::workers::Handed>,
     gateway: Arc<Gateway>,
     svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
-    let listener = match listener.map(TcpListener::from_std).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "a worker cannot listen");
-            return;
-        }
-    };
     let accept = || async {
         match &listener {
             Some(l) => l.accept().await,

@@ -345,3 +345,103 @@ client_secret = "s"
         serde_json::from_str(&run(&["--json", "--route", "other"])).unwrap();
     assert_eq!(other, serde_json::json!([]));
 }
+
+/// Under every limit on open files from too few to enough, `casegate serve` either
+/// refuses to start (a non-zero exit, an error naming what it could not do, no address
+/// logged) or starts whole: a casegate that logged its address never then logs that a
+/// worker could not take its part of the listening socket (which would leave it up and
+/// accepting on fewer workers, or on none).
+#[test]
+fn serve_starts_whole_or_not_at_all_under_a_low_limit_on_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "routes.toml",
+        r#"
+listen = "127.0.0.1:0"
+ledger = "sqlite::memory:"
+workers = 4
+[[routes]]
+name = "ops"
+front = "thalamus"
+client_tokens = ["t"]
+[routes.upstream]
+dialect = "tines"
+url = "embedded"
+[routes.upstream.auth]
+token = "k"
+"#,
+    );
+    let (mut refused, mut started, mut sharing_refused) = (0, 0, 0);
+    for limit in 8..=48 {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" serve --config \"$1\""),
+                BIN,
+                cfg.to_str().unwrap(),
+            ])
+            .env("CASEGATE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(strip_ansi(&line));
+            }
+        });
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let logged_addr = loop {
+            assert!(
+                Instant::now() < deadline,
+                "limit {limit}: neither started nor refused:\n{}",
+                log.join("\n")
+            );
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let addr = line.contains("casegate listening");
+                    log.push(line);
+                    if addr {
+                        break true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        };
+        if logged_addr {
+            // Whatever a worker logs about its part comes right after the start.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = child.kill();
+            let _ = child.wait();
+            log.extend(rx.try_iter());
+            let log = log.join("\n");
+            assert!(
+                !log.contains("ERROR") && !log.contains("cannot"),
+                "limit {limit}: started, then failed:\n{log}"
+            );
+            started += 1;
+        } else {
+            let status = child.wait().unwrap();
+            let log = log.join("\n");
+            assert!(
+                !status.success() && log.contains("cannot"),
+                "limit {limit}: ended without a start or an error ({status}):\n{log}"
+            );
+            refused += 1;
+            sharing_refused += usize::from(log.contains(
+                "cannot listen on 127.0.0.1:0: a connection worker cannot share the listening socket",
+            ));
+        }
+    }
+    // The scan crossed the line, and through the step this test is about.
+    assert!(
+        refused > 0 && started > 0 && sharing_refused > 0,
+        "refused {refused}, started {started}, of which for the listening socket {sharing_refused}"
+    );
+}
