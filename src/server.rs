@@ -727,7 +727,10 @@ async fn accept_on_workers<S: ConnService>(
                     let _ = has_part.send(Ok(()));
                     accept_here(l, seat, inbox, gateway, svc, stopped).await
                 }
-                Err(e) => drop(has_part.send(Err(e))),
+                Err(e) => {
+                    let _ = has_part.send(Err(e));
+                    0
+                }
             }
         }
     });
@@ -742,10 +745,17 @@ async fn accept_on_workers<S: ConnService>(
         failed.get_or_insert(error);
     }
     let ended = async move {
+        let mut cut = 0;
         for l in loops {
-            let _ = l.await;
+            cut += l.await.unwrap_or(0);
         }
         drop(workers);
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "drain limit reached; the requests still in flight were cut (their upstream requests aborted)"
+            );
+        }
     };
     match failed {
         None => Ok(tokio::spawn(ended)),
@@ -760,7 +770,7 @@ async fn accept_on_workers<S: ConnService>(
 /// One worker's accept loop: serves what it accepts (when it has a part of the listener,
 /// [`crate::workers::Seat::accepts`]), unless another worker serves fewer connections
 /// ([`crate::workers::Seat::place`]), and what other workers hand to it; on stop, closes
-/// its part of the listener and drains its connections.
+/// its part of the listener and drains its connections; returns how many the drain limit cut.
 async fn accept_here<S: ConnService>(
     listener: Option<TcpListener>,
     seat: crate::workers::Seat,
@@ -768,7 +778,7 @@ async fn accept_here<S: ConnService>(
     gateway: Arc<Gateway>,
     svc: S,
     mut stopped: watch::Receiver<Option<Duration>>,
-) {
+) -> usize {
     let accept = || async {
         match &listener {
             Some(l) => l.accept().await,
@@ -831,18 +841,13 @@ async fn accept_here<S: ConnService>(
     // listen queue are.
     handed.close();
     while handed.try_recv().is_ok() {}
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            left = connections.len(),
-            worker = crate::workers::current(),
-            "drain limit reached; cutting the requests still in flight (their upstream requests are aborted)"
-        );
-    }
+    let cut = match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => connections.len(),
+    };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    cut
 }
 
 /// Serves HTTP on a connection whose protocol is `speaks` (hyper-util's `auto` builder

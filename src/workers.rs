@@ -167,10 +167,11 @@ impl Workers {
     /// Runs `accept(seat, inbox)` on every worker, as a task of its runtime, and returns
     /// their handles: `seat` is the worker's place among the others ([`Seat`]), `inbox`
     /// the connections other workers hand to it.
-    pub fn accept_on_each<A, F>(&self, mut accept: A) -> Vec<JoinHandle<()>>
+    pub fn accept_on_each<A, F>(&self, mut accept: A) -> Vec<JoinHandle<F::Output>>
     where
         A: FnMut(Seat, mpsc::UnboundedReceiver<Handed>) -> F,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = self
             .workers

@@ -220,8 +220,21 @@ async fn sigterm_drains_then_cuts_what_is_left() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The stalled upload outlives the drain timeout: it is cut, and casegate exits 0.
+    // The stalled upload outlives the drain timeout: it is cut, and casegate exits 0,
+    // having said so once, with the count over all its workers.
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let cuts: Vec<Value> = p
+        .drain_lines()
+        .into_iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("drain limit"))
+        })
+        .collect();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert_eq!(cuts[0]["cut"], 1, "{}", cuts[0]);
+    assert_eq!(cuts[0]["level"], "WARN", "{}", cuts[0]);
     let cut = b.finish().await;
     assert!(
         cut.as_ref()
