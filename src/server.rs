@@ -566,18 +566,24 @@ impl Speaks {
 /// failed.
 async fn sniff(stream: &TcpStream) -> Option<Speaks> {
     let mut first = [0u8; H2_PREFACE.len()];
-    let peek = stream.peek(&mut first);
-    let quiet = crate::coarse::Timer::after(HEADER_READ_TIMEOUT);
-    tokio::select! {
-        biased;
-        peeked = peek => match peeked {
-            Ok(n) => Some(Speaks::from_first_bytes(&first[..n])),
-            Err(e) => {
-                tracing::debug!(error = %e, "connection failed before its first byte");
-                None
-            }
-        },
-        () = quiet => {
+    let mut quiet = std::pin::pin!(crate::coarse::Timer::after(HEADER_READ_TIMEOUT));
+    // `poll_peek`, not `peek`: the latter's future (a waiter of its own in the socket's
+    // readiness) weighed about 250 bytes in every connection's task, which tokio copies
+    // as it spawns the task and as the task ends.
+    let peeked = std::future::poll_fn(|cx| {
+        match stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut first)) {
+            Poll::Ready(peeked) => Poll::Ready(Some(peeked)),
+            Poll::Pending => quiet.as_mut().poll(cx).map(|()| None),
+        }
+    })
+    .await;
+    match peeked {
+        Some(Ok(n)) => Some(Speaks::from_first_bytes(&first[..n])),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "connection failed before its first byte");
+            None
+        }
+        None => {
             tracing::debug!("connection closed: nothing sent within the header-read timeout");
             None
         }
@@ -1015,7 +1021,35 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{Speaks, H2_PREFACE};
+    use super::{sniff, Speaks, H2_PREFACE, HEADER_READ_TIMEOUT};
+    use std::io::Write;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_sniffed_by_its_first_bytes_or_given_up_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (sent, speaks) in [
+            (&H2_PREFACE[..], Speaks::Http2),
+            (b"POST /x HTTP/1.1\r\n", Speaks::Http1),
+            (b"PR", Speaks::Unknown),
+        ] {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client.write_all(sent).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let started = tokio::time::Instant::now();
+            assert_eq!(sniff(&stream).await, Some(speaks), "{sent:?}");
+            assert!(started.elapsed() < HEADER_READ_TIMEOUT, "{sent:?}");
+            // Peeked, not read: the bytes are still there for HTTP.
+            let mut again = [0u8; 64];
+            assert_eq!(stream.peek(&mut again).await.unwrap(), sent.len());
+        }
+        // A client that says nothing is given up on when the timeout has passed.
+        let _silent = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(sniff(&stream).await, None);
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT);
+    }
 
     #[test]
     fn first_bytes_tell_http1_from_the_http2_preface() {

@@ -35,8 +35,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -324,9 +326,30 @@ impl Counted {
     }
 
     /// `connection`, keeping the count while it lives.
-    pub async fn around<F: Future>(self, connection: F) -> F::Output {
-        let _counted = self;
-        connection.await
+    pub fn around<F: Future>(self, connection: F) -> Around<F> {
+        Around {
+            connection,
+            _counted: self,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future with its count ([`Counted::around`]): a struct rather than an
+    /// `async fn`, which keeps the future it is given and the one it awaits in two places
+    /// (a connection's task was 1 912 bytes instead of 1 048, copied as tokio spawns it).
+    pub struct Around<F> {
+        #[pin]
+        connection: F,
+        _counted: Counted,
+    }
+}
+
+impl<F: Future> Future for Around<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().connection.poll(cx)
     }
 }
 
