@@ -84,18 +84,9 @@ token = "${CASEGATE_TEST_UNSET_SECRET}"
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// Starts `casegate serve` and returns it with the address it logged.
-fn serve(
-    config: &std::path::Path,
-    envs: &[(&str, &str)],
-) -> (
-    std::process::Child,
-    String,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .envs(envs.iter().copied())
+/// `cmd` started at the `info` level without colours, its log (stderr) sent line by line.
+fn spawn_logged(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
         .env("CASEGATE_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
@@ -109,6 +100,23 @@ fn serve(
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+/// Starts `casegate serve` and returns it with the address it logged.
+fn serve(
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let (mut child, rx) = spawn_logged(
+        Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .envs(envs.iter().copied()),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -374,26 +382,12 @@ token = "k"
     );
     let (mut refused, mut started, mut sharing_refused) = (0, 0, 0);
     for limit in 8..=48 {
-        let mut child = Command::new("sh")
-            .args([
-                "-c",
-                &format!("ulimit -n {limit} && exec \"$0\" serve --config \"$1\""),
-                BIN,
-                cfg.to_str().unwrap(),
-            ])
-            .env("CASEGATE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(strip_ansi(&line));
-            }
-        });
+        let (mut child, rx) = spawn_logged(Command::new("sh").args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" serve --config \"$1\""),
+            BIN,
+            cfg.to_str().unwrap(),
+        ]));
         let mut log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         let logged_addr = loop {
@@ -404,6 +398,7 @@ token = "k"
             );
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
+                    let line = strip_ansi(&line);
                     let addr = line.contains("casegate listening");
                     log.push(line);
                     if addr {
@@ -419,7 +414,7 @@ token = "k"
             std::thread::sleep(Duration::from_millis(300));
             let _ = child.kill();
             let _ = child.wait();
-            log.extend(rx.try_iter());
+            log.extend(rx.try_iter().map(|l| strip_ansi(&l)));
             let log = log.join("\n");
             assert!(
                 !log.contains("ERROR") && !log.contains("cannot"),
