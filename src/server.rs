@@ -759,7 +759,7 @@ async fn accept_on_workers<S: ConnService>(
         if cut > 0 {
             tracing::warn!(
                 cut,
-                "drain limit reached; the requests still in flight were cut (their upstream requests aborted)"
+                "drain limit reached; the connections still serving requests were cut (their upstream requests aborted)"
             );
         }
     };
