@@ -847,12 +847,14 @@ async fn accept_here<S: ConnService>(
     // listen queue are.
     handed.close();
     while handed.try_recv().is_ok() {}
-    let cut = match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => connections.len(),
-    };
+    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    // What is still running when the limit is reached is cut; what had ended, not yet
+    // collected, is not counted.
     connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    let mut cut = 0;
+    while let Some(ended) = connections.join_next().await {
+        cut += usize::from(ended.is_err_and(|e| e.is_cancelled()));
+    }
     cut
 }
 
