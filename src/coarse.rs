@@ -233,8 +233,12 @@ impl hyper::rt::Sleep for CoarseSleep {}
 pub struct WorkerTimer;
 
 impl hyper::rt::Timer for WorkerTimer {
+    fn now(&self) -> Instant {
+        crate::clock::now()
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(crate::clock::now() + duration)
     }
 
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -267,20 +271,20 @@ impl Timer {
     /// A timer that fires `wait` from now.
     pub fn after(wait: Duration) -> Timer {
         if wait >= COARSE_MIN {
-            if let Some(sleep) = CoarseSleep::until(Instant::now() + wait) {
+            if let Some(sleep) = CoarseSleep::until(crate::clock::now() + wait) {
                 return Timer::Coarse { sleep };
             }
         }
         Timer::Tokio {
-            sleep: tokio::time::sleep(wait),
+            sleep: tokio::time::sleep_until(crate::clock::tokio_now() + wait),
         }
     }
 
     /// Sets the timer again, to `wait` from now (a coarse one stays coarse).
     pub fn reset(self: Pin<&mut Self>, wait: Duration) {
         match self.project() {
-            TimerProj::Coarse { sleep } => sleep.reset(Instant::now() + wait),
-            TimerProj::Tokio { sleep } => sleep.reset(tokio::time::Instant::now() + wait),
+            TimerProj::Coarse { sleep } => sleep.reset(crate::clock::now() + wait),
+            TimerProj::Tokio { sleep } => sleep.reset(crate::clock::tokio_now() + wait),
         }
     }
 }

@@ -8,6 +8,7 @@
 #![warn(clippy::all)]
 
 pub mod admin;
+pub mod clock;
 pub mod coarse;
 pub mod codec;
 pub mod config;

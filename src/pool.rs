@@ -163,9 +163,11 @@ impl Pool {
         let mut taken = 0;
         let mut found = None;
         let slot = idle.slot(crate::workers::current());
+        // The poll's clock (`crate::clock`): an idle limit, not a report.
+        let now = crate::clock::now();
         while let Some(i) = slot.pop() {
             taken += 1;
-            if i.since.elapsed() < IDLE_TIMEOUT && i.conn.usable() {
+            if now.saturating_duration_since(i.since) < IDLE_TIMEOUT && i.conn.usable() {
                 found = Some(i.conn);
                 break;
             }
@@ -180,7 +182,7 @@ impl Pool {
             idle.count += 1;
             idle.slot(crate::workers::current()).push(Idle {
                 conn,
-                since: Instant::now(),
+                since: crate::clock::now(),
             });
         }
     }

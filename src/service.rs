@@ -166,7 +166,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let started = Instant::now();
+        let started = crate::clock::exact();
         // The layers below see the context in its task-local scope: their `call` and the
         // request's future run inside it, where every log line names the request (see
         // `crate::logging`). Made here when no request-id layer made it above.
@@ -260,7 +260,7 @@ struct Finished {
 
 impl Finished {
     fn emit(self, body_bytes: u64, complete: bool) {
-        let elapsed = self.started.elapsed();
+        let elapsed = crate::clock::exact().saturating_duration_since(self.started);
         let info = self.ctx.info();
         let route_name = info.route.as_ref().unwrap_or(crate::metrics::no_route());
         let route: &str = route_name;

@@ -41,20 +41,26 @@ pub struct Progress {
 impl Progress {
     pub fn new() -> Arc<Self> {
         Arc::new(Progress {
-            start: tokio::time::Instant::now(),
+            start: crate::clock::tokio_now(),
             last_ms: AtomicU64::new(0),
         })
     }
 
     /// Records that bytes moved.
     pub fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
+        let ms = self.since_start().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     fn idle(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
+        let now = self.since_start().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The time since the start on the poll's clock ([`crate::clock`]): it sets a deadline,
+    /// it is not reported.
+    fn since_start(&self) -> Duration {
+        crate::clock::tokio_now().saturating_duration_since(self.start)
     }
 }
 
@@ -294,7 +300,7 @@ impl Upstream {
                 progress,
             };
             svc.progress.touch();
-            let started = Instant::now();
+            let started = crate::clock::exact();
             return Self::answered(started, tower::Service::call(&mut svc, out).await);
         }
         let uri = match &self.origin {
@@ -336,7 +342,7 @@ impl Upstream {
             progress,
         };
         svc.progress.touch();
-        let started = Instant::now();
+        let started = crate::clock::exact();
         Self::answered(started, tower::Service::call(&mut svc, req).await)
     }
 
@@ -346,7 +352,8 @@ impl Upstream {
         answered: Result<Response<UpstreamBody>, Silent<PoolError>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         crate::context::record(|i| {
-            i.upstream_times.push(started.elapsed());
+            i.upstream_times
+                .push(crate::clock::exact().saturating_duration_since(started));
             if let Ok(resp) = &answered {
                 i.upstream_status = Some(resp.status().as_u16());
             }
@@ -404,7 +411,7 @@ impl Upstream {
     pub async fn read_answer(&self, resp: Response<UpstreamBody>) -> AnswerBody {
         let mut body = resp.into_body();
         let mut buf = BytesMut::new();
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::tokio_now() + self.timeout;
         loop {
             match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) | Ok(Some(Err(_))) => {
@@ -459,7 +466,7 @@ impl Upstream {
         }
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
-            if Instant::now() < t.renew_at {
+            if crate::clock::now() < t.renew_at {
                 return Ok(t.header.clone());
             }
         }
@@ -477,7 +484,7 @@ impl Upstream {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         current
             .as_ref()
-            .filter(|t| Instant::now() < t.renew_at)
+            .filter(|t| crate::clock::now() < t.renew_at)
             .map(|t| t.header.clone())
     }
 

@@ -349,6 +349,8 @@ impl<F: Future> Future for Around<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // One reading of the clock for the poll's deadlines (see `crate::clock`).
+        let _poll = crate::clock::InPoll::enter();
         self.project().connection.poll(cx)
     }
 }

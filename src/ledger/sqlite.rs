@@ -1240,7 +1240,8 @@ impl Session {
         let fresh = self
             .checked
             .get()
-            .is_some_and(|at| at.elapsed() < IDENTITY_EVERY);
+            // On a worker (a command run inline), the poll's clock (`crate::clock`).
+            .is_some_and(|at| crate::clock::now().saturating_duration_since(at) < IDENTITY_EVERY);
         if let (Place::File(path), Some(held), false) = (&self.place, self.file, fresh) {
             match file_id(path) {
                 Ok(id) if id == held => self.checked.set(Some(std::time::Instant::now())),
