@@ -2,7 +2,8 @@
 //! an upload arrives: base64 (streaming encode, decode), the Tines JSON scanner (with and
 //! without MIME line breaks in the base64), the outbound multipart writer, and multer
 //! parsing a multipart body. Throughput counts file bytes, so the numbers compare with the
-//! load benchmark's payload MB/s. Run with `cargo bench -p casegate-bench`.
+//! load benchmark's payload MB/s. Also what a read of the clock costs (`clock`). Run with
+//! `cargo bench -p casegate-bench`.
 
 use std::sync::LazyLock;
 
@@ -230,4 +231,28 @@ fn multer_parse(bencher: Bencher<'_, '_>) {
     bencher
         .counter(file_bytes())
         .bench_local(|| parse(black_box(&body)));
+}
+
+/// What a read of the clock costs, beside a read of the connection poll's clock
+/// (`casegate::clock`): the figure behind `bench/instructions`' clock reads per upload.
+mod clock {
+    use std::time::{Instant, SystemTime};
+
+    #[divan::bench]
+    fn instant_now() -> Instant {
+        Instant::now()
+    }
+
+    #[divan::bench]
+    fn system_time_now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    /// A read within a poll that has read the clock already.
+    #[divan::bench]
+    fn poll_clock_now(bencher: divan::Bencher) {
+        let _poll = casegate::clock::InPoll::enter();
+        casegate::clock::now();
+        bencher.bench_local(casegate::clock::now);
+    }
 }
