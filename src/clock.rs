@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 #[derive(Clone, Copy)]
-enum Poll {
+enum Reading {
     /// Not in a connection's poll: every call reads the clock.
     Outside,
     /// In one, the clock not read yet.
@@ -34,19 +34,19 @@ enum Poll {
 }
 
 thread_local! {
-    static POLL: Cell<Poll> = const { Cell::new(Poll::Outside) };
+    static READING: Cell<Reading> = const { Cell::new(Reading::Outside) };
 }
 
 /// Now: this poll's reading of the clock on a connection's task, else the clock's.
 pub fn now() -> Instant {
-    POLL.with(|p| match p.get() {
-        Poll::Read(t) => t,
-        Poll::Unread => {
+    READING.with(|p| match p.get() {
+        Reading::Read(t) => t,
+        Reading::Unread => {
             let t = Instant::now();
-            p.set(Poll::Read(t));
+            p.set(Reading::Read(t));
             t
         }
-        Poll::Outside => Instant::now(),
+        Reading::Outside => Instant::now(),
     })
 }
 
@@ -54,9 +54,9 @@ pub fn now() -> Instant {
 /// the poll's reading from here on (a later one than [`now`] had).
 pub fn exact() -> Instant {
     let t = Instant::now();
-    POLL.with(|p| {
-        if !matches!(p.get(), Poll::Outside) {
-            p.set(Poll::Read(t));
+    READING.with(|p| {
+        if !matches!(p.get(), Reading::Outside) {
+            p.set(Reading::Read(t));
         }
     });
     t
@@ -65,24 +65,25 @@ pub fn exact() -> Instant {
 /// [`now`] on tokio's clock: outside a connection's poll, tokio's own reading (paused in
 /// tests that pause it).
 pub fn tokio_now() -> tokio::time::Instant {
-    POLL.with(|p| match p.get() {
-        Poll::Outside => tokio::time::Instant::now(),
+    READING.with(|p| match p.get() {
+        Reading::Outside => tokio::time::Instant::now(),
         _ => tokio::time::Instant::from_std(now()),
     })
 }
 
-/// Marks a connection's poll until dropped: [`now`] reads the clock once within it.
-pub struct InPoll(Poll);
+/// Marks a connection's poll until dropped: [`now`] reads the clock once within it. Holds
+/// the reading it replaced (outside, or an outer poll's), put back when it ends.
+pub struct InPoll(Reading);
 
 impl InPoll {
     pub fn enter() -> InPoll {
-        InPoll(POLL.with(|p| p.replace(Poll::Unread)))
+        InPoll(READING.with(|p| p.replace(Reading::Unread)))
     }
 }
 
 impl Drop for InPoll {
     fn drop(&mut self) {
-        POLL.with(|p| p.set(self.0));
+        READING.with(|p| p.set(self.0));
     }
 }
 
