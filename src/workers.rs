@@ -338,6 +338,8 @@ pin_project_lite::pin_project! {
     /// A connection's future with its count ([`Counted::around`]): a struct rather than an
     /// `async fn`, which keeps the future it is given and the one it awaits in two places
     /// (a connection's task was 1 912 bytes instead of 1 048, copied as tokio spawns it).
+    /// Each of its polls is a connection's poll for [`crate::clock`]: one reading of the
+    /// clock serves that poll's deadlines.
     pub struct Around<F> {
         #[pin]
         connection: F,
