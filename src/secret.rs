@@ -1,6 +1,8 @@
 //! A string that must never be printed: tokens, API keys, passwords, signing keys.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A secret value. `Debug` and `Display` print `***`; the value is reachable only through
 /// [`Secret::expose`], so every place that uses it is easy to find.
@@ -127,9 +129,202 @@ fn digest(value: &[u8]) -> [u64; 4] {
     words
 }
 
+/// Which check a signed token passed: one per route's
+/// [`FrontAuth`](crate::dialect::FrontAuth) as built (its clones share it), so that a
+/// token verified for one route, or under a key a reload has since replaced, is never
+/// taken as verified for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckId(u64);
+
+impl CheckId {
+    pub fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        CheckId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The signed tokens a thread holds as verified (see [`verified`]).
+const VERIFIED_HELD: usize = 4;
+/// The longest token held as verified; a longer one is verified each time.
+const VERIFIED_LONGEST: usize = 512;
+
+struct Held {
+    check: CheckId,
+    expires: u64,
+    token: Box<[u8]>,
+}
+
+thread_local! {
+    /// The tokens this thread verified lately, and the slot the next one takes.
+    static VERIFIED: RefCell<(usize, [Option<Held>; VERIFIED_HELD])> =
+        const { RefCell::new((0, [None, None, None, None])) };
+}
+
+/// Whether `token` holds for `check` at `now` (seconds): true when its signature holds and
+/// it expires after `now`. `verify` checks the signature and gives the token's expiry
+/// (None: it does not hold). A client sends the same access token with every request, so
+/// a token that holds is kept, per thread, with its expiry, and checked again only by
+/// comparing it whole with the one kept, in constant time (as Envoy's `jwt_authn` keeps
+/// the tokens it verified): a Case IQ front's signature check (an HMAC over the token's
+/// parts, with the parsing around it) was about 1 % of casegate's CPU per upload. At most
+/// [`VERIFIED_HELD`] tokens per thread, the oldest given up first; a token that does not
+/// hold is never kept.
+pub fn verified(
+    check: CheckId,
+    token: &str,
+    now: u64,
+    verify: impl FnOnce() -> Option<u64>,
+) -> bool {
+    let token = token.as_bytes();
+    let held = VERIFIED.with_borrow(|(_, slots)| {
+        let mut expires = None;
+        for slot in slots.iter().flatten() {
+            if slot.check == check && same_bytes(&slot.token, token) {
+                expires = Some(slot.expires);
+            }
+        }
+        expires
+    });
+    if let Some(expires) = held {
+        return expires > now;
+    }
+    let Some(expires) = verify() else {
+        return false;
+    };
+    if expires > now && token.len() <= VERIFIED_LONGEST {
+        VERIFIED.with_borrow_mut(|(next, slots)| {
+            slots[*next] = Some(Held {
+                check,
+                expires,
+                token: token.into(),
+            });
+            *next = (*next + 1) % VERIFIED_HELD;
+        });
+    }
+    expires > now
+}
+
+/// Whether two byte strings are equal, every byte compared whatever the others hold (only
+/// their lengths are compared first).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut diff = 0u64;
+    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    for (x, y) in wa.zip(wb) {
+        let (mut ex, mut ey) = ([0u8; 8], [0u8; 8]);
+        ex.copy_from_slice(x);
+        ey.copy_from_slice(y);
+        diff |= u64::from_ne_bytes(ex) ^ u64::from_ne_bytes(ey);
+    }
+    diff.ct_eq(&0).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    /// `verified`, counting the calls of its `verify`.
+    fn check(id: CheckId, token: &str, now: u64, answer: Option<u64>, calls: &Cell<u32>) -> bool {
+        verified(id, token, now, || {
+            calls.set(calls.get() + 1);
+            answer
+        })
+    }
+
+    #[test]
+    fn a_verified_token_is_checked_again_by_comparing_it_until_it_expires() {
+        let (id, calls) = (CheckId::fresh(), Cell::new(0));
+        let token = "cgt1.1060.n0nce.0123456789abcdef0123456789abcdef";
+        assert!(check(id, token, 1000, Some(1060), &calls));
+        assert!(
+            check(id, token, 1059, None, &calls),
+            "held: not verified again"
+        );
+        assert_eq!(calls.get(), 1);
+        assert!(!check(id, token, 1060, Some(1060), &calls), "expired");
+        assert!(!check(id, token, 2000, Some(1060), &calls), "expired");
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn another_check_or_another_token_is_verified_itself() {
+        let (id, calls) = (CheckId::fresh(), Cell::new(0));
+        let token = "cgt1.1060.n0nce.0123456789abcdef0123456789abcdef";
+        assert!(check(id, token, 1000, Some(1060), &calls));
+        assert!(
+            !check(CheckId::fresh(), token, 1000, None, &calls),
+            "another route"
+        );
+        let last = token.len() - 1;
+        for other in [
+            format!("{}0", &token[..last]),
+            format!("x{}", &token[1..]),
+            token[..last].to_string(),
+            format!("{token}f"),
+            String::new(),
+        ] {
+            assert_ne!(other, token);
+            assert!(!check(id, &other, 1000, None, &calls), "{other}");
+        }
+        assert_eq!(calls.get(), 7);
+        assert!(check(id, token, 1000, None, &calls), "still held");
+        assert_eq!(calls.get(), 7);
+    }
+
+    #[test]
+    fn only_tokens_that_hold_are_kept_and_only_the_last_four() {
+        let (id, calls) = (CheckId::fresh(), Cell::new(0));
+        assert!(!check(id, "bad", 1000, None, &calls));
+        assert!(!check(id, "bad", 1000, None, &calls));
+        assert!(
+            !check(id, "old", 1000, Some(999), &calls),
+            "expired when verified"
+        );
+        assert!(!check(id, "old", 1000, Some(999), &calls));
+        assert_eq!(calls.get(), 4);
+        let long = "t".repeat(VERIFIED_LONGEST + 1);
+        assert!(check(id, &long, 1000, Some(1060), &calls));
+        assert!(
+            check(id, &long, 1000, Some(1060), &calls),
+            "too long to keep"
+        );
+        assert_eq!(calls.get(), 6);
+        let tokens: Vec<String> = (0..=VERIFIED_HELD).map(|n| format!("token-{n}")).collect();
+        for t in &tokens {
+            assert!(check(id, t, 1000, Some(1060), &calls));
+        }
+        assert_eq!(calls.get(), 6 + 5);
+        for t in &tokens[1..] {
+            assert!(check(id, t, 1000, None, &calls), "{t} held");
+        }
+        assert_eq!(calls.get(), 11);
+        assert!(
+            check(id, &tokens[0], 1000, Some(1060), &calls),
+            "the oldest given up"
+        );
+        assert_eq!(calls.get(), 12);
+    }
+
+    #[test]
+    fn bytes_are_the_same_only_when_equal() {
+        let a: Vec<u8> = (0u8..40).collect();
+        for len in 0..a.len() {
+            assert!(same_bytes(&a[..len], &a[..len]));
+            assert!(!same_bytes(&a[..len], &a[..len + 1]));
+            for at in 0..len {
+                let mut b = a[..len].to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(&a[..len], &b), "{len} {at}");
+            }
+        }
+    }
 
     #[test]
     fn debug_and_display_hide_the_value() {

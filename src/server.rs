@@ -381,6 +381,7 @@ async fn build_route(r: &config::Route) -> Result<RouteRuntime, String> {
         tokens: crate::secret::Accepted::new(&r.client_tokens),
         signing_key: crate::secret::MacKey::new(&signing_key),
         route: r.name.clone(),
+        check: crate::secret::CheckId::fresh(),
     };
     Ok(RouteRuntime::new(r.clone(), upstream, auth, emulator))
 }

@@ -85,7 +85,7 @@ impl Dialect for CaseIq {
 
     fn authenticate(&self, parts: &Parts, auth: &FrontAuth) -> Result<(), Error> {
         match wire::authorization(parts, "bearer") {
-            Some(t) if verify_token(t, auth, now_secs()) => Ok(()),
+            Some(t) if verify_held_token(t, auth, now_secs()) => Ok(()),
             Some(_) => Err(Error::unauthorized(
                 "The access token is invalid or expired.",
             )),
@@ -533,13 +533,26 @@ fn issue_token(auth: &FrontAuth, ttl: u64, now: u64) -> String {
     format!("{TOKEN_PREFIX}.{exp}.{nonce}.{sig}")
 }
 
+/// [`verify_token`], for a token this thread verified before by comparing it with the one
+/// it holds ([`crate::secret::verified`]).
+fn verify_held_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
+    crate::secret::verified(auth.check, token, now, || token_expiry(token, auth))
+}
+
 /// True when `token` was issued for this route with its key and has not expired.
+#[cfg(test)]
 fn verify_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
+    token_expiry(token, auth).is_some_and(|exp| exp > now)
+}
+
+/// The expiry of `token` when it was issued for this route with its key (expired or not);
+/// else None.
+fn token_expiry(token: &str, auth: &FrontAuth) -> Option<u64> {
     // Four parts between three dots, found as bytes (a `char` split decodes each one).
     let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
     let (Some(a), Some(b), Some(c), None) = (dots.next(), dots.next(), dots.next(), dots.next())
     else {
-        return false;
+        return None;
     };
     let (prefix, exp, nonce, sig) = (
         &token[..a],
@@ -550,23 +563,16 @@ fn verify_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
     // The expiry as issued, in plain decimal: `+1060` or `01060` would parse to the same
     // number, and so carry its signature, in another spelling.
     let mut digits = [0u8; 20];
-    let Some(exp_n) = exp
+    let exp_n = exp
         .parse::<u64>()
         .ok()
-        .filter(|&n| decimal(n, &mut digits) == exp.as_bytes())
-    else {
-        return false;
-    };
+        .filter(|&n| decimal(n, &mut digits) == exp.as_bytes())?;
     // The signature is read back from its lowercase hex (any other spelling is refused,
     // as the text comparison did) and its 32 bytes compared in constant time.
-    let (Some(expected), Some(presented)) = (
-        signature(&auth.signing_key, &auth.route, exp_n, nonce),
-        crate::codec::unhex::<32>(sig),
-    ) else {
-        return false;
-    };
+    let expected = signature(&auth.signing_key, &auth.route, exp_n, nonce)?;
+    let presented = crate::codec::unhex::<32>(sig)?;
     let good = bool::from(subtle::ConstantTimeEq::ct_eq(&presented[..], &expected[..]));
-    prefix == TOKEN_PREFIX && good && exp_n > now
+    (prefix == TOKEN_PREFIX && good).then_some(exp_n)
 }
 
 /// A token-endpoint answer: JSON with `Cache-Control: no-store` (RFC 6749 section 5.1).
@@ -750,6 +756,7 @@ mod tests {
             tokens: Accepted::new(&[Secret::new("s3cret")]),
             signing_key: MacKey::new(&Secret::new(key)),
             route: route.into(),
+            check: crate::secret::CheckId::fresh(),
         }
     }
 
@@ -804,6 +811,36 @@ mod tests {
             let other = t.replacen(".1060.", spelling, 1);
             assert!(!verify_token(&other, &a, 1000), "{spelling}");
         }
+    }
+
+    #[test]
+    fn a_held_token_opens_only_its_route_and_only_while_it_lasts() {
+        let a = auth("r1", "k1");
+        let t = issue_token(&a, 60, 1000);
+        assert!(verify_held_token(&t, &a, 1000));
+        assert!(
+            verify_held_token(&t, &a.clone(), 1059),
+            "held, by a clone too"
+        );
+        assert!(!verify_held_token(&t, &a, 1060), "expired");
+        assert!(
+            !verify_held_token(&t, &auth("r2", "k1"), 1000),
+            "other route"
+        );
+        assert!(!verify_held_token(&t, &auth("r1", "k2"), 1000), "other key");
+        assert!(
+            verify_held_token(&t, &auth("r1", "k1"), 1000),
+            "the same, built again"
+        );
+        let forged = t.replacen(".1060.", ".9999.", 1);
+        assert!(!verify_held_token(&forged, &a, 1000), "extended expiry");
+        let (head, sig) = t.rsplit_once('.').unwrap();
+        let last = if sig.ends_with('0') { '1' } else { '0' };
+        let off = format!("{head}.{}{last}", &sig[..63]);
+        assert!(!verify_held_token(&off, &a, 1000), "one digit off");
+        assert!(!verify_held_token(&format!("{t}0"), &a, 1000), "longer");
+        assert!(!verify_held_token(&t[..t.len() - 1], &a, 1000), "shorter");
+        assert!(verify_held_token(&t, &a, 1000), "still held");
     }
 
     #[test]

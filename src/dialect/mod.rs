@@ -209,6 +209,9 @@ pub struct FrontAuth {
     pub signing_key: MacKey,
     /// The route's name, bound into issued tokens so one route's token opens no other.
     pub route: String,
+    /// This route's check, as built: what the tokens a thread holds as verified were
+    /// verified for ([`crate::secret::verified`]).
+    pub check: crate::secret::CheckId,
 }
 
 /// How casegate presents itself to an upstream; config picks the kind from the keys

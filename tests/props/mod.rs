@@ -435,6 +435,7 @@ pub fn token_request(body: &[u8], form: bool) {
             "0123456789abcdef0123456789abcdef",
         )),
         route: "r".into(),
+        check: casegate::secret::CheckId::fresh(),
     };
     let ct = if form {
         "application/x-www-form-urlencoded"
