@@ -238,11 +238,20 @@ mod tests {
         })
     }
 
+    /// A check and a token verified for it at 1000, expiring at 1060: held from then on.
+    fn held(calls: &Cell<u32>) -> (CheckId, &'static str) {
+        let (id, token) = (
+            CheckId::fresh(),
+            "cgt1.1060.n0nce.0123456789abcdef0123456789abcdef",
+        );
+        assert!(check(id, token, 1000, Some(1060), calls));
+        (id, token)
+    }
+
     #[test]
     fn a_verified_token_is_checked_again_by_comparing_it_until_it_expires() {
-        let (id, calls) = (CheckId::fresh(), Cell::new(0));
-        let token = "cgt1.1060.n0nce.0123456789abcdef0123456789abcdef";
-        assert!(check(id, token, 1000, Some(1060), &calls));
+        let calls = Cell::new(0);
+        let (id, token) = held(&calls);
         assert!(
             check(id, token, 1059, None, &calls),
             "held: not verified again"
@@ -255,9 +264,8 @@ mod tests {
 
     #[test]
     fn another_check_or_another_token_is_verified_itself() {
-        let (id, calls) = (CheckId::fresh(), Cell::new(0));
-        let token = "cgt1.1060.n0nce.0123456789abcdef0123456789abcdef";
-        assert!(check(id, token, 1000, Some(1060), &calls));
+        let calls = Cell::new(0);
+        let (id, token) = held(&calls);
         assert!(
             !check(CheckId::fresh(), token, 1000, None, &calls),
             "another route"
