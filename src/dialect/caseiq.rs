@@ -533,16 +533,11 @@ fn issue_token(auth: &FrontAuth, ttl: u64, now: u64) -> String {
     format!("{TOKEN_PREFIX}.{exp}.{nonce}.{sig}")
 }
 
-/// [`verify_token`], for a token this thread verified before by comparing it with the one
-/// it holds ([`crate::secret::verified`]).
+/// True when `token` was issued for this route with its key and has not expired: checked
+/// by its signature ([`token_expiry`]), or by comparing it with the one this thread holds
+/// once it has verified ([`crate::secret::verified`]).
 fn verify_held_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
     crate::secret::verified(auth.check, token, now, || token_expiry(token, auth))
-}
-
-/// True when `token` was issued for this route with its key and has not expired.
-#[cfg(test)]
-fn verify_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
-    token_expiry(token, auth).is_some_and(|exp| exp > now)
 }
 
 /// The expiry of `token` when it was issued for this route with its key (expired or not);
@@ -750,6 +745,11 @@ mod tests {
     use crate::secret::{Accepted, Secret};
     use hmac::Hmac;
     use sha2::Sha256;
+
+    /// A token checked by its signature alone, nothing held.
+    fn verify_token(token: &str, auth: &FrontAuth, now: u64) -> bool {
+        token_expiry(token, auth).is_some_and(|exp| exp > now)
+    }
 
     fn auth(route: &str, key: &str) -> FrontAuth {
         FrontAuth {
