@@ -438,6 +438,8 @@ impl FormState {
 #[derive(Clone, Copy)]
 pub struct JsonSpec {
     pub file_key: &'static str,
+    /// The top-level keys `map` reads (see [`Scanner::with_known_keys`]).
+    pub keys: &'static [&'static str],
     /// Maps a top-level field to a canonical one.
     pub map: fn(key: &str, value: Scalar) -> Result<Mapped, Error>,
 }
@@ -460,7 +462,7 @@ pub fn json(body: BodyStream, spec: JsonSpec, limits: &Limits) -> EventStream {
     };
     let state = JsonState {
         body,
-        scanner: Scanner::new(spec.file_key, scan_limits),
+        scanner: Scanner::new(spec.file_key, scan_limits).with_known_keys(spec.keys),
         // A usual body's events at once (its fields, the file's start, data and end).
         queue: VecDeque::with_capacity(8),
         scratch: Vec::with_capacity(8),
@@ -660,6 +662,7 @@ mod tests {
         let body = br#"{"caseId": "42", "file": "aGVsbG8sIHdvcmxk", "extra": [1, 2]}"#;
         let spec = JsonSpec {
             file_key: "file",
+            keys: &["caseId", "file"],
             map: |key, value| {
                 Ok(match (key, value) {
                     ("caseId", Scalar::String(s)) => Mapped::Field(Field::CaseId(s)),

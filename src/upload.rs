@@ -371,6 +371,14 @@ impl serde::Serialize for JsonId<'_> {
 }
 
 impl JsonId<'_> {
+    /// The id's JSON onto a `String`, as its `Serialize` writes it.
+    pub fn push(&self, out: &mut String) {
+        match id_number(self.0) {
+            Some(n) => out.push_str(itoa::Buffer::new().format(n)),
+            None => crate::codec::json_out::push_json_str(out, self.0),
+        }
+    }
+
     /// The id as a member of `o`, as its `Serialize` writes it.
     pub fn write(&self, o: &mut crate::codec::json_out::Object<'_>, key: &'static str) {
         match id_number(self.0) {

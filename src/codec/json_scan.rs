@@ -6,6 +6,7 @@
 //! fields whole. What it holds is bounded by [`Limits`] plus the bytes decoded from the
 //! current chunk, never by the size of the file.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -56,8 +57,9 @@ pub enum Event {
     /// A top-level field other than the file field (or the file key with a non-string
     /// value), fully read.
     Field {
-        /// The unescaped key.
-        key: String,
+        /// The unescaped key: borrowed when it is one of the keys the scanner was told of
+        /// ([`Scanner::with_known_keys`]), so an upload's usual keys cost no allocation.
+        key: Cow<'static, str>,
         /// Its value.
         value: Scalar,
     },
@@ -735,7 +737,11 @@ enum State {
 /// field, and [`Event::End`] when the object closes. Fed with [`Scanner::feed_bytes`],
 /// the file's plain runs come as [`Event::FileCoded`] among the [`Event::FileData`].
 pub struct Scanner {
-    file_key: String,
+    file_key: &'static str,
+    /// The keys the reader expects ([`Scanner::with_known_keys`]; at most 64), and which
+    /// of them the object has had.
+    known: &'static [&'static str],
+    known_seen: u64,
     limits: Limits,
     state: State,
     /// Open containers; the top-level object is the first.
@@ -744,7 +750,7 @@ pub struct Scanner {
     /// numbers at any depth).
     text: Vec<u8>,
     /// The current top-level key, and whether it is the file key.
-    key: String,
+    key: Cow<'static, str>,
     at_file_key: bool,
     seen_keys: SeenKeys,
     /// Bytes of completed non-file keys and values.
@@ -820,15 +826,17 @@ impl SeenKeys {
 impl Scanner {
     /// `file_key`: the top-level key whose string value is base64 file content (Tines:
     /// "file_contents").
-    pub fn new(file_key: &str, limits: Limits) -> Self {
+    pub fn new(file_key: &'static str, limits: Limits) -> Self {
         Self {
-            file_key: file_key.to_owned(),
+            file_key,
+            known: &[],
+            known_seen: 0,
             limits,
             state: State::Start,
             // Sized for a usual body, so they do not grow as its first strings are read.
             stack: Vec::with_capacity(4),
             text: Vec::with_capacity(64),
-            key: String::new(),
+            key: Cow::Borrowed(""),
             at_file_key: false,
             seen_keys: SeenKeys::default(),
             fields_total: 0,
@@ -838,6 +846,14 @@ impl Scanner {
             coded: Vec::new(),
             offset: 0,
         }
+    }
+
+    /// Tells the scanner the top-level keys its reader expects (at most 64; any past
+    /// those are read as any other key): each of them comes in [`Event::Field`] as its
+    /// `'static` name, not copied. The events and errors are the same either way.
+    pub fn with_known_keys(mut self, keys: &'static [&'static str]) -> Self {
+        self.known = &keys[..keys.len().min(64)];
+        self
     }
 
     /// Feeds the next chunk; appends events to `out`. After an error the scanner stays
@@ -1003,7 +1019,7 @@ impl Scanner {
         match fault {
             FileFault::Syntax(what) => ScanError::Syntax { offset, what },
             FileFault::Base64 => ScanError::BadBase64 {
-                key: self.file_key.clone(),
+                key: self.file_key.to_owned(),
                 offset,
             },
         }
@@ -1202,7 +1218,7 @@ impl Scanner {
 
     fn emit_field(&mut self, value: Scalar, out: &mut Vec<Event>) {
         out.push(Event::Field {
-            key: std::mem::take(&mut self.key),
+            key: std::mem::replace(&mut self.key, Cow::Borrowed("")),
             value,
         });
     }
@@ -1223,16 +1239,35 @@ impl Scanner {
         if !self.is_top_level() {
             return Ok(());
         }
-        let key = String::from_utf8(self.take_text()).map_err(|_| ScanError::Syntax {
-            offset: pos,
-            what: "invalid UTF-8 in a string",
-        })?;
+        // A key the reader expects is its `'static` name and a bit; any other is copied out
+        // and kept among the seen keys' bytes. Either way a key given twice is refused.
+        let known = self
+            .known
+            .iter()
+            .position(|k| k.as_bytes() == self.text.as_slice());
+        let key =
+            match known {
+                Some(i) => {
+                    self.text.clear();
+                    Cow::Borrowed(self.known[i])
+                }
+                None => Cow::Owned(String::from_utf8(self.take_text()).map_err(|_| {
+                    ScanError::Syntax {
+                        offset: pos,
+                        what: "invalid UTF-8 in a string",
+                    }
+                })?),
+            };
         let is_file = key == self.file_key;
         if !is_file && key.len() > self.limits.max_field_bytes {
             return Err(ScanError::FieldTooLarge(quote_key(key.as_bytes())));
         }
-        if self.seen_keys.contains(key.as_bytes()) {
-            return Err(ScanError::DuplicateKey(key));
+        let seen = match known {
+            Some(i) => self.known_seen & (1 << i) != 0,
+            None => self.seen_keys.contains(key.as_bytes()),
+        };
+        if seen {
+            return Err(ScanError::DuplicateKey(key.into_owned()));
         }
         if !is_file {
             self.fields_total = self.fields_total.saturating_add(key.len());
@@ -1240,7 +1275,10 @@ impl Scanner {
                 return Err(ScanError::FieldsTooLarge);
             }
         }
-        self.seen_keys.insert(key.as_bytes());
+        match known {
+            Some(i) => self.known_seen |= 1 << i,
+            None => self.seen_keys.insert(key.as_bytes()),
+        }
         self.key = key;
         self.at_file_key = is_file;
         Ok(())
@@ -1272,7 +1310,7 @@ impl Scanner {
     /// The limit a top-level string value of `len` bytes breaks, the field's first.
     fn value_limit(&self, len: usize) -> Result<(), ScanError> {
         if len > self.limits.max_field_bytes {
-            return Err(ScanError::FieldTooLarge(self.key.clone()));
+            return Err(ScanError::FieldTooLarge(self.key.to_string()));
         }
         if self.fields_total.saturating_add(len) > self.limits.max_fields_total {
             return Err(ScanError::FieldsTooLarge);
@@ -1287,7 +1325,7 @@ impl Scanner {
             return self.push_value(Lexed::Byte(b));
         }
         if self.text.len() >= self.limits.max_field_bytes {
-            return Err(ScanError::FieldTooLarge(self.key.clone()));
+            return Err(ScanError::FieldTooLarge(self.key.to_string()));
         }
         self.text.push(b);
         Ok(())
@@ -1345,6 +1383,9 @@ mod tests {
     fn run_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, limits: Limits) -> Outcome {
         let chunks: Vec<&[u8]> = chunks.into_iter().collect();
         let plain = run_fed(&chunks, limits, false);
+        // Told the keys it reads, the scanner gives the same (a known key borrowed).
+        let mut told = Scanner::new(FILE_KEY, limits).with_known_keys(&KNOWN);
+        assert_eq!(fed(&mut told, &chunks, false), plain, "with known keys");
         let (coded, result) = run_fed(&chunks, limits, true);
         let coded = coded
             .into_iter()
@@ -1359,7 +1400,25 @@ mod tests {
 
     /// The events of `chunks` (not merged when `as_bytes`, which feeds them as `Bytes`).
     fn run_fed(chunks: &[&[u8]], limits: Limits, as_bytes: bool) -> Outcome {
-        let mut scanner = Scanner::new(FILE_KEY, limits);
+        fed(&mut Scanner::new(FILE_KEY, limits), chunks, as_bytes)
+    }
+
+    /// Keys the tests' bodies use, some of them told to the scanner as known (the file
+    /// key and the over-long keys of the limit tests among them).
+    const KNOWN: [&str; 9] = [
+        "a",
+        "x",
+        FILE_KEY,
+        "filename",
+        "ab",
+        "n",
+        "value",
+        "abcdefgh",
+        "abcdefghi",
+    ];
+
+    /// [`run_fed`] with `scanner`.
+    fn fed(scanner: &mut Scanner, chunks: &[&[u8]], as_bytes: bool) -> Outcome {
         let mut events = Vec::new();
         let mut result = Ok(());
         for chunk in chunks {
@@ -1513,7 +1572,7 @@ mod tests {
 
     fn field(key: &str, value: Scalar) -> Event {
         Event::Field {
-            key: key.to_owned(),
+            key: key.to_owned().into(),
             value,
         }
     }
@@ -1702,6 +1761,52 @@ mod tests {
         let mut expected = file_events(b"hi");
         expected.push(Event::End);
         assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn known_keys_come_borrowed_and_are_refused_twice_however_spelt() {
+        let told = || Scanner::new(FILE_KEY, Limits::default()).with_known_keys(&KNOWN);
+        let (events, result) = fed(&mut told(), &[br#"{"a":"1","zz":"2","x":null}"#], false);
+        assert_eq!(result, Ok(()));
+        let keys: Vec<(&str, bool)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Field { key, .. } => Some((key.as_ref(), matches!(key, Cow::Borrowed(_)))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [("a", true), ("zz", false), ("x", true)]);
+        // A known key given again, plainly or escaped, and an unknown one given again.
+        for body in [
+            &br#"{"a":"1","a":"2"}"#[..],
+            br#"{"a":"1","\u0061":"2"}"#,
+            br#"{"zz":"1","z\u007a":"2"}"#,
+        ] {
+            let (_, result) = fed(&mut told(), &[body], false);
+            let key = if body.starts_with(br#"{"a""#) {
+                "a"
+            } else {
+                "zz"
+            };
+            assert_eq!(result, Err(ScanError::DuplicateKey(key.into())), "{body:?}");
+        }
+        // Past 64 known keys, the rest are read as any other key.
+        static MANY: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+            (0..70)
+                .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+                .collect()
+        });
+        let mut scanner = Scanner::new(FILE_KEY, Limits::default()).with_known_keys(&MANY);
+        let (events, result) = fed(&mut scanner, &[br#"{"k63":1,"k64":2,"k64":3}"#], false);
+        assert_eq!(result, Err(ScanError::DuplicateKey("k64".into())));
+        assert!(matches!(
+            &events[0],
+            Event::Field {
+                key: Cow::Borrowed("k63"),
+                ..
+            }
+        ));
+        assert!(matches!(&events[1], Event::Field { key: Cow::Owned(k), .. } if k == "k64"));
     }
 
     #[test]
@@ -2669,7 +2774,7 @@ mod tests {
         for event in events {
             if let Event::Field { key, value } = event {
                 let reference = object
-                    .get(key)
+                    .get(key.as_ref())
                     .unwrap_or_else(|| panic!("{key:?}: {}", context()));
                 assert!(
                     scalar_matches(value, reference),

@@ -5,8 +5,6 @@
 //! `per_page`/`page` and Tines' `meta` block; `info` gives name, type, size and hashes;
 //! downloads honour `Range`. Errors are `{"errors":[{"message": M}]}`.
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -31,6 +29,15 @@ use crate::upload::{
 pub struct Tines;
 
 const FILE_KEY: &str = "file_contents";
+/// The keys of an upload's body that [`map_field`] reads (the scanner hands them out
+/// without copying them).
+const KEYS: [&str; 5] = [
+    "filename",
+    FILE_KEY,
+    "value",
+    "author_email",
+    "team_case_block_id",
+];
 /// Tines' page size: 20 unless asked, at most 500.
 const DEFAULT_PER_PAGE: u64 = 20;
 const MAX_PER_PAGE: u64 = 500;
@@ -114,6 +121,7 @@ impl Dialect for Tines {
         }
         let spec = JsonSpec {
             file_key: FILE_KEY,
+            keys: &KEYS,
             map: map_field,
         };
         Ok(Inbound {
@@ -240,15 +248,9 @@ impl Dialect for Tines {
 
     fn build_upload(&self, meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Result<Outbound, Error> {
         let case = meta.case_id.as_deref().unwrap_or_default();
-        let fields = json_fields(meta, |_| true);
         let mut head = String::with_capacity(256);
         head.push('{');
-        let mut emitted = Vec::with_capacity(fields.len());
-        for (k, v) in &fields {
-            push_member(&mut head, k, v);
-            head.push(',');
-            emitted.push(*k);
-        }
+        let emitted = push_fields(&mut head, meta, Kinds::NONE, true);
         head.push_str("\"file_contents\":\"");
         let head = Bytes::from(head);
         Ok(Outbound {
@@ -659,16 +661,16 @@ fn activity(v: &Value) -> Option<Attachment> {
 }
 
 fn map_field(key: &str, value: Scalar) -> Result<Mapped, Error> {
-    let text = |kind: Kind, make: fn(String) -> Field, required: bool| match value.clone() {
+    let text = |value, kind: Kind, make: fn(String) -> Field, required: bool| match value {
         Scalar::Null => Ok(Mapped::Absent(kind)),
         Scalar::String(s) if s.is_empty() && !required => Ok(Mapped::Absent(kind)),
         Scalar::String(s) => Ok(Mapped::Field(make(s))),
         _ => Err(Error::bad_request(format!("{key} must be a string."))),
     };
     match key {
-        "filename" => text(Kind::FileName, Field::FileName, true),
-        "value" => text(Kind::Comment, Field::Comment, false),
-        "author_email" => text(Kind::AuthorEmail, Field::AuthorEmail, false),
+        "filename" => text(value, Kind::FileName, Field::FileName, true),
+        "value" => text(value, Kind::Comment, Field::Comment, false),
+        "author_email" => text(value, Kind::AuthorEmail, Field::AuthorEmail, false),
         "team_case_block_id" => match value {
             Scalar::Null => Ok(Mapped::Absent(Kind::BlockId)),
             Scalar::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
@@ -685,59 +687,58 @@ fn map_field(key: &str, value: Scalar) -> Result<Mapped, Error> {
     }
 }
 
-/// The JSON members of an upload other than the file, in the documented order.
-/// The body's members from `meta` whose keys `keep` takes; a value is made only for
-/// those (the tail's look at the late fields skips the ones the head already holds).
-fn json_fields(meta: &UploadMeta, keep: impl Fn(&str) -> bool) -> Vec<(&'static str, Value)> {
-    let mut out = Vec::new();
-    if let Some(n) = meta.file_name.as_ref().filter(|_| keep("filename")) {
-        out.push(("filename", Value::from(n.as_str())));
+/// Writes the members of an upload other than the file, in the documented order, each
+/// `"key":value` with a comma after it (`comma_after`, the head's) or before it (the
+/// tail's), skipping the fields `skip` holds (those the head wrote already). Returns the
+/// fields it wrote.
+fn push_fields(out: &mut String, meta: &UploadMeta, skip: Kinds, comma_after: bool) -> Kinds {
+    let members = [
+        (Kind::FileName, "filename", &meta.file_name),
+        (Kind::Comment, "value", &meta.comment),
+        (Kind::AuthorEmail, "author_email", &meta.author_email),
+        (Kind::BlockId, "team_case_block_id", &meta.block_id),
+    ];
+    let mut wrote = Kinds::NONE;
+    for (kind, key, value) in members {
+        let Some(value) = value.as_deref().filter(|_| !skip.contains(kind)) else {
+            continue;
+        };
+        if !comma_after {
+            out.push(',');
+        }
+        // The keys are plain names, written as they are.
+        out.push('"');
+        out.push_str(key);
+        out.push_str("\":");
+        match kind {
+            Kind::BlockId => JsonId(value).push(out),
+            _ => json_out::push_json_str(out, value),
+        }
+        if comma_after {
+            out.push(',');
+        }
+        wrote.insert(kind);
     }
-    if let Some(c) = meta.comment.as_ref().filter(|_| keep("value")) {
-        out.push(("value", Value::from(c.as_str())));
-    }
-    if let Some(e) = meta.author_email.as_ref().filter(|_| keep("author_email")) {
-        out.push(("author_email", Value::from(e.as_str())));
-    }
-    if let Some(b) = meta
-        .block_id
-        .as_ref()
-        .filter(|_| keep("team_case_block_id"))
-    {
-        out.push(("team_case_block_id", id_json(b)));
-    }
-    out
-}
-
-/// `"key":value`, as serde_json writes a member.
-fn push_member(out: &mut String, key: &str, value: &Value) {
-    json_out::push_json_str(out, key);
-    out.push(':');
-    // A `Value`'s `Display` is its compact JSON; writing into a `String` cannot fail.
-    let _ = write!(out, "{value}");
+    wrote
 }
 
 /// `{...,"file_contents":"` + base64 as the bytes pass + `",...}`.
 struct JsonBody {
     head: Bytes,
     head_len: u64,
-    emitted: Vec<&'static str>,
+    /// The fields the head holds.
+    emitted: Kinds,
     enc: b64::Encoder,
 }
 
 impl JsonBody {
     fn tail_bytes(&self, rest: Bytes, late: &UploadMeta) -> Bytes {
-        let mut members = String::new();
-        for (k, v) in json_fields(late, |k| !self.emitted.contains(&k)) {
-            members.reserve(128);
-            members.push(',');
-            push_member(&mut members, k, &v);
-        }
-        let mut out = Vec::with_capacity(rest.len() + members.len() + 2);
-        out.extend_from_slice(&rest);
-        out.push(b'"');
-        out.extend_from_slice(members.as_bytes());
-        out.push(b'}');
+        let mut out = String::with_capacity(rest.len() + 128);
+        // The encoder's last group: base64, so ASCII, each byte its own character.
+        out.extend(rest.iter().map(|&b| char::from(b)));
+        out.push('"');
+        push_fields(&mut out, late, self.emitted, false);
+        out.push('}');
         Bytes::from(out)
     }
 }
@@ -787,7 +788,7 @@ mod tests {
         let body = || JsonBody {
             head: Bytes::new(),
             head_len: 0,
-            emitted: Vec::new(),
+            emitted: Kinds::NONE,
             enc: b64::Encoder::new(),
         };
         let piece = |range: std::ops::Range<usize>| Bytes::copy_from_slice(&file[range]);
@@ -913,21 +914,59 @@ mod tests {
     }
 
     #[test]
-    fn a_member_is_written_as_serde_json_writes_it_in_an_object() {
-        let values = [
-            serde_json::json!(null),
-            serde_json::json!(17),
-            serde_json::json!(-1.5),
-            serde_json::json!({"b": [1, "x\u{1}"], "a": true}),
-        ];
-        for (key, value) in crate::codec::json_out::AWKWARD
-            .iter()
-            .zip(values.iter().cycle())
-        {
-            let mut out = String::new();
-            push_member(&mut out, key, value);
-            let whole = serde_json::json!({ *key: value }).to_string();
-            assert_eq!(format!("{{{out}}}"), whole, "{key:?}");
+    fn the_members_are_written_as_serde_json_writes_them_in_their_order() {
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        for (i, text) in crate::codec::json_out::AWKWARD.iter().enumerate() {
+            let block = ["123", "0123", text][i % 3];
+            let meta = UploadMeta {
+                file_name: Some(format!("{text}.pdf")),
+                comment: Some(text.to_string()),
+                author_email: Some(format!("a{text}@example.com")),
+                block_id: Some(block.to_string()),
+                ..Default::default()
+            };
+            let block_json = crate::upload::id_json(block).to_string();
+            let mut head = String::new();
+            let wrote = push_fields(&mut head, &meta, Kinds::NONE, true);
+            assert_eq!(
+                head,
+                format!(
+                    r#""filename":{},"value":{},"author_email":{},"team_case_block_id":{block_json},"#,
+                    json(&format!("{text}.pdf")),
+                    json(text),
+                    json(&format!("a{text}@example.com")),
+                ),
+                "{text:?}"
+            );
+            assert_eq!(
+                wrote,
+                Kinds::of(&[
+                    Kind::FileName,
+                    Kind::Comment,
+                    Kind::AuthorEmail,
+                    Kind::BlockId
+                ])
+            );
+            // The tail: a comma before each, the fields the head holds skipped.
+            let mut tail = String::new();
+            let head_held = Kinds::of(&[Kind::FileName, Kind::AuthorEmail]);
+            let wrote = push_fields(&mut tail, &meta, head_held, false);
+            assert_eq!(
+                tail,
+                format!(
+                    r#","value":{},"team_case_block_id":{block_json}"#,
+                    json(text)
+                ),
+                "{text:?}"
+            );
+            assert_eq!(wrote, Kinds::of(&[Kind::Comment, Kind::BlockId]));
+            // Nothing to write, nothing written.
+            let mut none = String::new();
+            assert_eq!(
+                push_fields(&mut none, &UploadMeta::default(), Kinds::NONE, true),
+                Kinds::NONE
+            );
+            assert_eq!(none, "");
         }
     }
 

@@ -50,7 +50,7 @@ fn scan(pieces: &[&[u8]]) -> Scanned {
     for e in events {
         match e {
             ScanEvent::FileData(d) => file.extend_from_slice(&d),
-            ScanEvent::Field { key, value } => fields.push((key, value)),
+            ScanEvent::Field { key, value } => fields.push((key.into_owned(), value)),
             _ => {}
         }
     }
