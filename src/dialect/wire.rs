@@ -110,20 +110,34 @@ pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
 /// every key and value it passed (about 1 300 instructions per call for a Thalamus
 /// client's `touchpoint` and `token`, asked for on every request).
 pub fn query_value<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, str>> {
-    let encoded = |s: &str| s.bytes().any(|b| b == b'%' || b == b'+');
-    parts.uri.query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if pair.is_empty() || !encoded(key) && key != name {
-            return None;
+    // The pairs and their `=` found by `memchr` (byte offsets of ASCII separators, so
+    // the slices are whole characters), a `%` or `+` by `memchr2`: a short query's
+    // characters are not searched one by one.
+    let encoded = |s: &str| memchr::memchr2(b'%', b'+', s.as_bytes()).is_some();
+    let mut rest = parts.uri.query()?;
+    loop {
+        let (pair, next) = match memchr::memchr(b'&', rest.as_bytes()) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (key, value) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, ""),
+        };
+        if !pair.is_empty() && (encoded(key) || key == name) {
+            if !encoded(key) && !encoded(value) {
+                return Some(Cow::Borrowed(value));
+            }
+            let decoded = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v);
+            if decoded.is_some() {
+                return decoded;
+            }
         }
-        if !encoded(key) && !encoded(value) {
-            return Some(Cow::Borrowed(value));
-        }
-        form_urlencoded::parse(pair.as_bytes())
-            .next()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v)
-    })
+        rest = next?;
+    }
 }
 
 /// A query parameter as a positive integer: `Ok(None)` when absent, 400 when it is not one.
