@@ -495,7 +495,6 @@ impl Person {
 /// What the upstream said about a stored upload, dialect-neutral.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadResult {
-    pub case_id: Option<String>,
     /// The new attachment (for Kibana: `id` is the file id, `comment_id` the comment's).
     pub attachment: Attachment,
     pub uploader: Option<Person>,

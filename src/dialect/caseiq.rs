@@ -240,7 +240,6 @@ impl Dialect for CaseIq {
             Err(why) => return Answer::StoredUnreadable(why),
         };
         Answer::Stored(Box::new(UploadResult {
-            case_id: attachment.case_id.clone(),
             attachment,
             comment_stored: meta.comment.is_some(),
             ..Default::default()

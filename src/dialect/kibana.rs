@@ -330,7 +330,7 @@ impl Dialect for Kibana {
             .iter()
             .rposition(|a| a.name.as_deref() == Some(&want))
             .or_else(|| files.len().checked_sub(1));
-        let Some(attachment) = newest.map(|at| files.swap_remove(at)) else {
+        let Some(mut attachment) = newest.map(|at| files.swap_remove(at)) else {
             return Answer::StoredUnreadable("the case holds no .files comment".into());
         };
         if attachment.id.is_none() {
@@ -338,10 +338,11 @@ impl Dialect for Kibana {
                 "the .files comment has no externalReferenceId".into(),
             );
         }
+        // The uploader taken out: the upload reads it from here when the file has none.
+        let uploader = attachment.uploader.take();
         Answer::Stored(Box::new(UploadResult {
-            case_id: read.id,
             owner: read.owner,
-            uploader: attachment.uploader.clone(),
+            uploader,
             attachment,
             case: read.case,
             ..Default::default()
@@ -525,11 +526,10 @@ fn is_file_comment(c: &Value) -> bool {
             == Some(FILES_TYPE)
 }
 
-/// What an upload's answer or a list's says of a case: its id and owner, its `.files`
-/// comments as [`case_files`] gives them (`None`: the case has no array of comments), and
-/// the case itself when a Kibana client is to be shown it.
+/// What an upload's answer or a list's says of a case: its owner, its `.files` comments as
+/// [`case_files`] gives them, the case's id in each (`None`: the case has no array of
+/// comments), and the case itself when a Kibana client is to be shown it.
 struct CaseRead {
-    id: Option<String>,
     owner: Option<String>,
     files: Option<Vec<Attachment>>,
     case: Option<Value>,
@@ -544,7 +544,6 @@ fn read_case_files(body: &[u8], raw_wanted: bool) -> Option<CaseRead> {
     }
     let case = read_case(body, raw_wanted)?;
     Some(CaseRead {
-        id: case.get("id").and_then(id_text),
         owner: wire::text(&case, "owner"),
         files: case_files(&case, raw_wanted),
         case: raw_wanted.then_some(case),
@@ -583,7 +582,6 @@ fn case_in_place(body: &[u8]) -> Option<CaseRead> {
         a.case_id.clone_from(&id);
     }
     Some(CaseRead {
-        id,
         owner,
         files,
         case: None,
@@ -1275,14 +1273,13 @@ mod tests {
         assert_eq!(r.attachment.comment_id.as_deref(), Some("k1"));
         assert_eq!(r.attachment.name.as_deref(), Some("notes.txt"));
         assert_eq!(r.attachment.content_type.as_deref(), Some("text/plain"));
+        // The uploader moved to the result, where the upload reads it.
         assert_eq!(
-            r.attachment
-                .uploader
-                .as_ref()
-                .and_then(|p| p.email.as_deref()),
+            r.uploader.as_ref().and_then(|p| p.email.as_deref()),
             Some("e@x")
         );
-        assert_eq!(r.case_id.as_deref(), Some("c1"));
+        assert_eq!(r.attachment.uploader, None);
+        assert_eq!(r.attachment.case_id.as_deref(), Some("c1"));
         assert_eq!(r.owner.as_deref(), Some("cases"));
     }
 

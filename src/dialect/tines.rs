@@ -268,18 +268,15 @@ impl Dialect for Tines {
     }
 
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, _ctx: &BackCtx<'_>) -> Answer {
-        let Some((attachment, activity_type)) = activity_bytes(body) else {
+        let Some((attachment, commented)) = activity_bytes(body) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
         let Some(mut attachment) = attachment else {
             return Answer::StoredUnreadable("the answer has no id".into());
         };
-        let commented = activity_type
-            .map(|t| t.eq_ignore_ascii_case("FILE_ATTACHED_AND_COMMENTED"))
-            .unwrap_or(meta.comment.is_some());
+        let commented = commented.unwrap_or(meta.comment.is_some());
         let uploader = attachment.uploader.take();
         Answer::Stored(Box::new(UploadResult {
-            case_id: attachment.case_id.clone(),
             attachment,
             uploader,
             comment_stored: commented,
@@ -524,24 +521,25 @@ struct ActivityUserIn {
     is_service_account: Option<bool>,
 }
 
-/// An activity record from its bytes, with its `activity_type` (the attachment is `None`
-/// when the record has no id); `None` when it is not JSON. Read in place
+/// An activity record from its bytes, with whether its `activity_type` says a comment was
+/// stored ([`is_commented`]; `None` without one) (the attachment is `None` when the record
+/// has no id); `None` when it is not JSON. Read in place
 /// ([`activity_in_place`]) when it can be, else as typed members ([`ActivityIn`]), else as
 /// a tree ([`activity`]); all three read the same answer the same way.
-fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
+fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<bool>)> {
     if let Some(read) = activity_in_place(body) {
         return Some(read);
     }
     let Ok(wire::Obj(a)) = wire::from_json::<wire::Obj<ActivityIn>>(body) else {
         let v: Value = wire::from_json(body).ok()?;
-        let activity_type = v
+        let commented = v
             .get("activity_type")
             .and_then(Value::as_str)
-            .map(str::to_string);
-        return Some((activity(&v), activity_type));
+            .map(is_commented);
+        return Some((activity(&v), commented));
     };
     let Some(id) = a.id.as_ref().and_then(id_text) else {
-        return Some((None, a.activity_type));
+        return Some((None, a.activity_type.as_deref().map(is_commented)));
     };
     let (filename, url) = a.file.map_or((None, None), |f| (f.0.filename, f.0.url));
     let attachment = Attachment {
@@ -563,16 +561,24 @@ fn activity_bytes(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
         block_id: a.block_id.filter(|b| !b.is_null()),
         ..Default::default()
     };
-    Some((Some(attachment), a.activity_type))
+    Some((
+        Some(attachment),
+        a.activity_type.as_deref().map(is_commented),
+    ))
+}
+
+/// Whether an activity's type says its comment was stored.
+fn is_commented(activity_type: &str) -> bool {
+    activity_type.eq_ignore_ascii_case("FILE_ATTACHED_AND_COMMENTED")
 }
 
 /// [`activity_bytes`] for an answer whose members a [`Reader`] reads in place (no escape
 /// in a text it keeps, no id written other than as a plain integer, a `block_id` that is
 /// a string, an integer or a boolean), read as [`activity`] reads the tree (a key given
 /// twice keeps its last value); `None` when it is read the slower way.
-fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)> {
+fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<bool>)> {
     let mut a = Attachment::default();
-    let mut activity_type = None;
+    let mut commented = None;
     let mut r = Reader::new(body)?;
     while let Some(key) = r.next_key()? {
         match key {
@@ -580,7 +586,14 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
             "case_id" => a.case_id = r.value()?.id_text()?,
             "created_at" => a.created_at = r.value()?.text()?,
             "value" => a.comment = r.value()?.text()?.filter(|c| !c.is_empty()),
-            "activity_type" => activity_type = r.value()?.text()?,
+            // Read as `text` reads it (an escaped one the slower way), not copied.
+            "activity_type" => {
+                commented = match r.value()? {
+                    Val::Str(s) => Some(is_commented(s)),
+                    Val::Esc => return None,
+                    _ => None,
+                }
+            }
             "block_id" => {
                 a.block_id = match r.value()? {
                     Val::Null => None,
@@ -631,7 +644,7 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<String>)
         }
     }
     r.finish()?;
-    Some((a.id.is_some().then_some(a), activity_type))
+    Some((a.id.is_some().then_some(a), commented))
 }
 
 /// Reads an activity record (an upload's answer, a file's record, a list entry).
@@ -865,7 +878,7 @@ mod tests {
                     let t = v
                         .get("activity_type")
                         .and_then(Value::as_str)
-                        .map(str::to_string);
+                        .map(is_commented);
                     (activity(&v), t)
                 })
         };
@@ -904,7 +917,7 @@ mod tests {
         assert!(in_place > 800, "{in_place} of 10000 read in place");
         let (a, t) = activity_bytes(answers[0].0.as_bytes()).unwrap();
         let a = a.unwrap();
-        assert_eq!(t.as_deref(), Some("FILE_ATTACHED_AND_COMMENTED"));
+        assert_eq!(t, Some(true));
         assert_eq!(
             (a.id.as_deref(), a.case_id.as_deref(), a.name.as_deref()),
             (Some("42"), Some("3"), Some("a.png"))
