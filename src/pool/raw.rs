@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, SizeHint};
 use smallvec::SmallVec;
@@ -383,22 +383,24 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// The values of the fields named `name` (names compared without case), in order.
-    fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    /// The values of the fields named `name` (lowercase; names compared without case), in
+    /// order. A name is a literal, not a `HeaderName`, whose `as_str` each comparison
+    /// would call again (a match on the standard names).
+    fn values(&self, name: &'static str) -> impl Iterator<Item = &[u8]> {
         self.spans
             .iter()
             .filter(move |&&(a, b, _, _)| {
-                self.head[a as usize..b as usize].eq_ignore_ascii_case(name.as_str().as_bytes())
+                self.head[a as usize..b as usize].eq_ignore_ascii_case(name.as_bytes())
             })
             .map(|&(_, _, c, d)| &self.head[c as usize..d as usize])
     }
 
-    fn has(&self, name: HeaderName) -> bool {
+    fn has(&self, name: &'static str) -> bool {
         self.values(name).next().is_some()
     }
 
     /// Whether any value of `name` holds `token` in its comma-separated list.
-    fn has_token(&self, name: HeaderName, token: &str) -> bool {
+    fn has_token(&self, name: &'static str, token: &str) -> bool {
         self.values(name).any(|v| {
             v.split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
@@ -409,7 +411,7 @@ impl Fields<'_> {
     /// when there is none, Err when one is not a number or two differ.
     fn content_length(&self) -> Result<Option<u64>, ()> {
         let mut found = None;
-        for value in self.values(CONTENT_LENGTH) {
+        for value in self.values("content-length") {
             for item in value.split(|&b| b == b',') {
                 let item = item.trim_ascii();
                 if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
@@ -634,7 +636,8 @@ impl RawConn {
                 head: &head,
                 spans: &spans[..count],
             };
-            self.reusable &= version == Version::HTTP_11 && !fields.has_token(CONNECTION, "close");
+            self.reusable &=
+                version == Version::HTTP_11 && !fields.has_token("connection", "close");
             self.reading = self.framing(status, &fields)?;
             let mut resp = Response::new(());
             *resp.status_mut() = status;
@@ -662,13 +665,13 @@ impl RawConn {
         {
             return Ok(InFraming::Done);
         }
-        if headers.has(TRANSFER_ENCODING) {
+        if headers.has("transfer-encoding") {
             // A length beside a coding may have fooled something on the way: not reused.
-            if headers.has(CONTENT_LENGTH) {
+            if headers.has("content-length") {
                 self.reusable = false;
             }
             let chunked = headers
-                .values(TRANSFER_ENCODING)
+                .values("transfer-encoding")
                 .last()
                 .and_then(|v| v.rsplit(|&b| b == b',').next())
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
