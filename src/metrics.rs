@@ -173,13 +173,15 @@ type Histograms<K> = Family<K, Histogram, fn() -> Histogram>;
 /// The series this thread recorded last, with the [`Metrics`] they belong to: a request
 /// like the one before it (the same route, operation and status, the usual case under
 /// load) is counted through these handles, which share the families' series, without
-/// hashing its labels and looking them up under the families' locks (three look-ups an
-/// upload, about 1 000 instructions). The families never drop a series, so a handle kept
+/// hashing its labels and looking them up under the families' locks (five look-ups an
+/// upload, about 1 600 instructions). The families never drop a series, so a handle kept
 /// here always counts into the one the registry shows.
 #[derive(Default)]
 struct Last {
     request: Option<(u64, RequestKey, (Counter, Histogram))>,
     upstream: Option<(u64, RouteBack, Histogram)>,
+    file_bytes: Option<(u64, RouteDirection, Counter)>,
+    in_flight: Option<(u64, RouteOnly, Gauge)>,
 }
 
 thread_local! {
@@ -384,21 +386,46 @@ impl Metrics {
 
     /// Adds file bytes carried (`casegate_file_bytes_total{route,direction}`).
     pub fn file_bytes(&self, route: &Arc<str>, direction: Direction, bytes: u64) {
-        self.file_bytes
-            .get_or_create(&RouteDirection {
-                route: route.clone(),
-                direction: direction.label(),
-            })
-            .inc_by(bytes);
+        let key = RouteDirection {
+            route: route.clone(),
+            direction: direction.label(),
+        };
+        through_last(
+            |last| &mut last.file_bytes,
+            self.id,
+            key,
+            |key| self.file_bytes.get_or_create(key).clone(),
+            |count| {
+                count.inc_by(bytes);
+            },
+        );
     }
 
     /// Raises `casegate_in_flight{route}` by one now; the returned guard lowers it again
     /// when dropped (so an early return or a panic cannot leak a count).
     pub fn in_flight(self: &Arc<Self>, route: &Arc<str>) -> InFlight {
-        let gauge = self.in_flight.get_or_create_owned(&RouteOnly {
+        let key = RouteOnly {
             route: route.clone(),
+        };
+        // `through_last` records exactly once; the handle it recorded into is the guard's.
+        let raised = std::cell::Cell::new(None);
+        through_last(
+            |last| &mut last.in_flight,
+            self.id,
+            key,
+            |key| self.in_flight.get_or_create_owned(key),
+            |gauge| {
+                gauge.inc();
+                raised.set(Some(gauge.clone()));
+            },
+        );
+        let gauge = raised.into_inner().unwrap_or_else(|| {
+            let gauge = self.in_flight.get_or_create_owned(&RouteOnly {
+                route: route.clone(),
+            });
+            gauge.inc();
+            gauge
         });
-        gauge.inc();
         InFlight { gauge }
     }
 
@@ -1075,10 +1102,17 @@ mod tests {
         assert_eq!(types(&m.render())["casegate_in_flight"], "gauge");
         drop(g1);
         assert_eq!(value(&m, "a"), Some(1.0));
-        drop(g2);
-        drop(g3);
+        // Another instance on this thread counts into its own series, not the one this
+        // thread kept for `m` (and `m` after it into `m`'s again).
+        let other = Metrics::new();
+        let g4 = other.in_flight(&a);
+        let g5 = m.in_flight(&a);
+        assert_eq!(value(&other, "a"), Some(1.0));
+        assert_eq!(value(&m, "a"), Some(2.0));
+        drop((g2, g3, g4, g5));
         assert_eq!(value(&m, "a"), Some(0.0));
         assert_eq!(value(&m, "b"), Some(0.0));
+        assert_eq!(value(&other, "a"), Some(0.0));
     }
 
     /// A series is found by its labels' values, not by which `Arc` holds the route name
