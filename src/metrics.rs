@@ -191,29 +191,31 @@ thread_local! {
 /// Records (`record`) into the series `slot` of this thread's [`Last`] holds when they
 /// are registry `id`'s for `key`; else into the ones `series` looks up in the families,
 /// which the slot then keeps. When this thread's `Last` cannot be had (the thread is
-/// ending, or recording re-entered itself), the look-up alone.
-fn through_last<K: PartialEq + Clone, S>(
+/// ending, or recording re-entered itself), the look-up alone. `record` runs once; what
+/// it returns is returned.
+fn through_last<K: PartialEq + Clone, S, R>(
     slot: fn(&mut Last) -> &mut Option<(u64, K, S)>,
     id: u64,
     key: K,
     series: impl Fn(&K) -> S,
-    record: impl Fn(&S),
-) {
+    record: impl Fn(&S) -> R,
+) -> R {
     let kept = LAST.try_with(|last| {
         let mut last = last.try_borrow_mut().ok()?;
         let slot = slot(&mut last);
-        match slot {
+        Some(match slot {
             Some((i, k, s)) if *i == id && *k == key => record(s),
             _ => {
                 let s = series(&key);
-                record(&s);
+                let recorded = record(&s);
                 *slot = Some((id, key.clone(), s));
+                recorded
             }
-        }
-        Some(())
+        })
     });
-    if kept.ok().flatten().is_none() {
-        record(&series(&key));
+    match kept.ok().flatten() {
+        Some(recorded) => recorded,
+        None => record(&series(&key)),
     }
 }
 
@@ -407,25 +409,17 @@ impl Metrics {
         let key = RouteOnly {
             route: route.clone(),
         };
-        // `through_last` records exactly once; the handle it recorded into is the guard's.
-        let raised = std::cell::Cell::new(None);
-        through_last(
+        // The handle raised is the guard's.
+        let gauge = through_last(
             |last| &mut last.in_flight,
             self.id,
             key,
             |key| self.in_flight.get_or_create_owned(key),
             |gauge| {
                 gauge.inc();
-                raised.set(Some(gauge.clone()));
+                gauge.clone()
             },
         );
-        let gauge = raised.into_inner().unwrap_or_else(|| {
-            let gauge = self.in_flight.get_or_create_owned(&RouteOnly {
-                route: route.clone(),
-            });
-            gauge.inc();
-            gauge
-        });
         InFlight { gauge }
     }
 
