@@ -706,22 +706,22 @@ fn map_field(key: &str, value: Scalar) -> Result<Mapped, Error> {
 /// fields it wrote.
 fn push_fields(out: &mut String, meta: &UploadMeta, skip: Kinds, comma_after: bool) -> Kinds {
     let members = [
-        (Kind::FileName, "filename", &meta.file_name),
-        (Kind::Comment, "value", &meta.comment),
-        (Kind::AuthorEmail, "author_email", &meta.author_email),
-        (Kind::BlockId, "team_case_block_id", &meta.block_id),
+        (Kind::FileName, &meta.file_name),
+        (Kind::Comment, &meta.comment),
+        (Kind::AuthorEmail, &meta.author_email),
+        (Kind::BlockId, &meta.block_id),
     ];
     let mut wrote = Kinds::NONE;
-    for (kind, key, value) in members {
+    for (kind, value) in members {
         let Some(value) = value.as_deref().filter(|_| !skip.contains(kind)) else {
             continue;
         };
         if !comma_after {
             out.push(',');
         }
-        // The keys are plain names, written as they are.
+        // The keys are the dialect's plain names, written as they are.
         out.push('"');
-        out.push_str(key);
+        out.push_str(Tines.field_name(kind));
         out.push_str("\":");
         match kind {
             Kind::BlockId => JsonId(value).push(out),
