@@ -277,11 +277,32 @@ fn kind_label(k: Kind) -> &'static str {
 
 /// The MIME type guessed from a file name's extension.
 pub fn guess_type(name: &str) -> Cow<'static, str> {
-    let ext = std::path::Path::new(name)
-        .extension()
-        .and_then(std::ffi::OsStr::to_str);
-    ext.and_then(table_type)
+    extension(name)
+        .and_then(table_type)
         .unwrap_or(Cow::Borrowed("application/octet-stream"))
+}
+
+/// `name`'s extension as `Path::extension` finds it (a test holds the two equal). A name
+/// without a `/` (every file name a client sends, once its part's header is read) is its
+/// own last component, read here directly: `Path` splits it into components first, about
+/// 300 instructions an upload.
+fn extension(name: &str) -> Option<&str> {
+    // A name is short: byte loops, where a `char` search set up memchr for each.
+    let bytes = name.as_bytes();
+    if bytes.contains(&b'/') {
+        return std::path::Path::new(name)
+            .extension()
+            .and_then(std::ffi::OsStr::to_str);
+    }
+    if name == ".." {
+        return None;
+    }
+    // `.` and the empty name have no last component; `.x` is a stem without extension.
+    match bytes.iter().rposition(|&b| b == b'.') {
+        // After an ASCII `.`: a character boundary.
+        Some(dot) if dot > 0 => name.get(dot + 1..),
+        _ => None,
+    }
 }
 
 /// `mime_guess`'s first type for `ext`, lowercased as a parsed `Mime`'s essence is (no
@@ -661,12 +682,64 @@ pub struct CommentsPage {
 
 /// Current time as RFC 3339 with milliseconds (`2024-03-25T15:40:39.123Z`).
 pub fn now_rfc3339_millis() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    rfc3339(std::time::SystemTime::now(), true)
 }
 
 /// Current time as RFC 3339 in whole seconds (`2024-03-25T15:40:39Z`).
 pub fn now_rfc3339_seconds() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    rfc3339(std::time::SystemTime::now(), false)
+}
+
+/// `t` in UTC as RFC 3339, with milliseconds (cut, not rounded) or without, as humantime's
+/// `format_rfc3339_millis` and `format_rfc3339_seconds` write it (a test holds the two
+/// equal). Written digit by digit into one buffer: humantime's `Display` went through the
+/// formatter and a `String` that grew, about 550 instructions an upload. A time before
+/// 1970 is written as 1970's first instant, one past 9999 as 9999's last (humantime
+/// panics on both).
+fn rfc3339(t: std::time::SystemTime, millis: bool) -> String {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, ms) = match since.as_secs() {
+        s if s > LAST => (LAST, 999),
+        s => (s, since.subsec_millis()),
+    };
+    // Days to a civil date: Howard Hinnant's `civil_from_days`, for days since 1970 (the
+    // era arithmetic stays unsigned from there).
+    let z = secs / 86_400 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let in_day = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            // A digit: below 10, so the cast keeps it.
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3_600);
+    put(14, 2, in_day / 60 % 60);
+    put(17, 2, in_day % 60);
+    let end = if millis {
+        put(20, 3, u64::from(ms));
+        out.len()
+    } else {
+        out[19] = b'Z';
+        20
+    };
+    // Every byte written is an ASCII digit or one of `-T:.Z`.
+    std::str::from_utf8(&out[..end])
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -828,6 +901,89 @@ mod tests {
         m.apply(Field::Comment("c".into())).unwrap();
         assert!(m.apply(Field::Comment("d".into())).is_err());
         assert_eq!(m.tags, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_extension_is_the_one_path_finds() {
+        // Every name of up to four characters from an alphabet of what matters (dots,
+        // slashes, letters), and usual ones.
+        let alphabet = [".", "/", "a", "B", "é", " "];
+        let mut names: Vec<String> = vec![String::new()];
+        let mut last = names.clone();
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            names.extend(last.iter().cloned());
+        }
+        names.extend(
+            [
+                "report.pdf",
+                "archive.tar.gz",
+                ".bashrc",
+                "..",
+                ".",
+                "x.",
+                "..pdf",
+                "dir/x.png",
+                "x.png/",
+                "x.png/.",
+                "a/..",
+            ]
+            .map(String::from),
+        );
+        for n in &names {
+            let by_path = std::path::Path::new(n)
+                .extension()
+                .and_then(std::ffi::OsStr::to_str);
+            assert_eq!(super::extension(n), by_path, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_is_written_as_humantime_writes_it() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Leap days, century and 400-year boundaries, month ends, the first and last
+        // instants, and a spread of times between, each with and without milliseconds.
+        let mut secs: Vec<u64> = vec![
+            0,
+            59,
+            86_399,
+            951_782_400,   // 2000-02-29
+            951_868_799,   // 2000-02-29T23:59:59
+            4_107_542_400, // 2100-03-01
+            1_709_164_800, // 2024-02-29
+            1_735_689_599, // 2024-12-31T23:59:59
+            253_402_300_799,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            secs.push(x % 253_402_300_800);
+        }
+        for (i, s) in secs.into_iter().enumerate() {
+            let nanos = [0, 999_999_999, 1_000_000, 999_999][i % 4] as u32 + (i as u32 % 997);
+            let t = UNIX_EPOCH + Duration::new(s, nanos.min(999_999_999));
+            assert_eq!(
+                super::rfc3339(t, true),
+                humantime::format_rfc3339_millis(t).to_string(),
+                "{s}.{nanos}"
+            );
+            assert_eq!(
+                super::rfc3339(t, false),
+                humantime::format_rfc3339_seconds(t).to_string(),
+                "{s}"
+            );
+        }
+        // Outside humantime's range: clamped rather than a panic.
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(super::rfc3339(before, true), "1970-01-01T00:00:00.000Z");
+        let after = UNIX_EPOCH + Duration::from_secs(253_402_300_800 + 86_400);
+        assert_eq!(super::rfc3339(after, false), "9999-12-31T23:59:59Z");
+        assert_eq!(super::rfc3339(after, true), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
