@@ -43,7 +43,7 @@ use crate::ledger::{Ledger, Load, Serving};
 use crate::metrics::Metrics;
 use crate::router::{RouteRuntime, Router, Target};
 use crate::secret::Secret;
-use crate::service::{self, DrainOnDrop};
+use crate::service::{self, AccessBody, DrainOnDrop};
 use crate::upstream::Upstream;
 
 /// Longest wait for a request's headers.
@@ -416,7 +416,7 @@ impl tower::Service<Routed<ReqBody>> for Handler {
 trait ConnService:
     tower::Service<
         Request<Incoming>,
-        Response = Response<Body>,
+        Response = Response<AccessBody>,
         Error = Infallible,
         Future: Send + 'static,
     > + Clone
@@ -428,7 +428,7 @@ trait ConnService:
 impl<S> ConnService for S where
     S: tower::Service<
             Request<Incoming>,
-            Response = Response<Body>,
+            Response = Response<AccessBody>,
             Error = Infallible,
             Future: Send + 'static,
         > + Clone
@@ -450,7 +450,11 @@ fn stack(gateway: Arc<Gateway>, max_in_flight: usize, body_idle: Duration) -> im
         ServiceBuilder::new()
             .layer(service::RequestIdLayer)
             .map_response(|r: Response<_>| {
-                r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed_unsync())
+                r.map(
+                    |b: tower_http::trace::ResponseBody<AccessBody, _, (), (), ()>| {
+                        AccessBody::unlogged(b.boxed_unsync())
+                    },
+                )
             })
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()

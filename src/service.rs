@@ -157,7 +157,7 @@ impl<S, B> Service<Request<B>> for AccessService<S>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
 {
-    type Response = Response<Body>;
+    type Response = Response<AccessBody>;
     type Error = Infallible;
     type Future = AccessFuture<S::Future>;
 
@@ -209,7 +209,7 @@ impl<F> Future for AccessFuture<F>
 where
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<AccessBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -220,7 +220,7 @@ where
         // Taken when the inner future answers, which it does once (polled again, the
         // task-local future would panic first); without it the answer goes out unlogged.
         let Some(start) = this.start.take() else {
-            return Poll::Ready(Ok(resp));
+            return Poll::Ready(Ok(resp.map(AccessBody::unlogged)));
         };
         let (mut parts, body) = resp.into_parts();
         if let Ok(id) = HeaderValue::from_str(&start.ctx.id) {
@@ -245,7 +245,7 @@ where
             complete: false,
             record: Some(record),
         };
-        Poll::Ready(Ok(Response::from_parts(parts, body.boxed_unsync())))
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
@@ -328,12 +328,27 @@ impl Finished {
     }
 }
 
-/// An answer's body that reports its request when it is done (or dropped).
-struct AccessBody {
+/// An answer's body that reports its request when it is done (or dropped): the body
+/// every connection serves, as it is rather than boxed again (a box and a dynamic call
+/// a response).
+pub struct AccessBody {
     inner: Body,
     bytes: u64,
     complete: bool,
     record: Option<Finished>,
+}
+
+impl AccessBody {
+    /// `inner` served without a record: a body a layer above [`AccessLayer`] wrapped (the
+    /// request spans' layer), whose request this layer's own body already reports.
+    pub fn unlogged(inner: Body) -> Self {
+        AccessBody {
+            inner,
+            bytes: 0,
+            complete: false,
+            record: None,
+        }
+    }
 }
 
 impl http_body::Body for AccessBody {
