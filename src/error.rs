@@ -334,12 +334,8 @@ pub fn json_response<T: serde::Serialize + ?Sized>(
     json_bytes_response(status, body)
 }
 
-/// A JSON answer from its bytes, written already. The bytes are fitted to their length
-/// first: `Bytes` takes a vector whose capacity is its length as it is, but allocates a
-/// shared header for any other (one allocation an answer; fitting one filled past half
-/// its capacity is mimalloc's resize in place).
-pub fn json_bytes_response(status: StatusCode, mut body: Vec<u8>) -> Response<Body> {
-    body.shrink_to_fit();
+/// A JSON answer from its bytes, written already.
+pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
