@@ -797,16 +797,16 @@ async fn accept_here<S: ConnService>(
         }
     };
     let builder = Arc::new(builders());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = Arc::new(Drain::default());
     let mut connections = JoinSet::new();
-    let (stopping, shutdown) = (stopped.clone(), &graceful);
+    let (stopping, draining) = (stopped.clone(), drain.clone());
     let serve = move |stream: TcpStream| {
         connection(
             stream,
             gateway.tls.load_full(),
             builder.clone(),
             svc.clone(),
-            shutdown.watcher(),
+            draining.clone(),
             stopping.clone(),
         )
     };
@@ -852,9 +852,14 @@ async fn accept_here<S: ConnService>(
     // listen queue are.
     handed.close();
     while handed.try_recv().is_ok() {}
-    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
-    // What is still running when the limit is reached is cut; what had ended, not yet
-    // collected, is not counted.
+    // Each connection ends once its request in flight is answered (an idle one at once);
+    // the drain waits for all of them, up to its limit.
+    drain.start();
+    let _ = tokio::time::timeout(drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    // What is still running when the limit is reached is cut.
     connections.abort_all();
     let mut cut = 0;
     while let Some(ended) = connections.join_next().await {
@@ -870,24 +875,93 @@ async fn serve_http<I, S>(
     speaks: Speaks,
     io: I,
     svc: TowerToHyperService<S>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Arc<Drain>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: ConnService,
 {
     match speaks {
-        Speaks::Http1 => Ok(watcher
-            .watch(builder.http1.serve_connection(io, svc))
-            .await?),
-        Speaks::Http2 => Ok(watcher
-            .watch(builder.http2.serve_connection(io, svc))
-            .await?),
+        Speaks::Http1 => Ok(Drained::new(builder.http1.serve_connection(io, svc), drain).await?),
+        Speaks::Http2 => Ok(Drained::new(builder.http2.serve_connection(io, svc), drain).await?),
         Speaks::Unknown => {
-            watcher
-                .watch(builder.auto.serve_connection(io, svc).into_owned())
-                .await
+            Drained::new(builder.auto.serve_connection(io, svc).into_owned(), drain).await
         }
+    }
+}
+
+/// A worker's drain, told to its connections ([`Drained`]).
+#[derive(Default)]
+struct Drain {
+    started: AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drain {
+    /// Tells every connection, those waiting for a request woken.
+    fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection that shuts down gracefully once its worker drains (it finishes the
+    /// request in flight, then closes; an idle one closes at once), as hyper-util's
+    /// `GracefulShutdown::watch` does. That one polled its watch channel's `changed` at
+    /// every poll of the connection (a lock on the channel's waiters each time, about 480
+    /// instructions an upload); this one polls its wait only when the drain has started
+    /// or the connection's task is woken through another waker than the one it left,
+    /// and otherwise reads one flag.
+    struct Drained<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        told: tokio::sync::futures::OwnedNotified,
+        drain: Arc<Drain>,
+        // The waker the wait holds; `None` until it is first polled, and once it is done.
+        waker: Option<std::task::Waker>,
+        shut: bool,
+    }
+}
+
+impl<C> Drained<C> {
+    fn new(conn: C, drain: Arc<Drain>) -> Self {
+        // Made now, so that a drain started before its first poll still reaches it.
+        let told = drain.notify.clone().notified_owned();
+        Drained {
+            conn,
+            told,
+            drain,
+            waker: None,
+            shut: false,
+        }
+    }
+}
+
+impl<C> Future for Drained<C>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.shut {
+            let stale = this.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
+            if stale || this.drain.started.load(Ordering::SeqCst) {
+                if this.told.as_mut().poll(cx).is_ready()
+                    || this.drain.started.load(Ordering::SeqCst)
+                {
+                    *this.shut = true;
+                    *this.waker = None;
+                    this.conn.as_mut().graceful_shutdown();
+                } else {
+                    this.waker.replace(cx.waker().clone());
+                }
+            }
+        }
+        this.conn.poll(cx)
     }
 }
 
@@ -898,7 +972,7 @@ async fn connection<S: ConnService>(
     tls: Option<Arc<rustls::ServerConfig>>,
     builder: Arc<Builders>,
     svc: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Arc<Drain>,
     mut stopping: watch::Receiver<Option<Duration>>,
 ) {
     let svc = TowerToHyperService::new(svc);
@@ -909,7 +983,7 @@ async fn connection<S: ConnService>(
     // lives across an await keeps its place in the future even once moved out.
     let result = match tls {
         None => {
-            // Until hyper has the connection, the drain's watcher cannot end it: a
+            // Until hyper has the connection, the drain cannot end it through hyper: a
             // connection still silent when the drain starts is closed then.
             let speaks = tokio::select! {
                 biased;
@@ -924,12 +998,12 @@ async fn connection<S: ConnService>(
                 speaks,
                 TokioIo::new(stream),
                 svc,
-                watcher,
+                drain,
             ));
             served.await
         }
         Some(cfg) => {
-            let served = Box::pin(serve_tls(stream, cfg, builder, svc, watcher));
+            let served = Box::pin(serve_tls(stream, cfg, builder, svc, drain));
             served.await
         }
     };
@@ -945,7 +1019,7 @@ async fn serve_tls<S: ConnService>(
     cfg: Arc<rustls::ServerConfig>,
     builder: Arc<Builders>,
     svc: TowerToHyperService<S>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Arc<Drain>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -960,7 +1034,7 @@ async fn serve_tls<S: ConnService>(
         }
     };
     let speaks = Speaks::from_alpn(stream.get_ref().1.alpn_protocol());
-    serve_http(&builder, speaks, TokioIo::new(stream), svc, watcher).await
+    serve_http(&builder, speaks, TokioIo::new(stream), svc, drain).await
 }
 
 /// How long a shutdown waits for the ledger to take rows still waiting in its retry queue.

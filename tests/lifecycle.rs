@@ -255,6 +255,63 @@ async fn sigterm_drains_then_cuts_what_is_left() {
 }
 
 #[tokio::test]
+async fn sigterm_closes_an_idle_kept_connection_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routes.toml");
+    // A drain limit far past the test's wait: a connection the drain did not close would
+    // hold casegate until it, then be cut.
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\ndrain_delay_secs = 0\ndrain_timeout_secs = 60\n{}",
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    // One request answered on a kept connection, which then waits for the next.
+    let mut idle = TcpStream::connect(p.addr).await.unwrap();
+    idle.write_all(b"GET /r/nothing HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    p.signal("TERM");
+    // casegate closes it (end of stream, nothing more sent), well within the limit.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the idle connection was not closed: {read:?} {rest:?}"
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    let cut: Vec<Value> = p
+        .drain_lines()
+        .into_iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("drain limit"))
+        })
+        .collect();
+    assert!(cut.is_empty(), "{cut:?}");
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
