@@ -247,6 +247,7 @@ impl<'a> Reader<'a> {
 
     /// A string whose `"` was just read, through its closing `"`: `Some(None)` when it
     /// holds an escape (each checked as serde_json checks it).
+    #[inline(always)]
     fn string(&mut self) -> Option<Option<&'a str>> {
         let start = self.i;
         // The run a JSON string holds as it is (what `json_out` writes unescaped).
