@@ -49,7 +49,7 @@ pub enum Val<'a> {
     Arr,
 }
 
-impl Val<'_> {
+impl<'a> Val<'a> {
     /// The value as an id is read from a tree (`upload::id_text`: a string, or a number's
     /// text): `Some(None)` for anything else; `None` (its reader declines it) for a string
     /// with an escape, or a number that is not a plain integer, whose text serde_json
@@ -66,8 +66,13 @@ impl Val<'_> {
     /// `Some(None)` for anything else; `None` (its reader declines it) for a string with
     /// an escape.
     pub fn text(self) -> Option<Option<String>> {
+        self.text_ref().map(|t| t.map(str::to_owned))
+    }
+
+    /// [`Val::text`] borrowed from the answer, for a text only compared.
+    pub fn text_ref(self) -> Option<Option<&'a str>> {
         match self {
-            Val::Str(s) => Some(Some(s.to_string())),
+            Val::Str(s) => Some(Some(s)),
             Val::Esc => None,
             _ => Some(None),
         }

@@ -510,13 +510,22 @@ pub fn display_name(given: &str, part_name: &str) -> String {
             let cut = given.len() - suffix_len;
             if given.is_char_boundary(cut) {
                 let (s, tail) = given.split_at(cut);
-                if tail.eq_ignore_ascii_case(&format!(".{ext}")) {
+                // `.` then the extension in any ASCII case (the `.` is one byte).
+                if tail
+                    .strip_prefix('.')
+                    .is_some_and(|t| t.eq_ignore_ascii_case(ext))
+                {
                     stem = s;
                 }
             }
         }
     }
-    stem.chars().take(MAX_DISPLAY_CHARS).collect()
+    // The first characters, copied as one slice.
+    let end = stem
+        .char_indices()
+        .nth(MAX_DISPLAY_CHARS)
+        .map_or(stem.len(), |(at, _)| at);
+    stem[..end].to_owned()
 }
 
 fn is_file_comment(c: &Value) -> bool {
@@ -598,8 +607,9 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
     while let Some(key) = r.next_key()? {
         match key {
             "id" => a.comment_id = r.value()?.id_text()?,
-            "type" => kind = r.value()?.text()?,
-            "externalReferenceAttachmentTypeId" => type_id = r.value()?.text()?,
+            // Only compared: borrowed, not copied.
+            "type" => kind = r.value()?.text_ref()?,
+            "externalReferenceAttachmentTypeId" => type_id = r.value()?.text_ref()?,
             "externalReferenceId" => a.id = r.value()?.id_text()?,
             "created_at" => created_at = r.value()?.text()?,
             "created_by" => {
@@ -651,12 +661,18 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
             _ => r.skip()?,
         }
     }
-    if kind.as_deref() != Some("externalReference") || type_id.as_deref() != Some(FILES_TYPE) {
+    if kind != Some("externalReference") || type_id != Some(FILES_TYPE) {
         return Some(None);
     }
     let [name, extension, mime, created] = file;
     a.name = match (name, extension) {
-        (Some(n), Some(e)) if !e.is_empty() => Some(format!("{n}.{e}")),
+        // Joined onto the name's own string, not through `format!`'s machinery.
+        (Some(mut n), Some(e)) if !e.is_empty() => {
+            n.reserve_exact(1 + e.len());
+            n.push('.');
+            n.push_str(&e);
+            Some(n)
+        }
         (name, _) => name,
     };
     a.content_type = mime;
@@ -1433,6 +1449,14 @@ mod tests {
         assert_eq!(display_name("a.tar.gz", "a.tar.gz"), "a.tar");
         assert_eq!(display_name("ü.pdf", "ü.pdf"), "ü");
         assert_eq!(display_name(&"é".repeat(200), "x.pdf").chars().count(), 160);
+        assert_eq!(display_name(&"é".repeat(200), "x.pdf"), "é".repeat(160));
+        assert_eq!(display_name(&"a".repeat(160), "x.pdf"), "a".repeat(160));
+        assert_eq!(display_name("a.PDF", "a.pdf"), "a");
+        assert_eq!(display_name("a.pdfx", "a.pdf"), "a.pdfx");
+        assert_eq!(display_name("apdf", "a.pdf"), "apdf");
+        assert_eq!(display_name("xapdf", "a.pdf"), "xapdf");
+        assert_eq!(display_name("ab.pdf", "x.txt"), "ab.pdf");
+        assert_eq!(display_name("ab.pdf", "x"), "ab.pdf");
     }
 
     #[test]
