@@ -78,9 +78,15 @@ impl Writer {
         out.put_slice(b"\r\n");
         if let Some(ct) = ct {
             out.put_slice(b"Content-Type: ");
-            // Content types are validated upstream of here; CR/LF are dropped regardless.
-            for part in ct.split(['\r', '\n']) {
-                out.put_slice(part.as_bytes());
+            // Content types are validated upstream of here; CR/LF are dropped regardless
+            // (a type without them, every one, is put whole: a split by two characters
+            // cost about 100 instructions an upload).
+            if ct.bytes().any(|b| b == b'\r' || b == b'\n') {
+                for part in ct.split(['\r', '\n']) {
+                    out.put_slice(part.as_bytes());
+                }
+            } else {
+                out.put_slice(ct.as_bytes());
             }
             out.put_slice(b"\r\n");
         }
@@ -137,6 +143,24 @@ mod tests {
 --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\"b.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
 --XyZ--\r\n";
         assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_content_type_never_carries_a_line_break() {
+        let w = Writer::with_boundary("B");
+        for (ct, want) in [
+            ("text/plain", "text/plain"),
+            ("text/plain\r\nX-Evil: 1", "text/plainX-Evil: 1"),
+            ("a\rb\nc\r\n", "abc"),
+            ("\n", ""),
+        ] {
+            let mut out = BytesMut::new();
+            w.file_start(&mut out, "f", "x", ct);
+            let head = std::str::from_utf8(&out).unwrap();
+            let line = format!("\r\nContent-Type: {want}\r\n\r\n");
+            assert!(head.ends_with(&line), "{ct:?}: {head:?}");
+            assert_eq!(head.matches("\r\n").count(), 4, "{ct:?}: {head:?}");
+        }
     }
 
     #[test]
