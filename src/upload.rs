@@ -690,6 +690,21 @@ pub fn now_rfc3339_seconds() -> String {
     rfc3339(std::time::SystemTime::now(), false)
 }
 
+/// The date (year, month 1-12, day 1-31) `days` after 1970-01-01: Howard Hinnant's
+/// `civil_from_days`, for days since 1970 (its era arithmetic stays unsigned from there).
+#[inline]
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month, day)
+}
+
 /// `t` in UTC as RFC 3339, with milliseconds (cut, not rounded) or without, as humantime's
 /// `format_rfc3339_millis` and `format_rfc3339_seconds` write it (a test holds the two
 /// equal). Written digit by digit into one buffer: humantime's `Display` went through the
@@ -703,17 +718,7 @@ fn rfc3339(t: std::time::SystemTime, millis: bool) -> String {
         s if s > LAST => (LAST, 999),
         s => (s, since.subsec_millis()),
     };
-    // Days to a civil date: Howard Hinnant's `civil_from_days`, for days since 1970 (the
-    // era arithmetic stays unsigned from there).
-    let z = secs / 86_400 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (year, month, day) = civil_from_days(secs / 86_400);
     let in_day = secs % 86_400;
     let mut out = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut n: u64| {

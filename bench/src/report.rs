@@ -51,16 +51,7 @@ pub fn today_utc() -> String {
 fn utc(secs: u64) -> (String, String) {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = casegate::upload::civil_from_days(days);
     (
         format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02} UTC"),
         format!("{year:04}-{month:02}-{day:02}-{h:02}{m:02}{s:02}"),
