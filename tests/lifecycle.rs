@@ -24,6 +24,15 @@ async fn tines_emulator() -> Emulator {
         .unwrap()
 }
 
+/// A routes.toml in `dir`: JSON logs, the top-level `settings` (lines), and route "r" to
+/// the Tines upstream at `url`.
+fn json_config(dir: &std::path::Path, settings: &str, url: &str) -> std::path::PathBuf {
+    let cfg = dir.join("routes.toml");
+    let top = "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n";
+    std::fs::write(&cfg, format!("{top}{settings}{}", route("r", url))).unwrap();
+    cfg
+}
+
 /// A Thalamus-front route `name` at `/{name}` to the Tines upstream at `url`.
 fn route(name: &str, url: &str) -> String {
     format!(
@@ -36,15 +45,7 @@ fn route(name: &str, url: &str) -> String {
 async fn json_logs_carry_the_request_id_and_never_a_secret() {
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routes.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n{}",
-            route("r", &emu.url())
-        ),
-    )
-    .unwrap();
+    let cfg = json_config(dir.path(), "", &emu.url());
     let mut p = Proc::start(&cfg);
     let answer = small(p.addr, "/r", b"hello").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -174,15 +175,11 @@ async fn sighup_reloads_routes_while_an_upload_in_flight_finishes_on_the_old_one
 async fn sigterm_drains_then_cuts_what_is_left() {
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routes.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 2\n{}",
-            route("r", &emu.url())
-        ),
-    )
-    .unwrap();
+    let cfg = json_config(
+        dir.path(),
+        "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 2\n",
+        &emu.url(),
+    );
     let mut p = Proc::start(&cfg);
     let http = client();
     let readyz = format!("http://{}/readyz", p.admin.unwrap());
@@ -259,17 +256,13 @@ async fn sigterm_closes_an_idle_kept_connection_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routes.toml");
     // A drain limit far past the test's wait: a connection the drain did not close would
     // hold casegate until it, then be cut.
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\ndrain_delay_secs = 0\ndrain_timeout_secs = 60\n{}",
-            route("r", &emu.url())
-        ),
-    )
-    .unwrap();
+    let cfg = json_config(
+        dir.path(),
+        "drain_delay_secs = 0\ndrain_timeout_secs = 60\n",
+        &emu.url(),
+    );
     let mut p = Proc::start(&cfg);
     // One request answered on a kept connection, which then waits for the next.
     let mut idle = TcpStream::connect(p.addr).await.unwrap();
@@ -323,15 +316,11 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::copy(&cert1, &cert).unwrap();
     std::fs::copy(&key1, &key).unwrap();
-    let cfg = dir.path().join("routes.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n{}",
-            route("r", &emu.url())
-        ),
-    )
-    .unwrap();
+    let cfg = json_config(
+        dir.path(),
+        "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        &emu.url(),
+    );
     let mut p = Proc::start(&cfg);
     let trusting = |ca: &[u8]| {
         reqwest::Client::builder()
