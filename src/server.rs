@@ -927,7 +927,9 @@ pin_project_lite::pin_project! {
 
 impl<C> Drained<C> {
     fn new(conn: C, drain: Arc<Drain>) -> Self {
-        // Made now, so that a drain started before its first poll still reaches it.
+        // Made now: a drain started from here on reaches it even before its first poll
+        // (`notify_waiters` counts the waits made before it); one started earlier, the
+        // flag tells at that poll.
         let told = drain.notify.clone().notified_owned();
         Drained {
             conn,
