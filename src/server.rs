@@ -919,7 +919,7 @@ pin_project_lite::pin_project! {
         #[pin]
         told: tokio::sync::futures::OwnedNotified,
         drain: Arc<Drain>,
-        // The waker the wait holds; `None` until it is first polled, and once it is done.
+        // The waker the wait holds; `None` until it is first polled.
         waker: Option<std::task::Waker>,
         shut: bool,
     }
@@ -951,16 +951,15 @@ where
         let mut this = self.project();
         if !*this.shut {
             let stale = this.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
-            if stale || this.drain.started.load(Ordering::SeqCst) {
-                if this.told.as_mut().poll(cx).is_ready()
-                    || this.drain.started.load(Ordering::SeqCst)
-                {
-                    *this.shut = true;
-                    *this.waker = None;
-                    this.conn.as_mut().graceful_shutdown();
-                } else {
-                    this.waker.replace(cx.waker().clone());
-                }
+            // The flag; else, when the wait must be left this waker, the wait itself,
+            // which also sees a drain started (on another thread) after the flag was read.
+            let drained = this.drain.started.load(Ordering::SeqCst)
+                || (stale && this.told.as_mut().poll(cx).is_ready());
+            if drained {
+                *this.shut = true;
+                this.conn.as_mut().graceful_shutdown();
+            } else if stale {
+                *this.waker = Some(cx.waker().clone());
             }
         }
         this.conn.poll(cx)
