@@ -1,0 +1,102 @@
+//! Micro-benchmarks of reading an upstream's upload answer: a Kibana back answers an
+//! upload with the whole case, every comment in it, and casegate keeps the one `.files`
+//! comment of the new file (the newest named like the upload). A case that already holds
+//! many files makes every upload's answer longer; this measures what reading it costs per
+//! upload as the case grows (1, 16 and 128 `.files` comments, each with a user comment
+//! between, as cases are used). The answer is read as a client of another dialect has it
+//! read (the case itself not kept). Run with `cargo bench -p casegate-bench --bench
+//! answers`.
+
+use casegate::dialect::kibana::Kibana;
+use casegate::dialect::{Answer, BackCtx, Dialect, UpstreamOptions};
+use casegate::upload::UploadMeta;
+use divan::{black_box, Bencher};
+
+// Counts each iteration's allocations beside its time.
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+
+fn main() {
+    divan::Divan::default().config_with_args().main();
+}
+
+/// One `.files` comment as Kibana writes it.
+fn file_comment(n: usize, name: &str, extension: &str) -> serde_json::Value {
+    serde_json::json!({
+        "created_at": "2026-12-06T12:00:30.708Z",
+        "created_by": {"email": null, "full_name": null, "username": "elastic"},
+        "externalReferenceAttachmentTypeId": ".files",
+        "externalReferenceId": format!("00000000-0000-4000-8000-{n:012}"),
+        "externalReferenceMetadata": {"files": [{
+            "created": "2026-12-06T12:00:30.708Z",
+            "extension": extension,
+            "mimeType": "application/pdf",
+            "name": name,
+        }]},
+        "externalReferenceStorage": {"soType": "file", "type": "savedObject"},
+        "id": format!("10000000-0000-4000-8000-{n:012}"),
+        "owner": "cases",
+        "pushed_at": null,
+        "pushed_by": null,
+        "type": "externalReference",
+        "updated_at": null,
+        "updated_by": null,
+        "version": "WzEsMV0=",
+    })
+}
+
+/// A case holding `files` `.files` comments, the newest the upload's (`upload.txt`).
+fn case(files: usize) -> Vec<u8> {
+    let mut comments = Vec::new();
+    for n in 1..files {
+        comments.push(file_comment(n, &format!("report-{n}"), "pdf"));
+        comments.push(serde_json::json!({
+            "comment": format!("looked at report {n}"),
+            "created_at": "2026-12-06T12:00:31.000Z",
+            "created_by": {"email": null, "full_name": null, "username": "elastic"},
+            "id": format!("20000000-0000-4000-8000-{n:012}"),
+            "owner": "cases",
+            "type": "user",
+            "version": "WzEsMV0=",
+        }));
+    }
+    comments.push(file_comment(files, "upload", "txt"));
+    let case = serde_json::json!({
+        "assignees": [], "category": null, "closed_at": null, "closed_by": null,
+        "comments": comments,
+        "connector": {"fields": null, "id": "none", "name": "none", "type": ".none"},
+        "created_at": "2026-12-06T12:00:30.708Z",
+        "created_by": {"email": null, "full_name": null, "profile_uid": "u_emulated", "username": "elastic"},
+        "customFields": [], "description": "", "duration": null, "external_service": null,
+        "id": "c1", "owner": "cases", "settings": {"syncAlerts": false}, "severity": "low",
+        "status": "open", "tags": [], "title": "A case", "totalAlerts": 0,
+        "totalComment": comments.len(),
+        "updated_at": "2026-12-06T12:00:30.708Z",
+        "updated_by": {"email": null, "full_name": null, "profile_uid": "u_emulated", "username": "elastic"},
+        "version": "WzIsMV0=",
+    });
+    serde_json::to_vec(&case).unwrap_or_default()
+}
+
+/// Kibana's upload answer read for a Tines client: the new file's comment found.
+#[divan::bench(args = [1, 16, 128])]
+fn kibana_upload_answer(bencher: Bencher, files: usize) {
+    let body = case(files);
+    let mut meta = UploadMeta::default();
+    meta.case_id = Some("c1".into());
+    meta.file_name = Some("upload.txt".into());
+    let options = UpstreamOptions::new();
+    let ctx = BackCtx {
+        base_url: "http://127.0.0.1:9000",
+        options: &options,
+        client_space: None,
+        raw_wanted: false,
+    };
+    let want = format!("00000000-0000-4000-8000-{files:012}");
+    // The file found is the upload's, else the benchmark measures nothing.
+    match Kibana.read_stored(&body, &meta, &ctx) {
+        Answer::Stored(r) if r.attachment.id.as_deref() == Some(&want) => {}
+        _ => panic!("the answer's file is not the upload's"),
+    }
+    bencher.bench_local(|| Kibana.read_stored(black_box(&body), &meta, &ctx));
+}
