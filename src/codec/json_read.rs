@@ -69,7 +69,18 @@ impl<'a> Val<'a> {
         self.text_ref().map(|t| t.map(str::to_owned))
     }
 
-    /// [`Val::text`] borrowed from the answer, for a text only compared.
+    /// [`Val::id_text`] checked now and written later (by `id_text` on the value kept):
+    /// `Some(Some(self))` for a string or a plain integer, `Some(None)` for anything
+    /// else, `None` where `id_text` declines.
+    pub fn id_ref(self) -> Option<Option<Val<'a>>> {
+        match self {
+            Val::Str(_) | Val::Int(_) => Some(Some(self)),
+            Val::Num | Val::Esc => None,
+            _ => Some(None),
+        }
+    }
+
+    /// [`Val::text`] borrowed from the answer.
     pub fn text_ref(self) -> Option<Option<&'a str>> {
         match self {
             Val::Str(s) => Some(Some(s)),

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::codec::b64;
 use crate::codec::json_out::{json_object, Object};
-use crate::codec::json_read::Reader;
+use crate::codec::json_read::{Reader, Val};
 use crate::error::{json_bytes_response, json_response, Body, Error};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::upload::{
@@ -306,12 +306,6 @@ impl Dialect for Kibana {
     }
 
     fn read_stored(&self, body: &[u8], meta: &UploadMeta, ctx: &BackCtx<'_>) -> Answer {
-        let Some(read) = read_case_files(body, ctx.raw_wanted) else {
-            return Answer::StoredUnreadable("the answer is not JSON".into());
-        };
-        let Some(mut files) = read.files else {
-            return Answer::StoredUnreadable("the case has no comments".into());
-        };
         let part_name = with_extension(
             meta.file_name.as_deref().unwrap_or("file"),
             &meta.content_type(),
@@ -324,8 +318,14 @@ impl Dialect for Kibana {
             ),
             None => part_name.clone(),
         };
-        // The newest named like the upload, else the newest; taken out, not copied (it
-        // carries its comment's JSON for a Kibana client).
+        let Some(read) = read_case_files(body, ctx.raw_wanted, Some(&want)) else {
+            return Answer::StoredUnreadable("the answer is not JSON".into());
+        };
+        let Some(mut files) = read.files else {
+            return Answer::StoredUnreadable("the case has no comments".into());
+        };
+        // The newest named like the upload, else the newest (read in place, the only one
+        // given); taken out, not copied (it carries its comment's JSON for a Kibana client).
         let newest = files
             .iter()
             .rposition(|a| a.name.as_deref() == Some(&want))
@@ -410,7 +410,7 @@ impl Dialect for Kibana {
     }
 
     fn read_list(&self, body: &[u8], ctx: &BackCtx<'_>) -> Result<Listed, String> {
-        let read = read_case_files(body, ctx.raw_wanted).ok_or("the case is not JSON")?;
+        let read = read_case_files(body, ctx.raw_wanted, None).ok_or("the case is not JSON")?;
         let files = read.files.ok_or("the case has no comments")?;
         Ok(Listed {
             total: Some(files.len() as u64),
@@ -546,9 +546,11 @@ struct CaseRead {
 
 /// A case from its bytes (`None`: not JSON). For another dialect's client it is read in
 /// place ([`case_in_place`]) when it can be, else as [`read_case`] reads it; the two read
-/// the same answer the same way.
-fn read_case_files(body: &[u8], raw_wanted: bool) -> Option<CaseRead> {
-    if let Some(read) = (!raw_wanted).then(|| case_in_place(body)).flatten() {
+/// the same answer the same way. With `pick`, an upload's answer: of the `.files` comments
+/// only the one [`Kibana::read_stored`] keeps is given (the newest named `pick`, else the
+/// newest); the tree's reading gives them all, to pick from the same way.
+fn read_case_files(body: &[u8], raw_wanted: bool, pick: Option<&str>) -> Option<CaseRead> {
+    if let Some(read) = (!raw_wanted).then(|| case_in_place(body, pick)).flatten() {
         return Some(read);
     }
     let case = read_case(body, raw_wanted)?;
@@ -562,8 +564,10 @@ fn read_case_files(body: &[u8], raw_wanted: bool) -> Option<CaseRead> {
 /// A case's id, owner and `.files` comments read in place by a [`Reader`], as
 /// [`case_files`] reads them from the tree (a key given twice keeps its last value);
 /// `None` when it is read the slower way (an escape in a text it keeps, an id written other
-/// than as a string or a plain integer).
-fn case_in_place(body: &[u8]) -> Option<CaseRead> {
+/// than as a string or a plain integer). Each comment is read borrowed from the answer
+/// ([`CommentRef`]) and made an [`Attachment`] only when given: with `pick`, only the one
+/// picked (a case with many files costs an upload a read of each, not a copy).
+fn case_in_place(body: &[u8], pick: Option<&str>) -> Option<CaseRead> {
     let mut r = Reader::new(body)?;
     let (mut id, mut owner, mut files) = (None, None, None);
     while let Some(key) = r.next_key()? {
@@ -576,11 +580,26 @@ fn case_in_place(body: &[u8]) -> Option<CaseRead> {
                     continue;
                 }
                 let mut list = Vec::new();
+                // With `pick`: the newest named like it, and the newest.
+                let (mut named, mut newest) = (None, None);
                 while r.next_item()? {
-                    if r.object_or_skip()? {
-                        list.extend(comment_in_place(&mut r)?);
+                    if !r.object_or_skip()? {
+                        continue;
+                    }
+                    let Some(comment) = comment_in_place(&mut r)? else {
+                        continue;
+                    };
+                    match pick {
+                        None => list.push(comment.attachment()),
+                        Some(want) => {
+                            if comment.is_named(want) {
+                                named = Some(comment);
+                            }
+                            newest = Some(comment);
+                        }
                     }
                 }
+                list.extend(named.or(newest).map(CommentRef::attachment));
                 files = Some(list);
             }
             _ => r.skip()?,
@@ -597,42 +616,103 @@ fn case_in_place(body: &[u8]) -> Option<CaseRead> {
     })
 }
 
+/// A `.files` comment with a file id, as [`comment_in_place`] reads it: borrowed from the
+/// answer, its ids checked as [`Val::id_text`] reads them.
+#[derive(Clone, Copy)]
+struct CommentRef<'a> {
+    comment_id: Option<Val<'a>>,
+    id: Val<'a>,
+    created_at: Option<&'a str>,
+    /// `created_by`'s username, full name and email; `None`: no `created_by`.
+    who: Option<[Option<&'a str>; 3]>,
+    /// `externalReferenceMetadata.files[0]`: name, extension, type, creation.
+    file: [Option<&'a str>; 4],
+}
+
+impl CommentRef<'_> {
+    /// Whether the file's name as [`CommentRef::attachment`] writes it is `want`.
+    fn is_named(&self, want: &str) -> bool {
+        match self.file {
+            [Some(name), Some(ext), ..] if !ext.is_empty() => {
+                want.len() == name.len() + 1 + ext.len()
+                    && want.starts_with(name)
+                    && want.as_bytes().get(name.len()) == Some(&b'.')
+                    && want.ends_with(ext)
+            }
+            [name, ..] => name == Some(want),
+        }
+    }
+
+    /// The comment as [`comment_attachment`] reads it from the tree (its case id not yet
+    /// set).
+    fn attachment(self) -> Attachment {
+        let owned = |t: Option<&str>| t.map(str::to_owned);
+        let [name, extension, mime, created] = self.file;
+        Attachment {
+            id: self.id.id_text().flatten(),
+            comment_id: self.comment_id.and_then(|v| v.id_text().flatten()),
+            name: match (name, extension) {
+                (Some(name), Some(ext)) if !ext.is_empty() => {
+                    let mut joined = String::with_capacity(name.len() + 1 + ext.len());
+                    joined.push_str(name);
+                    joined.push('.');
+                    joined.push_str(ext);
+                    Some(joined)
+                }
+                (name, _) => owned(name),
+            },
+            content_type: owned(mime),
+            created_at: owned(created.or(self.created_at)),
+            uploader: self.who.map(|[username, full_name, email]| Person {
+                username: owned(username),
+                full_name: owned(full_name),
+                email: owned(email),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// The rest of a comment object the reader has entered, as [`comment_attachment`] reads
 /// it: `Some(None)` when it is not a `.files` comment or names no file.
-fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
-    let mut a = Attachment::default();
-    let (mut kind, mut type_id, mut created_at) = (None, None, None);
+fn comment_in_place<'a>(r: &mut Reader<'a>) -> Option<Option<CommentRef<'a>>> {
+    let (mut kind, mut type_id, mut id, mut comment_id) = (None, None, None, None);
+    let (mut created_at, mut who) = (None, None);
     // `externalReferenceMetadata.files[0]`: name, extension, type, creation.
-    let mut file: [Option<String>; 4] = Default::default();
+    let mut file: [Option<&str>; 4] = [None; 4];
     while let Some(key) = r.next_key()? {
         match key {
-            "id" => a.comment_id = r.value()?.id_text()?,
-            // Only compared: borrowed, not copied.
+            "id" => comment_id = r.value()?.id_ref()?,
             "type" => kind = r.value()?.text_ref()?,
             "externalReferenceAttachmentTypeId" => type_id = r.value()?.text_ref()?,
-            "externalReferenceId" => a.id = r.value()?.id_text()?,
-            "created_at" => created_at = r.value()?.text()?,
+            "externalReferenceId" => id = r.value()?.id_ref()?,
+            "created_at" => created_at = r.value()?.text_ref()?,
             "created_by" => {
-                let mut who = Person::default();
+                let mut person = [None; 3];
                 if r.object_or_skip()? {
                     while let Some(key) = r.next_key()? {
-                        match key {
-                            "username" => who.username = r.value()?.text()?,
-                            "full_name" => who.full_name = r.value()?.text()?,
-                            "email" => who.email = r.value()?.text()?,
-                            _ => r.skip()?,
-                        }
+                        let at = match key {
+                            "username" => 0,
+                            "full_name" => 1,
+                            "email" => 2,
+                            _ => {
+                                r.skip()?;
+                                continue;
+                            }
+                        };
+                        person[at] = r.value()?.text_ref()?;
                     }
                 }
-                a.uploader = Some(who);
+                who = Some(person);
             }
             "externalReferenceMetadata" => {
-                file = Default::default();
+                file = [None; 4];
                 if !r.object_or_skip()? {
                     continue;
                 }
                 while r.next_named("files")? {
-                    file = Default::default();
+                    file = [None; 4];
                     if !r.array_or_skip()? {
                         continue;
                     }
@@ -653,7 +733,7 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
                                     continue;
                                 }
                             };
-                            file[at] = r.value()?.text()?;
+                            file[at] = r.value()?.text_ref()?;
                         }
                     }
                 }
@@ -664,20 +744,13 @@ fn comment_in_place(r: &mut Reader<'_>) -> Option<Option<Attachment>> {
     if kind != Some("externalReference") || type_id != Some(FILES_TYPE) {
         return Some(None);
     }
-    let [name, extension, mime, created] = file;
-    a.name = match (name, extension) {
-        // Joined onto the name's own string, not through `format!`'s machinery.
-        (Some(mut n), Some(e)) if !e.is_empty() => {
-            n.reserve_exact(1 + e.len());
-            n.push('.');
-            n.push_str(&e);
-            Some(n)
-        }
-        (name, _) => name,
-    };
-    a.content_type = mime;
-    a.created_at = created.or(created_at);
-    Some(a.id.is_some().then_some(a))
+    Some(id.map(|id| CommentRef {
+        comment_id,
+        id,
+        created_at,
+        who,
+        file,
+    }))
 }
 
 /// A Kibana case from its bytes: whole when `whole` (a Kibana client is shown it as it
@@ -1275,7 +1348,7 @@ mod tests {
         for (i, body) in CASES.iter().enumerate() {
             let slim = serde_json::from_slice::<wire::Obj<CaseIn>>(body.as_bytes());
             assert_eq!(slim.is_ok(), i < 5, "{body}");
-            let in_place = case_in_place(body.as_bytes()).is_some();
+            let in_place = case_in_place(body.as_bytes(), None).is_some();
             assert_eq!(in_place, i < 9, "{body}");
             assert_same_reading(body);
         }
@@ -1283,8 +1356,21 @@ mod tests {
         let Answer::Stored(r) = Kibana.read_stored(CASES[0].as_bytes(), &meta, &ctx(false)) else {
             panic!("not stored");
         };
-        let files = case_in_place(CASES[0].as_bytes()).and_then(|c| c.files);
+        let files = case_in_place(CASES[0].as_bytes(), None).and_then(|c| c.files);
         assert_eq!(files.map(|f| f.len()), Some(2));
+        // An upload's answer read in place gives only the file picked: the newest named
+        // like the upload (not the newest), else the newest; a name without extension
+        // compared whole.
+        for (want, id) in [
+            ("notes.txt", "f1"),
+            ("report.pdf", "f2"),
+            ("a.b", "f2"),
+            ("notes", "f2"),
+        ] {
+            let files = case_in_place(CASES[0].as_bytes(), Some(want)).and_then(|c| c.files);
+            let ids: Vec<_> = files.iter().flatten().map(|a| a.id.as_deref()).collect();
+            assert_eq!(ids, [Some(id)], "{want}");
+        }
         assert_eq!(r.attachment.id.as_deref(), Some("f1"));
         assert_eq!(r.attachment.comment_id.as_deref(), Some("k1"));
         assert_eq!(r.attachment.name.as_deref(), Some("notes.txt"));
@@ -1394,9 +1480,15 @@ mod tests {
                                 return g.pick(texts).to_string();
                             }
                             let keys = ["name", "extension", "mimeType", "created", "other"];
-                            let fields: Vec<String> = (0..g.next(6))
+                            let mut fields: Vec<String> = (0..g.next(6))
                                 .map(|_| format!("\"{}\":{}", g.pick(&keys), g.pick(texts)))
                                 .collect();
+                            // Now and then the upload's own name (`notes.txt`), where the
+                            // fields after it can still change it.
+                            if g.next(2) == 0 {
+                                let at = g.next(fields.len() + 1);
+                                fields.insert(at, r#""name":"notes","extension":"txt""#.into());
+                            }
                             format!("{{{}}}", fields.join(","))
                         })
                         .collect();
@@ -1426,18 +1518,38 @@ mod tests {
             0xbb67_ae85_84ca_a73b,
             &["\"id\"", "\"comments\"", "\"files\"", "\"name\""],
         );
-        let (mut in_place, mut files) = (0, 0);
+        let (mut in_place, mut files, mut picked_named, mut picked_other) = (0, 0, 0, 0);
         for _ in 0..10_000 {
             let body = generated_case(&mut g);
-            if let Some(read) = case_in_place(body.as_bytes()) {
+            let all = case_in_place(body.as_bytes(), None);
+            let picked = case_in_place(body.as_bytes(), Some("notes.txt"));
+            if let Some(read) = all {
                 in_place += 1;
-                files += read.files.map_or(0, |f| f.len());
+                // What a pick gives is what choosing from them all gives: the newest named
+                // like it, else the newest.
+                let all = read.files.unwrap_or_default();
+                files += all.len();
+                let named = all
+                    .iter()
+                    .rposition(|a| a.name.as_deref() == Some("notes.txt"));
+                match (named, all.len()) {
+                    (Some(_), 2..) => picked_named += 1,
+                    (None, 2..) => picked_other += 1,
+                    _ => {}
+                }
+                let chosen = named.or(all.len().checked_sub(1)).map(|at| &all[at]);
+                let picked = picked.and_then(|p| p.files).unwrap_or_default();
+                assert_eq!(picked.first(), chosen, "{body}");
+                assert!(picked.len() <= 1, "{body}");
+            } else {
+                assert!(picked.is_none(), "{body}");
             }
             assert_same_reading(&body);
         }
         assert!(
-            in_place > 3_000 && files > 1_000,
-            "{in_place} read in place, {files} files"
+            in_place > 3_000 && files > 1_000 && picked_named > 10 && picked_other > 100,
+            "{in_place} read in place, {files} files, of two or more {picked_named} \
+             picked by name, {picked_other} the newest"
         );
     }
 
