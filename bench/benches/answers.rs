@@ -81,6 +81,16 @@ fn case(files: usize) -> Vec<u8> {
 /// Kibana's upload answer read for a Tines client: the new file's comment found.
 #[divan::bench(args = [1, 16, 128])]
 fn kibana_upload_answer(bencher: Bencher, files: usize) {
+    read_answer(bencher, files, false);
+}
+
+/// The same for a Kibana client, who is shown the case itself (kept whole).
+#[divan::bench(args = [1, 16, 128])]
+fn kibana_upload_answer_kept(bencher: Bencher, files: usize) {
+    read_answer(bencher, files, true);
+}
+
+fn read_answer(bencher: Bencher, files: usize, raw_wanted: bool) {
     let body = case(files);
     let mut meta = UploadMeta::default();
     meta.case_id = Some("c1".into());
@@ -90,7 +100,7 @@ fn kibana_upload_answer(bencher: Bencher, files: usize) {
         base_url: "http://127.0.0.1:9000",
         options: &options,
         client_space: None,
-        raw_wanted: false,
+        raw_wanted,
     };
     let want = format!("00000000-0000-4000-8000-{files:012}");
     // The file found is the upload's, else the benchmark measures nothing.

@@ -211,21 +211,17 @@ impl Dialect for Kibana {
     }
 
     fn render_upload(&self, o: &Outcome) -> Response<Body> {
-        let case = match &o.case {
-            Some(case) => with_id(case.clone(), &o.file.case_id),
-            None => {
-                return synthesized_case_response(&o.file.case_id, std::slice::from_ref(&o.file))
-            }
-        };
-        json_response(StatusCode::OK, &case)
+        match &o.case {
+            Some(case) => json_response(StatusCode::OK, &WithId(case, &o.file.case_id)),
+            None => synthesized_case_response(&o.file.case_id, std::slice::from_ref(&o.file)),
+        }
     }
 
     fn render_list(&self, l: &Listing) -> Response<Body> {
-        let case = match &l.case {
-            Some(case) => with_id(case.clone(), &l.case_id),
-            None => return synthesized_case_response(&l.case_id, &l.files),
-        };
-        json_response(StatusCode::OK, &case)
+        match &l.case {
+            Some(case) => json_response(StatusCode::OK, &WithId(case, &l.case_id)),
+            None => synthesized_case_response(&l.case_id, &l.files),
+        }
     }
 
     fn render_record(&self, f: &FileView) -> Response<Body> {
@@ -548,7 +544,7 @@ struct CaseRead {
 /// place ([`case_in_place`]) when it can be, else as [`read_case`] reads it; the two read
 /// the same answer the same way. With `pick`, an upload's answer: of the `.files` comments
 /// only the one [`Kibana::read_stored`] keeps is given (the newest named `pick`, else the
-/// newest); the tree's reading gives them all, to pick from the same way.
+/// newest), by either reading.
 fn read_case_files(body: &[u8], raw_wanted: bool, pick: Option<&str>) -> Option<CaseRead> {
     if let Some(read) = (!raw_wanted).then(|| case_in_place(body, pick)).flatten() {
         return Some(read);
@@ -556,7 +552,7 @@ fn read_case_files(body: &[u8], raw_wanted: bool, pick: Option<&str>) -> Option<
     let case = read_case(body, raw_wanted)?;
     Some(CaseRead {
         owner: wire::text(&case, "owner"),
-        files: case_files(&case, raw_wanted),
+        files: case_files(&case, raw_wanted, pick),
         case: raw_wanted.then_some(case),
     })
 }
@@ -632,15 +628,7 @@ struct CommentRef<'a> {
 impl CommentRef<'_> {
     /// Whether the file's name as [`CommentRef::attachment`] writes it is `want`.
     fn is_named(&self, want: &str) -> bool {
-        match self.file {
-            [Some(name), Some(ext), ..] if !ext.is_empty() => {
-                want.len() == name.len() + 1 + ext.len()
-                    && want.starts_with(name)
-                    && want.as_bytes().get(name.len()) == Some(&b'.')
-                    && want.ends_with(ext)
-            }
-            [name, ..] => name == Some(want),
-        }
+        file_named(self.file[0], self.file[1], want)
     }
 
     /// The comment as [`comment_attachment`] reads it from the tree (its case id not yet
@@ -671,6 +659,21 @@ impl CommentRef<'_> {
             }),
             ..Default::default()
         }
+    }
+}
+
+/// Whether a `.files` comment's file of that name and extension is named `want` as an
+/// attachment names it (`name.extension`, the name alone when there is no extension), the
+/// two not joined to compare.
+fn file_named(name: Option<&str>, extension: Option<&str>, want: &str) -> bool {
+    match (name, extension) {
+        (Some(name), Some(ext)) if !ext.is_empty() => {
+            want.len() == name.len() + 1 + ext.len()
+                && want.starts_with(name)
+                && want.as_bytes().get(name.len()) == Some(&b'.')
+                && want.ends_with(ext)
+        }
+        (name, _) => name == Some(want),
     }
 }
 
@@ -858,15 +861,36 @@ fn put(map: &mut serde_json::Map<String, Value>, key: &str, value: Option<Value>
     }
 }
 
-/// The `.files` comments of a case, oldest first, each with its comment's JSON when
-/// `keep_raw`; `None` when it is not a case.
-fn case_files(case: &Value, keep_raw: bool) -> Option<Vec<Attachment>> {
+/// The `.files` comments of a case that name a file, oldest first, each with its comment's
+/// JSON when `keep_raw`; `None` when it is not a case. With `pick`, only the newest named
+/// `pick` (else the newest), the others not copied.
+fn case_files(case: &Value, keep_raw: bool, pick: Option<&str>) -> Option<Vec<Attachment>> {
     let comments = case.get("comments")?.as_array()?;
     let owner = wire::text(case, "owner");
+    // A file id as `id_text` reads one: a string or a number.
+    let files = comments.iter().filter(|c| {
+        is_file_comment(c)
+            && c.get("externalReferenceId")
+                .is_some_and(|id| id.is_string() || id.is_number())
+    });
+    let picked: Vec<&Value> = match pick {
+        None => files.collect(),
+        Some(want) => {
+            let (mut named, mut newest) = (None, None);
+            for c in files {
+                let file = first_file(c);
+                let f = |k: &str| file.and_then(|f| f.get(k)).and_then(Value::as_str);
+                if file_named(f("name"), f("extension"), want) {
+                    named = Some(c);
+                }
+                newest = Some(c);
+            }
+            named.or(newest).into_iter().collect()
+        }
+    };
     Some(
-        comments
-            .iter()
-            .filter(|c| is_file_comment(c))
+        picked
+            .into_iter()
             .map(|c| {
                 let mut a = comment_attachment(c, keep_raw);
                 a.case_id = case.get("id").and_then(id_text);
@@ -877,7 +901,6 @@ fn case_files(case: &Value, keep_raw: bool) -> Option<Vec<Attachment>> {
                 }
                 a
             })
-            .filter(|a| a.id.is_some())
             .collect(),
     )
 }
@@ -895,7 +918,7 @@ fn comment_attachment(c: &Value, keep_raw: bool) -> Attachment {
             ..Default::default()
         };
     }
-    let file = c.pointer("/externalReferenceMetadata/files/0");
+    let file = first_file(c);
     let f = |k: &str| file.and_then(|f| f.get(k)).and_then(Value::as_str);
     let name = match (f("name"), f("extension")) {
         (Some(n), Some(e)) if !e.is_empty() => Some(format!("{n}.{e}")),
@@ -916,6 +939,15 @@ fn comment_attachment(c: &Value, keep_raw: bool) -> Attachment {
     }
 }
 
+/// A comment's `externalReferenceMetadata.files[0]` (as `pointer` finds it, without
+/// parsing a path and copying its parts).
+fn first_file(comment: &Value) -> Option<&Value> {
+    comment
+        .get("externalReferenceMetadata")?
+        .get("files")?
+        .get(0)
+}
+
 fn person(v: &Value) -> Person {
     Person {
         username: wire::text(v, "username"),
@@ -925,12 +957,37 @@ fn person(v: &Value) -> Person {
     }
 }
 
-/// `case` with its `id` set to the front's case id.
-fn with_id(mut case: Value, id: &str) -> Value {
-    if let Value::Object(m) = &mut case {
-        m.insert("id".into(), Value::from(id));
+/// A case written with its `id` set to the front's case id, as the case with `id`
+/// inserted would be written (members in the map's order, `id` among them), without
+/// copying the case to insert it: a case of many comments is written as it was read.
+struct WithId<'a>(&'a Value, &'a str);
+
+impl serde::Serialize for WithId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let Value::Object(members) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let len = members.len() + usize::from(!members.contains_key("id"));
+        let mut map = s.serialize_map(Some(len))?;
+        let mut id = Some(self.1);
+        for (key, value) in members {
+            // Keys come in order: `id` goes where the map would keep it.
+            if key.as_str() >= "id" {
+                if let Some(id) = id.take() {
+                    map.serialize_entry("id", id)?;
+                }
+                if key == "id" {
+                    continue;
+                }
+            }
+            map.serialize_entry(key, value)?;
+        }
+        if let Some(id) = id {
+            map.serialize_entry("id", id)?;
+        }
+        map.end()
     }
-    case
 }
 
 // Kibana's answers as casegate makes them, written straight into one buffer by
@@ -1551,6 +1608,36 @@ mod tests {
             "{in_place} read in place, {files} files, of two or more {picked_named} \
              picked by name, {picked_other} the newest"
         );
+    }
+
+    #[test]
+    fn a_case_is_written_with_the_front_case_id_as_the_tree_with_it_set_is() {
+        let cases = [
+            r#"{"assignees":[],"id":"c1","owner":"cases","comments":[{"id":"k"}]}"#,
+            r#"{"assignees":[],"owner":"cases"}"#,
+            r#"{"a":1,"b":2}"#,
+            r#"{"j":1,"z":2}"#,
+            r#"{"i":1,"id":null,"ida":2,"iD":3}"#,
+            r#"{"id":{"id":"inner"}}"#,
+            r#"{}"#,
+            r#"[1,"id"]"#,
+            r#""case""#,
+        ];
+        for case in cases {
+            let case: Value = serde_json::from_str(case).unwrap_or_default();
+            for id in ["front-7", "", "quote\"d"] {
+                let mut tree = case.clone();
+                if let Value::Object(m) = &mut tree {
+                    m.insert("id".into(), Value::from(id));
+                }
+                let written = serde_json::to_vec(&WithId(&case, id)).unwrap_or_default();
+                assert_eq!(
+                    written,
+                    serde_json::to_vec(&tree).unwrap_or_default(),
+                    "{case} {id}"
+                );
+            }
+        }
     }
 
     #[test]
