@@ -110,3 +110,47 @@ fn read_answer(bencher: Bencher, files: usize, raw_wanted: bool) {
     }
     bencher.bench_local(|| Kibana.read_stored(black_box(&body), &meta, &ctx));
 }
+
+/// A page of a Tines case's files as Tines answers a list, `files` records.
+fn tines_page(files: usize) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = (1..=files)
+        .map(|n| {
+            serde_json::json!({
+                "id": n,
+                "case_id": 42,
+                "block_id": null,
+                "value": "",
+                "created_at": "2026-12-06T12:00:30Z",
+                "updated_at": "2026-12-06T12:00:30Z",
+                "file": {
+                    "filename": format!("report-{n}.pdf"),
+                    "url": format!("https://tines.example/api/v2/cases/42/files/{n}/download"),
+                },
+                "user": {
+                    "user_id": "7", "first_name": "Ada", "last_name": "Lovelace",
+                    "email": "ada@example.com", "avatar_url": null, "is_service_account": false,
+                },
+            })
+        })
+        .collect();
+    let page = serde_json::json!({"files": records, "meta": {"count": files}});
+    serde_json::to_vec(&page).unwrap_or_default()
+}
+
+/// A Tines back's list of a case's files (a page of 20 and of 100).
+#[divan::bench(args = [20, 100])]
+fn tines_list_page(bencher: Bencher, files: usize) {
+    let body = tines_page(files);
+    let options = UpstreamOptions::new();
+    let ctx = BackCtx {
+        base_url: "http://127.0.0.1:9000",
+        options: &options,
+        client_space: None,
+        raw_wanted: false,
+    };
+    match casegate::dialect::tines::Tines.read_list(&body, &ctx) {
+        Ok(listed) if listed.files.len() == files => {}
+        _ => panic!("the page's files are not all read"),
+    }
+    bencher.bench_local(|| casegate::dialect::tines::Tines.read_list(black_box(&body), &ctx));
+}

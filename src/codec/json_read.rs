@@ -535,7 +535,7 @@ pub mod gen {
             }
         }
 
-        fn object(&mut self, out: &mut String, depth: usize) {
+        pub fn object(&mut self, out: &mut String, depth: usize) {
             const WS: &[&str] = &["", "", " ", "\n\t", "\r\n "];
             out.push('{');
             for i in 0..self.next(self.keys.len() + 2) {

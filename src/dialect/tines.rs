@@ -311,6 +311,9 @@ impl Dialect for Tines {
     }
 
     fn read_list(&self, body: &[u8], _ctx: &BackCtx<'_>) -> Result<Listed, String> {
+        if let Some(listed) = list_in_place(body) {
+            return Ok(listed);
+        }
         let v: Value = serde_json::from_slice(body).map_err(|_| "the list is not JSON")?;
         let files = v
             .get("files")
@@ -577,9 +580,72 @@ fn is_commented(activity_type: &str) -> bool {
 /// a string, an integer or a boolean), read as [`activity`] reads the tree (a key given
 /// twice keeps its last value); `None` when it is read the slower way.
 fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<bool>)> {
+    let mut r = Reader::new(body)?;
+    let (a, commented) = activity_members(&mut r)?;
+    r.finish()?;
+    Some((a.id.is_some().then_some(a), commented))
+}
+
+/// A page of a case's files read in place, as [`Tines::read_list`] reads its tree (each
+/// record as [`activity_in_place`] reads one, those without an id left out; a key given
+/// twice keeps its last value); `None` when it is read the slower way, as a page without
+/// a `files` array is (whose error that way names it).
+fn list_in_place(body: &[u8]) -> Option<Listed> {
+    let mut r = Reader::new(body)?;
+    let (mut files, mut total) = (None, None);
+    while let Some(key) = r.next_key()? {
+        match key {
+            "files" => {
+                files = None;
+                if !r.array_or_skip()? {
+                    continue;
+                }
+                let mut list = Vec::new();
+                while r.next_item()? {
+                    if r.object_or_skip()? {
+                        let (a, _) = activity_members(&mut r)?;
+                        list.extend(a.id.is_some().then_some(a));
+                    }
+                }
+                files = Some(list);
+            }
+            "meta" => {
+                total = None;
+                if !r.object_or_skip()? {
+                    continue;
+                }
+                while let Some(key) = r.next_key()? {
+                    match key {
+                        // A number the tree reads as a `u64` that this reader does not
+                        // (20 digits) is read the slower way.
+                        "count" => {
+                            total = match r.value()? {
+                                Val::Int(n) => Some(n),
+                                Val::Num => return None,
+                                _ => None,
+                            }
+                        }
+                        _ => r.skip()?,
+                    }
+                }
+            }
+            _ => r.skip()?,
+        }
+    }
+    r.finish()?;
+    Some(Listed {
+        files: files?,
+        total,
+        case: None,
+        whole: false,
+    })
+}
+
+/// The members of an activity record the reader has entered, as [`activity_in_place`]
+/// reads them, with whether its type says a comment was stored.
+fn activity_members(r: &mut Reader<'_>) -> Option<(Attachment, Option<bool>)> {
     let mut a = Attachment::default();
     let mut commented = None;
-    let mut r = Reader::new(body)?;
     while let Some(key) = r.next_key()? {
         match key {
             "id" => a.id = r.value()?.id_text()?,
@@ -643,14 +709,15 @@ fn activity_in_place(body: &[u8]) -> Option<(Option<Attachment>, Option<bool>)> 
             _ => r.skip()?,
         }
     }
-    r.finish()?;
-    Some((a.id.is_some().then_some(a), commented))
+    Some((a, commented))
 }
 
 /// Reads an activity record (an upload's answer, a file's record, a list entry).
 fn activity(v: &Value) -> Option<Attachment> {
     let id = v.get("id").and_then(id_text)?;
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    // Members read with `get`: `pointer` copies each part of its path twice.
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let file = v.get("file");
     let user = v.get("user").filter(|u| u.is_object()).map(|u| Person {
         id: u.get("user_id").and_then(id_text),
         first_name: wire::text(u, "first_name"),
@@ -663,11 +730,11 @@ fn activity(v: &Value) -> Option<Attachment> {
     Some(Attachment {
         id: Some(id),
         case_id: v.get("case_id").and_then(id_text),
-        name: s("/file/filename"),
-        created_at: s("/created_at"),
-        url: s("/file/url"),
+        name: text(file.and_then(|f| f.get("filename"))),
+        created_at: text(v.get("created_at")),
+        url: text(file.and_then(|f| f.get("url"))),
         uploader: user,
-        comment: s("/value").filter(|c| !c.is_empty()),
+        comment: text(v.get("value")).filter(|c| !c.is_empty()),
         block_id: v.get("block_id").filter(|b| !b.is_null()).cloned(),
         ..Default::default()
     })
@@ -924,6 +991,117 @@ mod tests {
         );
         assert_eq!(a.uploader.and_then(|u| u.id).as_deref(), Some("7"));
         assert_eq!(a.comment.as_deref(), Some("note"));
+    }
+
+    #[test]
+    fn a_list_read_in_place_gives_what_its_tree_gives() {
+        use super::*;
+        let options = Default::default();
+        let ctx = BackCtx {
+            base_url: "",
+            options: &options,
+            client_space: None,
+            raw_wanted: false,
+        };
+        // The page as its tree is read: the records with an id, and `meta.count`.
+        let tree = |body: &str| -> Result<(Vec<Attachment>, Option<u64>), String> {
+            let v: Value = serde_json::from_str(body).map_err(|_| "the list is not JSON")?;
+            let files = v
+                .get("files")
+                .and_then(Value::as_array)
+                .ok_or("the list has no files")?;
+            let total = v.pointer("/meta/count").and_then(Value::as_u64);
+            Ok((files.iter().filter_map(activity).collect(), total))
+        };
+        let read = |body: &str| {
+            Tines.read_list(body.as_bytes(), &ctx).map(|l| {
+                assert!(l.case.is_none() && !l.whole);
+                (l.files, l.total)
+            })
+        };
+        let pages = [
+            (
+                r#"{"files":[{"id":1,"file":{"filename":"a.pdf","url":"u"}},{"id":"2"},{"x":1},7,null],"meta":{"count":3}}"#,
+                true,
+            ),
+            (
+                r#"{"meta":{"count":18446744073709551615},"files":[]}"#,
+                false,
+            ),
+            (r#"{"files":[],"meta":{"count":1.5}}"#, false),
+            (
+                r#"{"files":[],"meta":{"count":"2","count":4},"meta":null}"#,
+                true,
+            ),
+            (r#"{"files":[{"id":1}],"files":{}}"#, false),
+            (r#"{"files":[{"id":1.5}]}"#, false),
+            (r#"{"meta":{"count":1}}"#, false),
+            (r#"[]"#, false),
+            ("not json", false),
+        ];
+        for (body, in_place) in pages {
+            assert_eq!(list_in_place(body.as_bytes()).is_some(), in_place, "{body}");
+            assert_eq!(read(body), tree(body), "{body}");
+        }
+        let (files, total) = read(pages[0].0).unwrap_or_default();
+        let ids: Vec<_> = files.iter().map(|a| a.id.as_deref()).collect();
+        assert_eq!((ids, total), (vec![Some("1"), Some("2")], Some(3)));
+        assert_eq!(files[0].name.as_deref(), Some("a.pdf"));
+        // Generated pages: records of every kind, `files` and `meta` of the wrong kind or
+        // given twice, broken now and then.
+        let mut g = crate::codec::json_read::gen::Gen::new(
+            0x3c6e_f372_fe94_f82b,
+            &[
+                "\"id\"",
+                "\"case_id\"",
+                "\"file\"",
+                "\"filename\"",
+                "\"user\"",
+                "\"value\"",
+                "\"other\"",
+            ],
+        );
+        let (mut in_place, mut files) = (0, 0);
+        for _ in 0..5_000 {
+            let mut members = Vec::new();
+            for _ in 0..=g.next(2) {
+                let records: Vec<String> = (0..g.next(5))
+                    .map(|_| match g.next(5) {
+                        0 => g.other(),
+                        1 | 2 => format!(
+                            "{{\"id\":{},\"file\":{{\"filename\":{}}}}}",
+                            g.pick(&["7", "\"9\"", "7", "\"9\"", "null", "1.5"]),
+                            g.pick(&["\"a.pdf\"", "null", "\"x\\ny\""])
+                        ),
+                        _ => {
+                            let mut o = String::new();
+                            g.object(&mut o, 1);
+                            o
+                        }
+                    })
+                    .collect();
+                members.push(match g.next(6) {
+                    0 => format!("\"files\":{}", g.other()),
+                    1 => format!(
+                        "\"meta\":{}",
+                        g.pick(&["null", "{}", "{\"count\":2.0}", "{\"count\":-1}"])
+                    ),
+                    2 => format!("\"meta\":{{\"count\":{}}}", g.next(50)),
+                    3 => format!("\"other\":{}", g.other()),
+                    _ => format!("\"files\":[{}]", records.join(",")),
+                });
+            }
+            let body = g.break_sometimes(format!("{{{}}}", members.join(",")));
+            if let Some(l) = list_in_place(body.as_bytes()) {
+                in_place += 1;
+                files += l.files.len();
+            }
+            assert_eq!(read(&body), tree(&body), "{body}");
+        }
+        assert!(
+            in_place > 500 && files > 100,
+            "{in_place} read in place, {files} files"
+        );
     }
 
     #[test]
