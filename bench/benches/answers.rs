@@ -78,6 +78,16 @@ fn case(files: usize) -> Vec<u8> {
     serde_json::to_vec(&case).unwrap_or_default()
 }
 
+/// The upstream's side of a route with no options.
+fn back_ctx(options: &UpstreamOptions, raw_wanted: bool) -> BackCtx<'_> {
+    BackCtx {
+        base_url: "http://127.0.0.1:9000",
+        options,
+        client_space: None,
+        raw_wanted,
+    }
+}
+
 /// Kibana's upload answer read for a Tines client: the new file's comment found.
 #[divan::bench(args = [1, 16, 128])]
 fn kibana_upload_answer(bencher: Bencher, files: usize) {
@@ -96,12 +106,7 @@ fn read_answer(bencher: Bencher, files: usize, raw_wanted: bool) {
     meta.case_id = Some("c1".into());
     meta.file_name = Some("upload.txt".into());
     let options = UpstreamOptions::new();
-    let ctx = BackCtx {
-        base_url: "http://127.0.0.1:9000",
-        options: &options,
-        client_space: None,
-        raw_wanted,
-    };
+    let ctx = back_ctx(&options, raw_wanted);
     let want = format!("00000000-0000-4000-8000-{files:012}");
     // The file found is the upload's, else the benchmark measures nothing.
     match Kibana.read_stored(&body, &meta, &ctx) {
@@ -142,12 +147,7 @@ fn tines_page(files: usize) -> Vec<u8> {
 fn tines_list_page(bencher: Bencher, files: usize) {
     let body = tines_page(files);
     let options = UpstreamOptions::new();
-    let ctx = BackCtx {
-        base_url: "http://127.0.0.1:9000",
-        options: &options,
-        client_space: None,
-        raw_wanted: false,
-    };
+    let ctx = back_ctx(&options, false);
     match casegate::dialect::tines::Tines.read_list(&body, &ctx) {
         Ok(listed) if listed.files.len() == files => {}
         _ => panic!("the page's files are not all read"),

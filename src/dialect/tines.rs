@@ -856,6 +856,16 @@ impl BodyEncoder for JsonBody {
 
 #[cfg(test)]
 mod tests {
+    /// An upstream's context with no options, for a client of another dialect.
+    fn plain_ctx(options: &crate::dialect::UpstreamOptions) -> crate::dialect::BackCtx<'_> {
+        crate::dialect::BackCtx {
+            base_url: "",
+            options,
+            client_space: None,
+            raw_wanted: false,
+        }
+    }
+
     #[test]
     fn a_coded_chunk_goes_out_as_the_client_sent_it_only_after_whole_groups() {
         use super::*;
@@ -997,12 +1007,7 @@ mod tests {
     fn a_list_read_in_place_gives_what_its_tree_gives() {
         use super::*;
         let options = Default::default();
-        let ctx = BackCtx {
-            base_url: "",
-            options: &options,
-            client_space: None,
-            raw_wanted: false,
-        };
+        let ctx = plain_ctx(&options);
         // The page as its tree is read: the records with an id, and `meta.count`.
         let tree = |body: &str| -> Result<(Vec<Attachment>, Option<u64>), String> {
             let v: Value = serde_json::from_str(body).map_err(|_| "the list is not JSON")?;
@@ -1249,12 +1254,7 @@ mod tests {
             ..Default::default()
         };
         let options = Default::default();
-        let ctx = BackCtx {
-            base_url: "",
-            options: &options,
-            client_space: None,
-            raw_wanted: false,
-        };
+        let ctx = plain_ctx(&options);
         let mut out = Tines.build_upload(&meta, &ctx).unwrap();
         let mut body = out.body.head().to_vec();
         body.extend_from_slice(&out.body.data(Bytes::from_static(b"hel")));
@@ -1280,12 +1280,7 @@ mod tests {
             ..Default::default()
         };
         let options = Default::default();
-        let ctx = BackCtx {
-            base_url: "",
-            options: &options,
-            client_space: None,
-            raw_wanted: false,
-        };
+        let ctx = plain_ctx(&options);
         for n in 0..8usize {
             let mut out = Tines.build_upload(&meta, &ctx).unwrap();
             let expect = out.body.len(n as u64);
