@@ -939,8 +939,9 @@ fn comment_attachment(c: &Value, keep_raw: bool) -> Attachment {
     }
 }
 
-/// A comment's `externalReferenceMetadata.files[0]` (as `pointer` finds it, without
-/// parsing a path and copying its parts).
+/// A comment's `externalReferenceMetadata.files[0]`: the first item of an array, as the
+/// in-place reader reads it (`pointer` would also take a `"0"` member of an object, and
+/// copies each part of its path).
 fn first_file(comment: &Value) -> Option<&Value> {
     comment
         .get("externalReferenceMetadata")?
