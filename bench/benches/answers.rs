@@ -154,3 +154,16 @@ fn tines_list_page(bencher: Bencher, files: usize) {
     }
     bencher.bench_local(|| casegate::dialect::tines::Tines.read_list(black_box(&body), &ctx));
 }
+
+/// A Kibana back's list of a case's files for a Kibana client, who is shown the case.
+#[divan::bench(args = [16, 128])]
+fn kibana_list_kept(bencher: Bencher, files: usize) {
+    let body = case(files);
+    let options = UpstreamOptions::new();
+    let ctx = back_ctx(&options, true);
+    match Kibana.read_list(&body, &ctx) {
+        Ok(listed) if listed.files.len() == files && listed.case.is_some() => {}
+        _ => panic!("the case's files are not all read"),
+    }
+    bencher.bench_local(|| Kibana.read_list(black_box(&body), &ctx));
+}

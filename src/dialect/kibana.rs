@@ -552,7 +552,7 @@ fn read_case_files(body: &[u8], raw_wanted: bool, pick: Option<&str>) -> Option<
     let case = read_case(body, raw_wanted)?;
     Some(CaseRead {
         owner: wire::text(&case, "owner"),
-        files: case_files(&case, raw_wanted, pick),
+        files: case_files(&case, pick),
         case: raw_wanted.then_some(case),
     })
 }
@@ -861,12 +861,12 @@ fn put(map: &mut serde_json::Map<String, Value>, key: &str, value: Option<Value>
     }
 }
 
-/// The `.files` comments of a case that name a file, oldest first, each with its comment's
-/// JSON when `keep_raw`; `None` when it is not a case. With `pick`, only the newest named
-/// `pick` (else the newest), the others not copied.
-fn case_files(case: &Value, keep_raw: bool, pick: Option<&str>) -> Option<Vec<Attachment>> {
+/// The `.files` comments of a case that name a file, oldest first; `None` when it is not
+/// a case. With `pick`, only the newest named `pick` (else the newest). Their comments'
+/// JSON is not kept: a client shown the case (a Kibana client) is shown it whole, and
+/// another never sees it.
+fn case_files(case: &Value, pick: Option<&str>) -> Option<Vec<Attachment>> {
     let comments = case.get("comments")?.as_array()?;
-    let owner = wire::text(case, "owner");
     // A file id as `id_text` reads one: a string or a number.
     let files = comments.iter().filter(|c| {
         is_file_comment(c)
@@ -892,13 +892,8 @@ fn case_files(case: &Value, keep_raw: bool, pick: Option<&str>) -> Option<Vec<At
         picked
             .into_iter()
             .map(|c| {
-                let mut a = comment_attachment(c, keep_raw);
+                let mut a = comment_attachment(c, false);
                 a.case_id = case.get("id").and_then(id_text);
-                if a.raw.as_ref().and_then(|r| r.get("owner")).is_none() {
-                    if let (Some(o), Some(Value::Object(m))) = (&owner, a.raw.as_mut()) {
-                        m.insert("owner".into(), Value::from(o.as_str()));
-                    }
-                }
                 a
             })
             .collect(),
@@ -1366,7 +1361,8 @@ mod tests {
         match (whole, slim) {
             (Answer::Stored(w), Answer::Stored(s)) => {
                 assert!(w.case.is_some() && s.case.is_none(), "{body}");
-                assert!(w.attachment.raw.is_some() && s.attachment.raw.is_none());
+                // The case is kept whole for a Kibana client, not each comment's JSON.
+                assert!(w.attachment.raw.is_none() && s.attachment.raw.is_none());
                 assert_eq!(strip(*w), strip(*s), "{body}");
             }
             (Answer::StoredUnreadable(w), Answer::StoredUnreadable(s)) => {
