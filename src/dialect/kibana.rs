@@ -317,23 +317,14 @@ impl Dialect for Kibana {
         let Some(read) = read_case_files(body, ctx.raw_wanted, Some(&want)) else {
             return Answer::StoredUnreadable("the answer is not JSON".into());
         };
-        let Some(mut files) = read.files else {
+        let Some(files) = read.files else {
             return Answer::StoredUnreadable("the case has no comments".into());
         };
-        // The newest named like the upload, else the newest (read in place, the only one
-        // given); taken out, not copied (it carries its comment's JSON for a Kibana client).
-        let newest = files
-            .iter()
-            .rposition(|a| a.name.as_deref() == Some(&want))
-            .or_else(|| files.len().checked_sub(1));
-        let Some(mut attachment) = newest.map(|at| files.swap_remove(at)) else {
+        // The one picked (the newest named like the upload, else the newest); both readings
+        // give only `.files` comments with a file id.
+        let Some(mut attachment) = files.into_iter().next() else {
             return Answer::StoredUnreadable("the case holds no .files comment".into());
         };
-        if attachment.id.is_none() {
-            return Answer::StoredUnreadable(
-                "the .files comment has no externalReferenceId".into(),
-            );
-        }
         // The uploader taken out: the upload reads it from here when the file has none.
         let uploader = attachment.uploader.take();
         Answer::Stored(Box::new(UploadResult {
