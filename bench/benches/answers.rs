@@ -1,11 +1,11 @@
-//! Micro-benchmarks of reading an upstream's upload answer: a Kibana back answers an
-//! upload with the whole case, every comment in it, and casegate keeps the one `.files`
-//! comment of the new file (the newest named like the upload). A case that already holds
-//! many files makes every upload's answer longer; this measures what reading it costs per
-//! upload as the case grows (1, 16 and 128 `.files` comments, each with a user comment
-//! between, as cases are used). The answer is read as a client of another dialect has it
-//! read (the case itself not kept). Run with `cargo bench -p casegate-bench --bench
-//! answers`.
+//! Micro-benchmarks of reading what an upstream answers where the answer grows with the
+//! case. A Kibana back answers an upload with the whole case, every comment in it, and
+//! casegate keeps the one `.files` comment of the new file (the newest named like the
+//! upload): read for a client of another dialect (the case not kept) and for a Kibana
+//! client (shown the case), for cases of 1, 16 and 128 `.files` comments, each with a user
+//! comment between, as cases are used; a Kibana back's list of such a case for a Kibana
+//! client; a Tines back's list page of 20 and 100 files. Each read's allocations are
+//! counted beside its time. Run with `cargo bench -p casegate-bench --bench answers`.
 
 use casegate::dialect::kibana::Kibana;
 use casegate::dialect::{Answer, BackCtx, Dialect, UpstreamOptions};
