@@ -6,7 +6,11 @@
 //! unlinked temporary file until the fields that come after it are known. The outbound
 //! body ([`OutboundBody`]) then pulls the file through the back dialect's encoder as the
 //! upstream connection accepts it, so memory stays at a few buffers and a slow upstream
-//! slows the client. Any failure on the way in aborts the upstream request, so the
+//! slows the client. What of the body has already arrived when the request starts is
+//! translated at once ([`OutboundBody::settle`]): when that is the whole upload (a small
+//! one usually arrives with its head), the request carries its exact `Content-Length`
+//! instead of going out chunked, and a bad form is refused before anything is sent.
+//! Any failure on the way in aborts the upstream request, so the
 //! upstream never stores a shortened file. Success is answered only after the upstream
 //! confirmed; the comment, when the back stores it by a second call, follows.
 
@@ -22,6 +26,7 @@ use http::request::Parts;
 use http::{Method, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
 
 use crate::codec::b64;
 use crate::dialect::{respond, upstream_error, Answer, BodyEncoder, Dialect, Request};
@@ -201,7 +206,7 @@ where
     };
     let shared = Arc::new(Shared::default());
     let progress = Progress::new();
-    let body = OutboundBody {
+    let mut body = OutboundBody {
         stage: Stage::Head,
         enc: out.body,
         source,
@@ -215,7 +220,11 @@ where
         exact_len,
         count: 0,
         small: Vec::new(),
+        ahead: SmallVec::new(),
     };
+    if matches!(body.source, Source::Events(_)) {
+        body.settle()?;
+    }
     let sent = rt
         .upstream
         .send(
@@ -521,6 +530,11 @@ async fn spool_file(
     file.finish().await.map_err(spool_failed)
 }
 
+/// The most bytes of the upstream body [`OutboundBody::settle`] encodes before the
+/// request starts: what the upstream connection holds unsent before it asks the body for
+/// more (`pool::raw`'s `FLUSH_AT`), so a connection holds no more than it would have.
+const SETTLE_MAX: usize = 64 * 1024;
+
 /// Where the outbound body's file bytes come from.
 enum Source {
     Events(EventStream),
@@ -630,10 +644,46 @@ struct OutboundBody {
     count: u64,
     /// The file's bytes so far, while there are at most [`read::PEEK_BYTES`].
     small: Vec<u8>,
+    /// What [`OutboundBody::settle`] encoded before the request started, last piece
+    /// first: sent before anything else.
+    ahead: SmallVec<[Bytes; 4]>,
 }
 
 impl OutboundBody {
-    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Encodes what the client has already sent, without waiting for more, up to
+    /// [`SETTLE_MAX`] bytes of the upstream body. When that reaches the upload's end (a
+    /// small upload usually arrives whole with its head), the body's length is exact, so
+    /// it goes out with a `Content-Length`, as the client's own did, rather than chunked
+    /// (which the upstream must decode piece by piece), and a bad upload is refused
+    /// before anything is sent. Otherwise what was encoded goes first and the rest
+    /// streams, as it would have. A client's failure found here is the upload's.
+    fn settle(&mut self) -> Result<(), Error> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut held = 0;
+        while held < SETTLE_MAX {
+            match self.poll_piece(&mut cx) {
+                Poll::Ready(Some(Ok(piece))) => {
+                    held += piece.len();
+                    self.ahead.push(piece);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Err(self
+                        .shared
+                        .error()
+                        .unwrap_or_else(|| Error::internal(e.to_string())));
+                }
+                Poll::Ready(None) => {
+                    self.exact_len = Some(held as u64);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        self.ahead.reverse();
+        Ok(())
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Bytes, BoxError>>> {
         self.stage = Stage::Done;
         self.shared.fail(e.clone());
         Poll::Ready(Some(Err(Box::new(e))))
@@ -665,25 +715,10 @@ impl OutboundBody {
             }
         }
     }
-}
 
-impl Drop for OutboundBody {
-    fn drop(&mut self) {
-        if self.stage != Stage::Done {
-            self.shared.abandon();
-        }
-    }
-}
-
-impl http_body::Body for OutboundBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+    /// The body's next piece, encoded from the client's (or the spool's) next bytes.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let this = self;
         loop {
             match this.stage {
                 Stage::Head => {
@@ -691,7 +726,7 @@ impl http_body::Body for OutboundBody {
                     let head = this.enc.head();
                     if !head.is_empty() {
                         this.progress.touch();
-                        return Poll::Ready(Some(Ok(Frame::data(head))));
+                        return Poll::Ready(Some(Ok(head)));
                     }
                 }
                 Stage::File => {
@@ -761,7 +796,7 @@ impl http_body::Body for OutboundBody {
                         Some(Err(_)) | None => this.enc.data(chunk),
                     };
                     if !wire.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(wire))));
+                        return Poll::Ready(Some(Ok(wire)));
                     }
                 }
                 Stage::Late => match this.poll_late(cx) {
@@ -782,15 +817,40 @@ impl http_body::Body for OutboundBody {
                         .then(|| std::mem::take(&mut this.small));
                     this.shared
                         .finish(std::mem::take(&mut this.late), this.count, small);
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    return Poll::Ready(Some(Ok(tail)));
                 }
                 Stage::Done => return Poll::Ready(None),
             }
         }
     }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        if self.stage != Stage::Done {
+            self.shared.abandon();
+        }
+    }
+}
+
+impl http_body::Body for OutboundBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(piece) = this.ahead.pop() {
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        this.poll_piece(cx)
+            .map(|piece| piece.map(|piece| piece.map(Frame::data)))
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.stage == Stage::Done
+        self.stage == Stage::Done && self.ahead.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {

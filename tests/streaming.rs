@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
+use casegate::dialect::DialectId;
+use casegate::emulator;
 use common::*;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -214,6 +217,217 @@ async fn a_chunked_body_crossing_the_limit_is_cut_and_answered_413() {
         assert!(
             h.upstream.files().is_empty(),
             "{front}: a cut upload was stored"
+        );
+        h.stop().await;
+    }
+}
+
+/// An upload of `data` as `front`'s client puts it on the wire, for the route at
+/// `h.base()/{front}`: its request head (ending in the blank line) and body. `extra` goes
+/// in the body after the file (a second file part, to make the form bad), multipart
+/// fronts only.
+async fn wire_upload(h: &Harness, front: DialectId, data: &[u8], extra: &str) -> (String, Vec<u8>) {
+    let case = case_id_for(h.back);
+    let file_part = |name: &str| {
+        format!(
+            "--cgB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/pdf\r\n\r\n"
+        )
+    };
+    let (target, auth, mut body) = match front {
+        Tines => {
+            // As tapi sends it: the name before the file, the comment (none) after.
+            let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+            let body = format!(r#"{{"filename":"wire.pdf","file_contents":"{b64}","value":null}}"#)
+                .into_bytes();
+            let auth = format!(
+                "Authorization: Bearer {CLIENT_TOKEN}\r\nContent-Type: application/json\r\n"
+            );
+            return (
+                format!(
+                    "POST /tines/api/v2/cases/{case}/files HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n",
+                    body.len()
+                ),
+                body,
+            );
+        }
+        Thalamus => (
+            format!("/thalamus/api/v4/cases/{case}/files?touchpoint=t&token={CLIENT_TOKEN}"),
+            String::new(),
+            file_part("wire.pdf"),
+        ),
+        Caseiq => {
+            let token = caseiq_token(&h.http, &format!("{}/caseiq", h.base()), CLIENT_TOKEN).await;
+            (
+                "/caseiq/api-public/1.0/save_file".to_string(),
+                format!("Authorization: Bearer {token}\r\n"),
+                format!(
+                    "--cgB\r\nContent-Disposition: form-data; name=\"caseId\"\r\n\r\n{case}\r\n{}",
+                    file_part("wire.pdf")
+                ),
+            )
+        }
+        Kibana => (
+            format!("/kibana/api/cases/{case}/files"),
+            format!("kbn-xsrf: true\r\nAuthorization: ApiKey {CLIENT_TOKEN}\r\n"),
+            file_part("wire.pdf"),
+        ),
+    };
+    let mut bytes = std::mem::take(&mut body).into_bytes();
+    bytes.extend_from_slice(data);
+    bytes.extend_from_slice(b"\r\n");
+    if !extra.is_empty() {
+        bytes.extend_from_slice(file_part(extra).as_bytes());
+        bytes.extend_from_slice(b"more\r\n");
+    }
+    bytes.extend_from_slice(b"--cgB--\r\n");
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; boundary=cgB\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    (head, bytes)
+}
+
+/// Writes `head` and `body` on a new connection, the body's second half `pause` after
+/// the rest, and reads the answer to the connection's close: (status, whole answer).
+async fn send_raw(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+    pause: Option<Duration>,
+) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = head.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n");
+    let mut first = head.into_bytes();
+    match pause {
+        None => {
+            first.extend_from_slice(body);
+            s.write_all(&first).await.unwrap();
+        }
+        Some(pause) => {
+            let half = body.len() / 2;
+            first.extend_from_slice(&body[..half]);
+            s.write_all(&first).await.unwrap();
+            tokio::time::sleep(pause).await;
+            s.write_all(&body[half..]).await.unwrap();
+        }
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// The upload call the upstream received (its file-carrying request).
+fn upload_call(h: &Harness) -> emulator::RecordedCall {
+    let calls = h.upstream.calls();
+    calls
+        .iter()
+        .rev()
+        .find(|c| {
+            c.method == "POST" && (c.path.ends_with("/files") || c.path.ends_with("/save_file"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no upload among {calls:?}"))
+}
+
+/// An upload whose body has all arrived when casegate starts the upstream request goes
+/// out with an exact `Content-Length`, as the client's did, not chunked; one whose body
+/// is still arriving streams chunked. Both store the client's bytes exactly, in every
+/// kind of translation (multipart to multipart, to base64 and from it).
+#[tokio::test]
+async fn an_upload_that_arrived_whole_goes_upstream_with_its_length() {
+    let pairs = [
+        (Caseiq, Caseiq),
+        (Thalamus, Tines),
+        (Tines, Thalamus),
+        (Tines, Kibana),
+        (Kibana, Caseiq),
+        (Tines, Tines),
+    ];
+    for (front, back) in pairs {
+        let h = setup(&[front], back, Opts::default()).await;
+        for (n, pause) in [(0u64, None), (1, Some(Duration::from_millis(300)))] {
+            let data = random_bytes(4096, 50 + n);
+            let (head, body) = wire_upload(&h, front, &data, "").await;
+            let (status, answer) = send_raw(h.casegate.addr(), &head, &body, pause).await;
+            assert_eq!(status, 200, "{front}->{back}: {answer}");
+            let call = upload_call(&h);
+            let framing = (
+                call.header("content-length").map(str::to_string),
+                call.header("transfer-encoding").map(str::to_string),
+            );
+            match pause {
+                None => {
+                    let len: u64 = framing
+                        .0
+                        .as_deref()
+                        .unwrap_or_else(|| {
+                            panic!("{front}->{back}: no Content-Length: {:?}", call.headers)
+                        })
+                        .parse()
+                        .unwrap();
+                    assert!(len > 4096, "{front}->{back}: {len}");
+                    assert_eq!(framing.1, None, "{front}->{back}: {:?}", call.headers);
+                }
+                Some(_) => assert_eq!(
+                    framing,
+                    (None, Some("chunked".to_string())),
+                    "{front}->{back}: a body still arriving streams: {:?}",
+                    call.headers
+                ),
+            }
+            let files = h.upstream.files();
+            let stored = files.last().unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&data), "{front}->{back}");
+            assert_eq!(stored.size, 4096, "{front}->{back}");
+            assert_eq!(files.len() as u64, n + 1, "{front}->{back}");
+        }
+        h.stop().await;
+    }
+}
+
+/// A bad form that has all arrived (a second file after the first) is refused before the
+/// upstream hears of it; one whose bad part is still arriving has its upstream request
+/// aborted (the upload starts, nothing is stored).
+#[tokio::test]
+async fn a_bad_upload_that_arrived_whole_is_refused_before_anything_is_sent() {
+    for (front, back) in [(Thalamus, Tines), (Caseiq, Caseiq), (Kibana, Thalamus)] {
+        let h = setup(&[front], back, Opts::default()).await;
+        let data = random_bytes(4096, 60);
+        let (head, body) = wire_upload(&h, front, &data, "second.pdf").await;
+        let (status, answer) = send_raw(h.casegate.addr(), &head, &body, None).await;
+        assert_eq!(status, 400, "{front}->{back}: {answer}");
+        assert!(
+            answer.contains("casegate-error: bad_request\r\n"),
+            "{front}->{back}: {answer}"
+        );
+        assert_eq!(
+            h.upstream.uploads(),
+            0,
+            "{front}->{back}: the upload was sent"
+        );
+        let (status, answer) = send_raw(
+            h.casegate.addr(),
+            &head,
+            &body,
+            Some(Duration::from_millis(300)),
+        )
+        .await;
+        assert_eq!(status, 400, "{front}->{back}: {answer}");
+        assert_eq!(
+            h.upstream.uploads(),
+            1,
+            "{front}->{back}: the upload streamed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            h.upstream.files().is_empty(),
+            "{front}->{back}: a file was stored"
         );
         h.stop().await;
     }
