@@ -23,6 +23,49 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// A response body of pieces held in memory, sent in order, its length known (a Thalamus
+/// upload answer: the listed entries are shared with the case's listing, not copied).
+pub fn pieces(pieces: Vec<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    let left = pieces.iter().map(|p| p.len() as u64).sum();
+    Pieces {
+        pieces: pieces.into_iter(),
+        left,
+    }
+    .boxed_unsync()
+}
+
+struct Pieces {
+    pieces: std::vec::IntoIter<Bytes>,
+    /// The bytes not yet given.
+    left: u64,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let next = this.pieces.by_ref().find(|p| !p.is_empty());
+        if let Some(piece) = &next {
+            this.left -= piece.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
 /// What went wrong, as operators see it in the `Casegate-Error` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -336,7 +379,16 @@ pub fn json_response<T: serde::Serialize + ?Sized>(
 
 /// A JSON answer from its bytes, written already.
 pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
+    json_answer(status, full(body))
+}
+
+/// A JSON answer from its bytes, written already in pieces ([`pieces`]).
+pub fn json_pieces_response(status: StatusCode, body: Vec<Bytes>) -> Response<Body> {
+    json_answer(status, pieces(body))
+}
+
+fn json_answer(status: StatusCode, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

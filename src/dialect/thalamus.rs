@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -20,7 +21,9 @@ use super::{
 };
 use crate::codec::json_out::{json_object, Object};
 use crate::codec::json_read::{Reader, Val};
-use crate::error::{json_bytes_response, json_response, text_response, Body, Error, Side};
+use crate::error::{
+    json_bytes_response, json_pieces_response, json_response, text_response, Body, Error, Side,
+};
 use crate::inbound::{self, BodyStream, FormSpec, Inbound, Limits};
 use crate::ledger::CaseFiles;
 use crate::upload::{
@@ -135,10 +138,7 @@ impl Dialect for Thalamus {
     }
 
     fn render_upload(&self, o: &Outcome) -> Response<Body> {
-        json_bytes_response(
-            StatusCode::OK,
-            upload_answer(&context(o.file.uploader.as_ref()), &o.case_files, &o.links),
-        )
+        upload_answer(&context(o.file.uploader.as_ref()), &o.case_files, &o.links).response()
     }
 
     fn render_deleted(&self, deleted: bool) -> Response<Body> {
@@ -443,24 +443,25 @@ fn context(who: Option<&Person>) -> String {
 const FILES_PATH: &str = "/api/v4/cases/files/";
 
 /// A Thalamus upload answer (the `attachements` spelling is Thalamus's own):
-/// `{"context":…,"attachments":{"attachements":[{"id":…,"url":…},…]}}`, written straight
-/// into one buffer. The list holds every file of the case (up to
+/// `{"context":…,"attachments":{"attachements":[{"id":…,"url":…},…]}}`, in pieces: its
+/// head, the listed entries, and its tail (the new file's entry when it is not listed,
+/// and the closing brackets). The list holds every file of the case (up to
 /// [`CASE_FILES_MAX`](crate::upload::CASE_FILES_MAX)); their links differ only in the id,
 /// so what comes before it is escaped once, not once per file (a link built and escaped
 /// per entry was most of the answer's cost), and the entries are kept written with the
-/// case's listing ([`CaseFiles::with_written`]): an answer copies them, and writes only the
-/// files added since the last.
-fn upload_answer(context: &str, files: &CaseFiles, links: &Links) -> Vec<u8> {
+/// case's listing ([`CaseFiles::written`]): an answer writes only the files added since
+/// the last, and sends the rest as they are kept, without copying them.
+/// Answers listing at most this many bytes of entries are one buffer, the entries copied
+/// into it; a larger one sends the entries' pieces as the listing keeps them.
+const COPY_UP_TO: usize = 16 * 1024;
+
+fn upload_answer(context: &str, files: &CaseFiles, links: &Links) -> UploadAnswer {
     let start = serde_json::to_string(&links.url(FILES_PATH)).unwrap_or_default();
     // The JSON string's content, without its quotes.
     let start = start
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(128 + files.count() * (start.len() + 32));
-    out.extend_from_slice(b"{\"context\":");
-    out.extend_from_slice(context.as_bytes());
-    out.extend_from_slice(b",\"attachments\":{\"attachements\":[");
     // One file's entry; the comma after the last is taken off below.
     let entry = |id: &str, out: &mut Vec<u8>| {
         out.extend_from_slice(b"{\"id\":");
@@ -471,18 +472,69 @@ fn upload_answer(context: &str, files: &CaseFiles, links: &Links) -> Vec<u8> {
         out.extend_from_slice(wire::segment(id).as_bytes());
         out.extend_from_slice(b"\"},");
     };
-    files.with_written(start, entry, |listed, new| {
-        out.extend_from_slice(listed);
-        if let Some(id) = new {
-            entry(id, &mut out);
+    files.with_written(start, entry, |listed| {
+        let whole = listed.len() <= COPY_UP_TO;
+        let mut out = Vec::with_capacity(
+            128 + context.len() + start.len() + if whole { listed.len() } else { 0 },
+        );
+        out.extend_from_slice(b"{\"context\":");
+        out.extend_from_slice(context.as_bytes());
+        out.extend_from_slice(b",\"attachments\":{\"attachements\":[");
+        let mut pieces = Vec::new();
+        if whole {
+            listed.copy_to(&mut out);
+        } else {
+            pieces.reserve(12);
+            pieces.push(Bytes::from(std::mem::take(&mut out)));
+            pieces.extend(listed.shared());
         }
-    });
-    // The last entry's comma.
-    if out.last() == Some(&b',') {
-        out.pop();
+        match files.extra() {
+            Some(id) => {
+                entry(id, &mut out);
+                out.pop();
+            }
+            // The last listed entry's comma.
+            None if whole => {
+                if out.last() == Some(&b',') {
+                    out.pop();
+                }
+            }
+            None => {
+                if let Some(last) = pieces.last_mut().filter(|l| l.ends_with(b",")) {
+                    last.truncate(last.len() - 1);
+                }
+            }
+        }
+        out.extend_from_slice(b"]}}");
+        if whole {
+            return UploadAnswer::Whole(out);
+        }
+        pieces.push(Bytes::from(out));
+        UploadAnswer::Pieces(pieces)
+    })
+}
+
+/// A Thalamus upload answer's bytes: one buffer, or pieces ([`COPY_UP_TO`]).
+enum UploadAnswer {
+    Whole(Vec<u8>),
+    Pieces(Vec<Bytes>),
+}
+
+impl UploadAnswer {
+    fn response(self) -> Response<Body> {
+        match self {
+            UploadAnswer::Whole(bytes) => json_bytes_response(StatusCode::OK, bytes),
+            UploadAnswer::Pieces(pieces) => json_pieces_response(StatusCode::OK, pieces),
+        }
     }
-    out.extend_from_slice(b"]}}");
-    out
+
+    #[cfg(test)]
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            UploadAnswer::Whole(bytes) => bytes,
+            UploadAnswer::Pieces(pieces) => pieces.concat(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -557,17 +609,48 @@ mod tests {
                     links,
                 );
                 assert_eq!(
-                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(ours.bytes()).unwrap(),
                     String::from_utf8(answer_by_serde(&context, &ids[..n], links)).unwrap()
                 );
+                // The same files with the last one new: listed after the others, from the
+                // answer's tail; or listed already, and not again.
+                if let Some((new, listed)) = ids[..n].split_last() {
+                    for files in [
+                        CaseFiles::of_and(listed.to_vec(), new),
+                        CaseFiles::of_and(ids[..n].to_vec(), new),
+                    ] {
+                        let ours = upload_answer(&context.to_string(), &files, links);
+                        assert_eq!(
+                            String::from_utf8(ours.bytes()).unwrap(),
+                            String::from_utf8(answer_by_serde(&context, &ids[..n], links)).unwrap()
+                        );
+                    }
+                }
             }
+        }
+        // A case whose entries are past COPY_UP_TO: sent as the pieces the listing keeps.
+        let many: Vec<String> = (0..400).map(|i| format!("{i}")).collect();
+        for files in [
+            CaseFiles::of(many.clone()),
+            CaseFiles::of_and(many[..399].to_vec(), "399"),
+        ] {
+            let ours = upload_answer(&context.to_string(), &files, &odd);
+            assert!(
+                matches!(&ours, UploadAnswer::Pieces(p) if p.len() > 2),
+                "sent in pieces"
+            );
+            assert_eq!(
+                String::from_utf8(ours.bytes()).unwrap(),
+                String::from_utf8(answer_by_serde(&context, &many, &odd)).unwrap()
+            );
         }
         // One listing answered with links to one place, then another, then the first:
         // the entries it keeps written are written again for the other.
         let held = CaseFiles::of(ids.clone());
         for links in [&plain, &odd, &plain] {
+            let ours = upload_answer(&context.to_string(), &held, links);
             assert_eq!(
-                String::from_utf8(upload_answer(&context.to_string(), &held, links)).unwrap(),
+                String::from_utf8(ours.bytes()).unwrap(),
                 String::from_utf8(answer_by_serde(&context, &ids, links)).unwrap()
             );
         }

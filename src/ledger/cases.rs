@@ -21,13 +21,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
 
 use super::{CaseIds, LedgerError};
 
 /// The most ids held across every listing. With each written for answers (about 70
-/// bytes for a Thalamus entry), about 10 MiB at most.
+/// bytes for a Thalamus entry) and its place by hash (16), about 12 MiB at most.
 pub const MAX_IDS: usize = 100_000;
 /// The most cases held.
 pub const MAX_CASES: usize = 4096;
@@ -63,6 +66,13 @@ impl CaseFiles {
         }
     }
 
+    /// These ids, in this order, and `new` after them unless among them.
+    #[cfg(test)]
+    pub fn of_and(ids: Vec<String>, new: &str) -> CaseFiles {
+        let len = ids.len();
+        CaseFiles::snapshot(Arc::new(Listing::new(i64::MIN, i64::MIN, ids)), len, new)
+    }
+
     /// The new file alone (the ledger could not list the case).
     pub fn only(id: String) -> CaseFiles {
         CaseFiles {
@@ -87,40 +97,60 @@ impl CaseFiles {
         }
     }
 
-    /// Runs `f` with the listed files written by `write` (each entry whole, with
-    /// whatever separator `write` puts after it) and the new file's id when it comes after
-    /// them. The writing is kept with the listing for the next answer, as long as they
-    /// ask with the same `key` (what else the entries depend on, such as where their
-    /// links point): each file is written once, not once per answer.
+    /// Runs `f` with the listed files written by `write` (each entry whole, with whatever
+    /// separator `write` puts after it), oldest first. The writing is kept with the
+    /// listing for the next answer, as long as they ask with the same `key` (what else the
+    /// entries depend on, such as where their links point): each file is written once, not
+    /// once per answer, and an answer can send the kept pieces as they are rather than copy
+    /// them ([`Listed::shared`]; a case of 10 000 files is some 700 KB of entries). The
+    /// new file, when it comes after them, is [`CaseFiles::extra`].
     pub fn with_written<R>(
         &self,
         key: &str,
         write: impl Fn(&str, &mut Vec<u8>),
-        f: impl FnOnce(&[u8], Option<&str>) -> R,
+        f: impl FnOnce(Listed<'_>) -> R,
     ) -> R {
-        let extra = self.extra.as_deref();
         let Some(listing) = &self.listing else {
-            return f(&[], extra);
+            return f(Listed {
+                pieces: &[],
+                end: 0,
+            });
         };
         let mut state = listing.lock();
         let state = &mut *state;
         let written = &mut state.written;
         if written.key != key {
-            written.key.clear();
-            written.key.push_str(key);
-            written.bytes.clear();
-            written.ends.clear();
+            *written = Written {
+                key: key.to_string(),
+                ..Written::default()
+            };
         }
-        let missing = self.len.saturating_sub(written.ends.len());
-        for id in state.ids.iter().skip(written.ends.len()).take(missing) {
-            write(id, &mut written.bytes);
-            written.ends.push(written.bytes.len());
+        let unwritten = state
+            .ids
+            .get(written.ends.len()..self.len)
+            .unwrap_or_default();
+        if !unwritten.is_empty() {
+            let base = written.len();
+            let mut piece = Vec::with_capacity(unwritten.len() * 64);
+            for id in unwritten {
+                write(id, &mut piece);
+                written.ends.push(base + piece.len());
+            }
+            written.add(piece);
         }
         let end = match self.len.checked_sub(1) {
             Some(last) => written.ends.get(last).copied().unwrap_or(0),
             None => 0,
         };
-        f(&written.bytes[..end], extra)
+        f(Listed {
+            pieces: &written.pieces,
+            end,
+        })
+    }
+
+    /// The new file's id, when the answer lists it after the listed ones.
+    pub fn extra(&self) -> Option<&str> {
+        self.extra.as_deref()
     }
 
     /// How many files the answer lists.
@@ -129,20 +159,60 @@ impl CaseFiles {
     }
 
     /// A snapshot of `listing`'s first `len` ids, with `new` after them unless among
-    /// them. The new file's row is the newest, so it is looked for from the end.
+    /// them (looked up, not searched for: a full listing never holds a new file, and an
+    /// answer to a case of 10 000 files compared the new id with each of them).
     fn snapshot(listing: Arc<Listing>, len: usize, new: &str) -> CaseFiles {
-        let listed = {
-            let state = listing.lock();
-            state.ids[..len.min(state.ids.len())]
-                .iter()
-                .rev()
-                .any(|id| id == new)
-        };
+        let listed = listing.lock().position(new).is_some_and(|at| at < len);
         CaseFiles {
             listing: Some(listing),
             len,
             extra: (!listed).then(|| new.to_string()),
         }
+    }
+}
+
+/// An answer's listed entries: the first `end` bytes of a listing's written pieces.
+pub struct Listed<'a> {
+    pieces: &'a [Bytes],
+    end: usize,
+}
+
+impl Listed<'_> {
+    /// How many bytes the entries take.
+    pub fn len(&self) -> usize {
+        self.end
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == 0
+    }
+
+    /// The entries, as slices of the pieces that hold them.
+    fn slices(&self) -> impl Iterator<Item = (&Bytes, usize)> {
+        let mut at = 0;
+        self.pieces.iter().map_while(move |piece| {
+            let take = self.end.checked_sub(at)?.min(piece.len());
+            at += piece.len();
+            (take > 0).then_some((piece, take))
+        })
+    }
+
+    /// The entries copied to the end of `out`.
+    pub fn copy_to(&self, out: &mut Vec<u8>) {
+        for (piece, take) in self.slices() {
+            out.extend_from_slice(&piece[..take]);
+        }
+    }
+
+    /// The entries as the pieces that hold them (the last one cut), shared, not copied.
+    pub fn shared(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.slices().map(|(piece, take)| {
+            if take == piece.len() {
+                piece.clone()
+            } else {
+                piece.slice(..take)
+            }
+        })
     }
 }
 
@@ -158,29 +228,86 @@ struct ListingState {
     changes: i64,
     /// The highest `seq` of the rows read.
     last_seq: i64,
-    /// Front ids, oldest first; only ever appended to.
+    /// Front ids, oldest first; only ever appended to ([`ListingState::push`]).
     ids: Vec<String>,
-    /// The first of them written for answers ([`CaseFiles::with_written`]).
+    /// Where each id is in `ids`, by its hash (the first id of each hash; an id whose hash
+    /// another holds already is found by searching, [`ListingState::position`]).
+    at: HashMap<u64, u32, foldhash::fast::RandomState>,
+    /// The first of them written for answers ([`CaseFiles::written`]).
     written: Written,
 }
 
+impl ListingState {
+    fn push(&mut self, id: String) {
+        if let Ok(at) = u32::try_from(self.ids.len()) {
+            self.at.entry(self.at.hasher().hash_one(&id)).or_insert(at);
+        }
+        self.ids.push(id);
+    }
+
+    /// Where `id` is in `ids`.
+    fn position(&self, id: &str) -> Option<usize> {
+        let at = *self.at.get(&self.at.hasher().hash_one(id))?;
+        let at = usize::try_from(at).ok()?;
+        if self.ids.get(at).is_some_and(|held| held == id) {
+            return Some(at);
+        }
+        // Another id of the same hash holds the slot.
+        self.ids.iter().position(|held| held == id)
+    }
+}
+
+/// Entries written for answers, oldest first, in pieces the answers share. A new batch of
+/// entries is a new piece, merged with the one before it while that one is at most
+/// [`Written::MERGE`] times its size: pieces shrink geometrically from the first, so a
+/// listing of 10 000 entries is in at most eight, and each entry is copied a few times
+/// over the listing's life instead of once per answer.
 #[derive(Default)]
 struct Written {
     key: String,
-    bytes: Vec<u8>,
-    /// Where each id's entry ends in `bytes`.
+    pieces: Vec<Bytes>,
+    /// Where each id's entry ends, counted from the start of the first piece.
     ends: Vec<usize>,
+}
+
+impl Written {
+    const MERGE: usize = 4;
+
+    /// The bytes written.
+    fn len(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, piece: Vec<u8>) {
+        let mut last = piece;
+        while let Some(before) = self.pieces.last() {
+            if before.len() > Written::MERGE * last.len() {
+                break;
+            }
+            let mut merged = Vec::with_capacity(before.len() + last.len());
+            merged.extend_from_slice(before);
+            merged.extend_from_slice(&last);
+            self.pieces.pop();
+            last = merged;
+        }
+        self.pieces.push(Bytes::from(last));
+    }
 }
 
 impl Listing {
     fn new(changes: i64, last_seq: i64, ids: Vec<String>) -> Listing {
+        let mut state = ListingState {
+            changes,
+            last_seq,
+            ids: Vec::with_capacity(ids.len()),
+            at: HashMap::with_capacity_and_hasher(ids.len(), Default::default()),
+            written: Written::default(),
+        };
+        for id in ids {
+            state.push(id);
+        }
         Listing {
-            state: Mutex::new(ListingState {
-                changes,
-                last_seq,
-                ids,
-                written: Written::default(),
-            }),
+            state: Mutex::new(state),
             used: AtomicU64::new(0),
         }
     }
@@ -276,7 +403,7 @@ impl Listings {
                     for (seq, id) in read.rows {
                         if seq > state.last_seq && state.ids.len() < limit_len {
                             state.last_seq = seq;
-                            state.ids.push(id);
+                            state.push(id);
                         }
                     }
                     (state.ids.len(), state.ids.len() - before)
@@ -476,6 +603,77 @@ mod tests {
         assert_eq!(listings.counted(), (1, 6));
     }
 
+    /// A listing that grows a file at a time keeps its entries in a few pieces (each
+    /// answer sends them as they are), and every answer, also one taken before the
+    /// listing grew, has exactly the entries of its own files.
+    #[test]
+    fn a_growing_listing_is_written_in_a_few_pieces() {
+        let listing = Arc::new(Listing::new(0, 0, Vec::new()));
+        let write =
+            |id: &str, out: &mut Vec<u8>| out.extend_from_slice(format!("<{id}>").as_bytes());
+        let expected = |n: usize| (0..n).map(|i| format!("<{i}>")).collect::<String>();
+        let answer = |len: usize| CaseFiles {
+            listing: Some(listing.clone()),
+            len,
+            extra: None,
+        };
+        let mut early = Vec::new();
+        for n in 1..=3000usize {
+            listing.lock().push((n - 1).to_string());
+            let files = answer(n);
+            let pieces: Vec<Bytes> = files.with_written("k", write, |l| l.shared().collect());
+            assert!(pieces.len() <= 8, "{} pieces for {n} files", pieces.len());
+            assert_eq!(String::from_utf8(pieces.concat()).unwrap(), expected(n));
+            if n % 700 == 0 {
+                early.push((n, files));
+            }
+        }
+        for (n, files) in early {
+            let listed = files.with_written("k", write, |l| l.shared().collect::<Vec<_>>());
+            assert_eq!(String::from_utf8(listed.concat()).unwrap(), expected(n));
+        }
+        // A first answer for a whole listing writes it as one piece.
+        let whole = Arc::new(Listing::new(
+            0,
+            0,
+            (0..500).map(|i| i.to_string()).collect(),
+        ));
+        let files = CaseFiles {
+            listing: Some(whole),
+            len: 500,
+            extra: None,
+        };
+        assert_eq!(files.with_written("k", write, |l| l.shared().count()), 1);
+    }
+
+    /// An id is found by its hash; one whose hash another id holds is found by searching,
+    /// and one not held is not found either way.
+    #[test]
+    fn ids_are_found_also_when_their_hashes_meet() {
+        let listing = Listing::new(0, 0, ["a", "b", "c"].map(String::from).to_vec());
+        let mut state = listing.lock();
+        assert_eq!(
+            ["a", "b", "c", "d"].map(|id| state.position(id)),
+            [Some(0), Some(1), Some(2), None]
+        );
+        // As if "b" and "d" had the hash of "a": its slot holds "a".
+        let hash = |id: &str| state.at.hasher().hash_one(id);
+        let (a, b, d) = (hash("a"), hash("b"), hash("d"));
+        state.at.remove(&b);
+        state.at.insert(b, 0);
+        state.at.insert(d, 0);
+        assert_eq!(state.position("b"), Some(1));
+        assert_eq!(state.position("d"), None);
+        assert_eq!(state.at.get(&a), Some(&0));
+        // A new file among the listed is not listed again; one after them is.
+        drop(state);
+        assert_eq!(
+            CaseFiles::of_and(vec!["x".into(), "y".into()], "x").extra(),
+            None
+        );
+        assert_eq!(CaseFiles::of_and(vec!["x".into()], "y").extra(), Some("y"));
+    }
+
     /// What answers write of a listing is kept and extended, and written again when they
     /// ask with another key; each answer sees only its own prefix of it.
     #[tokio::test]
@@ -502,12 +700,16 @@ mod tests {
             }
         };
         let text = |files: &CaseFiles, key: &'static str| {
-            files.with_written(key, write(key), |listed, new| {
-                (
-                    String::from_utf8(listed.to_vec()).unwrap(),
-                    new.map(str::to_string),
-                )
-            })
+            let listed = files.with_written(key, write(key), |listed| {
+                let mut copied = Vec::new();
+                listed.copy_to(&mut copied);
+                assert_eq!(listed.shared().collect::<Vec<_>>().concat(), copied);
+                copied
+            });
+            (
+                String::from_utf8(listed).unwrap(),
+                files.extra().map(str::to_string),
+            )
         };
         add(&store, "c", &["1", "2"]).await;
         let first = files("2").await;
