@@ -279,6 +279,10 @@ impl Written {
     }
 
     fn add(&mut self, piece: Vec<u8>) {
+        // No empty pieces: an answer's entries end at the first piece they do not reach.
+        if piece.is_empty() {
+            return;
+        }
         let mut last = piece;
         while let Some(before) = self.pieces.last() {
             if before.len() > Written::MERGE * last.len() {
