@@ -60,7 +60,7 @@ impl CaseFiles {
     pub fn of(ids: Vec<String>) -> CaseFiles {
         let len = ids.len();
         CaseFiles {
-            listing: Some(Arc::new(Listing::new(i64::MIN, i64::MIN, ids))),
+            listing: Some(Arc::new(Listing::new(i64::MIN, i64::MIN, ids, true))),
             len,
             extra: None,
         }
@@ -70,7 +70,11 @@ impl CaseFiles {
     #[cfg(test)]
     pub fn of_and(ids: Vec<String>, new: &str) -> CaseFiles {
         let len = ids.len();
-        CaseFiles::snapshot(Arc::new(Listing::new(i64::MIN, i64::MIN, ids)), len, new)
+        CaseFiles::snapshot(
+            Arc::new(Listing::new(i64::MIN, i64::MIN, ids, true)),
+            len,
+            new,
+        )
     }
 
     /// The new file alone (the ledger could not list the case).
@@ -231,23 +235,30 @@ struct ListingState {
     /// Front ids, oldest first; only ever appended to ([`ListingState::push`]).
     ids: Vec<String>,
     /// Where each id is in `ids`, by its hash (the first id of each hash; an id whose hash
-    /// another holds already is found by searching, [`ListingState::position`]).
-    at: HashMap<u64, u32, foldhash::fast::RandomState>,
+    /// another holds already is found by searching, [`ListingState::position`]), for a
+    /// listing kept for later answers. One read for a single answer (a store without
+    /// ordered commits) is searched instead: building the index would cost more than the
+    /// one search.
+    at: Option<HashMap<u64, u32, foldhash::fast::RandomState>>,
     /// The first of them written for answers ([`CaseFiles::written`]).
     written: Written,
 }
 
 impl ListingState {
     fn push(&mut self, id: String) {
-        if let Ok(at) = u32::try_from(self.ids.len()) {
-            self.at.entry(self.at.hasher().hash_one(&id)).or_insert(at);
+        if let (Some(index), Ok(at)) = (&mut self.at, u32::try_from(self.ids.len())) {
+            index.entry(index.hasher().hash_one(&id)).or_insert(at);
         }
         self.ids.push(id);
     }
 
     /// Where `id` is in `ids`.
     fn position(&self, id: &str) -> Option<usize> {
-        let at = *self.at.get(&self.at.hasher().hash_one(id))?;
+        let Some(index) = &self.at else {
+            // Newest last: a new file's row, if read, is near the end.
+            return self.ids.iter().rposition(|held| held == id);
+        };
+        let at = *index.get(&index.hasher().hash_one(id))?;
         let at = usize::try_from(at).ok()?;
         if self.ids.get(at).is_some_and(|held| held == id) {
             return Some(at);
@@ -299,16 +310,26 @@ impl Written {
 }
 
 impl Listing {
-    fn new(changes: i64, last_seq: i64, ids: Vec<String>) -> Listing {
+    /// A listing of these ids; `kept` for later answers (indexed: [`ListingState::at`]).
+    fn new(changes: i64, last_seq: i64, ids: Vec<String>, kept: bool) -> Listing {
         let mut state = ListingState {
             changes,
             last_seq,
-            ids: Vec::with_capacity(ids.len()),
-            at: HashMap::with_capacity_and_hasher(ids.len(), Default::default()),
+            ids: Vec::new(),
+            at: None,
             written: Written::default(),
         };
-        for id in ids {
-            state.push(id);
+        if kept {
+            state.ids.reserve(ids.len());
+            state.at = Some(HashMap::with_capacity_and_hasher(
+                ids.len(),
+                Default::default(),
+            ));
+            for id in ids {
+                state.push(id);
+            }
+        } else {
+            state.ids = ids;
         }
         Listing {
             state: Mutex::new(state),
@@ -382,7 +403,7 @@ impl Listings {
         let limit_len = usize::try_from(limit).unwrap_or(usize::MAX);
         if !ordered {
             let read = read(i64::MIN, limit).await?;
-            let listing = Arc::new(whole(read));
+            let listing = Arc::new(whole(read, false));
             let len = listing.lock().ids.len();
             return Ok(CaseFiles::snapshot(listing, len, new));
         }
@@ -418,7 +439,7 @@ impl Listings {
             }
         }
         let read = read(i64::MIN, limit).await?;
-        let listing = Arc::new(whole(read));
+        let listing = Arc::new(whole(read, true));
         listing.used.store(self.tick(), Ordering::Relaxed);
         let len = listing.lock().ids.len();
         self.keep(route, front_case, listing.clone());
@@ -506,10 +527,10 @@ impl Listings {
 }
 
 /// A listing of a case read whole.
-fn whole(read: CaseIds) -> Listing {
+fn whole(read: CaseIds, kept: bool) -> Listing {
     let last_seq = read.rows.last().map_or(i64::MIN, |(seq, _)| *seq);
     let ids = read.rows.into_iter().map(|(_, id)| id).collect();
-    Listing::new(read.changes, last_seq, ids)
+    Listing::new(read.changes, last_seq, ids, kept)
 }
 
 #[cfg(test)]
@@ -612,7 +633,7 @@ mod tests {
     /// listing grew, has exactly the entries of its own files.
     #[test]
     fn a_growing_listing_is_written_in_a_few_pieces() {
-        let listing = Arc::new(Listing::new(0, 0, Vec::new()));
+        let listing = Arc::new(Listing::new(0, 0, Vec::new(), true));
         let write =
             |id: &str, out: &mut Vec<u8>| out.extend_from_slice(format!("<{id}>").as_bytes());
         let expected = |n: usize| (0..n).map(|i| format!("<{i}>")).collect::<String>();
@@ -641,6 +662,7 @@ mod tests {
             0,
             0,
             (0..500).map(|i| i.to_string()).collect(),
+            true,
         ));
         let files = CaseFiles {
             listing: Some(whole),
@@ -654,21 +676,29 @@ mod tests {
     /// and one not held is not found either way.
     #[test]
     fn ids_are_found_also_when_their_hashes_meet() {
-        let listing = Listing::new(0, 0, ["a", "b", "c"].map(String::from).to_vec());
+        let ids = ["a", "b", "c"].map(String::from).to_vec();
+        // A listing read for one answer is searched; a kept one is indexed.
+        for kept in [false, true] {
+            let listing = Listing::new(0, 0, ids.clone(), kept);
+            let state = listing.lock();
+            assert_eq!(state.at.is_some(), kept);
+            assert_eq!(
+                ["a", "b", "c", "d"].map(|id| state.position(id)),
+                [Some(0), Some(1), Some(2), None]
+            );
+        }
+        let listing = Listing::new(0, 0, ids, true);
         let mut state = listing.lock();
-        assert_eq!(
-            ["a", "b", "c", "d"].map(|id| state.position(id)),
-            [Some(0), Some(1), Some(2), None]
-        );
+        let index = state.at.as_mut().unwrap();
         // As if "b" and "d" had the hash of "a": its slot holds "a".
-        let hash = |id: &str| state.at.hasher().hash_one(id);
+        let hash = |id: &str| index.hasher().hash_one(id);
         let (a, b, d) = (hash("a"), hash("b"), hash("d"));
-        state.at.remove(&b);
-        state.at.insert(b, 0);
-        state.at.insert(d, 0);
+        index.remove(&b);
+        index.insert(b, 0);
+        index.insert(d, 0);
+        assert_eq!(index.get(&a), Some(&0));
         assert_eq!(state.position("b"), Some(1));
         assert_eq!(state.position("d"), None);
-        assert_eq!(state.at.get(&a), Some(&0));
         // A new file among the listed is not listed again; one after them is.
         drop(state);
         assert_eq!(
