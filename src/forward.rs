@@ -718,34 +718,33 @@ impl OutboundBody {
 
     /// The body's next piece, encoded from the client's (or the spool's) next bytes.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
-        let this = self;
         loop {
-            match this.stage {
+            match self.stage {
                 Stage::Head => {
-                    this.stage = Stage::File;
-                    let head = this.enc.head();
+                    self.stage = Stage::File;
+                    let head = self.enc.head();
                     if !head.is_empty() {
-                        this.progress.touch();
+                        self.progress.touch();
                         return Poll::Ready(Some(Ok(head)));
                     }
                 }
                 Stage::File => {
-                    let (chunk, base64) = match &mut this.source {
+                    let (chunk, base64) = match &mut self.source {
                         Source::Events(events) => match events.as_mut().poll_next(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Some(Ok(Event::Data(d)))) => (d, None),
                             Poll::Ready(Some(Ok(Event::Coded(text)))) => (Bytes::new(), Some(text)),
                             Poll::Ready(Some(Ok(Event::FileEnd))) => {
-                                this.stage = Stage::Late;
+                                self.stage = Stage::Late;
                                 continue;
                             }
                             Poll::Ready(Some(Ok(_))) => {
-                                return this
+                                return self
                                     .fail(Error::internal("The upload's events are out of order."))
                             }
-                            Poll::Ready(Some(Err(e))) => return this.fail(e),
+                            Poll::Ready(Some(Err(e))) => return self.fail(e),
                             Poll::Ready(None) => {
-                                return this
+                                return self
                                     .fail(Error::bad_request("The upload ended inside the file."))
                             }
                         },
@@ -753,12 +752,12 @@ impl OutboundBody {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Err(e)) => {
                                 tracing::error!(error = %e, "reading a spooled upload failed");
-                                return this.fail(Error::internal(
+                                return self.fail(Error::internal(
                                     "casegate could not read back a spooled upload.",
                                 ));
                             }
                             Poll::Ready(Ok(None)) => {
-                                this.stage = Stage::Tail;
+                                self.stage = Stage::Tail;
                                 continue;
                             }
                             Poll::Ready(Ok(Some(chunk))) => (chunk, None),
@@ -771,52 +770,52 @@ impl OutboundBody {
                         Some(text) => b64::whole_decoded_len(text.len()),
                         None => chunk.len(),
                     };
-                    this.count += len as u64;
-                    if this.count <= read::PEEK_BYTES as u64 {
+                    self.count += len as u64;
+                    if self.count <= read::PEEK_BYTES as u64 {
                         if let Some(text) = &base64 {
                             chunk = match Event::coded_bytes(text) {
                                 Ok(bytes) => bytes,
-                                Err(e) => return this.fail(e),
+                                Err(e) => return self.fail(e),
                             };
                         }
-                        this.small.extend_from_slice(&chunk);
-                    } else if !this.small.is_empty() {
-                        this.small = Vec::new();
+                        self.small.extend_from_slice(&chunk);
+                    } else if !self.small.is_empty() {
+                        self.small = Vec::new();
                     }
-                    this.progress.touch();
+                    self.progress.touch();
                     // Given back, the text's bytes go after those the body holds: decoded
                     // now unless they were above (`chunk` is empty until then, and a coded
                     // run never decodes to nothing).
-                    let wire = match base64.map(|text| this.enc.data_coded(text)) {
+                    let wire = match base64.map(|text| self.enc.data_coded(text)) {
                         Some(Ok(wire)) => wire,
                         Some(Err(text)) if chunk.is_empty() => match Event::coded_bytes(&text) {
-                            Ok(bytes) => this.enc.data(bytes),
-                            Err(e) => return this.fail(e),
+                            Ok(bytes) => self.enc.data(bytes),
+                            Err(e) => return self.fail(e),
                         },
-                        Some(Err(_)) | None => this.enc.data(chunk),
+                        Some(Err(_)) | None => self.enc.data(chunk),
                     };
                     if !wire.is_empty() {
                         return Poll::Ready(Some(Ok(wire)));
                     }
                 }
-                Stage::Late => match this.poll_late(cx) {
+                Stage::Late => match self.poll_late(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return this.fail(e),
-                    Poll::Ready(Ok(())) => this.stage = Stage::Tail,
+                    Poll::Ready(Err(e)) => return self.fail(e),
+                    Poll::Ready(Ok(())) => self.stage = Stage::Tail,
                 },
                 Stage::Tail => {
-                    if let Some(msg) = this.name_required_late.take() {
-                        if this.late.file_name.is_none() {
-                            return this.fail(Error::bad_request(msg));
+                    if let Some(msg) = self.name_required_late.take() {
+                        if self.late.file_name.is_none() {
+                            return self.fail(Error::bad_request(msg));
                         }
                     }
-                    let tail = this.enc.tail(&this.late);
-                    this.stage = Stage::Done;
-                    this.progress.touch();
-                    let small = (this.count <= read::PEEK_BYTES as u64)
-                        .then(|| std::mem::take(&mut this.small));
-                    this.shared
-                        .finish(std::mem::take(&mut this.late), this.count, small);
+                    let tail = self.enc.tail(&self.late);
+                    self.stage = Stage::Done;
+                    self.progress.touch();
+                    let small = (self.count <= read::PEEK_BYTES as u64)
+                        .then(|| std::mem::take(&mut self.small));
+                    self.shared
+                        .finish(std::mem::take(&mut self.late), self.count, small);
                     return Poll::Ready(Some(Ok(tail)));
                 }
                 Stage::Done => return Poll::Ready(None),
