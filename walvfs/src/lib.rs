@@ -28,6 +28,9 @@
 //!   rebuilding a table) is written every [`GATHER_AT_MOST`] bytes, and a buffer larger
 //!   than [`KEEP_CAPACITY`] is given back once written.
 //!
+//! Before it registers, it wraps SQLite's page cache (the `pcache` module): a
+//! transaction's end no longer walks the whole cache after a B-tree split out of order.
+//!
 //! It also reads the WAL index header for casegate ([`wal_index_header`]): whether any
 //! connection committed since it last looked, without a statement or a lock.
 //!
@@ -48,6 +51,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use rusqlite::ffi;
+
+mod pcache;
 
 /// The VFS's name, for `Connection::open_with_flags_and_vfs`.
 pub const NAME: &CStr = c"casegate-wal";
@@ -75,6 +80,11 @@ pub fn register() -> Result<&'static CStr, String> {
             // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are thread-safe (SQLite is
             // built thread-safe). The parent is never unregistered, so the pointer stays
             // valid; the new VFS is leaked, so SQLite may keep its pointer forever.
+            // The page cache is wrapped first: looking the parent up initialises SQLite,
+            // after which its page cache can no longer be set.
+            if let Err(e) = pcache::install() {
+                tracing::debug!(reason = %e, "SQLite's page cache is not wrapped");
+            }
             unsafe {
                 let parent = ffi::sqlite3_vfs_find(ptr::null());
                 if parent.is_null() {
