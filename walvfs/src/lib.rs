@@ -77,14 +77,14 @@ pub fn register() -> Result<&'static CStr, String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are thread-safe (SQLite is
-            // built thread-safe). The parent is never unregistered, so the pointer stays
-            // valid; the new VFS is leaked, so SQLite may keep its pointer forever.
             // The page cache is wrapped first: looking the parent up initialises SQLite,
             // after which its page cache can no longer be set.
             if let Err(e) = pcache::install() {
                 tracing::debug!(reason = %e, "SQLite's page cache is not wrapped");
             }
+            // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are thread-safe (SQLite is
+            // built thread-safe). The parent is never unregistered, so the pointer stays
+            // valid; the new VFS is leaked, so SQLite may keep its pointer forever.
             unsafe {
                 let parent = ffi::sqlite3_vfs_find(ptr::null());
                 if parent.is_null() {

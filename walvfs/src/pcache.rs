@@ -32,12 +32,12 @@ use rusqlite::ffi;
 const PENDING_BYTE: u64 = 0x4000_0000;
 
 /// The default methods, kept once the wrapper is installed.
-struct Default(ffi::sqlite3_pcache_methods2);
+struct DefaultMethods(ffi::sqlite3_pcache_methods2);
 // SAFETY: function pointers and SQLite's own argument, used from any thread as SQLite
 // itself does.
-unsafe impl Send for Default {}
-unsafe impl Sync for Default {}
-static DEFAULT: OnceLock<Default> = OnceLock::new();
+unsafe impl Send for DefaultMethods {}
+unsafe impl Sync for DefaultMethods {}
+static DEFAULT: OnceLock<DefaultMethods> = OnceLock::new();
 
 /// Installs the wrapper around SQLite's default page cache. Must come before SQLite is
 /// initialised (before any connection is opened or any VFS looked up); Err when it
@@ -56,7 +56,7 @@ pub(crate) fn install() -> Result<(), String> {
                     &mut default as *mut ffi::sqlite3_pcache_methods2,
                 );
                 if rc != ffi::SQLITE_OK {
-                    return Err(format!("SQLite would not give its page cache: error {rc}"));
+                    return Err(not_now(rc));
                 }
                 if default.xCreate.is_none()
                     || default.xFetch.is_none()
@@ -65,7 +65,7 @@ pub(crate) fn install() -> Result<(), String> {
                 {
                     return Err("SQLite's page cache lacks a method".to_string());
                 }
-                let default = &DEFAULT.get_or_init(|| Default(default)).0;
+                let default = &DEFAULT.get_or_init(|| DefaultMethods(default)).0;
                 let wrapper = ffi::sqlite3_pcache_methods2 {
                     iVersion: default.iVersion,
                     pArg: std::ptr::null_mut(),
@@ -86,13 +86,16 @@ pub(crate) fn install() -> Result<(), String> {
                     &wrapper as *const ffi::sqlite3_pcache_methods2,
                 ) {
                     ffi::SQLITE_OK => Ok(()),
-                    rc => Err(format!(
-                        "SQLite is initialised already, its page cache stays as it is (error {rc})"
-                    )),
+                    rc => Err(not_now(rc)),
                 }
             }
         })
         .clone()
+}
+
+/// Why the page cache could not be set: SQLite takes no configuration once initialised.
+fn not_now(rc: c_int) -> String {
+    format!("SQLite refused (error {rc}: initialised already?); its page cache stays as it is")
 }
 
 /// One cache: the default one's, and what bounds its page numbers.
