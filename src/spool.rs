@@ -1,27 +1,32 @@
 //! The spool: holds an upload's bytes until the fields after them are known, then gives
 //! them back in chunks. Up to [`IN_MEMORY`] bytes it is one buffer in memory; past that it
-//! is an unlinked temporary file. The file's reads and writes run on tokio's blocking
-//! pool a [`CHUNK`] at a time, in buffers casegate owns: the file moves into each blocking
-//! call and comes back with its result, so nothing else holds it. Each chunk is written
-//! while the next one gathers, and read while the one before goes out: one write and one
-//! read under way at most. (Handing the pool a chunk costs wake-ups on both sides, which
-//! at 64 KiB chunks and one at a time were most of a spooled upload's cost: 256 KiB
-//! chunks, overlapped, carry a 32 MiB spooled upload half again as fast.) The file has no
-//! name from the start, so it is gone when dropped, however the request ends. Closing it
-//! frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside the
-//! runtime closes its file on the blocking pool too.
+//! is an unlinked temporary file. The file's writes run on tokio's blocking pool a
+//! [`CHUNK`] at a time, in buffers casegate owns: the file moves into each blocking call
+//! and comes back with its result, so nothing else holds it. Each chunk is written while
+//! the next one gathers: one write under way at most. (Handing the pool a chunk costs
+//! wake-ups on both sides, which at 64 KiB chunks and one at a time were most of a spooled
+//! upload's cost: 256 KiB chunks, overlapped, carry a 32 MiB spooled upload half again as
+//! fast.) Its reads are tried on the calling thread first, taking only what the page
+//! cache holds (`RWF_NOWAIT`, [`SpoolReader::poll_chunk`]); a read that would wait for
+//! the disk goes to the blocking pool. The file has no name from the start, so it is gone
+//! when dropped, however the request ends. Closing it frees its blocks (about 50 ms for
+//! 1 GiB on ext4), so a spool dropped inside the runtime closes its file on the blocking
+//! pool too.
 //!
 //! Every buffer is allocated on the calling (runtime) thread: the writer's two chunk
 //! buffers take turns (one gathering, one being written), the reader hands out one fresh
-//! chunk per read (two alive at most: the one going out and the one read ahead), so a
-//! spool holds at most two chunks. Blocking-pool threads come and go; memory they
-//! allocated would sit in their allocator arenas (a soak run showed glibc's resident
-//! memory creeping up on the spool path while the live heap stayed flat).
+//! chunk per read, so a spool holds at most two chunks. Blocking-pool threads come and go;
+//! memory they allocated would sit in their allocator arenas (a soak run showed glibc's
+//! resident memory creeping up on the spool path while the live heap stayed flat).
 
 use std::future::Future;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
@@ -50,6 +55,160 @@ fn close_off_runtime(file: std::fs::File) {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => drop(rt.spawn_blocking(move || drop(file))),
         Err(_) => drop(file),
+    }
+}
+
+/// The most spool files kept for reuse, the most bytes they hold together, and how long
+/// one is kept unused.
+///
+/// A new temporary file per spooled upload costs the kernel its page cache each time:
+/// pages allocated for the writes, then freed by the close's truncation. On a virtual
+/// machine that hands freed memory back to its host (free page reporting, as on this
+/// project's benchmark machines), the next allocation faults the memory back in: a
+/// 32 MiB spooled upload spent about twice the kernel time of the same upload streamed.
+/// A kept file is written over in place, in pages the page cache already has. At most
+/// `KEEP_FILES` files and `KEEP_BYTES` of disk (and of page cache, which the kernel may
+/// reclaim) stay in use between spooled uploads; a file that does not fit is closed, and
+/// so is one unused for `KEEP_IDLE` (so an idle casegate holds no spool file).
+const KEEP_FILES: usize = 4;
+const KEEP_BYTES: u64 = 128 * 1024 * 1024;
+const KEEP_IDLE: Duration = Duration::from_secs(30);
+
+/// Spool files kept for reuse. Unlinked: only this process can reach them, and a reader
+/// never reads past the bytes its own upload wrote.
+static KEPT: Mutex<Kept> = Mutex::new(Kept {
+    files: Vec::new(),
+    reaper: None,
+});
+
+/// The kept files (at most [`KEEP_FILES`], [`KEEP_BYTES`] together).
+struct Kept {
+    files: Vec<KeptFile>,
+    /// The task that closes files kept too long, while there are any.
+    reaper: Option<JoinHandle<()>>,
+}
+
+struct KeptFile {
+    /// The directory it lives in.
+    dir: PathBuf,
+    file: std::fs::File,
+    /// Its size: what its largest upload wrote.
+    size: u64,
+    /// When it was kept.
+    since: Instant,
+}
+
+impl Kept {
+    /// The most recently kept file of `dir`, if there is one.
+    fn take(&mut self, dir: &Path) -> Option<std::fs::File> {
+        let at = self.files.iter().rposition(|k| k.dir == dir)?;
+        Some(self.files.remove(at).file)
+    }
+
+    /// Keeps `file` of `dir`, of `size` bytes, if there is room, made if need be by
+    /// files of another directory (left by a reload that changed `spool_dir`); gives back
+    /// what is to be closed.
+    fn put(
+        &mut self,
+        dir: PathBuf,
+        file: std::fs::File,
+        size: u64,
+        now: Instant,
+    ) -> Vec<std::fs::File> {
+        let mut closing = Vec::new();
+        loop {
+            let held: u64 = self.files.iter().map(|k| k.size).sum();
+            if self.files.len() < KEEP_FILES && held.saturating_add(size) <= KEEP_BYTES {
+                self.files.push(KeptFile {
+                    dir,
+                    file,
+                    size,
+                    since: now,
+                });
+                return closing;
+            }
+            match self.files.iter().position(|k| k.dir != dir) {
+                Some(at) if size <= KEEP_BYTES => closing.push(self.files.remove(at).file),
+                _ => {
+                    closing.push(file);
+                    return closing;
+                }
+            }
+        }
+    }
+
+    /// Takes out the files kept for [`KEEP_IDLE`] or longer by `now`.
+    fn expire(&mut self, now: Instant) -> Vec<std::fs::File> {
+        let mut gone = Vec::new();
+        let mut at = 0;
+        while at < self.files.len() {
+            if now.saturating_duration_since(self.files[at].since) >= KEEP_IDLE {
+                gone.push(self.files.remove(at).file);
+            } else {
+                at += 1;
+            }
+        }
+        gone
+    }
+}
+
+fn lock(kept: &Mutex<Kept>) -> MutexGuard<'_, Kept> {
+    kept.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A kept spool file of `dir`, rewound, or a new unlinked one there.
+fn spool_file_in(dir: &Path) -> io::Result<std::fs::File> {
+    let kept = lock(&KEPT).take(dir);
+    match kept {
+        Some(mut file) => {
+            file.seek(SeekFrom::Start(0))?;
+            Ok(file)
+        }
+        None => tempfile::tempfile_in(dir),
+    }
+}
+
+/// Keeps a spool file whose last upload wrote `len` bytes to it for the next spooled
+/// upload (see [`Kept::put`]) when inside a runtime, where a task can close it once kept
+/// too long; what is not kept is closed off the runtime.
+fn keep_file(dir: PathBuf, file: std::fs::File, len: u64) {
+    keep_in(&KEPT, dir, file, len)
+}
+
+fn keep_in(pool: &'static Mutex<Kept>, dir: PathBuf, file: std::fs::File, len: u64) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return drop(file);
+    };
+    // An earlier, larger upload may have left it longer than this one's bytes.
+    let size = file.metadata().map_or(u64::MAX, |m| m.len().max(len));
+    let closing = {
+        let mut kept = lock(pool);
+        let closing = kept.put(dir, file, size, Instant::now());
+        if !kept.files.is_empty() && kept.reaper.as_ref().is_none_or(JoinHandle::is_finished) {
+            kept.reaper = Some(rt.spawn(reap(pool)));
+        }
+        closing
+    };
+    closing.into_iter().for_each(close_off_runtime);
+}
+
+/// Closes kept files once unused for [`KEEP_IDLE`]; ends when none is kept.
+async fn reap(pool: &'static Mutex<Kept>) {
+    loop {
+        tokio::time::sleep(KEEP_IDLE / 3).await;
+        let (gone, more) = {
+            let mut kept = lock(pool);
+            let gone = kept.expire(Instant::now());
+            let more = !kept.files.is_empty();
+            if !more {
+                kept.reaper = None;
+            }
+            (gone, more)
+        };
+        gone.into_iter().for_each(close_off_runtime);
+        if !more {
+            return;
+        }
     }
 }
 
@@ -121,7 +280,7 @@ impl SpoolWriter {
             // Outgrown: the file starts with what was held, in a whole chunk's buffer.
             let mut gathered = std::mem::take(held);
             gathered.reserve_exact(CHUNK - gathered.len());
-            let file = tempfile::tempfile_in(&self.dir)?;
+            let file = spool_file_in(&self.dir)?;
             self.state = Filling::Disk {
                 file: Holder::File(file),
                 gathered,
@@ -183,15 +342,13 @@ impl SpoolWriter {
             }
             Filling::Disk { file, gathered } => (settle(file).await?.0, std::mem::take(gathered)),
         };
-        let (file, _) = blocking(file, move |f| {
-            f.write_all(&rest)?;
-            f.seek(SeekFrom::Start(0))
-        })
-        .await?;
+        let (file, ()) = blocking(file, move |f| f.write_all(&rest)).await?;
         Ok(SpoolReader {
             from: Emptying::Disk {
                 file: Some(file),
                 pending: None,
+                nowait: true,
+                dir: std::mem::take(&mut self.dir),
             },
             remaining: len,
             len,
@@ -237,7 +394,13 @@ enum Emptying {
     Disk {
         /// None while a read is under way (the file is with it).
         file: Option<std::fs::File>,
+        /// A read on the blocking pool, of bytes the page cache did not have.
         pending: Option<JoinHandle<io::Result<(std::fs::File, Bytes)>>>,
+        /// Whether the file's reads may be tried on the calling thread (`RWF_NOWAIT`);
+        /// off for good once the file system says it cannot.
+        nowait: bool,
+        /// Where the file lives, to keep it for the next spool.
+        dir: PathBuf,
     },
 }
 
@@ -249,8 +412,14 @@ impl SpoolReader {
 
     /// The next chunk; `None` after the last byte. A file shorter than what was written
     /// is an error, never a short upload.
+    ///
+    /// A chunk the page cache holds (a spool's file was written moments ago, so nearly
+    /// always) is read here, on the calling thread, with `RWF_NOWAIT`: the kernel copies
+    /// it or says it would have to wait for the disk. Only then does the read go to the
+    /// blocking pool. Handing each read to the pool cost two thread wake-ups, which on a
+    /// 32 MiB spooled upload (128 reads) weighed more than the reads themselves.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        let (file_slot, pending) = match &mut self.from {
+        let (file_slot, pending, nowait) = match &mut self.from {
             Emptying::Memory(held) => {
                 let next = held.take();
                 if let Some(p) = &next {
@@ -258,64 +427,129 @@ impl SpoolReader {
                 }
                 return Poll::Ready(Ok(next));
             }
-            Emptying::Disk { file, pending } => (file, pending),
+            Emptying::Disk {
+                file,
+                pending,
+                nowait,
+                ..
+            } => (file, pending, nowait),
         };
-        loop {
-            if let Some(read) = pending.as_mut() {
-                let done = match std::pin::Pin::new(read).poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(r) => r.map_err(io::Error::other).and_then(|r| r),
-                };
-                *pending = None;
-                let (file, chunk) = done?;
-                self.remaining -= chunk.len() as u64;
-                // Read ahead: the next chunk is read while this one goes out.
-                if self.remaining > 0 {
-                    *pending = Some(read_chunk(file, self.remaining));
-                } else {
-                    *file_slot = Some(file);
-                }
-                return Poll::Ready(Ok(Some(chunk)));
-            }
-            if self.remaining == 0 {
-                return Poll::Ready(Ok(None));
-            }
-            let Some(file) = file_slot.take() else {
-                return Poll::Ready(Err(io::Error::other(
-                    "the spool file was lost to an earlier error",
-                )));
+        if let Some(read) = pending.as_mut() {
+            let done = match std::pin::Pin::new(read).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.map_err(io::Error::other).and_then(|r| r),
             };
-            *pending = Some(read_chunk(file, self.remaining));
+            *pending = None;
+            let (file, chunk) = done?;
+            self.remaining -= chunk.len() as u64;
+            *file_slot = Some(file);
+            return Poll::Ready(Ok(Some(chunk)));
+        }
+        if self.remaining == 0 {
+            return Poll::Ready(Ok(None));
+        }
+        let Some(file) = file_slot.take() else {
+            return Poll::Ready(Err(io::Error::other(
+                "the spool file was lost to an earlier error",
+            )));
+        };
+        let at = self.len - self.remaining;
+        let want = self.remaining.min(CHUNK as u64) as usize;
+        if *nowait {
+            match read_cached(&file, at, want) {
+                Ok(Cached::Read(chunk)) => {
+                    self.remaining -= chunk.len() as u64;
+                    *file_slot = Some(file);
+                    return Poll::Ready(Ok(Some(chunk)));
+                }
+                Ok(Cached::NotHeld) => {}
+                Ok(Cached::Unsupported) => *nowait = false,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let mut read = read_chunk(file, at, want);
+        match std::pin::Pin::new(&mut read).poll(cx) {
+            Poll::Pending => {
+                *pending = Some(read);
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                let (file, chunk) = r.map_err(io::Error::other).and_then(|r| r)?;
+                self.remaining -= chunk.len() as u64;
+                *file_slot = Some(file);
+                Poll::Ready(Ok(Some(chunk)))
+            }
         }
     }
 }
 
-/// Reads the next chunk (at most [`CHUNK`] of the `remaining` bytes) on the blocking pool.
-fn read_chunk(
-    mut file: std::fs::File,
-    remaining: u64,
-) -> JoinHandle<io::Result<(std::fs::File, Bytes)>> {
-    let want = remaining.min(CHUNK as u64) as usize;
-    // Allocated here, filled there (see the module's note).
-    let mut buf = Vec::with_capacity(want);
-    tokio::task::spawn_blocking(move || {
-        (&mut file).take(want as u64).read_to_end(&mut buf)?;
-        if buf.len() < want {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the spool file is shorter than what was written to it",
-            ));
+/// What a read that must not wait found.
+enum Cached {
+    /// Bytes from the page cache: all that was asked for, or as many as it held.
+    Read(Bytes),
+    /// Not in the page cache: the read would wait for the disk.
+    NotHeld,
+    /// The file system cannot say (no `RWF_NOWAIT` for reads).
+    Unsupported,
+}
+
+/// Reads up to `want` bytes at `at` from the page cache, never waiting for the disk.
+fn read_cached(file: &std::fs::File, at: u64, want: usize) -> io::Result<Cached> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    // Zeroed: the kernel fills it, but a slice to read into must be initialised.
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        let mut slice = [io::IoSliceMut::new(&mut buf[got..])];
+        match preadv2(file, &mut slice, at + got as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => return Err(shorter()),
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) if got > 0 => break,
+            Err(Errno::AGAIN) => return Ok(Cached::NotHeld),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) if got == 0 => {
+                return Ok(Cached::Unsupported)
+            }
+            Err(e) => return Err(e.into()),
         }
+    }
+    buf.truncate(got);
+    Ok(Cached::Read(Bytes::from(buf)))
+}
+
+fn shorter() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the spool file is shorter than what was written to it",
+    )
+}
+
+/// Reads the `want` bytes at `at` on the blocking pool.
+fn read_chunk(
+    file: std::fs::File,
+    at: u64,
+    want: usize,
+) -> JoinHandle<io::Result<(std::fs::File, Bytes)>> {
+    use std::os::unix::fs::FileExt;
+    // Allocated here, filled there (see the module's note).
+    let mut buf = vec![0u8; want];
+    tokio::task::spawn_blocking(move || {
+        file.read_exact_at(&mut buf, at)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => shorter(),
+                _ => e,
+            })?;
         Ok((file, Bytes::from(buf)))
     })
 }
 
 impl Drop for SpoolReader {
-    /// A read under way has the file and closes it on the blocking pool when it ends.
+    /// The file is kept for the next spool ([`keep_file`]); a read under way has it and
+    /// closes it on the blocking pool when it ends.
     fn drop(&mut self) {
-        if let Emptying::Disk { file, .. } = &mut self.from {
+        if let Emptying::Disk { file, dir, .. } = &mut self.from {
             if let Some(file) = file.take() {
-                close_off_runtime(file);
+                keep_file(std::mem::take(dir), file, self.len);
             }
         }
     }
@@ -416,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn spools_dropped_inside_or_outside_a_runtime_close_their_files() {
+    fn a_read_spool_keeps_its_file_and_a_dropped_writer_closes_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (writer, reader) = rt.block_on(async {
@@ -449,14 +683,147 @@ mod tests {
         let (reader_fd, reader_target) = fd_target(reader_file);
         let (writer_fd, writer_target) = fd_target(writer_file);
         assert!(still_open(reader_fd, &reader_target) || reader_target.is_none());
-        // Outside the runtime: closed on the spot.
+        // Dropped inside a runtime, the reader's file is kept, still open, for the next
+        // spool in its directory.
+        rt.block_on(async move { drop(reader) });
+        assert!(still_open(reader_fd, &reader_target) || reader_target.is_none());
+        let taken = spool_file_in(dir.path()).unwrap();
+        assert_eq!(fd_target(&taken), (reader_fd, reader_target.clone()));
+        // Outside one (no task could close it later), it is closed on the spot.
+        let reader = rt.block_on(async {
+            let mut w = SpoolWriter::new(dir.path());
+            w.write(Bytes::from(vec![3u8; CHUNK + 3])).await.unwrap();
+            w.finish().await.unwrap()
+        });
+        let Emptying::Disk {
+            file: Some(file), ..
+        } = &reader.from
+        else {
+            panic!("the reader is not on disk");
+        };
+        let (fd, target) = fd_target(file);
         drop(reader);
-        assert!(!still_open(reader_fd, &reader_target));
-        // Inside it: handed to the blocking pool, which has run it once the runtime has
-        // shut down.
+        assert!(!still_open(fd, &target));
+        // A writer dropped inside the runtime (an upload that failed while spooling)
+        // hands its file to the blocking pool to be closed, which has run it once the
+        // runtime has shut down.
         rt.block_on(async move { drop(writer) });
         drop(rt);
         assert!(!still_open(writer_fd, &writer_target));
+        drop(taken);
+        assert!(!still_open(reader_fd, &reader_target));
+    }
+
+    #[tokio::test]
+    async fn a_kept_file_gives_back_only_what_its_new_upload_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let long: Vec<u8> = (0..CHUNK * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let short: Vec<u8> = (0..CHUNK + 17).map(|i| (i * 11 % 241) as u8).collect();
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::copy_from_slice(&long)).await.unwrap();
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(read_all(&mut r).await, long);
+        let Emptying::Disk {
+            file: Some(file), ..
+        } = &r.from
+        else {
+            panic!("the reader is not on disk");
+        };
+        let first = fd_target(file);
+        drop(r);
+        // The next spool writes over the longer file's first bytes; what it reads back
+        // ends where its own bytes end.
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::copy_from_slice(&short)).await.unwrap();
+        let mut r = w.finish().await.unwrap();
+        let Emptying::Disk {
+            file: Some(file), ..
+        } = &r.from
+        else {
+            panic!("the reader is not on disk");
+        };
+        assert_eq!(fd_target(file), first);
+        assert_eq!(r.size(), short.len() as u64);
+        assert_eq!(read_all(&mut r).await, short);
+    }
+
+    #[test]
+    fn files_are_kept_up_to_a_count_a_size_and_a_time_for_their_own_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let file = || tempfile::tempfile_in(dir.path()).unwrap();
+        let t0 = Instant::now();
+        let mut kept = Kept {
+            files: Vec::new(),
+            reaper: None,
+        };
+        assert!(kept.take(&a).is_none());
+        // Too large: given back to be closed.
+        assert_eq!(kept.put(a.clone(), file(), KEEP_BYTES + 1, t0).len(), 1);
+        assert!(kept.put(a.clone(), file(), KEEP_BYTES / 2, t0).is_empty());
+        // More than the bytes left: given back, unless files of another directory make room.
+        assert_eq!(kept.put(a.clone(), file(), KEEP_BYTES / 2 + 1, t0).len(), 1);
+        assert_eq!(kept.put(b.clone(), file(), KEEP_BYTES / 2 + 1, t0).len(), 1);
+        assert!(kept.take(&a).is_none());
+        assert!(kept.take(&b).is_some());
+        for _ in 0..KEEP_FILES {
+            assert!(kept.put(b.clone(), file(), 1, t0).is_empty());
+        }
+        // Full of b's: one more of b's is given back itself; one of a's makes room by
+        // giving back one of b's.
+        let extra = file();
+        let extra_fd = fd_target(&extra);
+        let back = kept.put(b.clone(), extra, 1, t0);
+        assert_eq!(back.iter().map(fd_target).collect::<Vec<_>>(), [extra_fd]);
+        assert_eq!(kept.put(a.clone(), file(), 1, t0).len(), 1);
+        assert!(kept.take(&a).is_some());
+        // Kept for KEEP_IDLE unused: taken out to be closed; a later one stays.
+        let later = t0 + KEEP_IDLE / 2;
+        assert!(kept.put(b.clone(), file(), 1, later).is_empty());
+        assert!(kept
+            .expire(t0 + KEEP_IDLE - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(kept.expire(t0 + KEEP_IDLE).len(), KEEP_FILES - 1);
+        assert_eq!(kept.files.len(), 1);
+        assert_eq!(kept.expire(later + KEEP_IDLE).len(), 1);
+        assert!(kept.take(&b).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_files_are_closed_once_unused_for_long_enough() {
+        // A pool of its own, so that other tests' files and reapers stay out of it.
+        static POOL: Mutex<Kept> = Mutex::new(Kept {
+            files: Vec::new(),
+            reaper: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let first = tempfile::tempfile_in(dir.path()).unwrap();
+        let second = tempfile::tempfile_in(dir.path()).unwrap();
+        let (first_at, second_at) = (fd_target(&first), fd_target(&second));
+        keep_in(&POOL, dir.path().to_path_buf(), first, 1);
+        tokio::time::sleep(KEEP_IDLE / 2).await;
+        keep_in(&POOL, dir.path().to_path_buf(), second, 1);
+        // The reaper looks every KEEP_IDLE / 3 (the clock is paused: no real wait); the
+        // close itself runs on the blocking pool.
+        async fn closed(at: &(i32, Option<std::path::PathBuf>)) -> bool {
+            for _ in 0..200 {
+                if !still_open(at.0, &at.1) {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        }
+        tokio::time::sleep(KEEP_IDLE / 2 + KEEP_IDLE / 3).await;
+        assert!(closed(&first_at).await || first_at.1.is_none());
+        assert!(still_open(second_at.0, &second_at.1) || second_at.1.is_none());
+        tokio::time::sleep(KEEP_IDLE).await;
+        assert!(closed(&second_at).await || second_at.1.is_none());
+        // With nothing kept, the reaper has ended.
+        tokio::time::sleep(KEEP_IDLE).await;
+        assert!(lock(&POOL).files.is_empty());
+        assert!(lock(&POOL).reaper.is_none());
     }
 
     #[tokio::test]
