@@ -8,10 +8,11 @@
 //! upload's cost: 256 KiB chunks, overlapped, carry a 32 MiB spooled upload half again as
 //! fast.) Its reads are tried on the calling thread first, taking only what the page
 //! cache holds (`RWF_NOWAIT`, [`SpoolReader::poll_chunk`]); a read that would wait for
-//! the disk goes to the blocking pool. The file has no name from the start, so it is gone
-//! when dropped, however the request ends. Closing it frees its blocks (about 50 ms for
-//! 1 GiB on ext4), so a spool dropped inside the runtime closes its file on the blocking
-//! pool too.
+//! the disk goes to the blocking pool. The file has no name from the start, so nothing is
+//! left in the directory however the request ends. A reader's file is kept for the next
+//! spool to write over ([`KEEP_FILES`]); a writer's, dropped before it finished, is
+//! closed. Closing frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped
+//! inside the runtime closes its file on the blocking pool.
 //!
 //! Every buffer is allocated on the calling (runtime) thread: the writer's two chunk
 //! buffers take turns (one gathering, one being written), the reader hands out one fresh
@@ -26,10 +27,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Size of the spool's writes and reads.
 pub const CHUNK: usize = 256 * 1024;
@@ -65,7 +65,7 @@ fn close_off_runtime(file: std::fs::File) {
 /// pages allocated for the writes, then freed by the close's truncation. On a virtual
 /// machine that hands freed memory back to its host (free page reporting, as on this
 /// project's benchmark machines), the next allocation faults the memory back in: a
-/// 32 MiB spooled upload spent about twice the kernel time of the same upload streamed.
+/// 32 MiB spooled upload spent three times the kernel time of the same upload streamed.
 /// A kept file is written over in place, in pages the page cache already has. At most
 /// `KEEP_FILES` files and `KEEP_BYTES` of disk (and of page cache, which the kernel may
 /// reclaim) stay in use between spooled uploads; a file that does not fit is closed, and
