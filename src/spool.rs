@@ -434,51 +434,46 @@ impl SpoolReader {
                 ..
             } => (file, pending, nowait),
         };
-        if let Some(read) = pending.as_mut() {
-            let done = match std::pin::Pin::new(read).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r.map_err(io::Error::other).and_then(|r| r),
+        loop {
+            // The file back from the pool, or from a read here, with the chunk read.
+            let (file, chunk) = match pending.as_mut() {
+                Some(read) => {
+                    let done = match std::pin::Pin::new(read).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r.map_err(io::Error::other).and_then(|r| r),
+                    };
+                    *pending = None;
+                    done?
+                }
+                None => {
+                    if self.remaining == 0 {
+                        return Poll::Ready(Ok(None));
+                    }
+                    let Some(file) = file_slot.take() else {
+                        return Poll::Ready(Err(io::Error::other(
+                            "the spool file was lost to an earlier error",
+                        )));
+                    };
+                    let at = self.len - self.remaining;
+                    let want = self.remaining.min(CHUNK as u64) as usize;
+                    let cached = if *nowait {
+                        read_cached(&file, at, want)?
+                    } else {
+                        Cached::Unsupported
+                    };
+                    match cached {
+                        Cached::Read(chunk) => (file, chunk),
+                        Cached::NotHeld | Cached::Unsupported => {
+                            *nowait &= matches!(cached, Cached::NotHeld);
+                            *pending = Some(read_chunk(file, at, want));
+                            continue;
+                        }
+                    }
+                }
             };
-            *pending = None;
-            let (file, chunk) = done?;
             self.remaining -= chunk.len() as u64;
             *file_slot = Some(file);
             return Poll::Ready(Ok(Some(chunk)));
-        }
-        if self.remaining == 0 {
-            return Poll::Ready(Ok(None));
-        }
-        let Some(file) = file_slot.take() else {
-            return Poll::Ready(Err(io::Error::other(
-                "the spool file was lost to an earlier error",
-            )));
-        };
-        let at = self.len - self.remaining;
-        let want = self.remaining.min(CHUNK as u64) as usize;
-        if *nowait {
-            match read_cached(&file, at, want) {
-                Ok(Cached::Read(chunk)) => {
-                    self.remaining -= chunk.len() as u64;
-                    *file_slot = Some(file);
-                    return Poll::Ready(Ok(Some(chunk)));
-                }
-                Ok(Cached::NotHeld) => {}
-                Ok(Cached::Unsupported) => *nowait = false,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        let mut read = read_chunk(file, at, want);
-        match std::pin::Pin::new(&mut read).poll(cx) {
-            Poll::Pending => {
-                *pending = Some(read);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                let (file, chunk) = r.map_err(io::Error::other).and_then(|r| r)?;
-                self.remaining -= chunk.len() as u64;
-                *file_slot = Some(file);
-                Poll::Ready(Ok(Some(chunk)))
-            }
         }
     }
 }
@@ -712,6 +707,49 @@ mod tests {
         assert!(!still_open(writer_fd, &writer_target));
         drop(taken);
         assert!(!still_open(reader_fd, &reader_target));
+    }
+
+    #[tokio::test]
+    async fn reads_the_page_cache_does_not_answer_go_to_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..CHUNK * 2 + 99).map(|i| (i * 5 % 239) as u8).collect();
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        let mut r = w.finish().await.unwrap();
+        // As on a file system without `RWF_NOWAIT` reads: every read on the pool.
+        let Emptying::Disk { nowait, .. } = &mut r.from else {
+            panic!("the reader is not on disk");
+        };
+        *nowait = false;
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
+        assert_eq!(sizes, vec![CHUNK, CHUNK, 99]);
+        // A file shorter than what was written fails there too.
+        let mut w = SpoolWriter::new(dir.path());
+        w.write(Bytes::from(vec![9u8; CHUNK + 10])).await.unwrap();
+        let mut r = w.finish().await.unwrap();
+        if let Emptying::Disk { nowait, .. } = &mut r.from {
+            *nowait = false;
+        }
+        r.remaining += CHUNK as u64 * 8;
+        r.len += CHUNK as u64 * 8;
+        let mut err = None;
+        for _ in 0..16 {
+            match std::future::poll_fn(|cx| r.poll_chunk(cx)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
     }
 
     #[tokio::test]
