@@ -1,14 +1,16 @@
 //! The spool: holds an upload's bytes until the fields after them are known, then gives
 //! them back in chunks. Up to [`IN_MEMORY`] bytes it is one buffer in memory; past that it
-//! is an unlinked temporary file. The file's writes run on tokio's blocking pool a
-//! [`CHUNK`] at a time, in buffers casegate owns: the file moves into each blocking call
-//! and comes back with its result, so nothing else holds it. Each chunk is written while
-//! the next one gathers: one write under way at most. (Handing the pool a chunk costs
-//! wake-ups on both sides, which at 64 KiB chunks and one at a time were most of a spooled
-//! upload's cost: 256 KiB chunks, overlapped, carry a 32 MiB spooled upload half again as
-//! fast.) Its reads are tried on the calling thread first, taking only what the page
-//! cache holds (`RWF_NOWAIT`, [`SpoolReader::poll_chunk`]); a read that would wait for
-//! the disk goes to the blocking pool. The file has no name from the start, so nothing is
+//! is an unlinked temporary file, written a [`CHUNK`] at a time. Writes that may wait for
+//! the disk (a new file's, or past what a kept file had) run on tokio's blocking pool, in
+//! buffers casegate owns: the file moves into each blocking call and comes back with its
+//! result, so nothing else holds it. Each such chunk is written while the next one
+//! gathers: one write under way at most. (Handing the pool a chunk costs wake-ups on both
+//! sides, which at 64 KiB chunks and one at a time were most of a spooled upload's cost:
+//! 256 KiB chunks, overlapped, carry a 32 MiB spooled upload half again as fast.) Writes
+//! over a kept file's bytes are made on the calling thread ([`InPlace`]). Reads are tried
+//! there too, taking only what the page cache holds (`RWF_NOWAIT`,
+//! [`SpoolReader::poll_chunk`]); a read that would wait for the disk goes to the blocking
+//! pool. The file has no name from the start, so nothing is
 //! left in the directory however the request ends. A reader's file is kept for the next
 //! spool to write over ([`KEEP_FILES`]); a writer's, dropped before it finished, is
 //! closed. Closing frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped
@@ -99,10 +101,11 @@ struct KeptFile {
 }
 
 impl Kept {
-    /// The most recently kept file of `dir`, if there is one.
-    fn take(&mut self, dir: &Path) -> Option<std::fs::File> {
+    /// The most recently kept file of `dir`, if there is one, with its size.
+    fn take(&mut self, dir: &Path) -> Option<(std::fs::File, u64)> {
         let at = self.files.iter().rposition(|k| k.dir == dir)?;
-        Some(self.files.remove(at).file)
+        let kept = self.files.remove(at);
+        Some((kept.file, kept.size))
     }
 
     /// Keeps `file` of `dir`, of `size` bytes, if there is room, made if need be by
@@ -156,15 +159,16 @@ fn lock(kept: &Mutex<Kept>) -> MutexGuard<'_, Kept> {
     kept.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A kept spool file of `dir`, rewound, or a new unlinked one there.
-fn spool_file_in(dir: &Path) -> io::Result<std::fs::File> {
+/// A kept spool file of `dir`, rewound, with the bytes it already has, or a new unlinked
+/// one there (with none).
+fn spool_file_in(dir: &Path) -> io::Result<(std::fs::File, u64)> {
     let kept = lock(&KEPT).take(dir);
     match kept {
-        Some(mut file) => {
+        Some((mut file, size)) => {
             file.seek(SeekFrom::Start(0))?;
-            Ok(file)
+            Ok((file, size))
         }
-        None => tempfile::tempfile_in(dir),
+        None => Ok((tempfile::tempfile_in(dir)?, 0)),
     }
 }
 
@@ -224,6 +228,8 @@ pub struct SpoolWriter {
     dir: PathBuf,
     state: Filling,
     len: u64,
+    /// [`SLOW_WRITE`], but for tests.
+    slow_write: Duration,
 }
 
 /// A write under way: gives back the file and the buffer it wrote (None for bytes
@@ -237,7 +243,61 @@ enum Filling {
         file: Holder,
         /// Bytes gathered until they make a whole [`CHUNK`].
         gathered: Vec<u8>,
+        here: InPlace,
     },
+}
+
+/// Which writes are made on the calling thread: those over bytes a kept file already
+/// has, whose blocks are allocated and whose pages the page cache most likely still
+/// holds (the file was written and read moments ago), so a write is a copy into memory
+/// and no wait for the disk. Handing each chunk to the blocking pool costs two thread
+/// wake-ups. A write here that takes longer than [`SLOW_WRITE`] (the page cache under
+/// pressure, the kernel holding writers back while it flushes) sends the rest of the
+/// spool's writes to the pool, so a stalled disk holds up a connection thread at most once
+/// per spooled upload.
+struct InPlace {
+    /// The file's offset of the next write.
+    at: u64,
+    /// The bytes the file had when this spool took it (none for a new file).
+    had: u64,
+    /// Longer than this, and the rest goes to the pool.
+    slow: Duration,
+}
+
+/// See [`InPlace`]: a 256 KiB copy into cached pages takes tens of microseconds.
+const SLOW_WRITE: Duration = Duration::from_millis(1);
+
+impl InPlace {
+    /// Nothing written here.
+    const NONE: InPlace = InPlace {
+        at: 0,
+        had: 0,
+        slow: Duration::ZERO,
+    };
+
+    /// Whether the next `len` bytes are written here.
+    fn takes(&self, len: usize) -> bool {
+        self.at.saturating_add(len as u64) <= self.had
+    }
+
+    /// Writes `bytes` here; a file that fails is closed off the runtime.
+    fn write(&mut self, mut file: std::fs::File, bytes: &[u8]) -> io::Result<std::fs::File> {
+        let started = std::time::Instant::now();
+        if let Err(e) = file.write_all(bytes) {
+            close_off_runtime(file);
+            return Err(e);
+        }
+        if started.elapsed() > self.slow {
+            self.had = 0;
+        }
+        self.at += bytes.len() as u64;
+        Ok(file)
+    }
+
+    /// Counts `len` bytes written elsewhere (on the pool).
+    fn passed(&mut self, len: usize) {
+        self.at += len as u64;
+    }
 }
 
 /// Where the spool file is.
@@ -257,6 +317,7 @@ impl SpoolWriter {
             dir: dir.to_path_buf(),
             state: Filling::Memory(Vec::new()),
             len: 0,
+            slow_write: SLOW_WRITE,
         }
     }
 
@@ -280,13 +341,23 @@ impl SpoolWriter {
             // Outgrown: the file starts with what was held, in a whole chunk's buffer.
             let mut gathered = std::mem::take(held);
             gathered.reserve_exact(CHUNK - gathered.len());
-            let file = spool_file_in(&self.dir)?;
+            let (file, had) = spool_file_in(&self.dir)?;
             self.state = Filling::Disk {
                 file: Holder::File(file),
                 gathered,
+                here: InPlace {
+                    at: 0,
+                    had,
+                    slow: self.slow_write,
+                },
             };
         }
-        let Filling::Disk { file, gathered } = &mut self.state else {
+        let Filling::Disk {
+            file,
+            gathered,
+            here,
+        } = &mut self.state
+        else {
             return Err(io::Error::other("the spool is not on disk"));
         };
         let mut rest = data;
@@ -294,6 +365,11 @@ impl SpoolWriter {
             if gathered.is_empty() && rest.len() >= CHUNK {
                 let whole = rest.split_to(CHUNK);
                 let (mut f, _) = settle(file).await?;
+                if here.takes(CHUNK) {
+                    *file = Holder::File(here.write(f, &whole)?);
+                    continue;
+                }
+                here.passed(CHUNK);
                 *file = Holder::Writing(tokio::task::spawn_blocking(move || {
                     f.write_all(&whole)?;
                     Ok((f, None))
@@ -306,6 +382,12 @@ impl SpoolWriter {
                 break;
             }
             let (mut f, spare) = settle(file).await?;
+            if here.takes(CHUNK) {
+                *file = Holder::File(here.write(f, gathered)?);
+                gathered.clear();
+                continue;
+            }
+            here.passed(CHUNK);
             let spare = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK));
             let mut full = std::mem::replace(gathered, spare);
             *file = Holder::Writing(tokio::task::spawn_blocking(move || {
@@ -331,7 +413,7 @@ impl SpoolWriter {
     /// for reading.
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
         let len = self.len;
-        let (file, rest) = match &mut self.state {
+        let (file, rest, mut here) = match &mut self.state {
             Filling::Memory(held) => {
                 let held = std::mem::take(held);
                 return Ok(SpoolReader {
@@ -340,9 +422,23 @@ impl SpoolWriter {
                     remaining: len,
                 });
             }
-            Filling::Disk { file, gathered } => (settle(file).await?.0, std::mem::take(gathered)),
+            Filling::Disk {
+                file,
+                gathered,
+                here,
+            } => (
+                settle(file).await?.0,
+                std::mem::take(gathered),
+                std::mem::replace(here, InPlace::NONE),
+            ),
         };
-        let (file, ()) = blocking(file, move |f| f.write_all(&rest)).await?;
+        let file = if rest.is_empty() {
+            file
+        } else if here.takes(rest.len()) {
+            here.write(file, &rest)?
+        } else {
+            blocking(file, move |f| f.write_all(&rest)).await?.0
+        };
         Ok(SpoolReader {
             from: Emptying::Disk {
                 file: Some(file),
@@ -682,7 +778,7 @@ mod tests {
         // spool in its directory.
         rt.block_on(async move { drop(reader) });
         assert!(still_open(reader_fd, &reader_target) || reader_target.is_none());
-        let taken = spool_file_in(dir.path()).unwrap();
+        let (taken, _) = spool_file_in(dir.path()).unwrap();
         assert_eq!(fd_target(&taken), (reader_fd, reader_target.clone()));
         // Outside one (no task could close it later), it is closed on the spot.
         let reader = rt.block_on(async {
@@ -783,6 +879,68 @@ mod tests {
         assert_eq!(fd_target(file), first);
         assert_eq!(r.size(), short.len() as u64);
         assert_eq!(read_all(&mut r).await, short);
+    }
+
+    /// Whether the writer's last whole chunk went to the blocking pool.
+    fn on_pool(w: &SpoolWriter) -> bool {
+        matches!(
+            w.state,
+            Filling::Disk {
+                file: Holder::Writing(_),
+                ..
+            }
+        )
+    }
+
+    #[tokio::test]
+    async fn writes_over_a_kept_files_bytes_are_made_here_and_the_rest_on_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let data =
+            |n: usize, k: usize| -> Vec<u8> { (0..n).map(|i| (i * k % 253) as u8).collect() };
+        // A new file: every chunk on the pool.
+        let first = data(CHUNK * 3, 3);
+        let mut w = SpoolWriter::new(dir.path());
+        for chunk in first.chunks(CHUNK) {
+            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            assert!(on_pool(&w));
+        }
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(read_all(&mut r).await, first);
+        drop(r);
+        // Its next spool writes over its three chunks here; the fourth, past them, on the
+        // pool.
+        let second = data(CHUNK * 4 + 10, 7);
+        let mut w = SpoolWriter::new(dir.path());
+        // However slowly this machine writes.
+        w.slow_write = Duration::MAX;
+        let mut places = Vec::new();
+        for chunk in second.chunks(CHUNK) {
+            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            places.push(on_pool(&w));
+        }
+        assert_eq!(places, [false, false, false, true, true]);
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(read_all(&mut r).await, second);
+        drop(r);
+        // Gathered from smaller pieces: the same. A slow write here sends the rest to the
+        // pool.
+        let third = data(CHUNK * 3 + 7, 11);
+        let mut w = SpoolWriter::new(dir.path());
+        w.slow_write = Duration::MAX;
+        let mut places = Vec::new();
+        for (i, piece) in third.chunks(CHUNK / 2).enumerate() {
+            if i == 2 {
+                let Filling::Disk { here, .. } = &mut w.state else {
+                    panic!("the spool is not on disk");
+                };
+                here.slow = Duration::ZERO;
+            }
+            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            places.push(on_pool(&w));
+        }
+        assert_eq!(places, [false, false, false, false, false, true, true]);
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(read_all(&mut r).await, third);
     }
 
     #[test]
