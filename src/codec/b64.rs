@@ -51,6 +51,24 @@ pub fn is_whole_groups(text: &[u8]) -> bool {
     text.len().is_multiple_of(4) && base64_simd::STANDARD_NO_PAD.check(text).is_ok()
 }
 
+/// Decodes `text`, whole groups of the standard alphabet (no padding, see
+/// [`is_whole_groups`]), onto `out`; false, with `out` as it was, for anything else.
+pub fn decode_whole_into(text: &[u8], out: &mut Vec<u8>) -> bool {
+    if !text.len().is_multiple_of(4) {
+        return false;
+    }
+    let before = out.len();
+    out.reserve(whole_decoded_len(text.len()));
+    if base64_simd::STANDARD_NO_PAD
+        .decode_append(text, &mut *out)
+        .is_err()
+    {
+        out.truncate(before);
+        return false;
+    }
+    true
+}
+
 /// The bytes `text` decodes to: `text` is whole groups of the standard alphabet, no
 /// padding ([`is_whole_groups`]); anything else is refused.
 pub fn decode_whole(text: &[u8]) -> Result<Bytes, base64::DecodeError> {

@@ -121,6 +121,11 @@ pub enum ScanError {
 /// Characters of an over-long key quoted in [`ScanError::FieldTooLarge`].
 const KEY_QUOTE_CHARS: usize = 64;
 
+/// The characters of a file string's block that [`FileLexer::whole_run`] tries whole: a
+/// multiple of 4. Small in tests, so the tests' strings cross many blocks' edges (but
+/// longer than a MIME line, as in use).
+const RUN_BLOCK: usize = if cfg!(test) { 128 } else { 16 * 1024 };
+
 /// The base64 alphabet without `=`: the bytes the file string's fast path decodes in bulk.
 static ALPHABET: [bool; 256] = alphabet_table();
 
@@ -464,6 +469,9 @@ struct FileLexer {
     /// The fast path found a byte the decoder refused: the rest of the string takes the
     /// byte-exact path.
     exact: bool,
+    /// A block the fast path tried whole held an escape: the string's runs are short
+    /// (lines), so its blocks are not tried again.
+    lines: bool,
 }
 
 impl FileLexer {
@@ -475,6 +483,7 @@ impl FileLexer {
             escape: FileEscape::None,
             decoded: 0,
             exact: false,
+            lines: false,
         }
     }
 
@@ -548,47 +557,65 @@ impl FileLexer {
         Ok(end)
     }
 
-    /// The fast path of [`FileLexer::bulk`], with its group empty: when the string's next
-    /// stop (a quote, `=` or the chunk's end) comes before any escape, the whole groups
-    /// before it are decoded in one call without looking at each byte first (the decoder
-    /// checks them anyway). Returns how many bytes it decoded, or None to leave `input`
-    /// to the byte-exact path: a short run, an escape first (lines are gathered there),
-    /// or a byte the decoder refused (a space, or bad base64, whose exact offset that
-    /// path finds); after a refusal the string stays on the exact path, so a string of
-    /// spaced groups is not decoded twice. With `keep`, the run is only checked (its text
-    /// goes out as [`Event::FileCoded`]), and counted.
+    /// The fast path of [`FileLexer::bulk`], with its group empty. First, whole blocks of
+    /// [`RUN_BLOCK`] characters are decoded (checked, with `keep`) one call each, for as
+    /// long as the decoder takes them: a block it takes is alphabet bytes only, so no
+    /// quote, escape or `=` lies in it, and most of a long string is read once. Then, when
+    /// the string's next stop (a quote, `=` or the chunk's end) comes before any escape,
+    /// the whole groups before it are decoded in one call. Returns how many bytes it took,
+    /// or None to leave `input` to the byte-exact path: a short run, an escape first
+    /// (lines are gathered there), or a byte the decoder refused (a space, or bad base64,
+    /// whose exact offset that path finds); after a refusal the string stays on the exact
+    /// path, so a string of spaced groups is not decoded twice, and after a block that
+    /// held an escape, blocks are not tried again in that string. With `keep`, runs are
+    /// only checked (their text goes out as [`Event::FileCoded`]), and counted.
     fn whole_run(&mut self, input: &[u8], pending: &mut Vec<u8>, keep: bool) -> Option<usize> {
         /// Below this the exact path costs as little.
         const MIN_RUN: usize = 256;
         if self.exact || input.len() < MIN_RUN {
             return None;
         }
-        let stop = memchr::memchr3(b'"', b'\\', b'=', input).unwrap_or(input.len());
-        if input.get(stop) == Some(&b'\\') {
-            return None;
+        let mut at = 0;
+        let mut refused = false;
+        while !self.lines && input.len() - at >= RUN_BLOCK {
+            if !self.take_whole(&input[at..at + RUN_BLOCK], pending, keep) {
+                refused = true;
+                break;
+            }
+            at += RUN_BLOCK;
+        }
+        let taken = (at > 0).then_some(at);
+        let rest = &input[at..];
+        let stop = memchr::memchr3(b'"', b'\\', b'=', rest).unwrap_or(rest.len());
+        if rest.get(stop) == Some(&b'\\') {
+            self.lines |= refused;
+            return taken;
         }
         let whole = stop - stop % 4;
-        if whole < MIN_RUN {
-            return None;
+        // Past a block, any whole groups left are worth the one call.
+        if whole == 0 || (whole < MIN_RUN && taken.is_none()) {
+            return taken;
         }
-        if keep {
-            if !b64::is_whole_groups(&input[..whole]) {
-                self.exact = true;
-                return None;
-            }
-            let added = b64::whole_decoded_len(whole) as u64;
-            self.decoded = self.decoded.saturating_add(added);
-            return Some(whole);
-        }
-        let before = pending.len();
-        if b64::decode_into(&input[..whole], pending).is_err() {
-            pending.truncate(before);
+        if !self.take_whole(&rest[..whole], pending, keep) {
             self.exact = true;
-            return None;
+            return taken;
         }
-        let added = pending.len().saturating_sub(before) as u64;
-        self.decoded = self.decoded.saturating_add(added);
-        Some(whole)
+        Some(at + whole)
+    }
+
+    /// Decodes (with `keep`, checks) `text`, whole groups, and counts what it decodes to;
+    /// false, with nothing taken, unless it is alphabet bytes only.
+    fn take_whole(&mut self, text: &[u8], pending: &mut Vec<u8>, keep: bool) -> bool {
+        let took = if keep {
+            b64::is_whole_groups(text)
+        } else {
+            b64::decode_whole_into(text, pending)
+        };
+        if took {
+            let added = b64::whole_decoded_len(text.len()) as u64;
+            self.decoded = self.decoded.saturating_add(added);
+        }
+        took
     }
 
     /// Decodes the whole groups of `chars` (alphabet bytes only) in one call and holds the
