@@ -881,15 +881,33 @@ mod tests {
         assert_eq!(read_all(&mut r).await, short);
     }
 
-    /// Whether the writer's last whole chunk went to the blocking pool.
-    fn on_pool(w: &SpoolWriter) -> bool {
-        matches!(
-            w.state,
-            Filling::Disk {
-                file: Holder::Writing(_),
-                ..
+    /// Spools `data` in pieces of `piece` bytes into `dir` and reads it back: after each
+    /// piece, whether the last whole chunk went to the blocking pool. Writes here are
+    /// never slow (however slowly this machine writes) until the piece `slow_from`, when
+    /// any is.
+    async fn spooled(dir: &Path, data: &[u8], piece: usize, slow_from: Option<usize>) -> Vec<bool> {
+        let mut w = SpoolWriter::new(dir);
+        w.slow_write = Duration::MAX;
+        let mut on_pool = Vec::new();
+        for (i, p) in data.chunks(piece).enumerate() {
+            if slow_from == Some(i) {
+                let Filling::Disk { here, .. } = &mut w.state else {
+                    panic!("the spool is not on disk");
+                };
+                here.slow = Duration::ZERO;
             }
-        )
+            w.write(Bytes::copy_from_slice(p)).await.unwrap();
+            on_pool.push(matches!(
+                w.state,
+                Filling::Disk {
+                    file: Holder::Writing(_),
+                    ..
+                }
+            ));
+        }
+        let mut r = w.finish().await.unwrap();
+        assert_eq!(read_all(&mut r).await, data);
+        on_pool
     }
 
     #[tokio::test]
@@ -898,49 +916,16 @@ mod tests {
         let data =
             |n: usize, k: usize| -> Vec<u8> { (0..n).map(|i| (i * k % 253) as u8).collect() };
         // A new file: every chunk on the pool.
-        let first = data(CHUNK * 3, 3);
-        let mut w = SpoolWriter::new(dir.path());
-        for chunk in first.chunks(CHUNK) {
-            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
-            assert!(on_pool(&w));
-        }
-        let mut r = w.finish().await.unwrap();
-        assert_eq!(read_all(&mut r).await, first);
-        drop(r);
+        let first = spooled(dir.path(), &data(CHUNK * 3, 3), CHUNK, None).await;
+        assert_eq!(first, [true; 3]);
         // Its next spool writes over its three chunks here; the fourth, past them, on the
         // pool.
-        let second = data(CHUNK * 4 + 10, 7);
-        let mut w = SpoolWriter::new(dir.path());
-        // However slowly this machine writes.
-        w.slow_write = Duration::MAX;
-        let mut places = Vec::new();
-        for chunk in second.chunks(CHUNK) {
-            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
-            places.push(on_pool(&w));
-        }
-        assert_eq!(places, [false, false, false, true, true]);
-        let mut r = w.finish().await.unwrap();
-        assert_eq!(read_all(&mut r).await, second);
-        drop(r);
-        // Gathered from smaller pieces: the same. A slow write here sends the rest to the
-        // pool.
-        let third = data(CHUNK * 3 + 7, 11);
-        let mut w = SpoolWriter::new(dir.path());
-        w.slow_write = Duration::MAX;
-        let mut places = Vec::new();
-        for (i, piece) in third.chunks(CHUNK / 2).enumerate() {
-            if i == 2 {
-                let Filling::Disk { here, .. } = &mut w.state else {
-                    panic!("the spool is not on disk");
-                };
-                here.slow = Duration::ZERO;
-            }
-            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
-            places.push(on_pool(&w));
-        }
-        assert_eq!(places, [false, false, false, false, false, true, true]);
-        let mut r = w.finish().await.unwrap();
-        assert_eq!(read_all(&mut r).await, third);
+        let second = spooled(dir.path(), &data(CHUNK * 4 + 10, 7), CHUNK, None).await;
+        assert_eq!(second, [false, false, false, true, true]);
+        // Gathered from half chunks: the same. A slow write here (the second chunk's)
+        // sends the rest to the pool.
+        let third = spooled(dir.path(), &data(CHUNK * 3 + 7, 11), CHUNK / 2, Some(2)).await;
+        assert_eq!(third, [false, false, false, false, false, true, true]);
     }
 
     #[test]

@@ -577,6 +577,12 @@ impl FileLexer {
         }
         let mut at = 0;
         let mut refused = false;
+        if !keep && !self.lines && input.len() >= RUN_BLOCK {
+            // Room for all the blocks and the rest at once, as one decode would take: a
+            // block at a time, `pending` would grow by doubling and hand on up to twice
+            // the memory its bytes need.
+            pending.reserve(b64::whole_decoded_len(input.len()));
+        }
         while !self.lines && input.len() - at >= RUN_BLOCK {
             if !self.take_whole(&input[at..at + RUN_BLOCK], pending, keep) {
                 refused = true;
