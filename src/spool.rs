@@ -10,15 +10,16 @@
 //! over a kept file's bytes are made on the calling thread ([`InPlace`]). Reads are tried
 //! there too, taking only what the page cache holds (`RWF_NOWAIT`,
 //! [`SpoolReader::poll_chunk`]); a read that would wait for the disk goes to the blocking
-//! pool. The file has no name from the start, so nothing is
-//! left in the directory however the request ends. A reader's file is kept for the next
-//! spool to write over ([`KEEP_FILES`]); a writer's, dropped before it finished, is
-//! closed. Closing frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped
-//! inside the runtime closes its file on the blocking pool.
+//! pool. The file has no name from the start, so nothing is left in the directory however
+//! the request ends. A reader's file is kept for the next spool to write over
+//! ([`KEEP_FILES`]); a writer's, dropped before it finished, is closed. Closing frees its
+//! blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside the runtime closes
+//! its file on the blocking pool.
 //!
 //! Every buffer is allocated on the calling (runtime) thread: the writer's two chunk
-//! buffers take turns (one gathering, one being written), the reader hands out one fresh
-//! chunk per read, so a spool holds at most two chunks. Blocking-pool threads come and go;
+//! buffers take turns (one gathering, one being written on the pool; writes made here
+//! need only the one), the reader hands out one fresh chunk per read, so a spool holds at
+//! most two chunks. Blocking-pool threads come and go;
 //! memory they allocated would sit in their allocator arenas (a soak run showed glibc's
 //! resident memory creeping up on the spool path while the live heap stayed flat).
 
