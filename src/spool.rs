@@ -664,12 +664,7 @@ mod tests {
         assert_eq!(w.size(), data.len() as u64);
         let mut r = w.finish().await.unwrap();
         assert_eq!(r.size(), data.len() as u64);
-        let mut got = Vec::new();
-        let mut sizes = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
-            sizes.push(chunk.len());
-            got.extend_from_slice(&chunk);
-        }
+        let (got, sizes) = read_chunks(&mut r).await;
         assert_eq!(got, data);
         assert_eq!(sizes, vec![CHUNK, CHUNK, 1234]);
         // Nothing is left in the directory: the file never had a name.
@@ -702,11 +697,8 @@ mod tests {
         }
         let mut r = w.finish().await.unwrap();
         assert_eq!(r.size(), total as u64);
-        let mut got = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
-            assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
-            got.extend_from_slice(&chunk);
-        }
+        let (got, chunks) = read_chunks(&mut r).await;
+        assert!(chunks.iter().all(|&n| n > 0 && n <= CHUNK), "{chunks:?}");
         assert_eq!(got, data);
     }
 
@@ -818,12 +810,7 @@ mod tests {
             panic!("the reader is not on disk");
         };
         *nowait = false;
-        let mut sizes = Vec::new();
-        let mut got = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
-            sizes.push(chunk.len());
-            got.extend_from_slice(&chunk);
-        }
+        let (got, sizes) = read_chunks(&mut r).await;
         assert_eq!(got, data);
         assert_eq!(sizes, vec![CHUNK, CHUNK, 99]);
         // A file shorter than what was written fails there too.
@@ -1018,11 +1005,18 @@ mod tests {
     }
 
     async fn read_all(r: &mut SpoolReader) -> Vec<u8> {
+        read_chunks(r).await.0
+    }
+
+    /// Everything `r` gives, and the size of each chunk it gave it in.
+    async fn read_chunks(r: &mut SpoolReader) -> (Vec<u8>, Vec<usize>) {
         let mut got = Vec::new();
+        let mut sizes = Vec::new();
         while let Some(chunk) = std::future::poll_fn(|cx| r.poll_chunk(cx)).await.unwrap() {
+            sizes.push(chunk.len());
             got.extend_from_slice(&chunk);
         }
-        got
+        (got, sizes)
     }
 
     #[tokio::test]
