@@ -269,13 +269,6 @@ struct InPlace {
 const SLOW_WRITE: Duration = Duration::from_millis(1);
 
 impl InPlace {
-    /// Nothing written here.
-    const NONE: InPlace = InPlace {
-        at: 0,
-        had: 0,
-        slow: Duration::ZERO,
-    };
-
     /// Whether the next `len` bytes are written here.
     fn takes(&self, len: usize) -> bool {
         self.at.saturating_add(len as u64) <= self.had
@@ -414,25 +407,22 @@ impl SpoolWriter {
     /// for reading.
     pub async fn finish(mut self) -> io::Result<SpoolReader> {
         let len = self.len;
-        let (file, rest, mut here) = match &mut self.state {
-            Filling::Memory(held) => {
-                let held = std::mem::take(held);
-                return Ok(SpoolReader {
-                    from: Emptying::Memory(Some(Bytes::from(held)).filter(|b| !b.is_empty())),
-                    len,
-                    remaining: len,
-                });
-            }
-            Filling::Disk {
-                file,
-                gathered,
-                here,
-            } => (
-                settle(file).await?.0,
-                std::mem::take(gathered),
-                std::mem::replace(here, InPlace::NONE),
-            ),
-        };
+        let (mut file, rest, mut here) =
+            match std::mem::replace(&mut self.state, Filling::Memory(Vec::new())) {
+                Filling::Memory(held) => {
+                    return Ok(SpoolReader {
+                        from: Emptying::Memory(Some(Bytes::from(held)).filter(|b| !b.is_empty())),
+                        len,
+                        remaining: len,
+                    });
+                }
+                Filling::Disk {
+                    file,
+                    gathered,
+                    here,
+                } => (file, gathered, here),
+            };
+        let file = settle(&mut file).await?.0;
         let file = if rest.is_empty() {
             file
         } else if here.takes(rest.len()) {

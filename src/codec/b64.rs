@@ -75,10 +75,10 @@ pub fn decode_whole(text: &[u8]) -> Result<Bytes, base64::DecodeError> {
     if !text.len().is_multiple_of(4) {
         return Err(base64::DecodeError::InvalidLength(text.len()));
     }
-    let mut out = Vec::with_capacity(whole_decoded_len(text.len()));
-    base64_simd::STANDARD_NO_PAD
-        .decode_append(text, &mut out)
-        .map_err(|_| bulk_error(text))?;
+    let mut out = Vec::new();
+    if !decode_whole_into(text, &mut out) {
+        return Err(bulk_error(text));
+    }
     Ok(Bytes::from(out))
 }
 
