@@ -1,13 +1,13 @@
 //! The spool: holds an upload's bytes until the fields after them are known, then gives
 //! them back in chunks. Up to [`IN_MEMORY`] bytes it is one buffer in memory; past that it
-//! is an unlinked temporary file, written a [`CHUNK`] at a time. Writes that may wait for
+//! is an unlinked temporary file, written a [`CHUNK`] or half of one at a time. Writes that may wait for
 //! the disk (a new file's, or past what a kept file had) run on tokio's blocking pool, in
 //! buffers casegate owns: the file moves into each blocking call and comes back with its
-//! result, so nothing else holds it. Each such chunk is written while the next one
-//! gathers: one write under way at most. (Handing the pool a chunk costs wake-ups on both
-//! sides, which at 64 KiB chunks and one at a time were most of a spooled upload's cost:
-//! 256 KiB chunks, overlapped, carry a 32 MiB spooled upload half again as fast.) Writes
-//! over a kept file's bytes are made on the calling thread ([`InPlace`]). Reads are tried
+//! result, so nothing else holds it. Each such write, of half a chunk ([`POOL_WRITE`]), is
+//! made while the next one gathers: one write under way at most. (Handing the pool a
+//! write costs wake-ups on both sides, which at 64 KiB and one at a time were most of a
+//! spooled upload's cost; overlapped, they are not.) Writes over a kept file's bytes are
+//! made on the calling thread, a whole chunk at a time ([`InPlace`]). Reads are tried
 //! there too, taking only what the page cache holds (`RWF_NOWAIT`,
 //! [`SpoolReader::poll_chunk`]); a read that would wait for the disk goes to the blocking
 //! pool. The file has no name from the start, so nothing is left in the directory however
@@ -16,10 +16,13 @@
 //! blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside the runtime closes
 //! its file on the blocking pool.
 //!
-//! Every buffer is allocated on the calling (runtime) thread: the writer's two chunk
-//! buffers take turns (one gathering, one being written on the pool; writes made here
-//! need only the one), the reader hands out one fresh chunk per read, so a spool holds at
-//! most two chunks. Blocking-pool threads come and go;
+//! Every buffer is allocated on the calling (runtime) thread: the writer gathers a whole
+//! chunk in one buffer for a write made here, or half of one in each of two buffers that
+//! take turns (one gathering, one being written on the pool), so it holds one chunk's
+//! worth whichever way its writes go, and a spooled upload's memory does not depend on
+//! whether it found a kept file (or on the file's size: a file over [`KEEP_BYTES`] is
+//! never kept). The reader hands out one fresh chunk per read, so a spool holds at most
+//! two chunks. Blocking-pool threads come and go;
 //! memory they allocated would sit in their allocator arenas (a soak run showed glibc's
 //! resident memory creeping up on the spool path while the live heap stayed flat).
 
@@ -38,6 +41,8 @@ use tokio::time::Instant;
 pub const CHUNK: usize = 256 * 1024;
 /// The most bytes a spool holds in memory before it needs its file.
 pub const IN_MEMORY: usize = 64 * 1024;
+/// Size of a write on the blocking pool: half a chunk, as two buffers take turns there.
+const POOL_WRITE: usize = CHUNK / 2;
 
 /// Runs `f` with the file on the blocking pool and takes the file back.
 async fn blocking<T: Send + 'static>(
@@ -222,8 +227,9 @@ async fn reap(pool: &'static Mutex<Kept>) {
 /// (one buffer, not the pieces as they came: a client trickling its body a byte at a time
 /// would otherwise make tens of thousands of them). Only a file larger than that goes to
 /// disk: the temporary file is made then, and what was held is its first bytes. A
-/// screenshot never touches the disk or the blocking pool. On disk, each whole chunk is
-/// written on the blocking pool while the next one gathers (one write under way at most,
+/// screenshot never touches the disk or the blocking pool. On disk, a write over a kept
+/// file's bytes is a whole chunk made here ([`InPlace`]); any other is half a chunk
+/// written on the blocking pool while the next half gathers (one write under way at most,
 /// waited for before the next starts), so the client's bytes keep coming meanwhile.
 pub struct SpoolWriter {
     dir: PathBuf,
@@ -242,7 +248,7 @@ enum Filling {
     Memory(Vec<u8>),
     Disk {
         file: Holder,
-        /// Bytes gathered until they make a whole [`CHUNK`].
+        /// Bytes gathered until they make the next write ([`InPlace::unit`]).
         gathered: Vec<u8>,
         here: InPlace,
     },
@@ -272,6 +278,15 @@ impl InPlace {
     /// Whether the next `len` bytes are written here.
     fn takes(&self, len: usize) -> bool {
         self.at.saturating_add(len as u64) <= self.had
+    }
+
+    /// The size of the next write: a whole chunk here, half of one on the pool.
+    fn unit(&self) -> usize {
+        if self.takes(CHUNK) {
+            CHUNK
+        } else {
+            POOL_WRITE
+        }
     }
 
     /// Writes `bytes` here; a file that fails is closed off the runtime.
@@ -332,18 +347,20 @@ impl SpoolWriter {
                 held.extend_from_slice(&data);
                 return Ok(());
             }
-            // Outgrown: the file starts with what was held, in a whole chunk's buffer.
+            // Outgrown: the file starts with what was held, in a buffer of its first
+            // write's size.
             let mut gathered = std::mem::take(held);
-            gathered.reserve_exact(CHUNK - gathered.len());
             let (file, had) = spool_file_in(&self.dir)?;
+            let here = InPlace {
+                at: 0,
+                had,
+                slow: self.slow_write,
+            };
+            gathered.reserve_exact(here.unit().saturating_sub(gathered.len()));
             self.state = Filling::Disk {
                 file: Holder::File(file),
                 gathered,
-                here: InPlace {
-                    at: 0,
-                    had,
-                    slow: self.slow_write,
-                },
+                here,
             };
         }
         let Filling::Disk {
@@ -356,33 +373,40 @@ impl SpoolWriter {
         };
         let mut rest = data;
         while !rest.is_empty() {
-            if gathered.is_empty() && rest.len() >= CHUNK {
-                let whole = rest.split_to(CHUNK);
+            let unit = here.unit();
+            if gathered.is_empty() && gathered.capacity() > unit {
+                // The writes go to the pool from here on (past the kept file's bytes, or
+                // after a slow one): two buffers of half a chunk, not a whole one and a
+                // half.
+                gathered.shrink_to(unit);
+            }
+            if gathered.is_empty() && rest.len() >= unit {
+                let whole = rest.split_to(unit);
                 let (mut f, _) = settle(file).await?;
-                if here.takes(CHUNK) {
+                if here.takes(unit) {
                     *file = Holder::File(here.write(f, &whole)?);
                     continue;
                 }
-                here.passed(CHUNK);
+                here.passed(unit);
                 *file = Holder::Writing(tokio::task::spawn_blocking(move || {
                     f.write_all(&whole)?;
                     Ok((f, None))
                 }));
                 continue;
             }
-            let n = (CHUNK - gathered.len()).min(rest.len());
+            let n = (unit - gathered.len()).min(rest.len());
             gathered.extend_from_slice(&rest.split_to(n));
-            if gathered.len() < CHUNK {
+            if gathered.len() < unit {
                 break;
             }
             let (mut f, spare) = settle(file).await?;
-            if here.takes(CHUNK) {
+            if here.takes(unit) {
                 *file = Holder::File(here.write(f, gathered)?);
                 gathered.clear();
                 continue;
             }
-            here.passed(CHUNK);
-            let spare = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            here.passed(unit);
+            let spare = spare.unwrap_or_else(|| Vec::with_capacity(unit));
             let mut full = std::mem::replace(gathered, spare);
             *file = Holder::Writing(tokio::task::spawn_blocking(move || {
                 f.write_all(&full)?;
@@ -860,9 +884,10 @@ mod tests {
     }
 
     /// Spools `data` in pieces of `piece` bytes into `dir` and reads it back: after each
-    /// piece, whether the last whole chunk went to the blocking pool. Writes here are
-    /// never slow (however slowly this machine writes) until the piece `slow_from`, when
-    /// any is.
+    /// piece, whether the last write went to the blocking pool. Writes here are never
+    /// slow (however slowly this machine writes) until the piece `slow_from`, when any is.
+    /// Checks, after each piece, that the writer holds one chunk's worth of buffers: one
+    /// of a whole chunk for writes made here, two of half a chunk for the pool's.
     async fn spooled(dir: &Path, data: &[u8], piece: usize, slow_from: Option<usize>) -> Vec<bool> {
         let mut w = SpoolWriter::new(dir);
         w.slow_write = Duration::MAX;
@@ -875,13 +900,15 @@ mod tests {
                 here.slow = Duration::ZERO;
             }
             w.write(Bytes::copy_from_slice(p)).await.unwrap();
-            on_pool.push(matches!(
-                w.state,
-                Filling::Disk {
-                    file: Holder::Writing(_),
-                    ..
+            let (pool, held, most) = match &w.state {
+                Filling::Memory(held) => (false, held, IN_MEMORY),
+                Filling::Disk { file, gathered, .. } => {
+                    let pool = matches!(file, Holder::Writing(_));
+                    (pool, gathered, if pool { POOL_WRITE } else { CHUNK })
                 }
-            ));
+            };
+            assert!(held.capacity() <= most, "{} at piece {i}", held.capacity());
+            on_pool.push(pool);
         }
         let mut r = w.finish().await.unwrap();
         assert_eq!(read_all(&mut r).await, data);
@@ -901,9 +928,15 @@ mod tests {
         let second = spooled(dir.path(), &data(CHUNK * 4 + 10, 7), CHUNK, None).await;
         assert_eq!(second, [false, false, false, true, true]);
         // Gathered from half chunks: the same. A slow write here (the second chunk's)
-        // sends the rest to the pool.
+        // sends the rest to the pool, half a chunk at a time.
         let third = spooled(dir.path(), &data(CHUNK * 3 + 7, 11), CHUNK / 2, Some(2)).await;
-        assert_eq!(third, [false, false, false, false, false, true, true]);
+        assert_eq!(third, [false, false, false, false, true, true, true]);
+        // From quarter chunks: a write here every four pieces over the kept file's four
+        // chunks, past them one on the pool every two.
+        let fourth = spooled(dir.path(), &data(CHUNK * 5 + 10, 13), CHUNK / 4, None).await;
+        let mut want = [false; 21];
+        want[17..].fill(true);
+        assert_eq!(fourth, want);
     }
 
     #[test]
