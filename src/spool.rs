@@ -1,20 +1,20 @@
 //! The spool: holds an upload's bytes until the fields after them are known, then gives
 //! them back in chunks. Up to [`IN_MEMORY`] bytes it is one buffer in memory; past that it
-//! is an unlinked temporary file, written a [`CHUNK`] or half of one at a time. Writes that may wait for
-//! the disk (a new file's, or past what a kept file had) run on tokio's blocking pool, in
-//! buffers casegate owns: the file moves into each blocking call and comes back with its
-//! result, so nothing else holds it. Each such write, of half a chunk ([`POOL_WRITE`]), is
-//! made while the next one gathers: one write under way at most. (Handing the pool a
-//! write costs wake-ups on both sides, which at 64 KiB and one at a time were most of a
-//! spooled upload's cost; overlapped, they are not.) Writes over a kept file's bytes are
-//! made on the calling thread, a whole chunk at a time ([`InPlace`]). Reads are tried
-//! there too, taking only what the page cache holds (`RWF_NOWAIT`,
-//! [`SpoolReader::poll_chunk`]); a read that would wait for the disk goes to the blocking
-//! pool. The file has no name from the start, so nothing is left in the directory however
-//! the request ends. A reader's file is kept for the next spool to write over
-//! ([`KEEP_FILES`]); a writer's, dropped before it finished, is closed. Closing frees its
-//! blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside the runtime closes
-//! its file on the blocking pool.
+//! is an unlinked temporary file, written a [`CHUNK`] or half of one at a time. Writes
+//! that may wait for the disk (a new file's, or past what a kept file had) run on tokio's
+//! blocking pool, in buffers casegate owns: the file moves into each blocking call and
+//! comes back with its result, so nothing else holds it. Each such write, of half a chunk
+//! ([`POOL_WRITE`]), is made while the next one gathers: one write under way at most.
+//! (Handing the pool a write costs wake-ups on both sides, which at 64 KiB and one at a
+//! time were most of a spooled upload's cost; overlapped, they are not.) Writes over a
+//! kept file's bytes are made on the calling thread, a whole chunk at a time
+//! ([`InPlace`]). Reads are tried there too, taking only what the page cache holds
+//! (`RWF_NOWAIT`, [`SpoolReader::poll_chunk`]); a read that would wait for the disk goes
+//! to the blocking pool. The file has no name from the start, so nothing is left in the
+//! directory however the request ends. A reader's file is kept for the next spool to
+//! write over ([`KEEP_FILES`]); a writer's, dropped before it finished, is closed.
+//! Closing frees its blocks (about 50 ms for 1 GiB on ext4), so a spool dropped inside
+//! the runtime closes its file on the blocking pool.
 //!
 //! Every buffer is allocated on the calling (runtime) thread: the writer gathers a whole
 //! chunk in one buffer for a write made here, or half of one in each of two buffers that
@@ -22,9 +22,9 @@
 //! worth whichever way its writes go, and a spooled upload's memory does not depend on
 //! whether it found a kept file (or on the file's size: a file over [`KEEP_BYTES`] is
 //! never kept). The reader hands out one fresh chunk per read, so a spool holds at most
-//! two chunks. Blocking-pool threads come and go;
-//! memory they allocated would sit in their allocator arenas (a soak run showed glibc's
-//! resident memory creeping up on the spool path while the live heap stayed flat).
+//! two chunks. Blocking-pool threads come and go; memory they allocated would sit in
+//! their allocator arenas (a soak run showed glibc's resident memory creeping up on the
+//! spool path while the live heap stayed flat).
 
 use std::future::Future;
 use std::io::{self, Seek, SeekFrom, Write};
