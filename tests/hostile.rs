@@ -213,3 +213,73 @@ async fn a_slowloris_connection_does_not_delay_others() {
     drop(trickle.join().unwrap());
     h.stop().await;
 }
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from `s`: its status and body.
+fn read_answer(s: &mut std::net::TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("an answer before the read timeout");
+        assert!(n > 0, "casegate closed the connection: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("a content-length");
+        if got.len() >= end + 4 + len {
+            assert_eq!(got.len(), end + 4 + len, "more than one answer");
+            let status = head[9..12].parse().unwrap();
+            return (
+                status,
+                String::from_utf8_lossy(&got[end + 4..]).into_owned(),
+            );
+        }
+    }
+}
+
+/// A request answered before its body has arrived (a wrong credential is refused from the
+/// head) leaves its connection serving: the part of the body casegate held when it
+/// answered, the rest sent after the answer, and then the next request, which is
+/// answered on the same connection. Each round sends the body in two writes, so
+/// casegate holds a first piece of it when it answers.
+#[tokio::test]
+async fn a_connection_answered_before_its_body_arrived_serves_its_next_request() {
+    let h = setup(&[Tines], Tines, Opts::default()).await;
+    let addr = h.casegate.addr();
+    let body = format!(
+        "{{\"file\": {{\"filename\": \"a.txt\", \"content\": \"{}\"}}}}",
+        "QUJD".repeat(5000)
+    );
+    let head = format!(
+        "POST /tines/api/v2/cases/1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let rounds = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        let (first, rest) = body.as_bytes().split_at(1000);
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            s.write_all(&[head.as_bytes(), first].concat()).unwrap();
+            let answer = read_answer(&mut s);
+            s.write_all(rest).unwrap();
+            answers.push(answer);
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    assert_eq!(rounds.len(), 5);
+    for (status, body) in rounds {
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("error"), "{body}");
+    }
+    h.stop().await;
+}
