@@ -686,8 +686,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let this = self.project();
-        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+        let mut this = self.project();
+        // A wake of the connection made in the body's poll is passed on only while the
+        // body goes on (see `workers::Relay`).
+        let (polled, held) = crate::workers::holding_wakes(|| this.body.as_mut().poll_frame(cx));
+        if let Some(held) = held {
+            if !this.body.is_end_stream() {
+                held.pass();
+            }
+        }
+        if let Poll::Ready(frame) = polled {
             this.idle.moved();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }

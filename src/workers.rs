@@ -38,9 +38,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -330,6 +331,7 @@ impl Counted {
         Around {
             connection,
             _counted: self,
+            relay: None,
         }
     }
 }
@@ -344,6 +346,8 @@ pin_project_lite::pin_project! {
         #[pin]
         connection: F,
         _counted: Counted,
+        // The connection's waker, made at its first poll ([`Relay`]).
+        relay: Option<(Arc<Relay>, Waker)>,
     }
 }
 
@@ -353,8 +357,115 @@ impl<F: Future> Future for Around<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // One reading of the clock for the poll's deadlines (see `crate::clock`).
         let _poll = crate::clock::InPoll::enter();
-        self.project().connection.poll(cx)
+        let this = self.project();
+        let (relay, waker) = this.relay.get_or_insert_with(|| {
+            let relay = Arc::new(Relay {
+                task: AtomicWaker::new(),
+            });
+            let waker = Waker::from(relay.clone());
+            (relay, waker)
+        });
+        relay.task.register(cx.waker());
+        let _polling = Polling::enter(relay);
+        this.connection.poll(&mut Context::from_waker(waker))
     }
+}
+
+/// A connection's waker: what hyper and everything under it are given instead of the
+/// task's own, passing each wake on to the task, except one kind. hyper's HTTP/1 request
+/// body (hyper 1.12 and 1.13, `body/chan.rs`) wakes the connection's dispatcher every
+/// time the body's reader takes a chunk, also after the dispatcher delivered the whole
+/// body and dropped its end of the channel; read inside the connection's own task, as
+/// casegate reads an upload, that wake made the task poll the whole connection once more
+/// per upload to find nothing to do (bench/RESULTS.md, the fifty-sixth and fifty-seventh
+/// rounds). A wake made inside a request body's poll ([`holding_wakes`]), on the
+/// connection's own thread while the connection is being polled, is held back instead,
+/// and the body's reader passes it on to the connection's task ([`Held::pass`]) unless
+/// the body has then ended. It is passed to the connection's task, never through the
+/// context the body was polled with: a body read with a waker that is not the
+/// connection's (a look with no waker, as a dropped body's drain makes) would lose it,
+/// and with it the dispatcher's wake to read the rest of the body.
+pub struct Relay {
+    task: AtomicWaker,
+}
+
+thread_local! {
+    /// The relay of the connection being polled on this thread (its address; 0: none).
+    static POLLING: Cell<usize> = const { Cell::new(0) };
+    /// Inside [`holding_wakes`].
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+    /// The relay whose wake was held back in the current [`holding_wakes`].
+    static HELD: Cell<Option<Arc<Relay>>> = const { Cell::new(None) };
+}
+
+/// The connection being polled on this thread, for a poll's length.
+struct Polling(usize);
+
+impl Polling {
+    fn enter(relay: &Arc<Relay>) -> Polling {
+        Polling(POLLING.replace(Arc::as_ptr(relay) as usize))
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.set(self.0);
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if HOLDING.get() && POLLING.get() == Arc::as_ptr(self) as usize {
+            HELD.set(Some(self.clone()));
+            return;
+        }
+        self.task.wake();
+    }
+}
+
+/// A wake of a connection held back by [`holding_wakes`].
+#[must_use = "a held wake is passed on or dropped on purpose"]
+pub struct Held(Arc<Relay>);
+
+impl Held {
+    /// Passes the wake on to the connection's task.
+    pub fn pass(self) {
+        self.0.task.wake();
+    }
+}
+
+/// The window of one [`holding_wakes`], closed also if its poll panics.
+struct Holding {
+    before: bool,
+    outer: Option<Arc<Relay>>,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HOLDING.set(self.before);
+        // A wake held in this window and not taken (a panic) is passed on.
+        if let Some(relay) = HELD.replace(self.outer.take()) {
+            relay.task.wake();
+        }
+    }
+}
+
+/// Runs `poll`, a request body's poll, holding back the wakes it makes of the connection
+/// being polled on this thread ([`Relay`]): its result, and the wake held back if one was
+/// (the caller passes it on unless the body ended).
+pub fn holding_wakes<T>(poll: impl FnOnce() -> T) -> (T, Option<Held>) {
+    let window = Holding {
+        before: HOLDING.replace(true),
+        outer: HELD.take(),
+    };
+    let out = poll();
+    let held = HELD.take().map(Held);
+    drop(window);
+    (out, held)
 }
 
 impl Drop for Counted {
@@ -578,5 +689,288 @@ mod tests {
         }
         assert_eq!(counted.load(Ordering::Relaxed), 0);
         assert!(task.is_finished());
+    }
+
+    /// A task's waker that counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counted() -> Counted {
+        Counted::on(&Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// A held wake passed on reaches the connection's task whatever context the body was
+    /// polled with: a body looked at with no waker (a dropped body's drain) passes the
+    /// dispatcher's wake on all the same. A wake held in a window that panics is passed on
+    /// as the window closes, and the thread holds nothing after it.
+    #[test]
+    fn a_held_wake_passed_on_reaches_the_connections_task() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let task = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&task);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let step = Arc::new(AtomicUsize::new(0));
+        let s = step.clone();
+        let mut conn = Box::pin(counted().around(std::future::poll_fn(move |cx| {
+            let connection = cx.waker().clone();
+            match s.load(Ordering::SeqCst) {
+                // Held, then passed on with no context at hand (a drain's look polls with
+                // a waker that is not the connection's): the task is woken.
+                0 => holding_wakes(|| connection.wake_by_ref())
+                    .1
+                    .expect("held")
+                    .pass(),
+                // Held and dropped (the body ended): the task is not woken.
+                1 => drop(holding_wakes(|| connection.wake_by_ref()).1.expect("held")),
+                // A window whose poll panics passes its held wake on as it closes.
+                2 => {
+                    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        holding_wakes(|| {
+                            connection.wake_by_ref();
+                            panic!("a body's poll panics");
+                        })
+                    }));
+                    assert!(caught.is_err());
+                }
+                // After it the thread holds nothing: a wake made in the poll passes.
+                3 => connection.wake_by_ref(),
+                _ => {}
+            }
+            Poll::<()>::Pending
+        })));
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 1);
+        step.store(1, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 1);
+        step.store(2, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 2);
+        step.store(3, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 3);
+    }
+
+    #[test]
+    fn a_wake_made_in_a_body_poll_of_the_connection_being_polled_is_held_back() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let task = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&task);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let step = Arc::new(AtomicUsize::new(0));
+        let kept: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
+        // Another connection's waker, registered with a task of its own.
+        let other_wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let mut other = Box::pin(counted().around(std::future::pending::<()>()));
+        let other_task = Waker::from(other_wakes.clone());
+        let _ = other.as_mut().poll(&mut Context::from_waker(&other_task));
+        let other_waker = std::sync::Mutex::new(None::<Waker>);
+        let mut other2 = Box::pin(counted().around(std::future::poll_fn(|cx| {
+            *other_waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        let _ = other2.as_mut().poll(&mut Context::from_waker(&other_task));
+        let other_waker = other_waker.lock().unwrap().clone().unwrap();
+        let (s, k) = (step.clone(), kept.clone());
+        let mut conn = Box::pin(counted().around(std::future::poll_fn(move |cx| {
+            *k.lock().unwrap() = Some(cx.waker().clone());
+            match s.load(Ordering::SeqCst) {
+                // Made inside a body's poll: held back, and said so.
+                0 => assert!(holding_wakes(|| cx.waker().wake_by_ref()).1.is_some()),
+                // Outside one: passed on.
+                1 => cx.waker().wake_by_ref(),
+                // Another connection's, inside a body's poll: not held, passed on.
+                2 => assert!(holding_wakes(|| other_waker.wake_by_ref()).1.is_none()),
+                _ => {}
+            }
+            Poll::<()>::Pending
+        })));
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 0);
+        step.store(1, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 1);
+        step.store(2, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken(), 1);
+        assert_eq!(other_wakes.0.load(Ordering::SeqCst), 1);
+        // Between polls (the reactor, another thread) every wake passes, in a body's
+        // poll or not.
+        let kept = kept.lock().unwrap().clone().unwrap();
+        assert!(holding_wakes(|| kept.wake_by_ref()).1.is_none());
+        assert_eq!(woken(), 2);
+        let on_thread =
+            std::thread::spawn(move || holding_wakes(|| kept.wake_by_ref()).1.is_some());
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        assert!(!on_thread.join().unwrap());
+        assert_eq!(woken(), 3);
+    }
+
+    /// Counts the polls of the future it wraps.
+    struct PollCount<F> {
+        inner: Pin<Box<F>>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl<F: Future> Future for PollCount<F> {
+        type Output = F::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    /// A connection served by hyper inside [`Around`] whose service reads each request's
+    /// body through casegate's body wrapper, inside the connection's task, and answers
+    /// its length; its polls counted.
+    async fn counted_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let p = polls.clone();
+        tokio::spawn(async move {
+            let (io, _) = listener.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+                use crate::service::WrapBody;
+                let layer = crate::service::BodyIdleLayer {
+                    limit: Duration::from_secs(10),
+                };
+                let body = layer.wrap(req.into_body());
+                async move {
+                    let len = body.collect().await.map_or(0, |b| b.to_bytes().len());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(len.to_string())),
+                    ))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+            let _ = counted()
+                .around(PollCount {
+                    inner: Box::pin(conn),
+                    polls: p,
+                })
+                .await;
+        });
+        (addr, polls)
+    }
+
+    /// Sends `head` and `body` (in `pieces` writes, `pause` apart) and reads the answer's
+    /// body (the length the server read).
+    async fn exchange(
+        io: &mut tokio::net::TcpStream,
+        head: &str,
+        body: &[u8],
+        pieces: usize,
+        pause: Duration,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        io.write_all(head.as_bytes()).await.unwrap();
+        let size = body.len().div_ceil(pieces.max(1)).max(1);
+        for (i, piece) in body.chunks(size).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            io.write_all(piece).await.unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf))
+                .await
+                .expect("the answer came")
+                .unwrap();
+            assert!(n > 0, "the server closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if got.len() >= end + 4 + len {
+                    return text[end + 4..end + 4 + len].to_owned();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_read_in_its_connection_costs_the_connection_one_poll() {
+        let (addr, polls) = counted_server().await;
+        let mut io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = vec![7u8; 4096];
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        // The first exchange's polls include the connection's start.
+        assert_eq!(
+            exchange(&mut io, &head, &body, 1, Duration::ZERO).await,
+            "4096"
+        );
+        let before = polls.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            let request = [head.as_bytes(), &body].concat();
+            assert_eq!(
+                exchange(&mut io, "", &request, 1, Duration::ZERO).await,
+                "4096"
+            );
+        }
+        // One poll when each request arrives (whole, head and body in one write); hyper's
+        // wake after the body was taken made it two.
+        let per_request = (polls.load(Ordering::SeqCst) - before) as f64 / 20.0;
+        assert!(per_request < 1.5, "{per_request} polls a request");
+    }
+
+    #[tokio::test]
+    async fn bodies_in_pieces_large_or_chunked_are_read_to_their_end() {
+        let (addr, _) = counted_server().await;
+        let mut io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Large and sent whole: hyper delivers it a buffer at a time, each taken chunk's
+        // wake moving the next (held back and passed on while the body goes on).
+        let large = vec![1u8; 3 << 20];
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            large.len()
+        );
+        assert_eq!(
+            exchange(&mut io, &head, &large, 1, Duration::ZERO).await,
+            (3 << 20).to_string()
+        );
+        // In pieces with pauses between.
+        let body = vec![2u8; 100_000];
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        assert_eq!(
+            exchange(&mut io, &head, &body, 5, Duration::from_millis(20)).await,
+            "100000"
+        );
+        // Chunked, in pieces.
+        let mut chunked = Vec::new();
+        for _ in 0..50 {
+            chunked.extend_from_slice(b"1000\r\n");
+            chunked.extend_from_slice(&[3u8; 0x1000]);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(
+            exchange(&mut io, head, &chunked, 7, Duration::from_millis(5)).await,
+            (50 * 0x1000).to_string()
+        );
     }
 }
