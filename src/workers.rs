@@ -704,6 +704,19 @@ mod tests {
         Counted::on(&Arc::new(AtomicUsize::new(0)))
     }
 
+    /// Sets `step` to `n` and polls `conn` once (it stays pending): the task's wakes so far.
+    fn poll_at<F: Future>(
+        conn: &mut Pin<Box<Around<F>>>,
+        cx: &mut Context<'_>,
+        step: &AtomicUsize,
+        n: usize,
+        wakes: &Wakes,
+    ) -> usize {
+        step.store(n, Ordering::SeqCst);
+        assert!(conn.as_mut().poll(cx).is_pending());
+        wakes.0.load(Ordering::SeqCst)
+    }
+
     /// A held wake passed on reaches the connection's task whatever context the body was
     /// polled with: a body looked at with no waker (a dropped body's drain) passes the
     /// dispatcher's wake on all the same. A wake held in a window that panics is passed on
@@ -713,7 +726,6 @@ mod tests {
         let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
         let task = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&task);
-        let woken = || wakes.0.load(Ordering::SeqCst);
         let step = Arc::new(AtomicUsize::new(0));
         let s = step.clone();
         let mut conn = Box::pin(counted().around(std::future::poll_fn(move |cx| {
@@ -743,17 +755,10 @@ mod tests {
             }
             Poll::<()>::Pending
         })));
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 1);
-        step.store(1, Ordering::SeqCst);
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 1);
-        step.store(2, Ordering::SeqCst);
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 2);
-        step.store(3, Ordering::SeqCst);
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 3);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 0, &wakes), 1);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 1, &wakes), 1);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 2, &wakes), 2);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 3, &wakes), 3);
     }
 
     #[test]
@@ -790,14 +795,9 @@ mod tests {
             }
             Poll::<()>::Pending
         })));
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 0);
-        step.store(1, Ordering::SeqCst);
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 1);
-        step.store(2, Ordering::SeqCst);
-        assert!(conn.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken(), 1);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 0, &wakes), 0);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 1, &wakes), 1);
+        assert_eq!(poll_at(&mut conn, &mut cx, &step, 2, &wakes), 1);
         assert_eq!(other_wakes.0.load(Ordering::SeqCst), 1);
         // Between polls (the reactor, another thread) every wake passes, in a body's
         // poll or not.

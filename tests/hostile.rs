@@ -222,22 +222,14 @@ fn read_answer(s: &mut std::net::TcpStream) -> (u16, String) {
         let n = s.read(&mut buf).expect("an answer before the read timeout");
         assert!(n > 0, "casegate closed the connection: {got:?}");
         got.extend_from_slice(&buf[..n]);
-        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        let Some(len) = framed_answer_len(&got) else {
             continue;
         };
-        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map(|v| v.trim().parse().unwrap())
-            .expect("a content-length");
-        if got.len() >= end + 4 + len {
-            assert_eq!(got.len(), end + 4 + len, "more than one answer");
-            let status = head[9..12].parse().unwrap();
-            return (
-                status,
-                String::from_utf8_lossy(&got[end + 4..]).into_owned(),
-            );
+        if got.len() >= len {
+            assert_eq!(got.len(), len, "more than one answer");
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+            return (head[9..12].parse().unwrap(), body.to_owned());
         }
     }
 }

@@ -824,3 +824,17 @@ impl FrontClient {
         reply(r.send().await.unwrap()).await
     }
 }
+
+/// The length of the first HTTP/1.1 answer in `got`, bytes read from a raw socket: its
+/// head and the body its `Content-Length` announces, once the head has arrived. A test
+/// reads until `got` holds that many bytes.
+pub fn framed_answer_len(got: &[u8]) -> Option<usize> {
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().expect("a length"))
+        .expect("a framed answer");
+    Some(end + 4 + length)
+}
