@@ -10,7 +10,9 @@
 //!    `Casegate-Request-Id`. The request runs in its context (which every log line of the
 //!    request names), then one access line and the request's metrics when its answer's
 //!    body is done (complete, failed, or dropped by a client that went away), with the
-//!    bytes of a download counted.
+//!    bytes of a download counted. An HTTP/1.1 request that expected `100 Continue` and
+//!    is answered with a failure is answered with `Connection: close` (see
+//!    [`closes_after`]).
 //! 3. [`RouteLayer`]: which route and operation the request is, against the route table
 //!    of the moment (a reload swaps the table; a request keeps the one it started with);
 //!    the layers below take the request as a [`Routed`] one.
@@ -174,6 +176,7 @@ where
             Some(ctx) => ctx,
             None => new_context(&req),
         };
+        let expects_continue = expects_continue(&req);
         let inner = context::sync_scope(ctx.clone(), || self.inner.call(req));
         AccessFuture {
             inner: context::scope(ctx.clone(), inner),
@@ -181,6 +184,7 @@ where
                 ctx,
                 metrics: self.metrics.clone(),
                 started,
+                expects_continue,
             }),
         }
     }
@@ -191,6 +195,33 @@ struct Started {
     ctx: Arc<RequestCtx>,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// An HTTP/1.1 request with `Expect: 100-continue` (see [`closes_after`]).
+    expects_continue: bool,
+}
+
+/// Whether `req` is an HTTP/1.1 request that waits for `100 Continue` before its body
+/// (curl sends one for a body over 1 MiB). HTTP/1.0 has no such answer, and HTTP/2
+/// frames each stream's body, so only HTTP/1.1 needs [`closes_after`].
+fn expects_continue<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Whether an answer with `status` to a request that expected `100 Continue` closes its
+/// connection. hyper sends the `100` when the body is first read; a request refused from
+/// its head (a wrong credential, an unknown route, a wrong content type) is answered
+/// without it, and the client may then never send the body (curl does not). hyper reads
+/// on for the body whatever the client does, so the client's next request on that
+/// connection would be read as this one's body. RFC 9110 section 10.1.1 asks a server
+/// answering before the body to say whether it closes the connection or reads on; nginx
+/// closes, and so does casegate for every failure (a failure after the body was read
+/// closes a connection that could have been kept: rare, and never wrong). A success has
+/// read the body.
+fn closes_after(status: http::StatusCode) -> bool {
+    !status.is_success()
 }
 
 pin_project_lite::pin_project! {
@@ -225,6 +256,11 @@ where
         let (mut parts, body) = resp.into_parts();
         if let Ok(id) = HeaderValue::from_str(&start.ctx.id) {
             parts.headers.insert(CASEGATE_REQUEST_ID, id);
+        }
+        if start.expects_continue && closes_after(parts.status) {
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let code = parts
             .headers

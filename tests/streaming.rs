@@ -391,6 +391,166 @@ async fn an_upload_that_arrived_whole_goes_upstream_with_its_length() {
     }
 }
 
+/// Reads from `s` until `got` holds a whole first answer (or, with `interim`, a head
+/// ending the first blank line, as a `100 Continue` does); returns that many bytes as text
+/// and keeps whatever came after in `got`.
+async fn read_one(s: &mut tokio::net::TcpStream, got: &mut Vec<u8>, interim: bool) -> String {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let len = if interim {
+            got.windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|end| end + 4)
+        } else {
+            framed_answer_len(got)
+        };
+        if let Some(len) = len.filter(|&len| got.len() >= len) {
+            let rest = got.split_off(len);
+            let one = String::from_utf8_lossy(got).into_owned();
+            *got = rest;
+            return one;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A body over 1 MiB sent as curl sends one: the head with `Expect: 100-continue`, and
+/// the body only after casegate's `100 Continue`. It is stored byte for byte, in each
+/// kind of translation, and the connection is kept.
+#[tokio::test]
+async fn an_upload_that_expects_100_continue_is_told_to_go_on() {
+    use tokio::io::AsyncWriteExt;
+    let pairs = [
+        (Kibana, Caseiq),
+        (Tines, Thalamus),
+        (Caseiq, Tines),
+        (Thalamus, Kibana),
+    ];
+    for (front, back) in pairs {
+        let h = setup(&[front], back, Opts::default()).await;
+        let data = random_bytes(3 << 20, 70);
+        let (head, body) = wire_upload(&h, front, &data, "").await;
+        let head = head.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nExpect: 100-continue\r\n");
+        let mut s = tokio::net::TcpStream::connect(h.casegate.addr())
+            .await
+            .unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let interim = read_one(&mut s, &mut got, true).await;
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n", "{front}->{back}");
+        s.write_all(&body).await.unwrap();
+        let answer = read_one(&mut s, &mut got, false).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 "),
+            "{front}->{back}: {answer}"
+        );
+        assert!(
+            !answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{front}->{back}: {answer}"
+        );
+        let files = h.upstream.files();
+        assert_eq!(files.len(), 1, "{front}->{back}");
+        assert_eq!(files[0].sha256, sha256_hex(&data), "{front}->{back}");
+        h.stop().await;
+    }
+}
+
+/// An upload that expects `100 Continue` but is refused from its head (a wrong
+/// credential) is answered at once, with no `100` before the refusal, and its connection
+/// closed (`Connection: close`): curl then never sends the body, and a client's next
+/// request on that connection would otherwise have been read as the body it never sent.
+/// One refused in its body, after the `100`, is answered while the client still sends,
+/// and closed once the body is read.
+#[tokio::test]
+async fn an_upload_refused_before_its_100_continue_closes_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    for front in [Tines, Kibana, Thalamus] {
+        let h = setup(&[front], Caseiq, Opts::default()).await;
+        let (head, _) = wire_upload(&h, front, &random_bytes(3 << 20, 71), "").await;
+        let head = head
+            .replace(CLIENT_TOKEN, "not-the-token")
+            .replace("HTTP/1.1\r\n", "HTTP/1.1\r\nExpect: 100-continue\r\n");
+        let mut s = tokio::net::TcpStream::connect(h.casegate.addr())
+            .await
+            .unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let answer = read_one(&mut s, &mut got, false).await;
+        assert!(answer.starts_with("HTTP/1.1 401 "), "{front}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{front}: {answer}"
+        );
+        // The connection ends after the answer, with nothing more said.
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got))
+            .await
+            .expect("the connection closed")
+            .unwrap();
+        assert!(
+            got.is_empty(),
+            "{front}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(h.upstream.uploads(), 0, "{front}: the upload was sent");
+        h.stop().await;
+    }
+    // Refused in its body, after the `100 Continue`: the client is still sending when the
+    // refusal comes, and reads it whole before the connection ends.
+    let h = setup(&[Kibana], Caseiq, Opts::default()).await;
+    let mut body = b"--cgB\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    body.extend_from_slice(&random_bytes(3 << 20, 72));
+    body.extend_from_slice(b"\r\n--cgB--\r\n");
+    let head = format!(
+        "POST /kibana/api/cases/{}/files HTTP/1.1\r\nHost: x\r\nkbn-xsrf: true\r\n\
+         Authorization: ApiKey {CLIENT_TOKEN}\r\nExpect: 100-continue\r\n\
+         Content-Type: multipart/form-data; boundary=cgB\r\nContent-Length: {}\r\n\r\n",
+        case_id_for(Caseiq),
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(h.casegate.addr())
+        .await
+        .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let interim = read_one(&mut s, &mut got, true).await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut all))
+        .await
+        .expect("the connection closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&all).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    assert_eq!(Some(all.len()), framed_answer_len(&all), "{answer}");
+    drop(writer.await.unwrap());
+    assert!(h.upstream.files().is_empty());
+    h.stop().await;
+}
+
 /// A bad form that has all arrived (a second file after the first) is refused before the
 /// upstream hears of it; one whose bad part is still arriving has its upstream request
 /// aborted (the upload starts, nothing is stored).
