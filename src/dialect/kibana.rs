@@ -540,11 +540,20 @@ fn read_case_files(body: &[u8], raw_wanted: bool, pick: Option<&str>) -> Option<
     if let Some(read) = (!raw_wanted).then(|| case_in_place(body, pick)).flatten() {
         return Some(read);
     }
-    let case = read_case(body, raw_wanted)?;
+    let (case, whole) = match read_case(body, raw_wanted) {
+        Some(case) => (case, raw_wanted),
+        // An answer whose members read but whose whole tree does not (bytes that are not
+        // UTF-8 in a string the members' reader skips, as serde_json skips them) is read
+        // for a Kibana client as for any other, which is then shown a case made from what
+        // casegate knows: the same file either way, never a stored file read as unreadable
+        // for one client only.
+        None if raw_wanted => (read_case(body, false)?, false),
+        None => return None,
+    };
     Some(CaseRead {
         owner: wire::text(&case, "owner"),
         files: case_files(&case, pick),
-        case: raw_wanted.then_some(case),
+        case: whole.then_some(case),
     })
 }
 
@@ -1378,6 +1387,34 @@ mod tests {
             (Err(w), Err(s)) => assert_eq!(w, s, "{body}"),
             _ => panic!("the two readings differ: {body}"),
         }
+    }
+
+    /// A byte that is not UTF-8 in a member no reader keeps (found by the
+    /// `upstream_answers` fuzz target): the answer's file is read the same for a Kibana
+    /// client, which cannot be shown that case as it is, as for any other.
+    #[test]
+    fn a_case_with_a_stray_byte_in_a_skipped_member_gives_the_same_file_to_every_client() {
+        let options = Default::default();
+        let ctx = |raw_wanted| read_ctx(&options, raw_wanted);
+        let meta = UploadMeta::default();
+        let body: &[u8] = b"{\"id\":\"c1\",\"owner\":\"cases\",\"comments\":[{\"id\":\"k1\",\
+            \"type\":\"externalReference\",\"externalReferenceAttachmentTypeId\":\".files\",\
+            \"externalReferenceId\":\"f0\",\"other\":{\"mimeType\":\"t\xb9xt\"}}]}";
+        let read = |raw_wanted| match Kibana.read_stored(body, &meta, &ctx(raw_wanted)) {
+            Answer::Stored(r) => r,
+            _ => panic!("not read as stored (raw_wanted {raw_wanted})"),
+        };
+        let (whole, slim) = (read(true), read(false));
+        assert_eq!(whole.attachment.id.as_deref(), Some("f0"));
+        assert_eq!(whole.attachment, slim.attachment);
+        assert_eq!(whole.owner.as_deref(), Some("cases"));
+        assert!(
+            whole.case.is_none(),
+            "a case that is not all UTF-8 is not shown"
+        );
+        let listed = |raw_wanted| Kibana.read_list(body, &ctx(raw_wanted)).map(|l| l.files);
+        assert_eq!(listed(true), listed(false));
+        assert_eq!(listed(true).map(|f| f.len()), Ok(1));
     }
 
     #[test]
