@@ -254,7 +254,11 @@ where
             return Poll::Ready(Ok(resp.map(AccessBody::unlogged)));
         };
         let (mut parts, body) = resp.into_parts();
-        if let Ok(id) = HeaderValue::from_str(&start.ctx.id) {
+        if let Ok(mut id) = HeaderValue::from_str(&start.ctx.id) {
+            // New in every answer: over HTTP/2 a literal never indexed, not one that
+            // evicts a field of the HPACK tables each answer at the cost of the encoder's
+            // insert (2 000 instructions an upload, bench/RESULTS.md's fifty-ninth round).
+            id.set_sensitive(true);
             parts.headers.insert(CASEGATE_REQUEST_ID, id);
         }
         if start.expects_continue && closes_after(parts.status) {

@@ -432,6 +432,128 @@ async fn first_bytes_arriving_apart_are_served_as_what_they_make() {
     cg.shutdown().await;
 }
 
+/// The literal fields of an HPACK header block, as (representation: `'n'` never indexed,
+/// `'w'` without indexing, `'i'` with incremental indexing; the value's bytes as sent,
+/// Huffman-coded or not). RFC 7541 section 6.
+fn hpack_literals(block: &[u8]) -> Vec<(char, Vec<u8>)> {
+    // An integer with an `n`-bit prefix at `block[*at]`, its continuation bytes after.
+    fn int(block: &[u8], at: &mut usize, n: u32) -> usize {
+        let max = (1usize << n) - 1;
+        let mut v = usize::from(block[*at]) & max;
+        *at += 1;
+        if v == max {
+            let mut shift = 0;
+            loop {
+                let b = block[*at];
+                *at += 1;
+                v += usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        v
+    }
+    // A string literal: (Huffman-coded?, its bytes).
+    fn string<'a>(block: &'a [u8], at: &mut usize) -> (bool, &'a [u8]) {
+        let huffman = block[*at] & 0x80 != 0;
+        let len = int(block, at, 7);
+        let bytes = &block[*at..*at + len];
+        *at += len;
+        (huffman, bytes)
+    }
+    let (mut at, mut out) = (0, Vec::new());
+    while at < block.len() {
+        let b = block[at];
+        let (kind, prefix) = match b {
+            _ if b & 0x80 != 0 => {
+                int(block, &mut at, 7);
+                continue;
+            }
+            _ if b & 0xc0 == 0x40 => ('i', 6),
+            _ if b & 0xe0 == 0x20 => {
+                int(block, &mut at, 5);
+                continue;
+            }
+            _ if b & 0x10 != 0 => ('n', 4),
+            _ => ('w', 4),
+        };
+        if int(block, &mut at, prefix) == 0 {
+            string(block, &mut at);
+        }
+        out.push((kind, string(block, &mut at).1.to_vec()));
+    }
+    out
+}
+
+/// An HTTP/2 answer's request id, new in every answer, is a literal never indexed: left
+/// out of the HPACK tables on both ends, where as an indexed literal it would evict a
+/// field each answer and cost the encoder its table insert (bench/RESULTS.md, the
+/// fifty-ninth round).
+#[tokio::test]
+async fn an_http2_answers_request_id_is_kept_out_of_the_header_tables() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cg, _emulators) = all_pairings("").await;
+    let mut s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
+    // An id of eight `a`s: the answer's encoder Huffman-codes every string, and `a`'s code
+    // is the five bits 00011 (RFC 7541 appendix B), so the id is sent as these five bytes.
+    let id = b"aaaaaaaa";
+    let coded: &[u8] = &[
+        0b0001_1000,
+        0b1100_0110,
+        0b0011_0001,
+        0b1000_1100,
+        0b0110_0011,
+    ];
+    // GET /nowhere (`:method GET`, `:scheme http` indexed; `:path`, `:authority` and
+    // `x-request-id` literals without indexing), on stream 1, ending it.
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/nowhere");
+    block.extend_from_slice(&[0x01, 1, b'x', 0x00, 12]);
+    block.extend_from_slice(b"x-request-id");
+    block.push(8);
+    block.extend_from_slice(id);
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+    wire.extend_from_slice(&[len[1], len[2], len[3], 1, 0x05, 0, 0, 0, 1]);
+    wire.extend_from_slice(&block);
+    s.write_all(&wire).await.unwrap();
+    // Frames until the answer's HEADERS on stream 1.
+    let block = loop {
+        let mut head = [0u8; 9];
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut head))
+            .await
+            .expect("no answer from the server")
+            .unwrap();
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        if head[3] == 1 && head[5..9] == [0, 0, 0, 1] {
+            let (flags, mut from, mut to) = (head[4], 0, len);
+            if flags & 0x08 != 0 {
+                from += 1;
+                to -= usize::from(payload[0]);
+            }
+            if flags & 0x20 != 0 {
+                from += 5;
+            }
+            assert_ne!(flags & 0x04, 0, "the answer's head in one frame: {head:?}");
+            break payload[from..to].to_vec();
+        }
+    };
+    let literals = hpack_literals(&block);
+    let ours: Vec<char> = literals
+        .iter()
+        .filter(|(_, value)| value == coded)
+        .map(|(kind, _)| *kind)
+        .collect();
+    assert_eq!(ours, ['n'], "the answer's literals: {literals:?}");
+    drop(s);
+    cg.shutdown().await;
+}
+
 /// With more workers than accept on the listening socket, the others serve the
 /// connections the accepting ones hand them: every connection of a crowd held open at
 /// once is answered.
