@@ -129,3 +129,42 @@ fn known_good_token_request() {
         true,
     );
 }
+
+/// Every committed fuzz seed (fuzz/seeds/TARGET/, among them the inputs the fuzzers
+/// found a fault with, named `regression-...`), run as its fuzz target runs it.
+#[test]
+fn the_fuzz_seeds_hold_their_targets_properties() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let mut run = Vec::new();
+    for target in std::fs::read_dir(&seeds).unwrap() {
+        let target = target.unwrap().path();
+        let name = target.file_name().unwrap().to_string_lossy().into_owned();
+        for seed in std::fs::read_dir(&target).unwrap() {
+            let seed = seed.unwrap().path();
+            props::fuzz_target(&name, &std::fs::read(&seed).unwrap());
+            run.push(format!(
+                "{name}/{}",
+                seed.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    // Each target has seeds, and the regressions are among what ran.
+    for target in [
+        "disposition",
+        "inbound_forms",
+        "json_scan",
+        "routes_toml",
+        "token_request",
+        "upstream_answers",
+    ] {
+        assert!(
+            run.iter().any(|r| r.starts_with(&format!("{target}/"))),
+            "{run:?}"
+        );
+    }
+    assert!(
+        run.iter()
+            .any(|r| r == "upstream_answers/regression-kibana-stray-byte-in-a-skipped-member"),
+        "{run:?}"
+    );
+}

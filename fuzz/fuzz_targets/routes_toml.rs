@@ -9,5 +9,5 @@ use libfuzzer_sys::fuzz_target;
 
 // routes.toml loading on arbitrary text.
 fuzz_target!(|data: &[u8]| {
-    props::config_text(&String::from_utf8_lossy(data));
+    props::fuzz_target("routes_toml", data);
 });

@@ -10,6 +10,5 @@ use libfuzzer_sys::fuzz_target;
 // Case IQ's token endpoint (served by casegate) on arbitrary request bodies, as JSON and
 // as a form.
 fuzz_target!(|data: &[u8]| {
-    let form = data.first().is_some_and(|b| b & 1 == 1);
-    props::token_request(data.get(1..).unwrap_or_default(), form);
+    props::fuzz_target("token_request", data);
 });

@@ -504,3 +504,45 @@ pub fn disposition_header(raw: &[u8], name: &str) {
     assert_eq!(d.name.as_deref(), Some("file"));
     assert_eq!(d.filename, Some(header_safe(name)));
 }
+
+/// What the cargo-fuzz target `name` (fuzz/fuzz_targets/NAME.rs) checks of one input, so
+/// that `cargo test` replays the committed seeds (fuzz/seeds/NAME/, the regressions the
+/// fuzzers found among them) exactly as the fuzzers run them.
+pub fn fuzz_target(name: &str, data: &[u8]) {
+    match name {
+        "disposition" => disposition_header(data, &String::from_utf8_lossy(data)),
+        "inbound_forms" => {
+            let (sizes, body) = data.split_at(data.len().min(2));
+            inbound_garbage(body, sizes);
+            let mut framed =
+                b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n"
+                    .to_vec();
+            framed.extend_from_slice(body);
+            inbound_garbage(&framed, sizes);
+            let text = String::from_utf8_lossy(body);
+            let mut parts = text.splitn(3, '|');
+            let comment = parts.next().unwrap_or_default();
+            let name = parts.next().unwrap_or_default();
+            let file = parts.next().unwrap_or_default();
+            multipart_round_trip(
+                comment,
+                &[comment.to_string()],
+                name,
+                file.as_bytes(),
+                sizes,
+            );
+            tines_round_trip(Some(comment), name, file.as_bytes(), sizes);
+        }
+        "json_scan" => {
+            let (sizes, body) = data.split_at(data.len().min(2));
+            json_scanner(body, sizes);
+        }
+        "routes_toml" => config_text(&String::from_utf8_lossy(data)),
+        "token_request" => {
+            let form = data.first().is_some_and(|b| b & 1 == 1);
+            token_request(data.get(1..).unwrap_or_default(), form);
+        }
+        "upstream_answers" => answer_parsers(data),
+        _ => panic!("no fuzz target named {name}"),
+    }
+}
