@@ -1,6 +1,7 @@
 //! Hostile clients: file names built to break headers, JSON or paths; oversized and
-//! over-numerous headers; request smuggling; a slowloris connection. None of it may crash
-//! casegate, reach an upstream raw, or slow down other clients.
+//! over-numerous headers; request smuggling; a slowloris connection; HTTP/2's resets and
+//! floods; floods whose answers are never read. None of it may crash casegate, reach an
+//! upstream raw, or slow down other clients.
 
 mod common;
 
@@ -272,6 +273,259 @@ async fn a_connection_answered_before_its_body_arrived_serves_its_next_request()
     for (status, body) in rounds {
         assert_eq!(status, 401, "{body}");
         assert!(body.contains("error"), "{body}");
+    }
+    h.stop().await;
+}
+
+/// One HTTP/2 frame (RFC 9113 section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
+const CONTINUATION: u8 = 9;
+const END_HEADERS: u8 = 0x4;
+const REFUSED_STREAM: u32 = 7;
+const ENHANCE_YOUR_CALM: u32 = 11;
+
+/// The client preface and an empty SETTINGS frame: an h2c connection's first bytes.
+fn h2_preface() -> Vec<u8> {
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    wire
+}
+
+/// The HPACK block of a Tines upload's head (`POST`, `http` indexed; the path, the
+/// authority, the client's credential and the content type as literals without indexing),
+/// with `more` after it.
+fn h2_upload_head(path: &str, more: &[u8]) -> Vec<u8> {
+    let literal = |b: &mut Vec<u8>, name_index: &[u8], value: &[u8]| {
+        b.extend_from_slice(name_index);
+        b.push(u8::try_from(value.len()).unwrap());
+        b.extend_from_slice(value);
+    };
+    let mut b = vec![0x83, 0x86];
+    literal(&mut b, &[0x04], path.as_bytes());
+    literal(&mut b, &[0x01], b"x");
+    literal(
+        &mut b,
+        &[0x0f, 0x08],
+        format!("Bearer {CLIENT_TOKEN}").as_bytes(),
+    );
+    literal(&mut b, &[0x0f, 0x10], b"application/json");
+    b.extend_from_slice(more);
+    b
+}
+
+/// What the server sent on an HTTP/2 connection until it closed it (or 10 s passed).
+#[derive(Debug, Default)]
+struct H2Seen {
+    /// Its RST_STREAM frames, counted by error code.
+    resets: std::collections::BTreeMap<u32, usize>,
+    /// Its GOAWAY's error code.
+    goaway: Option<u32>,
+    closed: bool,
+}
+
+/// Sends `wire` on a new connection to `addr` and reads the server's frames meanwhile.
+async fn h2_attack(addr: std::net::SocketAddr, wire: Vec<u8>) -> H2Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap()
+        .into_split();
+    // The server may close the connection before it has read everything: a failed write
+    // is part of the outcome, not the test's failure.
+    let writer = tokio::spawn(async move {
+        let _ = w.write_all(&wire).await;
+        w
+    });
+    let mut seen = H2Seen::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout_at(deadline, r.read_exact(&mut head)).await;
+        let Ok(read) = read else { break };
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if read.is_err() || r.read_exact(&mut payload).await.is_err() {
+            seen.closed = true;
+            break;
+        }
+        let code = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().unwrap());
+        match head[3] {
+            RST_STREAM => *seen.resets.entry(code(0)).or_default() += 1,
+            GOAWAY => seen.goaway = Some(code(4)),
+            _ => {}
+        }
+    }
+    writer.abort();
+    seen
+}
+
+/// HTTP/2's known abuses (the rapid reset of CVE-2023-44487, the resets a client
+/// provokes of CVE-2025-8671, the CONTINUATION flood, a header block that decodes to
+/// megabytes, more streams than allowed) each end at a bounded point, on the abusing
+/// connection only: a client on another connection uploads meanwhile, and no abusing
+/// stream reaches the upstream.
+#[tokio::test]
+async fn http2_resets_and_floods_end_on_their_connection_alone() {
+    let h = setup(&[Tines], Tines, Opts::default()).await;
+    let addr = h.casegate.addr();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let head = h2_upload_head(
+        &format!("/tines/api/v2/cases/{}/files", case_id_for(Tines)),
+        &[],
+    );
+    let streams = |n: u32, each: &dyn Fn(u32) -> Vec<u8>| {
+        let mut wire = h2_preface();
+        for id in (0..n).map(|i| 1 + 2 * i) {
+            wire.extend(each(id));
+        }
+        wire
+    };
+    let mut attacks: Vec<(&str, Vec<u8>)> = Vec::new();
+    // A stream opened and cancelled at once, over and over.
+    attacks.push((
+        "rapid reset",
+        streams(2000, &|id| {
+            let mut f = h2_frame(HEADERS, END_HEADERS, id, &head);
+            f.extend(h2_frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+            f
+        }),
+    ));
+    // A stream the server must reset (its window overflowed by the client), over and over.
+    attacks.push((
+        "provoked resets",
+        streams(3000, &|id| {
+            let mut f = h2_frame(HEADERS, END_HEADERS, id, &head);
+            f.extend(h2_frame(
+                WINDOW_UPDATE,
+                0,
+                id,
+                &0x7fff_ffffu32.to_be_bytes(),
+            ));
+            f
+        }),
+    ));
+    // A head that never ends: 2 MiB of CONTINUATION frames, each fifteen 1 KiB header fields.
+    let mut wire = h2_preface();
+    wire.extend(h2_frame(HEADERS, 0, 1, &head));
+    let mut field = vec![0x00, 3, b'x', b'-', b'a', 0x7f, 0x81, 0x07];
+    field.resize(field.len() + 1024, b'v');
+    for _ in 0..136 {
+        wire.extend(h2_frame(CONTINUATION, 0, 1, &field.repeat(15)));
+    }
+    attacks.push(("CONTINUATION flood", wire));
+    // 16 KiB of header block that decodes to 48 MB: a 4 000-byte field put in the
+    // dynamic table, then named by its index (one byte) 12 000 times.
+    let mut bomb = vec![0x40, 3, b'x', b'-', b'b', 0x7f, 0xa1, 0x1e];
+    bomb.resize(bomb.len() + 4000, b'v');
+    bomb.resize(bomb.len() + 12_000, 0x80 | 62);
+    let block = h2_upload_head(
+        &format!("/tines/api/v2/cases/{}/files", case_id_for(Tines)),
+        &bomb,
+    );
+    let mut wire = h2_preface();
+    let pieces: Vec<&[u8]> = block.chunks(16 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        let end = if i + 1 == pieces.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        wire.extend(h2_frame(kind, end, 1, piece));
+    }
+    attacks.push(("header bomb", wire));
+    for (name, wire) in attacks {
+        let seen = h2_attack(addr, wire).await;
+        assert_eq!(seen.goaway, Some(ENHANCE_YOUR_CALM), "{name}: {seen:?}");
+        assert!(seen.closed, "{name}: {seen:?}");
+        let r = send(
+            &h2c,
+            Tines,
+            &format!("{}/tines", h.base()),
+            &small_upload(Tines),
+            Cred::Good,
+        )
+        .await;
+        assert_eq!(r.status, 200, "an upload after the {name}: {}", r.text());
+    }
+    // More streams at once than a connection may have (their bodies never come): those
+    // past the limit are refused, and the connection stays open for them.
+    let seen = h2_attack(
+        addr,
+        streams(casegate::server::MAX_STREAMS + 100, &|id| {
+            h2_frame(HEADERS, END_HEADERS, id, &head)
+        }),
+    )
+    .await;
+    assert_eq!(seen.resets, [(REFUSED_STREAM, 100)].into(), "{seen:?}");
+    assert_eq!(seen.goaway, None, "{seen:?}");
+    // Only the four good uploads reached the upstream.
+    assert_eq!(h.upstream.files().len(), 4);
+    h.stop().await;
+}
+
+/// A client that floods casegate with requests, pings or settings and never reads their answers
+/// stops being read once its answers fill the connection, as any peer that does not read
+/// is: casegate holds no growing queue for it, and other clients are served meanwhile.
+#[tokio::test]
+async fn a_flood_whose_answers_are_not_read_stops_being_read() {
+    let h = setup(&[Tines], Tines, Opts::default()).await;
+    let addr = h.casegate.addr();
+    let (mut pings, mut settings) = (h2_preface(), h2_preface());
+    let mut pipelined = Vec::new();
+    for _ in 0..1_000_000 {
+        pings.extend(h2_frame(PING, 0, 0, &[0; 8]));
+        settings.extend(h2_frame(SETTINGS, 0, 0, &[]));
+        pipelined.extend_from_slice(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    let floods = [
+        ("pings", pings),
+        ("settings", settings),
+        ("pipelined requests", pipelined),
+    ];
+    for (name, wire) in floods {
+        use tokio::io::AsyncWriteExt;
+        let (total, mut s) = (
+            wire.len(),
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        );
+        // Written in pieces until one is not taken within 2 s: casegate has stopped
+        // reading (without that, the whole lot goes in well within that time).
+        let mut taken = 0;
+        for piece in wire.chunks(256 * 1024) {
+            match tokio::time::timeout(Duration::from_secs(2), s.write_all(piece)).await {
+                Ok(Ok(())) => taken += piece.len(),
+                Ok(Err(e)) => panic!("{name}: casegate closed the connection: {e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(taken < total, "{name}: all {total} bytes were read");
+        let r = send(
+            &h.http,
+            Tines,
+            &format!("{}/tines", h.base()),
+            &small_upload(Tines),
+            Cred::Good,
+        )
+        .await;
+        assert_eq!(r.status, 200, "an upload beside the {name}: {}", r.text());
+        drop(s);
     }
     h.stop().await;
 }
