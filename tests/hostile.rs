@@ -376,7 +376,7 @@ async fn h2_attack(addr: std::net::SocketAddr, wire: Vec<u8>) -> H2Seen {
 /// provokes of CVE-2025-8671, the CONTINUATION flood, a header block that decodes to
 /// megabytes, more streams than allowed) each end at a bounded point, on the abusing
 /// connection only: a client on another connection uploads meanwhile, and no abusing
-/// stream reaches the upstream.
+/// stream leaves a file at the upstream.
 #[tokio::test]
 async fn http2_resets_and_floods_end_on_their_connection_alone() {
     let h = setup(&[Tines], Tines, Opts::default()).await;
