@@ -417,7 +417,9 @@ pub fn config_text(text: &str) {
         let table = cfg.table();
         for r in &cfg.routes {
             for t in &r.client_tokens {
-                if t.expose().len() >= 12 {
+                // A token that also stands inside a value the table does print (a route's
+                // name, an upstream's `client_id`) is printed as part of that value.
+                if t.expose().len() >= 12 && text.matches(t.expose()).count() == 1 {
                     assert!(!table.contains(t.expose()), "a client token is printed");
                 }
             }
