@@ -10,6 +10,9 @@ usage: drive.py CLIENT ACTION BASE_URL TOKEN ARG...
   kibana-py get_comments CASE                 cases.get_comments
   kibana-py get_comment|delete_comment CASE COMMENT_ID
 
+Over HTTPS, CASEGATE_CA names the certificate authority kibana-py is told to trust
+(`ca_certs`); tapi's httpx reads SSL_CERT_FILE itself.
+
 Prints one JSON object: {"status": int, "body": <parsed JSON or text>, "headers": {...}};
 a body that is not JSON (a download) is given as {"sha256": hex, "len": n}.
 
@@ -20,6 +23,7 @@ calls. Everything tapi puts on the wire (its JSON with nulls, its headers) is it
 import base64
 import hashlib
 import json
+import os
 import sys
 
 
@@ -76,7 +80,10 @@ def run_kibana(base, token, action, args):
     from kibana import Kibana
     from kibana.exceptions import ApiError
 
-    client = Kibana(base, api_key=token, max_retries=0)
+    # CASEGATE_CA: the certificate authority to trust over HTTPS, given as a kibana-py
+    # user gives it (tapi has no such option; httpx, under it, reads SSL_CERT_FILE).
+    tls = {"ca_certs": os.environ["CASEGATE_CA"]} if os.environ.get("CASEGATE_CA") else {}
+    client = Kibana(base, api_key=token, max_retries=0, **tls)
     try:
         if action == "add_file":
             case_id, path, name, mime = args[:4]
