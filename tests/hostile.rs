@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 use casegate::dialect::DialectId;
 use common::*;
 
+/// A small upload through the harness's Tines route, sent with `http`.
+async fn small_tines_upload(http: &reqwest::Client, h: &Harness) -> Reply {
+    let base = format!("{}/tines", h.base());
+    send(http, Tines, &base, &small_upload(Tines), Cred::Good).await
+}
+
 /// Raw HTTP/1.1 over a socket (off the runtime's thread); returns the answer as text.
 async fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let request = request.to_vec();
@@ -161,14 +167,7 @@ async fn header_abuse_and_smuggling_are_refused() {
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert_eq!(h.upstream.uploads(), 1);
     // casegate still serves.
-    let r = send(
-        &h.http,
-        Tines,
-        &format!("{}/tines", h.base()),
-        &small_upload(Tines),
-        Cred::Good,
-    )
-    .await;
+    let r = small_tines_upload(&h.http, &h).await;
     assert_eq!(r.status, 200);
     h.stop().await;
 }
@@ -196,14 +195,7 @@ async fn a_slowloris_connection_does_not_delay_others() {
     });
     let started = Instant::now();
     for _ in 0..10 {
-        let r = send(
-            &h.http,
-            Tines,
-            &format!("{}/tines", h.base()),
-            &small_upload(Tines),
-            Cred::Good,
-        )
-        .await;
+        let r = small_tines_upload(&h.http, &h).await;
         assert_eq!(r.status, 200);
     }
     assert!(
@@ -454,14 +446,7 @@ async fn http2_resets_and_floods_end_on_their_connection_alone() {
         let seen = h2_attack(addr, wire).await;
         assert_eq!(seen.goaway, Some(ENHANCE_YOUR_CALM), "{name}: {seen:?}");
         assert!(seen.closed, "{name}: {seen:?}");
-        let r = send(
-            &h2c,
-            Tines,
-            &format!("{}/tines", h.base()),
-            &small_upload(Tines),
-            Cred::Good,
-        )
-        .await;
+        let r = small_tines_upload(&h2c, &h).await;
         assert_eq!(r.status, 200, "an upload after the {name}: {}", r.text());
     }
     // More streams at once than a connection may have (their bodies never come): those
@@ -516,14 +501,7 @@ async fn a_flood_whose_answers_are_not_read_stops_being_read() {
             }
         }
         assert!(taken < total, "{name}: all {total} bytes were read");
-        let r = send(
-            &h.http,
-            Tines,
-            &format!("{}/tines", h.base()),
-            &small_upload(Tines),
-            Cred::Good,
-        )
-        .await;
+        let r = small_tines_upload(&h.http, &h).await;
         assert_eq!(r.status, 200, "an upload beside the {name}: {}", r.text());
         drop(s);
     }
