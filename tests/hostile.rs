@@ -172,6 +172,61 @@ async fn header_abuse_and_smuggling_are_refused() {
     h.stop().await;
 }
 
+/// Framings a server and the proxy before it could read differently (request smuggling's
+/// raw material) are refused with 400 before anything reaches the upstream, and the
+/// request pipelined behind each is never served.
+#[tokio::test]
+async fn ambiguous_framings_are_refused_before_the_upstream() {
+    let h = setup(&[Tines], Tines, Opts::default()).await;
+    let body = r#"{"filename":"a.txt","file_contents":"aGk="}"#;
+    let head = format!(
+        "POST /tines/api/v2/cases/1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \
+         {CLIENT_TOKEN}\r\nContent-Type: application/json\r\n"
+    );
+    // A whole upload, pipelined behind each: served only if the framing was misread.
+    let behind = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+    let (len, chunked) = (
+        body.len(),
+        format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+    );
+    let framings = [
+        ("chunked not last", format!("Transfer-Encoding: chunked, identity\r\nContent-Length: {}\r\n\r\n{chunked}", chunked.len())),
+        ("an unknown coding", format!("Transfer-Encoding: xchunked\r\nContent-Length: {len}\r\n\r\n{body}")),
+        ("two Transfer-Encoding fields", format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n{chunked}")),
+        ("a space before the colon", format!("Transfer-Encoding : chunked\r\nContent-Length: {len}\r\n\r\n{body}")),
+        ("a folded line", format!("Transfer-Encoding:\r\n chunked\r\nContent-Length: {len}\r\n\r\n{body}")),
+        ("a signed length", format!("Content-Length: +{len}\r\n\r\n{body}")),
+        ("a list of lengths", format!("Content-Length: {len}, {len}\r\n\r\n{body}")),
+        ("a chunk size past 64 bits", format!("Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff{len:x}\r\n{body}\r\n0\r\n\r\n")),
+        ("chunk lines ended by a bare LF", format!("Transfer-Encoding: chunked\r\n\r\n{len:x}\n{body}\n0\n\n")),
+        ("a bare CR in a field", format!("X-A: a\rb\r\nContent-Length: {len}\r\n\r\n{body}")),
+        ("a NUL in a field", format!("X-A: a\0b\r\nContent-Length: {len}\r\n\r\n{body}")),
+    ];
+    for (name, rest) in framings {
+        let r = raw_http(
+            h.casegate.addr(),
+            format!("{head}{rest}{behind}").as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 400 "), "{name}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{name}: {r}");
+        assert_eq!(h.upstream.uploads(), 0, "{name}: reached the upstream");
+    }
+    // HTTP/1.0 has no chunked coding (RFC 9112 section 6.1).
+    let r = raw_http(
+        h.casegate.addr(),
+        format!(
+            "{}Transfer-Encoding: chunked\r\n\r\n{chunked}{behind}",
+            head.replace("HTTP/1.1", "HTTP/1.0")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400 "), "HTTP/1.0 chunked: {r}");
+    assert_eq!(h.upstream.uploads(), 0);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_slowloris_connection_does_not_delay_others() {
     let h = setup(&[Tines], Tines, Opts::default()).await;
