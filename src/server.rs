@@ -803,7 +803,10 @@ async fn accept_here<S: ConnService>(
     let serve = move |stream: TcpStream| {
         connection(
             stream,
-            gateway.tls.load_full(),
+            gateway.tls.load_full().map(|config| TlsIn {
+                config,
+                gateway: gateway.clone(),
+            }),
             builder.clone(),
             svc.clone(),
             draining.clone(),
@@ -970,7 +973,7 @@ where
 /// or HTTP/2 as the client speaks (ALPN, or h2c prior knowledge).
 async fn connection<S: ConnService>(
     stream: TcpStream,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsIn>,
     builder: Arc<Builders>,
     svc: S,
     drain: Arc<Drain>,
@@ -1003,8 +1006,8 @@ async fn connection<S: ConnService>(
             ));
             served.await
         }
-        Some(cfg) => {
-            let served = Box::pin(serve_tls(stream, cfg, builder, svc, drain));
+        Some(tls) => {
+            let served = Box::pin(serve_tls(stream, tls, builder, svc, drain));
             served.await
         }
     };
@@ -1013,17 +1016,39 @@ async fn connection<S: ConnService>(
     }
 }
 
+/// What a connection to the HTTPS listener needs: the TLS config of the moment, and the
+/// gateway, whose routes give a plain HTTP request's refusal its dialect ([`plain_on_tls`]).
+struct TlsIn {
+    config: Arc<rustls::ServerConfig>,
+    gateway: Arc<Gateway>,
+}
+
 /// A TLS connection: the handshake, within [`TLS_HANDSHAKE_TIMEOUT`], then HTTP/1.1 or
-/// HTTP/2 as ALPN agreed (as the first bytes say, without ALPN).
+/// HTTP/2 as ALPN agreed (as the first bytes say, without ALPN). A client that speaks
+/// plain HTTP instead is told so ([`plain_on_tls`]).
 async fn serve_tls<S: ConnService>(
     stream: TcpStream,
-    cfg: Arc<rustls::ServerConfig>,
+    tls: TlsIn,
     builder: Arc<Builders>,
     svc: TowerToHyperService<S>,
     drain: Arc<Drain>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+    // A TLS client's first byte is its record's type (22, a handshake); a plain HTTP
+    // client's is its method's first letter.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            return plain_on_tls(stream, tls.gateway, &builder, drain).await;
+        }
+        Ok(Ok(1)) => {}
+        _ => {
+            tracing::debug!("connection closed before a TLS handshake");
+            return Ok(());
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
@@ -1036,6 +1061,66 @@ async fn serve_tls<S: ConnService>(
     };
     let speaks = Speaks::from_alpn(stream.get_ref().1.alpn_protocol());
     serve_http(&builder, speaks, TokioIo::new(stream), svc, drain).await
+}
+
+/// What a plain HTTP request to the HTTPS listener is told.
+pub const PLAIN_ON_TLS: &str = "This port serves HTTPS: send the request with https://.";
+
+/// A client speaking plain HTTP/1.1 to the HTTPS listener (`http://` where `https://` was
+/// meant): each request is answered 400 in its route's dialect, saying so, and the
+/// connection is closed, as nginx answers one; a TLS alert, which is all a TLS server
+/// could send, reads to curl as "Received HTTP/0.9 when not allowed".
+async fn plain_on_tls(
+    stream: TcpStream,
+    gateway: Arc<Gateway>,
+    builder: &Builders,
+    drain: Arc<Drain>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let refuse = tower::service_fn(move |req: Request<Incoming>| {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let target = gateway
+            .table()
+            .router
+            .route(host, req.method(), req.uri().path());
+        let front = match target {
+            Target::Op(rt, _) | Target::Method(rt, _) | Target::Other(rt, _) => Some(rt.front),
+            Target::NotFound(front) => front,
+        };
+        let err = Error::bad_request(PLAIN_ON_TLS);
+        let mut resp = match front {
+            Some(front) => respond(front, &err),
+            None => {
+                let mut r =
+                    crate::error::text_response(http::StatusCode::BAD_REQUEST, PLAIN_ON_TLS);
+                r.headers_mut().insert(
+                    "casegate-error",
+                    http::HeaderValue::from_static(err.code.as_str()),
+                );
+                r
+            }
+        };
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        tracing::debug!(
+            path = req.uri().path(),
+            "plain HTTP on the HTTPS listener: refused"
+        );
+        std::future::ready(Ok::<_, Infallible>(resp.map(AccessBody::unlogged)))
+    });
+    let io = TokioIo::new(stream);
+    serve_http(
+        builder,
+        Speaks::Http1,
+        io,
+        TowerToHyperService::new(refuse),
+        drain,
+    )
+    .await
 }
 
 /// How long a shutdown waits for the ledger to take rows still waiting in its retry queue.

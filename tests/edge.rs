@@ -110,15 +110,36 @@ async fn tls_with_h2_and_http11_by_alpn_carries_every_pairing() {
         .build()
         .unwrap();
     every_pairing_over(&h1, "https", &cg, &emulators, reqwest::Version::HTTP_11).await;
-    // Plain HTTP is not served on a TLS listener.
-    let plain = client()
-        .get(format!(
-            "http://{}/tines-tines/api/v2/cases/1/files",
-            cg.addr()
-        ))
-        .send()
-        .await;
-    assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+    // Plain HTTP on the TLS listener (`http://` for `https://`) is told so, in the
+    // client's dialect, and its connection closed; nothing reaches an upstream.
+    let stored: usize = emulators.iter().map(|e| e.files().len()).sum();
+    let plain = client();
+    for front in DialectId::ALL {
+        let base = format!("http://{}/{front}-tines", cg.addr());
+        let r = send(&plain, front, &base, &small_upload(Tines), Cred::Missing).await;
+        let message = assert_error(front, &r, 400, "bad_request", false);
+        if let Some(m) = message {
+            assert_eq!(m, casegate::server::PLAIN_ON_TLS, "{front}");
+        }
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{front}");
+    }
+    let r = reply(
+        plain
+            .get(format!("http://{}/nowhere", cg.addr()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (400, casegate::server::PLAIN_ON_TLS.to_string())
+    );
+    assert_eq!(r.header("casegate-error").as_deref(), Some("bad_request"));
+    assert_eq!(
+        emulators.iter().map(|e| e.files().len()).sum::<usize>(),
+        stored
+    );
     cg.shutdown().await;
 }
 
