@@ -1066,9 +1066,9 @@ async fn serve_tls<S: ConnService>(
 /// What a plain HTTP request to the HTTPS listener is told.
 pub const PLAIN_ON_TLS: &str = "This port serves HTTPS: send the request with https://.";
 
-/// A client speaking plain HTTP/1.1 to the HTTPS listener (`http://` where `https://` was
-/// meant): each request is answered 400 in its route's dialect, saying so, and the
-/// connection is closed, as nginx answers one; a TLS alert, which is all a TLS server
+/// A client speaking plain HTTP to the HTTPS listener (`http://` where `https://` was
+/// meant): each request is answered 400 in its route's dialect, saying so, and an
+/// HTTP/1 connection is closed, as nginx answers one; a TLS alert, which is all a TLS server
 /// could send, reads to curl as "Received HTTP/0.9 when not allowed".
 async fn plain_on_tls(
     stream: TcpStream,
@@ -1102,20 +1102,24 @@ async fn plain_on_tls(
                 r
             }
         };
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+        // (HTTP/2 has no `Connection` field: such a client may go on asking.)
+        if req.version() < http::Version::HTTP_2 {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         tracing::debug!(
             path = req.uri().path(),
             "plain HTTP on the HTTPS listener: refused"
         );
         std::future::ready(Ok::<_, Infallible>(resp.map(AccessBody::unlogged)))
     });
+    // HTTP/1.1, or HTTP/2 with prior knowledge (`PRI`), as the first bytes say.
     let io = TokioIo::new(stream);
     serve_http(
         builder,
-        Speaks::Http1,
+        Speaks::Unknown,
         io,
         TowerToHyperService::new(refuse),
         drain,

@@ -123,6 +123,15 @@ async fn tls_with_h2_and_http11_by_alpn_carries_every_pairing() {
         }
         assert_eq!(r.header("connection").as_deref(), Some("close"), "{front}");
     }
+    // HTTP/2 with prior knowledge too (no `Connection` field there).
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let base = format!("http://{}/tines-tines", cg.addr());
+    let r = send(&h2c, Tines, &base, &small_upload(Tines), Cred::Missing).await;
+    let message = assert_error(Tines, &r, 400, "bad_request", false);
+    assert_eq!(message.as_deref(), Some(casegate::server::PLAIN_ON_TLS));
     let r = reply(
         plain
             .get(format!("http://{}/nowhere", cg.addr()))
