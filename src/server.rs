@@ -1077,10 +1077,12 @@ async fn plain_on_tls(
     drain: Arc<Drain>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let refuse = tower::service_fn(move |req: Request<Incoming>| {
+        // Found as the service stack finds it (crate::service::RouteLayer).
         let host = req
             .headers()
             .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let target = gateway
             .table()
             .router
