@@ -1,6 +1,6 @@
 //! Hostile clients: file names built to break headers, JSON or paths; oversized and
-//! over-numerous headers; request smuggling; a slowloris connection; HTTP/2's resets and
-//! floods; floods whose answers are never read. None of it may crash casegate, reach an
+//! over-numerous headers; request smuggling; a slowloris connection; TLS handshakes that
+//! never finish; HTTP/2's resets and floods; floods whose answers are never read. None of it may crash casegate, reach an
 //! upstream raw, or slow down other clients.
 
 mod common;
@@ -259,6 +259,104 @@ async fn a_slowloris_connection_does_not_delay_others() {
         started.elapsed()
     );
     drop(trickle.join().unwrap());
+    h.stop().await;
+}
+
+/// Connections to the HTTPS listener that never finish their TLS handshake (silent after
+/// connecting, a ClientHello cut short, one silent for 5 s and then trickled a byte at a
+/// time) hold nobody up and are closed once the handshake's time
+/// ([`casegate::server::TLS_HANDSHAKE_TIMEOUT`]) is spent, counted from the connection's
+/// start, however late or slowly its bytes come.
+#[tokio::test]
+async fn tls_handshakes_that_never_finish_are_ended_and_delay_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let o = Opts {
+        extra_top_keys: format!("tls_cert = {cert:?}\ntls_key = {key:?}"),
+        ..Opts::default()
+    };
+    let h = setup(&[Tines], Tines, o).await;
+    let addr = h.casegate.addr();
+    // A TLS record header (a handshake of 256 bytes), then the start of a ClientHello.
+    let hello_start: &[u8] = &[0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0xfc, 0x03];
+    let stalled: Vec<std::thread::JoinHandle<(&str, Duration, String)>> = (0..30)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let kind = match i % 3 {
+                    0 => "silent",
+                    1 => {
+                        s.write_all(hello_start).unwrap();
+                        "cut short"
+                    }
+                    _ => "trickled",
+                };
+                let step = Duration::from_millis(500);
+                let mut sent = 0;
+                let mut buf = [0u8; 512];
+                loop {
+                    // Trickled: after 5 s, a byte of the ClientHello each half second, the
+                    // record never complete; the others only wait.
+                    if kind == "trickled"
+                        && started.elapsed() >= Duration::from_secs(5)
+                        && sent < hello_start.len()
+                    {
+                        let _ = s.write_all(&hello_start[sent..=sent]);
+                        sent += 1;
+                    }
+                    s.set_read_timeout(Some(step)).unwrap();
+                    let end = match s.read(&mut buf) {
+                        Ok(0) => "closed".to_string(),
+                        Ok(n) => format!("{n} bytes"),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if started.elapsed() > Duration::from_secs(20) {
+                                "still open after 20 s".to_string()
+                            } else {
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(e) => format!("closed: {}", e.kind()),
+                    };
+                    return (kind, started.elapsed(), end);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile HTTPS uploads go through at once.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{}/tines", addr.port());
+    let started = Instant::now();
+    for _ in 0..10 {
+        let r = send(&https, Tines, &base, &small_upload(Tines), Cred::Good).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "uploads waited behind stalled handshakes: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.upstream.uploads(), 10);
+    let ended = tokio::task::spawn_blocking(move || {
+        stalled
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let limit = casegate::server::TLS_HANDSHAKE_TIMEOUT;
+    for (kind, after, end) in ended {
+        assert!(end.starts_with("closed"), "{kind}: {end} after {after:?}");
+        assert!(
+            after >= limit - Duration::from_millis(500) && after < limit + Duration::from_secs(3),
+            "{kind}: closed after {after:?}, not at the handshake's limit ({limit:?})"
+        );
+    }
     h.stop().await;
 }
 
