@@ -359,6 +359,30 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// An error and its causes, `error: cause: its cause`, for a log line: hyper's and
+/// hyper-util's errors keep the reason the system gave (`Too many open files`,
+/// `Connection refused`) in their source, not in their own text. A cause whose text the
+/// line already ends with (an error that prints its source as well) is not repeated.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        // Bounded: a chain is a few errors deep.
+        for _ in 0..16 {
+            let Some(c) = cause else { break };
+            let t = c.to_string();
+            if !text.ends_with(&t) {
+                text.push_str(": ");
+                text.push_str(&t);
+            }
+            cause = c.source();
+        }
+        f.write_str(&text)
+    }
+}
+
 /// The standard reason phrase of a status.
 pub fn reason(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
@@ -430,5 +454,24 @@ mod tests {
         }
         let e = Error::upstream_rejected(StatusCode::UNAUTHORIZED, Some("secret detail".into()));
         assert!(!e.message.contains("secret detail"));
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp open error")]
+        struct Open(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect: {0}")]
+        struct Connect(#[source] Open);
+        let io = std::io::Error::other("Too many open files");
+        assert_eq!(
+            Chain(&Connect(Open(io))).to_string(),
+            "cannot connect: tcp open error: Too many open files"
+        );
+        assert_eq!(
+            Chain(&Error::not_found("x")).to_string(),
+            "not_found (404): x"
+        );
     }
 }

@@ -107,7 +107,7 @@ struct Idle {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("cannot connect: {0}")]
-    Connect(BoxError),
+    Connect(#[source] BoxError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
     #[error(transparent)]

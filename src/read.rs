@@ -724,7 +724,7 @@ async fn open_download(
         .and_then(|v| v.parse::<u64>().ok());
     if rt.back.fails_with_200() && declared.is_none_or(|n| n <= PEEK_BYTES as u64) {
         let (peeked, ended) = body.peek(PEEK_BYTES).await.map_err(|e| {
-            tracing::warn!(route = %rt.cfg.name, error = %e, "the download broke off");
+            tracing::warn!(route = %rt.cfg.name, error = %crate::error::Chain(&*e), "the download broke off");
             Error::upstream_failed("The case system stopped sending the file.")
         })?;
         if ended && rt.back.failed_answer(&peeked) && !is_the_file(r.row.as_ref(), &peeked) {

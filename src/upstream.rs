@@ -507,7 +507,7 @@ impl Upstream {
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
             Err(_) => return Err(Error::upstream_timeout()),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "token endpoint unreachable");
+                tracing::warn!(error = %crate::error::Chain(&e), "token endpoint unreachable");
                 return Err(Error::upstream_unreachable());
             }
             Ok(Ok(r)) => r,
@@ -691,7 +691,7 @@ impl SendError {
             SendError::Auth(e) => e,
             SendError::Timeout => Error::upstream_timeout(),
             SendError::Http(e) => {
-                tracing::warn!(error = %e, detail = ?std::error::Error::source(&e), "upstream request failed");
+                tracing::warn!(error = %crate::error::Chain(&e), "upstream request failed");
                 Error::upstream_unreachable()
             }
         }
