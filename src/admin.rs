@@ -141,6 +141,7 @@ async fn accept_loop(
         .max_headers(MAX_HEADERS)
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
+    let mut failures = crate::server::AcceptFailures::default();
     loop {
         let stream = tokio::select! {
             // A send or a dropped `Admin`: both mean stop.
@@ -149,8 +150,7 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => stream,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failures.failed("admin", &e).await;
                     continue;
                 }
             },

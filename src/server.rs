@@ -778,6 +778,43 @@ async fn accept_on_workers<S: ConnService>(
     }
 }
 
+/// An accept loop's failures: mostly the process's descriptors running out (`Too many
+/// open files`), which lasts until connections close. The loop waits [`ACCEPT_RETRY`]
+/// before it tries again (the client waits in the listen queue, nothing is refused), and
+/// warns at most once a second, saying how many failures the warning stands for: a
+/// warning a try would be twenty lines a second for each worker.
+#[derive(Default)]
+pub(crate) struct AcceptFailures {
+    warned: Option<std::time::Instant>,
+    unwarned: u64,
+}
+
+/// How long an accept loop waits after a failed accept.
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+impl AcceptFailures {
+    /// Notes a failed accept (warning if none was given in the last second) and waits
+    /// [`ACCEPT_RETRY`].
+    pub(crate) async fn failed(&mut self, listener: &'static str, e: &std::io::Error) {
+        self.unwarned += 1;
+        let now = std::time::Instant::now();
+        if self
+            .warned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                listener,
+                error = %e,
+                failures = self.unwarned,
+                "accept failed; trying again every 50 ms"
+            );
+            self.warned = Some(now);
+            self.unwarned = 0;
+        }
+        tokio::time::sleep(ACCEPT_RETRY).await;
+    }
+}
+
 /// One worker's accept loop: serves what it accepts (when it has a part of the listener,
 /// [`crate::workers::Seat::accepts`]), unless another worker serves fewer connections
 /// ([`crate::workers::Seat::place`]), and what other workers hand to it; on stop, closes
@@ -813,6 +850,7 @@ async fn accept_here<S: ConnService>(
             stopping.clone(),
         )
     };
+    let mut failures = AcceptFailures::default();
     let drain_timeout = loop {
         tokio::select! {
             accepted = accept() => match accepted {
@@ -832,10 +870,7 @@ async fn accept_here<S: ConnService>(
                         Err(e) => tracing::warn!(error = %e, "accepted connection lost"),
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => failures.failed("public", &e).await,
             },
             Some(h) = handed.recv() => {
                 let (stream, counted) = h.into_parts();

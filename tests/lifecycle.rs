@@ -4,7 +4,8 @@
 //! nothing); SIGTERM drains: readiness off at once, the upload in flight completes, new
 //! connections are refused after the delay, and a request still running past the drain
 //! timeout is cut with nothing stored short; a confirmed file whose row still waits for
-//! the ledger gets a last try at shutdown, then a replayable `lost` line.
+//! the ledger gets a last try at shutdown, then a replayable `lost` line; descriptors
+//! running out make new connections wait, warned about once a second.
 
 mod common;
 
@@ -754,6 +755,78 @@ async fn the_access_line_follows_the_filter() {
                 .filter(|l| l.contains("upstream request failed"))
                 .count();
             assert!(warned >= 2, "{format}, {filter}: {lines:#?}");
+            // Each says why, as the system said it (hyper-util keeps that in its error's
+            // source, not in its text).
+            let why = lines
+                .iter()
+                .filter(|l| l.contains("casegate::upstream") && l.contains("Connection refused"))
+                .count();
+            assert!(why >= 2, "{format}, {filter}: {lines:#?}");
         }
     }
+}
+
+/// Descriptors running out (the process allowed 64): casegate keeps serving, a new
+/// connection waits in the listen queue rather than being refused, the failure is warned
+/// about at most once a second a worker with how many tries it stands for (not on each
+/// try, every 50 ms), and once connections close the waiting upload is served.
+#[tokio::test]
+async fn descriptors_running_out_make_connections_wait_and_are_warned_once_a_second() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
+    let mut p = Proc::start_with_open_files(&cfg, 64);
+    let answer = small(p.addr, "/r", b"before").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Connections that never send a byte, more than the descriptors left.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(p.addr).await.unwrap());
+    }
+    let waiting = tokio::spawn(small(p.addr, "/r", b"waited"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "an upload served with no descriptor left"
+    );
+    let exhausted_for = started.elapsed();
+    drop(held);
+    let answer = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the waiting upload was served once descriptors came back")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(emu.files().len(), 2);
+    let warnings: Vec<Value> = p
+        .drain_lines()
+        .into_iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("accept failed"))
+        })
+        .collect();
+    assert!(!warnings.is_empty(), "no warning of the failed accepts");
+    for w in &warnings {
+        assert_eq!(w["listener"], "public", "{w}");
+        assert!(
+            w["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Too many open files")),
+            "{w}"
+        );
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let most = workers * (exhausted_for.as_secs() as usize + 2);
+    assert!(
+        warnings.len() <= most,
+        "{} warnings in {exhausted_for:?} (at most {most}): {warnings:#?}",
+        warnings.len()
+    );
+    // The later warnings stand for the tries in between.
+    assert!(
+        warnings.iter().any(|w| w["failures"].as_u64() > Some(1)),
+        "{warnings:#?}"
+    );
 }

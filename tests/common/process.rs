@@ -33,8 +33,26 @@ impl Proc {
 
     /// Starts `casegate serve --config config` with `envs` (which must keep JSON logs).
     pub fn start_with(config: &Path, envs: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--config", config.to_str().unwrap()]);
+        Proc::spawn(command, envs)
+    }
+
+    /// Starts `casegate serve --config config` allowed at most `files` open descriptors
+    /// (the shell's `ulimit -n`).
+    pub fn start_with_open_files(config: &Path, files: u32) -> Proc {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" serve --config \"$1\""),
+            BIN,
+            config.to_str().unwrap(),
+        ]);
+        Proc::spawn(command, &[])
+    }
+
+    fn spawn(mut command: Command, envs: &[(&str, &str)]) -> Proc {
+        let mut child = command
             .env("CASEGATE_LOG", "info")
             .envs(envs.iter().copied())
             .stderr(Stdio::piped())
