@@ -558,6 +558,7 @@ async fn accept_loop(
 ) {
     let conn_stop = stop.clone();
     let mut connections = JoinSet::new();
+    let mut failures = crate::server::AcceptFailures::default();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -569,10 +570,7 @@ async fn accept_loop(
                         stream, sh.clone(), handler, tls.clone(), conn_stop.clone(), open,
                     ));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "emulator: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => failures.failed("emulator", &e).await,
             },
         }
     }
