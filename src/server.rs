@@ -1167,13 +1167,67 @@ async fn plain_on_tls(
 /// How long a shutdown waits for the ledger to take rows still waiting in its retry queue.
 pub const LEDGER_DRAIN: Duration = Duration::from_secs(10);
 
+/// The process's open-files limit, its soft limit first raised to its hard limit, as Go's
+/// runtime and HAProxy raise theirs at start: each connection through casegate holds two
+/// descriptors (the client's and the upstream's), and the soft limit most shells and
+/// systemd give, 1 024, would stop casegate near 500 connections, under the default
+/// `max_in_flight`. `None`: no limit, or none known.
+#[cfg(unix)]
+fn open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) if soft < hard => {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    tracing::info!(
+                        from = soft,
+                        to = hard,
+                        "open-files limit raised to its hard limit"
+                    );
+                    Some(hard)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, soft, hard, "the open-files limit could not be raised");
+                    Some(soft)
+                }
+            }
+        }
+        (soft, _) => soft,
+    }
+}
+
+#[cfg(not(unix))]
+fn open_files_limit() -> Option<u64> {
+    None
+}
+
 /// Serves `path` until SIGTERM or Ctrl-C (then drains); SIGHUP reloads it.
 pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {
+    let open_files = open_files_limit();
     let running = start(cfg).await?;
     let admin = running
         .admin_addr()
         .map_or_else(|| "off".to_string(), |a| a.to_string());
-    tracing::info!(addr = %running.addr(), admin = %admin, tls = cfg.tls.is_some(), routes = cfg.routes.len(), "casegate listening");
+    let files = open_files.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(addr = %running.addr(), admin = %admin, tls = cfg.tls.is_some(), routes = cfg.routes.len(), open_files = %files, "casegate listening");
+    // Two descriptors a request in flight, and a few for the listeners, the ledger and
+    // the runtime.
+    let wanted = 2 * cfg.max_in_flight as u64 + 64;
+    if let Some(n) = open_files.filter(|&n| n < wanted) {
+        tracing::warn!(
+            open_files = n,
+            max_in_flight = cfg.max_in_flight,
+            "the process may open fewer files than max_in_flight requests need (two each: \
+             the client's connection and the upstream's); once they run out new \
+             connections wait: raise the hard limit (systemd's LimitNOFILE, ulimit -Hn) \
+             or lower max_in_flight"
+        );
+    }
     for r in cfg.routes.iter() {
         tracing::info!(
             route = %r.name,

@@ -775,7 +775,18 @@ async fn descriptors_running_out_make_connections_wait_and_are_warned_once_a_sec
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
-    let mut p = Proc::start_with_open_files(&cfg, 64);
+    let mut p = Proc::start_with_ulimit(&cfg, "-n 64");
+    // Told at start that 64 is fewer than max_in_flight's 1 024 requests need.
+    let told = p.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the process may open fewer files"))
+    });
+    assert_eq!(
+        (told["open_files"].as_u64(), told["max_in_flight"].as_u64()),
+        (Some(64), Some(1024)),
+        "{told}"
+    );
     let answer = small(p.addr, "/r", b"before").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Connections that never send a byte, more than the descriptors left.
@@ -829,4 +840,38 @@ async fn descriptors_running_out_make_connections_wait_and_are_warned_once_a_sec
         warnings.iter().any(|w| w["failures"].as_u64() > Some(1)),
         "{warnings:#?}"
     );
+}
+
+/// Started with a soft open-files limit under its hard one (most shells and systemd give
+/// 1 024), casegate raises it to the hard one and says so, and its start-up line names the
+/// limit in force.
+#[tokio::test]
+async fn the_open_files_limit_is_raised_to_its_hard_limit_at_start() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
+    let mut p = Proc::start_with_ulimit(&cfg, "-S -n 128");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
+    let files: Vec<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [soft, hard] = files[..] else {
+        panic!("{limits}")
+    };
+    assert_eq!(soft, hard, "{limits}");
+    assert!(hard > 128, "{limits}");
+    let raised = p.wait_for(|v| v["message"] == "open-files limit raised to its hard limit");
+    assert_eq!(
+        (raised["from"].as_u64(), raised["to"].as_u64()),
+        (Some(128), Some(hard)),
+        "{raised}"
+    );
+    let listening = p.wait_for(|v| v["message"] == "casegate listening");
+    assert_eq!(listening["open_files"], hard.to_string(), "{listening}");
+    let answer = small(p.addr, "/r", b"hello").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -38,13 +38,13 @@ impl Proc {
         Proc::spawn(command, envs)
     }
 
-    /// Starts `casegate serve --config config` allowed at most `files` open descriptors
-    /// (the shell's `ulimit -n`).
-    pub fn start_with_open_files(config: &Path, files: u32) -> Proc {
+    /// Starts `casegate serve --config config` under the shell's `ulimit {limit}` (`-n
+    /// 64`: at most 64 open descriptors).
+    pub fn start_with_ulimit(config: &Path, limit: &str) -> Proc {
         let mut command = Command::new("sh");
         command.args([
             "-c",
-            &format!("ulimit -n {files} && exec \"$0\" serve --config \"$1\""),
+            &format!("ulimit {limit} && exec \"$0\" serve --config \"$1\""),
             BIN,
             config.to_str().unwrap(),
         ]);
