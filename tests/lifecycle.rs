@@ -766,16 +766,23 @@ async fn the_access_line_follows_the_filter() {
     }
 }
 
+/// A casegate process under the shell's `ulimit {limit}`, with route "r" to a Tines
+/// emulator and its ledger in memory.
+async fn under_ulimit(limit: &str) -> (Emulator, tempfile::TempDir, Proc) {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
+    let p = Proc::start_with_ulimit(&cfg, limit);
+    (emu, dir, p)
+}
+
 /// Descriptors running out (the process allowed 64): casegate keeps serving, a new
 /// connection waits in the listen queue rather than being refused, the failure is warned
 /// about at most once a second a worker with how many tries it stands for (not on each
 /// try, every 50 ms), and once connections close the waiting upload is served.
 #[tokio::test]
 async fn descriptors_running_out_make_connections_wait_and_are_warned_once_a_second() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
-    let mut p = Proc::start_with_ulimit(&cfg, "-n 64");
+    let (emu, _dir, mut p) = under_ulimit("-n 64").await;
     // Told at start that 64 is fewer than max_in_flight's 1 024 requests need.
     let told = p.wait_for(|v| {
         v["message"]
@@ -847,10 +854,7 @@ async fn descriptors_running_out_make_connections_wait_and_are_warned_once_a_sec
 /// limit in force.
 #[tokio::test]
 async fn the_open_files_limit_is_raised_to_its_hard_limit_at_start() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = json_config(dir.path(), "ledger = \"sqlite::memory:\"\n", &emu.url());
-    let mut p = Proc::start_with_ulimit(&cfg, "-S -n 128");
+    let (_emu, _dir, mut p) = under_ulimit("-S -n 128").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
     let files: Vec<u64> = limits
         .lines()
