@@ -101,14 +101,7 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
             db.message()
         );
     }
-    let mut text = format!("PostgreSQL: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    format!("PostgreSQL: {}", crate::error::Chain(e))
 }
 
 fn unavailable(reason: String) -> LedgerError {
