@@ -8,7 +8,8 @@
 //! requests in flight finish on the table they started with. SIGTERM drains: `/readyz`
 //! turns 503, casegate keeps serving for `drain_delay_secs` (when an admin listener tells
 //! a balancer), stops accepting, lets requests in flight finish for `drain_timeout_secs`,
-//! then cuts what is left (their upstream requests are aborted, nothing is stored short).
+//! then cuts what is left (their upstream requests are aborted, nothing is stored short);
+//! a second SIGTERM or Ctrl-C cuts it short.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -631,40 +632,81 @@ impl Running {
     }
 
     /// SPEC 8's drain: `/readyz` 503 at once, serving on for `drain_delay_secs` when the
-    /// admin listener is on (a balancer is watching), then [`Running::shutdown`], then up
-    /// to [`LEDGER_DRAIN`] for rows still waiting in the ledger's retry queue.
-    pub async fn drain(self) {
+    /// admin listener is on (a balancer is watching), then as [`Running::shutdown`], then
+    /// up to [`LEDGER_DRAIN`] for rows still waiting in the ledger's retry queue. When `hurry`
+    /// resolves first (a second SIGTERM or Ctrl-C), what is left of it is cut short: no
+    /// more waiting for balancers, requests still in flight cut at once (their upstream
+    /// requests aborted, as at the drain limit), and rows still waiting for the ledger
+    /// logged as lost without their last try.
+    pub async fn drain(self, hurry: impl Future<Output = ()>) {
+        use futures_util::FutureExt;
+        let mut hurry = std::pin::pin!(hurry.fuse());
+        let mut hurried = false;
         self.gateway.start_draining();
         if self.admin.is_some() && !self.drain_delay.is_zero() {
             tracing::info!(
                 secs = self.drain_delay.as_secs(),
                 "draining: /readyz is 503; still serving while balancers notice"
             );
-            tokio::time::sleep(self.drain_delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.drain_delay) => {}
+                _ = &mut hurry => hurried = true,
+            }
         }
+        let limit = if hurried {
+            Duration::ZERO
+        } else {
+            self.drain_timeout
+        };
         tracing::info!(
-            secs = self.drain_timeout.as_secs(),
+            secs = limit.as_secs(),
             "draining: no new connections; waiting for requests in flight"
         );
         let ledger = self.gateway.ledger().clone();
-        self.shutdown().await;
+        let _ = self.stop.send(Some(limit));
+        let mut task = self.task;
+        let ended = !hurried
+            && tokio::select! {
+                _ = &mut task => true,
+                _ = &mut hurry => {
+                    hurried = true;
+                    // The accept loops shorten their drain to nothing.
+                    let _ = self.stop.send(Some(Duration::ZERO));
+                    false
+                }
+            };
+        if !ended {
+            let _ = task.await;
+        }
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
         // Rows the upstream confirmed while the ledger did not answer get a last chance;
         // what still waits after that is logged as lost (one replayable line each) when
         // the ledger is dropped.
         let waiting = ledger.pending();
-        if waiting > 0 {
+        if waiting == 0 {
+            return;
+        }
+        let left = if hurried {
+            waiting
+        } else {
             tracing::info!(
                 rows = waiting,
                 secs = LEDGER_DRAIN.as_secs(),
                 "draining: writing the rows that wait for the ledger"
             );
-            let left = ledger.drain(LEDGER_DRAIN).await;
-            if left > 0 {
-                tracing::warn!(
-                    rows = left,
-                    "the ledger did not take every waiting row before shutdown; they are logged as lost"
-                );
+            tokio::select! {
+                left = ledger.drain(LEDGER_DRAIN) => left,
+                // A write begun is given up: its rows stay queued until they are logged.
+                _ = &mut hurry => ledger.pending(),
             }
+        };
+        if left > 0 {
+            tracing::warn!(
+                rows = left,
+                "the ledger did not take every waiting row before shutdown; they are logged as lost"
+            );
         }
     }
 }
@@ -893,10 +935,21 @@ async fn accept_here<S: ConnService>(
     // Each connection ends once its request in flight is answered (an idle one at once);
     // the drain waits for all of them, up to its limit.
     drain.start();
-    let _ = tokio::time::timeout(drain_timeout, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let mut limit = std::pin::pin!(tokio::time::sleep(drain_timeout));
+    loop {
+        tokio::select! {
+            ended = connections.join_next() => if ended.is_none() { break },
+            _ = &mut limit => break,
+            // A second signal shortens the drain (to nothing: cut now).
+            Ok(()) = stopped.changed() => {
+                let shorter = stopped.borrow().unwrap_or(Duration::ZERO);
+                let at = tokio::time::Instant::now().checked_add(shorter);
+                if let Some(at) = at.filter(|&at| at < limit.deadline()) {
+                    limit.as_mut().reset(at);
+                }
+            }
+        }
+    }
     // What is still running when the limit is reached is cut.
     connections.abort_all();
     let mut cut = 0;
@@ -1206,8 +1259,17 @@ fn open_files_limit() -> Option<u64> {
     None
 }
 
-/// Serves `path` until SIGTERM or Ctrl-C (then drains); SIGHUP reloads it.
+/// Serves `path` until SIGTERM or Ctrl-C (then drains; a second one cuts the drain short);
+/// SIGHUP reloads it.
 pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {
+    // Watched before anything starts: from here on these signals never end the process
+    // unannounced.
+    let mut stops = StopSignals::watch()?;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    #[cfg(not(unix))]
+    let mut hup = ();
     let open_files = open_files_limit();
     let running = start(cfg).await?;
     let admin = running
@@ -1238,46 +1300,85 @@ pub async fn serve(path: &Path, cfg: &Config) -> Result<(), String> {
         );
     }
     let path: PathBuf = path.to_path_buf();
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
-    loop {
-        #[cfg(unix)]
-        let reload = hup.recv();
-        #[cfg(not(unix))]
-        let reload = std::future::pending::<Option<()>>();
+    let signal = loop {
         tokio::select! {
-            _ = reload => {
+            _ = sighup(&mut hup) => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading");
                 let _ = running.gateway().reload_from(&path).await;
             }
-            _ = shutdown_signal() => break,
+            signal = stops.next() => break signal,
         }
-    }
-    tracing::info!("shutting down: draining");
-    running.drain().await;
+    };
+    tracing::info!(
+        signal,
+        "shutting down: draining (a second SIGTERM or Ctrl-C stops at once)"
+    );
+    running
+        .drain(async move {
+            let signal = loop {
+                tokio::select! {
+                    _ = sighup(&mut hup) => tracing::info!("SIGHUP while draining: not reloading"),
+                    signal = stops.next() => break signal,
+                }
+            };
+            tracing::warn!(
+                signal,
+                "a second signal: stopping now; requests still in flight are cut"
+            );
+        })
+        .await;
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The next SIGHUP.
+#[cfg(unix)]
+async fn sighup(hup: &mut tokio::signal::unix::Signal) {
+    hup.recv().await;
+}
+
+#[cfg(not(unix))]
+async fn sighup(_: &mut ()) {
+    std::future::pending::<()>().await
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), watched from start to exit, so that a second one is seen
+/// however soon it follows the first.
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn watch() -> Result<StopSignals, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let watch = |kind, name| signal(kind).map_err(|e| format!("cannot watch {name}: {e}"));
+            Ok(StopSignals {
+                term: watch(SignalKind::terminate(), "SIGTERM")?,
+                int: watch(SignalKind::interrupt(), "SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// The next one, by name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 

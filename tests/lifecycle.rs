@@ -4,8 +4,10 @@
 //! nothing); SIGTERM drains: readiness off at once, the upload in flight completes, new
 //! connections are refused after the delay, and a request still running past the drain
 //! timeout is cut with nothing stored short; a confirmed file whose row still waits for
-//! the ledger gets a last try at shutdown, then a replayable `lost` line; descriptors
-//! running out make new connections wait, warned about once a second.
+//! the ledger gets a last try at shutdown, then a replayable `lost` line; a second SIGTERM
+//! or Ctrl-C cuts each of the drain's waits short (for balancers, for requests in flight,
+//! for the ledger) with nothing stored short and no row unlogged; descriptors running out
+//! make new connections wait, warned about once a second.
 
 mod common;
 
@@ -408,6 +410,143 @@ async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_los
     let row: Value = serde_json::from_str(lost[0]["message"].as_str().unwrap()).unwrap();
     assert_eq!(row["route"], "r");
     assert_eq!(row["back_id"], stored[0].id.to_string());
+    assert_eq!(row["size"], data.len());
+}
+
+/// The log line a second SIGTERM or Ctrl-C gives, naming the signal.
+fn second_signal_line(p: &mut Proc) -> Value {
+    let lines = p.drain_lines();
+    let second: Vec<&Value> = lines
+        .iter()
+        .filter(|v| {
+            v["message"] == "a second signal: stopping now; requests still in flight are cut"
+        })
+        .collect();
+    assert_eq!(second.len(), 1, "{lines:#?}");
+    assert_eq!(second[0]["level"], "WARN", "{}", second[0]);
+    second[0].clone()
+}
+
+#[tokio::test]
+async fn a_second_signal_cuts_the_drain_short_and_nothing_is_stored_short() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Limits far past the test's waits: only the second signal can end the drain in time.
+    let cfg = json_config(
+        dir.path(),
+        "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 120\n",
+        &emu.url(),
+    );
+    let mut p = Proc::start(&cfg);
+    let stalling = random_bytes(3 << 20, 8);
+    let stalled = SlowUpload::start(p.addr, "/r", &stalling, 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("TERM");
+    let first = p.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutting down: draining"))
+    });
+    assert_eq!(first["signal"], "SIGTERM", "{first}");
+    // Past the delay, the drain waits for the stalled upload ...
+    let waiting = p.wait_for(|v| {
+        v["message"] == "draining: no new connections; waiting for requests in flight"
+    });
+    assert_eq!(waiting["secs"], 120, "{waiting}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let healthz = format!("http://{}/healthz", p.admin.unwrap());
+    let alive = client().get(&healthz).send().await.unwrap();
+    assert_eq!(alive.status(), 200, "it left before the second signal");
+    // ... until Ctrl-C: then the upload is cut at once and casegate exits 0.
+    let sent = Instant::now();
+    p.signal("INT");
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert_eq!(second_signal_line(&mut p)["signal"], "SIGINT");
+    let cuts = drain_limit_lines(&mut p);
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert_eq!(cuts[0]["cut"], 1, "{}", cuts[0]);
+    let cut = stalled.finish().await;
+    assert!(
+        cut.as_ref()
+            .map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
+        "the cut upload was answered success: {cut:?}"
+    );
+    assert!(
+        emu.files().is_empty(),
+        "nothing of the cut upload is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_wait_for_balancers() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json_config(
+        dir.path(),
+        "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 120\ndrain_timeout_secs = 120\n",
+        &emu.url(),
+    );
+    let mut p = Proc::start(&cfg);
+    p.signal("INT");
+    p.wait_for(|v| {
+        v["message"] == "draining: /readyz is 503; still serving while balancers notice"
+    });
+    // Still serving while balancers notice ...
+    let answer = small(p.addr, "/r", b"during the delay").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ... until a second signal, a SIGHUP in between changing nothing.
+    p.signal("HUP");
+    p.wait_for(|v| v["message"] == "SIGHUP while draining: not reloading");
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    assert_eq!(second_signal_line(&mut p)["signal"], "SIGTERM");
+    assert!(drain_limit_lines(&mut p).is_empty());
+    assert_eq!(emu.files().len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_signal_logs_the_rows_waiting_for_the_ledger_as_lost_at_once() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite3");
+    let cfg = dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nledger = \"sqlite://{}\"\ndrain_timeout_secs = 1\n{}",
+            ledger.display(),
+            route("r", &emu.url())
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(&cfg);
+    let data = random_bytes(300_000, 9);
+    let upload = SlowUpload::start(p.addr, "/r", &data, 1000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The ledger goes away before the upstream confirms the file.
+    std::fs::rename(&ledger, dir.path().join("elsewhere.sqlite3")).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let answer = upload.finish().await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    p.wait_for(|v| v["message"] == "a confirmed file could not be recorded; it will be retried");
+
+    p.signal("TERM");
+    p.wait_for(|v| v["message"] == "draining: writing the rows that wait for the ledger");
+    // The last try would go on for 10 s; the second signal ends it, the row logged.
+    let sent = Instant::now();
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert_eq!(second_signal_line(&mut p)["signal"], "SIGTERM");
+    let lines = p.drain_lines();
+    let lost: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["target"] == "casegate::ledger::lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "{lines:#?}");
+    let row: Value = serde_json::from_str(lost[0]["message"].as_str().unwrap()).unwrap();
+    assert_eq!(row["back_id"], emu.files()[0].id.to_string());
     assert_eq!(row["size"], data.len());
 }
 
