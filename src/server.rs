@@ -601,7 +601,8 @@ pub struct Running {
     addr: SocketAddr,
     admin: Option<Admin>,
     stop: watch::Sender<Option<Duration>>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loops; ends with how many connections the drain cut.
+    task: tokio::task::JoinHandle<usize>,
     gateway: Arc<Gateway>,
     drain_delay: Duration,
     drain_timeout: Duration,
@@ -625,7 +626,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.gateway.start_draining();
         let _ = self.stop.send(Some(self.drain_timeout));
-        let _ = self.task.await;
+        say_cut(self.task.await.unwrap_or(0), false);
         if let Some(admin) = self.admin {
             admin.shutdown().await;
         }
@@ -665,19 +666,24 @@ impl Running {
         let ledger = self.gateway.ledger().clone();
         let _ = self.stop.send(Some(limit));
         let mut task = self.task;
-        let ended = !hurried
-            && tokio::select! {
-                _ = &mut task => true,
+        let ended = if hurried {
+            None
+        } else {
+            tokio::select! {
+                cut = &mut task => Some(cut),
                 _ = &mut hurry => {
                     hurried = true;
                     // The accept loops shorten their drain to nothing.
                     let _ = self.stop.send(Some(Duration::ZERO));
-                    false
+                    None
                 }
-            };
-        if !ended {
-            let _ = task.await;
-        }
+            }
+        };
+        let cut = match ended {
+            Some(cut) => cut,
+            None => task.await,
+        };
+        say_cut(cut.unwrap_or(0), hurried);
         if let Some(admin) = self.admin {
             admin.shutdown().await;
         }
@@ -708,6 +714,24 @@ impl Running {
                 "the ledger did not take every waiting row before shutdown; they are logged as lost"
             );
         }
+    }
+}
+
+/// Says how many connections the drain cut, if any, and what cut them.
+fn say_cut(cut: usize, hurried: bool) {
+    if cut == 0 {
+        return;
+    }
+    if hurried {
+        tracing::warn!(
+            cut,
+            "drain cut short by a second signal; the connections still serving requests were cut (their upstream requests aborted)"
+        );
+    } else {
+        tracing::warn!(
+            cut,
+            "drain limit reached; the connections still serving requests were cut (their upstream requests aborted)"
+        );
     }
 }
 
@@ -763,7 +787,7 @@ async fn accept_on_workers<S: ConnService>(
     gateway: Arc<Gateway>,
     svc: S,
     stop: &watch::Sender<Option<Duration>>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<usize>, String> {
     // Off this runtime's reactor: each worker registers a duplicate with its own.
     let listener = listener
         .into_std()
@@ -803,12 +827,7 @@ async fn accept_on_workers<S: ConnService>(
             cut += l.await.unwrap_or(0);
         }
         drop(workers);
-        if cut > 0 {
-            tracing::warn!(
-                cut,
-                "drain limit reached; the connections still serving requests were cut (their upstream requests aborted)"
-            );
-        }
+        cut
     };
     match failed {
         None => Ok(tokio::spawn(ended)),
