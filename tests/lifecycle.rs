@@ -365,8 +365,10 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert!(new.status().as_u16() < 500, "{new:?}");
 }
 
-#[tokio::test]
-async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_lost() {
+/// casegate with a confirmed file whose row waits for the ledger: the upload starts while
+/// the ledger answers, which then goes away (a lost volume) before the upstream confirms
+/// the file. The emulator, the folder, the process and the file's bytes.
+async fn a_row_waiting_for_the_ledger(seed: u64) -> (Emulator, tempfile::TempDir, Proc, Vec<u8>) {
     let emu = tines_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.sqlite3");
@@ -381,11 +383,9 @@ async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_los
     )
     .unwrap();
     let mut p = Proc::start(&cfg);
-    let data = random_bytes(300_000, 7);
-    // The upload starts while the ledger answers ...
+    let data = random_bytes(300_000, seed);
     let upload = SlowUpload::start(p.addr, "/r", &data, 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // ... which then goes away (a lost volume) before the upstream confirms the file.
     std::fs::rename(&ledger, dir.path().join("elsewhere.sqlite3")).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let answer = upload.finish().await.unwrap();
@@ -394,23 +394,34 @@ async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_los
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].sha256, sha256_hex(&data));
     p.wait_for(|v| v["message"] == "a confirmed file could not be recorded; it will be retried");
+    (emu, dir, p, data)
+}
 
-    p.signal("TERM");
-    let last_try =
-        p.wait_for(|v| v["message"] == "draining: writing the rows that wait for the ledger");
-    assert_eq!(last_try["rows"], 1, "{last_try}");
-    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
+/// After casegate exited: the one `lost` line, which is the row, for an operator to
+/// replay, naming the file the upstream stored.
+fn the_lost_row(p: &mut Proc, emu: &Emulator, data: &[u8]) {
     let lines = p.drain_lines();
     let lost: Vec<&Value> = lines
         .iter()
         .filter(|v| v["target"] == "casegate::ledger::lost")
         .collect();
     assert_eq!(lost.len(), 1, "{lines:#?}");
-    // The line is the row, for an operator to replay.
     let row: Value = serde_json::from_str(lost[0]["message"].as_str().unwrap()).unwrap();
     assert_eq!(row["route"], "r");
-    assert_eq!(row["back_id"], stored[0].id.to_string());
+    assert_eq!(row["back_id"], emu.files()[0].id.to_string());
     assert_eq!(row["size"], data.len());
+}
+
+#[tokio::test]
+async fn sigterm_gives_rows_waiting_for_the_ledger_a_last_try_then_logs_them_lost() {
+    let (emu, _dir, mut p, data) = a_row_waiting_for_the_ledger(7).await;
+
+    p.signal("TERM");
+    let last_try =
+        p.wait_for(|v| v["message"] == "draining: writing the rows that wait for the ledger");
+    assert_eq!(last_try["rows"], 1, "{last_try}");
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
+    the_lost_row(&mut p, &emu, &data);
 }
 
 /// The log line a second SIGTERM or Ctrl-C gives, naming the signal.
@@ -516,30 +527,7 @@ async fn a_second_signal_ends_the_wait_for_balancers() {
 
 #[tokio::test]
 async fn a_second_signal_logs_the_rows_waiting_for_the_ledger_as_lost_at_once() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("ledger.sqlite3");
-    let cfg = dir.path().join("routes.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nledger = \"sqlite://{}\"\ndrain_timeout_secs = 1\n{}",
-            ledger.display(),
-            route("r", &emu.url())
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::start(&cfg);
-    let data = random_bytes(300_000, 9);
-    let upload = SlowUpload::start(p.addr, "/r", &data, 1000).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The ledger goes away before the upstream confirms the file.
-    std::fs::rename(&ledger, dir.path().join("elsewhere.sqlite3")).unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let answer = upload.finish().await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    p.wait_for(|v| v["message"] == "a confirmed file could not be recorded; it will be retried");
-
+    let (emu, _dir, mut p, data) = a_row_waiting_for_the_ledger(9).await;
     p.signal("TERM");
     p.wait_for(|v| v["message"] == "draining: writing the rows that wait for the ledger");
     // The last try would go on for 10 s; the second signal ends it, the row logged.
@@ -548,15 +536,7 @@ async fn a_second_signal_logs_the_rows_waiting_for_the_ledger_as_lost_at_once() 
     assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(sent.elapsed() < Duration::from_secs(5));
     assert_eq!(second_signal_line(&mut p)["signal"], "SIGTERM");
-    let lines = p.drain_lines();
-    let lost: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v["target"] == "casegate::ledger::lost")
-        .collect();
-    assert_eq!(lost.len(), 1, "{lines:#?}");
-    let row: Value = serde_json::from_str(lost[0]["message"].as_str().unwrap()).unwrap();
-    assert_eq!(row["back_id"], emu.files()[0].id.to_string());
-    assert_eq!(row["size"], data.len());
+    the_lost_row(&mut p, &emu, &data);
 }
 
 /// `casegate serve --config cfg` with `CASEGATE_LOG=filter` and its log in whatever format
