@@ -1099,7 +1099,10 @@ impl Config {
         let mut out = format!(
             "listen {}{}  max_upload_bytes {}  max_in_flight {}  workers {}  spool_dir {}\nledger {}  public_url {}  admin_listen {}  log_format {}\n",
             self.listen,
-            if self.tls.is_some() { " (https, h2)" } else { " (http, h2c)" },
+            match &self.tls {
+                Some(files) => format!(" (https, h2){}", cert_until(&files.cert)),
+                None => " (http, h2c)".to_string(),
+            },
             self.max_upload_bytes,
             self.max_in_flight,
             self.workers
@@ -1128,6 +1131,25 @@ impl Config {
             out.push('\n');
         }
         out
+    }
+}
+
+/// For `casegate check`: until when the served certificate is valid, or that it expired.
+fn cert_until(cert: &Path) -> String {
+    let Some(not_after) = crate::tls::read_certs(cert)
+        .ok()
+        .and_then(|c| crate::tls::not_after(&c))
+    else {
+        return " certificate expiry unreadable".to_string();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let at = crate::tls::expiry_text(not_after);
+    if not_after <= now {
+        format!(" certificate EXPIRED {at}")
+    } else {
+        format!(" certificate until {at}")
     }
 }
 

@@ -16,6 +16,7 @@
 //! never from a client's bytes, so the number of series stays bounded.
 
 use std::fmt;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -242,7 +243,12 @@ pub struct Metrics {
     upstream_errors: Family<RouteCode, Counter>,
     config_reloads: Family<ReloadResult, Counter>,
     ledger_errors: Arc<RwLock<Option<LedgerSource>>>,
+    /// The served certificate's `notAfter`, [`NO_CERT`] when casegate serves no TLS.
+    tls_expiry: Arc<AtomicI64>,
 }
+
+/// [`Metrics::tls_expiry`] without a certificate.
+const NO_CERT: i64 = i64::MIN;
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -313,6 +319,8 @@ impl Metrics {
             let _ = config_reloads.get_or_create(&ReloadResult { result });
         }
         registry.register_collector(Box::new(LedgerErrors(ledger_errors.clone())));
+        let tls_expiry = Arc::new(AtomicI64::new(NO_CERT));
+        registry.register_collector(Box::new(TlsExpiry(tls_expiry.clone())));
         registry.register_collector(Box::new(ProcessCollector {
             start_time_seconds: process_start_time(),
         }));
@@ -330,6 +338,7 @@ impl Metrics {
             upstream_errors,
             config_reloads,
             ledger_errors,
+            tls_expiry,
         })
     }
 
@@ -451,6 +460,16 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner) = Some(f);
     }
 
+    /// Sets `casegate_tls_cert_expiry_timestamp_seconds`: the `notAfter` of the certificate
+    /// casegate serves (seconds since 1970), at start and at each reload; `None` leaves the
+    /// series out.
+    pub fn set_tls_cert_expiry(&self, not_after: Option<i64>) {
+        self.tls_expiry.store(
+            not_after.unwrap_or(NO_CERT),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// The whole exposition in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]), the
     /// `process_*` families included. Reads a few small files under `/proc/self`, so it
     /// costs well under a millisecond; call it once per scrape.
@@ -500,6 +519,26 @@ impl Collector for LedgerErrors {
             "casegate_ledger_errors",
             "Ledger operations that failed.",
             value,
+        )
+    }
+}
+
+/// `casegate_tls_cert_expiry_timestamp_seconds`, when casegate serves TLS: an alert can
+/// compare it with `time()`.
+#[derive(Debug)]
+struct TlsExpiry(Arc<AtomicI64>);
+
+impl Collector for TlsExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let not_after = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        if not_after == NO_CERT {
+            return Ok(());
+        }
+        gauge(
+            &mut encoder,
+            "casegate_tls_cert_expiry_timestamp_seconds",
+            "When the TLS certificate casegate serves expires (its notAfter), in seconds since 1970.",
+            not_after,
         )
     }
 }
@@ -1077,6 +1116,28 @@ mod tests {
         assert_eq!(read(&m), 0.0);
         errors.store(5, Ordering::Relaxed);
         assert_eq!(read(&m), 5.0);
+    }
+
+    #[test]
+    fn the_certificates_expiry_is_a_series_only_while_there_is_one() {
+        let m = Metrics::new();
+        let name = "casegate_tls_cert_expiry_timestamp_seconds";
+        let read = |m: &Metrics| {
+            samples(&m.render(), name)
+                .get(&(name.to_owned(), Labels::new()))
+                .copied()
+        };
+        assert_eq!(read(&m), None, "{}", m.render());
+        m.set_tls_cert_expiry(Some(1_936_742_400));
+        assert_eq!(read(&m), Some(1_936_742_400.0));
+        assert!(
+            m.render()
+                .contains(&format!("# TYPE {name} gauge\n{name} 1936742400\n")),
+            "{}",
+            m.render()
+        );
+        m.set_tls_cert_expiry(None);
+        assert_eq!(read(&m), None);
     }
 
     #[test]

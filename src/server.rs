@@ -117,7 +117,11 @@ impl Gateway {
         }
         let table = build_table(cfg, &ledger, None).await?;
         let tls = match &cfg.tls {
-            Some(files) => Some(Arc::new(tls_config(files)?)),
+            Some(files) => {
+                let tls = tls_config(files)?;
+                metrics.set_tls_cert_expiry(crate::tls::note_expiry(&files.cert));
+                Some(Arc::new(tls))
+            }
             None => None,
         };
         Ok(Gateway {
@@ -178,13 +182,6 @@ impl Gateway {
             Some(files) => Some(Arc::new(tls_config(files)?)),
             None => None,
         };
-        if tls.is_some() != self.tls.load().is_some() {
-            tracing::warn!(
-                "turning TLS on or off needs a restart; the listener keeps what it serves"
-            );
-        } else {
-            self.tls.store(tls);
-        }
         let o = &old.config;
         for (changed, what) in [
             (o.listen != cfg.listen, "listen"),
@@ -202,6 +199,18 @@ impl Gateway {
             }
         }
         let table = build_table(&cfg, &self.ledger, Some(&old)).await?;
+        // Nothing is swapped in before everything the file names was built.
+        if tls.is_some() != self.tls.load().is_some() {
+            tracing::warn!(
+                "turning TLS on or off needs a restart; the listener keeps what it serves"
+            );
+        } else {
+            if let Some(files) = &cfg.tls {
+                self.metrics
+                    .set_tls_cert_expiry(crate::tls::note_expiry(&files.cert));
+            }
+            self.tls.store(tls);
+        }
         let routes = table.router.routes().len();
         self.table.store(Arc::new(table));
         tracing::info!(routes, "routes reloaded");

@@ -711,7 +711,7 @@ pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// formatter and a `String` that grew, about 550 instructions an upload. A time before
 /// 1970 is written as 1970's first instant, one past 9999 as 9999's last (humantime
 /// panics on both).
-fn rfc3339(t: std::time::SystemTime, millis: bool) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime, millis: bool) -> String {
     const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (secs, ms) = match since.as_secs() {

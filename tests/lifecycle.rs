@@ -315,6 +315,132 @@ async fn sigterm_closes_an_idle_kept_connection_at_once() {
     assert!(cut.is_empty(), "{cut:?}");
 }
 
+/// The day `days` after 1970-01-01 at 00:00 UTC, in RFC 3339.
+fn day_text(days: u64) -> String {
+    let (y, m, d) = casegate::upload::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T00:00:00Z")
+}
+
+#[tokio::test]
+async fn the_served_certificates_expiry_is_logged_checked_and_measured() {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    // Three certificates: ending in three days, in 400 days, and yesterday.
+    let mut pkis = Vec::new();
+    for (i, until) in [today + 3, today + 400, today - 1].into_iter().enumerate() {
+        let sub = dir.path().join(format!("pki{i}"));
+        std::fs::create_dir(&sub).unwrap();
+        let (_, cert, key) = pki_until(&sub, Some(until));
+        pkis.push((cert, key));
+    }
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let use_pki = |i: usize| {
+        std::fs::copy(&pkis[i].0, &cert).unwrap();
+        std::fs::copy(&pkis[i].1, &key).unwrap();
+    };
+    use_pki(0);
+    let cfg = json_config(
+        dir.path(),
+        "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        &emu.url(),
+    );
+    // `casegate check` names the certificate's end too.
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_casegate"))
+            .args(["check", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = check();
+    assert!(
+        printed.contains(&format!(
+            "(https, h2) certificate until {}",
+            day_text(today + 3)
+        )),
+        "{printed}"
+    );
+    let mut p = Proc::start(&cfg);
+    let metrics = format!("http://{}/metrics", p.admin.unwrap());
+    let expiry = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("casegate_tls_cert_expiry_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+    // At start: a warning, two whole days left, and the series.
+    let soon = p.wait_for(|v| {
+        v["message"] == "the TLS certificate expires soon; replace the file and send SIGHUP"
+    });
+    assert_eq!(soon["level"], "WARN", "{soon}");
+    assert_eq!(soon["days_left"], 2, "{soon}");
+    assert_eq!(soon["not_after"], day_text(today + 3), "{soon}");
+    assert_eq!(soon["cert"], cert.display().to_string(), "{soon}");
+    let scraped = client()
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        expiry(&scraped),
+        Some(((today + 3) * 86_400).to_string()),
+        "{scraped}"
+    );
+
+    // A renewed certificate, reloaded: a plain line, and the series follows.
+    use_pki(1);
+    p.signal("HUP");
+    let fine = p.wait_for(|v| v["message"] == "TLS certificate");
+    assert_eq!(fine["level"], "INFO", "{fine}");
+    assert_eq!(fine["days_left"], 399, "{fine}");
+    p.wait_for(|v| v["message"] == "routes reloaded");
+    let scraped = client()
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(expiry(&scraped), Some(((today + 400) * 86_400).to_string()));
+
+    // An expired one is still served (a client told to may go on), and said loudly.
+    use_pki(2);
+    let printed = check();
+    assert!(
+        printed.contains(&format!(
+            "(https, h2) certificate EXPIRED {}",
+            day_text(today - 1)
+        )),
+        "{printed}"
+    );
+    p.signal("HUP");
+    let expired = p.wait_for(|v| {
+        v["message"]
+            == "the TLS certificate has expired: clients refuse it; replace the file and send SIGHUP"
+    });
+    assert_eq!(expired["level"], "WARN", "{expired}");
+    assert_eq!(expired["not_after"], day_text(today - 1), "{expired}");
+    p.wait_for(|v| v["message"] == "routes reloaded");
+    let scraped = client()
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(expiry(&scraped), Some(((today - 1) * 86_400).to_string()));
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let emu = tines_emulator().await;

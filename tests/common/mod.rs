@@ -494,6 +494,15 @@ pub fn small_upload(back: DialectId) -> Up {
 /// A CA and a server certificate for 127.0.0.1 and localhost, written as PEM files;
 /// returns (CA PEM, cert path, key path).
 pub fn pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::PathBuf) {
+    pki_until(dir, None)
+}
+
+/// [`pki`], the server certificate valid until the start (00:00 UTC) of the day
+/// `until` days after 1970-01-01 when given (rcgen's default otherwise: 4096).
+pub fn pki_until(
+    dir: &std::path::Path,
+    until: Option<u64>,
+) -> (Vec<u8>, std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -507,6 +516,10 @@ pub fn pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::Pa
     params
         .subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    if let Some(days) = until {
+        let (y, m, d) = casegate::upload::civil_from_days(days);
+        params.not_after = rcgen::date_time_ymd(y as i32, m as u8, d as u8);
+    }
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let (cert_path, key_path) = (dir.join("casegate.pem"), dir.join("casegate-key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
