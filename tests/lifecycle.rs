@@ -36,6 +36,25 @@ fn json_config(dir: &std::path::Path, settings: &str, url: &str) -> std::path::P
     cfg
 }
 
+/// A `casegate serve` process with JSON logs and the top-level `settings`, routing "r" to
+/// a Tines emulator of its own; the emulator, the folder of its routes.toml, the process.
+async fn serving(settings: &str) -> (Emulator, tempfile::TempDir, Proc) {
+    let emu = tines_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(&json_config(dir.path(), settings, &emu.url()));
+    (emu, dir, p)
+}
+
+/// What a client of an upload the drain cut read: anything but a success.
+fn assert_cut(answer: &std::io::Result<String>) {
+    assert!(
+        answer
+            .as_ref()
+            .map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
+        "the cut upload was answered success: {answer:?}"
+    );
+}
+
 /// The log lines saying the drain limit cut connections.
 fn drain_limit_lines(p: &mut Proc) -> Vec<Value> {
     p.drain_lines()
@@ -188,14 +207,9 @@ async fn sighup_reloads_routes_while_an_upload_in_flight_finishes_on_the_old_one
 
 #[tokio::test]
 async fn sigterm_drains_then_cuts_what_is_left() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = json_config(
-        dir.path(),
-        "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 2\n",
-        &emu.url(),
-    );
-    let mut p = Proc::start(&cfg);
+    let (emu, _dir, mut p) =
+        serving("admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 2\n")
+            .await;
     let http = client();
     let readyz = format!("http://{}/readyz", p.admin.unwrap());
     assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
@@ -240,11 +254,7 @@ async fn sigterm_drains_then_cuts_what_is_left() {
     assert_eq!(cuts[0]["cut"], 1, "{}", cuts[0]);
     assert_eq!(cuts[0]["level"], "WARN", "{}", cuts[0]);
     let cut = b.finish().await;
-    assert!(
-        cut.as_ref()
-            .map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
-        "the cut upload was answered success: {cut:?}"
-    );
+    assert_cut(&cut);
     assert!(
         !emu.files()
             .iter()
@@ -315,6 +325,18 @@ async fn sigterm_closes_an_idle_kept_connection_at_once() {
     assert!(cut.is_empty(), "{cut:?}");
 }
 
+/// The body of a GET of `url`.
+async fn text_of(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The day `days` after 1970-01-01 at 00:00 UTC, in RFC 3339.
 fn day_text(days: u64) -> String {
     let (y, m, d) = casegate::upload::civil_from_days(days);
@@ -381,14 +403,7 @@ async fn the_served_certificates_expiry_is_logged_checked_and_measured() {
     assert_eq!(soon["days_left"], 2, "{soon}");
     assert_eq!(soon["not_after"], day_text(today + 3), "{soon}");
     assert_eq!(soon["cert"], cert.display().to_string(), "{soon}");
-    let scraped = client()
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = text_of(&metrics).await;
     assert_eq!(
         expiry(&scraped),
         Some(((today + 3) * 86_400).to_string()),
@@ -402,14 +417,7 @@ async fn the_served_certificates_expiry_is_logged_checked_and_measured() {
     assert_eq!(fine["level"], "INFO", "{fine}");
     assert_eq!(fine["days_left"], 399, "{fine}");
     p.wait_for(|v| v["message"] == "routes reloaded");
-    let scraped = client()
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = text_of(&metrics).await;
     assert_eq!(expiry(&scraped), Some(((today + 400) * 86_400).to_string()));
 
     // An expired one is still served (a client told to may go on), and said loudly.
@@ -430,14 +438,7 @@ async fn the_served_certificates_expiry_is_logged_checked_and_measured() {
     assert_eq!(expired["level"], "WARN", "{expired}");
     assert_eq!(expired["not_after"], day_text(today - 1), "{expired}");
     p.wait_for(|v| v["message"] == "routes reloaded");
-    let scraped = client()
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = text_of(&metrics).await;
     assert_eq!(expiry(&scraped), Some(((today - 1) * 86_400).to_string()));
 }
 
@@ -566,15 +567,10 @@ fn second_signal_line(p: &mut Proc) -> Value {
 
 #[tokio::test]
 async fn a_second_signal_cuts_the_drain_short_and_nothing_is_stored_short() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
     // Limits far past the test's waits: only the second signal can end the drain in time.
-    let cfg = json_config(
-        dir.path(),
-        "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 120\n",
-        &emu.url(),
-    );
-    let mut p = Proc::start(&cfg);
+    let (emu, _dir, mut p) =
+        serving("admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 1\ndrain_timeout_secs = 120\n")
+            .await;
     let stalling = random_bytes(3 << 20, 8);
     let stalled = SlowUpload::start(p.addr, "/r", &stalling, 1 << 20).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -613,11 +609,7 @@ async fn a_second_signal_cuts_the_drain_short_and_nothing_is_stored_short() {
     assert!(drain_limit_lines(&mut p).is_empty());
     assert_eq!(cuts[0]["cut"], 1, "{}", cuts[0]);
     let cut = stalled.finish().await;
-    assert!(
-        cut.as_ref()
-            .map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
-        "the cut upload was answered success: {cut:?}"
-    );
+    assert_cut(&cut);
     assert!(
         emu.files().is_empty(),
         "nothing of the cut upload is stored"
@@ -626,14 +618,10 @@ async fn a_second_signal_cuts_the_drain_short_and_nothing_is_stored_short() {
 
 #[tokio::test]
 async fn a_second_signal_ends_the_wait_for_balancers() {
-    let emu = tines_emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = json_config(
-        dir.path(),
+    let (emu, _dir, mut p) = serving(
         "admin_listen = \"127.0.0.1:0\"\ndrain_delay_secs = 120\ndrain_timeout_secs = 120\n",
-        &emu.url(),
-    );
-    let mut p = Proc::start(&cfg);
+    )
+    .await;
     p.signal("INT");
     p.wait_for(|v| {
         v["message"] == "draining: /readyz is 503; still serving while balancers notice"
