@@ -1136,17 +1136,11 @@ impl Config {
 
 /// For `casegate check`: until when the served certificate is valid, or that it expired.
 fn cert_until(cert: &Path) -> String {
-    let Some(not_after) = crate::tls::read_certs(cert)
-        .ok()
-        .and_then(|c| crate::tls::not_after(&c))
-    else {
+    let Some(not_after) = crate::tls::file_not_after(cert) else {
         return " certificate expiry unreadable".to_string();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let at = crate::tls::expiry_text(not_after);
-    if not_after <= now {
+    if crate::tls::seconds_left(not_after) <= 0 {
         format!(" certificate EXPIRED {at}")
     } else {
         format!(" certificate until {at}")

@@ -143,14 +143,11 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// reload: a line naming the date, a warning when it is less than [`EXPIRY_WARNING`]
 /// away or past (clients refuse an expired certificate). Returns its `notAfter`.
 pub fn note_expiry(cert: &Path) -> Option<i64> {
-    let Some(not_after) = read_certs(cert).ok().and_then(|c| not_after(&c)) else {
+    let Some(not_after) = file_not_after(cert) else {
         tracing::warn!(cert = %cert.display(), "the TLS certificate's expiry date cannot be read");
         return None;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let left = not_after.saturating_sub(now);
+    let left = seconds_left(not_after);
     let at = expiry_text(not_after);
     let days_left = left.div_euclid(86_400);
     if left <= 0 {
@@ -161,6 +158,19 @@ pub fn note_expiry(cert: &Path) -> Option<i64> {
         tracing::info!(cert = %cert.display(), not_after = %at, days_left, "TLS certificate");
     }
     Some(not_after)
+}
+
+/// The `notAfter` of the first certificate in the PEM file `cert`.
+pub fn file_not_after(cert: &Path) -> Option<i64> {
+    read_certs(cert).ok().and_then(|c| not_after(&c))
+}
+
+/// Seconds from now until `not_after` (seconds since 1970); zero or less once it passed.
+pub fn seconds_left(not_after: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    not_after.saturating_sub(now)
 }
 
 /// `not_after` as RFC 3339 (UTC, to the second).
