@@ -91,6 +91,8 @@ struct Stack {
     lb: SocketAddr,
     config: PathBuf,
     pg: Arc<PgServer>,
+    /// The stack's database on `pg`.
+    database: String,
     _dir: tempfile::TempDir,
 }
 
@@ -155,6 +157,7 @@ impl Stack {
             lb: format!("127.0.0.1:{lb_port}").parse().unwrap(),
             config,
             pg,
+            database,
             _dir: dir,
         };
         stack.wait_balanced().await;
@@ -519,6 +522,121 @@ async fn postgres_stopped_mid_run_then_back() {
             .any(|r| r["back_id"] == stored.id.as_str()),
         "{rows}"
     );
+}
+
+/// The shared ledger turns read-only (a failover onto a standby, a database an operator
+/// set read-only): pings and reads answer, writes fail. A replica whose write failed stays
+/// unready, and refuses uploads with nothing sent, until a write goes through again: its
+/// first block of ids (no row waiting: it used to turn ready at the next ping and stay
+/// so), then an upload's row (confirmed upstream, answered success, written once the
+/// ledger takes writes again; its id downloads).
+#[tokio::test]
+#[ignore = "needs PostgreSQL and HAProxy (run by .ci/run)"]
+async fn a_read_only_ledger_keeps_a_replica_unready_until_a_write_goes_through() {
+    let mut stack = Stack::start().await;
+    let http = client();
+    // Integer ids in front of UUIDs: each upload takes an id from a block of the ledger's,
+    // and its row is a mapping only the ledger holds.
+    let (front, back) = (Tines, Caseiq);
+    let replica = stack.direct(0, front, back);
+    let admin = stack.replicas[0].admin.unwrap();
+    let ready = || async move {
+        client()
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    };
+    let read_only = |on: &str| {
+        let db = &stack.database;
+        let sql = [
+            format!("ALTER DATABASE {db} SET default_transaction_read_only = {on}"),
+            // Sessions take the setting when they start: end the ones casegate holds.
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        ];
+        for sql in sql {
+            stack.pg.psql("postgres", &sql).unwrap();
+        }
+    };
+    // Unready, and kept so through three probe periods whose pings answer; uploads
+    // refused meanwhile, nothing sent.
+    let held_unready = |what: &'static str| {
+        let (http, replica) = (http.clone(), replica.clone());
+        let emulator = stack.emulator(back);
+        async move {
+            within(Duration::from_secs(5), "/readyz 503", || async {
+                ready().await == 503
+            })
+            .await;
+            let calls = emulator.calls().len();
+            let until = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < until {
+                assert_eq!(ready().await, 503, "{what}: a ping made the replica ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let r = send(&http, front, &replica, &small_upload(back), Cred::Good).await;
+            assert_error(front, &r, 503, "ledger_unavailable", false);
+            assert_eq!(emulator.calls().len(), calls, "{what}: nothing sent");
+        }
+    };
+
+    // No row waits: the first upload's block of ids cannot be taken.
+    read_only("on");
+    let calls = stack.emulator(back).calls().len();
+    let r = send(&http, front, &replica, &small_upload(back), Cred::Good).await;
+    assert_error(front, &r, 503, "ledger_unavailable", false);
+    assert_eq!(stack.emulator(back).calls().len(), calls, "nothing sent");
+    held_unready("a block not taken").await;
+    // Writes go through again: the probe's own write finds it.
+    read_only("off");
+    within(Duration::from_secs(10), "/readyz 200", || async {
+        ready().await == 200
+    })
+    .await;
+    let r = send(&http, front, &replica, &small_upload(back), Cred::Good).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A row waits: the upload that meets a read-only session is confirmed upstream and
+    // answered success (one before it may meet a session just ended: refused, nothing
+    // sent); its row cannot be written.
+    read_only("on");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (waiting, stored) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no upload met the read-only ledger"
+        );
+        let calls = stack.emulator(back).calls().len();
+        let r = send(&http, front, &replica, &small_upload(back), Cred::Good).await;
+        if r.status == 200 {
+            let stored = stack.emulator(back).files().pop().unwrap();
+            break (answer_file_id(front, &r, &stored.id), stored);
+        }
+        assert_error(front, &r, 503, "ledger_unavailable", false);
+        assert_eq!(stack.emulator(back).calls().len(), calls, "nothing sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    held_unready("a row waiting").await;
+    read_only("off");
+    within(Duration::from_secs(10), "/readyz 200", || async {
+        ready().await == 200
+    })
+    .await;
+    let c = FrontClient::new(&http, front, &stack.base(front, back), Cred::Good).await;
+    let d = c.download(case_id_for(back), &waiting).await;
+    assert_eq!(d.status, 200, "the waiting row's id: {}", d.text());
+    assert_eq!(sha256_hex(&d.body), stored.sha256);
+    stack.replicas[0]
+        .wait_for(|v| v["message"] == "the ledger took rows that waited to be recorded");
+    let lost: Vec<_> = stack.replicas[0]
+        .drain_lines()
+        .into_iter()
+        .filter(|v| v["target"] == "casegate::ledger::lost")
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
 }
 
 #[tokio::test]

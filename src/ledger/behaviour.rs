@@ -101,6 +101,25 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The value of one of the database's `counters`, read beside the stores (SQLite: a
+    /// connection of its own; PostgreSQL: psql).
+    fn counter(&self, name: &str) -> Option<i64> {
+        let sql = format!("SELECT value FROM counters WHERE name = '{name}'");
+        match self {
+            Db::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .ok(),
+            Db::Postgres { _server, url } => {
+                let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+                let out = _server.psql(database, &sql).unwrap();
+                out.trim().parse().ok()
+            }
+        }
+    }
+}
+
 /// Each named `async fn(Db)` below becomes one test per store.
 macro_rules! on_both_stores {
     ($($name:ident),+ $(,)?) => {
@@ -149,6 +168,7 @@ on_both_stores!(
     concurrent_records_all_commit,
     ledger_reserves_are_distinct_across_two_ledgers,
     ledger_reads_and_writes_pass_through,
+    the_write_probe_counts_up_and_touches_nothing_else,
 );
 
 fn row(route: &str, front_id: &str, back_id: &str) -> Row {
@@ -175,6 +195,21 @@ async fn rows_survive_reopening_and_a_second_opener_sees_them(db: Db) {
     let third = db.open().await;
     assert_eq!(fronts(&third.dump(None).await.unwrap()), ["1"]);
     third.ping().await.unwrap();
+}
+
+async fn the_write_probe_counts_up_and_touches_nothing_else(db: Db) {
+    let store = db.open().await;
+    store.record(vec![row("r", "1", "b1")]).await.unwrap();
+    assert_eq!(db.counter("ledger.write_probes"), None);
+    store.write_probe().await.unwrap();
+    assert_eq!(db.counter("ledger.write_probes"), Some(1));
+    // A second opener (another replica) counts on from there.
+    let other = db.open().await;
+    other.write_probe().await.unwrap();
+    store.write_probe().await.unwrap();
+    assert_eq!(db.counter("ledger.write_probes"), Some(3));
+    assert_eq!(fronts(&store.dump(None).await.unwrap()), ["1"]);
+    assert_eq!(store.allocate("r", 1).await.unwrap(), 1);
 }
 
 async fn openers_racing_on_a_new_database_all_migrate_it(db: Db) {

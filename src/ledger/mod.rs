@@ -13,6 +13,8 @@
 //! - **Health.** Each operation's outcome, and a background ping every 2 s, say whether
 //!   the store answers; an upload asks [`Ledger::check`] (no I/O) before it sends
 //!   anything, so a dead ledger is a fast 503 rather than a file nobody can find again.
+//!   After a write failed, only a write that goes through makes it healthy again, not a
+//!   read or a ping (a full disk or a read-only database answers those).
 //! - **Id blocks.** Integer front ids are taken from the store 32 at a time and handed
 //!   out from memory, so most uploads cost no write before they are sent; the next block
 //!   is taken when half of one is used, so that a steady stream of uploads never waits
@@ -212,6 +214,12 @@ pub trait Store: Send + Sync + 'static {
     /// the right one and readable).
     fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>>;
 
+    /// A write that nothing reads (a counter of its own, `ledger.write_probes`, counted
+    /// up): what the probe asks, while writes fail and no row waits to be written, to
+    /// learn whether they go through again. A write that changes no byte would not do:
+    /// SQLite writes no page for it, so a full disk would not show.
+    fn write_probe(&self) -> BoxFuture<'_, Result<(), LedgerError>>;
+
     /// Every row (of one route when given), ordered by route then insertion.
     fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>>;
 }
@@ -261,6 +269,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0005_no_seq_index.sql"),
     },
 ];
+
+/// [`Store::write_probe`]'s statement, the same on SQLite and PostgreSQL.
+pub(crate) const WRITE_PROBE: &str = "INSERT INTO counters (name, value) \
+     VALUES ('ledger.write_probes', 1) \
+     ON CONFLICT (name) DO UPDATE SET value = counters.value + 1";
 
 /// The table that records which migrations a database has had.
 pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS casegate_schema (
@@ -320,6 +333,9 @@ struct Inner {
     store: Arc<dyn Store>,
     timing: LedgerTiming,
     healthy: AtomicBool,
+    /// The last write failed: until one goes through, reads and pings that answer do not
+    /// make the ledger healthy ([`Inner::note`]).
+    writes_failing: AtomicBool,
     errors: AtomicU64,
     /// Why the last failed operation failed: what [`Ledger::check`] reports.
     last_error: Mutex<String>,
@@ -471,6 +487,7 @@ impl Ledger {
                 store,
                 timing,
                 healthy: AtomicBool::new(true),
+                writes_failing: AtomicBool::new(false),
                 errors: AtomicU64::new(0),
                 last_error: Mutex::new(String::new()),
                 blocks: Mutex::new(HashMap::new()),
@@ -487,8 +504,10 @@ impl Ledger {
 
     /// Whether the last operations / probe succeeded. A background probe pings every
     /// 2 s, so health turns false within ~5 s of the store failing and true again within
-    /// ~2 s of it answering, without a restart. A store that answers pings but fails
-    /// writes (a full disk) flips between the two.
+    /// ~2 s of it answering, without a restart. After a write failed, only a write
+    /// brings health back (see `Inner::note`): a store that answers pings but fails
+    /// writes (a full disk, a read-only database) stays unhealthy, rather than turning
+    /// healthy at each ping and letting the next uploads through to fail their writes.
     pub fn healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Acquire)
     }
@@ -585,7 +604,7 @@ impl Ledger {
         let fetching = Fetching(ids);
         let first = self
             .inner
-            .call(self.inner.store.allocate(route, BLOCK))
+            .call(self.inner.store.allocate(route, BLOCK), Access::Write)
             .await?;
         lock(&fetching.0.block).spare = Some(first);
         Ok(())
@@ -598,7 +617,9 @@ impl Ledger {
         if self.pending() > 0 {
             self.inner.flush().await?;
         }
-        self.inner.call(self.inner.store.record(rows)).await
+        self.inner
+            .call(self.inner.store.record(rows), Access::Write)
+            .await
     }
 
     /// For a file the upstream has CONFIRMED: records it and returns the row as held. The
@@ -626,7 +647,7 @@ impl Ledger {
             let wait = self.inner.timing.confirm_wait;
             match tokio::time::timeout(wait, self.inner.store.record(vec![row.clone()])).await {
                 Ok(result) => {
-                    self.inner.note(&result);
+                    self.inner.note(&result, Access::Write);
                     match result {
                         Ok(mut held) => return held.pop().unwrap_or(row),
                         Err(e) => tracing::warn!(
@@ -661,7 +682,7 @@ impl Ledger {
         self.start_tasks();
         let held = self
             .inner
-            .call(self.inner.store.by_front(route, front_id))
+            .call(self.inner.store.by_front(route, front_id), Access::Read)
             .await?;
         Ok(held.or_else(|| {
             self.inner
@@ -681,7 +702,7 @@ impl Ledger {
         let wanted: HashSet<String> = back_ids.iter().cloned().collect();
         let mut rows = self
             .inner
-            .call(self.inner.store.by_back(route, back_ids))
+            .call(self.inner.store.by_back(route, back_ids), Access::Read)
             .await?;
         if self.pending() > 0 {
             let found: HashSet<String> = rows.iter().map(|r| r.back_id.clone()).collect();
@@ -702,7 +723,10 @@ impl Ledger {
     ) -> Result<(Vec<Row>, u64), LedgerError> {
         self.start_tasks();
         self.inner
-            .call(self.inner.store.list_case(route, front_case, offset, limit))
+            .call(
+                self.inner.store.list_case(route, front_case, offset, limit),
+                Access::Read,
+            )
             .await
     }
 
@@ -722,12 +746,15 @@ impl Ledger {
         let read = |after: i64, n: u64| async move {
             match inner.store.case_ids_now(route, front_case, after, n) {
                 Some(read) => {
-                    inner.note(&read);
+                    inner.note(&read, Access::Read);
                     read
                 }
                 None => {
                     inner
-                        .call(inner.store.case_ids(route, front_case, after, n))
+                        .call(
+                            inner.store.case_ids(route, front_case, after, n),
+                            Access::Read,
+                        )
                         .await
                 }
             }
@@ -755,7 +782,10 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         self.start_tasks();
         self.inner
-            .call(self.inner.store.set_hashes(route, front_id, md5, sha256))
+            .call(
+                self.inner.store.set_hashes(route, front_id, md5, sha256),
+                Access::Write,
+            )
             .await
     }
 
@@ -769,14 +799,19 @@ impl Ledger {
     ) -> Result<bool, LedgerError> {
         self.start_tasks();
         self.inner
-            .call(self.inner.store.remove(route, front_id, front_case))
+            .call(
+                self.inner.store.remove(route, front_id, front_case),
+                Access::Write,
+            )
             .await
     }
 
     /// Every row (of one route when given), ordered by route then insertion.
     pub async fn dump(&self, route: Option<&str>) -> Result<Vec<Row>, LedgerError> {
         self.start_tasks();
-        self.inner.call(self.inner.store.dump(route)).await
+        self.inner
+            .call(self.inner.store.dump(route), Access::Read)
+            .await
     }
 
     /// For a graceful shutdown: tries to write the rows waiting in the retry queue until
@@ -839,26 +874,51 @@ impl fmt::Debug for Ledger {
     }
 }
 
+/// Whether a store call reads or writes: what its success says about the ledger's
+/// health ([`Inner::note`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
 impl Inner {
     /// A store call with the operation timeout, its outcome noted.
     async fn call<T>(
         &self,
         future: BoxFuture<'_, Result<T, LedgerError>>,
+        access: Access,
     ) -> Result<T, LedgerError> {
         let result = timed(self.timing.op_timeout, future).await;
-        self.note(&result);
+        self.note(&result, access);
         result
     }
 
-    /// Health and the error counter follow every store call.
-    fn note<T>(&self, result: &Result<T, LedgerError>) {
+    /// Health and the error counter follow every store call. A failure of either kind
+    /// marks the ledger unhealthy; a success makes it healthy again, except a read's
+    /// after a write failed: a full disk or a read-only database (a PostgreSQL standby)
+    /// answers reads and pings and fails every write, so only a write that goes through
+    /// says the ledger is whole again (the probe tries one each time its ping is answered
+    /// while the ledger is unhealthy).
+    fn note<T>(&self, result: &Result<T, LedgerError>, access: Access) {
         match result {
             Ok(_) => {
+                if access == Access::Write && self.writes_failing.load(Ordering::Acquire) {
+                    self.writes_failing.store(false, Ordering::Release);
+                }
+                if self.healthy.load(Ordering::Acquire)
+                    || (access == Access::Read && self.writes_failing.load(Ordering::Acquire))
+                {
+                    return;
+                }
                 if !self.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("the ledger answers again");
                 }
             }
             Err(LedgerError::Unavailable(reason)) => {
+                if access == Access::Write {
+                    self.writes_failing.store(true, Ordering::Release);
+                }
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 reason.clone_into(&mut lock(&self.last_error));
                 if self.healthy.swap(false, Ordering::AcqRel) {
@@ -913,7 +973,7 @@ impl Inner {
             return Ok(());
         }
         let n = rows.len();
-        self.call(self.store.record(rows)).await?;
+        self.call(self.store.record(rows), Access::Write).await?;
         let mut queue = lock(&self.queue);
         let n = n.min(queue.len());
         queue.drain(..n);
@@ -969,12 +1029,19 @@ async fn probe(inner: Weak<Inner>, every: Duration) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let was_healthy = inner.healthy.load(Ordering::Acquire);
         let result = timed(inner.timing.probe_timeout, inner.store.ping()).await;
-        inner.note(&result);
-        if result.is_ok() && !was_healthy && !lock(&inner.queue).is_empty() {
-            // Queued rows need not wait out their backoff.
-            inner.wake.notify_one();
+        inner.note(&result, Access::Read);
+        if result.is_ok() && !inner.healthy.load(Ordering::Acquire) {
+            // Answered, yet unhealthy: a write failed, and only a write can say whether
+            // they go through now. Rows waiting to be written are that write (the oldest
+            // tried at once rather than after the retry's backoff; the rest follow
+            // without it when they went through); else a write nothing reads.
+            if lock(&inner.queue).is_empty() {
+                let wrote = timed(inner.timing.probe_timeout, inner.store.write_probe()).await;
+                inner.note(&wrote, Access::Write);
+            } else if inner.flush().await.is_ok() {
+                inner.wake.notify_one();
+            }
         }
     }
 }
@@ -1199,6 +1266,9 @@ mod tests {
         }
         fn ping(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
             self.gate(false, self.inner.ping())
+        }
+        fn write_probe(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+            self.gate(true, self.inner.write_probe())
         }
         fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
             self.gate(false, self.inner.dump(route))
@@ -1595,6 +1665,90 @@ mod tests {
         let held = ledger.record(vec![row("8", "b")]).await.unwrap();
         assert_eq!(held[0].front_id, "7");
         assert_eq!(ledger.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_answers_reads_but_fails_writes_stays_unhealthy_until_a_write_goes_through(
+    ) {
+        // A full disk, or a read-only database: pings and reads answer, writes fail.
+        let (logs, _guard) = Logs::capture();
+        let store = Flaky::new().await;
+        // The retry task waits a minute between tries: what writes the row below within
+        // the test is the probe.
+        let ledger = Ledger::with_store_and_timing(
+            store.clone(),
+            LedgerTiming {
+                retry_first: Duration::from_secs(60),
+                retry_max_backoff: Duration::from_secs(60),
+                ..quick()
+            },
+        );
+        Flaky::set(&store.writes_down, true);
+        ledger.record_confirmed(row("1", "b1")).await;
+        assert_eq!(ledger.pending(), 1);
+        assert!(!ledger.healthy());
+        // Ten probe periods, reads among them: never healthy, uploads still refused.
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            assert!(
+                ledger.by_front("r", "1").await.unwrap().is_some(),
+                "the waiting row is seen"
+            );
+            assert!(
+                !ledger.healthy(),
+                "a read or a ping made the ledger healthy"
+            );
+            assert!(ledger.reserve("r", IdForm::Uuid).await.is_err());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(ledger.pending(), 1);
+
+        // Writes go through again: the next probe writes the row and says so, once.
+        Flaky::set(&store.writes_down, false);
+        let start = Instant::now();
+        eventually("the row is written", || ledger.pending() == 0).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        eventually("healthy again", || ledger.healthy()).await;
+        assert!(ledger.reserve("r", IdForm::Uuid).await.is_ok());
+        assert_eq!(store.inner.dump(None).await.unwrap().len(), 1);
+        let text = logs.text();
+        let said = |line: &str| text.matches(&format!("casegate::ledger: {line}")).count();
+        assert_eq!(said("the ledger is unavailable"), 1, "{text}");
+        assert_eq!(said("the ledger answers again"), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_with_no_row_waiting_is_tried_again_by_the_probe() {
+        let store = Flaky::new().await;
+        let ledger = Ledger::with_store_and_timing(store.clone(), quick());
+        Flaky::set(&store.writes_down, true);
+        // A route's first integer id takes a block: a write, which fails; no row waits.
+        assert!(ledger.reserve("r", IdForm::Integer).await.is_err());
+        assert_eq!(ledger.pending(), 0);
+        assert!(!ledger.healthy());
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            assert_eq!(ledger.by_front("r", "1").await.unwrap(), None);
+            assert!(
+                !ledger.healthy(),
+                "a read or a ping made the ledger healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Writes go through again: the probe's own write says so.
+        Flaky::set(&store.writes_down, false);
+        let start = Instant::now();
+        eventually("healthy again", || ledger.healthy()).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(ledger.reserve("r", IdForm::Integer).await.unwrap(), "1");
     }
 
     #[test]

@@ -380,6 +380,16 @@ impl Store for PostgresStore {
         })
     }
 
+    fn write_probe(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.call(|conn| {
+            Box::pin(async move {
+                let statement = conn.prepare(super::WRITE_PROBE).await?;
+                conn.client.execute(&statement, &[]).await?;
+                Ok(())
+            })
+        })
+    }
+
     fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
         let route = route.map(str::to_string);
         self.call(move |conn| {

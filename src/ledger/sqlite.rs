@@ -478,6 +478,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn write_probe(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.call(true, |conn| {
+            conn.prepare_cached(super::WRITE_PROBE)?.execute([])?;
+            Ok(())
+        })
+    }
+
     fn dump(&self, route: Option<&str>) -> BoxFuture<'_, Result<Vec<Row>, LedgerError>> {
         let route = route.map(str::to_string);
         self.call(false, move |conn| {
