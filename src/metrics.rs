@@ -5,10 +5,11 @@
 //! the request path calls [`Metrics::request`], [`Metrics::file_bytes`] and the rest as
 //! requests finish, and the admin listener calls [`Metrics::render`] on each scrape. The
 //! series live in `prometheus-client` families (atomics behind a read-mostly lock, one
-//! series per label set); three families are read only at scrape time: the ledger's error
-//! counter (from [`Metrics::set_ledger_errors_source`]) and the standard `process_*`
-//! families, read from `/proc/self` (Linux; elsewhere, or when a file cannot be read,
-//! those series are left out).
+//! series per label set); some are read only at scrape time: the ledger's figures (its
+//! errors, whether it is available, the rows waiting to be written and those given up,
+//! from [`Metrics::set_ledger_source`]) and the standard `process_*` families, read from
+//! `/proc/self` (Linux; elsewhere, or when a file cannot be read, those series are left
+//! out).
 //!
 //! The exposition is the Prometheus text format, version 0.0.4 ([`CONTENT_TYPE`]), which
 //! every Prometheus-compatible scraper reads. Label values come from casegate's own
@@ -224,7 +225,21 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
-type LedgerSource = Box<dyn Fn() -> u64 + Send + Sync>;
+/// What the ledger says of itself at a scrape ([`Metrics::set_ledger_source`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerFigures {
+    /// Store operations that failed (`casegate_ledger_errors_total`).
+    pub errors: u64,
+    /// Whether it takes uploads, as `/readyz` asks (`casegate_ledger_available`).
+    pub available: bool,
+    /// Confirmed files' rows waiting in memory to be written (`casegate_ledger_rows_waiting`).
+    pub waiting: u64,
+    /// Rows given up, each logged under `casegate::ledger::lost`
+    /// (`casegate_ledger_rows_lost_total`).
+    pub lost: u64,
+}
+
+type LedgerSource = Box<dyn Fn() -> LedgerFigures + Send + Sync>;
 
 /// casegate's metrics: the families of SPEC 8 and their registry.
 ///
@@ -318,7 +333,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = config_reloads.get_or_create(&ReloadResult { result });
         }
-        registry.register_collector(Box::new(LedgerErrors(ledger_errors.clone())));
+        registry.register_collector(Box::new(LedgerSeries(ledger_errors.clone())));
         let tls_expiry = Arc::new(AtomicI64::new(NO_CERT));
         registry.register_collector(Box::new(TlsExpiry(tls_expiry.clone())));
         registry.register_collector(Box::new(ProcessCollector {
@@ -450,10 +465,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets where `casegate_ledger_errors_total` comes from: `f` is called on every scrape
-    /// (the ledger keeps its own counter), so it must be cheap and must not block. Until
-    /// it is set the counter reads 0. A later call replaces the earlier source.
-    pub fn set_ledger_errors_source(&self, f: Box<dyn Fn() -> u64 + Send + Sync>) {
+    /// Sets where the ledger's series come from: `f` is called on every scrape (the
+    /// ledger keeps its own figures), so it must be cheap and must not block. Until it is
+    /// set, `casegate_ledger_errors_total` reads 0 and the other ledger series are left
+    /// out. A later call replaces the earlier source.
+    pub fn set_ledger_source(&self, f: LedgerSource) {
         *self
             .ledger_errors
             .write()
@@ -497,28 +513,51 @@ impl Drop for InFlight {
     }
 }
 
-/// `casegate_ledger_errors_total`, read from the ledger's own counter at scrape time.
-struct LedgerErrors(Arc<RwLock<Option<LedgerSource>>>);
+/// The ledger's series, read from the ledger's own figures at scrape time:
+/// `casegate_ledger_errors_total`, and with a source `casegate_ledger_available`,
+/// `casegate_ledger_rows_waiting` and `casegate_ledger_rows_lost_total`.
+struct LedgerSeries(Arc<RwLock<Option<LedgerSource>>>);
 
-impl fmt::Debug for LedgerErrors {
+impl fmt::Debug for LedgerSeries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LedgerErrors").finish_non_exhaustive()
+        f.debug_struct("LedgerSeries").finish_non_exhaustive()
     }
 }
 
-impl Collector for LedgerErrors {
+impl Collector for LedgerSeries {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let value = self
+        let figures = self
             .0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map_or(0, |f| f());
+            .map(|f| f());
         counter(
             &mut encoder,
             "casegate_ledger_errors",
             "Ledger operations that failed.",
-            value,
+            figures.map_or(0, |f| f.errors),
+        )?;
+        let Some(figures) = figures else {
+            return Ok(());
+        };
+        gauge(
+            &mut encoder,
+            "casegate_ledger_available",
+            "1 while the ledger takes uploads (what /readyz asks of it), else 0.",
+            i64::from(figures.available),
+        )?;
+        gauge(
+            &mut encoder,
+            "casegate_ledger_rows_waiting",
+            "Rows of files the upstream confirmed, waiting in memory to be written to the ledger.",
+            i64::try_from(figures.waiting).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            &mut encoder,
+            "casegate_ledger_rows_lost",
+            "Rows given up (retry queue full or too old), each logged under casegate::ledger::lost to replay.",
+            figures.lost,
         )
     }
 }
@@ -876,7 +915,12 @@ mod tests {
         m.config_reload(true);
         m.config_reload(false);
         m.config_reload(false);
-        m.set_ledger_errors_source(Box::new(|| 3));
+        m.set_ledger_source(Box::new(|| LedgerFigures {
+            errors: 3,
+            available: true,
+            waiting: 2,
+            lost: 1,
+        }));
 
         let text = m.render();
         let req = |status: &str, code: &str| {
@@ -938,6 +982,9 @@ mod tests {
             2.0,
         );
         put("casegate_ledger_errors_total", Labels::new(), 3.0);
+        put("casegate_ledger_available", Labels::new(), 1.0);
+        put("casegate_ledger_rows_waiting", Labels::new(), 2.0);
+        put("casegate_ledger_rows_lost_total", Labels::new(), 1.0);
         expect_histogram(
             &mut want,
             "casegate_request_duration_seconds",
@@ -988,6 +1035,9 @@ mod tests {
             ("casegate_spooled_total", "counter"),
             ("casegate_upstream_errors_total", "counter"),
             ("casegate_ledger_errors_total", "counter"),
+            ("casegate_ledger_available", "gauge"),
+            ("casegate_ledger_rows_waiting", "gauge"),
+            ("casegate_ledger_rows_lost_total", "counter"),
             ("casegate_config_reloads_total", "counter"),
         ] {
             assert_eq!(t.get(family).map(String::as_str), Some(ty), "{family}");
@@ -1108,14 +1158,28 @@ mod tests {
         let m = Metrics::new();
         let errors = Arc::new(AtomicU64::new(0));
         let e = errors.clone();
-        m.set_ledger_errors_source(Box::new(move || e.load(Ordering::Relaxed)));
+        m.set_ledger_source(Box::new(move || {
+            let n = e.load(Ordering::Relaxed);
+            LedgerFigures {
+                errors: n,
+                available: n == 0,
+                waiting: n * 2,
+                lost: n * 3,
+            }
+        }));
         let read = |m: &Metrics| {
-            samples(&m.render(), "casegate_ledger_errors_total")
-                [&("casegate_ledger_errors_total".to_owned(), Labels::new())]
+            let got = samples(&m.render(), "casegate_ledger_");
+            [
+                "casegate_ledger_errors_total",
+                "casegate_ledger_available",
+                "casegate_ledger_rows_waiting",
+                "casegate_ledger_rows_lost_total",
+            ]
+            .map(|name| got[&(name.to_owned(), Labels::new())])
         };
-        assert_eq!(read(&m), 0.0);
+        assert_eq!(read(&m), [0.0, 1.0, 0.0, 0.0]);
         errors.store(5, Ordering::Relaxed);
-        assert_eq!(read(&m), 5.0);
+        assert_eq!(read(&m), [5.0, 0.0, 10.0, 15.0]);
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::error::{Body, Error};
 use crate::forward::{self, Settings};
 use crate::inbound::{body_stream, Limits};
 use crate::ledger::{Ledger, Load, Serving};
-use crate::metrics::Metrics;
+use crate::metrics::{LedgerFigures, Metrics};
 use crate::router::{RouteRuntime, Router, Target};
 use crate::secret::Secret;
 use crate::service::{self, AccessBody, DrainOnDrop};
@@ -113,7 +113,12 @@ impl Gateway {
         let metrics = Metrics::new();
         {
             let ledger = ledger.clone();
-            metrics.set_ledger_errors_source(Box::new(move || ledger.errors()));
+            metrics.set_ledger_source(Box::new(move || LedgerFigures {
+                errors: ledger.errors(),
+                available: ledger.healthy(),
+                waiting: ledger.pending() as u64,
+                lost: ledger.rows_lost(),
+            }));
         }
         let table = build_table(cfg, &ledger, None).await?;
         let tls = match &cfg.tls {

@@ -1281,6 +1281,10 @@ const FAMILIES: &[(&str, Family, &[&str])] = &[
         &["route", "code"],
     ),
     ("casegate_ledger_errors_total", Family::Counter, &[]),
+    // casegate's own, beside SPEC 8's: the rows an alert on the ledger reads.
+    ("casegate_ledger_available", Family::Gauge, &[]),
+    ("casegate_ledger_rows_waiting", Family::Gauge, &[]),
+    ("casegate_ledger_rows_lost_total", Family::Counter, &[]),
     (
         "casegate_config_reloads_total",
         Family::Counter,

@@ -320,6 +320,9 @@ async fn admin_probes_and_metrics_account_for_every_request() {
         "process_cpu_seconds_total",
         "process_open_fds",
         "casegate_ledger_errors_total",
+        "casegate_ledger_available",
+        "casegate_ledger_rows_waiting",
+        "casegate_ledger_rows_lost_total",
     ] {
         assert!(
             samples.iter().any(|(n, _, _)| n == family),

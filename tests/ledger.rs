@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use casegate::dialect::DialectId::{self, Kibana, Thalamus, Tines};
 use casegate::emulator::Fault;
+use common::process::SlowUpload;
 use common::*;
 
 /// Polls `check` every 100 ms until it is true; panics with `what` after `limit`.
@@ -69,6 +70,82 @@ async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() 
         let r = send(&h.http, front, &base, &small_upload(Tines), Cred::Good).await;
         assert_eq!(r.status, 200, "{front} after recovery: {}", r.text());
     }
+    h.stop().await;
+}
+
+/// One unlabelled sample of the admin listener's `/metrics`.
+async fn metric(http: &reqwest::Client, admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// An upload the upstream confirms while the ledger is away: answered success, its row
+/// waits in memory, and the metrics say so (an operator's alert reads
+/// `casegate_ledger_rows_waiting` and `casegate_ledger_rows_lost_total`, not the log);
+/// when the ledger is back, the row is written, the gauge returns to 0 and nothing was
+/// lost.
+#[tokio::test]
+async fn a_row_waiting_for_the_ledger_is_measured_until_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.sqlite3");
+    let o = Opts {
+        extra_top_keys: format!(
+            "ledger = \"sqlite://{}\"\nadmin_listen = \"127.0.0.1:0\"\n",
+            file.display()
+        ),
+        ..Opts::default()
+    };
+    let h = setup(&[Thalamus], Tines, o).await;
+    let admin = h.casegate.admin_addr().unwrap();
+    let figures = || async {
+        let mut out = Vec::new();
+        for name in [
+            "casegate_ledger_available",
+            "casegate_ledger_rows_waiting",
+            "casegate_ledger_rows_lost_total",
+        ] {
+            out.push(metric(&h.http, admin, name).await);
+        }
+        out
+    };
+    assert_eq!(figures().await, [1.0, 0.0, 0.0]);
+    assert_eq!(
+        metric(&h.http, admin, "casegate_ledger_errors_total").await,
+        0.0
+    );
+
+    // An upload starts while the ledger answers; its file goes away meanwhile.
+    let data = random_bytes(256 << 10, 5);
+    let upload =
+        SlowUpload::start(h.casegate.addr(), &Harness::prefix(Thalamus), &data, 4096).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let away = dir.path().join("elsewhere.sqlite3");
+    std::fs::rename(&file, &away).unwrap();
+    within(Duration::from_secs(5), "the ledger unavailable", || async {
+        figures().await[0] == 0.0
+    })
+    .await;
+    let answer = upload.finish().await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(h.upstream.files().pop().unwrap().sha256, sha256_hex(&data));
+    assert_eq!(figures().await, [0.0, 1.0, 0.0]);
+    assert!(metric(&h.http, admin, "casegate_ledger_errors_total").await >= 1.0);
+
+    // Back: the row is written, nothing was lost.
+    std::fs::rename(&away, &file).unwrap();
+    within(Duration::from_secs(10), "the row written", || async {
+        figures().await == [1.0, 0.0, 0.0]
+    })
+    .await;
     h.stop().await;
 }
 

@@ -337,6 +337,8 @@ struct Inner {
     /// make the ledger healthy ([`Inner::note`]).
     writes_failing: AtomicBool,
     errors: AtomicU64,
+    /// Rows given up (retry queue full, or too old), each logged as lost.
+    lost: AtomicU64,
     /// Why the last failed operation failed: what [`Ledger::check`] reports.
     last_error: Mutex<String>,
     /// Per route, the block of integer ids being handed out.
@@ -488,6 +490,7 @@ impl Ledger {
                 timing,
                 healthy: AtomicBool::new(true),
                 writes_failing: AtomicBool::new(false),
+                lost: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 last_error: Mutex::new(String::new()),
                 blocks: Mutex::new(HashMap::new()),
@@ -840,6 +843,13 @@ impl Ledger {
         lock(&self.inner.queue).len()
     }
 
+    /// Rows given up so far, while casegate runs: the retry queue full, or a row waiting
+    /// longer than its bound (each logged as lost). Those still waiting at exit are logged
+    /// then, not counted.
+    pub fn rows_lost(&self) -> u64 {
+        self.inner.lost.load(Ordering::Relaxed)
+    }
+
     /// Counter of store errors so far, failed probes included (metrics will read it).
     pub fn errors(&self) -> u64 {
         self.inner.errors.load(Ordering::Relaxed)
@@ -937,6 +947,7 @@ impl Inner {
                 "the ledger's retry queue is full ({} rows)",
                 self.timing.retry_max_rows
             );
+            self.lost.fetch_add(1, Ordering::Relaxed);
             lost(&row, &reason);
             return;
         }
@@ -1005,6 +1016,7 @@ impl Inner {
                 "not recorded within {} ({last_error})",
                 humantime::format_duration(max_age)
             );
+            self.lost.fetch_add(expired.len() as u64, Ordering::Relaxed);
             for row in &expired {
                 lost(row, &reason);
             }
@@ -1586,6 +1598,7 @@ mod tests {
                 .await;
         }
         assert_eq!(ledger.pending(), 2, "the third row did not fit");
+        assert_eq!(ledger.rows_lost(), 1);
         let text = logs.text();
         assert!(text.contains("casegate::ledger::lost"), "{text}");
         assert!(text.contains(r#""back_id":"b3""#), "{text}");
@@ -1598,6 +1611,7 @@ mod tests {
             .filter(|l| l.contains("casegate::ledger::lost"))
             .collect();
         assert_eq!(lost.len(), 3, "{text}");
+        assert_eq!(ledger.rows_lost(), 3);
         assert!(text.contains("the ledger still cannot take"), "{text}");
         Flaky::set(&store.down, false);
         assert!(store.inner.dump(None).await.unwrap().is_empty());
