@@ -26,8 +26,9 @@ where
     }
 }
 
-#[tokio::test]
-async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() {
+/// A folder, the SQLite ledger's file in it, and options naming it and turning the admin
+/// listener on.
+fn a_ledger_file_and_the_admin_listener() -> (tempfile::TempDir, std::path::PathBuf, Opts) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ledger.sqlite3");
     let o = Opts {
@@ -37,6 +38,12 @@ async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() 
         ),
         ..Opts::default()
     };
+    (dir, file, o)
+}
+
+#[tokio::test]
+async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() {
+    let (dir, file, o) = a_ledger_file_and_the_admin_listener();
     let h = setup(&DialectId::ALL, Tines, o).await;
     let readyz = format!("http://{}/readyz", h.casegate.admin_addr().unwrap());
     let ready = |want: u16| {
@@ -95,15 +102,7 @@ async fn metric(http: &reqwest::Client, admin: std::net::SocketAddr, name: &str)
 /// lost.
 #[tokio::test]
 async fn a_row_waiting_for_the_ledger_is_measured_until_it_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ledger.sqlite3");
-    let o = Opts {
-        extra_top_keys: format!(
-            "ledger = \"sqlite://{}\"\nadmin_listen = \"127.0.0.1:0\"\n",
-            file.display()
-        ),
-        ..Opts::default()
-    };
+    let (dir, file, o) = a_ledger_file_and_the_admin_listener();
     let h = setup(&[Thalamus], Tines, o).await;
     let admin = h.casegate.admin_addr().unwrap();
     let figures = || async {

@@ -1300,6 +1300,19 @@ mod tests {
         }
     }
 
+    /// A ledger on `store` whose retry task waits a minute between tries: within a test,
+    /// queued rows are written by something else or not at all.
+    fn retrying_each_minute(store: &Arc<Flaky>) -> Ledger {
+        Ledger::with_store_and_timing(
+            store.clone(),
+            LedgerTiming {
+                retry_first: Duration::from_secs(60),
+                retry_max_backoff: Duration::from_secs(60),
+                ..quick()
+            },
+        )
+    }
+
     fn row(front_id: &str, back_id: &str) -> Row {
         Row {
             route: "r".into(),
@@ -1633,14 +1646,7 @@ mod tests {
     #[tokio::test]
     async fn drain_writes_what_waits_or_says_what_is_left() {
         let store = Flaky::new().await;
-        let ledger = Ledger::with_store_and_timing(
-            store.clone(),
-            LedgerTiming {
-                retry_first: Duration::from_secs(60),
-                retry_max_backoff: Duration::from_secs(60),
-                ..quick()
-            },
-        );
+        let ledger = retrying_each_minute(&store);
         Flaky::set(&store.down, true);
         ledger.record_confirmed(row("1", "b1")).await;
         ledger.record_confirmed(row("2", "b2")).await;
@@ -1653,14 +1659,7 @@ mod tests {
     #[tokio::test]
     async fn queued_rows_are_seen_and_keep_their_front_id() {
         let store = Flaky::new().await;
-        let ledger = Ledger::with_store_and_timing(
-            store.clone(),
-            LedgerTiming {
-                retry_first: Duration::from_secs(60),
-                retry_max_backoff: Duration::from_secs(60),
-                ..quick()
-            },
-        );
+        let ledger = retrying_each_minute(&store);
         Flaky::set(&store.writes_down, true);
         ledger.record_confirmed(row("7", "b")).await;
         assert_eq!(ledger.pending(), 1);
@@ -1687,16 +1686,8 @@ mod tests {
         // A full disk, or a read-only database: pings and reads answer, writes fail.
         let (logs, _guard) = Logs::capture();
         let store = Flaky::new().await;
-        // The retry task waits a minute between tries: what writes the row below within
-        // the test is the probe.
-        let ledger = Ledger::with_store_and_timing(
-            store.clone(),
-            LedgerTiming {
-                retry_first: Duration::from_secs(60),
-                retry_max_backoff: Duration::from_secs(60),
-                ..quick()
-            },
-        );
+        // What writes the row below within the test is the probe.
+        let ledger = retrying_each_minute(&store);
         Flaky::set(&store.writes_down, true);
         ledger.record_confirmed(row("1", "b1")).await;
         assert_eq!(ledger.pending(), 1);
