@@ -99,9 +99,7 @@ impl Db {
             ),
         }
     }
-}
 
-impl Db {
     /// The value of one of the database's `counters`, read beside the stores (SQLite: a
     /// connection of its own; PostgreSQL: psql).
     fn counter(&self, name: &str) -> Option<i64> {
@@ -111,9 +109,12 @@ impl Db {
                 .unwrap()
                 .query_row(&sql, [], |r| r.get(0))
                 .ok(),
-            Db::Postgres { _server, url } => {
+            Db::Postgres {
+                _server: server,
+                url,
+            } => {
                 let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
-                let out = _server.psql(database, &sql).unwrap();
+                let out = server.psql(database, &sql).unwrap();
                 out.trim().parse().ok()
             }
         }
