@@ -18,14 +18,17 @@
 //! the whole buffer at once and writes it in one `write`, at most every
 //! [`GATHER`]. The thread is woken only by the line that finds the buffer empty (one
 //! wake per batch, not per line), and sleeps without a timer while nothing is logged.
-//! Nothing is dropped: when [`MAX_HELD`] bytes wait (the output blocked), a logging
-//! thread waits for room. [`LineSinkGuard`] writes what is held when it is dropped, at
-//! exit.
+//! Nothing is dropped while the output takes writes: when [`MAX_HELD`] bytes wait (the
+//! output blocked), a logging thread waits for room. A write the output refuses (stderr
+//! redirected to a full disk, a pipe whose reader is gone) loses its batch, with nowhere
+//! to say so but [`lines_lost`] (`casegate_log_lines_lost_total`). [`LineSinkGuard`]
+//! writes what is held when it is dropped, at exit.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +53,14 @@ pub const GATHER: Duration = Duration::from_millis(2);
 pub const MAX_HELD: usize = 4 * 1024 * 1024;
 /// A buffer larger than this after its write is given back, not kept for the next.
 const KEEP_CAPACITY: usize = 256 * 1024;
+
+/// Log lines whose write the output refused, in this process (every [`LineSink`]'s).
+static LINES_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines lost so far: written into a batch whose write the output refused.
+pub fn lines_lost() -> u64 {
+    LINES_LOST.load(Ordering::Relaxed)
+}
 
 #[derive(Default)]
 struct Held {
@@ -147,8 +158,12 @@ fn write_loop<W: Write>(shared: &Shared, mut out: W) {
         std::mem::swap(&mut held.buf, &mut spare);
         drop(held);
         shared.room.notify_all();
-        // Nowhere to report a failed write to the log; the next batch tries again.
-        let _ = out.write_all(&spare).and_then(|()| out.flush());
+        // Nowhere to report a failed write to the log but a counter; the next batch tries
+        // again. (Part of the batch may have gone out: it is counted whole.)
+        if out.write_all(&spare).and_then(|()| out.flush()).is_err() {
+            let lines = memchr::memchr_iter(b'\n', &spare).count() as u64;
+            LINES_LOST.fetch_add(lines, Ordering::Relaxed);
+        }
         spare.clear();
         if spare.capacity() > KEEP_CAPACITY {
             spare = Vec::new();
@@ -886,6 +901,33 @@ mod tests {
         writer.join().unwrap();
         drop(guard);
         assert_eq!(out.out.lock().unwrap().len(), lines * line.len());
+    }
+
+    /// An output that refuses every write (a full disk).
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_an_output_refuses_are_counted_and_logging_goes_on() {
+        let before = lines_lost();
+        let (sink, guard) = LineSink::new(Full, "test-log").unwrap();
+        // More than MAX_HELD: logging must not wait on an output that only fails.
+        let line = format!("{}\n", "f".repeat(1023));
+        let lines = MAX_HELD / line.len() * 2;
+        for _ in 0..lines {
+            write_line(&sink, &line);
+        }
+        drop(guard);
+        // No other test's output fails: every line this one logged is counted, once.
+        assert_eq!(lines_lost() - before, lines as u64);
     }
 
     #[test]

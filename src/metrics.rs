@@ -273,7 +273,8 @@ impl fmt::Debug for Metrics {
 
 impl Metrics {
     /// Builds the registry with every family. The `casegate_config_reloads_total` series
-    /// (`ok`, `error`) and `casegate_ledger_errors_total` start at 0; the per-route
+    /// (`ok`, `error`), `casegate_ledger_errors_total` and `casegate_log_lines_lost_total`
+    /// start at 0; the per-route
     /// families appear with their first sample.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::default();
@@ -334,6 +335,7 @@ impl Metrics {
             let _ = config_reloads.get_or_create(&ReloadResult { result });
         }
         registry.register_collector(Box::new(LedgerSeries(ledger_errors.clone())));
+        registry.register_collector(Box::new(LogLinesLost));
         let tls_expiry = Arc::new(AtomicI64::new(NO_CERT));
         registry.register_collector(Box::new(TlsExpiry(tls_expiry.clone())));
         registry.register_collector(Box::new(ProcessCollector {
@@ -558,6 +560,22 @@ impl Collector for LedgerSeries {
             "casegate_ledger_rows_lost",
             "Rows given up (retry queue full or too old), each logged under casegate::ledger::lost to replay.",
             figures.lost,
+        )
+    }
+}
+
+/// `casegate_log_lines_lost_total`: log lines whose write the output refused (a full disk
+/// under a redirected stderr), read from the log's own counter at scrape time.
+#[derive(Debug)]
+struct LogLinesLost;
+
+impl Collector for LogLinesLost {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        counter(
+            &mut encoder,
+            "casegate_log_lines_lost",
+            "Log lines lost: their write to stderr failed (a full disk, a closed pipe).",
+            crate::logging::lines_lost(),
         )
     }
 }
@@ -985,6 +1003,13 @@ mod tests {
         put("casegate_ledger_available", Labels::new(), 1.0);
         put("casegate_ledger_rows_waiting", Labels::new(), 2.0);
         put("casegate_ledger_rows_lost_total", Labels::new(), 1.0);
+        // The process's own log counter (another test's output may refuse writes while
+        // this one runs): present, whatever its value.
+        let lost = samples(&text, "casegate_log_lines_lost_total")
+            .into_values()
+            .next()
+            .unwrap_or(-1.0);
+        put("casegate_log_lines_lost_total", Labels::new(), lost);
         expect_histogram(
             &mut want,
             "casegate_request_duration_seconds",
@@ -1038,6 +1063,7 @@ mod tests {
             ("casegate_ledger_available", "gauge"),
             ("casegate_ledger_rows_waiting", "gauge"),
             ("casegate_ledger_rows_lost_total", "counter"),
+            ("casegate_log_lines_lost_total", "counter"),
             ("casegate_config_reloads_total", "counter"),
         ] {
             assert_eq!(t.get(family).map(String::as_str), Some(ty), "{family}");
@@ -1149,6 +1175,9 @@ mod tests {
             ("casegate_ledger_errors_total".to_owned(), Labels::new()),
             0.0,
         );
+        // The process's own log counter: 0 unless a test's log output refused writes.
+        let lost = ("casegate_log_lines_lost_total".to_owned(), Labels::new());
+        want.insert(lost.clone(), got.get(&lost).copied().unwrap_or(-1.0));
         assert_eq!(got, want, "{text}");
     }
 

@@ -323,6 +323,7 @@ async fn admin_probes_and_metrics_account_for_every_request() {
         "casegate_ledger_available",
         "casegate_ledger_rows_waiting",
         "casegate_ledger_rows_lost_total",
+        "casegate_log_lines_lost_total",
     ] {
         assert!(
             samples.iter().any(|(n, _, _)| n == family),
