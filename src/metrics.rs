@@ -257,7 +257,7 @@ pub struct Metrics {
     spooled: Family<RouteOnly, Counter>,
     upstream_errors: Family<RouteCode, Counter>,
     config_reloads: Family<ReloadResult, Counter>,
-    ledger_errors: Arc<RwLock<Option<LedgerSource>>>,
+    ledger_source: Arc<RwLock<Option<LedgerSource>>>,
     /// The served certificate's `notAfter`, [`NO_CERT`] when casegate serves no TLS.
     tls_expiry: Arc<AtomicI64>,
 }
@@ -274,8 +274,7 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// Builds the registry with every family. The `casegate_config_reloads_total` series
     /// (`ok`, `error`), `casegate_ledger_errors_total` and `casegate_log_lines_lost_total`
-    /// start at 0; the per-route
-    /// families appear with their first sample.
+    /// start at 0; the per-route families appear with their first sample.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::default();
         let requests = Family::<RequestKey, Counter>::default();
@@ -288,7 +287,7 @@ impl Metrics {
         let spooled = Family::<RouteOnly, Counter>::default();
         let upstream_errors = Family::<RouteCode, Counter>::default();
         let config_reloads = Family::<ReloadResult, Counter>::default();
-        let ledger_errors: Arc<RwLock<Option<LedgerSource>>> = Arc::new(RwLock::new(None));
+        let ledger_source: Arc<RwLock<Option<LedgerSource>>> = Arc::new(RwLock::new(None));
 
         // Counter names go in without `_total`: the encoder adds it.
         registry.register(
@@ -334,7 +333,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = config_reloads.get_or_create(&ReloadResult { result });
         }
-        registry.register_collector(Box::new(LedgerSeries(ledger_errors.clone())));
+        registry.register_collector(Box::new(LedgerSeries(ledger_source.clone())));
         registry.register_collector(Box::new(LogLinesLost));
         let tls_expiry = Arc::new(AtomicI64::new(NO_CERT));
         registry.register_collector(Box::new(TlsExpiry(tls_expiry.clone())));
@@ -354,7 +353,7 @@ impl Metrics {
             spooled,
             upstream_errors,
             config_reloads,
-            ledger_errors,
+            ledger_source,
             tls_expiry,
         })
     }
@@ -473,7 +472,7 @@ impl Metrics {
     /// out. A later call replaces the earlier source.
     pub fn set_ledger_source(&self, f: LedgerSource) {
         *self
-            .ledger_errors
+            .ledger_source
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(f);
     }
