@@ -1334,7 +1334,7 @@ mod tests {
 
     /// Collects what is logged on this thread while the guard lives.
     #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Logs(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Logs {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -1347,7 +1347,7 @@ mod tests {
     }
 
     impl Logs {
-        fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        pub(super) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
             let logs = Logs::default();
             let writer = logs.clone();
             let subscriber = tracing_subscriber::fmt()
@@ -1357,7 +1357,7 @@ mod tests {
             (logs, tracing::subscriber::set_default(subscriber))
         }
 
-        fn text(&self) -> String {
+        pub(super) fn text(&self) -> String {
             String::from_utf8_lossy(&lock(&self.0)).into_owned()
         }
     }

@@ -642,16 +642,18 @@ async fn write_rows(
         ]
     };
     let mut held: Vec<Option<Row>> = vec![None; rows.len()];
+    // The rows neither inserted nor held yet; each step below keeps only those it could
+    // not settle, so what is left after the last try is what was not recorded.
     let mut pending: Vec<usize> = order.to_vec();
     for _ in 0..3 {
-        let not_inserted = if pending.len() == 1 {
+        pending = if pending.len() == 1 {
             let params = insert_params(pending[0]);
             match tx.query_opt(&statements.insert, &params).await? {
                 Some(answer) => {
                     held[pending[0]] = Some(read_row(&answer)?);
                     Vec::new()
                 }
-                None => pending.clone(),
+                None => pending,
             }
         } else {
             insert_many(
@@ -666,31 +668,32 @@ async fn write_rows(
             )
             .await?
         };
-        if not_inserted.is_empty() {
+        if pending.is_empty() {
             break;
         }
-        let params: Vec<[Param<'_>; 13]> = not_inserted.iter().map(|&i| fill_params(i)).collect();
+        let params: Vec<[Param<'_>; 13]> = pending.iter().map(|&i| fill_params(i)).collect();
         let filled = try_join_all(params.iter().map(|p| tx.query_opt(&statements.fill, p))).await?;
         let mut not_filled = Vec::new();
-        for (&i, answer) in not_inserted.iter().zip(filled) {
+        for (&i, answer) in pending.iter().zip(filled) {
             match answer {
                 Some(answer) => held[i] = Some(read_row(&answer)?),
                 None => not_filled.push(i),
             }
         }
-        if not_filled.is_empty() {
+        pending = not_filled;
+        if pending.is_empty() {
             break;
         }
         // Not held by back id, so the conflict was the front id: another upstream file
         // holds it (a route whose id mapping changed?). The first holder keeps it.
-        let params: Vec<[Param<'_>; 2]> = not_filled
+        let params: Vec<[Param<'_>; 2]> = pending
             .iter()
             .map(|&i| -> [Param<'_>; 2] { [&rows[i].route, &rows[i].front_id] })
             .collect();
         let holders =
             try_join_all(params.iter().map(|p| tx.query_opt(&statements.holder, p))).await?;
-        pending.clear();
-        for (&i, holder) in not_filled.iter().zip(holders) {
+        let mut unheld = Vec::new();
+        for (&i, holder) in pending.iter().zip(holders) {
             let row = &rows[i];
             match holder {
                 Some(holder) => {
@@ -704,9 +707,11 @@ async fn write_rows(
                     );
                     held[i] = Some(row.clone());
                 }
-                None => pending.push(i),
+                None => unheld.push(i),
             }
         }
+        // Held by neither id: the row it met was deleted between the statements; again.
+        pending = unheld;
         if pending.is_empty() {
             break;
         }
@@ -1123,6 +1128,51 @@ mod tests {
             .unwrap();
         let open_connections: usize = open_connections.parse().unwrap();
         assert!((1..=3).contains(&open_connections), "{open_connections}");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_row_logs_nothing_and_a_front_id_taken_says_so() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        // A runtime of one thread: the store's writer logs where this test listens.
+        let (logs, _guard) = crate::ledger::tests::Logs::capture();
+        let db = pg.create_database().unwrap();
+        let store = Arc::new(open(&pg.url(&db)).await.unwrap());
+        // One row alone (its own INSERT), then eight at once (gathered in one).
+        store.record(vec![row("1", "b1")]).await.unwrap();
+        let tasks: Vec<_> = (2..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .record(vec![row(&i.to_string(), &format!("b{i}"))])
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // The same upstream file under another front id: the first front id is kept.
+        let held = store.record(vec![row("x", "b1")]).await.unwrap();
+        assert_eq!(held[0].front_id, "1");
+        for i in 1..10 {
+            let found = store.by_front("r", &i.to_string()).await.unwrap().unwrap();
+            assert_eq!(found.back_id, format!("b{i}"));
+        }
+        assert!(!logs.text().contains("not recorded"), "{}", logs.text());
+
+        // A front id another upstream file holds: not recorded, and the log says why.
+        store.record(vec![row("2", "b-other")]).await.unwrap();
+        let text = logs.text();
+        assert!(
+            text.contains("not recorded: the front id already names another upstream file"),
+            "{text}"
+        );
+        assert_eq!(text.matches("not recorded").count(), 1, "{text}");
+        let found = store.by_front("r", "2").await.unwrap().unwrap();
+        assert_eq!(found.back_id, "b2");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
