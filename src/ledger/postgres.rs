@@ -28,7 +28,9 @@
 //! connection. Each operation waits at most 5 s for a free connection, opening one takes
 //! at most the connect timeout (`connect_timeout`, 5 s by default), and the operation's
 //! statements then have 5 s. A connection that timed out has its query cancelled and is
-//! closed; one the server closed is dropped when next taken.
+//! closed; one the server closed is dropped when next taken. A server at its connection
+//! limit (SQLSTATE 53300) refusing a new connection while the pool has others open is
+//! waited out: the operation takes the next one given back (within those 5 s).
 //!
 //! **Failure.** Every failure is [`LedgerError::Unavailable`] with PostgreSQL's reason.
 //! While the database is down, operations fail as fast as connections are refused (or
@@ -204,7 +206,7 @@ impl PostgresStore {
             settings.connect_timeout,
             settings.query_timeout,
         );
-        let mut conn = pool.connect().await.map_err(|e| match e {
+        let mut conn = pool.connect().await.map_err(|e| match e.error {
             LedgerError::Unavailable(reason) => reason,
         })?;
         match tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&mut conn)).await {
@@ -1173,6 +1175,89 @@ mod tests {
         assert_eq!(text.matches("not recorded").count(), 1, "{text}");
         let found = store.by_front("r", "2").await.unwrap().unwrap();
         assert_eq!(found.back_id, "b2");
+    }
+
+    /// How many sessions `db` has.
+    fn sessions(pg: &PgServer, db: &str) -> usize {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'");
+        pg.psql("postgres", &sql).unwrap().parse().unwrap()
+    }
+
+    /// Waits (at most 10 s) until `db` has `n` sessions.
+    async fn wait_for_sessions(pg: &PgServer, db: &str, n: usize) {
+        let start = Instant::now();
+        while sessions(pg, db) != n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "not {n} sessions"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_at_its_connection_limit_shares_the_connections_the_pool_has() {
+        let Some(pg) = PgServer::for_test() else {
+            return;
+        };
+        let db = pg.create_database().unwrap();
+        let url = format!("{}?application_name=at-limit", pg.url(&db));
+        let store = Arc::new(open(&url).await.unwrap());
+        store.record(vec![row("0", "0")]).await.unwrap();
+        // The server takes one session of this database from now on: the pool's.
+        pg.psql(
+            "postgres",
+            &format!("ALTER DATABASE {db} CONNECTION LIMIT 1"),
+        )
+        .unwrap();
+        wait_for_sessions(&pg, &db, 1).await;
+        let tasks: Vec<_> = (1..=40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let front = i.to_string();
+                    store.record(vec![row(&front, &front)]).await?;
+                    store.by_front("r", &front).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let found = task.await.unwrap().unwrap();
+            assert!(found.is_some());
+        }
+        assert_eq!(sessions(&pg, &db), 1);
+
+        // With no connection of its own, the pool says why it has none.
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+            ),
+        )
+        .unwrap();
+        wait_for_sessions(&pg, &db, 0).await;
+        let (_holder, connection) = tokio_postgres::connect(&pg.url(&db), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let start = Instant::now();
+        loop {
+            // The ended session is seen closed when next taken (or fails its statement).
+            let asked = Instant::now();
+            if let Err(err) = store.by_front("r", "1").await {
+                let err = err.to_string();
+                if err.contains("cannot connect") {
+                    assert!(err.contains("53300"), "{err}");
+                    assert!(
+                        asked.elapsed() < Duration::from_secs(3),
+                        "{:?}",
+                        asked.elapsed()
+                    );
+                    break;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never refused");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,17 @@
 //! one prepared-statement cache per connection) and its failure rules are the ledger's
 //! own: every wait is bounded, a connection whose call did not finish cleanly is closed
 //! rather than reused, and a connection the server closed is dropped when next taken.
+//! A server at its connection limit (`max_connections`, or a role's or database's
+//! `CONNECTION LIMIT`) is not the ledger down: while the pool has connections open, an
+//! operation the server refused a new one waits for one of them instead.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
@@ -25,6 +29,7 @@ pub(super) struct Pool {
     idle: Mutex<Vec<Conn>>,
     connect_timeout: Duration,
     query_timeout: Duration,
+    census: Arc<Census>,
     /// The runtime the pool was made on (the server's multi-threaded one): connections
     /// are opened and driven there, not on the connection worker that first needed one,
     /// which may end first (see [`crate::workers`]).
@@ -35,6 +40,39 @@ pub(super) struct Pool {
 pub(super) struct Conn {
     pub client: Client,
     statements: HashMap<&'static str, Statement>,
+    _counted: Counted,
+}
+
+/// What a pool's connections tell it: how many are open (idle or in use), and a signal
+/// each time one is given back or closed.
+#[derive(Default)]
+struct Census {
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+/// One open connection in its pool's [`Census`], for as long as it lives.
+struct Counted(Arc<Census>);
+
+impl Counted {
+    fn new(census: &Arc<Census>) -> Counted {
+        census.open.fetch_add(1, Ordering::Relaxed);
+        Counted(census.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Why no new connection was opened.
+pub(super) struct ConnectError {
+    pub error: LedgerError,
+    /// The server refused it for its connection limit (SQLSTATE 53300).
+    pub at_limit: bool,
 }
 
 impl Conn {
@@ -128,6 +166,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(size)),
             connect_timeout,
             query_timeout,
+            census: Arc::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -135,17 +174,21 @@ impl Pool {
     /// A new connection (outside the pool's count: for the migration at open, or for a
     /// permit holder), within the connect timeout. Its I/O runs on a spawned task that
     /// ends when the connection closes.
-    pub(super) async fn connect(&self) -> Result<Conn, LedgerError> {
+    pub(super) async fn connect(&self) -> Result<Conn, ConnectError> {
         let (config, tls, timeout) = (self.config.clone(), self.tls.clone(), self.connect_timeout);
+        let census = self.census.clone();
         let elsewhere = self.runtime.as_ref().filter(|rt| {
             tokio::runtime::Handle::try_current().map_or(true, |now| now.id() != rt.id())
         });
         match elsewhere {
             Some(rt) => rt
-                .spawn(async move { connect(&config, tls, timeout).await })
+                .spawn(async move { connect(&config, tls, timeout, &census).await })
                 .await
-                .map_err(|_| unavailable("PostgreSQL: the connecting task ended".to_string()))?,
-            None => connect(&config, tls, timeout).await,
+                .map_err(|_| ConnectError {
+                    error: unavailable("PostgreSQL: the connecting task ended".to_string()),
+                    at_limit: false,
+                })?,
+            None => connect(&config, tls, timeout, &census).await,
         }
     }
 
@@ -157,6 +200,7 @@ impl Pool {
                 idle.push(conn);
             }
         }
+        self.census.changed.notify_waiters();
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -169,9 +213,36 @@ impl Pool {
         None
     }
 
+    /// Waits (at most the query timeout) for a connection another operation gives back,
+    /// after the server refused a new one for its connection limit (`refused`, returned
+    /// when the pool has no connection open or none comes back in time).
+    async fn wait_for_idle(&self, refused: LedgerError) -> Result<Conn, LedgerError> {
+        let deadline = tokio::time::Instant::now() + self.query_timeout;
+        loop {
+            let changed = self.census.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(conn) = self.take_idle() {
+                return Ok(conn);
+            }
+            if self.census.open.load(Ordering::Relaxed) == 0 {
+                return Err(refused);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(unavailable(format!(
+                    "PostgreSQL: at its connection limit, and none of the pool's {} \
+                     connections came back within {}",
+                    self.census.open.load(Ordering::Relaxed),
+                    human(self.query_timeout)
+                )));
+            }
+        }
+    }
+
     /// Runs `op` on a connection of the pool: waits at most the query timeout for one of
-    /// the N permits, opens a connection when none is idle (connect timeout), then gives
-    /// `op` the query timeout. A connection comes back to the pool only when `op`
+    /// the N permits, opens a connection when none is idle (connect timeout; a server at
+    /// its connection limit means waiting for one of the pool's, see
+    /// [`Pool::wait_for_idle`]), then gives `op` the query timeout. A connection comes back to the pool only when `op`
     /// finished and the session is intact; one that timed out has its query cancelled
     /// and is closed. If the caller stops waiting, the connection is closed too.
     pub(super) async fn run<T, F>(&self, op: F) -> Result<T, LedgerError>
@@ -190,7 +261,14 @@ impl Pool {
             .map_err(|_| unavailable("PostgreSQL: the pool is closed".to_string()))?;
         let mut conn = match self.take_idle() {
             Some(conn) => conn,
-            None => self.connect().await?,
+            None => match self.connect().await {
+                Ok(conn) => conn,
+                Err(ConnectError {
+                    error,
+                    at_limit: true,
+                }) => self.wait_for_idle(error).await?,
+                Err(ConnectError { error, .. }) => return Err(error),
+            },
         };
         match tokio::time::timeout(self.query_timeout, op(&mut conn)).await {
             Ok(Ok(value)) => {
@@ -234,16 +312,23 @@ async fn connect(
     config: &tokio_postgres::Config,
     tls: MakeTls,
     connect_timeout: Duration,
-) -> Result<Conn, LedgerError> {
+    census: &Arc<Census>,
+) -> Result<Conn, ConnectError> {
     let (client, connection) = tokio::time::timeout(connect_timeout, config.connect(tls))
         .await
-        .map_err(|_| {
-            unavailable(format!(
+        .map_err(|_| ConnectError {
+            error: unavailable(format!(
                 "PostgreSQL: no connection within {}",
                 human(connect_timeout)
-            ))
+            )),
+            at_limit: false,
         })?
-        .map_err(|e| unavailable(format!("cannot connect: {}", describe(&e))))?;
+        .map_err(|e| ConnectError {
+            at_limit: e
+                .as_db_error()
+                .is_some_and(|db| *db.code() == SqlState::TOO_MANY_CONNECTIONS),
+            error: unavailable(format!("cannot connect: {}", describe(&e))),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %describe(&e), "a ledger connection to PostgreSQL closed");
@@ -252,5 +337,6 @@ async fn connect(
     Ok(Conn {
         client,
         statements: HashMap::new(),
+        _counted: Counted::new(census),
     })
 }
