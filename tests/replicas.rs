@@ -233,6 +233,18 @@ impl Stack {
         out
     }
 
+    /// Nothing went wrong, so neither replica has logged a warning or an error.
+    fn assert_no_warnings(&mut self) {
+        for replica in &mut self.replicas {
+            let warnings: Vec<_> = replica
+                .drain_lines()
+                .into_iter()
+                .filter(|v| v["level"] != "INFO" && v["level"] != "DEBUG")
+                .collect();
+            assert!(warnings.is_empty(), "{warnings:#?}");
+        }
+    }
+
     /// Each replica's `/readyz` status (0 when it does not answer).
     async fn readiness(&self) -> Vec<u16> {
         let mut out = Vec::new();
@@ -278,7 +290,7 @@ async fn both_served(stack: &Stack, before: &[f64]) -> bool {
 #[tokio::test]
 #[ignore = "needs PostgreSQL and HAProxy (run by .ci/run)"]
 async fn every_pairing_reads_back_through_the_balancer_on_either_replica() {
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     let http = client();
     let before = stack.served().await;
     for back in DialectId::ALL {
@@ -341,12 +353,13 @@ async fn every_pairing_reads_back_through_the_balancer_on_either_replica() {
         "both replicas served: {:?}",
         stack.served().await
     );
+    stack.assert_no_warnings();
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL and HAProxy (run by .ci/run)"]
 async fn two_hundred_concurrent_uploads_get_distinct_stable_ids() {
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     // Tines clients over Case IQ: casegate gives the integer ids (SPEC 7.3).
     let (front, back) = (Tines, Caseiq);
     let base = stack.base(front, back);
@@ -394,6 +407,7 @@ async fn two_hundred_concurrent_uploads_get_distinct_stable_ids() {
         .collect();
     listed_ids.sort_unstable();
     assert_eq!(listed_ids, ids, "the list shows the same ids");
+    stack.assert_no_warnings();
 }
 
 #[tokio::test]
