@@ -7,7 +7,8 @@
 //! the ledger gets a last try at shutdown, then a replayable `lost` line; a second SIGTERM
 //! or Ctrl-C cuts each of the drain's waits short (for balancers, for requests in flight,
 //! for the ledger) with nothing stored short and no row unlogged; descriptors running out
-//! make new connections wait, warned about once a second.
+//! make new connections wait, warned about once a second; and a run with nothing wrong
+//! (every pairing's round trip, SQLite ledger) logs no warning.
 
 mod common;
 
@@ -1120,4 +1121,37 @@ async fn the_open_files_limit_is_raised_to_its_hard_limit_at_start() {
     assert_eq!(listening["open_files"], hard.to_string(), "{listening}");
     let answer = small(p.addr, "/r", b"hello").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Every pairing's upload, downloads, list, record and delete through one `casegate serve`
+/// on its default SQLite ledger: nothing went wrong, so nothing is logged above `INFO`
+/// (a warning in a clean run is either a false alarm or a fault no other check saw).
+#[tokio::test]
+async fn a_clean_run_through_every_pairing_logs_no_warning() {
+    let emulators = every_back().await;
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "log_format = \"json\"\nledger = \"sqlite://{}\"",
+        dir.path().join("ledger.sqlite3").display()
+    );
+    let toml = pairings_toml(&emulators, &top, |_, _| String::new());
+    let config = dir.path().join("routes.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut p = Proc::start(&config);
+    let base = format!("http://{}", p.addr);
+    every_pairing_round_trip(&client(), &emulators, |front, back| {
+        format!("{base}/{front}-{back}")
+    })
+    .await;
+    let lines = p.drain_lines();
+    let accesses = lines
+        .iter()
+        .filter(|v| v["target"] == "casegate::access")
+        .count();
+    assert!(accesses >= 16 * 3, "{accesses} access lines");
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|v| v["level"] != "INFO" && v["level"] != "DEBUG")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }

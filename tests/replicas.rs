@@ -293,61 +293,10 @@ async fn every_pairing_reads_back_through_the_balancer_on_either_replica() {
     let mut stack = Stack::start().await;
     let http = client();
     let before = stack.served().await;
-    for back in DialectId::ALL {
-        for front in DialectId::ALL {
-            let ctx = format!("{front}->{back}");
-            let c = FrontClient::new(&http, front, &stack.base(front, back), Cred::Good).await;
-            let data = random_bytes(50_000 + front as usize * 1000, back as u64 + 1);
-            let mut up = small_upload(back);
-            up.file_name = "evidence.pdf".into();
-            up.content_type = Some("application/pdf".into());
-            up.data = data.clone();
-            if front == Kibana {
-                up.display_name = Some(up.file_name.clone());
-            }
-            let r = c.upload(&up).await;
-            assert_eq!(r.status, 200, "{ctx}: {}", r.text());
-            let stored = stack.emulator(back).files().pop().unwrap();
-            assert_eq!(stored.sha256, sha256_hex(&data), "{ctx}");
-            let id = answer_file_id(front, &r, &stored.id);
-            // Read it back several times: each request may land on either replica, and
-            // both must know the same id.
-            for _ in 0..2 {
-                let d = c.download(&up.case_id, &id).await;
-                assert_eq!(d.status, 200, "{ctx}: download {}", d.text());
-                assert_eq!(
-                    sha256_hex(&d.body),
-                    sha256_hex(&data),
-                    "{ctx}: download bytes"
-                );
-                if front != Thalamus {
-                    let l = c.list(&up.case_id, "").await;
-                    assert_eq!(l.status, 200, "{ctx}: list {}", l.text());
-                    assert!(l.text().contains(&id), "{ctx}: {id} listed: {}", l.text());
-                    let g = c.get(&up.case_id, &id).await;
-                    assert_eq!(g.status, 200, "{ctx}: get {}", g.text());
-                }
-            }
-            // (Kibana over Kibana deletes by the comment id, which reading.rs covers.)
-            if front != Caseiq && back != Caseiq && !(front == Kibana && back == Kibana) {
-                let d = c.delete(&up.case_id, &id).await;
-                assert!(
-                    d.status == 204 || d.text() == "true",
-                    "{ctx}: delete {} {}",
-                    d.status,
-                    d.text()
-                );
-                assert!(
-                    !stack
-                        .emulator(back)
-                        .files()
-                        .iter()
-                        .any(|f| f.id == stored.id),
-                    "{ctx}: gone upstream"
-                );
-            }
-        }
-    }
+    every_pairing_round_trip(&http, &stack.emulators, |front, back| {
+        stack.base(front, back)
+    })
+    .await;
     assert!(
         both_served(&stack, &before).await,
         "both replicas served: {:?}",

@@ -567,6 +567,68 @@ pub fn pairings_toml(
     toml
 }
 
+/// Every pairing's round trip over `base(front, back)` (routes as [`pairings_toml`] makes
+/// them, to `emulators`): an upload whose bytes reach the upstream whole, downloaded
+/// twice, listed and read where the front can, then deleted where both sides can. Each
+/// request may land on another replica behind a balancer.
+pub async fn every_pairing_round_trip(
+    http: &reqwest::Client,
+    emulators: &[Emulator],
+    base: impl Fn(DialectId, DialectId) -> String,
+) {
+    for (back, emulator) in DialectId::ALL.into_iter().zip(emulators) {
+        for front in DialectId::ALL {
+            let ctx = format!("{front}->{back}");
+            let c = FrontClient::new(http, front, &base(front, back), Cred::Good).await;
+            let data = random_bytes(50_000 + front as usize * 1000, back as u64 + 1);
+            let mut up = small_upload(back);
+            up.file_name = "evidence.pdf".into();
+            up.content_type = Some("application/pdf".into());
+            up.data = data.clone();
+            if front == Kibana {
+                up.display_name = Some(up.file_name.clone());
+            }
+            let r = c.upload(&up).await;
+            assert_eq!(r.status, 200, "{ctx}: {}", r.text());
+            let stored = emulator.files().pop().unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&data), "{ctx}");
+            let id = answer_file_id(front, &r, &stored.id);
+            // Read it back several times: each request may land on either replica, and
+            // both must know the same id.
+            for _ in 0..2 {
+                let d = c.download(&up.case_id, &id).await;
+                assert_eq!(d.status, 200, "{ctx}: download {}", d.text());
+                assert_eq!(
+                    sha256_hex(&d.body),
+                    sha256_hex(&data),
+                    "{ctx}: download bytes"
+                );
+                if front != Thalamus {
+                    let l = c.list(&up.case_id, "").await;
+                    assert_eq!(l.status, 200, "{ctx}: list {}", l.text());
+                    assert!(l.text().contains(&id), "{ctx}: {id} listed: {}", l.text());
+                    let g = c.get(&up.case_id, &id).await;
+                    assert_eq!(g.status, 200, "{ctx}: get {}", g.text());
+                }
+            }
+            // (Kibana over Kibana deletes by the comment id, which reading.rs covers.)
+            if front != Caseiq && back != Caseiq && !(front == Kibana && back == Kibana) {
+                let d = c.delete(&up.case_id, &id).await;
+                assert!(
+                    d.status == 204 || d.text() == "true",
+                    "{ctx}: delete {} {}",
+                    d.status,
+                    d.text()
+                );
+                assert!(
+                    !emulator.files().iter().any(|f| f.id == stored.id),
+                    "{ctx}: gone upstream"
+                );
+            }
+        }
+    }
+}
+
 /// The front id an upload's answer gives the new file, as the client would read it.
 pub fn answer_file_id(front: DialectId, r: &Reply, stored_id: &str) -> String {
     let v = r.json();
