@@ -336,6 +336,7 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    let serving = serve_config.is_some();
     // Dropped at the end of main: what the log still holds is written then.
     let log_flush = match init_logging(
         serve_config
@@ -406,13 +407,33 @@ fn main() -> ExitCode {
     });
     // The runtime's last lines logged, then written, before the last word below.
     drop(rt);
+    let said = serving && say_last_word(&outcome);
     drop(log_flush);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            if !said {
+                eprintln!("{e}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `serve`'s last line, in its log's format (a pipeline reading JSON lines parses it like
+/// the others): that casegate stopped, or why it could not start. False when the log's
+/// filter would drop an error (the caller then prints it plainly).
+fn say_last_word(outcome: &Result<(), String>) -> bool {
+    match outcome {
+        Ok(()) => {
+            tracing::info!(target: "casegate::server", "casegate stopped");
+            true
+        }
+        Err(e) if tracing::enabled!(target: "casegate::server", tracing::Level::ERROR) => {
+            tracing::error!(target: "casegate::server", error = %e, "casegate could not start");
+            true
+        }
+        Err(_) => false,
     }
 }
 

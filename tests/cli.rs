@@ -84,6 +84,61 @@ token = "${CASEGATE_TEST_UNSET_SECRET}"
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// serve's last word goes through its log: a start that fails (here its port is taken)
+/// ends with one `ERROR` line in the configured format, JSON like every line before it,
+/// naming the cause; exit 1. With the log's filter off, the cause is printed plainly.
+#[test]
+fn a_start_that_fails_says_why_in_the_logs_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = write(
+        dir.path(),
+        "routes.toml",
+        &format!(
+            "listen = \"{addr}\"\nlog_format = \"json\"\n\n[[routes]]\nname = \"t\"\nfront = \"tines\"\nclient_tokens = [\"c\"]\n[routes.upstream]\ndialect = \"tines\"\nurl = \"embedded\"\n"
+        ),
+    );
+    let serve = |filter: &str| {
+        Command::new(BIN)
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env("CASEGATE_LOG", filter)
+            .output()
+            .unwrap()
+    };
+    let out = serve("info");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{err}");
+    assert_eq!(last["message"], "casegate could not start", "{err}");
+    let cause = last["error"].as_str().unwrap();
+    assert!(
+        cause.starts_with(&format!("cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["message"] == "embedded emulator started"),
+        "{err}"
+    );
+
+    let out = serve("off");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("cannot listen on {addr}: ")),
+        "{err}"
+    );
+    drop(taken);
+}
+
 /// `cmd` started at the `info` level without colours, its log (stderr) sent line by line.
 fn spawn_logged(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = cmd

@@ -8,7 +8,8 @@
 //! or Ctrl-C cuts each of the drain's waits short (for balancers, for requests in flight,
 //! for the ledger) with nothing stored short and no row unlogged; descriptors running out
 //! make new connections wait, warned about once a second; and a run with nothing wrong
-//! (every pairing's round trip, SQLite ledger) logs no warning.
+//! (every pairing's round trip, SQLite ledger) logs no warning, and its last line says
+//! it stopped.
 
 mod common;
 
@@ -1154,4 +1155,11 @@ async fn a_clean_run_through_every_pairing_logs_no_warning() {
         .filter(|v| v["level"] != "INFO" && v["level"] != "DEBUG")
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
+    // Stopped, it says so last (no admin listener: no drain delay).
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let lines = p.drain_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["message"], "casegate stopped", "{last}");
+    assert_eq!(last["level"], "INFO", "{last}");
 }
