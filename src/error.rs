@@ -197,6 +197,19 @@ impl Error {
         )
     }
 
+    /// The client closed its connection, or reset its HTTP/2 stream, before its body
+    /// ended: nobody is left to read an answer. Logged and counted with nginx's 499
+    /// ("client closed request"), so that clients giving up are not counted as malformed
+    /// requests; the code stays `bad_request` (SPEC section 4's set).
+    pub fn client_closed() -> Self {
+        Self::new(
+            Code::BadRequest,
+            CLIENT_CLOSED,
+            Side::Client,
+            "The client closed its request before its body ended.",
+        )
+    }
+
     /// The client stopped sending its body.
     pub fn client_timeout() -> Self {
         Self::new(
@@ -383,8 +396,17 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
-/// The standard reason phrase of a status.
+/// nginx's status for a request its client closed before it was answered.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// The standard reason phrase of a status (nginx's name for its 499).
 pub fn reason(status: StatusCode) -> &'static str {
+    if status == CLIENT_CLOSED {
+        return "Client Closed Request";
+    }
     status.canonical_reason().unwrap_or("Error")
 }
 

@@ -188,7 +188,11 @@ where
                     if e.is::<crate::service::BodyIdle>() {
                         return this.end(Error::client_timeout());
                     }
-                    tracing::debug!(error = %e, "request body broke off");
+                    let chain = crate::error::Chain(e.as_ref());
+                    tracing::debug!(error = %chain, "request body broke off");
+                    if client_gone(e.as_ref()) {
+                        return this.end(Error::client_closed());
+                    }
                     return this.end(Error::bad_request("The request body broke off."));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
@@ -208,6 +212,38 @@ where
             }
         }
     }
+}
+
+/// Whether a request body's error means its client went away: the connection ended
+/// before the body did (closed, reset) or the client reset its HTTP/2 stream or the
+/// connection. A body the client framed wrongly (a bad chunk size line) is not: the
+/// client is still there to be told.
+fn client_gone(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let ended = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        )
+    };
+    let mut cause = Some(e);
+    // Bounded: a chain is a few errors deep.
+    for _ in 0..16 {
+        let Some(c) = cause else { break };
+        if c.downcast_ref::<std::io::Error>().is_some_and(ended) {
+            return true;
+        }
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            // h2 keeps its connection's I/O error to itself (not as its source).
+            if h2.get_io().is_some_and(ended)
+                || h2.is_remote() && (h2.is_reset() || h2.is_go_away())
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// How a dialect reads a multipart form.

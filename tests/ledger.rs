@@ -80,21 +80,6 @@ async fn an_unreachable_ledger_refuses_uploads_with_nothing_sent_and_recovers() 
     h.stop().await;
 }
 
-/// One unlabelled sample of the admin listener's `/metrics`.
-async fn metric(http: &reqwest::Client, admin: std::net::SocketAddr, name: &str) -> f64 {
-    let text = http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// An upload the upstream confirms while the ledger is away: answered success, its row
 /// waits in memory, and the metrics say so (an operator's alert reads
 /// `casegate_ledger_rows_waiting` and `casegate_ledger_rows_lost_total`, not the log);
@@ -112,13 +97,13 @@ async fn a_row_waiting_for_the_ledger_is_measured_until_it_is_written() {
             "casegate_ledger_rows_waiting",
             "casegate_ledger_rows_lost_total",
         ] {
-            out.push(metric(&h.http, admin, name).await);
+            out.push(metric_sum(&h.http, admin, name, &[]).await);
         }
         out
     };
     assert_eq!(figures().await, [1.0, 0.0, 0.0]);
     assert_eq!(
-        metric(&h.http, admin, "casegate_ledger_errors_total").await,
+        metric_sum(&h.http, admin, "casegate_ledger_errors_total", &[]).await,
         0.0
     );
 
@@ -137,7 +122,7 @@ async fn a_row_waiting_for_the_ledger_is_measured_until_it_is_written() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(h.upstream.files().pop().unwrap().sha256, sha256_hex(&data));
     assert_eq!(figures().await, [0.0, 1.0, 0.0]);
-    assert!(metric(&h.http, admin, "casegate_ledger_errors_total").await >= 1.0);
+    assert!(metric_sum(&h.http, admin, "casegate_ledger_errors_total", &[]).await >= 1.0);
 
     // Back: the row is written, nothing was lost.
     std::fs::rename(&away, &file).unwrap();

@@ -109,6 +109,7 @@ async fn a_client_that_vanishes_mid_upload_leaves_nothing_behind() {
             back,
             Opts {
                 spool_dir: Some(spool.clone()),
+                extra_top_keys: "admin_listen = \"127.0.0.1:0\"\n".into(),
                 ..Opts::default()
             },
         )
@@ -135,6 +136,17 @@ async fn a_client_that_vanishes_mid_upload_leaves_nothing_behind() {
         if !spooled {
             assert_eq!(h.upstream.uploads(), 1, "{back}: the upload was streaming");
         }
+        // Counted as the client's giving up (nginx's 499), not as a malformed request.
+        let admin = h.casegate.admin_addr().unwrap();
+        let counted = |status: &'static str| {
+            let http = h.http.clone();
+            async move {
+                let status = format!("status=\"{status}\"");
+                metric_sum(&http, admin, "casegate_requests_total", &[&status]).await
+            }
+        };
+        assert_eq!(counted("499").await, 1.0, "{back}");
+        assert_eq!(counted("400").await, 0.0, "{back}");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,
@@ -157,6 +169,79 @@ async fn a_client_that_vanishes_mid_upload_leaves_nothing_behind() {
         );
         h.stop().await;
     }
+}
+
+/// An HTTP/2 client that cancels its upload mid-body (RST_STREAM on a connection it
+/// keeps): nothing is stored, the request is counted as 499 (the client gave up), and the
+/// same connection goes on to upload.
+#[tokio::test]
+async fn an_h2_upload_cancelled_mid_body_is_counted_as_the_clients_giving_up() {
+    let h = setup(
+        &[Tines],
+        Tines,
+        Opts {
+            extra_top_keys: "admin_listen = \"127.0.0.1:0\"\n".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let admin = h.casegate.admin_addr().unwrap();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/tines/api/v2/cases/1/files", h.base());
+    let start = Bytes::from(format!(
+        r#"{{"filename":"x.pdf","file_contents":"{}"#,
+        "QUJD".repeat(64 * 1024)
+    ));
+    // The body's first piece, then nothing: the request is cancelled while casegate waits.
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(start)])
+        .chain(futures_util::stream::pending());
+    let request = h2c
+        .post(&url)
+        .bearer_auth(CLIENT_TOKEN)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let sending = tokio::spawn(request);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.upstream.uploads() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sending.abort();
+    let counted = |status: &'static str| {
+        let http = h.http.clone();
+        async move {
+            let status = format!("status=\"{status}\"");
+            metric_sum(&http, admin, "casegate_requests_total", &[&status]).await
+        }
+    };
+    while counted("499").await != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no 499 counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted("400").await, 0.0);
+    assert!(
+        h.upstream.files().is_empty(),
+        "a cancelled upload was stored"
+    );
+    // The client's connection is still open and serves the next upload.
+    let r = send(
+        &h2c,
+        Tines,
+        &format!("{}/tines", h.base()),
+        &small_upload(Tines),
+        Cred::Good,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(counted("200").await, 1.0);
+    h.stop().await;
 }
 
 #[tokio::test]

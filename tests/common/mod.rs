@@ -629,6 +629,33 @@ pub async fn every_pairing_round_trip(
     }
 }
 
+/// The sum of the samples of `family` on the admin listener's `/metrics` whose labels
+/// hold each of `labels` (`status="499"`); 0 when none does.
+pub async fn metric_sum(
+    http: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    family: &str,
+    labels: &[&str],
+) -> f64 {
+    let text = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(family)?;
+            let (labelled, value) = rest.rsplit_once(' ')?;
+            let own = labelled.is_empty() || labelled.starts_with('{');
+            (own && labels.iter().all(|want| labelled.contains(want))).then_some(value)
+        })
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
 /// The front id an upload's answer gives the new file, as the client would read it.
 pub fn answer_file_id(front: DialectId, r: &Reply, stored_id: &str) -> String {
     let v = r.json();
