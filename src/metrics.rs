@@ -260,6 +260,9 @@ pub struct Metrics {
     ledger_source: Arc<RwLock<Option<LedgerSource>>>,
     /// The served certificate's `notAfter`, [`NO_CERT`] when casegate serves no TLS.
     tls_expiry: Arc<AtomicI64>,
+    /// Set when the drain's limit cuts the connections still serving (see
+    /// [`Metrics::drain_cutting`]).
+    drain_cutting: std::sync::atomic::AtomicBool,
 }
 
 /// [`Metrics::tls_expiry`] without a certificate.
@@ -355,7 +358,21 @@ impl Metrics {
             config_reloads,
             ledger_source,
             tls_expiry,
+            drain_cutting: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The drain's limit is reached: the connections still serving are about to be cut.
+    pub fn start_drain_cut(&self) {
+        self.drain_cutting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the drain is cutting connections: a request dropped unanswered from then
+    /// on was cut by casegate (counted 503), not by its client (499).
+    pub fn drain_cutting(&self) -> bool {
+        self.drain_cutting
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts one finished request (`casegate_requests_total` += 1) and observes its

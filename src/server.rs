@@ -912,6 +912,7 @@ async fn accept_here<S: ConnService>(
     let drain = Arc::new(Drain::default());
     let mut connections = JoinSet::new();
     let (stopping, draining) = (stopped.clone(), drain.clone());
+    let metrics = gateway.metrics();
     let serve = move |stream: TcpStream| {
         connection(
             stream,
@@ -983,7 +984,9 @@ async fn accept_here<S: ConnService>(
             }
         }
     }
-    // What is still running when the limit is reached is cut.
+    // What is still running when the limit is reached is cut (and its requests logged
+    // as cut by the drain, not by their clients).
+    metrics.start_drain_cut();
     connections.abort_all();
     let mut cut = 0;
     while let Some(ended) = connections.join_next().await {

@@ -234,6 +234,31 @@ pin_project_lite::pin_project! {
         inner: context::Scoped<F>,
         start: Option<Started>,
     }
+
+    impl<F> PinnedDrop for AccessFuture<F> {
+        /// Dropped before it answered: the client went away (its connection closed, its
+        /// HTTP/2 stream reset) while the request was served, or the drain's limit cut
+        /// the connection. Logged and counted all the same, as nginx logs its 499: a
+        /// request that made its upstream work does not vanish from the log.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(start) = this.start.take() {
+                let status = if start.metrics.drain_cutting() {
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    crate::error::CLIENT_CLOSED
+                };
+                Finished {
+                    ctx: start.ctx,
+                    metrics: start.metrics,
+                    started: start.started,
+                    status: status.as_u16(),
+                    code: "-",
+                }
+                .emit(0, false);
+            }
+        }
+    }
 }
 
 impl<F> Future for AccessFuture<F>

@@ -268,6 +268,21 @@ async fn sigterm_drains_then_cuts_what_is_left() {
             .collect::<Vec<_>>()
     );
     assert_eq!(emu.files().len(), 1);
+    // Both are in the access log: the finished one 200, the cut one 503, cut by the
+    // drain (not 499: its client did not give up), its answer not complete.
+    let mut uploads: Vec<(u64, bool)> = p
+        .drain_lines()
+        .iter()
+        .filter(|v| v["target"] == "casegate::access" && v["operation"] == "upload")
+        .map(|v| {
+            (
+                v["status"].as_u64().unwrap(),
+                v["complete"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    uploads.sort_unstable();
+    assert_eq!(uploads, [(200, true), (503, false)]);
 }
 
 #[tokio::test]

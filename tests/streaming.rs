@@ -244,6 +244,55 @@ async fn an_h2_upload_cancelled_mid_body_is_counted_as_the_clients_giving_up() {
     h.stop().await;
 }
 
+/// A client that sent its whole upload and goes away while the upstream takes its time
+/// to answer: the request is still logged and counted, as 499 (nginx's "client closed
+/// request"), its answer not complete; before, it vanished from the access log.
+#[tokio::test]
+async fn a_client_gone_while_the_upstream_answers_is_logged_as_499() {
+    let h = setup(
+        &[Tines],
+        Tines,
+        Opts {
+            fault: Some(emulator::Fault::Delay(Duration::from_secs(2))),
+            extra_top_keys: "admin_listen = \"127.0.0.1:0\"\n".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let admin = h.casegate.admin_addr().unwrap();
+    let (head, body) = wire_upload(&h, Tines, b"sent whole", "").await;
+    let mut s = tokio::net::TcpStream::connect(h.casegate.addr())
+        .await
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.upstream.uploads() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s);
+    let gone = ["status=\"499\"", "operation=\"upload\"", "code=\"-\""];
+    while metric_sum(&h.http, admin, "casegate_requests_total", &gone).await != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no 499 counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = metric_sum(
+        &h.http,
+        admin,
+        "casegate_requests_total",
+        &["operation=\"upload\""],
+    );
+    assert_eq!(all.await, 1.0);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_chunked_body_crossing_the_limit_is_cut_and_answered_413() {
     for front in [Thalamus, Tines] {
