@@ -89,6 +89,16 @@ async fn a_slow_upstream_slows_the_client() {
     }
 }
 
+/// How many requests the casegate whose admin listener is `admin` counted with `status`.
+async fn requests_answered(
+    http: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    status: &str,
+) -> f64 {
+    let status = format!("status=\"{status}\"");
+    metric_sum(http, admin, "casegate_requests_total", &[&status]).await
+}
+
 /// Sends the head and part of a body over a raw socket, then drops the connection.
 fn send_partial_and_vanish(addr: std::net::SocketAddr, head: &str, part: &[u8]) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -138,13 +148,7 @@ async fn a_client_that_vanishes_mid_upload_leaves_nothing_behind() {
         }
         // Counted as the client's giving up (nginx's 499), not as a malformed request.
         let admin = h.casegate.admin_addr().unwrap();
-        let counted = |status: &'static str| {
-            let http = h.http.clone();
-            async move {
-                let status = format!("status=\"{status}\"");
-                metric_sum(&http, admin, "casegate_requests_total", &[&status]).await
-            }
-        };
+        let counted = |status| requests_answered(&h.http, admin, status);
         assert_eq!(counted("499").await, 1.0, "{back}");
         assert_eq!(counted("400").await, 0.0, "{back}");
         assert_eq!(
@@ -214,13 +218,7 @@ async fn an_h2_upload_cancelled_mid_body_is_counted_as_the_clients_giving_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sending.abort();
-    let counted = |status: &'static str| {
-        let http = h.http.clone();
-        async move {
-            let status = format!("status=\"{status}\"");
-            metric_sum(&http, admin, "casegate_requests_total", &[&status]).await
-        }
-    };
+    let counted = |status| requests_answered(&h.http, admin, status);
     while counted("499").await != 1.0 {
         assert!(std::time::Instant::now() < deadline, "no 499 counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
