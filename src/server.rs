@@ -986,7 +986,9 @@ async fn accept_here<S: ConnService>(
     }
     // What is still running when the limit is reached is cut (and its requests logged
     // as cut by the drain, not by their clients).
-    metrics.start_drain_cut();
+    if !connections.is_empty() {
+        metrics.start_drain_cut();
+    }
     connections.abort_all();
     let mut cut = 0;
     while let Some(ended) = connections.join_next().await {

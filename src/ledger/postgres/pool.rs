@@ -242,9 +242,10 @@ impl Pool {
     /// Runs `op` on a connection of the pool: waits at most the query timeout for one of
     /// the N permits, opens a connection when none is idle (connect timeout; a server at
     /// its connection limit means waiting for one of the pool's, see
-    /// [`Pool::wait_for_idle`]), then gives `op` the query timeout. A connection comes back to the pool only when `op`
-    /// finished and the session is intact; one that timed out has its query cancelled
-    /// and is closed. If the caller stops waiting, the connection is closed too.
+    /// [`Pool::wait_for_idle`]), then gives `op` the query timeout. A connection comes
+    /// back to the pool only when `op` finished and the session is intact; one that timed
+    /// out has its query cancelled and is closed. If the caller stops waiting, the
+    /// connection is closed too.
     pub(super) async fn run<T, F>(&self, op: F) -> Result<T, LedgerError>
     where
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, DbError>>,
