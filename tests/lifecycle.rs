@@ -270,6 +270,7 @@ async fn sigterm_drains_then_cuts_what_is_left() {
     assert_eq!(emu.files().len(), 1);
     // Both are in the access log: the finished one 200, the cut one 503, cut by the
     // drain (not 499: its client did not give up), its answer not complete.
+    p.wait_for(|v| v["message"] == "casegate stopped");
     let mut uploads: Vec<(u64, bool)> = p
         .drain_lines()
         .iter()
@@ -1140,7 +1141,7 @@ async fn the_open_files_limit_is_raised_to_its_hard_limit_at_start() {
 }
 
 /// Every pairing's upload, downloads, list, record and delete through one `casegate serve`
-/// on its default SQLite ledger: nothing went wrong, so nothing is logged above `INFO`
+/// on a SQLite ledger of its own: nothing went wrong, so nothing is logged above `INFO`
 /// (a warning in a clean run is either a false alarm or a fault no other check saw).
 #[tokio::test]
 async fn a_clean_run_through_every_pairing_logs_no_warning() {
@@ -1173,6 +1174,8 @@ async fn a_clean_run_through_every_pairing_logs_no_warning() {
     // Stopped, it says so last (no admin listener: no drain delay).
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    // Read to that line (the pipe's reader may lag the exit), then nothing after it.
+    p.wait_for(|v| v["message"] == "casegate stopped");
     let lines = p.drain_lines();
     let last = lines.last().unwrap();
     assert_eq!(last["message"], "casegate stopped", "{last}");
